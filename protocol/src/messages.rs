@@ -1,0 +1,611 @@
+//! The framed messages nodes, clients and peers exchange (DESIGN §3), and their body codecs.
+//!
+//! Every body is a fixed sequence of [`Wire`] fields and `u32`-counted lists. [`Message::check`]
+//! holds the format rules a body must meet beyond its bytes (list bounds, ordered LSNs, a batch's
+//! `prev_pg_lsn` chain); encoding and decoding both apply it, so nothing can be sent that a peer
+//! would reject as malformed.
+
+use bytes::{BufMut, Bytes};
+
+use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
+use crate::error::{FormatError, FormatResult};
+use crate::ids::{AzId, Epochs, Lsn, NodeId, PageId};
+use crate::record::{Record, PAGE_BYTES_MAX, PAGE_BYTES_MIN, RECORD_HEADER_BYTES};
+use crate::wire::{get_list, put_list, LsnRange, PgRef, Wire};
+
+/// Most records in one append batch or one records response.
+pub const BATCH_RECORDS_MAX: usize = 4096;
+/// Most LSN ranges in a gossip summary's hole list or a gossip fetch.
+pub const GOSSIP_RANGES_MAX: usize = 256;
+/// Most segments listed in one status response.
+pub const STATUS_SEGMENTS_MAX: usize = 4096;
+/// Longest error message, in UTF-8 bytes.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// Records for one PG, sent to each of its segments; also the idle heartbeat (no records) that
+/// keeps nodes informed of VDL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendBatch {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    /// The writer's VDL when the batch was sent.
+    pub vdl: Lsn,
+    /// The newest LSN of this PG at or below `vdl`.
+    pub pg_vdl_lsn: Lsn,
+    /// Strictly increasing LSNs, each record's `prev_pg_lsn` the previous record's LSN.
+    pub records: Vec<Record>,
+}
+
+/// A node's acknowledgement that a batch is on stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendAck {
+    pub pg: PgRef,
+    pub node: NodeId,
+    /// The epochs the node holds for the segment.
+    pub epochs: Epochs,
+    /// LSNs of the first and last record of the acknowledged batch (both zero for a heartbeat).
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+    /// The segment's complete LSN after this batch.
+    pub scl: Lsn,
+    /// Bytes of further records the node will take from this writer now (backpressure).
+    pub credit_bytes: u32,
+}
+
+/// Asks for a segment's records in an LSN range (recovery, repair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRecords {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub range: LsnRange,
+    /// Stop after this many record bytes; the response says if more remain.
+    pub bytes_max: u32,
+}
+
+/// Records a segment holds, answering `ReadRecords` or `GossipFetch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Records {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub scl: Lsn,
+    /// True if the request's byte limit cut the answer short.
+    pub more: bool,
+    /// Strictly increasing LSNs; holes allowed.
+    pub records: Vec<Record>,
+}
+
+/// Asks for a page as of `read_lsn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPage {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub page_id: PageId,
+    pub read_lsn: Lsn,
+    /// The PG's newest LSN at or below `read_lsn`: the segment must be complete through it.
+    pub pg_newest_lsn: Lsn,
+}
+
+/// A page version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub read_lsn: Lsn,
+    /// LSN of the newest record applied to this version (zero if none: the page is zeros).
+    pub version_lsn: Lsn,
+    /// The page bytes; a power of two between `PAGE_BYTES_MIN` and `PAGE_BYTES_MAX`.
+    pub bytes: Bytes,
+}
+
+/// A segment's state and holes, exchanged between the PG's segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipSummary {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub epochs: Epochs,
+    pub scl: Lsn,
+    pub highest_lsn: Lsn,
+    /// Ranges above `scl` the segment is missing records in.
+    pub holes: Vec<LsnRange>,
+}
+
+/// Asks a peer segment for its records in these ranges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipFetch {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub ranges: Vec<LsnRange>,
+    pub bytes_max: u32,
+}
+
+/// A new writer raising the segment's volume epoch (fences the old writer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochBump {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+}
+
+/// The segment's state after an epoch bump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochAck {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub epochs: Epochs,
+    pub scl: Lsn,
+    pub highest_lsn: Lsn,
+}
+
+/// Records inside `range` are to be discarded, now and when they arrive late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Truncate {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub range: LsnRange,
+}
+
+/// The truncation range is durable on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TruncateAck {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub epochs: Epochs,
+    pub range: LsnRange,
+}
+
+/// One segment's durable points, in a status response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentStatus {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub scl: Lsn,
+    pub highest_lsn: Lsn,
+}
+
+impl Wire for SegmentStatus {
+    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 2 * Lsn::BYTES;
+    fn put(&self, out: &mut impl BufMut) {
+        self.pg.put(out);
+        self.epochs.put(out);
+        self.scl.put(out);
+        self.highest_lsn.put(out);
+    }
+    fn read(reader: &mut Reader) -> FormatResult<Self> {
+        Ok(SegmentStatus {
+            pg: PgRef::read(reader)?,
+            epochs: Epochs::read(reader)?,
+            scl: Lsn::read(reader)?,
+            highest_lsn: Lsn::read(reader)?,
+        })
+    }
+}
+
+/// A node's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node: NodeId,
+    pub az: AzId,
+    pub segments: Vec<SegmentStatus>,
+}
+
+/// Why a request failed. Codes this build does not know decode as `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadRequest,
+    /// The request's epoch is older than the node's: the sender is fenced or out of date.
+    StaleEpoch,
+    ChecksumMismatch,
+    /// The node has no space for new records; reads still work.
+    DiskFull,
+    /// The node latched an I/O error and refuses writes.
+    NodeFailed,
+    /// The read point is above what the segment holds (after a bounded wait).
+    NotYet,
+    /// The read point is below the GC floor.
+    TooOld,
+    Unauthorized,
+    Overloaded,
+    Internal,
+    Unknown(u16),
+}
+
+const ERROR_CODES: [ErrorCode; 10] = [
+    ErrorCode::BadRequest,
+    ErrorCode::StaleEpoch,
+    ErrorCode::ChecksumMismatch,
+    ErrorCode::DiskFull,
+    ErrorCode::NodeFailed,
+    ErrorCode::NotYet,
+    ErrorCode::TooOld,
+    ErrorCode::Unauthorized,
+    ErrorCode::Overloaded,
+    ErrorCode::Internal,
+];
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::Unknown(code) => code,
+            known => ERROR_CODES
+                .iter()
+                .position(|c| *c == known)
+                .map_or(0, |i| i as u16 + 1),
+        }
+    }
+    pub fn from_u16(code: u16) -> ErrorCode {
+        let known = usize::from(code)
+            .checked_sub(1)
+            .and_then(|i| ERROR_CODES.get(i));
+        known.copied().unwrap_or(ErrorCode::Unknown(code))
+    }
+}
+
+/// A typed refusal, with the node's epochs for the PG where they matter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    /// Human-readable detail, at most `ERROR_MESSAGE_BYTES_MAX` bytes.
+    pub message: String,
+}
+
+/// Every message, one per frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    AppendBatch(AppendBatch),
+    AppendAck(AppendAck),
+    ReadRecords(ReadRecords),
+    Records(Records),
+    ReadPage(ReadPage),
+    Page(Page),
+    GossipSummary(GossipSummary),
+    GossipFetch(GossipFetch),
+    EpochBump(EpochBump),
+    EpochAck(EpochAck),
+    Truncate(Truncate),
+    TruncateAck(TruncateAck),
+    StatusRequest,
+    Status(Status),
+    Error(ErrorReply),
+}
+
+impl Message {
+    /// The frame type byte of this message.
+    pub fn type_code(&self) -> u8 {
+        match self {
+            Message::AppendBatch(_) => 1,
+            Message::AppendAck(_) => 2,
+            Message::ReadRecords(_) => 3,
+            Message::Records(_) => 4,
+            Message::ReadPage(_) => 5,
+            Message::Page(_) => 6,
+            Message::GossipSummary(_) => 7,
+            Message::GossipFetch(_) => 8,
+            Message::EpochBump(_) => 9,
+            Message::EpochAck(_) => 10,
+            Message::Truncate(_) => 11,
+            Message::TruncateAck(_) => 12,
+            Message::StatusRequest => 13,
+            Message::Status(_) => 14,
+            Message::Error(_) => 15,
+        }
+    }
+
+    /// The format rules beyond the bytes: list bounds and LSN order.
+    pub fn check(&self) -> FormatResult<()> {
+        match self {
+            Message::AppendBatch(b) => check_batch(b),
+            Message::Records(r) => check_records(&r.records, false),
+            Message::ReadPage(r) if r.pg_newest_lsn > r.read_lsn => Err(FormatError::Invalid {
+                what: "read page newest lsn",
+            }),
+            Message::Page(p) => check_page(p),
+            Message::GossipSummary(g) => check_summary(g),
+            Message::GossipFetch(f) => {
+                expect_at_most(f.ranges.len(), GOSSIP_RANGES_MAX, "gossip fetch ranges")
+            }
+            Message::Status(s) => {
+                expect_at_most(s.segments.len(), STATUS_SEGMENTS_MAX, "status segments")
+            }
+            Message::Error(e) => {
+                expect_at_most(e.message.len(), ERROR_MESSAGE_BYTES_MAX, "error message")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the body (not the frame header). The message must have passed [`Message::check`].
+    pub fn encode_body(&self, out: &mut impl BufMut) {
+        match self {
+            Message::AppendBatch(b) => {
+                (b.pg, b.epochs, b.vdl, b.pg_vdl_lsn).put(out);
+                put_records(out, &b.records);
+            }
+            Message::AppendAck(a) => {
+                (a.pg, a.node, a.epochs, a.first_lsn, a.last_lsn, a.scl).put(out);
+                out.put_u32_le(a.credit_bytes);
+            }
+            Message::ReadRecords(r) => {
+                (r.pg, r.epochs, r.range).put(out);
+                out.put_u32_le(r.bytes_max);
+            }
+            Message::Records(r) => {
+                (r.pg, r.node, r.scl).put(out);
+                out.put_u32_le(u32::from(r.more));
+                put_records(out, &r.records);
+            }
+            Message::ReadPage(r) => {
+                (r.pg, r.epochs, r.page_id, r.read_lsn, r.pg_newest_lsn).put(out)
+            }
+            Message::Page(p) => {
+                (p.pg, p.page_id, p.read_lsn, p.version_lsn).put(out);
+                out.put_u32_le(crc32c::crc32c(&p.bytes));
+                put_count(out, p.bytes.len());
+                out.put_slice(&p.bytes);
+            }
+            Message::GossipSummary(g) => {
+                (g.pg, g.node, g.epochs, g.scl, g.highest_lsn).put(out);
+                put_list(out, &g.holes);
+            }
+            Message::GossipFetch(f) => {
+                (f.pg, f.epochs).put(out);
+                out.put_u32_le(f.bytes_max);
+                put_list(out, &f.ranges);
+            }
+            Message::EpochBump(e) => (e.pg, e.epochs).put(out),
+            Message::EpochAck(e) => (e.pg, e.node, e.epochs, e.scl, e.highest_lsn).put(out),
+            Message::Truncate(t) => (t.pg, t.epochs, t.range).put(out),
+            Message::TruncateAck(t) => (t.pg, t.node, t.epochs, t.range).put(out),
+            Message::StatusRequest => {}
+            Message::Status(s) => {
+                (s.node, s.az).put(out);
+                out.put_u16_le(0);
+                put_list(out, &s.segments);
+            }
+            Message::Error(e) => {
+                out.put_u16_le(e.code.to_u16());
+                out.put_u16_le(0);
+                (e.pg, e.epochs).put(out);
+                put_count(out, e.message.len());
+                out.put_slice(e.message.as_bytes());
+            }
+        }
+    }
+
+    /// Decodes a body of the given type: every field, then [`Message::check`], then that no
+    /// byte is left over. Payloads and page bytes are slices of `body`.
+    pub fn decode_body(type_code: u8, body: Bytes) -> FormatResult<Message> {
+        let r = &mut Reader::new(body);
+        let message = match type_code {
+            1 => {
+                let (pg, epochs, vdl, pg_vdl_lsn) = Wire::read(r)?;
+                Message::AppendBatch(AppendBatch {
+                    pg,
+                    epochs,
+                    vdl,
+                    pg_vdl_lsn,
+                    records: get_records(r)?,
+                })
+            }
+            2 => {
+                let (pg, node, epochs, first_lsn, last_lsn, scl) = Wire::read(r)?;
+                let credit_bytes = r.u32("credit_bytes")?;
+                Message::AppendAck(AppendAck {
+                    pg,
+                    node,
+                    epochs,
+                    first_lsn,
+                    last_lsn,
+                    scl,
+                    credit_bytes,
+                })
+            }
+            3 => {
+                let (pg, epochs, range) = Wire::read(r)?;
+                Message::ReadRecords(ReadRecords {
+                    pg,
+                    epochs,
+                    range,
+                    bytes_max: r.u32("bytes_max")?,
+                })
+            }
+            4 => {
+                let (pg, node, scl) = Wire::read(r)?;
+                let more = get_bool(r, "records more")?;
+                Message::Records(Records {
+                    pg,
+                    node,
+                    scl,
+                    more,
+                    records: get_records(r)?,
+                })
+            }
+            5 => {
+                let (pg, epochs, page_id, read_lsn, pg_newest_lsn) = Wire::read(r)?;
+                Message::ReadPage(ReadPage {
+                    pg,
+                    epochs,
+                    page_id,
+                    read_lsn,
+                    pg_newest_lsn,
+                })
+            }
+            6 => Message::Page(get_page(r)?),
+            7 => {
+                let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
+                let holes = get_list(r, GOSSIP_RANGES_MAX, "gossip holes")?;
+                Message::GossipSummary(GossipSummary {
+                    pg,
+                    node,
+                    epochs,
+                    scl,
+                    highest_lsn,
+                    holes,
+                })
+            }
+            8 => {
+                let (pg, epochs) = Wire::read(r)?;
+                let bytes_max = r.u32("bytes_max")?;
+                let ranges = get_list(r, GOSSIP_RANGES_MAX, "gossip fetch ranges")?;
+                Message::GossipFetch(GossipFetch {
+                    pg,
+                    epochs,
+                    ranges,
+                    bytes_max,
+                })
+            }
+            9 => {
+                let (pg, epochs) = Wire::read(r)?;
+                Message::EpochBump(EpochBump { pg, epochs })
+            }
+            10 => {
+                let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
+                Message::EpochAck(EpochAck {
+                    pg,
+                    node,
+                    epochs,
+                    scl,
+                    highest_lsn,
+                })
+            }
+            11 => {
+                let (pg, epochs, range) = Wire::read(r)?;
+                Message::Truncate(Truncate { pg, epochs, range })
+            }
+            12 => {
+                let (pg, node, epochs, range) = Wire::read(r)?;
+                Message::TruncateAck(TruncateAck {
+                    pg,
+                    node,
+                    epochs,
+                    range,
+                })
+            }
+            13 => Message::StatusRequest,
+            14 => {
+                let (node, az) = Wire::read(r)?;
+                expect_zero(u64::from(r.u16("status reserved")?), "status reserved")?;
+                Message::Status(Status {
+                    node,
+                    az,
+                    segments: get_list(r, STATUS_SEGMENTS_MAX, "status segments")?,
+                })
+            }
+            15 => Message::Error(get_error(r)?),
+            other => return Err(FormatError::UnknownMessageType(other)),
+        };
+        message.check()?;
+        r.finish("message body")?;
+        Ok(message)
+    }
+}
+
+fn check_batch(batch: &AppendBatch) -> FormatResult<()> {
+    if batch.pg_vdl_lsn > batch.vdl {
+        return Err(FormatError::Invalid {
+            what: "batch pg_vdl_lsn above vdl",
+        });
+    }
+    check_records(&batch.records, true)?;
+    if batch
+        .records
+        .iter()
+        .any(|r| r.meta().epoch != batch.epochs.volume)
+    {
+        return Err(FormatError::Invalid {
+            what: "batch record epoch differs from the batch's",
+        });
+    }
+    Ok(())
+}
+
+/// Record lists: bounded, strictly increasing LSNs, and (for batches) chained by `prev_pg_lsn`.
+fn check_records(records: &[Record], chained: bool) -> FormatResult<()> {
+    expect_at_most(records.len(), BATCH_RECORDS_MAX, "record count")?;
+    for pair in records.windows(2) {
+        if pair[1].lsn() <= pair[0].lsn() {
+            return Err(FormatError::Invalid {
+                what: "record lsns not increasing",
+            });
+        }
+        if chained && pair[1].meta().prev_pg_lsn != pair[0].lsn() {
+            return Err(FormatError::Invalid {
+                what: "batch prev_pg_lsn chain broken",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_page(page: &Page) -> FormatResult<()> {
+    let len = page.bytes.len();
+    if !(len.is_power_of_two() && (PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&len)) {
+        return Err(FormatError::Invalid { what: "page size" });
+    }
+    if page.version_lsn > page.read_lsn {
+        return Err(FormatError::Invalid {
+            what: "page version above its read lsn",
+        });
+    }
+    Ok(())
+}
+
+fn check_summary(summary: &GossipSummary) -> FormatResult<()> {
+    expect_at_most(summary.holes.len(), GOSSIP_RANGES_MAX, "gossip holes")?;
+    if summary.scl > summary.highest_lsn {
+        return Err(FormatError::Invalid {
+            what: "gossip scl above highest lsn",
+        });
+    }
+    Ok(())
+}
+
+fn put_records(out: &mut impl BufMut, records: &[Record]) {
+    put_count(out, records.len());
+    records.iter().for_each(|record| record.encode(out));
+}
+
+fn get_records(r: &mut Reader) -> FormatResult<Vec<Record>> {
+    let count = r.count(BATCH_RECORDS_MAX, RECORD_HEADER_BYTES, "record count")?;
+    (0..count).map(|_| Record::decode(r)).collect()
+}
+
+fn get_bool(r: &mut Reader, what: &'static str) -> FormatResult<bool> {
+    match r.u32(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(FormatError::ReservedNonZero { what }),
+    }
+}
+
+fn get_page(r: &mut Reader) -> FormatResult<Page> {
+    let (pg, page_id, read_lsn, version_lsn) = Wire::read(r)?;
+    let crc = r.u32("page crc")?;
+    let len = r.count(PAGE_BYTES_MAX, 1, "page bytes")?;
+    let bytes = r.bytes(len, "page bytes")?;
+    expect_crc(crc, crc32c::crc32c(&bytes), "page")?;
+    Ok(Page {
+        pg,
+        page_id,
+        read_lsn,
+        version_lsn,
+        bytes,
+    })
+}
+
+fn get_error(r: &mut Reader) -> FormatResult<ErrorReply> {
+    let code = ErrorCode::from_u16(r.u16("error code")?);
+    expect_zero(u64::from(r.u16("error reserved")?), "error reserved")?;
+    let (pg, epochs) = Wire::read(r)?;
+    let len = r.count(ERROR_MESSAGE_BYTES_MAX, 1, "error message")?;
+    let text = r.bytes(len, "error message")?;
+    let message = String::from_utf8(text.to_vec()).map_err(|_| FormatError::Invalid {
+        what: "error message utf-8",
+    })?;
+    Ok(ErrorReply {
+        code,
+        pg,
+        epochs,
+        message,
+    })
+}

@@ -61,19 +61,10 @@ impl Reader {
 
     /// Reads a `u32` count and rejects it if above `max` or if even `min_item_bytes` per item
     /// could not fit in what remains, so a caller may reserve `count` items safely.
-    pub fn count(
-        &mut self,
-        max: usize,
-        min_item_bytes: usize,
-        what: &'static str,
-    ) -> FormatResult<usize> {
+    pub fn count(&mut self, max: usize, min_item_bytes: usize, what: &'static str) -> FormatResult<usize> {
         let count = self.u32(what)? as usize;
         if count > max {
-            return Err(FormatError::LengthOverMax {
-                what,
-                len: count as u64,
-                max: max as u64,
-            });
+            return Err(FormatError::LengthOverMax { what, len: count as u64, max: max as u64 });
         }
         if count.saturating_mul(min_item_bytes) > self.remaining() {
             return Err(FormatError::InconsistentLength { what });
@@ -93,11 +84,7 @@ impl Reader {
     fn need(&self, needed: usize, what: &'static str) -> FormatResult<()> {
         let available = self.remaining();
         if needed > available {
-            return Err(FormatError::Truncated {
-                what,
-                needed,
-                available,
-            });
+            return Err(FormatError::Truncated { what, needed, available });
         }
         Ok(())
     }
@@ -115,11 +102,7 @@ pub fn expect_zero(value: u64, what: &'static str) -> FormatResult<()> {
 /// Fails with `LengthOverMax` if `len > max`.
 pub fn expect_at_most(len: usize, max: usize, what: &'static str) -> FormatResult<()> {
     if len > max {
-        return Err(FormatError::LengthOverMax {
-            what,
-            len: len as u64,
-            max: max as u64,
-        });
+        return Err(FormatError::LengthOverMax { what, len: len as u64, max: max as u64 });
     }
     Ok(())
 }
@@ -129,11 +112,7 @@ pub fn expect_crc(stored: u32, computed: u32, what: &'static str) -> FormatResul
     if stored == computed {
         Ok(())
     } else {
-        Err(FormatError::ChecksumMismatch {
-            what,
-            stored,
-            computed,
-        })
+        Err(FormatError::ChecksumMismatch { what, stored, computed })
     }
 }
 

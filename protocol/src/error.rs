@@ -9,11 +9,7 @@
 pub enum FormatError {
     /// The input ended before `what` was complete.
     #[error("truncated {what}: needed {needed} bytes, {available} available")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        available: usize,
-    },
+    Truncated { what: &'static str, needed: usize, available: usize },
     /// A frame did not start with the magic bytes `BRLS`.
     #[error("bad magic {found:02x?}")]
     BadMagic { found: [u8; 4] },
@@ -22,18 +18,10 @@ pub enum FormatError {
     UnsupportedVersion { what: &'static str, found: u8 },
     /// A CRC32C did not match the bytes it covers.
     #[error("checksum mismatch in {what}: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch {
-        what: &'static str,
-        stored: u32,
-        computed: u32,
-    },
+    ChecksumMismatch { what: &'static str, stored: u32, computed: u32 },
     /// A length or count above the maximum the format allows.
     #[error("{what} of {len} is over its maximum of {max}")]
-    LengthOverMax {
-        what: &'static str,
-        len: u64,
-        max: u64,
-    },
+    LengthOverMax { what: &'static str, len: u64, max: u64 },
     /// A record kind this build does not know.
     #[error("unknown record kind {0}")]
     UnknownRecordKind(u8),

@@ -47,25 +47,14 @@ impl FrameHeader {
         if magic != FRAME_MAGIC {
             return Err(FormatError::BadMagic { found: magic });
         }
-        expect_crc(
-            u32_at(bytes, 16),
-            crc32c::crc32c(&bytes[..16]),
-            "frame header",
-        )?;
+        expect_crc(u32_at(bytes, 16), crc32c::crc32c(&bytes[..16]), "frame header")?;
         if bytes[4] != FRAME_VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                what: "frame",
-                found: bytes[4],
-            });
+            return Err(FormatError::UnsupportedVersion { what: "frame", found: bytes[4] });
         }
         expect_zero(u64::from(u16_at(bytes, 6)), "frame reserved")?;
         let body_len = u32_at(bytes, 8);
         expect_at_most(body_len as usize, FRAME_BODY_BYTES_MAX, "frame body")?;
-        Ok(FrameHeader {
-            type_code: bytes[5],
-            body_len,
-            body_crc: u32_at(bytes, 12),
-        })
+        Ok(FrameHeader { type_code: bytes[5], body_len, body_crc: u32_at(bytes, 12) })
     }
 
     fn encode(&self) -> [u8; FRAME_HEADER_BYTES] {
@@ -96,11 +85,7 @@ pub fn encode_frame(message: &Message, out: &mut BytesMut) -> FormatResult<()> {
         return Err(error);
     }
     let body_crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
-    let header = FrameHeader {
-        type_code: message.type_code(),
-        body_len: body_len as u32,
-        body_crc,
-    };
+    let header = FrameHeader { type_code: message.type_code(), body_len: body_len as u32, body_crc };
     out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.encode());
     Ok(())
 }
@@ -140,13 +125,11 @@ pub fn decode_frame(buf: &mut BytesMut) -> FormatResult<Option<Message>> {
 
 /// Decodes a buffer that must hold exactly one frame.
 pub fn decode_frame_exact(frame: Bytes) -> FormatResult<Message> {
-    let header_bytes = frame
-        .first_chunk::<FRAME_HEADER_BYTES>()
-        .ok_or(FormatError::Truncated {
-            what: "frame header",
-            needed: FRAME_HEADER_BYTES,
-            available: frame.len(),
-        })?;
+    let header_bytes = frame.first_chunk::<FRAME_HEADER_BYTES>().ok_or(FormatError::Truncated {
+        what: "frame header",
+        needed: FRAME_HEADER_BYTES,
+        available: frame.len(),
+    })?;
     let header = FrameHeader::decode(header_bytes)?;
     decode_body(&header, frame.slice(FRAME_HEADER_BYTES..))
 }

@@ -115,11 +115,8 @@ impl Epochs {
     pub const WIRE_BYTES: usize = 3 * Epoch::WIRE_BYTES;
 
     /// The epochs of a freshly created volume.
-    pub const INITIAL: Epochs = Epochs {
-        volume: Epoch::INITIAL,
-        membership: Epoch::INITIAL,
-        geometry: Epoch::INITIAL,
-    };
+    pub const INITIAL: Epochs =
+        Epochs { volume: Epoch::INITIAL, membership: Epoch::INITIAL, geometry: Epoch::INITIAL };
 }
 
 #[cfg(test)]

@@ -225,16 +225,11 @@ impl ErrorCode {
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::Unknown(code) => code,
-            known => ERROR_CODES
-                .iter()
-                .position(|c| *c == known)
-                .map_or(0, |i| i as u16 + 1),
+            known => ERROR_CODES.iter().position(|c| *c == known).map_or(0, |i| i as u16 + 1),
         }
     }
     pub fn from_u16(code: u16) -> ErrorCode {
-        let known = usize::from(code)
-            .checked_sub(1)
-            .and_then(|i| ERROR_CODES.get(i));
+        let known = usize::from(code).checked_sub(1).and_then(|i| ERROR_CODES.get(i));
         known.copied().unwrap_or(ErrorCode::Unknown(code))
     }
 }
@@ -296,20 +291,16 @@ impl Message {
         match self {
             Message::AppendBatch(b) => check_batch(b),
             Message::Records(r) => check_records(&r.records, false),
-            Message::ReadPage(r) if r.pg_newest_lsn > r.read_lsn => Err(FormatError::Invalid {
-                what: "read page newest lsn",
-            }),
+            Message::ReadPage(r) if r.pg_newest_lsn > r.read_lsn => {
+                Err(FormatError::Invalid { what: "read page newest lsn" })
+            }
             Message::Page(p) => check_page(p),
             Message::GossipSummary(g) => check_summary(g),
             Message::GossipFetch(f) => {
                 expect_at_most(f.ranges.len(), GOSSIP_RANGES_MAX, "gossip fetch ranges")
             }
-            Message::Status(s) => {
-                expect_at_most(s.segments.len(), STATUS_SEGMENTS_MAX, "status segments")
-            }
-            Message::Error(e) => {
-                expect_at_most(e.message.len(), ERROR_MESSAGE_BYTES_MAX, "error message")
-            }
+            Message::Status(s) => expect_at_most(s.segments.len(), STATUS_SEGMENTS_MAX, "status segments"),
+            Message::Error(e) => expect_at_most(e.message.len(), ERROR_MESSAGE_BYTES_MAX, "error message"),
             _ => Ok(()),
         }
     }
@@ -334,9 +325,7 @@ impl Message {
                 out.put_u32_le(u32::from(r.more));
                 put_records(out, &r.records);
             }
-            Message::ReadPage(r) => {
-                (r.pg, r.epochs, r.page_id, r.read_lsn, r.pg_newest_lsn).put(out)
-            }
+            Message::ReadPage(r) => (r.pg, r.epochs, r.page_id, r.read_lsn, r.pg_newest_lsn).put(out),
             Message::Page(p) => {
                 (p.pg, p.page_id, p.read_lsn, p.version_lsn).put(out);
                 out.put_u32_le(crc32c::crc32c(&p.bytes));
@@ -379,80 +368,37 @@ impl Message {
         let message = match type_code {
             1 => {
                 let (pg, epochs, vdl, pg_vdl_lsn) = Wire::read(r)?;
-                Message::AppendBatch(AppendBatch {
-                    pg,
-                    epochs,
-                    vdl,
-                    pg_vdl_lsn,
-                    records: get_records(r)?,
-                })
+                Message::AppendBatch(AppendBatch { pg, epochs, vdl, pg_vdl_lsn, records: get_records(r)? })
             }
             2 => {
                 let (pg, node, epochs, first_lsn, last_lsn, scl) = Wire::read(r)?;
                 let credit_bytes = r.u32("credit_bytes")?;
-                Message::AppendAck(AppendAck {
-                    pg,
-                    node,
-                    epochs,
-                    first_lsn,
-                    last_lsn,
-                    scl,
-                    credit_bytes,
-                })
+                Message::AppendAck(AppendAck { pg, node, epochs, first_lsn, last_lsn, scl, credit_bytes })
             }
             3 => {
                 let (pg, epochs, range) = Wire::read(r)?;
-                Message::ReadRecords(ReadRecords {
-                    pg,
-                    epochs,
-                    range,
-                    bytes_max: r.u32("bytes_max")?,
-                })
+                Message::ReadRecords(ReadRecords { pg, epochs, range, bytes_max: r.u32("bytes_max")? })
             }
             4 => {
                 let (pg, node, scl) = Wire::read(r)?;
                 let more = get_bool(r, "records more")?;
-                Message::Records(Records {
-                    pg,
-                    node,
-                    scl,
-                    more,
-                    records: get_records(r)?,
-                })
+                Message::Records(Records { pg, node, scl, more, records: get_records(r)? })
             }
             5 => {
                 let (pg, epochs, page_id, read_lsn, pg_newest_lsn) = Wire::read(r)?;
-                Message::ReadPage(ReadPage {
-                    pg,
-                    epochs,
-                    page_id,
-                    read_lsn,
-                    pg_newest_lsn,
-                })
+                Message::ReadPage(ReadPage { pg, epochs, page_id, read_lsn, pg_newest_lsn })
             }
             6 => Message::Page(get_page(r)?),
             7 => {
                 let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
                 let holes = get_list(r, GOSSIP_RANGES_MAX, "gossip holes")?;
-                Message::GossipSummary(GossipSummary {
-                    pg,
-                    node,
-                    epochs,
-                    scl,
-                    highest_lsn,
-                    holes,
-                })
+                Message::GossipSummary(GossipSummary { pg, node, epochs, scl, highest_lsn, holes })
             }
             8 => {
                 let (pg, epochs) = Wire::read(r)?;
                 let bytes_max = r.u32("bytes_max")?;
                 let ranges = get_list(r, GOSSIP_RANGES_MAX, "gossip fetch ranges")?;
-                Message::GossipFetch(GossipFetch {
-                    pg,
-                    epochs,
-                    ranges,
-                    bytes_max,
-                })
+                Message::GossipFetch(GossipFetch { pg, epochs, ranges, bytes_max })
             }
             9 => {
                 let (pg, epochs) = Wire::read(r)?;
@@ -460,13 +406,7 @@ impl Message {
             }
             10 => {
                 let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
-                Message::EpochAck(EpochAck {
-                    pg,
-                    node,
-                    epochs,
-                    scl,
-                    highest_lsn,
-                })
+                Message::EpochAck(EpochAck { pg, node, epochs, scl, highest_lsn })
             }
             11 => {
                 let (pg, epochs, range) = Wire::read(r)?;
@@ -474,12 +414,7 @@ impl Message {
             }
             12 => {
                 let (pg, node, epochs, range) = Wire::read(r)?;
-                Message::TruncateAck(TruncateAck {
-                    pg,
-                    node,
-                    epochs,
-                    range,
-                })
+                Message::TruncateAck(TruncateAck { pg, node, epochs, range })
             }
             13 => Message::StatusRequest,
             14 => {
@@ -502,19 +437,11 @@ impl Message {
 
 fn check_batch(batch: &AppendBatch) -> FormatResult<()> {
     if batch.pg_vdl_lsn > batch.vdl {
-        return Err(FormatError::Invalid {
-            what: "batch pg_vdl_lsn above vdl",
-        });
+        return Err(FormatError::Invalid { what: "batch pg_vdl_lsn above vdl" });
     }
     check_records(&batch.records, true)?;
-    if batch
-        .records
-        .iter()
-        .any(|r| r.meta().epoch != batch.epochs.volume)
-    {
-        return Err(FormatError::Invalid {
-            what: "batch record epoch differs from the batch's",
-        });
+    if batch.records.iter().any(|r| r.meta().epoch != batch.epochs.volume) {
+        return Err(FormatError::Invalid { what: "batch record epoch differs from the batch's" });
     }
     Ok(())
 }
@@ -524,14 +451,10 @@ fn check_records(records: &[Record], chained: bool) -> FormatResult<()> {
     expect_at_most(records.len(), BATCH_RECORDS_MAX, "record count")?;
     for pair in records.windows(2) {
         if pair[1].lsn() <= pair[0].lsn() {
-            return Err(FormatError::Invalid {
-                what: "record lsns not increasing",
-            });
+            return Err(FormatError::Invalid { what: "record lsns not increasing" });
         }
         if chained && pair[1].meta().prev_pg_lsn != pair[0].lsn() {
-            return Err(FormatError::Invalid {
-                what: "batch prev_pg_lsn chain broken",
-            });
+            return Err(FormatError::Invalid { what: "batch prev_pg_lsn chain broken" });
         }
     }
     Ok(())
@@ -543,9 +466,7 @@ fn check_page(page: &Page) -> FormatResult<()> {
         return Err(FormatError::Invalid { what: "page size" });
     }
     if page.version_lsn > page.read_lsn {
-        return Err(FormatError::Invalid {
-            what: "page version above its read lsn",
-        });
+        return Err(FormatError::Invalid { what: "page version above its read lsn" });
     }
     Ok(())
 }
@@ -553,9 +474,7 @@ fn check_page(page: &Page) -> FormatResult<()> {
 fn check_summary(summary: &GossipSummary) -> FormatResult<()> {
     expect_at_most(summary.holes.len(), GOSSIP_RANGES_MAX, "gossip holes")?;
     if summary.scl > summary.highest_lsn {
-        return Err(FormatError::Invalid {
-            what: "gossip scl above highest lsn",
-        });
+        return Err(FormatError::Invalid { what: "gossip scl above highest lsn" });
     }
     Ok(())
 }
@@ -584,13 +503,7 @@ fn get_page(r: &mut Reader) -> FormatResult<Page> {
     let len = r.count(PAGE_BYTES_MAX, 1, "page bytes")?;
     let bytes = r.bytes(len, "page bytes")?;
     expect_crc(crc, crc32c::crc32c(&bytes), "page")?;
-    Ok(Page {
-        pg,
-        page_id,
-        read_lsn,
-        version_lsn,
-        bytes,
-    })
+    Ok(Page { pg, page_id, read_lsn, version_lsn, bytes })
 }
 
 fn get_error(r: &mut Reader) -> FormatResult<ErrorReply> {
@@ -599,13 +512,7 @@ fn get_error(r: &mut Reader) -> FormatResult<ErrorReply> {
     let (pg, epochs) = Wire::read(r)?;
     let len = r.count(ERROR_MESSAGE_BYTES_MAX, 1, "error message")?;
     let text = r.bytes(len, "error message")?;
-    let message = String::from_utf8(text.to_vec()).map_err(|_| FormatError::Invalid {
-        what: "error message utf-8",
-    })?;
-    Ok(ErrorReply {
-        code,
-        pg,
-        epochs,
-        message,
-    })
+    let message =
+        String::from_utf8(text.to_vec()).map_err(|_| FormatError::Invalid { what: "error message utf-8" })?;
+    Ok(ErrorReply { code, pg, epochs, message })
 }

@@ -21,8 +21,7 @@ pub const PATCH_EDITS_MAX: usize = 1024;
 const PATCH_HEADER_BYTES: usize = 4;
 const EDIT_HEADER_BYTES: usize = 8;
 /// Patch bytes that are not page bytes, at most.
-pub const PATCH_OVERHEAD_BYTES_MAX: usize =
-    PATCH_HEADER_BYTES + PATCH_EDITS_MAX * EDIT_HEADER_BYTES;
+pub const PATCH_OVERHEAD_BYTES_MAX: usize = PATCH_HEADER_BYTES + PATCH_EDITS_MAX * EDIT_HEADER_BYTES;
 
 /// One edit: write `data` at `offset` of the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +41,9 @@ impl<'a> Patch<'a> {
     pub fn parse(payload: &'a [u8]) -> FormatResult<Patch<'a>> {
         let (header, mut rest) = take(payload, PATCH_HEADER_BYTES, "patch header")?;
         let count = usize::from(u16::from_le_bytes([header[0], header[1]]));
-        expect_zero(
-            u64::from(u16::from_le_bytes([header[2], header[3]])),
-            "patch reserved",
-        )?;
+        expect_zero(u64::from(u16::from_le_bytes([header[2], header[3]])), "patch reserved")?;
         if count == 0 {
-            return Err(FormatError::Invalid {
-                what: "patch with no edits",
-            });
+            return Err(FormatError::Invalid { what: "patch with no edits" });
         }
         expect_at_most(count, PATCH_EDITS_MAX, "patch edit count")?;
         let edit_bytes = rest;
@@ -85,14 +79,11 @@ pub fn validate(payload: &[u8]) -> FormatResult<()> {
 /// Encodes `edits` as a patch payload.
 pub fn encode(edits: &[PatchEdit<'_>]) -> FormatResult<Bytes> {
     if edits.is_empty() {
-        return Err(FormatError::Invalid {
-            what: "patch with no edits",
-        });
+        return Err(FormatError::Invalid { what: "patch with no edits" });
     }
     expect_at_most(edits.len(), PATCH_EDITS_MAX, "patch edit count")?;
     let data_bytes: usize = edits.iter().map(|e| e.data.len()).sum();
-    let mut out =
-        BytesMut::with_capacity(PATCH_HEADER_BYTES + edits.len() * EDIT_HEADER_BYTES + data_bytes);
+    let mut out = BytesMut::with_capacity(PATCH_HEADER_BYTES + edits.len() * EDIT_HEADER_BYTES + data_bytes);
     out.put_u16_le(edits.len() as u16);
     out.put_u16_le(0);
     for edit in edits {
@@ -120,15 +111,11 @@ pub fn apply(page: &mut [u8], payload: &[u8]) -> FormatResult<()> {
 
 fn check_edit_bounds(offset: u32, len: usize, page_bytes: usize) -> FormatResult<()> {
     if len == 0 {
-        return Err(FormatError::Invalid {
-            what: "empty patch edit",
-        });
+        return Err(FormatError::Invalid { what: "empty patch edit" });
     }
     match (offset as usize).checked_add(len) {
         Some(end) if end <= page_bytes => Ok(()),
-        _ => Err(FormatError::Invalid {
-            what: "patch edit outside the page",
-        }),
+        _ => Err(FormatError::Invalid { what: "patch edit outside the page" }),
     }
 }
 
@@ -143,11 +130,7 @@ fn next_edit(bytes: &[u8]) -> FormatResult<(PatchEdit<'_>, &[u8])> {
 
 fn take<'a>(bytes: &'a [u8], len: usize, what: &'static str) -> FormatResult<(&'a [u8], &'a [u8])> {
     if len > bytes.len() {
-        return Err(FormatError::Truncated {
-            what,
-            needed: len,
-            available: bytes.len(),
-        });
+        return Err(FormatError::Truncated { what, needed: len, available: bytes.len() });
     }
     Ok(bytes.split_at(len))
 }
@@ -158,17 +141,8 @@ mod tests {
 
     #[test]
     fn patch_round_trips_and_applies_in_order() {
-        let payload = encode(&[
-            PatchEdit {
-                offset: 2,
-                data: b"abcd",
-            },
-            PatchEdit {
-                offset: 4,
-                data: b"XY",
-            },
-        ])
-        .unwrap();
+        let payload =
+            encode(&[PatchEdit { offset: 2, data: b"abcd" }, PatchEdit { offset: 4, data: b"XY" }]).unwrap();
         let mut page = vec![0u8; 512];
         apply(&mut page, &payload).unwrap();
         assert_eq!(&page[..8], b"\0\0abXY\0\0");
@@ -177,17 +151,8 @@ mod tests {
 
     #[test]
     fn patch_outside_the_page_is_rejected_and_leaves_the_page_untouched() {
-        let payload = encode(&[
-            PatchEdit {
-                offset: 0,
-                data: b"ok",
-            },
-            PatchEdit {
-                offset: 510,
-                data: b"abc",
-            },
-        ])
-        .unwrap();
+        let payload =
+            encode(&[PatchEdit { offset: 0, data: b"ok" }, PatchEdit { offset: 510, data: b"abc" }]).unwrap();
         let mut page = vec![0u8; 512];
         assert!(apply(&mut page, &payload).is_err());
         assert!(page.iter().all(|b| *b == 0));
@@ -196,24 +161,11 @@ mod tests {
     #[test]
     fn malformed_patches_are_typed_errors() {
         assert!(matches!(validate(&[]), Err(FormatError::Truncated { .. })));
-        assert!(matches!(
-            validate(&[0, 0, 0, 0]),
-            Err(FormatError::Invalid { .. })
-        ));
-        let good = encode(&[PatchEdit {
-            offset: 0,
-            data: b"a",
-        }])
-        .unwrap();
+        assert!(matches!(validate(&[0, 0, 0, 0]), Err(FormatError::Invalid { .. })));
+        let good = encode(&[PatchEdit { offset: 0, data: b"a" }]).unwrap();
         let mut trailing = good.to_vec();
         trailing.push(9);
-        assert!(matches!(
-            validate(&trailing),
-            Err(FormatError::InconsistentLength { .. })
-        ));
-        assert!(matches!(
-            validate(&good[..good.len() - 1]),
-            Err(FormatError::Truncated { .. })
-        ));
+        assert!(matches!(validate(&trailing), Err(FormatError::InconsistentLength { .. })));
+        assert!(matches!(validate(&good[..good.len() - 1]), Err(FormatError::Truncated { .. })));
     }
 }

@@ -66,19 +66,13 @@ impl SegmentSet {
 
     /// How many distinct members of this set appear in `nodes`.
     pub fn count_in(&self, nodes: &[NodeId]) -> usize {
-        self.0
-            .iter()
-            .filter(|member| nodes.contains(member))
-            .count()
+        self.0.iter().filter(|member| nodes.contains(member)).count()
     }
 
     /// The highest LSN that at least `quorum` members have reached, given each member's LSN
     /// (`None`: unknown, counted as zero). With SCLs and `WRITE_QUORUM` this is the PGCL.
     pub fn lsn_reached_by(&self, quorum: usize, lsn_of: impl Fn(NodeId) -> Option<Lsn>) -> Lsn {
-        assert!(
-            (1..=SEGMENTS_PER_PG).contains(&quorum),
-            "quorum {quorum} out of range"
-        );
+        assert!((1..=SEGMENTS_PER_PG).contains(&quorum), "quorum {quorum} out of range");
         let mut lsns = self.0.map(|member| lsn_of(member).unwrap_or(Lsn::ZERO));
         lsns.sort_unstable_by(|a, b| b.cmp(a));
         lsns[quorum - 1]
@@ -96,27 +90,15 @@ pub struct Membership {
 impl Membership {
     /// A PG served by one set.
     pub fn stable(epoch: Epoch, set: SegmentSet) -> Membership {
-        Membership {
-            epoch,
-            current: set,
-            next: None,
-        }
+        Membership { epoch, current: set, next: None }
     }
 
     /// A PG moving from `from` to `to`: "4/6 of `from` and 4/6 of `to`".
-    pub fn transition(
-        epoch: Epoch,
-        from: SegmentSet,
-        to: SegmentSet,
-    ) -> Result<Membership, QuorumError> {
+    pub fn transition(epoch: Epoch, from: SegmentSet, to: SegmentSet) -> Result<Membership, QuorumError> {
         if from == to {
             return Err(QuorumError::SameSet);
         }
-        Ok(Membership {
-            epoch,
-            current: from,
-            next: Some(to),
-        })
+        Ok(Membership { epoch, current: from, next: Some(to) })
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -132,11 +114,7 @@ impl Membership {
     pub fn nodes(&self) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = self.current.members().to_vec();
         if let Some(next) = &self.next {
-            nodes.extend(
-                next.members()
-                    .iter()
-                    .filter(|n| !self.current.contains(**n)),
-            );
+            nodes.extend(next.members().iter().filter(|n| !self.current.contains(**n)));
         }
         nodes
     }
@@ -159,10 +137,7 @@ impl Membership {
 
     /// The highest LSN durable at a write quorum of every set, from each node's SCL: the PGCL.
     pub fn pgcl(&self, scl_of: impl Fn(NodeId) -> Option<Lsn> + Copy) -> Lsn {
-        self.sets()
-            .map(|set| set.lsn_reached_by(WRITE_QUORUM, scl_of))
-            .min()
-            .expect("at least one set")
+        self.sets().map(|set| set.lsn_reached_by(WRITE_QUORUM, scl_of)).min().expect("at least one set")
     }
 }
 
@@ -191,14 +166,8 @@ mod tests {
         let m = Membership::stable(Epoch(1), set([1, 2, 3, 4, 5, 6]));
         assert!(!m.write_quorum_met(&nodes(&[1, 2, 3])));
         assert!(m.write_quorum_met(&nodes(&[1, 2, 3, 4])));
-        assert!(
-            !m.write_quorum_met(&nodes(&[1, 1, 2, 3])),
-            "a duplicate ack must not count twice"
-        );
-        assert!(
-            !m.write_quorum_met(&nodes(&[1, 2, 3, 9])),
-            "a non-member must not count"
-        );
+        assert!(!m.write_quorum_met(&nodes(&[1, 1, 2, 3])), "a duplicate ack must not count twice");
+        assert!(!m.write_quorum_met(&nodes(&[1, 2, 3, 9])), "a non-member must not count");
     }
 
     #[test]
@@ -212,32 +181,21 @@ mod tests {
 
     #[test]
     fn a_membership_change_needs_four_of_each_set_to_write_and_three_of_either_to_read() {
-        let m = Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7]))
-            .unwrap();
+        let m = Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
         assert!(m.write_quorum_met(&nodes(&[1, 2, 3, 4])));
-        assert!(
-            !m.write_quorum_met(&nodes(&[1, 2, 3, 6])),
-            "6 is not in the new set"
-        );
+        assert!(!m.write_quorum_met(&nodes(&[1, 2, 3, 6])), "6 is not in the new set");
         assert!(m.write_quorum_met(&nodes(&[1, 2, 6, 7, 5])));
         assert!(m.read_quorum_met(&nodes(&[1, 2, 7])));
         assert_eq!(m.nodes().len(), 7);
-        assert!(
-            Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 6]))
-                .is_err()
-        );
+        assert!(Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 6])).is_err());
     }
 
     #[test]
     fn every_read_quorum_meets_every_write_quorum() {
         // Exhaustive over subsets of one set: the arithmetic, not just the constants.
         let m = Membership::stable(Epoch(1), set([1, 2, 3, 4, 5, 6]));
-        let subset = |mask: u32| {
-            (0..6)
-                .filter(|i| mask & (1 << i) != 0)
-                .map(|i| NodeId(i + 1))
-                .collect::<Vec<_>>()
-        };
+        let subset =
+            |mask: u32| (0..6).filter(|i| mask & (1 << i) != 0).map(|i| NodeId(i + 1)).collect::<Vec<_>>();
         for w in 0..64u32 {
             for r in 0..64u32 {
                 if m.write_quorum_met(&subset(w)) && m.read_quorum_met(&subset(r)) {
@@ -252,23 +210,15 @@ mod tests {
         let scl = |n: NodeId| Some(Lsn(u64::from(n.0) * 10));
         let m = Membership::stable(Epoch(1), set([1, 2, 3, 4, 5, 6]));
         assert_eq!(m.pgcl(scl), Lsn(30));
-        let t = Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7]))
-            .unwrap();
+        let t = Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
         let only_old = |n: NodeId| (n.0 != 7).then(|| Lsn(u64::from(n.0) * 10));
-        assert_eq!(
-            t.pgcl(only_old),
-            Lsn(20),
-            "7 knows nothing yet, so the new set's 4th is 20"
-        );
+        assert_eq!(t.pgcl(only_old), Lsn(20), "7 knows nothing yet, so the new set's 4th is 20");
     }
 
     #[test]
     fn a_segment_serves_a_read_when_complete_through_the_pgs_newest_lsn() {
         assert!(segment_serves_read(Lsn(10), Lsn(10), Lsn(50), Lsn(0)));
         assert!(!segment_serves_read(Lsn(9), Lsn(10), Lsn(50), Lsn(0)));
-        assert!(
-            !segment_serves_read(Lsn(10), Lsn(10), Lsn(50), Lsn(51)),
-            "below the GC floor"
-        );
+        assert!(!segment_serves_read(Lsn(10), Lsn(10), Lsn(50), Lsn(51)), "below the GC floor");
     }
 }

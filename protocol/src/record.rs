@@ -51,20 +51,12 @@ pub enum RecordKind {
 
 impl RecordKind {
     /// Every kind, in code order.
-    pub const ALL: [RecordKind; 5] = [
-        Self::PageImage,
-        Self::PagePatch,
-        Self::PageZero,
-        Self::PageTrim,
-        Self::Marker,
-    ];
+    pub const ALL: [RecordKind; 5] =
+        [Self::PageImage, Self::PagePatch, Self::PageZero, Self::PageTrim, Self::Marker];
 
     /// Parses a kind byte.
     pub fn from_u8(value: u8) -> FormatResult<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| *kind as u8 == value)
-            .ok_or(FormatError::UnknownRecordKind(value))
+        Self::ALL.into_iter().find(|kind| *kind as u8 == value).ok_or(FormatError::UnknownRecordKind(value))
     }
 }
 
@@ -185,10 +177,7 @@ impl Record {
         let header: [u8; RECORD_HEADER_BYTES] = reader.array("record header")?;
         let version = header[4];
         if version != RECORD_VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                what: "record",
-                found: version,
-            });
+            return Err(FormatError::UnsupportedVersion { what: "record", found: version });
         }
         let meta = RecordMeta {
             kind: RecordKind::from_u8(header[5])?,
@@ -208,11 +197,7 @@ impl Record {
         let stored_crc = u32_at(&header, 0);
         expect_crc(stored_crc, record_crc(&header, &payload), "record")?;
         meta.check(&payload)?;
-        Ok(Record {
-            meta,
-            crc: stored_crc,
-            payload,
-        })
+        Ok(Record { meta, crc: stored_crc, payload })
     }
 }
 

@@ -69,10 +69,7 @@ impl Wire for PgRef {
         self.pg_id.put(out);
     }
     fn read(reader: &mut Reader) -> FormatResult<Self> {
-        Ok(PgRef {
-            volume_id: VolumeId::read(reader)?,
-            pg_id: PgId::read(reader)?,
-        })
+        Ok(PgRef { volume_id: VolumeId::read(reader)?, pg_id: PgId::read(reader)? })
     }
 }
 
@@ -87,9 +84,7 @@ impl LsnRange {
     /// The range `(after, through]`; fails if it would be empty.
     pub fn new(after: Lsn, through: Lsn) -> FormatResult<LsnRange> {
         if after >= through {
-            return Err(FormatError::Invalid {
-                what: "empty lsn range",
-            });
+            return Err(FormatError::Invalid { what: "empty lsn range" });
         }
         Ok(LsnRange { after, through })
     }
@@ -139,11 +134,7 @@ wire_tuple!(A, B, C, D, E);
 wire_tuple!(A, B, C, D, E, F);
 
 /// Reads a `u32`-counted list of at most `max` items.
-pub fn get_list<T: Wire>(
-    reader: &mut Reader,
-    max: usize,
-    what: &'static str,
-) -> FormatResult<Vec<T>> {
+pub fn get_list<T: Wire>(reader: &mut Reader, max: usize, what: &'static str) -> FormatResult<Vec<T>> {
     let count = reader.count(max, T::BYTES, what)?;
     (0..count).map(|_| T::read(reader)).collect()
 }

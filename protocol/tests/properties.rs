@@ -51,14 +51,8 @@ fn decoded_payloads_are_slices_of_the_received_buffer() {
     let mut rng = support::rng(7);
     let records = support::record_chain(&mut rng, 8, protocol::Epoch(1), 1000);
     let batch = Message::AppendBatch(protocol::messages::AppendBatch {
-        pg: protocol::PgRef {
-            volume_id: protocol::VolumeId(1),
-            pg_id: protocol::PgId(0),
-        },
-        epochs: protocol::Epochs {
-            volume: protocol::Epoch(1),
-            ..protocol::Epochs::INITIAL
-        },
+        pg: protocol::PgRef { volume_id: protocol::VolumeId(1), pg_id: protocol::PgId(0) },
+        epochs: protocol::Epochs { volume: protocol::Epoch(1), ..protocol::Epochs::INITIAL },
         vdl: protocol::Lsn(0),
         pg_vdl_lsn: protocol::Lsn(0),
         records,
@@ -69,9 +63,6 @@ fn decoded_payloads_are_slices_of_the_received_buffer() {
         panic!("wrong type")
     };
     for record in decoded.records.iter().filter(|r| !r.payload().is_empty()) {
-        assert!(
-            range.contains(&(record.payload().as_ptr() as usize)),
-            "payload was copied out of the frame"
-        );
+        assert!(range.contains(&(record.payload().as_ptr() as usize)), "payload was copied out of the frame");
     }
 }

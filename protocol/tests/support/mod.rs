@@ -19,10 +19,7 @@ pub fn rng(seed: u64) -> SmallRng {
 
 fn bytes(rng: &mut SmallRng, max: usize) -> Bytes {
     let len = rng.random_range(0..=max);
-    (0..len)
-        .map(|_| rng.random::<u8>())
-        .collect::<Vec<u8>>()
-        .into()
+    (0..len).map(|_| rng.random::<u8>()).collect::<Vec<u8>>().into()
 }
 
 fn epochs(rng: &mut SmallRng) -> Epochs {
@@ -34,10 +31,7 @@ fn epochs(rng: &mut SmallRng) -> Epochs {
 }
 
 fn pg(rng: &mut SmallRng) -> PgRef {
-    PgRef {
-        volume_id: VolumeId(rng.random()),
-        pg_id: PgId(rng.random_range(0..8)),
-    }
+    PgRef { volume_id: VolumeId(rng.random()), pg_id: PgId(rng.random_range(0..8)) }
 }
 
 fn range(rng: &mut SmallRng) -> LsnRange {
@@ -51,50 +45,27 @@ fn payload(rng: &mut SmallRng, kind: RecordKind, payload_max: usize) -> Bytes {
         RecordKind::PageZero | RecordKind::PageTrim => Bytes::new(),
         RecordKind::PagePatch => {
             let edit_count = rng.random_range(1..4);
-            let data: Vec<Bytes> = (0..edit_count)
-                .map(|_| bytes(rng, payload_max))
-                .filter(|d| !d.is_empty())
-                .collect();
-            let data = if data.is_empty() {
-                vec![Bytes::from_static(b"x")]
-            } else {
-                data
-            };
-            let edits: Vec<PatchEdit<'_>> = data
-                .iter()
-                .map(|d| PatchEdit {
-                    offset: rng.random_range(0..4096),
-                    data: d,
-                })
-                .collect();
+            let data: Vec<Bytes> =
+                (0..edit_count).map(|_| bytes(rng, payload_max)).filter(|d| !d.is_empty()).collect();
+            let data = if data.is_empty() { vec![Bytes::from_static(b"x")] } else { data };
+            let edits: Vec<PatchEdit<'_>> =
+                data.iter().map(|d| PatchEdit { offset: rng.random_range(0..4096), data: d }).collect();
             patch::encode(&edits).unwrap()
         }
     }
 }
 
 /// A chain of records of one PG: strictly increasing LSNs, each `prev_pg_lsn` the previous LSN.
-pub fn record_chain(
-    rng: &mut SmallRng,
-    count: usize,
-    epoch: Epoch,
-    payload_max: usize,
-) -> Vec<Record> {
+pub fn record_chain(rng: &mut SmallRng, count: usize, epoch: Epoch, payload_max: usize) -> Vec<Record> {
     let mut prev = Lsn(rng.random_range(0..1000));
     (0..count)
         .map(|_| {
             let kind = RecordKind::ALL[rng.random_range(0..RecordKind::ALL.len())];
             let lsn = Lsn(prev.0 + rng.random_range(1..50));
             let prev_volume_lsn = Lsn(rng.random_range(prev.0..lsn.0));
-            let prev_page_lsn = if kind == RecordKind::Marker {
-                Lsn::ZERO
-            } else {
-                Lsn(rng.random_range(0..=prev.0))
-            };
-            let flags = if rng.random_bool(0.3) {
-                RecordFlags::CPL
-            } else {
-                RecordFlags::empty()
-            };
+            let prev_page_lsn =
+                if kind == RecordKind::Marker { Lsn::ZERO } else { Lsn(rng.random_range(0..=prev.0)) };
+            let flags = if rng.random_bool(0.3) { RecordFlags::CPL } else { RecordFlags::empty() };
             let meta = RecordMeta {
                 kind,
                 flags,
@@ -139,22 +110,11 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             scl: lsn(rng),
             credit_bytes: rng.random(),
         }),
-        3 => Message::ReadRecords(ReadRecords {
-            pg,
-            epochs,
-            range: range(rng),
-            bytes_max: rng.random(),
-        }),
+        3 => Message::ReadRecords(ReadRecords { pg, epochs, range: range(rng), bytes_max: rng.random() }),
         4 => {
             let count = rng.random_range(0..4);
             let records = record_chain(rng, count, epochs.volume, payload_max);
-            Message::Records(Records {
-                pg,
-                node,
-                scl: lsn(rng),
-                more: rng.random(),
-                records,
-            })
+            Message::Records(Records { pg, node, scl: lsn(rng), more: rng.random(), records })
         }
         5 => {
             let read_lsn = lsn(rng);
@@ -196,48 +156,19 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             bytes_max: rng.random(),
         }),
         9 => Message::EpochBump(EpochBump { pg, epochs }),
-        10 => Message::EpochAck(EpochAck {
-            pg,
-            node,
-            epochs,
-            scl: lsn(rng),
-            highest_lsn: lsn(rng),
-        }),
-        11 => Message::Truncate(Truncate {
-            pg,
-            epochs,
-            range: range(rng),
-        }),
-        12 => Message::TruncateAck(TruncateAck {
-            pg,
-            node,
-            epochs,
-            range: range(rng),
-        }),
+        10 => Message::EpochAck(EpochAck { pg, node, epochs, scl: lsn(rng), highest_lsn: lsn(rng) }),
+        11 => Message::Truncate(Truncate { pg, epochs, range: range(rng) }),
+        12 => Message::TruncateAck(TruncateAck { pg, node, epochs, range: range(rng) }),
         13 => Message::StatusRequest,
         14 => {
             let segments = (0..rng.random_range(0..4))
-                .map(|_| SegmentStatus {
-                    pg,
-                    epochs,
-                    scl: lsn(rng),
-                    highest_lsn: lsn(rng),
-                })
+                .map(|_| SegmentStatus { pg, epochs, scl: lsn(rng), highest_lsn: lsn(rng) })
                 .collect();
-            Message::Status(Status {
-                node,
-                az: AzId(rng.random_range(0..3)),
-                segments,
-            })
+            Message::Status(Status { node, az: AzId(rng.random_range(0..3)), segments })
         }
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=10));
-            Message::Error(ErrorReply {
-                code,
-                pg,
-                epochs,
-                message: "stale epoch: node holds epoch:3".into(),
-            })
+            Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })
         }
     }
 }

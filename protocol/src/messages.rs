@@ -205,10 +205,13 @@ pub enum ErrorCode {
     Unauthorized,
     Overloaded,
     Internal,
+    /// The request's volume epoch is newer than the segment's, or the segment has not yet stored
+    /// the truncation range that opens that epoch for writing: send `EpochBump` and `Truncate`.
+    EpochNotOpen,
     Unknown(u16),
 }
 
-const ERROR_CODES: [ErrorCode; 10] = [
+const ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::BadRequest,
     ErrorCode::StaleEpoch,
     ErrorCode::ChecksumMismatch,
@@ -219,6 +222,7 @@ const ERROR_CODES: [ErrorCode; 10] = [
     ErrorCode::Unauthorized,
     ErrorCode::Overloaded,
     ErrorCode::Internal,
+    ErrorCode::EpochNotOpen,
 ];
 
 impl ErrorCode {

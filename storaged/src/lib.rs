@@ -1,2 +1,4 @@
-//! The Borealis storage daemon. It arrives with step 2 of the plan (see the README): a sans-IO
-//! segment core (SCL, epochs, truncation) with io_uring journal and quinn drivers around it.
+//! The Borealis storage daemon: a sans-IO core (`core`) that decides what to store, acknowledge
+//! and refuse, driven by thin drivers for the io_uring journal and the QUIC endpoint.
+
+pub mod core;

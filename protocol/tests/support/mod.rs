@@ -167,7 +167,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             Message::Status(Status { node, az: AzId(rng.random_range(0..3)), segments })
         }
         _ => {
-            let code = ErrorCode::from_u16(rng.random_range(1..=10));
+            let code = ErrorCode::from_u16(rng.random_range(1..=11));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })
         }
     }

@@ -1,0 +1,13 @@
+//! The sans-IO heart of `storaged`: segments, durable points and every decision about what to
+//! write, acknowledge or refuse. It never touches a file, socket or clock: drivers feed it
+//! requests and I/O completions (`handle_*`) and drain what it decided (`poll_*`), so the same
+//! code runs under io_uring and QUIC and under the deterministic simulator.
+
+pub mod node;
+pub mod segment;
+
+pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RequestId};
+pub use segment::{IndexedRecord, Location, Segment};
+
+#[cfg(test)]
+mod node_tests;

@@ -1,0 +1,429 @@
+//! `NodeCore`: every segment on one node, the journal queue and the acknowledgements waiting on
+//! it.
+//!
+//! Calling contract (quinn-proto style):
+//! 1. feed requests with `handle_append`, `handle_epoch_bump`, `handle_truncate`; they either
+//!    refuse at once (a typed `ErrorReply`) or queue journal entries and a waiting reply;
+//! 2. take entries with `poll_journal` and write them; report `handle_durable` once the write
+//!    *and its flush* completed (or `handle_io_failed` / `handle_no_space`);
+//! 3. drain replies with `poll_reply`.
+//!
+//! Invariants: a reply that confirms a change leaves only after every journal entry queued up
+//! to that point is durable; records enter the segment index (and so SCL) only once durable;
+//! the first I/O error latches the node into `Failed` and nothing is acknowledged after it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use protocol::messages::{AppendAck, AppendBatch, EpochAck, EpochBump, ErrorCode, ErrorReply, ReadRecords};
+use protocol::messages::{SegmentStatus, Status, Truncate, TruncateAck};
+use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PgRef, Record};
+
+use super::segment::{EpochRefusal, IndexedRecord, Location, Segment};
+
+/// The driver's name for a request whose reply is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Named bounds of the core.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of records queued for the journal but not yet durable; above it appends are refused
+    /// with `Overloaded`, and the credit granted in acks shrinks toward zero as it fills.
+    pub ingest_pending_bytes_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { ingest_pending_bytes_max: 64 * 1024 * 1024 }
+    }
+}
+
+/// What one journal entry carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryBody {
+    /// Records of one PG, written by the writer of `epoch`.
+    Records { epoch: Epoch, records: Vec<Record> },
+    /// A change of the segment's stored epochs, and possibly a truncation range that the
+    /// writer of `epochs.volume` declared.
+    Meta { epochs: Epochs, truncation: Option<LsnRange> },
+}
+
+/// One entry for the journal, in queue order (`seq` increases by one per entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub seq: u64,
+    pub pg: PgRef,
+    pub body: EntryBody,
+}
+
+impl JournalEntry {
+    /// Record bytes this entry holds (its share of the ingest budget).
+    pub fn record_bytes(&self) -> u64 {
+        match &self.body {
+            EntryBody::Records { records, .. } => records.iter().map(|r| r.encoded_len() as u64).sum(),
+            EntryBody::Meta { .. } => 0,
+        }
+    }
+}
+
+/// Whether the node takes new writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Serving,
+    /// The journal could not get space; reads still work; cleared by `handle_space_available`.
+    DiskFull,
+    /// An I/O error was latched; the node refuses writes until restarted.
+    Failed(String),
+}
+
+/// The records a driver must read to answer a `ReadRecords`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub pg: PgRef,
+    pub scl: Lsn,
+    /// Wanted records with the entries holding them, in LSN order.
+    pub wanted: Vec<(Lsn, Location)>,
+    pub bytes_max: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PendingReply {
+    Append { pg: PgRef, first_lsn: Lsn, last_lsn: Lsn },
+    Epoch { pg: PgRef },
+    Truncate { pg: PgRef, range: LsnRange },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    seq: u64,
+    request: RequestId,
+    reply: PendingReply,
+}
+
+#[derive(Debug)]
+struct InJournal {
+    seq: u64,
+    pg: PgRef,
+    bytes: u64,
+    /// `(lsn, prev_pg_lsn, cpl)` of each record, indexed once durable.
+    records: Vec<(Lsn, Lsn, bool)>,
+}
+
+/// All segments of one node; see the module docs for the calling contract.
+#[derive(Debug)]
+pub struct NodeCore {
+    node: NodeId,
+    az: AzId,
+    limits: Limits,
+    segments: BTreeMap<PgRef, Segment>,
+    state: NodeState,
+    /// Sequence number of the last entry queued.
+    queued_seq: u64,
+    unwritten: VecDeque<JournalEntry>,
+    in_journal: VecDeque<InJournal>,
+    pending_bytes: u64,
+    waiters: VecDeque<Waiter>,
+    replies: VecDeque<(RequestId, Message)>,
+}
+
+impl NodeCore {
+    pub fn new(node: NodeId, az: AzId, limits: Limits) -> NodeCore {
+        NodeCore {
+            node,
+            az,
+            limits,
+            segments: BTreeMap::new(),
+            state: NodeState::Serving,
+            queued_seq: 0,
+            unwritten: VecDeque::new(),
+            in_journal: VecDeque::new(),
+            pending_bytes: 0,
+            waiters: VecDeque::new(),
+            replies: VecDeque::new(),
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+    pub fn segment(&self, pg: &PgRef) -> Option<&Segment> {
+        self.segments.get(pg)
+    }
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.values()
+    }
+
+    /// An append batch: refused at once, or queued with its ack waiting on durability.
+    pub fn handle_append(&mut self, request: RequestId, batch: AppendBatch) -> Result<(), ErrorReply> {
+        self.check_writable(batch.pg)?;
+        let segment = self.segment_for(batch.pg, &batch.epochs)?;
+        segment.check_append(&batch.epochs).map_err(|r| refusal(segment, r))?;
+        let records: Vec<Record> =
+            batch.records.iter().filter(|r| !segment.has_or_discards(r.lsn())).cloned().collect();
+        let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+        if bytes > 0 && self.pending_bytes + bytes > self.limits.ingest_pending_bytes_max {
+            return Err(self.error(ErrorCode::Overloaded, batch.pg, "ingest queue full: wait for acks"));
+        }
+        self.raise_epochs(batch.pg, &batch.epochs);
+        if !records.is_empty() {
+            self.queue(batch.pg, EntryBody::Records { epoch: batch.epochs.volume, records });
+        }
+        let (first_lsn, last_lsn) = batch_bounds(&batch);
+        self.wait(request, PendingReply::Append { pg: batch.pg, first_lsn, last_lsn });
+        Ok(())
+    }
+
+    /// A new writer's epoch bump: stored durably, then acknowledged with the segment's state.
+    pub fn handle_epoch_bump(&mut self, request: RequestId, bump: EpochBump) -> Result<(), ErrorReply> {
+        self.check_writable(bump.pg)?;
+        let segment = self.segments.entry(bump.pg).or_insert_with(|| Segment::new(bump.pg, bump.epochs));
+        segment.check_not_stale(&bump.epochs).map_err(|r| refusal(segment, r))?;
+        segment.raise_epochs(&bump.epochs);
+        self.queue(bump.pg, EntryBody::Meta { epochs: bump.epochs, truncation: None });
+        self.wait(request, PendingReply::Epoch { pg: bump.pg });
+        Ok(())
+    }
+
+    /// A new writer's truncation range: stored durably, applied at once, then acknowledged.
+    pub fn handle_truncate(&mut self, request: RequestId, truncate: Truncate) -> Result<(), ErrorReply> {
+        self.check_writable(truncate.pg)?;
+        let segment = self.segments.entry(truncate.pg).or_insert_with(|| Segment::new(truncate.pg, truncate.epochs));
+        segment.check_not_stale(&truncate.epochs).map_err(|r| refusal(segment, r))?;
+        segment.raise_epochs(&truncate.epochs);
+        segment.truncate(truncate.epochs.volume, truncate.range);
+        self.queue(truncate.pg, EntryBody::Meta { epochs: truncate.epochs, truncation: Some(truncate.range) });
+        self.wait(request, PendingReply::Truncate { pg: truncate.pg, range: truncate.range });
+        Ok(())
+    }
+
+    /// The records to read for a `ReadRecords`, or a refusal.
+    pub fn plan_read_records(&self, read: &ReadRecords) -> Result<ReadPlan, ErrorReply> {
+        let Some(segment) = self.segments.get(&read.pg) else {
+            return Ok(ReadPlan { pg: read.pg, scl: Lsn::ZERO, wanted: Vec::new(), bytes_max: read.bytes_max });
+        };
+        segment.check_not_stale(&read.epochs).map_err(|r| refusal(segment, r))?;
+        let wanted = segment.records_in(read.range).map(|(lsn, r)| (lsn, r.location)).collect();
+        Ok(ReadPlan { pg: read.pg, scl: segment.scl(), wanted, bytes_max: read.bytes_max })
+    }
+
+    /// The next journal entry to write, in queue order.
+    pub fn poll_journal(&mut self) -> Option<JournalEntry> {
+        self.unwritten.pop_front()
+    }
+
+    /// Entries up to and including `through_seq` are written and flushed; `placed` says where
+    /// each landed. Indexes their records and releases the replies that waited on them.
+    pub fn handle_durable(&mut self, through_seq: u64, placed: &[(u64, Location)]) {
+        while self.in_journal.front().is_some_and(|e| e.seq <= through_seq) {
+            let entry = self.in_journal.pop_front().expect("front checked");
+            let location = placed.iter().find(|(seq, _)| *seq == entry.seq).map(|(_, l)| *l);
+            let location = location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
+            self.pending_bytes -= entry.bytes;
+            let segment = self.segments.get_mut(&entry.pg).expect("a queued entry's segment exists");
+            for (lsn, prev_pg_lsn, cpl) in entry.records {
+                segment.insert_durable(lsn, IndexedRecord { prev_pg_lsn, cpl, location });
+            }
+        }
+        self.release_waiters(through_seq);
+    }
+
+    /// The journal failed: latch, and refuse every waiting and future write.
+    pub fn handle_io_failed(&mut self, reason: String) {
+        self.state = NodeState::Failed(reason.clone());
+        self.abandon_unwritten(ErrorCode::NodeFailed, &format!("node failed: {reason}"));
+    }
+
+    /// The journal could not get space for the queued entries: refuse them and further writes
+    /// until `handle_space_available`. Nothing durable is touched.
+    pub fn handle_no_space(&mut self) {
+        if self.state == NodeState::Serving {
+            self.state = NodeState::DiskFull;
+        }
+        self.abandon_unwritten(ErrorCode::DiskFull, "disk full: no space for the journal");
+    }
+
+    /// Space returned: take writes again.
+    pub fn handle_space_available(&mut self) {
+        if self.state == NodeState::DiskFull {
+            self.state = NodeState::Serving;
+        }
+    }
+
+    /// A stored record turned out unreadable (checksum or tag): stop claiming it.
+    pub fn handle_corrupt_record(&mut self, pg: PgRef, lsn: Lsn) {
+        if let Some(segment) = self.segments.get_mut(&pg) {
+            segment.forget(lsn);
+        }
+    }
+
+    /// Rebuilds state from one journal entry found at restart, in journal order.
+    pub fn replay(&mut self, pg: PgRef, body: &EntryBody, location: Location) {
+        match body {
+            EntryBody::Records { epoch, records } => {
+                let epochs = Epochs { volume: *epoch, ..Epochs::INITIAL };
+                let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, epochs));
+                for r in records {
+                    let indexed = IndexedRecord { prev_pg_lsn: r.meta().prev_pg_lsn, cpl: r.meta().is_cpl(), location };
+                    segment.insert_durable(r.lsn(), indexed);
+                }
+            }
+            EntryBody::Meta { epochs, truncation } => {
+                let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, *epochs));
+                segment.raise_epochs(epochs);
+                if let Some(range) = truncation {
+                    segment.truncate(epochs.volume, *range);
+                }
+            }
+        }
+    }
+
+    /// The next reply to send.
+    pub fn poll_reply(&mut self) -> Option<(RequestId, Message)> {
+        self.replies.pop_front()
+    }
+
+    /// Bytes of further records this node will take now.
+    pub fn credit_bytes(&self) -> u32 {
+        let free = self.limits.ingest_pending_bytes_max.saturating_sub(self.pending_bytes);
+        u32::try_from(free).unwrap_or(u32::MAX)
+    }
+
+    /// This node's state for a status request, at most `STATUS_SEGMENTS_MAX` segments.
+    pub fn status(&self) -> Status {
+        let status = |s: &Segment| SegmentStatus { pg: s.pg(), epochs: s.epochs(), scl: s.scl(), highest_lsn: s.highest_lsn() };
+        let segments = self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
+        Status { node: self.node, az: self.az, segments }
+    }
+
+    fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {
+        match &self.state {
+            NodeState::Serving => Ok(()),
+            NodeState::DiskFull => Err(self.error(ErrorCode::DiskFull, pg, "disk full: writes refused, reads served")),
+            NodeState::Failed(reason) => Err(self.error(ErrorCode::NodeFailed, pg, &format!("node failed: {reason}"))),
+        }
+    }
+
+    /// The segment for an append, created for the first writer's first batch. A later epoch
+    /// must open the segment with `EpochBump`/`Truncate` first.
+    fn segment_for(&mut self, pg: PgRef, epochs: &Epochs) -> Result<&mut Segment, ErrorReply> {
+        if !self.segments.contains_key(&pg) {
+            if epochs.volume != Epoch::INITIAL {
+                let reply = self.error(ErrorCode::EpochNotOpen, pg, "unknown segment: send EpochBump and Truncate");
+                return Err(reply);
+            }
+            self.segments.insert(pg, Segment::new(pg, *epochs));
+            self.queue(pg, EntryBody::Meta { epochs: *epochs, truncation: None });
+        }
+        Ok(self.segments.get_mut(&pg).expect("inserted above"))
+    }
+
+    /// Raises stored membership/geometry epochs to a request's, durably.
+    fn raise_epochs(&mut self, pg: PgRef, epochs: &Epochs) {
+        let segment = self.segments.get_mut(&pg).expect("segment exists");
+        let before = segment.epochs();
+        segment.raise_epochs(epochs);
+        if segment.epochs() != before {
+            let epochs = segment.epochs();
+            self.queue(pg, EntryBody::Meta { epochs, truncation: None });
+        }
+    }
+
+    fn queue(&mut self, pg: PgRef, body: EntryBody) {
+        self.queued_seq += 1;
+        let entry = JournalEntry { seq: self.queued_seq, pg, body };
+        let bytes = entry.record_bytes();
+        let records = match &entry.body {
+            EntryBody::Records { records, .. } => {
+                records.iter().map(|r| (r.lsn(), r.meta().prev_pg_lsn, r.meta().is_cpl())).collect()
+            }
+            EntryBody::Meta { .. } => Vec::new(),
+        };
+        self.pending_bytes += bytes;
+        self.in_journal.push_back(InJournal { seq: entry.seq, pg, bytes, records });
+        self.unwritten.push_back(entry);
+    }
+
+    /// The reply waits until everything queued so far is durable.
+    fn wait(&mut self, request: RequestId, reply: PendingReply) {
+        self.waiters.push_back(Waiter { seq: self.queued_seq, request, reply });
+        let durable = self.durable_seq();
+        self.release_waiters(durable);
+    }
+
+    fn durable_seq(&self) -> u64 {
+        self.in_journal.front().map_or(self.queued_seq, |e| e.seq - 1)
+    }
+
+    fn release_waiters(&mut self, durable_seq: u64) {
+        while self.waiters.front().is_some_and(|w| w.seq <= durable_seq) {
+            let waiter = self.waiters.pop_front().expect("front checked");
+            let message = self.confirmation(waiter.reply);
+            self.replies.push_back((waiter.request, message));
+        }
+    }
+
+    fn confirmation(&self, reply: PendingReply) -> Message {
+        let node = self.node;
+        let segment = |pg: &PgRef| self.segments.get(pg).expect("a waiter's segment exists");
+        match reply {
+            PendingReply::Append { pg, first_lsn, last_lsn } => {
+                let s = segment(&pg);
+                let credit_bytes = self.credit_bytes();
+                Message::AppendAck(AppendAck { pg, node, epochs: s.epochs(), first_lsn, last_lsn, scl: s.scl(), credit_bytes })
+            }
+            PendingReply::Epoch { pg } => {
+                let s = segment(&pg);
+                Message::EpochAck(EpochAck { pg, node, epochs: s.epochs(), scl: s.scl(), highest_lsn: s.highest_lsn() })
+            }
+            PendingReply::Truncate { pg, range } => {
+                Message::TruncateAck(TruncateAck { pg, node, epochs: segment(&pg).epochs(), range })
+            }
+        }
+    }
+
+    /// Drops every entry not yet durable and fails the replies that waited on them.
+    fn abandon_unwritten(&mut self, code: ErrorCode, message: &str) {
+        self.unwritten.clear();
+        self.in_journal.clear();
+        self.pending_bytes = 0;
+        while let Some(waiter) = self.waiters.pop_front() {
+            let pg = match waiter.reply {
+                PendingReply::Append { pg, .. } | PendingReply::Epoch { pg } | PendingReply::Truncate { pg, .. } => pg,
+            };
+            let reply = self.error(code, pg, message);
+            self.replies.push_back((waiter.request, Message::Error(reply)));
+        }
+    }
+
+    fn error(&self, code: ErrorCode, pg: PgRef, message: &str) -> ErrorReply {
+        let epochs = self.segments.get(&pg).map_or(Epochs::default(), |s| s.epochs());
+        let message = truncate_message(message);
+        ErrorReply { code, pg, epochs, message }
+    }
+}
+
+fn refusal(segment: &Segment, refusal: EpochRefusal) -> ErrorReply {
+    let (code, text) = match refusal {
+        EpochRefusal::Stale => (ErrorCode::StaleEpoch, "stale epoch: a newer writer or membership holds this segment"),
+        EpochRefusal::NotOpen => (ErrorCode::EpochNotOpen, "epoch not open: send EpochBump and Truncate first"),
+    };
+    ErrorReply { code, pg: segment.pg(), epochs: segment.epochs(), message: text.to_string() }
+}
+
+fn batch_bounds(batch: &AppendBatch) -> (Lsn, Lsn) {
+    let first = batch.records.first().map_or(Lsn::ZERO, Record::lsn);
+    let last = batch.records.last().map_or(Lsn::ZERO, Record::lsn);
+    (first, last)
+}
+
+fn truncate_message(message: &str) -> String {
+    let max = protocol::messages::ERROR_MESSAGE_BYTES_MAX;
+    let mut end = message.len().min(max);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}

@@ -1,0 +1,161 @@
+//! Scenario tests of the node core without any I/O: the journal is played by hand.
+
+use bytes::Bytes;
+use protocol::messages::{AppendBatch, EpochBump, ErrorCode, Truncate};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta};
+use protocol::{AzId, NodeId, VolumeId};
+
+use super::*;
+
+const PG: PgRef = PgRef { volume_id: VolumeId(9), pg_id: PgId(0) };
+
+fn core() -> NodeCore {
+    NodeCore::new(NodeId(1), AzId(0), Limits::default())
+}
+
+fn epochs(volume: u64) -> Epochs {
+    Epochs { volume: Epoch(volume), ..Epochs::INITIAL }
+}
+
+fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
+    let meta = RecordMeta {
+        kind: RecordKind::PageImage,
+        flags: RecordFlags::CPL,
+        lsn: Lsn(lsn),
+        prev_volume_lsn: Lsn(prev),
+        prev_pg_lsn: Lsn(prev),
+        prev_page_lsn: Lsn(0),
+        page_id: PageId(1),
+        epoch: Epoch(epoch),
+    };
+    Record::new(meta, Bytes::from_static(b"row")).unwrap()
+}
+
+fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
+    let records = chain.iter().map(|(l, p)| record(*l, *p, epoch)).collect();
+    AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), records }
+}
+
+/// Plays a perfect journal: every queued entry becomes durable at a made-up location.
+fn flush(core: &mut NodeCore) {
+    let mut placed = Vec::new();
+    while let Some(entry) = core.poll_journal() {
+        placed.push((entry.seq, Location { file: 1, offset: entry.seq * 4096, len: 4096 }));
+    }
+    if let Some((last, _)) = placed.last() {
+        core.handle_durable(*last, &placed);
+    }
+}
+
+fn replies(core: &mut NodeCore) -> Vec<(RequestId, Message)> {
+    std::iter::from_fn(|| core.poll_reply()).collect()
+}
+
+#[test]
+fn an_append_is_acknowledged_only_after_its_entry_is_durable() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0), (20, 10)])).unwrap();
+    assert!(replies(&mut core).is_empty(), "no ack before the flush");
+    flush(&mut core);
+    let got = replies(&mut core);
+    let [(RequestId(1), Message::AppendAck(ack))] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!((ack.first_lsn, ack.last_lsn, ack.scl), (Lsn(10), Lsn(20), Lsn(20)));
+}
+
+#[test]
+fn scl_counts_only_durable_records() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    assert_eq!(core.segment(&PG).unwrap().scl(), Lsn(0));
+    flush(&mut core);
+    assert_eq!(core.segment(&PG).unwrap().scl(), Lsn(10));
+}
+
+#[test]
+fn a_resent_batch_is_acknowledged_without_writing_its_records_again() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    replies(&mut core);
+    core.handle_append(RequestId(2), batch(1, &[(10, 0)])).unwrap();
+    assert!(core.poll_journal().is_none());
+    assert!(matches!(replies(&mut core).as_slice(), [(RequestId(2), Message::AppendAck(_))]));
+}
+
+#[test]
+fn after_an_epoch_bump_the_old_writer_is_refused_and_the_new_one_waits_for_its_truncation() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    replies(&mut core);
+    core.handle_epoch_bump(RequestId(2), EpochBump { pg: PG, epochs: epochs(2) }).unwrap();
+    let stale = core.handle_append(RequestId(3), batch(1, &[(20, 10)])).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::StaleEpoch, "fenced before the bump is even durable");
+    let early = core.handle_append(RequestId(4), batch(2, &[(200, 10)])).unwrap_err();
+    assert_eq!(early.code, ErrorCode::EpochNotOpen);
+    let range = LsnRange::new(Lsn(10), Lsn(100)).unwrap();
+    core.handle_truncate(RequestId(5), Truncate { pg: PG, epochs: epochs(2), range }).unwrap();
+    core.handle_append(RequestId(6), batch(2, &[(200, 10)])).unwrap();
+    flush(&mut core);
+    let kinds: Vec<_> = replies(&mut core).into_iter().map(|(id, m)| (id.0, m.type_code())).collect();
+    assert_eq!(kinds, vec![(2, 10), (5, 12), (6, 2)]);
+    assert_eq!(core.segment(&PG).unwrap().scl(), Lsn(200));
+}
+
+#[test]
+fn a_latched_io_error_fails_waiting_acks_and_refuses_later_writes() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    let _ = core.poll_journal();
+    core.handle_io_failed("fdatasync: EIO".into());
+    let got = replies(&mut core);
+    assert!(matches!(got.as_slice(), [(RequestId(1), Message::Error(e))] if e.code == ErrorCode::NodeFailed));
+    let refused = core.handle_append(RequestId(2), batch(1, &[(10, 0)])).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NodeFailed);
+    assert_eq!(core.segment(&PG).unwrap().scl(), Lsn(0), "nothing unflushed was indexed");
+}
+
+#[test]
+fn disk_full_refuses_writes_until_space_returns_and_keeps_what_was_durable() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    replies(&mut core);
+    core.handle_append(RequestId(2), batch(1, &[(20, 10)])).unwrap();
+    core.handle_no_space();
+    let got = replies(&mut core);
+    assert!(matches!(got.as_slice(), [(RequestId(2), Message::Error(e))] if e.code == ErrorCode::DiskFull));
+    assert_eq!(core.handle_append(RequestId(3), batch(1, &[(20, 10)])).unwrap_err().code, ErrorCode::DiskFull);
+    core.handle_space_available();
+    core.handle_append(RequestId(4), batch(1, &[(20, 10)])).unwrap();
+    flush(&mut core);
+    assert_eq!(core.segment(&PG).unwrap().scl(), Lsn(20));
+}
+
+#[test]
+fn the_ingest_budget_refuses_a_writer_that_ignores_its_credit() {
+    let mut core = NodeCore::new(NodeId(1), AzId(0), Limits { ingest_pending_bytes_max: 100 });
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    let refused = core.handle_append(RequestId(2), batch(1, &[(20, 10)])).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Overloaded);
+    flush(&mut core);
+    assert_eq!(core.credit_bytes(), 100);
+}
+
+#[test]
+fn replay_rebuilds_segments_epochs_and_truncations() {
+    let mut live = core();
+    live.handle_append(RequestId(1), batch(1, &[(10, 0), (20, 10)])).unwrap();
+    live.handle_epoch_bump(RequestId(2), EpochBump { pg: PG, epochs: epochs(2) }).unwrap();
+    let range = LsnRange::new(Lsn(10), Lsn(100)).unwrap();
+    live.handle_truncate(RequestId(3), Truncate { pg: PG, epochs: epochs(2), range }).unwrap();
+    let entries: Vec<_> = std::iter::from_fn(|| live.poll_journal()).collect();
+    let mut restarted = core();
+    for entry in &entries {
+        restarted.replay(entry.pg, &entry.body, Location { file: 1, offset: entry.seq, len: 1 });
+    }
+    let segment = restarted.segment(&PG).unwrap();
+    assert_eq!(segment.epochs(), epochs(2));
+    assert_eq!(segment.scl(), Lsn(10), "20 lies in the truncated range");
+    assert!(segment.is_open());
+}

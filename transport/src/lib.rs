@@ -1,0 +1,25 @@
+//! Borealis's QUIC transport: mutual-TLS configurations, tuned endpoints, a development PKI and
+//! protocol frames over streams.
+//!
+//! Every connection between Borealis processes is QUIC with TLS 1.3, ALPN
+//! [`protocol::frame::ALPN`], and certificates on both sides signed by the cluster CA ([`tls`]).
+//! Endpoints get their UDP socket buffers and datagram limits from one [`Tuning`] ([`endpoint`]);
+//! streams carry protocol frames read with a bounded buffer and no copy past the first
+//! ([`framed`]). [`pki`] makes the CA and certificates for tests and development clusters.
+//!
+//! Every failure is a [`TransportError`]; nothing a peer sends or a file holds makes this crate
+//! panic.
+
+pub mod endpoint;
+pub mod error;
+pub mod framed;
+pub mod pki;
+pub mod tls;
+pub mod tuning;
+
+pub use endpoint::{any_addr_for, client_endpoint, connect, server_endpoint};
+pub use error::TransportError;
+pub use framed::{read_frame, request, write_frame};
+pub use pki::{ensure_dev_pki, DevPki};
+pub use tls::{client_config, peer_name, server_config, TlsFiles};
+pub use tuning::Tuning;

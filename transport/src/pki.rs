@@ -1,0 +1,206 @@
+//! A development PKI: one CA and, per name, a certificate usable as both server and client.
+//!
+//! Tests and a local development cluster need mutual TLS without an operator-run CA. This module
+//! writes `ca.pem`/`ca.key` and `<name>.pem`/`<name>.key` into one directory, each leaf signed by
+//! the CA with the DNS SAN `<name>` (so [`crate::tls::peer_name`] returns it) and both the server
+//! and client auth purposes. It is not for production: the CA key sits next to the certificates.
+//!
+//! Invariants: existing files are reused, never rewritten, except leaves when the CA itself was
+//! just created (old leaves could not chain to it); a pair with only one file present is an
+//! error, not silently replaced; key files are created with mode 0600; every file appears
+//! atomically (written beside it, then renamed), so a crash never leaves a torn PEM file.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose,
+};
+
+use crate::error::TransportError;
+use crate::tls::TlsFiles;
+
+/// Longest name: one DNS label.
+pub const NAME_BYTES_MAX: usize = 63;
+/// File stem of the CA's certificate and key.
+pub const CA_STEM: &str = "ca";
+/// Suffix of the stem of certificates signed by a throwaway CA (negative tests).
+const UNTRUSTED_SUFFIX: &str = ".untrusted";
+/// Mode of private key files: owner read/write only.
+const KEY_FILE_MODE: u32 = 0o600;
+/// Mode of certificate files: public.
+const CERT_FILE_MODE: u32 = 0o644;
+
+/// The files of a development PKI directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevPki {
+    pub dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+}
+
+impl DevPki {
+    /// The TLS files of `name` (made by [`ensure_dev_pki`]), trusting this PKI's CA.
+    pub fn files_for(&self, name: &str) -> TlsFiles {
+        TlsFiles {
+            ca_cert: self.ca_cert.clone(),
+            cert: cert_path(&self.dir, name),
+            key: key_path(&self.dir, name),
+        }
+    }
+
+    /// Fresh files for `name` whose certificate is signed by a throwaway CA that nothing trusts,
+    /// while still trusting this PKI's CA: a peer holding them passes its own checks of the
+    /// server but must be refused by it. Rewritten on every call.
+    pub fn untrusted_files_for(&self, name: &str) -> Result<TlsFiles, TransportError> {
+        check_name(name)?;
+        let ca_key = KeyPair::generate()?;
+        let ca_params = ca_params("Borealis untrusted throwaway CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let stem = format!("{name}{UNTRUSTED_SUFFIX}");
+        issue_leaf(&self.dir, &stem, name, &issuer)?;
+        let (cert, key) = (cert_path(&self.dir, &stem), key_path(&self.dir, &stem));
+        Ok(TlsFiles { ca_cert: self.ca_cert.clone(), cert, key })
+    }
+}
+
+/// Makes sure `dir` holds a CA and a certificate for each of `names`, creating what is missing.
+pub fn ensure_dev_pki(dir: &Path, names: &[&str]) -> Result<DevPki, TransportError> {
+    names.iter().try_for_each(|name| check_name(name))?;
+    fs::create_dir_all(dir).map_err(|source| TransportError::FileIo { path: dir.to_owned(), source })?;
+    let (issuer, fresh_ca) = ensure_ca(dir)?;
+    for name in names {
+        // A new CA cannot have signed the leaves already there: reissue them all.
+        if fresh_ca || !pair_exists(&cert_path(dir, name), &key_path(dir, name))? {
+            issue_leaf(dir, name, name, &issuer)?;
+        }
+    }
+    Ok(DevPki { dir: dir.to_owned(), ca_cert: cert_path(dir, CA_STEM), ca_key: key_path(dir, CA_STEM) })
+}
+
+/// Loads the CA from `dir`, or creates it. Returns the issuer and whether it was just created.
+fn ensure_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, bool), TransportError> {
+    let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
+    if pair_exists(&cert, &key)? {
+        let key_pair = KeyPair::from_pem(&read_text(&key)?)?;
+        return Ok((Issuer::from_ca_cert_pem(&read_text(&cert)?, key_pair)?, false));
+    }
+    let key_pair = KeyPair::generate()?;
+    let params = ca_params("Borealis development CA");
+    let ca_cert = params.self_signed(&key_pair)?;
+    write_atomically(&key, key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
+    write_atomically(&cert, ca_cert.pem().as_bytes(), CERT_FILE_MODE)?;
+    Ok((Issuer::new(params, key_pair), true))
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+/// Writes `<stem>.pem`/`<stem>.key`: a new key and a certificate for DNS name `name`.
+fn issue_leaf(
+    dir: &Path,
+    stem: &str,
+    name: &str,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), TransportError> {
+    let mut params = CertificateParams::new(vec![name.to_owned()])?;
+    params.distinguished_name = distinguished_name(name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let key_pair = KeyPair::generate()?;
+    let cert = params.signed_by(&key_pair, issuer)?;
+    write_atomically(&key_path(dir, stem), key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
+    write_atomically(&cert_path(dir, stem), cert.pem().as_bytes(), CERT_FILE_MODE)
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name
+}
+
+/// Names become a DNS SAN and a file stem: one lowercase DNS label starting with a letter (so it
+/// is never taken for an IP address), and not the CA's stem.
+fn check_name(name: &str) -> Result<(), TransportError> {
+    let why = if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        Some("must be 1 to 63 bytes")
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        Some("must start with a lowercase letter and not end with '-'")
+    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        Some("may hold only lowercase letters, digits and '-'")
+    } else if name == CA_STEM {
+        Some("is reserved for the CA")
+    } else {
+        None
+    };
+    why.map_or(Ok(()), |why| Err(TransportError::PkiName { name: name.to_owned(), why }))
+}
+
+/// True if both files exist, false if neither; an error if only one does.
+fn pair_exists(cert: &Path, key: &Path) -> Result<bool, TransportError> {
+    match (exists(cert)?, exists(key)?) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (true, false) => {
+            Err(TransportError::PkiIncomplete { present: cert.to_owned(), missing: key.to_owned() })
+        }
+        (false, true) => {
+            Err(TransportError::PkiIncomplete { present: key.to_owned(), missing: cert.to_owned() })
+        }
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, TransportError> {
+    path.try_exists().map_err(|source| TransportError::FileIo { path: path.to_owned(), source })
+}
+
+fn read_text(path: &Path) -> Result<String, TransportError> {
+    fs::read_to_string(path).map_err(|source| TransportError::FileIo { path: path.to_owned(), source })
+}
+
+/// Writes `contents` to a temporary file beside `path` with `mode`, syncs it, and renames it over
+/// `path`: readers see the old file or the whole new one, and a key is never briefly readable.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), TransportError> {
+    let io_error = |source: io::Error| TransportError::FileIo { path: path.to_owned(), source };
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    // A temp file left by a crash is ours to discard.
+    match fs::remove_file(&temp) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(io_error(error)),
+        _ => {}
+    }
+    let mut file = create_new_with_mode(&temp, mode).map_err(io_error)?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io_error)?;
+    fs::rename(&temp, path).map_err(io_error)
+}
+
+#[cfg(unix)]
+fn create_new_with_mode(path: &Path, mode: u32) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)
+}
+
+#[cfg(not(unix))]
+fn create_new_with_mode(path: &Path, _mode: u32) -> io::Result<fs::File> {
+    fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+fn cert_path(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!("{stem}.pem"))
+}
+
+fn key_path(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!("{stem}.key"))
+}

@@ -2,3 +2,7 @@
 //! and refuse, driven by thin drivers for the io_uring journal and the QUIC endpoint.
 
 pub mod core;
+pub mod journal;
+pub mod keyring;
+pub mod meta;
+pub mod seal;

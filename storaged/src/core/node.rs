@@ -190,11 +190,15 @@ impl NodeCore {
     /// A new writer's truncation range: stored durably, applied at once, then acknowledged.
     pub fn handle_truncate(&mut self, request: RequestId, truncate: Truncate) -> Result<(), ErrorReply> {
         self.check_writable(truncate.pg)?;
-        let segment = self.segments.entry(truncate.pg).or_insert_with(|| Segment::new(truncate.pg, truncate.epochs));
+        let segment =
+            self.segments.entry(truncate.pg).or_insert_with(|| Segment::new(truncate.pg, truncate.epochs));
         segment.check_not_stale(&truncate.epochs).map_err(|r| refusal(segment, r))?;
         segment.raise_epochs(&truncate.epochs);
         segment.truncate(truncate.epochs.volume, truncate.range);
-        self.queue(truncate.pg, EntryBody::Meta { epochs: truncate.epochs, truncation: Some(truncate.range) });
+        self.queue(
+            truncate.pg,
+            EntryBody::Meta { epochs: truncate.epochs, truncation: Some(truncate.range) },
+        );
         self.wait(request, PendingReply::Truncate { pg: truncate.pg, range: truncate.range });
         Ok(())
     }
@@ -202,7 +206,12 @@ impl NodeCore {
     /// The records to read for a `ReadRecords`, or a refusal.
     pub fn plan_read_records(&self, read: &ReadRecords) -> Result<ReadPlan, ErrorReply> {
         let Some(segment) = self.segments.get(&read.pg) else {
-            return Ok(ReadPlan { pg: read.pg, scl: Lsn::ZERO, wanted: Vec::new(), bytes_max: read.bytes_max });
+            return Ok(ReadPlan {
+                pg: read.pg,
+                scl: Lsn::ZERO,
+                wanted: Vec::new(),
+                bytes_max: read.bytes_max,
+            });
         };
         segment.check_not_stale(&read.epochs).map_err(|r| refusal(segment, r))?;
         let wanted = segment.records_in(read.range).map(|(lsn, r)| (lsn, r.location)).collect();
@@ -220,7 +229,8 @@ impl NodeCore {
         while self.in_journal.front().is_some_and(|e| e.seq <= through_seq) {
             let entry = self.in_journal.pop_front().expect("front checked");
             let location = placed.iter().find(|(seq, _)| *seq == entry.seq).map(|(_, l)| *l);
-            let location = location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
+            let location =
+                location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
             self.pending_bytes -= entry.bytes;
             let segment = self.segments.get_mut(&entry.pg).expect("a queued entry's segment exists");
             for (lsn, prev_pg_lsn, cpl) in entry.records {
@@ -266,7 +276,8 @@ impl NodeCore {
                 let epochs = Epochs { volume: *epoch, ..Epochs::INITIAL };
                 let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, epochs));
                 for r in records {
-                    let indexed = IndexedRecord { prev_pg_lsn: r.meta().prev_pg_lsn, cpl: r.meta().is_cpl(), location };
+                    let indexed =
+                        IndexedRecord { prev_pg_lsn: r.meta().prev_pg_lsn, cpl: r.meta().is_cpl(), location };
                     segment.insert_durable(r.lsn(), indexed);
                 }
             }
@@ -293,16 +304,26 @@ impl NodeCore {
 
     /// This node's state for a status request, at most `STATUS_SEGMENTS_MAX` segments.
     pub fn status(&self) -> Status {
-        let status = |s: &Segment| SegmentStatus { pg: s.pg(), epochs: s.epochs(), scl: s.scl(), highest_lsn: s.highest_lsn() };
-        let segments = self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
+        let status = |s: &Segment| SegmentStatus {
+            pg: s.pg(),
+            epochs: s.epochs(),
+            scl: s.scl(),
+            highest_lsn: s.highest_lsn(),
+        };
+        let segments =
+            self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
         Status { node: self.node, az: self.az, segments }
     }
 
     fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {
         match &self.state {
             NodeState::Serving => Ok(()),
-            NodeState::DiskFull => Err(self.error(ErrorCode::DiskFull, pg, "disk full: writes refused, reads served")),
-            NodeState::Failed(reason) => Err(self.error(ErrorCode::NodeFailed, pg, &format!("node failed: {reason}"))),
+            NodeState::DiskFull => {
+                Err(self.error(ErrorCode::DiskFull, pg, "disk full: writes refused, reads served"))
+            }
+            NodeState::Failed(reason) => {
+                Err(self.error(ErrorCode::NodeFailed, pg, &format!("node failed: {reason}")))
+            }
         }
     }
 
@@ -311,7 +332,8 @@ impl NodeCore {
     fn segment_for(&mut self, pg: PgRef, epochs: &Epochs) -> Result<&mut Segment, ErrorReply> {
         if !self.segments.contains_key(&pg) {
             if epochs.volume != Epoch::INITIAL {
-                let reply = self.error(ErrorCode::EpochNotOpen, pg, "unknown segment: send EpochBump and Truncate");
+                let reply =
+                    self.error(ErrorCode::EpochNotOpen, pg, "unknown segment: send EpochBump and Truncate");
                 return Err(reply);
             }
             self.segments.insert(pg, Segment::new(pg, *epochs));
@@ -372,11 +394,25 @@ impl NodeCore {
             PendingReply::Append { pg, first_lsn, last_lsn } => {
                 let s = segment(&pg);
                 let credit_bytes = self.credit_bytes();
-                Message::AppendAck(AppendAck { pg, node, epochs: s.epochs(), first_lsn, last_lsn, scl: s.scl(), credit_bytes })
+                Message::AppendAck(AppendAck {
+                    pg,
+                    node,
+                    epochs: s.epochs(),
+                    first_lsn,
+                    last_lsn,
+                    scl: s.scl(),
+                    credit_bytes,
+                })
             }
             PendingReply::Epoch { pg } => {
                 let s = segment(&pg);
-                Message::EpochAck(EpochAck { pg, node, epochs: s.epochs(), scl: s.scl(), highest_lsn: s.highest_lsn() })
+                Message::EpochAck(EpochAck {
+                    pg,
+                    node,
+                    epochs: s.epochs(),
+                    scl: s.scl(),
+                    highest_lsn: s.highest_lsn(),
+                })
             }
             PendingReply::Truncate { pg, range } => {
                 Message::TruncateAck(TruncateAck { pg, node, epochs: segment(&pg).epochs(), range })
@@ -391,7 +427,9 @@ impl NodeCore {
         self.pending_bytes = 0;
         while let Some(waiter) = self.waiters.pop_front() {
             let pg = match waiter.reply {
-                PendingReply::Append { pg, .. } | PendingReply::Epoch { pg } | PendingReply::Truncate { pg, .. } => pg,
+                PendingReply::Append { pg, .. }
+                | PendingReply::Epoch { pg }
+                | PendingReply::Truncate { pg, .. } => pg,
             };
             let reply = self.error(code, pg, message);
             self.replies.push_back((waiter.request, Message::Error(reply)));
@@ -407,8 +445,12 @@ impl NodeCore {
 
 fn refusal(segment: &Segment, refusal: EpochRefusal) -> ErrorReply {
     let (code, text) = match refusal {
-        EpochRefusal::Stale => (ErrorCode::StaleEpoch, "stale epoch: a newer writer or membership holds this segment"),
-        EpochRefusal::NotOpen => (ErrorCode::EpochNotOpen, "epoch not open: send EpochBump and Truncate first"),
+        EpochRefusal::Stale => {
+            (ErrorCode::StaleEpoch, "stale epoch: a newer writer or membership holds this segment")
+        }
+        EpochRefusal::NotOpen => {
+            (ErrorCode::EpochNotOpen, "epoch not open: send EpochBump and Truncate first")
+        }
     };
     ErrorReply { code, pg: segment.pg(), epochs: segment.epochs(), message: text.to_string() }
 }

@@ -2,8 +2,10 @@
 
 use bytes::Bytes;
 use protocol::messages::{AppendBatch, EpochBump, ErrorCode, Truncate};
-use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta};
 use protocol::{AzId, NodeId, VolumeId};
+use protocol::{
+    Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta,
+};
 
 use super::*;
 
@@ -125,7 +127,10 @@ fn disk_full_refuses_writes_until_space_returns_and_keeps_what_was_durable() {
     core.handle_no_space();
     let got = replies(&mut core);
     assert!(matches!(got.as_slice(), [(RequestId(2), Message::Error(e))] if e.code == ErrorCode::DiskFull));
-    assert_eq!(core.handle_append(RequestId(3), batch(1, &[(20, 10)])).unwrap_err().code, ErrorCode::DiskFull);
+    assert_eq!(
+        core.handle_append(RequestId(3), batch(1, &[(20, 10)])).unwrap_err().code,
+        ErrorCode::DiskFull
+    );
     core.handle_space_available();
     core.handle_append(RequestId(4), batch(1, &[(20, 10)])).unwrap();
     flush(&mut core);

@@ -204,7 +204,11 @@ mod tests {
         Segment::new(PgRef { volume_id: VolumeId(1), pg_id: PgId(0) }, Epochs::INITIAL)
     }
     fn rec(prev: u64) -> IndexedRecord {
-        IndexedRecord { prev_pg_lsn: Lsn(prev), cpl: false, location: Location { file: 0, offset: 0, len: 0 } }
+        IndexedRecord {
+            prev_pg_lsn: Lsn(prev),
+            cpl: false,
+            location: Location { file: 0, offset: 0, len: 0 },
+        }
     }
     fn range(a: u64, b: u64) -> LsnRange {
         LsnRange::new(Lsn(a), Lsn(b)).unwrap()
@@ -244,8 +248,14 @@ mod tests {
         let mut s = seg();
         s.raise_epochs(&Epochs { volume: Epoch(3), ..Epochs::INITIAL });
         assert_eq!(s.check_append(&Epochs::INITIAL), Err(EpochRefusal::Stale));
-        assert_eq!(s.check_append(&Epochs { volume: Epoch(3), ..Epochs::INITIAL }), Err(EpochRefusal::NotOpen));
-        assert_eq!(s.check_append(&Epochs { volume: Epoch(4), ..Epochs::INITIAL }), Err(EpochRefusal::NotOpen));
+        assert_eq!(
+            s.check_append(&Epochs { volume: Epoch(3), ..Epochs::INITIAL }),
+            Err(EpochRefusal::NotOpen)
+        );
+        assert_eq!(
+            s.check_append(&Epochs { volume: Epoch(4), ..Epochs::INITIAL }),
+            Err(EpochRefusal::NotOpen)
+        );
         s.truncate(Epoch(3), range(0, 5));
         assert_eq!(s.check_append(&Epochs { volume: Epoch(3), ..Epochs::INITIAL }), Ok(()));
     }

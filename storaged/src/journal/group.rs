@@ -1,0 +1,206 @@
+//! Building a group image from the core's journal entries (sealing records in place), and
+//! taking one apart again at restart or for a read. Pure: no file access.
+
+use bytes::{Bytes, BytesMut};
+use protocol::codec::Reader;
+use protocol::{Lsn, Record, VolumeId};
+
+use super::buf::AlignedBuf;
+use super::format::*;
+use crate::core::{EntryBody, JournalEntry};
+use crate::seal::{DataKey, NonceCounter, TAG_BYTES};
+
+/// A group ready to write, and where each entry sits inside it.
+#[derive(Debug)]
+pub struct GroupImage {
+    pub header: GroupHeader,
+    pub bytes: AlignedBuf,
+    /// `(entry seq, offset in the group, entry length)`.
+    pub placed: Vec<(u64, usize, usize)>,
+}
+
+/// Why a group could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("no data key for volume {0}")]
+    NoKey(VolumeId),
+    #[error("nonce reservation exhausted")]
+    NoNonce,
+}
+
+/// Bytes `entry` takes in a group.
+pub fn entry_len(entry: &JournalEntry) -> usize {
+    match &entry.body {
+        EntryBody::Records { records, .. } => {
+            records_entry_len(records.iter().map(Record::encoded_len).sum())
+        }
+        EntryBody::Meta { .. } => ENTRY_HEADER_BYTES + META_BODY_BYTES,
+    }
+}
+
+/// Nonces a group of `entries` consumes (one per records entry).
+pub fn nonces_needed(entries: &[JournalEntry]) -> u64 {
+    entries.iter().filter(|e| matches!(e.body, EntryBody::Records { .. })).count() as u64
+}
+
+/// Lays out and seals `entries` as group `group_seq` of journal file `file`.
+pub fn build_group<'k>(
+    group_seq: u64,
+    file: u64,
+    entries: &[JournalEntry],
+    key_of: impl Fn(VolumeId) -> Option<&'k DataKey>,
+    nonces: &mut NonceCounter,
+) -> Result<GroupImage, BuildError> {
+    let body_len: usize = entries.iter().map(entry_len).sum();
+    let entry_count = u16::try_from(entries.len()).expect("groups hold at most u16::MAX entries");
+    let header = GroupHeader { group_seq, file, entry_count, body_len: body_len as u32, body_crc: 0 };
+    let mut bytes = AlignedBuf::zeroed(header.group_len());
+    let mut placed = Vec::with_capacity(entries.len());
+    let mut offset = GROUP_HEADER_BYTES;
+    for entry in entries {
+        let len = entry_len(entry);
+        write_entry(entry, &mut bytes.as_mut_slice()[offset..offset + len], &key_of, nonces)?;
+        placed.push((entry.seq, offset, len));
+        offset += len;
+    }
+    let body_crc = crc32c::crc32c(&bytes.as_slice()[GROUP_HEADER_BYTES..offset]);
+    let header = GroupHeader { body_crc, ..header };
+    bytes.as_mut_slice()[..GROUP_HEADER_BYTES].copy_from_slice(&header.encode());
+    Ok(GroupImage { header, bytes, placed })
+}
+
+fn write_entry<'k>(
+    entry: &JournalEntry,
+    out: &mut [u8],
+    key_of: &impl Fn(VolumeId) -> Option<&'k DataKey>,
+    nonces: &mut NonceCounter,
+) -> Result<(), BuildError> {
+    let (header_bytes, body) = out.split_at_mut(ENTRY_HEADER_BYTES);
+    let header = match &entry.body {
+        EntryBody::Records { epoch, records } => {
+            let key = key_of(entry.pg.volume_id).ok_or(BuildError::NoKey(entry.pg.volume_id))?;
+            let nonce = nonces.take().ok_or(BuildError::NoNonce)?;
+            let header = EntryHeader {
+                kind: EntryKind::Records,
+                entry_len: out_len(header_bytes, body),
+                record_count: records.len() as u32,
+                pg: entry.pg,
+                key_version: key.version(),
+                epoch: *epoch,
+                first_lsn: records.first().map_or(Lsn::ZERO, Record::lsn),
+                last_lsn: records.last().map_or(Lsn::ZERO, Record::lsn),
+                nonce,
+            };
+            let (plain, tag_out) = body.split_at_mut(body.len() - TAG_BYTES);
+            let mut cursor = &mut plain[..];
+            records.iter().for_each(|r| r.encode(&mut cursor));
+            assert!(cursor.is_empty(), "entry length matches its records");
+            let tag = key.seal(&nonce, &header.encode()[4..], plain);
+            tag_out.copy_from_slice(&tag);
+            header
+        }
+        EntryBody::Meta { epochs, truncation } => {
+            body.copy_from_slice(&encode_meta(epochs, *truncation));
+            let volume_epoch = epochs.volume;
+            EntryHeader {
+                kind: EntryKind::Meta,
+                entry_len: out_len(header_bytes, body),
+                record_count: 0,
+                pg: entry.pg,
+                key_version: protocol::KeyVersion(0),
+                epoch: volume_epoch,
+                first_lsn: Lsn::ZERO,
+                last_lsn: Lsn::ZERO,
+                nonce: [0; 12],
+            }
+        }
+    };
+    header_bytes.copy_from_slice(&header.encode());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header_bytes[4..]), body);
+    header_bytes[..4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn out_len(header: &[u8], body: &[u8]) -> u32 {
+    (header.len() + body.len()) as u32
+}
+
+/// One entry found in a group: where it is and its header, or why it is unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundEntry {
+    pub offset: usize,
+    pub header: Result<EntryHeader, JournalFault>,
+}
+
+/// The entries of a group whose header verified (`group` starts at the header and holds at
+/// least the group body), and whether the group's body CRC matched. Walks entry lengths. After
+/// an entry that fails its checksum the walk goes on at its stated length when that is
+/// plausible: the next entry's own checksum then proves or disproves it. An implausible length
+/// ends the walk.
+pub fn find_entries(group: &[u8], header: &GroupHeader) -> (Vec<FoundEntry>, bool) {
+    let body_end = GROUP_HEADER_BYTES + header.body_len as usize;
+    let Some(body) = group.get(GROUP_HEADER_BYTES..body_end) else {
+        return (
+            vec![FoundEntry { offset: GROUP_HEADER_BYTES, header: Err(JournalFault::Length("group body")) }],
+            false,
+        );
+    };
+    let body_ok = crc32c::crc32c(body) == header.body_crc;
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < body.len() && found.len() < usize::from(header.entry_count) {
+        let parsed = EntryHeader::decode(&body[at..]);
+        let len = match &parsed {
+            Ok(header) => Some(header.entry_len as usize),
+            Err(JournalFault::EntryChecksum) => Some(stated_entry_len(&body[at..])),
+            Err(_) => None,
+        };
+        found.push(FoundEntry { offset: GROUP_HEADER_BYTES + at, header: parsed });
+        match len {
+            Some(len) => at += len,
+            None => break,
+        }
+    }
+    (found, body_ok)
+}
+
+/// The length an entry's header states; `EntryHeader::decode` has checked it is plausible.
+fn stated_entry_len(entry: &[u8]) -> usize {
+    u32::from_le_bytes(entry[8..12].try_into().expect("header present")) as usize
+}
+
+/// Opens one entry: verifies and decrypts a records entry (then decodes and CRC-checks each
+/// record), or decodes a meta entry. `entry` is exactly the entry's bytes.
+pub fn open_entry(
+    entry: &[u8],
+    header: &EntryHeader,
+    key: Option<&DataKey>,
+) -> Result<EntryBody, JournalFault> {
+    let body = &entry[ENTRY_HEADER_BYTES..];
+    match header.kind {
+        EntryKind::Meta => {
+            let (epochs, truncation) = decode_meta(body)?;
+            Ok(EntryBody::Meta { epochs, truncation })
+        }
+        EntryKind::Records => {
+            let key = key.ok_or(JournalFault::NoKey)?;
+            let tag_at = body.len().checked_sub(TAG_BYTES).ok_or(JournalFault::Length("sealed body"))?;
+            let tag: [u8; TAG_BYTES] = body[tag_at..].try_into().expect("tag length");
+            let mut plain = BytesMut::from(&body[..tag_at]);
+            key.open(&header.nonce, &header.encode()[4..], &mut plain, &tag)
+                .map_err(|_| JournalFault::Seal)?;
+            let records = decode_records(plain.freeze(), header.record_count)?;
+            Ok(EntryBody::Records { epoch: header.epoch, records })
+        }
+    }
+}
+
+fn decode_records(plain: Bytes, count: u32) -> Result<Vec<Record>, JournalFault> {
+    let mut reader = Reader::new(plain);
+    let records = (0..count).map(|_| Record::decode(&mut reader)).collect::<Result<Vec<_>, _>>();
+    let records = records.map_err(JournalFault::Records)?;
+    if reader.remaining() != 0 {
+        return Err(JournalFault::Length("sealed records"));
+    }
+    Ok(records)
+}

@@ -1,0 +1,11 @@
+//! The node-wide journal: preallocated files of 4 KiB-aligned groups, each group one write and
+//! one flush (group commit), with records sealed at rest. `format` draws the bytes, `group`
+//! builds and parses group images (pure), `writer` is the io_uring driver and `replay` rebuilds
+//! state at restart.
+
+pub mod buf;
+pub mod format;
+pub mod group;
+pub mod replay;
+#[cfg(test)]
+mod replay_tests;

@@ -223,6 +223,27 @@ impl NodeCore {
         self.unwritten.pop_front()
     }
 
+    /// The entries for the next group commit: everything queued, up to `bytes_max` bytes (as
+    /// measured by `len_of`) and `entries_max` entries, but always at least one entry if any.
+    pub fn poll_journal_group(
+        &mut self,
+        bytes_max: usize,
+        entries_max: usize,
+        len_of: impl Fn(&JournalEntry) -> usize,
+    ) -> Vec<JournalEntry> {
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        while let Some(entry) = self.unwritten.front() {
+            let len = len_of(entry);
+            if !group.is_empty() && (bytes + len > bytes_max || group.len() == entries_max) {
+                break;
+            }
+            bytes += len;
+            group.push(self.unwritten.pop_front().expect("front checked"));
+        }
+        group
+    }
+
     /// Entries up to and including `through_seq` are written and flushed; `placed` says where
     /// each landed. Indexes their records and releases the replies that waited on them.
     pub fn handle_durable(&mut self, through_seq: u64, placed: &[(u64, Location)]) {
@@ -461,7 +482,8 @@ fn batch_bounds(batch: &AppendBatch) -> (Lsn, Lsn) {
     (first, last)
 }
 
-fn truncate_message(message: &str) -> String {
+/// `message` cut to at most `ERROR_MESSAGE_BYTES_MAX` bytes on a character boundary.
+pub fn truncate_message(message: &str) -> String {
     let max = protocol::messages::ERROR_MESSAGE_BYTES_MAX;
     let mut end = message.len().min(max);
     while !message.is_char_boundary(end) {

@@ -38,6 +38,11 @@ pub fn entry_len(entry: &JournalEntry) -> usize {
     }
 }
 
+/// Bytes a group of `entries` occupies on disk, padding included.
+pub fn group_len(entries: &[JournalEntry]) -> usize {
+    (GROUP_HEADER_BYTES + entries.iter().map(entry_len).sum::<usize>()).next_multiple_of(GROUP_ALIGN)
+}
+
 /// Nonces a group of `entries` consumes (one per records entry).
 pub fn nonces_needed(entries: &[JournalEntry]) -> u64 {
     entries.iter().filter(|e| matches!(e.body, EntryBody::Records { .. })).count() as u64

@@ -9,3 +9,4 @@ pub mod group;
 pub mod replay;
 #[cfg(test)]
 mod replay_tests;
+pub mod writer;

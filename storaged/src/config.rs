@@ -1,0 +1,235 @@
+//! `storaged` configuration: a TOML file, with command-line flags overriding it.
+//!
+//! Every error names what is wrong in one line (a missing file, a bad address, an unknown
+//! key), so an operator can fix it without reading code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use protocol::{AzId, NodeId};
+use serde::Deserialize;
+use transport::{TlsFiles, Tuning};
+
+use crate::core::Limits;
+use crate::journal::writer::JOURNAL_FILE_BYTES_MIN;
+
+/// Default size of a journal file.
+pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The Borealis storage daemon: stores six-way replicated redo-log segments, durably and
+/// encrypted, and serves them over QUIC with mutual TLS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "storaged",
+    version,
+    after_help = "Example: storaged --config /etc/borealis/storaged.toml (see docs/operations.md for every setting)"
+)]
+pub struct Cli {
+    /// TOML configuration file; flags below override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (unique in the cluster; recorded in the data directory on first start).
+    #[arg(long)]
+    pub node_id: Option<u32>,
+    /// This node's availability zone (0, 1, 2, ...).
+    #[arg(long)]
+    pub az: Option<u16>,
+    /// UDP address for QUIC, e.g. 127.0.0.1:7001.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory (journal, metadata). Created if missing; must belong to this node.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PEM file of the cluster CA that signs every node and client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM file of this node's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM file of this node's private key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Key-encryption key file: 64 hex digits, mode 0600. Wraps the per-volume data keys.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Size each journal file is preallocated to, in bytes (at least 16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub journal_file_bytes: Option<u64>,
+    /// Bytes of records accepted but not yet durable before appends are refused as overloaded.
+    #[arg(long, value_name = "BYTES")]
+    pub ingest_pending_bytes_max: Option<u64>,
+    /// Largest UDP payload QUIC may use (1200-65527; larger needs a network that carries it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_udp_payload_bytes: Option<u16>,
+    /// Write the journal with buffered I/O instead of O_DIRECT (both flush before acking).
+    #[arg(long)]
+    pub no_direct_io: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u32>,
+    az: Option<u16>,
+    listen: Option<String>,
+    data_dirs: Option<Vec<PathBuf>>,
+    key_file: Option<PathBuf>,
+    tls: Option<TlsSection>,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    journal: JournalSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    ingest_pending_bytes_max: Option<u64>,
+    max_udp_payload_bytes: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalSection {
+    file_bytes: Option<u64>,
+    direct_io: Option<bool>,
+}
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub az: AzId,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+    pub key_file: PathBuf,
+    pub limits: Limits,
+    pub journal_file_bytes: u64,
+    pub direct_io: bool,
+    pub tuning: Tuning,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("missing setting `{0}`: give it in the config file or as --{flag}", flag = .0.replace('_', "-"))]
+    Missing(&'static str),
+    #[error("bad address `{value}` for `{what}`: {reason}")]
+    Address { what: &'static str, value: String, reason: String },
+    #[error("`data_dirs` lists {0} directories; this version stores everything in exactly one")]
+    DataDirs(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the file named by `--config` (if any) and applies the flags over it.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dirs = file.data_dirs.unwrap_or_default();
+        if data_dirs.len() > 1 {
+            return Err(ConfigError::DataDirs(data_dirs.len()));
+        }
+        let tls = file.tls.unwrap_or_default();
+        let listen = cli.listen.clone().or(file.listen).ok_or(ConfigError::Missing("listen"))?;
+        let mut tuning = Tuning::default();
+        if let Some(bytes) = cli.max_udp_payload_bytes.or(file.limits.max_udp_payload_bytes) {
+            tuning.max_udp_payload_bytes = bytes;
+        }
+        tuning.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let journal_file_bytes =
+            cli.journal_file_bytes.or(file.journal.file_bytes).unwrap_or(JOURNAL_FILE_BYTES_DEFAULT);
+        if journal_file_bytes < JOURNAL_FILE_BYTES_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "journal file_bytes {journal_file_bytes} is below the minimum {JOURNAL_FILE_BYTES_MIN}"
+            )));
+        }
+        let mut limits = Limits::default();
+        if let Some(bytes) = cli.ingest_pending_bytes_max.or(file.limits.ingest_pending_bytes_max) {
+            limits.ingest_pending_bytes_max = bytes;
+        }
+        Ok(Config {
+            node_id: NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?),
+            az: AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?),
+            listen: parse_addr("listen", &listen)?,
+            data_dir: cli
+                .data_dir
+                .clone()
+                .or(data_dirs.into_iter().next())
+                .ok_or(ConfigError::Missing("data_dir"))?,
+            tls: TlsFiles {
+                ca_cert: cli.ca.clone().or(tls.ca).ok_or(ConfigError::Missing("ca"))?,
+                cert: cli.cert.clone().or(tls.cert).ok_or(ConfigError::Missing("cert"))?,
+                key: cli.key.clone().or(tls.key).ok_or(ConfigError::Missing("key"))?,
+            },
+            key_file: cli.key_file.clone().or(file.key_file).ok_or(ConfigError::Missing("key_file"))?,
+            limits,
+            journal_file_bytes,
+            direct_io: !cli.no_direct_io && file.journal.direct_io.unwrap_or(true),
+            tuning,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let fail = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| fail(e.message().to_string()))
+}
+
+fn parse_addr(what: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Address {
+        what,
+        value: value.to_string(),
+        reason: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:7001)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("storaged").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_the_file_and_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storaged.toml");
+        std::fs::write(
+            &path,
+            "node_id = 3\naz = 1\nlisten = \"127.0.0.1:7003\"\ndata_dirs = [\"/tmp/x\"]\nkey_file = \"k\"\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n",
+        )
+        .unwrap();
+        let config =
+            Config::load(&cli(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:9000"])).unwrap();
+        assert_eq!((config.node_id, config.listen.port()), (NodeId(3), 9000));
+        let bad =
+            Config::load(&cli(&["--config", path.to_str().unwrap(), "--listen", "localhost"])).unwrap_err();
+        assert!(bad.to_string().contains("bad address `localhost`"), "{bad}");
+        let missing = Config::load(&cli(&["--listen", "127.0.0.1:1"])).unwrap_err();
+        assert!(missing.to_string().contains("--node-id"), "{missing}");
+        let nofile = Config::load(&cli(&["--config", "/nonexistent.toml"])).unwrap_err();
+        assert!(nofile.to_string().starts_with("config file /nonexistent.toml"), "{nofile}");
+        std::fs::write(&path, "node_idd = 1\n").unwrap();
+        let unknown = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+    }
+}

@@ -1,0 +1,173 @@
+//! QUIC connections and streams: the thin driver between the network and the core.
+//!
+//! Every bidirectional stream is a pipeline: a reader submits each request as it arrives, a
+//! writer sends the replies in request order. Appends for one PG share one stream, so their
+//! acks come back in order without the reader ever waiting for the journal. A malformed frame
+//! gets a typed error reply and closes that stream; the connection and every other stream go
+//! on.
+
+use std::rc::Rc;
+
+use protocol::messages::{ErrorCode, ErrorReply, ReadRecords, Records, BATCH_RECORDS_MAX};
+use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
+use tokio::sync::{mpsc, oneshot};
+use transport::framed::{read_frame, write_frame};
+
+use super::shared::{Pending, Shared};
+use crate::core::node::truncate_message;
+use crate::core::ReadPlan;
+use crate::journal::format::EntryHeader;
+use crate::journal::group::open_entry;
+
+/// Replies queued on one stream before its reader stops taking requests (backpressure).
+pub const STREAM_REPLIES_PENDING_MAX: usize = 4096;
+/// QUIC application error code for a stream closed because of a malformed frame.
+pub const CLOSE_MALFORMED: u32 = 1;
+
+/// Accepts connections until the endpoint closes.
+pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = Rc::clone(&shared);
+        tokio::task::spawn_local(async move {
+            match incoming.await {
+                Ok(connection) => serve_connection(connection, shared).await,
+                Err(error) => tracing::info!(%error, "handshake refused"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>) {
+    let peer = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
+    tracing::debug!(%peer, remote = %connection.remote_address(), "connection");
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::task::spawn_local(serve_stream(send, recv, Rc::clone(&shared)));
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Rc<Shared>) {
+    let (queue, mut replies) = mpsc::channel::<Pending>(STREAM_REPLIES_PENDING_MAX);
+    let reader = async move {
+        loop {
+            let pending = match read_frame(&mut recv).await {
+                Ok(Some(message)) => submit(&shared, message),
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::info!(%error, "closing a stream after a bad frame");
+                    let _ = recv.stop(CLOSE_MALFORMED.into());
+                    let reply = error_reply(ErrorCode::BadRequest, &format!("bad frame: {error}"));
+                    let _ = queue.send(Pending::Ready(reply)).await;
+                    return;
+                }
+            };
+            if queue.send(pending).await.is_err() {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(pending) = replies.recv().await {
+            let Some(reply) = pending.resolve().await else { return };
+            if write_frame(&mut send, &reply).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+    };
+    tokio::join!(reader, writer);
+}
+
+/// Hands one request to the core (or to a read task) and returns its pending reply.
+fn submit(shared: &Rc<Shared>, message: Message) -> Pending {
+    match message {
+        Message::AppendBatch(batch) => shared.submit(|core, id| core.handle_append(id, batch)),
+        Message::EpochBump(bump) => shared.submit(|core, id| core.handle_epoch_bump(id, bump)),
+        Message::Truncate(truncate) => shared.submit(|core, id| core.handle_truncate(id, truncate)),
+        Message::StatusRequest => Pending::Ready(Message::Status(shared.with_core(|core| core.status()))),
+        Message::ReadRecords(read) => spawn_read(shared, read),
+        other => Pending::Ready(error_reply(
+            ErrorCode::BadRequest,
+            &format!("unexpected message type {}", other.type_code()),
+        )),
+    }
+}
+
+fn spawn_read(shared: &Rc<Shared>, read: ReadRecords) -> Pending {
+    let plan = match shared.with_core(|core| core.plan_read_records(&read)) {
+        Ok(plan) => plan,
+        Err(reply) => return Pending::Ready(Message::Error(reply)),
+    };
+    let (sender, receiver) = oneshot::channel();
+    let shared = Rc::clone(shared);
+    tokio::task::spawn_local(async move {
+        let _ = sender.send(read_records(&shared, plan).await);
+    });
+    Pending::Waiting(receiver)
+}
+
+/// Reads the planned records from the journal, entry by entry, up to the byte limit. A record
+/// whose entry no longer opens is reported to the core (which stops claiming it) and left out.
+async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let mut more = false;
+    let mut index = 0;
+    while index < plan.wanted.len() {
+        let location = plan.wanted[index].1;
+        let same_entry = plan.wanted[index..].iter().take_while(|(_, l)| *l == location).count();
+        let wanted = &plan.wanted[index..index + same_entry];
+        index += same_entry;
+        match read_entry(shared, location).await {
+            Ok(found) => {
+                for record in found.into_iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn())) {
+                    if records.len() == BATCH_RECORDS_MAX
+                        || (bytes > 0 && bytes + record.encoded_len() > plan.bytes_max as usize)
+                    {
+                        more = true;
+                        break;
+                    }
+                    bytes += record.encoded_len();
+                    records.push(record);
+                }
+            }
+            Err(reason) => {
+                tracing::error!(?location, %reason, "stored records failed verification; no longer claimed");
+                shared.with_core(|core| {
+                    wanted.iter().for_each(|(lsn, _)| core.handle_corrupt_record(plan.pg, *lsn))
+                });
+            }
+        }
+        if more {
+            break;
+        }
+    }
+    let scl = shared.with_core(|core| core.segment(&plan.pg).map_or(plan.scl, |s| s.scl()));
+    let node = shared.with_core(|core| core.node());
+    Message::Records(Records { pg: plan.pg, node, scl, more, records })
+}
+
+async fn read_entry(
+    shared: &Shared,
+    location: crate::core::Location,
+) -> Result<Vec<protocol::Record>, String> {
+    let bytes = shared.reader.read(location).await.map_err(|e| e.to_string())?;
+    let header = EntryHeader::decode(&bytes).map_err(|e| e.to_string())?;
+    let body = shared.with_keys(|keys| open_entry(&bytes, &header, keys.get(&header.pg.volume_id)));
+    match body.map_err(|e| e.to_string())? {
+        crate::core::EntryBody::Records { records, .. } => Ok(records),
+        crate::core::EntryBody::Meta { .. } => Err("a record's location holds a meta entry".into()),
+    }
+}
+
+fn error_reply(code: ErrorCode, message: &str) -> Message {
+    let pg = PgRef { volume_id: VolumeId(0), pg_id: PgId(0) };
+    Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: truncate_message(message) })
+}

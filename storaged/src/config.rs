@@ -14,6 +14,8 @@ use transport::{TlsFiles, Tuning};
 use crate::core::Limits;
 use crate::journal::writer::JOURNAL_FILE_BYTES_MIN;
 
+/// Default journal bytes between checkpoints.
+pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default size of a journal file.
 pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
@@ -56,6 +58,9 @@ pub struct Cli {
     /// Size each journal file is preallocated to, in bytes (at least 16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub journal_file_bytes: Option<u64>,
+    /// Journal bytes written between checkpoints; restart replays at most about this much.
+    #[arg(long, value_name = "BYTES")]
+    pub checkpoint_interval_bytes: Option<u64>,
     /// Bytes of records accepted but not yet durable before appends are refused as overloaded.
     #[arg(long, value_name = "BYTES")]
     pub ingest_pending_bytes_max: Option<u64>,
@@ -101,6 +106,7 @@ struct LimitsSection {
 #[serde(deny_unknown_fields)]
 struct JournalSection {
     file_bytes: Option<u64>,
+    checkpoint_interval_bytes: Option<u64>,
     direct_io: Option<bool>,
 }
 
@@ -115,6 +121,7 @@ pub struct Config {
     pub key_file: PathBuf,
     pub limits: Limits,
     pub journal_file_bytes: u64,
+    pub checkpoint_interval_bytes: u64,
     pub direct_io: bool,
     pub tuning: Tuning,
 }
@@ -181,6 +188,10 @@ impl Config {
             key_file: cli.key_file.clone().or(file.key_file).ok_or(ConfigError::Missing("key_file"))?,
             limits,
             journal_file_bytes,
+            checkpoint_interval_bytes: cli
+                .checkpoint_interval_bytes
+                .or(file.journal.checkpoint_interval_bytes)
+                .unwrap_or(CHECKPOINT_INTERVAL_BYTES_DEFAULT),
             direct_io: !cli.no_direct_io && file.journal.direct_io.unwrap_or(true),
             tuning,
         })

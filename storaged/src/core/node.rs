@@ -290,6 +290,11 @@ impl NodeCore {
         }
     }
 
+    /// Installs a segment restored from a checkpoint (before replaying the journal after it).
+    pub fn restore_segment(&mut self, segment: Segment) {
+        self.segments.insert(segment.pg(), segment);
+    }
+
     /// Rebuilds state from one journal entry found at restart, in journal order.
     pub fn replay(&mut self, pg: PgRef, body: &EntryBody, location: Location) {
         match body {

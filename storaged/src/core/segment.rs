@@ -59,6 +59,24 @@ impl Segment {
         Segment { pg, epochs, truncations: Vec::new(), records: BTreeMap::new(), scl: Lsn::ZERO }
     }
 
+    /// A segment as a checkpoint recorded it; SCL is recomputed from the backlinks.
+    pub fn restore(
+        pg: PgRef,
+        epochs: Epochs,
+        truncations: Vec<(Epoch, LsnRange)>,
+        records: Vec<(Lsn, IndexedRecord)>,
+    ) -> Segment {
+        let mut segment =
+            Segment { pg, epochs, truncations, records: records.into_iter().collect(), scl: Lsn::ZERO };
+        segment.advance_scl();
+        segment
+    }
+
+    /// Every indexed record, in LSN order.
+    pub fn all_records(&self) -> impl Iterator<Item = (Lsn, &IndexedRecord)> {
+        self.records.iter().map(|(lsn, record)| (*lsn, record))
+    }
+
     pub fn pg(&self) -> PgRef {
         self.pg
     }

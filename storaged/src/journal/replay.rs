@@ -24,6 +24,7 @@ use protocol::PgRef;
 
 use super::format::{GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use super::group::{find_entries, open_entry};
+use super::writer::JournalPosition;
 use crate::core::{EntryBody, Location};
 use crate::keyring::Keyring;
 
@@ -70,16 +71,23 @@ pub struct ReplayOutcome {
     pub report: ReplayReport,
 }
 
-/// Replays every journal file in `dir`, calling `visit` for each readable entry in order.
+/// Replays the journal in `dir` from `start` (a checkpoint's position; `None`: from the
+/// first file), calling `visit` for each readable entry in order.
 pub fn replay(
     dir: &Path,
     keyring: &Keyring,
+    start: Option<JournalPosition>,
     mut visit: impl FnMut(PgRef, &EntryBody, Location),
 ) -> std::io::Result<ReplayOutcome> {
     let files = list_files(dir)?;
+    let last_seq = start.map_or(0, |p| p.next_group_seq.saturating_sub(1));
     let mut walk =
-        Walk { dir: dir.to_path_buf(), files: files.clone(), report: ReplayReport::default(), last_seq: 0 };
-    let mut step = files.first().map_or(Step::End(1, 0), |first| Step::Next(*first, 0));
+        Walk { dir: dir.to_path_buf(), files: files.clone(), report: ReplayReport::default(), last_seq };
+    let mut step = match start {
+        Some(p) if files.contains(&p.file) => Step::Next(p.file, p.offset),
+        Some(p) => Step::End(p.file, p.offset),
+        None => files.first().map_or(Step::End(1, 0), |first| Step::Next(*first, 0)),
+    };
     loop {
         match step {
             Step::Next(file, offset) => step = walk.walk_file(file, offset as usize, keyring, &mut visit)?,

@@ -72,7 +72,7 @@ fn damage(dir: &Path, offset: usize, len: usize) {
 
 fn run(dir: &Path, keys: &Keyring) -> (ReplayOutcome, Vec<u64>) {
     let mut lsns = Vec::new();
-    let outcome = replay(dir, keys, |pg, body, _| {
+    let outcome = replay(dir, keys, None, |pg, body, _| {
         assert_eq!(pg, PG);
         if let EntryBody::Records { records, .. } = body {
             lsns.extend(records.iter().map(|r| r.lsn().0));
@@ -164,4 +164,21 @@ fn sealed_entries_do_not_open_under_another_nodes_key() {
     assert!(lsns.is_empty());
     assert_eq!(outcome.report.corrupt_entries, 2);
     let _ = Epochs::INITIAL;
+}
+
+#[test]
+fn replay_from_a_checkpoint_position_reads_only_the_groups_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = keyring(dir.path());
+    let offsets = write_journal(dir.path(), &mut keys, 3);
+    let start = super::writer::JournalPosition { file: 1, offset: offsets[2] as u64, next_group_seq: 3 };
+    let mut lsns = Vec::new();
+    let outcome = replay(dir.path(), &keys, Some(start), |_, body, _| {
+        if let EntryBody::Records { records, .. } = body {
+            lsns.extend(records.iter().map(|r| r.lsn().0));
+        }
+    })
+    .unwrap();
+    assert_eq!(lsns, vec![5, 6]);
+    assert_eq!(outcome.next_group_seq, 4);
 }

@@ -36,6 +36,14 @@ pub struct JournalConfig {
     pub direct_io: bool,
 }
 
+/// Where the next group goes: what a checkpoint covers and where replay resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalPosition {
+    pub file: u64,
+    pub offset: u64,
+    pub next_group_seq: u64,
+}
+
 /// Why a group was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -79,6 +87,7 @@ pub struct Journal {
     next_group_seq: u64,
     direct: bool,
     failed: Option<String>,
+    bytes_written: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -99,6 +108,7 @@ impl Journal {
             offset: replayed.tail_offset,
             next_group_seq: replayed.next_group_seq,
             failed: None,
+            bytes_written: 0,
         };
         for file in &replayed.files {
             journal.open_file(*file, *file == replayed.tail_file)?;
@@ -146,8 +156,19 @@ impl Journal {
             return Err(self.latch(format!("journal file {} at offset {base}: {error}", self.current)));
         }
         self.offset += len;
+        self.bytes_written += len;
         self.next_group_seq += 1;
         Ok(placed)
+    }
+
+    /// Where the next group goes.
+    pub fn position(&self) -> JournalPosition {
+        JournalPosition { file: self.current, offset: self.offset, next_group_seq: self.next_group_seq }
+    }
+
+    /// Bytes written since this journal was opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
     }
 
     /// A handle for reading entries while this journal writes.
@@ -187,7 +208,7 @@ impl Journal {
             }
             return Err(self.latch(format!("preallocate {}: {error}", path.display())));
         }
-        let synced = created.sync_all().and_then(|()| crate::meta::sync_dir(&self.config.dir));
+        let synced = created.sync_all().and_then(|()| crate::dual::sync_dir(&self.config.dir));
         synced.map_err(|e| self.latch(format!("sync {}: {e}", path.display())))?;
         self.open_file(file, true).map_err(|e| self.latch(format!("open {}: {e}", path.display())))
     }

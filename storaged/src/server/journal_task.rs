@@ -5,6 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::checkpoint::CheckpointStore;
 use crate::core::{EntryBody, JournalEntry, NodeState};
 use crate::journal::format::GROUP_ALIGN;
 use crate::journal::group::{build_group, entry_len, group_len, nonces_needed, BuildError};
@@ -21,8 +22,35 @@ pub const GROUP_ENTRIES_MAX: usize = u16::MAX as usize;
 /// How often a node that ran out of space checks whether space returned.
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
 
+/// When to write checkpoints.
+#[derive(Debug)]
+pub struct Checkpointing {
+    store: CheckpointStore,
+    interval_bytes: u64,
+    written_at: u64,
+}
+
+impl Checkpointing {
+    pub fn new(store: CheckpointStore, interval_bytes: u64) -> Checkpointing {
+        Checkpointing { store, interval_bytes, written_at: 0 }
+    }
+
+    /// Stores a checkpoint if `interval_bytes` of journal were written since the last one. A
+    /// failure is logged and retried after the next group: the journal still holds everything.
+    fn maybe_store(&mut self, shared: &Shared, journal: &Journal) {
+        if journal.bytes_written() - self.written_at < self.interval_bytes {
+            return;
+        }
+        let stored = shared.with_core(|core| self.store.store(journal.position(), core.segments()));
+        match stored {
+            Ok(()) => self.written_at = journal.bytes_written(),
+            Err(error) => tracing::warn!(%error, "checkpoint not written; will retry"),
+        }
+    }
+}
+
 /// Runs until the node shuts down.
-pub async fn run(shared: Rc<Shared>, mut journal: Journal) {
+pub async fn run(shared: Rc<Shared>, mut journal: Journal, mut checkpointing: Checkpointing) {
     let mut retry_len = None;
     loop {
         if shared.with_core(|core| *core.state() == NodeState::DiskFull) {
@@ -41,6 +69,7 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal) {
             Ok(placed) => {
                 let last = entries.last().expect("non-empty").seq;
                 shared.with_core(|core| core.handle_durable(last, &placed));
+                checkpointing.maybe_store(&shared, &journal);
             }
             Err(WriteError::NoSpace) => {
                 tracing::warn!("journal: no space for a new file; refusing writes until space returns");

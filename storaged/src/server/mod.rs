@@ -10,6 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::core::NodeCore;
 use crate::journal::replay::replay;
@@ -43,8 +44,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let keyring = Keyring::open(&config.data_dir, config.node_id, Kek::load(&config.key_file)?)?;
     let mut core = NodeCore::new(config.node_id, config.az, config.limits);
     let started = Instant::now();
-    let replayed = replay(&journal_dir, &keyring, |pg, body, location| core.replay(pg, body, location))
-        .map_err(StartError::Journal)?;
+    let (checkpoints, checkpoint) = CheckpointStore::open(&config.data_dir);
+    let start = match checkpoint {
+        Ok(Some(checkpoint)) => {
+            checkpoint.segments.into_iter().for_each(|segment| core.restore_segment(segment));
+            Some(checkpoint.position)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, "no usable checkpoint; replaying the whole journal");
+            None
+        }
+    };
+    let replayed =
+        replay(&journal_dir, &keyring, start, |pg, body, location| core.replay(pg, body, location))
+            .map_err(StartError::Journal)?;
     tracing::info!(report = ?replayed.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal replayed");
     let journal_config = JournalConfig {
         dir: journal_dir,
@@ -58,7 +72,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             e => StartError::Transport(e),
         })?;
     let shared = shared::Shared::new(core, journal.reader(), keyring);
-    tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
+    let checkpointing = journal_task::Checkpointing::new(checkpoints, config.checkpoint_interval_bytes);
+    tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal, checkpointing));
     tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared)));
     let address = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // The first line on stdout says the node is serving (tools wait for it).

@@ -40,6 +40,9 @@ pub struct Cli {
     /// UDP address for QUIC, e.g. 127.0.0.1:7001.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// HTTP address for /health and /metrics, e.g. 127.0.0.1:7101 (none if unset).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
     /// Data directory (journal, metadata). Created if missing; must belong to this node.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -78,6 +81,7 @@ struct FileConfig {
     node_id: Option<u32>,
     az: Option<u16>,
     listen: Option<String>,
+    admin: Option<String>,
     data_dirs: Option<Vec<PathBuf>>,
     key_file: Option<PathBuf>,
     tls: Option<TlsSection>,
@@ -116,6 +120,7 @@ pub struct Config {
     pub node_id: NodeId,
     pub az: AzId,
     pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
     pub key_file: PathBuf,
@@ -175,6 +180,7 @@ impl Config {
             node_id: NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?),
             az: AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?),
             listen: parse_addr("listen", &listen)?,
+            admin: cli.admin.clone().or(file.admin).map(|a| parse_addr("admin", &a)).transpose()?,
             data_dir: cli
                 .data_dir
                 .clone()

@@ -70,6 +70,8 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal, mut checkpointing: Ch
                 let last = entries.last().expect("non-empty").seq;
                 shared.with_core(|core| core.handle_durable(last, &placed));
                 checkpointing.maybe_store(&shared, &journal);
+                let mut stats = shared.journal_stats.borrow_mut();
+                *stats = (journal.bytes_written(), stats.1 + 1);
             }
             Err(WriteError::NoSpace) => {
                 tracing::warn!("journal: no space for a new file; refusing writes until space returns");

@@ -1,6 +1,7 @@
 //! The running daemon: opens the data directory, replays the journal into the core, and runs
 //! the journal task and the QUIC accept loop on one io_uring thread until told to stop.
 
+pub mod admin;
 pub mod journal_task;
 pub mod shared;
 pub mod streams;
@@ -34,6 +35,8 @@ pub enum StartError {
     AddrInUse { addr: std::net::SocketAddr },
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    #[error("{0}")]
+    Admin(String),
 }
 
 /// Starts the node and serves until SIGINT or SIGTERM.
@@ -72,6 +75,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             e => StartError::Transport(e),
         })?;
     let shared = shared::Shared::new(core, journal.reader(), keyring);
+    if let Some(addr) = config.admin {
+        admin::start(addr, Rc::clone(&shared).admin_snapshot()).map_err(StartError::Admin)?;
+    }
     let checkpointing = journal_task::Checkpointing::new(checkpoints, config.checkpoint_interval_bytes);
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal, checkpointing));
     tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared)));

@@ -9,6 +9,7 @@ use protocol::messages::ErrorReply;
 use protocol::Message;
 use tokio::sync::{oneshot, Notify};
 
+use super::admin::{SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL};
 use crate::core::{NodeCore, RequestId};
 use crate::journal::writer::JournalReader;
 use crate::keyring::Keyring;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub journal_wake: Notify,
     pub reader: JournalReader,
     pub keyring: RefCell<Keyring>,
+    /// What the admin port shows; refreshed by `admin_snapshot`'s task.
+    pub journal_stats: RefCell<(u64, u64)>,
 }
 
 impl Shared {
@@ -53,7 +56,35 @@ impl Shared {
             journal_wake: Notify::new(),
             reader,
             keyring: RefCell::new(keyring),
+            journal_stats: RefCell::new((0, 0)),
         })
+    }
+
+    /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`.
+    pub fn admin_snapshot(self: Rc<Self>) -> SharedSnapshot {
+        let snapshot = SharedSnapshot::default();
+        let writer = std::sync::Arc::clone(&snapshot);
+        tokio::task::spawn_local(async move {
+            loop {
+                let fresh = self.with_core(|core| {
+                    let status = core.status();
+                    let (journal_bytes_written, journal_groups_written) = *self.journal_stats.borrow();
+                    Snapshot {
+                        node: status.node.0,
+                        az: status.az.0,
+                        state: Some(core.state().clone()),
+                        segments_total: core.segments().count(),
+                        segments: status.segments.into_iter().take(METRICS_SEGMENTS_MAX).collect(),
+                        journal_bytes_written,
+                        journal_groups_written,
+                        credit_bytes: core.credit_bytes(),
+                    }
+                });
+                *writer.lock().expect("snapshot lock") = fresh;
+                tokio::time::sleep(SNAPSHOT_INTERVAL).await;
+            }
+        });
+        snapshot
     }
 
     /// Runs `f` with the unwrapped data keys.

@@ -1,0 +1,123 @@
+//! The admin port: `GET /health` (200 when taking writes, 503 with the reason otherwise) and
+//! `GET /metrics` (Prometheus text). It runs on its own thread with a small blocking HTTP
+//! server, reading a snapshot the node thread refreshes, so a slow scraper can never stall
+//! the data path.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::messages::SegmentStatus;
+
+use crate::core::NodeState;
+
+/// How often the node thread refreshes the snapshot.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
+/// Most segments listed in `/metrics` (the rest are counted, not listed).
+pub const METRICS_SEGMENTS_MAX: usize = 10_000;
+
+/// What the admin port reports.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub node: u32,
+    pub az: u16,
+    pub state: Option<NodeState>,
+    pub segments: Vec<SegmentStatus>,
+    pub segments_total: usize,
+    pub journal_bytes_written: u64,
+    pub journal_groups_written: u64,
+    pub credit_bytes: u32,
+}
+
+/// The snapshot shared between the node thread (writer) and the admin thread (reader).
+pub type SharedSnapshot = Arc<Mutex<Snapshot>>;
+
+/// Serves the admin port on a thread of its own.
+pub fn start(addr: SocketAddr, snapshot: SharedSnapshot) -> Result<(), String> {
+    let server = tiny_http::Server::http(addr).map_err(|e| format!("admin address {addr}: {e}"))?;
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, body) = respond(request.url(), &snapshot.lock().expect("snapshot lock").clone());
+                let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+            }
+        })
+        .map_err(|e| format!("admin thread: {e}"))?;
+    Ok(())
+}
+
+fn respond(url: &str, snapshot: &Snapshot) -> (u16, String) {
+    match url {
+        "/health" => match &snapshot.state {
+            Some(NodeState::Serving) => (200, "serving\n".into()),
+            Some(NodeState::DiskFull) => (503, "disk full: writes refused, reads served\n".into()),
+            Some(NodeState::Failed(reason)) => (503, format!("failed: {reason}\n")),
+            None => (503, "starting\n".into()),
+        },
+        "/metrics" => (200, metrics(snapshot)),
+        _ => (404, "not found: try /health or /metrics\n".into()),
+    }
+}
+
+fn metrics(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let state = match &s.state {
+        Some(NodeState::Serving) => "serving",
+        Some(NodeState::DiskFull) => "disk_full",
+        Some(NodeState::Failed(_)) => "failed",
+        None => "starting",
+    };
+    let _ = writeln!(out, "# HELP borealis_node_info This node's identity and state.");
+    let _ = writeln!(out, "# TYPE borealis_node_info gauge");
+    let _ = writeln!(out, "borealis_node_info{{node=\"{}\",az=\"{}\",state=\"{state}\"}} 1", s.node, s.az);
+    gauge(&mut out, "borealis_segments", "Segments held.", s.segments_total as u64);
+    gauge(
+        &mut out,
+        "borealis_ingest_credit_bytes",
+        "Record bytes this node would take now.",
+        u64::from(s.credit_bytes),
+    );
+    counter(
+        &mut out,
+        "borealis_journal_bytes_written_total",
+        "Journal bytes written and flushed.",
+        s.journal_bytes_written,
+    );
+    counter(
+        &mut out,
+        "borealis_journal_groups_written_total",
+        "Group commits (write + flush).",
+        s.journal_groups_written,
+    );
+    let _ =
+        writeln!(out, "# HELP borealis_segment_scl Segment complete LSN.\n# TYPE borealis_segment_scl gauge");
+    for seg in &s.segments {
+        let _ = writeln!(
+            out,
+            "borealis_segment_scl{{volume=\"{:x}\",pg=\"{}\"}} {}",
+            seg.pg.volume_id.0, seg.pg.pg_id.0, seg.scl.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP borealis_segment_highest_lsn Newest LSN held.\n# TYPE borealis_segment_highest_lsn gauge"
+    );
+    for seg in &s.segments {
+        let _ = writeln!(
+            out,
+            "borealis_segment_highest_lsn{{volume=\"{:x}\",pg=\"{}\"}} {}",
+            seg.pg.volume_id.0, seg.pg.pg_id.0, seg.highest_lsn.0
+        );
+    }
+    out
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}

@@ -1,2 +1,4 @@
-//! Borealis operator and developer programs. The local cluster launcher (`borealis dev`) arrives
-//! with step 3 of the plan and the simulator (`borealis-sim`) with step 5 (see the README).
+//! Borealis operator and developer programs. `cluster` launches `storaged` processes on this
+//! machine (used by `borealis dev` and by the benchmarks).
+
+pub mod cluster;

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod ids;
 pub mod messages;
 pub mod patch;
+pub mod placement;
 pub mod quorum;
 pub mod record;
 pub mod wire;

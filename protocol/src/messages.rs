@@ -444,8 +444,9 @@ fn check_batch(batch: &AppendBatch) -> FormatResult<()> {
         return Err(FormatError::Invalid { what: "batch pg_vdl_lsn above vdl" });
     }
     check_records(&batch.records, true)?;
-    if batch.records.iter().any(|r| r.meta().epoch != batch.epochs.volume) {
-        return Err(FormatError::Invalid { what: "batch record epoch differs from the batch's" });
+    // A recovering writer re-replicates records of earlier epochs; no record may be newer.
+    if batch.records.iter().any(|r| r.meta().epoch > batch.epochs.volume) {
+        return Err(FormatError::Invalid { what: "batch record epoch above the batch's" });
     }
     Ok(())
 }

@@ -1,0 +1,164 @@
+//! Placement: which six nodes hold the segments of a protection group.
+//!
+//! A cluster map lists nodes with their availability zone. A PG's segments are two nodes in each
+//! of three AZs, chosen by rendezvous hashing: every candidate gets a score from a hash of
+//! (volume, PG, node), and the highest scores win — first the three AZs (by their best node's
+//! score), then the two best nodes in each. The choice depends only on the map and the ids, so
+//! every client and node computes the same placement, and adding a node moves only the PGs it
+//! now wins.
+
+use std::net::SocketAddr;
+
+use crate::ids::{AzId, NodeId, PgId, VolumeId};
+use crate::quorum::{SegmentSet, AZS_PER_PG, SEGMENTS_PER_AZ, SEGMENTS_PER_PG};
+
+/// One node of the cluster map.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub az: AzId,
+    /// QUIC address.
+    pub addr: SocketAddr,
+    /// TLS server name (the first DNS name of the node's certificate).
+    pub name: String,
+}
+
+/// Why a cluster map cannot place PGs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlacementError {
+    #[error("node {0} appears twice in the cluster map")]
+    DuplicateNode(NodeId),
+    #[error("the cluster map has {0} availability zones with two or more nodes; placement needs 3")]
+    TooFewZones(usize),
+}
+
+/// The nodes of a cluster, checked to be able to place every PG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterMap {
+    nodes: Vec<NodeInfo>,
+}
+
+impl ClusterMap {
+    /// Checks that node ids are unique and that at least three AZs have two nodes each.
+    pub fn new(mut nodes: Vec<NodeInfo>) -> Result<ClusterMap, PlacementError> {
+        nodes.sort_by_key(|n| n.id);
+        if let Some(pair) = nodes.windows(2).find(|w| w[0].id == w[1].id) {
+            return Err(PlacementError::DuplicateNode(pair[0].id));
+        }
+        let map = ClusterMap { nodes };
+        let zones = map.zones().into_iter().filter(|az| map.in_zone(*az).count() >= SEGMENTS_PER_AZ).count();
+        if zones < AZS_PER_PG {
+            return Err(PlacementError::TooFewZones(zones));
+        }
+        Ok(map)
+    }
+
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The six nodes holding `pg` of `volume`, two per AZ.
+    pub fn place(&self, volume: VolumeId, pg: PgId) -> SegmentSet {
+        let score = |node: &NodeInfo| rendezvous_score(volume, pg, node.id);
+        let mut zones: Vec<(u32, AzId)> = self
+            .zones()
+            .into_iter()
+            .filter(|az| self.in_zone(*az).count() >= SEGMENTS_PER_AZ)
+            .map(|az| (self.in_zone(az).map(score).max().expect("zone has nodes"), az))
+            .collect();
+        zones.sort_by(|a, b| b.cmp(a));
+        let mut members = Vec::with_capacity(SEGMENTS_PER_PG);
+        for (_, az) in zones.into_iter().take(AZS_PER_PG) {
+            let mut candidates: Vec<(u32, NodeId)> = self.in_zone(az).map(|n| (score(n), n.id)).collect();
+            candidates.sort_by(|a, b| b.cmp(a));
+            members.extend(candidates.into_iter().take(SEGMENTS_PER_AZ).map(|(_, id)| id));
+        }
+        let members: [NodeId; SEGMENTS_PER_PG] = members.try_into().expect("three zones of two");
+        SegmentSet::new(members).expect("node ids are unique in a cluster map")
+    }
+
+    fn zones(&self) -> Vec<AzId> {
+        let mut zones: Vec<AzId> = self.nodes.iter().map(|n| n.az).collect();
+        zones.sort();
+        zones.dedup();
+        zones
+    }
+
+    fn in_zone(&self, az: AzId) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().filter(move |n| n.az == az)
+    }
+}
+
+/// The rendezvous score of `node` for `pg` of `volume`: CRC32C of the three ids. A hash for
+/// spreading load, not for security.
+fn rendezvous_score(volume: VolumeId, pg: PgId, node: NodeId) -> u32 {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&volume.0.to_le_bytes());
+    key[16..20].copy_from_slice(&pg.0.to_le_bytes());
+    key[20..].copy_from_slice(&node.0.to_le_bytes());
+    crc32c::crc32c(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(per_az: &[u32]) -> ClusterMap {
+        ClusterMap::new(nodes(per_az)).unwrap()
+    }
+
+    fn nodes(per_az: &[u32]) -> Vec<NodeInfo> {
+        let mut nodes = Vec::new();
+        for (az, count) in per_az.iter().enumerate() {
+            for _ in 0..*count {
+                let id = NodeId(nodes.len() as u32 + 1);
+                nodes.push(NodeInfo {
+                    id,
+                    az: AzId(az as u16),
+                    addr: ([127, 0, 0, 1], 7000 + id.0 as u16).into(),
+                    name: format!("node-{}", id.0),
+                });
+            }
+        }
+        nodes
+    }
+
+    #[test]
+    fn every_pg_gets_two_nodes_in_each_of_three_zones() {
+        let map = map(&[3, 4, 2, 5]);
+        for pg in 0..200 {
+            let set = map.place(VolumeId(7), PgId(pg));
+            let mut zones: Vec<AzId> = set.members().iter().map(|id| map.node(*id).unwrap().az).collect();
+            zones.sort();
+            zones.dedup();
+            assert_eq!(zones.len(), 3);
+            for az in &zones {
+                assert_eq!(set.members().iter().filter(|id| map.node(**id).unwrap().az == *az).count(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn placement_is_deterministic_and_spreads_pgs() {
+        let (a, b) = (map(&[4, 4, 4]), map(&[4, 4, 4]));
+        let sets: Vec<SegmentSet> = (0..300).map(|pg| a.place(VolumeId(1), PgId(pg))).collect();
+        assert!(sets.iter().enumerate().all(|(pg, set)| b.place(VolumeId(1), PgId(pg as u32)) == *set));
+        for node in a.nodes() {
+            let share = sets.iter().filter(|s| s.contains(node.id)).count();
+            assert!((100..=200).contains(&share), "node {} holds {share} of 300 PGs (expect ~150)", node.id);
+        }
+    }
+
+    #[test]
+    fn maps_that_cannot_place_are_refused() {
+        assert!(matches!(ClusterMap::new(nodes(&[2, 2, 1])), Err(PlacementError::TooFewZones(2))));
+        let mut nodes = map(&[2, 2, 2]).nodes().to_vec();
+        nodes.push(nodes[0].clone());
+        assert!(matches!(ClusterMap::new(nodes), Err(PlacementError::DuplicateNode(_))));
+    }
+}

@@ -1,0 +1,591 @@
+//! `WriterCore`: the one writer of a volume, without I/O.
+//!
+//! Calling contract (quinn-proto style): `append` allocates LSNs and backlinks and queues the
+//! records in their PG; `poll_transmit` yields the messages to send (append batches to each of
+//! a PG's six segments, PG-opening requests); the driver feeds back `handle_reply` for each
+//! answer and `handle_node_down` / `handle_node_up` for connectivity, and calls `handle_tick`
+//! now and then (idle-PG heartbeats). `vdl()` is the volume durable LSN.
+//!
+//! Batching: a PG sends its queued records at once when nothing of it is in flight; otherwise
+//! they wait (the batch grows) until a batch in flight becomes durable or a full batch is ready,
+//! up to `batches_in_flight_max`. No timer is involved.
+//!
+//! Invariants: LSNs strictly increase; each record's backlinks are the previous record of the
+//! volume, of its PG and of its page known to this writer; a batch counts as durable only once
+//! a write quorum of *distinct* members of its PG acknowledged it; VDL never goes back.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+use protocol::messages::{AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, Truncate};
+use protocol::placement::ClusterMap;
+use protocol::quorum::{Membership, SegmentSet};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta};
+
+use super::geometry::VolumeGeometry;
+use super::ladder::Ladder;
+
+/// One record as the engine hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRecord {
+    pub page: PageId,
+    pub kind: RecordKind,
+    pub payload: Bytes,
+    /// Ends an atomic group (a mini-transaction, a commit).
+    pub cpl: bool,
+    /// The engine's own LSN (strictly increasing), or `None` to let the writer allocate.
+    pub lsn: Option<Lsn>,
+}
+
+/// Named bounds of the writer.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterLimits {
+    /// LSN allocation limit: no LSN above VDL + `lal` is allocated.
+    pub lal: u64,
+    /// Records allocated and not yet covered by VDL.
+    pub pending_records_max: usize,
+    pub batch_bytes_max: usize,
+    pub batch_records_max: usize,
+    pub batches_in_flight_max: usize,
+    /// Pages whose last LSN is remembered for `prev_page_lsn` (beyond it the map restarts).
+    pub page_backlinks_max: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits {
+            lal: 10_000_000,
+            pending_records_max: 100_000,
+            batch_bytes_max: 2 * 1024 * 1024,
+            batch_records_max: protocol::messages::BATCH_RECORDS_MAX,
+            batches_in_flight_max: 8,
+            page_backlinks_max: 1 << 20,
+        }
+    }
+}
+
+/// Why an append was not accepted now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendRefusal {
+    #[error("the allocation window (VDL + LAL) or the pending-record bound is full: wait for VDL")]
+    WindowFull,
+    #[error("this writer is fenced: a newer writer holds the volume")]
+    Fenced,
+    #[error("engine LSN {lsn} is not above the last LSN {last}")]
+    LsnNotIncreasing { lsn: Lsn, last: Lsn },
+    #[error("record rejected: {0}")]
+    Format(protocol::FormatError),
+}
+
+/// A message for one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub node: NodeId,
+    pub message: Message,
+}
+
+#[derive(Debug)]
+struct Batch {
+    records: Vec<Record>,
+    acked: Vec<NodeId>,
+}
+
+#[derive(Debug)]
+struct PgState {
+    members: SegmentSet,
+    /// True once a write quorum holds the PG's segment; records wait until then.
+    open: bool,
+    opening_acks: Vec<NodeId>,
+    last_lsn: Lsn,
+    /// Newest LSN of this PG covered by VDL.
+    vdl_lsn: Lsn,
+    unsent: VecDeque<Record>,
+    unsent_bytes: usize,
+    in_flight: BTreeMap<Lsn, Batch>,
+    /// Highest LSN through which every batch of this PG is durable.
+    durable_through: Lsn,
+    scl: HashMap<NodeId, Lsn>,
+    told_vdl: Lsn,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct WriterCore {
+    geometry: VolumeGeometry,
+    cluster: ClusterMap,
+    epochs: Epochs,
+    limits: WriterLimits,
+    /// The truncation range of this writer's recovery, sent to PGs it opens later.
+    truncation: Option<LsnRange>,
+    last_lsn: Lsn,
+    pgs: BTreeMap<PgId, PgState>,
+    page_last: HashMap<PageId, Lsn>,
+    ladder: Ladder,
+    down: Vec<NodeId>,
+    stale: HashMap<PgId, Vec<NodeId>>,
+    fenced: bool,
+    transmits: VecDeque<Transmit>,
+}
+
+/// Where a writer starts: a new volume, or what recovery found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterStart {
+    pub epochs: Epochs,
+    pub vdl: Lsn,
+    /// The first LSN this writer may allocate (above the truncation range).
+    pub next_lsn: Lsn,
+    pub truncation: Option<LsnRange>,
+    /// Each existing PG with its newest LSN at or below VDL.
+    pub pgs: Vec<(PgId, Lsn)>,
+}
+
+impl WriterStart {
+    /// A volume nobody has written.
+    pub fn fresh() -> WriterStart {
+        WriterStart { epochs: Epochs::INITIAL, vdl: Lsn::ZERO, next_lsn: Lsn(1), truncation: None, pgs: Vec::new() }
+    }
+}
+
+impl WriterCore {
+    pub fn new(geometry: VolumeGeometry, cluster: ClusterMap, limits: WriterLimits, start: WriterStart) -> WriterCore {
+        let mut core = WriterCore {
+            geometry,
+            cluster,
+            epochs: start.epochs,
+            limits,
+            truncation: start.truncation,
+            last_lsn: Lsn(start.next_lsn.0.saturating_sub(1)).max(start.vdl),
+            pgs: BTreeMap::new(),
+            page_last: HashMap::new(),
+            ladder: Ladder::starting_at(start.vdl),
+            down: Vec::new(),
+            stale: HashMap::new(),
+            fenced: false,
+            transmits: VecDeque::new(),
+        };
+        for (pg, newest) in start.pgs {
+            let state = core.new_pg(pg, true, newest);
+            core.pgs.insert(pg, state);
+        }
+        core
+    }
+
+    pub fn vdl(&self) -> Lsn {
+        self.ladder.vdl()
+    }
+    pub fn vcl(&self) -> Lsn {
+        self.ladder.vcl()
+    }
+    pub fn epochs(&self) -> Epochs {
+        self.epochs
+    }
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+    pub fn geometry(&self) -> &VolumeGeometry {
+        &self.geometry
+    }
+    pub fn cluster(&self) -> &ClusterMap {
+        &self.cluster
+    }
+    /// Records allocated and not yet covered by VDL.
+    pub fn pending_records(&self) -> usize {
+        self.ladder.tracked()
+    }
+
+    /// The six segments of `pg`.
+    pub fn members(&self, pg: PgId) -> SegmentSet {
+        self.pgs.get(&pg).map_or_else(|| self.cluster.place(self.geometry.volume, pg), |s| s.members)
+    }
+
+    /// The last SCL each member of `pg` reported.
+    pub fn known_scl(&self, pg: PgId, node: NodeId) -> Option<Lsn> {
+        self.pgs.get(&pg).and_then(|s| s.scl.get(&node).copied())
+    }
+
+    /// The newest LSN of `pg` covered by VDL: a segment complete through it can serve any read
+    /// at or below VDL.
+    pub fn pg_vdl_lsn(&self, pg: PgId) -> Lsn {
+        self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.vdl_lsn)
+    }
+
+    /// Highest LSN of `pg` through which every batch is durable (what a lagging segment is
+    /// repaired up to).
+    pub fn pg_durable_through(&self, pg: PgId) -> Lsn {
+        self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.durable_through)
+    }
+
+    /// Every PG this writer knows.
+    pub fn pgs(&self) -> Vec<PgId> {
+        self.pgs.keys().copied().collect()
+    }
+
+    /// Allocates LSNs and backlinks for `records` (all or none) and queues them. Returns the
+    /// first and last LSN.
+    pub fn append(&mut self, records: Vec<NewRecord>) -> Result<(Lsn, Lsn), AppendRefusal> {
+        if self.fenced {
+            return Err(AppendRefusal::Fenced);
+        }
+        if self.ladder.tracked() + records.len() > self.limits.pending_records_max {
+            return Err(AppendRefusal::WindowFull);
+        }
+        let built = self.build(&records)?;
+        let (first, last) = (built[0].lsn(), built[built.len() - 1].lsn());
+        for record in built {
+            self.enqueue(record);
+        }
+        let touched: Vec<PgId> = records.iter().map(|r| self.geometry.pg_of(r.page)).collect();
+        for pg in dedup(touched) {
+            self.flush_pg(pg);
+        }
+        Ok((first, last))
+    }
+
+    /// Builds the records with their LSNs and backlinks without changing any state.
+    fn build(&self, records: &[NewRecord]) -> Result<Vec<Record>, AppendRefusal> {
+        assert!(!records.is_empty(), "append needs at least one record");
+        let mut last = self.last_lsn;
+        let mut pg_last: HashMap<PgId, Lsn> = HashMap::new();
+        let mut page_last: HashMap<PageId, Lsn> = HashMap::new();
+        let window_end = self.ladder.vdl().0.saturating_add(self.limits.lal);
+        let mut built = Vec::with_capacity(records.len());
+        for new in records {
+            let lsn = new.lsn.unwrap_or(Lsn(last.0 + 1));
+            if lsn <= last {
+                return Err(AppendRefusal::LsnNotIncreasing { lsn, last });
+            }
+            if lsn.0 > window_end {
+                return Err(AppendRefusal::WindowFull);
+            }
+            let pg = self.geometry.pg_of(new.page);
+            let prev_pg = *pg_last.entry(pg).or_insert_with(|| self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.last_lsn));
+            let prev_page = match new.kind {
+                RecordKind::Marker => Lsn::ZERO,
+                _ => *page_last.entry(new.page).or_insert_with(|| self.page_last.get(&new.page).copied().unwrap_or(Lsn::ZERO)),
+            };
+            let meta = RecordMeta {
+                kind: new.kind,
+                flags: if new.cpl { RecordFlags::CPL } else { RecordFlags::empty() },
+                lsn,
+                prev_volume_lsn: last,
+                prev_pg_lsn: prev_pg,
+                prev_page_lsn: prev_page,
+                page_id: new.page,
+                epoch: self.epochs.volume,
+            };
+            built.push(Record::new(meta, new.payload.clone()).map_err(AppendRefusal::Format)?);
+            last = lsn;
+            pg_last.insert(pg, lsn);
+            if new.kind != RecordKind::Marker {
+                page_last.insert(new.page, lsn);
+            }
+        }
+        Ok(built)
+    }
+
+    fn enqueue(&mut self, record: Record) {
+        let meta = *record.meta();
+        let pg = self.geometry.pg_of(meta.page_id);
+        self.ensure_pgs_through(pg);
+        self.last_lsn = meta.lsn;
+        if meta.kind != RecordKind::Marker {
+            if self.page_last.len() >= self.limits.page_backlinks_max {
+                self.page_last.clear();
+            }
+            self.page_last.insert(meta.page_id, meta.lsn);
+        }
+        self.ladder.allocate(meta.lsn, pg, meta.is_cpl());
+        let state = self.pgs.get_mut(&pg).expect("ensured above");
+        state.last_lsn = meta.lsn;
+        state.unsent_bytes += record.encoded_len();
+        state.unsent.push_back(record);
+    }
+
+    /// PGs are created in order, so recovery can find them all: opening PG `pg` opens every
+    /// lower one that does not exist yet.
+    fn ensure_pgs_through(&mut self, pg: PgId) {
+        for id in 0..=pg.0 {
+            if !self.pgs.contains_key(&PgId(id)) {
+                let state = self.new_pg(PgId(id), false, Lsn::ZERO);
+                self.pgs.insert(PgId(id), state);
+                self.send_open(PgId(id));
+            }
+        }
+    }
+
+    fn new_pg(&self, pg: PgId, open: bool, newest: Lsn) -> PgState {
+        PgState {
+            members: self.cluster.place(self.geometry.volume, pg),
+            open,
+            opening_acks: Vec::new(),
+            last_lsn: newest,
+            vdl_lsn: newest,
+            unsent: VecDeque::new(),
+            unsent_bytes: 0,
+            in_flight: BTreeMap::new(),
+            durable_through: newest,
+            scl: HashMap::new(),
+            told_vdl: Lsn::ZERO,
+        }
+    }
+
+    /// A new PG's segments: at the first epoch an empty batch creates them; later, the
+    /// writer's epoch and truncation range open them.
+    fn send_open(&mut self, pg: PgId) {
+        let members = self.pgs[&pg].members;
+        for node in members.members() {
+            self.transmit_open(pg, *node);
+        }
+    }
+
+    fn transmit_open(&mut self, pg: PgId, node: NodeId) {
+        let pg_ref = self.geometry.pg_ref(pg);
+        match self.truncation {
+            None => self.push(node, self.heartbeat(pg)),
+            Some(range) => {
+                self.push(node, Message::EpochBump(EpochBump { pg: pg_ref, epochs: self.epochs }));
+                self.push(node, Message::Truncate(Truncate { pg: pg_ref, epochs: self.epochs, range }));
+            }
+        }
+    }
+
+    fn heartbeat(&self, pg: PgId) -> Message {
+        let pg_vdl_lsn = self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.vdl_lsn);
+        let batch = AppendBatch { pg: self.geometry.pg_ref(pg), epochs: self.epochs, vdl: self.ladder.vdl(), pg_vdl_lsn, records: Vec::new() };
+        Message::AppendBatch(batch)
+    }
+
+    fn push(&mut self, node: NodeId, message: Message) {
+        if !self.down.contains(&node) {
+            self.transmits.push_back(Transmit { node, message });
+        }
+    }
+
+    /// Sends batches from `pg`'s queue while the batching rule allows.
+    fn flush_pg(&mut self, pg: PgId) {
+        loop {
+            let limits = self.limits;
+            let state = self.pgs.get_mut(&pg).expect("known PG");
+            let full_batch_ready = state.unsent_bytes >= limits.batch_bytes_max || state.unsent.len() >= limits.batch_records_max;
+            let may_send = state.open
+                && !state.unsent.is_empty()
+                && state.in_flight.len() < limits.batches_in_flight_max
+                && (state.in_flight.is_empty() || full_batch_ready);
+            if !may_send {
+                return;
+            }
+            let mut records = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = state.unsent.front() {
+                let fits = records.is_empty() || (bytes + next.encoded_len() <= limits.batch_bytes_max && records.len() < limits.batch_records_max);
+                if !fits {
+                    break;
+                }
+                bytes += next.encoded_len();
+                records.push(state.unsent.pop_front().expect("front checked"));
+            }
+            state.unsent_bytes -= bytes;
+            let last = records.last().expect("non-empty").lsn();
+            state.in_flight.insert(last, Batch { records, acked: Vec::new() });
+            self.send_batch(pg, last, None);
+        }
+    }
+
+    /// Sends the in-flight batch ending at `last` to every member (or just `only`).
+    fn send_batch(&mut self, pg: PgId, last: Lsn, only: Option<NodeId>) {
+        let state = &self.pgs[&pg];
+        let batch = &state.in_flight[&last];
+        let message = Message::AppendBatch(AppendBatch {
+            pg: self.geometry.pg_ref(pg),
+            epochs: self.epochs,
+            vdl: self.ladder.vdl(),
+            pg_vdl_lsn: state.vdl_lsn,
+            records: batch.records.clone(),
+        });
+        let targets: Vec<NodeId> =
+            state.members.members().iter().copied().filter(|n| only.is_none_or(|o| o == *n) && !batch.acked.contains(n)).collect();
+        for node in targets {
+            self.push(node, message.clone());
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// A reply from `node`.
+    pub fn handle_reply(&mut self, node: NodeId, reply: Message) {
+        match reply {
+            Message::AppendAck(ack) => self.handle_ack(node, ack),
+            Message::TruncateAck(ack) => self.opened_by(ack.pg.pg_id, node),
+            Message::EpochAck(_) => {}
+            Message::Error(error) => self.handle_error(node, error),
+            other => tracing::debug!(%node, kind = other.type_code(), "unexpected reply"),
+        }
+    }
+
+    fn handle_ack(&mut self, node: NodeId, ack: AppendAck) {
+        let pg = ack.pg.pg_id;
+        let Some(state) = self.pgs.get_mut(&pg) else { return };
+        let scl = state.scl.entry(node).or_insert(Lsn::ZERO);
+        *scl = (*scl).max(ack.scl);
+        if ack.last_lsn == Lsn::ZERO {
+            if !state.open && self.truncation.is_none() {
+                self.opened_by(pg, node);
+            }
+            return;
+        }
+        let Some(batch) = state.in_flight.get_mut(&ack.last_lsn) else { return };
+        if !batch.acked.contains(&node) {
+            batch.acked.push(node);
+        }
+        if Membership::stable(self.epochs.membership, state.members).write_quorum_met(&batch.acked) {
+            self.batch_durable(pg, ack.last_lsn);
+        }
+    }
+
+    fn opened_by(&mut self, pg: PgId, node: NodeId) {
+        let Some(state) = self.pgs.get_mut(&pg) else { return };
+        if !state.opening_acks.contains(&node) {
+            state.opening_acks.push(node);
+        }
+        if !state.open && Membership::stable(self.epochs.membership, state.members).write_quorum_met(&state.opening_acks) {
+            state.open = true;
+            self.flush_pg(pg);
+        }
+    }
+
+    /// A batch reached a write quorum: its records are durable; move the ladder.
+    fn batch_durable(&mut self, pg: PgId, last: Lsn) {
+        let state = self.pgs.get_mut(&pg).expect("known PG");
+        let batch = state.in_flight.remove(&last).expect("in flight");
+        // Batches may become durable out of order: everything before the oldest batch still in
+        // flight is durable.
+        let through = match state.in_flight.values().next() {
+            Some(oldest) => oldest.records[0].meta().prev_pg_lsn,
+            None => last,
+        };
+        state.durable_through = state.durable_through.max(through);
+        let lsns: Vec<Lsn> = batch.records.iter().map(Record::lsn).collect();
+        let covered = self.ladder.mark_durable(lsns.into_iter());
+        for (covered_pg, newest) in covered {
+            if let Some(s) = self.pgs.get_mut(&covered_pg) {
+                s.vdl_lsn = s.vdl_lsn.max(newest);
+            }
+        }
+        self.flush_pg(pg);
+    }
+
+    fn handle_error(&mut self, node: NodeId, error: ErrorReply) {
+        let pg = error.pg.pg_id;
+        match error.code {
+            ErrorCode::StaleEpoch => {
+                let members = self.members(pg);
+                let stale = self.stale.entry(pg).or_default();
+                if !stale.contains(&node) {
+                    stale.push(node);
+                }
+                if Membership::stable(self.epochs.membership, members).fenced_by(stale) {
+                    self.fenced = true;
+                }
+            }
+            ErrorCode::EpochNotOpen if self.pgs.contains_key(&pg) => {
+                // The node missed this writer's recovery: open its segment, then resend.
+                self.transmit_open(pg, node);
+                self.resend_to(pg, node);
+            }
+            code => tracing::debug!(%node, ?code, message = %error.message, "append refused"),
+        }
+    }
+
+    /// `node` is unreachable: stop sending to it (its PGs still reach quorum without it).
+    pub fn handle_node_down(&mut self, node: NodeId) {
+        if !self.down.contains(&node) {
+            self.down.push(node);
+        }
+        self.transmits.retain(|t| t.node != node);
+    }
+
+    /// `node` is reachable again: resend what it has not acknowledged.
+    pub fn handle_node_up(&mut self, node: NodeId) {
+        self.down.retain(|n| *n != node);
+        let pgs: Vec<PgId> = self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
+        for pg in pgs {
+            if !self.pgs[&pg].open || self.truncation.is_some() {
+                self.transmit_open(pg, node);
+            }
+            self.resend_to(pg, node);
+        }
+    }
+
+    fn resend_to(&mut self, pg: PgId, node: NodeId) {
+        let lasts: Vec<Lsn> = self.pgs[&pg].in_flight.keys().copied().collect();
+        for last in lasts {
+            self.send_batch(pg, last, Some(node));
+        }
+    }
+
+    /// Periodic work: tells idle PGs the current VDL.
+    pub fn handle_tick(&mut self) {
+        let vdl = self.ladder.vdl();
+        let idle: Vec<PgId> = self
+            .pgs
+            .iter()
+            .filter(|(_, s)| s.open && s.in_flight.is_empty() && s.unsent.is_empty() && s.told_vdl < vdl)
+            .map(|(pg, _)| *pg)
+            .collect();
+        for pg in idle {
+            let heartbeat = self.heartbeat(pg);
+            let members = self.pgs[&pg].members;
+            for node in members.members() {
+                self.push(*node, heartbeat.clone());
+            }
+            self.pgs.get_mut(&pg).expect("known").told_vdl = vdl;
+        }
+    }
+
+    /// The members of `pg` ordered for a read at or below VDL: those known complete through the
+    /// PG's VDL LSN first (highest SCL first), unreachable ones left out.
+    pub fn read_candidates(&self, pg: PgId) -> Vec<NodeId> {
+        let need = self.pg_vdl_lsn(pg);
+        let mut candidates: Vec<(bool, Lsn, NodeId)> = self
+            .members(pg)
+            .members()
+            .iter()
+            .filter(|n| !self.down.contains(n))
+            .map(|n| {
+                let scl = self.known_scl(pg, *n).unwrap_or(Lsn::ZERO);
+                (scl >= need, scl, *n)
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.cmp(a));
+        candidates.into_iter().map(|(_, _, n)| n).collect()
+    }
+
+    /// For repair: members of `pg` whose known SCL is behind what is durable, with that SCL.
+    pub fn lagging_members(&self, pg: PgId) -> Vec<(NodeId, Lsn)> {
+        let Some(state) = self.pgs.get(&pg) else { return Vec::new() };
+        let target = state.durable_through;
+        state
+            .members
+            .members()
+            .iter()
+            .filter(|n| !self.down.contains(n))
+            .filter_map(|n| state.scl.get(n).map(|scl| (*n, *scl)))
+            .filter(|(_, scl)| *scl < target)
+            .collect()
+    }
+
+    /// The epoch this writer writes at.
+    pub fn volume_epoch(&self) -> Epoch {
+        self.epochs.volume
+    }
+}
+
+fn dedup(mut pgs: Vec<PgId>) -> Vec<PgId> {
+    pgs.sort();
+    pgs.dedup();
+    pgs
+}

@@ -1,0 +1,131 @@
+//! WriterCore scenarios against scripted segment replies (no I/O).
+
+use bytes::Bytes;
+use protocol::messages::{AppendAck, ErrorCode, ErrorReply};
+use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::{AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
+
+use super::writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits, WriterStart};
+use super::VolumeGeometry;
+
+fn cluster() -> ClusterMap {
+    let nodes = (1..=6)
+        .map(|id| NodeInfo { id: NodeId(id), az: AzId(((id - 1) / 2) as u16), addr: ([127, 0, 0, 1], 7000).into(), name: format!("node-{id}") })
+        .collect();
+    ClusterMap::new(nodes).unwrap()
+}
+
+fn writer(limits: WriterLimits) -> WriterCore {
+    let geometry = VolumeGeometry::new(VolumeId(1), 4096, 100).unwrap();
+    WriterCore::new(geometry, cluster(), limits, WriterStart::fresh())
+}
+
+fn record(page: u64, cpl: bool) -> NewRecord {
+    NewRecord { page: PageId(page), kind: RecordKind::PageImage, payload: Bytes::from_static(b"row"), cpl, lsn: None }
+}
+
+fn drain(w: &mut WriterCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| w.poll_transmit()).collect()
+}
+
+/// Answers every append batch in `sent` from the given nodes with an ack.
+fn ack_from(w: &mut WriterCore, sent: &[Transmit], nodes: &[u32]) {
+    for t in sent {
+        if let Message::AppendBatch(b) = &t.message {
+            if nodes.contains(&t.node.0) {
+                let (first, last) = (b.records.first().map_or(Lsn(0), |r| r.lsn()), b.records.last().map_or(Lsn(0), |r| r.lsn()));
+                let ack = AppendAck { pg: b.pg, node: t.node, epochs: b.epochs, first_lsn: first, last_lsn: last, scl: last, credit_bytes: 1 << 20 };
+                w.handle_reply(t.node, Message::AppendAck(ack));
+            }
+        }
+    }
+}
+
+/// Opens PG 0 by acking its creation heartbeats from every node.
+fn opened() -> WriterCore {
+    let mut w = writer(WriterLimits::default());
+    w.append(vec![record(1, false)]).unwrap();
+    let opening = drain(&mut w);
+    assert_eq!(opening.len(), 6, "one creating heartbeat per segment, records wait");
+    ack_from(&mut w, &opening, &[1, 2, 3, 4, 5, 6]);
+    w
+}
+
+#[test]
+fn a_record_is_durable_at_four_distinct_acks_and_vdl_follows_cpls() {
+    let mut w = opened();
+    let first = drain(&mut w);
+    assert_eq!(first.len(), 6, "the queued record goes to all six segments once the PG is open");
+    w.append(vec![record(2, true)]).unwrap();
+    assert!(drain(&mut w).is_empty(), "the second record waits while the first batch is in flight");
+    ack_from(&mut w, &first, &[1, 2, 3]);
+    ack_from(&mut w, &first, &[3]);
+    assert_eq!(w.vcl(), Lsn(0), "three distinct acks, one repeated, are not a quorum");
+    ack_from(&mut w, &first, &[4]);
+    assert_eq!((w.vcl(), w.vdl()), (Lsn(1), Lsn(0)), "durable, but no CPL yet");
+    let second = drain(&mut w);
+    assert_eq!(second.len(), 6, "the grown batch leaves once the previous one is durable");
+    ack_from(&mut w, &second, &[2, 4, 5, 6]);
+    assert_eq!(w.vdl(), Lsn(2));
+}
+
+#[test]
+fn records_append_to_the_lal_window_and_no_further() {
+    let mut w = writer(WriterLimits { lal: 3, ..WriterLimits::default() });
+    w.append(vec![record(1, false), record(1, false), record(1, true)]).unwrap();
+    assert_eq!(w.append(vec![record(1, true)]), Err(AppendRefusal::WindowFull));
+    let opening = drain(&mut w);
+    ack_from(&mut w, &opening, &[1, 2, 3, 4, 5, 6]);
+    let batch = drain(&mut w);
+    ack_from(&mut w, &batch, &[1, 2, 3, 4]);
+    assert_eq!(w.vdl(), Lsn(3));
+    assert_eq!(w.append(vec![record(1, true)]), Ok((Lsn(4), Lsn(4))));
+}
+
+#[test]
+fn backlinks_chain_the_volume_the_pg_and_the_page() {
+    let mut w = opened();
+    let sent = drain(&mut w);
+    ack_from(&mut w, &sent, &[1, 2, 3, 4, 5, 6]);
+    w.append(vec![record(150, false), record(1, true)]).unwrap();
+    let sent = drain(&mut w);
+    let mut metas: Vec<_> = sent
+        .iter()
+        .filter_map(|t| match &t.message {
+            Message::AppendBatch(b) if t.node == NodeId(1) => Some(b.records.iter().map(|r| *r.meta()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    metas.sort_by_key(|m| m.lsn);
+    let page1 = metas.iter().find(|m| m.page_id == PageId(1)).unwrap();
+    assert_eq!((page1.lsn, page1.prev_volume_lsn, page1.prev_pg_lsn, page1.prev_page_lsn), (Lsn(3), Lsn(2), Lsn(1), Lsn(1)));
+    assert!(sent.iter().any(|t| matches!(&t.message, Message::AppendBatch(b) if b.pg.pg_id == PgId(1) && b.records.is_empty())), "PG 1 is created first");
+}
+
+#[test]
+fn three_stale_epoch_refusals_fence_the_writer() {
+    let mut w = opened();
+    let sent = drain(&mut w);
+    for t in sent.iter().take(3) {
+        let error = ErrorReply { code: ErrorCode::StaleEpoch, pg: w.geometry().pg_ref(PgId(0)), epochs: Epochs::INITIAL, message: String::new() };
+        w.handle_reply(t.node, Message::Error(error.clone()));
+        w.handle_reply(t.node, Message::Error(error));
+    }
+    assert!(w.is_fenced());
+    assert_eq!(w.append(vec![record(1, true)]), Err(AppendRefusal::Fenced));
+}
+
+#[test]
+fn a_returning_node_gets_the_batches_it_missed() {
+    let mut w = opened();
+    w.handle_node_down(NodeId(6));
+    let sent = drain(&mut w);
+    assert_eq!(sent.len(), 5, "nothing is sent to a node that is down");
+    ack_from(&mut w, &sent, &[1, 2, 3]);
+    w.handle_node_up(NodeId(6));
+    let resent = drain(&mut w);
+    assert_eq!(resent.iter().map(|t| t.node).collect::<Vec<_>>(), vec![NodeId(6)]);
+    ack_from(&mut w, &resent, &[6]);
+    assert_eq!(w.vcl(), Lsn(1));
+}

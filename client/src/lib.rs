@@ -3,6 +3,11 @@
 //! safely after a writer crash.
 //!
 //! `core` is sans-IO (LSN allocation, batching, quorum tracking, durable points, read routing,
-//! recovery computations); `driver` runs it over QUIC on the caller's tokio runtime.
+//! recovery computations); `driver` runs it over QUIC on the caller's tokio runtime. See
+//! `docs/client.md` for how an engine embeds it.
 
 pub mod core;
+pub mod driver;
+
+pub use crate::core::{NewRecord, VolumeGeometry, WriterLimits};
+pub use driver::{AppendError, Appended, ClientConfig, OpenError, ReadError, Writer};

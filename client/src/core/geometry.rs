@@ -14,9 +14,12 @@ pub struct VolumeGeometry {
 impl VolumeGeometry {
     /// Checks the page size (a power of two in 512..=65536) and a non-zero PG size.
     pub fn new(volume: VolumeId, page_bytes: u32, pages_per_pg: u64) -> Result<VolumeGeometry, String> {
-        let size_ok = page_bytes.is_power_of_two() && (PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&(page_bytes as usize));
+        let size_ok = page_bytes.is_power_of_two()
+            && (PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&(page_bytes as usize));
         if !size_ok {
-            return Err(format!("page size {page_bytes} is not a power of two in {PAGE_BYTES_MIN}..={PAGE_BYTES_MAX}"));
+            return Err(format!(
+                "page size {page_bytes} is not a power of two in {PAGE_BYTES_MIN}..={PAGE_BYTES_MAX}"
+            ));
         }
         if pages_per_pg == 0 {
             return Err("pages per PG must be at least 1".into());

@@ -1,2 +1,206 @@
-//! Writer recovery computations (DESIGN §3), pure. The driver gathers the inputs from the
-//! segments and carries out the decisions.
+//! Writer recovery computations (DESIGN §3), pure: from what a read quorum of every PG holds,
+//! decide the new VDL, the truncation range, what to re-replicate and where the new writer's
+//! chains continue. The driver gathers the evidence (epoch bump acks, then the records above
+//! `fetch_after`) and carries out the plan.
+//!
+//! Why the fetch can start at `fetch_after`: the old writer never allocated above its VDL + LAL,
+//! so its VDL is at least H - LAL, where H is the highest LSN any responder holds. Every record
+//! at or below H - LAL was therefore durable, i.e. on at least 4 of 6 segments and so on at
+//! least one of any 3 responders, and the walk over `prev_volume_lsn` links may start there.
+
+use std::collections::BTreeMap;
+
+use protocol::{Lsn, LsnRange, PgId, Record};
+
+/// What a read quorum of one PG answered.
+#[derive(Clone, Debug, Default)]
+pub struct PgEvidence {
+    /// Highest LSN each responder holds (from its epoch ack).
+    pub highest: Vec<Lsn>,
+    /// Every record the responders hold after `fetch_after`, duplicates allowed.
+    pub records: Vec<Record>,
+}
+
+/// What the new writer does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    pub vcl: Lsn,
+    pub vdl: Lsn,
+    /// Records inside it are discarded on every segment, now and when they arrive late.
+    pub truncation: LsnRange,
+    /// The first LSN the new writer allocates.
+    pub next_lsn: Lsn,
+    /// Each PG with its newest LSN at or below VDL (where its chain continues).
+    pub pg_newest: Vec<(PgId, Lsn)>,
+    /// Per PG, records above the complete point and at or below VDL, in LSN order: they must
+    /// reach a write quorum again before the writer resumes.
+    pub refill: Vec<(PgId, Vec<Record>)>,
+}
+
+/// Why recovery cannot decide.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    #[error("no consistency point at or above {0}: the segments' records contradict the LAL rule")]
+    NoConsistencyPoint(Lsn),
+}
+
+/// The highest LSN held anywhere, given every PG's evidence.
+pub fn highest(evidence: &BTreeMap<PgId, PgEvidence>) -> Lsn {
+    evidence.values().flat_map(|e| e.highest.iter().copied()).max().unwrap_or(Lsn::ZERO)
+}
+
+/// Records are fetched in `(fetch_after, ∞)`: the complete point H - LAL and everything above.
+pub fn fetch_after(highest: Lsn, lal: u64) -> Lsn {
+    Lsn(complete_through(highest, lal).0.saturating_sub(1))
+}
+
+fn complete_through(highest: Lsn, lal: u64) -> Lsn {
+    Lsn(highest.0.saturating_sub(lal))
+}
+
+/// Decides VCL, VDL, the truncation range and the rest (see the module docs).
+pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryPlan, RecoveryError> {
+    let complete = complete_through(highest(evidence), lal);
+    let mut records: BTreeMap<Lsn, (PgId, &Record)> = BTreeMap::new();
+    for (pg, e) in evidence {
+        for r in &e.records {
+            records.insert(r.lsn(), (*pg, r));
+        }
+    }
+    let (vcl, vdl) = walk(&records, complete);
+    if vdl == Lsn::ZERO && complete > Lsn::ZERO {
+        return Err(RecoveryError::NoConsistencyPoint(complete));
+    }
+    let truncation = LsnRange::new(vdl, Lsn(vdl.0.saturating_add(lal.max(1)))).expect("lal is at least 1");
+    let pg_newest = evidence.iter().map(|(pg, e)| (*pg, newest_at_or_below(*pg, e, &records, vdl))).collect();
+    let refill = evidence
+        .keys()
+        .map(|pg| {
+            let mine = records.range(Lsn(complete.0 + 1)..=vdl).filter(|(_, (p, _))| p == pg);
+            (*pg, mine.map(|(_, (_, r))| (*r).clone()).collect::<Vec<_>>())
+        })
+        .filter(|(_, refill)| !refill.is_empty())
+        .collect();
+    Ok(RecoveryPlan { vcl, vdl, truncation, next_lsn: Lsn(truncation.through().0 + 1), pg_newest, refill })
+}
+
+/// Walks `prev_volume_lsn` links up from the complete point; returns (VCL, VDL). Records at
+/// or below `complete` are present by the LAL argument.
+fn walk(records: &BTreeMap<Lsn, (PgId, &Record)>, complete: Lsn) -> (Lsn, Lsn) {
+    let mut vcl = complete;
+    let mut vdl = Lsn::ZERO;
+    for (lsn, (_, record)) in records {
+        let meta = record.meta();
+        let linked = if *lsn <= complete || vcl == complete {
+            meta.prev_volume_lsn <= complete
+        } else {
+            meta.prev_volume_lsn == vcl
+        };
+        if *lsn > complete && !linked {
+            break;
+        }
+        vcl = vcl.max(*lsn);
+        if meta.is_cpl() {
+            vdl = *lsn;
+        }
+    }
+    (vcl, vdl)
+}
+
+/// The newest record of `pg` at or below `vdl` (see the module docs for the three cases).
+fn newest_at_or_below(
+    pg: PgId,
+    evidence: &PgEvidence,
+    records: &BTreeMap<Lsn, (PgId, &Record)>,
+    vdl: Lsn,
+) -> Lsn {
+    let mut mine = records.iter().filter(|(_, (p, _))| *p == pg);
+    if let Some((lsn, _)) = records.range(..=vdl).rev().find(|(_, (p, _))| *p == pg) {
+        return *lsn;
+    }
+    match mine.next() {
+        // Its oldest fetched record is above VDL; the one before it is the newest below.
+        Some((_, (_, first))) => first.meta().prev_pg_lsn,
+        // Nothing fetched: every record it holds lies below the fetch range, all durable.
+        None => evidence.highest.iter().copied().max().unwrap_or(Lsn::ZERO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use protocol::{Epoch, PageId, RecordFlags, RecordKind, RecordMeta};
+
+    use super::*;
+
+    /// Records 1..=n alternating PG 0 / PG 1, CPL at the LSNs in `cpls`, minus `missing`.
+    fn evidence(n: u64, cpls: &[u64], missing: &[u64]) -> BTreeMap<PgId, PgEvidence> {
+        let mut map: BTreeMap<PgId, PgEvidence> = BTreeMap::new();
+        for lsn in 1..=n {
+            let pg = PgId((lsn % 2) as u32);
+            let prev_pg = lsn.saturating_sub(2);
+            let meta = RecordMeta {
+                kind: RecordKind::Marker,
+                flags: if cpls.contains(&lsn) { RecordFlags::CPL } else { RecordFlags::empty() },
+                lsn: Lsn(lsn),
+                prev_volume_lsn: Lsn(lsn - 1),
+                prev_pg_lsn: Lsn(prev_pg),
+                prev_page_lsn: Lsn(0),
+                page_id: PageId(u64::from(pg.0)),
+                epoch: Epoch(1),
+            };
+            let e = map.entry(pg).or_default();
+            e.highest = vec![Lsn(lsn)];
+            if !missing.contains(&lsn) {
+                e.records.push(Record::new(meta, Bytes::new()).unwrap());
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn vdl_is_the_last_cpl_of_the_unbroken_volume_chain() {
+        let plan = plan(&evidence(10, &[4, 8], &[]), 100).unwrap();
+        assert_eq!((plan.vcl, plan.vdl), (Lsn(10), Lsn(8)));
+        assert_eq!(plan.truncation, LsnRange::new(Lsn(8), Lsn(108)).unwrap());
+        assert_eq!(plan.next_lsn, Lsn(109));
+        assert_eq!(plan.pg_newest, vec![(PgId(0), Lsn(8)), (PgId(1), Lsn(7))]);
+        assert_eq!(plan.refill.iter().map(|(_, r)| r.len()).sum::<usize>(), 8);
+    }
+
+    #[test]
+    fn a_record_no_responder_holds_stops_the_chain() {
+        let plan = plan(&evidence(10, &[4, 8], &[6]), 100).unwrap();
+        assert_eq!((plan.vcl, plan.vdl), (Lsn(5), Lsn(4)), "7 and 8 hang off the missing 6");
+        assert_eq!(plan.pg_newest, vec![(PgId(0), Lsn(4)), (PgId(1), Lsn(3))]);
+    }
+
+    #[test]
+    fn a_pg_with_only_truncated_records_continues_from_before_them() {
+        let plan = plan(&evidence(6, &[2], &[]), 100).unwrap();
+        assert_eq!(plan.vdl, Lsn(2));
+        assert_eq!(plan.pg_newest, vec![(PgId(0), Lsn(2)), (PgId(1), Lsn(1))]);
+    }
+
+    #[test]
+    fn the_walk_starts_at_the_lal_bound_and_fetches_from_just_below_it() {
+        assert_eq!(fetch_after(Lsn(1000), 100), Lsn(899));
+        let mut e = evidence(20, &[5, 15], &[]);
+        for pg in e.values_mut() {
+            pg.records.retain(|r| r.lsn() > Lsn(9));
+        }
+        let plan = plan(&e, 10).unwrap();
+        assert_eq!(plan.vdl, Lsn(15));
+        assert!(
+            plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() > Lsn(10)),
+            "records at or below H - LAL are durable already"
+        );
+    }
+
+    #[test]
+    fn an_empty_volume_recovers_to_zero() {
+        let plan = plan(&BTreeMap::new(), 100).unwrap();
+        assert_eq!((plan.vdl, plan.next_lsn), (Lsn(0), Lsn(101)));
+    }
+}

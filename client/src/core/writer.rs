@@ -20,7 +20,9 @@ use bytes::Bytes;
 use protocol::messages::{AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, Truncate};
 use protocol::placement::ClusterMap;
 use protocol::quorum::{Membership, SegmentSet};
-use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta};
+use protocol::{
+    Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta,
+};
 
 use super::geometry::VolumeGeometry;
 use super::ladder::Ladder;
@@ -143,12 +145,23 @@ pub struct WriterStart {
 impl WriterStart {
     /// A volume nobody has written.
     pub fn fresh() -> WriterStart {
-        WriterStart { epochs: Epochs::INITIAL, vdl: Lsn::ZERO, next_lsn: Lsn(1), truncation: None, pgs: Vec::new() }
+        WriterStart {
+            epochs: Epochs::INITIAL,
+            vdl: Lsn::ZERO,
+            next_lsn: Lsn(1),
+            truncation: None,
+            pgs: Vec::new(),
+        }
     }
 }
 
 impl WriterCore {
-    pub fn new(geometry: VolumeGeometry, cluster: ClusterMap, limits: WriterLimits, start: WriterStart) -> WriterCore {
+    pub fn new(
+        geometry: VolumeGeometry,
+        cluster: ClusterMap,
+        limits: WriterLimits,
+        start: WriterStart,
+    ) -> WriterCore {
         let mut core = WriterCore {
             geometry,
             cluster,
@@ -259,10 +272,13 @@ impl WriterCore {
                 return Err(AppendRefusal::WindowFull);
             }
             let pg = self.geometry.pg_of(new.page);
-            let prev_pg = *pg_last.entry(pg).or_insert_with(|| self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.last_lsn));
+            let prev_pg =
+                *pg_last.entry(pg).or_insert_with(|| self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.last_lsn));
             let prev_page = match new.kind {
                 RecordKind::Marker => Lsn::ZERO,
-                _ => *page_last.entry(new.page).or_insert_with(|| self.page_last.get(&new.page).copied().unwrap_or(Lsn::ZERO)),
+                _ => *page_last
+                    .entry(new.page)
+                    .or_insert_with(|| self.page_last.get(&new.page).copied().unwrap_or(Lsn::ZERO)),
             };
             let meta = RecordMeta {
                 kind: new.kind,
@@ -352,7 +368,13 @@ impl WriterCore {
 
     fn heartbeat(&self, pg: PgId) -> Message {
         let pg_vdl_lsn = self.pgs.get(&pg).map_or(Lsn::ZERO, |s| s.vdl_lsn);
-        let batch = AppendBatch { pg: self.geometry.pg_ref(pg), epochs: self.epochs, vdl: self.ladder.vdl(), pg_vdl_lsn, records: Vec::new() };
+        let batch = AppendBatch {
+            pg: self.geometry.pg_ref(pg),
+            epochs: self.epochs,
+            vdl: self.ladder.vdl(),
+            pg_vdl_lsn,
+            records: Vec::new(),
+        };
         Message::AppendBatch(batch)
     }
 
@@ -367,7 +389,8 @@ impl WriterCore {
         loop {
             let limits = self.limits;
             let state = self.pgs.get_mut(&pg).expect("known PG");
-            let full_batch_ready = state.unsent_bytes >= limits.batch_bytes_max || state.unsent.len() >= limits.batch_records_max;
+            let full_batch_ready = state.unsent_bytes >= limits.batch_bytes_max
+                || state.unsent.len() >= limits.batch_records_max;
             let may_send = state.open
                 && !state.unsent.is_empty()
                 && state.in_flight.len() < limits.batches_in_flight_max
@@ -378,7 +401,9 @@ impl WriterCore {
             let mut records = Vec::new();
             let mut bytes = 0;
             while let Some(next) = state.unsent.front() {
-                let fits = records.is_empty() || (bytes + next.encoded_len() <= limits.batch_bytes_max && records.len() < limits.batch_records_max);
+                let fits = records.is_empty()
+                    || (bytes + next.encoded_len() <= limits.batch_bytes_max
+                        && records.len() < limits.batch_records_max);
                 if !fits {
                     break;
                 }
@@ -403,8 +428,13 @@ impl WriterCore {
             pg_vdl_lsn: state.vdl_lsn,
             records: batch.records.clone(),
         });
-        let targets: Vec<NodeId> =
-            state.members.members().iter().copied().filter(|n| only.is_none_or(|o| o == *n) && !batch.acked.contains(n)).collect();
+        let targets: Vec<NodeId> = state
+            .members
+            .members()
+            .iter()
+            .copied()
+            .filter(|n| only.is_none_or(|o| o == *n) && !batch.acked.contains(n))
+            .collect();
         for node in targets {
             self.push(node, message.clone());
         }
@@ -451,7 +481,9 @@ impl WriterCore {
         if !state.opening_acks.contains(&node) {
             state.opening_acks.push(node);
         }
-        if !state.open && Membership::stable(self.epochs.membership, state.members).write_quorum_met(&state.opening_acks) {
+        if !state.open
+            && Membership::stable(self.epochs.membership, state.members).write_quorum_met(&state.opening_acks)
+        {
             state.open = true;
             self.flush_pg(pg);
         }
@@ -511,7 +543,8 @@ impl WriterCore {
     /// `node` is reachable again: resend what it has not acknowledged.
     pub fn handle_node_up(&mut self, node: NodeId) {
         self.down.retain(|n| *n != node);
-        let pgs: Vec<PgId> = self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
+        let pgs: Vec<PgId> =
+            self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
         for pg in pgs {
             if !self.pgs[&pg].open || self.truncation.is_some() {
                 self.transmit_open(pg, node);

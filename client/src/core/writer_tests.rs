@@ -10,7 +10,12 @@ use super::VolumeGeometry;
 
 fn cluster() -> ClusterMap {
     let nodes = (1..=6)
-        .map(|id| NodeInfo { id: NodeId(id), az: AzId(((id - 1) / 2) as u16), addr: ([127, 0, 0, 1], 7000).into(), name: format!("node-{id}") })
+        .map(|id| NodeInfo {
+            id: NodeId(id),
+            az: AzId(((id - 1) / 2) as u16),
+            addr: ([127, 0, 0, 1], 7000).into(),
+            name: format!("node-{id}"),
+        })
         .collect();
     ClusterMap::new(nodes).unwrap()
 }
@@ -21,7 +26,13 @@ fn writer(limits: WriterLimits) -> WriterCore {
 }
 
 fn record(page: u64, cpl: bool) -> NewRecord {
-    NewRecord { page: PageId(page), kind: RecordKind::PageImage, payload: Bytes::from_static(b"row"), cpl, lsn: None }
+    NewRecord {
+        page: PageId(page),
+        kind: RecordKind::PageImage,
+        payload: Bytes::from_static(b"row"),
+        cpl,
+        lsn: None,
+    }
 }
 
 fn drain(w: &mut WriterCore) -> Vec<Transmit> {
@@ -33,8 +44,19 @@ fn ack_from(w: &mut WriterCore, sent: &[Transmit], nodes: &[u32]) {
     for t in sent {
         if let Message::AppendBatch(b) = &t.message {
             if nodes.contains(&t.node.0) {
-                let (first, last) = (b.records.first().map_or(Lsn(0), |r| r.lsn()), b.records.last().map_or(Lsn(0), |r| r.lsn()));
-                let ack = AppendAck { pg: b.pg, node: t.node, epochs: b.epochs, first_lsn: first, last_lsn: last, scl: last, credit_bytes: 1 << 20 };
+                let (first, last) = (
+                    b.records.first().map_or(Lsn(0), |r| r.lsn()),
+                    b.records.last().map_or(Lsn(0), |r| r.lsn()),
+                );
+                let ack = AppendAck {
+                    pg: b.pg,
+                    node: t.node,
+                    epochs: b.epochs,
+                    first_lsn: first,
+                    last_lsn: last,
+                    scl: last,
+                    credit_bytes: 1 << 20,
+                };
                 w.handle_reply(t.node, Message::AppendAck(ack));
             }
         }
@@ -92,15 +114,25 @@ fn backlinks_chain_the_volume_the_pg_and_the_page() {
     let mut metas: Vec<_> = sent
         .iter()
         .filter_map(|t| match &t.message {
-            Message::AppendBatch(b) if t.node == NodeId(1) => Some(b.records.iter().map(|r| *r.meta()).collect::<Vec<_>>()),
+            Message::AppendBatch(b) if t.node == NodeId(1) => {
+                Some(b.records.iter().map(|r| *r.meta()).collect::<Vec<_>>())
+            }
             _ => None,
         })
         .flatten()
         .collect();
     metas.sort_by_key(|m| m.lsn);
     let page1 = metas.iter().find(|m| m.page_id == PageId(1)).unwrap();
-    assert_eq!((page1.lsn, page1.prev_volume_lsn, page1.prev_pg_lsn, page1.prev_page_lsn), (Lsn(3), Lsn(2), Lsn(1), Lsn(1)));
-    assert!(sent.iter().any(|t| matches!(&t.message, Message::AppendBatch(b) if b.pg.pg_id == PgId(1) && b.records.is_empty())), "PG 1 is created first");
+    assert_eq!(
+        (page1.lsn, page1.prev_volume_lsn, page1.prev_pg_lsn, page1.prev_page_lsn),
+        (Lsn(3), Lsn(2), Lsn(1), Lsn(1))
+    );
+    assert!(
+        sent.iter().any(
+            |t| matches!(&t.message, Message::AppendBatch(b) if b.pg.pg_id == PgId(1) && b.records.is_empty())
+        ),
+        "PG 1 is created first"
+    );
 }
 
 #[test]
@@ -108,7 +140,12 @@ fn three_stale_epoch_refusals_fence_the_writer() {
     let mut w = opened();
     let sent = drain(&mut w);
     for t in sent.iter().take(3) {
-        let error = ErrorReply { code: ErrorCode::StaleEpoch, pg: w.geometry().pg_ref(PgId(0)), epochs: Epochs::INITIAL, message: String::new() };
+        let error = ErrorReply {
+            code: ErrorCode::StaleEpoch,
+            pg: w.geometry().pg_ref(PgId(0)),
+            epochs: Epochs::INITIAL,
+            message: String::new(),
+        };
         w.handle_reply(t.node, Message::Error(error.clone()));
         w.handle_reply(t.node, Message::Error(error));
     }

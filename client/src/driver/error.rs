@@ -1,0 +1,43 @@
+//! Typed errors of the engine API, one enum per operation family.
+
+use protocol::{Lsn, PgId};
+
+/// Why a writer could not open a volume.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("client setup: {0}")]
+    Setup(String),
+    #[error("PG {pg}: only {answered} of its segments answered; recovery needs {needed}")]
+    Unavailable { pg: PgId, answered: usize, needed: usize },
+    #[error("recovery: {0}")]
+    Recovery(String),
+}
+
+/// Why an append did not become durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error("fenced: a newer writer holds the volume")]
+    Fenced,
+    #[error(
+        "not durable within the append timeout (VDL {vdl}, waiting for {lsn}); it may still become durable"
+    )]
+    Timeout { lsn: Lsn, vdl: Lsn },
+    #[error("record rejected: {0}")]
+    Invalid(String),
+    #[error("the writer is closed")]
+    Closed,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("read LSN {read_lsn} is above VDL {vdl}")]
+    NotDurable { read_lsn: Lsn, vdl: Lsn },
+    #[error("no segment of PG {pg} could serve the read: {detail}")]
+    Unavailable { pg: PgId, detail: String },
+    #[error("the writer is closed")]
+    Closed,
+}

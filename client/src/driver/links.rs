@@ -1,0 +1,145 @@
+//! Connections to the nodes of the cluster map and one ordered stream per (node, PG).
+//!
+//! A stream task writes the frames queued for it and reads replies, reporting each reply (and
+//! its own failure) as an event to the driver. Each queue is bounded: a node that cannot keep
+//! up has frames dropped and is repaired later, rather than growing the writer's memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::placement::ClusterMap;
+use protocol::{Message, NodeId, PgId};
+use tokio::sync::mpsc;
+use transport::framed::{read_frame, write_frame};
+use transport::{TlsFiles, Tuning};
+
+/// Frames queued for one (node, PG) stream before further ones are dropped.
+pub const STREAM_QUEUE_MAX: usize = 1024;
+
+/// What stream and connection tasks tell the driver.
+#[derive(Debug)]
+pub enum Event {
+    Reply(NodeId, Message),
+    /// A stream of the connection with this `stable_id` failed.
+    Failed(NodeId, usize, String),
+    Connected(NodeId, quinn::Connection),
+    RepairDone(PgId, NodeId),
+}
+
+/// The live connection of every reachable node, shared with readers.
+#[derive(Clone, Debug, Default)]
+pub struct Connections {
+    inner: Arc<Mutex<HashMap<NodeId, quinn::Connection>>>,
+}
+
+impl Connections {
+    pub fn get(&self, node: NodeId) -> Option<quinn::Connection> {
+        self.inner.lock().expect("connections lock").get(&node).cloned()
+    }
+    pub fn set(&self, node: NodeId, connection: quinn::Connection) {
+        self.inner.lock().expect("connections lock").insert(node, connection);
+    }
+    pub fn remove(&self, node: NodeId) {
+        self.inner.lock().expect("connections lock").remove(&node);
+    }
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.inner.lock().expect("connections lock").keys().copied().collect()
+    }
+}
+
+/// The client's QUIC endpoint and the addresses it dials.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    pub endpoint: quinn::Endpoint,
+    pub cluster: ClusterMap,
+    pub connect_timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(
+        cluster: ClusterMap,
+        tls: &TlsFiles,
+        tuning: &Tuning,
+        connect_timeout: Duration,
+    ) -> Result<Dialer, String> {
+        let any = cluster.nodes().first().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.addr);
+        let endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)
+            .map_err(|e| e.to_string())?;
+        Ok(Dialer { endpoint, cluster, connect_timeout })
+    }
+
+    /// Connects to `node`, bounded by the connect timeout.
+    pub async fn connect(&self, node: NodeId) -> Result<quinn::Connection, String> {
+        let info = self.cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
+        transport::connect(&self.endpoint, info.addr, &info.name, self.connect_timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Connects to every node of the map at once; returns those that answered.
+    pub async fn connect_all(&self, connections: &Connections) {
+        let attempts = self.cluster.nodes().iter().map(|n| {
+            let id = n.id;
+            async move { (id, self.connect(id).await) }
+        });
+        for (node, result) in futures::future::join_all(attempts).await {
+            match result {
+                Ok(connection) => connections.set(node, connection),
+                Err(error) => tracing::info!(%node, %error, "node unreachable"),
+            }
+        }
+    }
+}
+
+/// Opens the stream for (node, PG) and returns the queue feeding it.
+pub fn open_stream(
+    connection: quinn::Connection,
+    node: NodeId,
+    pg: PgId,
+    events: mpsc::UnboundedSender<Event>,
+) -> mpsc::Sender<Message> {
+    let (queue, mut frames) = mpsc::channel::<Message>(STREAM_QUEUE_MAX);
+    let generation = connection.stable_id();
+    tokio::spawn(async move {
+        let (mut send, mut recv) = match connection.open_bi().await {
+            Ok(halves) => halves,
+            Err(error) => {
+                let _ =
+                    events.send(Event::Failed(node, generation, format!("open stream for {pg}: {error}")));
+                return;
+            }
+        };
+        let replies = events.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match read_frame(&mut recv).await {
+                    Ok(Some(message)) => {
+                        if replies.send(Event::Reply(node, message)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ =
+                            replies.send(Event::Failed(node, generation, "stream closed by the node".into()));
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = replies.send(Event::Failed(node, generation, error.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        while let Some(message) = frames.recv().await {
+            if let Err(error) = write_frame(&mut send, &message).await {
+                let _ = events.send(Event::Failed(node, generation, error.to_string()));
+                break;
+            }
+        }
+        let _ = send.finish();
+        let _ = reader.await;
+    });
+    queue
+}

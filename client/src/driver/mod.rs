@@ -1,0 +1,210 @@
+//! The async engine API over QUIC: [`Writer`] opens a volume (recovering it from whatever a
+//! previous writer left), appends records and reports when they are durable, and reads records
+//! back. It runs on the caller's tokio runtime (current-thread or multi-thread); the only
+//! requirement is the one quinn has, a tokio runtime with time and I/O enabled.
+//!
+//! ```no_run
+//! # async fn example(cluster: protocol::placement::ClusterMap, tls: transport::TlsFiles) -> Result<(), Box<dyn std::error::Error>> {
+//! use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
+//! use protocol::{PageId, RecordKind, VolumeId};
+//!
+//! let geometry = VolumeGeometry::new(VolumeId(42), 4096, 1024)?;
+//! let writer = Writer::open(ClientConfig::new(cluster, tls), geometry).await?;
+//! let commit = NewRecord { page: PageId(7), kind: RecordKind::PageImage, payload: vec![0u8; 4096].into(), cpl: true, lsn: None };
+//! let appended = writer.append(vec![commit]).await?;
+//! let vdl = appended.durable().await?; // the commit is durable at 4 of 6 segments
+//! assert!(vdl >= appended.last);
+//! writer.close().await;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod links;
+pub mod reads;
+pub mod recovery;
+pub mod task;
+
+use std::time::Duration;
+
+use protocol::placement::ClusterMap;
+use protocol::Lsn;
+use tokio::sync::{mpsc, oneshot, watch};
+use transport::{TlsFiles, Tuning};
+
+pub use error::{AppendError, OpenError, ReadError};
+use links::{Connections, Dialer};
+use task::{Command, Driver, Progress};
+
+use crate::core::writer::{AppendRefusal, NewRecord, WriterLimits};
+use crate::core::{VolumeGeometry, WriterCore};
+
+/// Commands queued to the driver task before `append` waits.
+const COMMANDS_QUEUED_MAX: usize = 1024;
+
+/// How to reach the cluster and how patient to be.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub cluster: ClusterMap,
+    pub tls: TlsFiles,
+    pub tuning: Tuning,
+    pub limits: WriterLimits,
+    /// How long an append may take to become durable before it fails with `Timeout`.
+    pub append_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Per request during recovery and reads.
+    pub request_timeout: Duration,
+    /// Shortest wait before a read is also sent to a second segment.
+    pub hedge_after_min: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults: 10 s append timeout, 5 s connect and request timeouts, hedge after 5 ms.
+    pub fn new(cluster: ClusterMap, tls: TlsFiles) -> ClientConfig {
+        ClientConfig {
+            cluster,
+            tls,
+            tuning: Tuning::default(),
+            limits: WriterLimits::default(),
+            append_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            hedge_after_min: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The writer of one volume. Dropping it (or `close`) stops its driver task.
+#[derive(Debug)]
+pub struct Writer {
+    commands: mpsc::Sender<Command>,
+    progress: watch::Receiver<Progress>,
+    connections: Connections,
+    geometry: VolumeGeometry,
+    config: ClientConfig,
+    reads: reads::ReadLatency,
+}
+
+/// Records accepted by `append`: their LSNs, and a way to wait until they are durable.
+#[derive(Debug)]
+pub struct Appended {
+    pub first: Lsn,
+    pub last: Lsn,
+    progress: watch::Receiver<Progress>,
+    timeout: Duration,
+}
+
+impl Appended {
+    /// Resolves once VDL covers the last record (returns that VDL); fails if the writer is
+    /// fenced, closed, or the append timeout passes first.
+    pub async fn durable(mut self) -> Result<Lsn, AppendError> {
+        let last = self.last;
+        wait_for(&mut self.progress, self.timeout, |p| p.vdl >= last).await.map(|p| p.vdl)
+    }
+}
+
+impl Writer {
+    /// Connects to the cluster and takes the volume over: fences any previous writer, recovers
+    /// VDL and truncates what it never made durable (DESIGN §3). A volume nobody wrote starts
+    /// empty at the first epoch.
+    pub async fn open(config: ClientConfig, geometry: VolumeGeometry) -> Result<Writer, OpenError> {
+        let dialer = Dialer::new(config.cluster.clone(), &config.tls, &config.tuning, config.connect_timeout)
+            .map_err(OpenError::Setup)?;
+        let connections = Connections::default();
+        dialer.connect_all(&connections).await;
+        let start =
+            recovery::recover(&dialer, &connections, geometry, config.limits.lal, config.request_timeout)
+                .await?;
+        let core = WriterCore::new(geometry, config.cluster.clone(), config.limits, start);
+        let (progress_tx, progress) = watch::channel(Progress { vdl: core.vdl(), ..Progress::default() });
+        let (driver, events) =
+            Driver::new(core, dialer, connections.clone(), progress_tx, config.request_timeout);
+        let (commands, command_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
+        tokio::spawn(driver.run(command_rx, events));
+        Ok(Writer { commands, progress, connections, geometry, config, reads: reads::ReadLatency::default() })
+    }
+
+    /// Assigns LSNs and backlinks and ships the records; waits (up to the append timeout) while
+    /// the LAL window is full. Await [`Appended::durable`] to learn when they are durable.
+    pub async fn append(&self, records: Vec<NewRecord>) -> Result<Appended, AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::Invalid("append needs at least one record".into()));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.append_timeout;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Append { records: records.clone(), reply };
+            self.commands.send(command).await.map_err(|_| AppendError::Closed)?;
+            match answer.await.map_err(|_| AppendError::Closed)? {
+                Ok((first, last)) => {
+                    return Ok(Appended {
+                        first,
+                        last,
+                        progress: self.progress.clone(),
+                        timeout: self.config.append_timeout,
+                    })
+                }
+                Err(AppendRefusal::WindowFull) => self.wait_for_room(deadline).await?,
+                Err(AppendRefusal::Fenced) => return Err(AppendError::Fenced),
+                Err(other) => return Err(AppendError::Invalid(other.to_string())),
+            }
+        }
+    }
+
+    async fn wait_for_room(&self, deadline: tokio::time::Instant) -> Result<(), AppendError> {
+        let mut progress = self.progress.clone();
+        let before = progress.borrow_and_update().vdl;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let vdl = wait_for(&mut progress, remaining, |p| p.vdl > before).await?.vdl;
+        debug_assert!(vdl > before);
+        Ok(())
+    }
+
+    /// The volume durable LSN now.
+    pub fn vdl(&self) -> Lsn {
+        self.progress.borrow().vdl
+    }
+
+    /// A channel that changes whenever VDL moves (or the writer is fenced or closed).
+    pub fn watch_vdl(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    pub fn geometry(&self) -> VolumeGeometry {
+        self.geometry
+    }
+
+    /// Waits (up to the append timeout) until everything appended is durable, then stops the
+    /// driver and closes the connections.
+    pub async fn close(self) {
+        let mut progress = self.progress.clone();
+        let _ = wait_for(&mut progress, self.config.append_timeout, |p| p.pending_records == 0).await;
+        drop(self.commands);
+        let _ = wait_for(&mut progress, Duration::from_secs(1), |p| p.closed).await;
+    }
+}
+
+/// Waits until `done(progress)`, failing on fencing, closing or the timeout.
+async fn wait_for(
+    progress: &mut watch::Receiver<Progress>,
+    timeout: Duration,
+    done: impl Fn(&Progress) -> bool,
+) -> Result<Progress, AppendError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = *progress.borrow_and_update();
+        if done(&now) {
+            return Ok(now);
+        }
+        if now.fenced {
+            return Err(AppendError::Fenced);
+        }
+        if now.closed {
+            return Err(AppendError::Closed);
+        }
+        match tokio::time::timeout_at(deadline, progress.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(AppendError::Closed),
+            Err(_) => return Err(AppendError::Timeout { lsn: Lsn::ZERO, vdl: now.vdl }),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
 use crate::error::{FormatError, FormatResult};
-use crate::ids::{AzId, Epochs, Lsn, NodeId, PageId};
+use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId};
 use crate::record::{Record, PAGE_BYTES_MAX, PAGE_BYTES_MIN, RECORD_HEADER_BYTES};
 use crate::wire::{get_list, put_list, LsnRange, PgRef, Wire};
 
@@ -21,6 +21,8 @@ pub const GOSSIP_RANGES_MAX: usize = 256;
 pub const STATUS_SEGMENTS_MAX: usize = 4096;
 /// Longest error message, in UTF-8 bytes.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
+/// Most truncation ranges an epoch ack reports.
+pub const TRUNCATIONS_REPORTED_MAX: usize = 64;
 
 /// Records for one PG, sent to each of its segments; also the idle heartbeat (no records) that
 /// keeps nodes informed of VDL.
@@ -126,13 +128,17 @@ pub struct EpochBump {
 }
 
 /// The segment's state after an epoch bump.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochAck {
     pub pg: PgRef,
     pub node: NodeId,
     pub epochs: Epochs,
     pub scl: Lsn,
     pub highest_lsn: Lsn,
+    /// The newest truncation ranges the segment holds, with the epoch that declared each (at
+    /// most `TRUNCATIONS_REPORTED_MAX`): a recovering writer discards records inside them even
+    /// where a segment missed one.
+    pub truncations: Vec<(Epoch, LsnRange)>,
 }
 
 /// Records inside `range` are to be discarded, now and when they arrive late.
@@ -305,6 +311,9 @@ impl Message {
             }
             Message::Status(s) => expect_at_most(s.segments.len(), STATUS_SEGMENTS_MAX, "status segments"),
             Message::Error(e) => expect_at_most(e.message.len(), ERROR_MESSAGE_BYTES_MAX, "error message"),
+            Message::EpochAck(e) => {
+                expect_at_most(e.truncations.len(), TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")
+            }
             _ => Ok(()),
         }
     }
@@ -346,7 +355,10 @@ impl Message {
                 put_list(out, &f.ranges);
             }
             Message::EpochBump(e) => (e.pg, e.epochs).put(out),
-            Message::EpochAck(e) => (e.pg, e.node, e.epochs, e.scl, e.highest_lsn).put(out),
+            Message::EpochAck(e) => {
+                (e.pg, e.node, e.epochs, e.scl, e.highest_lsn).put(out);
+                put_list(out, &e.truncations);
+            }
             Message::Truncate(t) => (t.pg, t.epochs, t.range).put(out),
             Message::TruncateAck(t) => (t.pg, t.node, t.epochs, t.range).put(out),
             Message::StatusRequest => {}
@@ -410,7 +422,8 @@ impl Message {
             }
             10 => {
                 let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
-                Message::EpochAck(EpochAck { pg, node, epochs, scl, highest_lsn })
+                let truncations = get_list(r, TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")?;
+                Message::EpochAck(EpochAck { pg, node, epochs, scl, highest_lsn, truncations })
             }
             11 => {
                 let (pg, epochs, range) = Wire::read(r)?;

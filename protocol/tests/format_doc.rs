@@ -73,6 +73,7 @@ fn the_constants_format_md_quotes_are_the_codes() {
         ("STATUS_SEGMENTS_MAX", protocol::messages::STATUS_SEGMENTS_MAX),
         ("ERROR_MESSAGE_BYTES_MAX", protocol::messages::ERROR_MESSAGE_BYTES_MAX),
         ("PATCH_EDITS_MAX", patch::PATCH_EDITS_MAX),
+        ("TRUNCATIONS_REPORTED_MAX", protocol::messages::TRUNCATIONS_REPORTED_MAX),
     ] {
         let quoted = format!("`{name}` = {value}");
         assert!(DOC.contains(&quoted), "docs/format.md should say {quoted}");

@@ -10,13 +10,15 @@
 
 use std::collections::BTreeMap;
 
-use protocol::{Lsn, LsnRange, PgId, Record};
+use protocol::{Epoch, Lsn, LsnRange, PgId, Record};
 
 /// What a read quorum of one PG answered.
 #[derive(Clone, Debug, Default)]
 pub struct PgEvidence {
     /// Highest LSN each responder holds (from its epoch ack).
     pub highest: Vec<Lsn>,
+    /// Truncation ranges the responders hold, with the epoch that declared each.
+    pub truncations: Vec<(Epoch, LsnRange)>,
     /// Every record the responders hold after `fetch_after`, duplicates allowed.
     pub records: Vec<Record>,
 }
@@ -62,18 +64,30 @@ fn complete_through(highest: Lsn, lal: u64) -> Lsn {
 /// Decides VCL, VDL, the truncation range and the rest (see the module docs).
 pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryPlan, RecoveryError> {
     let complete = complete_through(highest(evidence), lal);
+    let truncations: Vec<(Epoch, LsnRange)> =
+        evidence.values().flat_map(|e| e.truncations.iter().copied()).collect();
+    let doomed = |r: &Record| {
+        truncations.iter().any(|(epoch, range)| range.contains(r.lsn()) && r.meta().epoch < *epoch)
+    };
     let mut records: BTreeMap<Lsn, (PgId, &Record)> = BTreeMap::new();
     for (pg, e) in evidence {
-        for r in &e.records {
+        for r in e.records.iter().filter(|r| !doomed(r)) {
             records.insert(r.lsn(), (*pg, r));
         }
     }
-    let (vcl, vdl) = walk(&records, complete);
+    // A previous recovery's VDL (the start of its truncation range) was durable: VDL never
+    // falls below it, even before the writer that followed made a consistency point durable.
+    let earlier_vdl = truncations.iter().map(|(_, range)| range.after()).max().unwrap_or(Lsn::ZERO);
+    let (vcl, walked_vdl) = walk(&records, complete);
+    let vdl = walked_vdl.max(earlier_vdl);
     if vdl == Lsn::ZERO && complete > Lsn::ZERO {
         return Err(RecoveryError::NoConsistencyPoint(complete));
     }
     let truncation = LsnRange::new(vdl, Lsn(vdl.0.saturating_add(lal.max(1)))).expect("lal is at least 1");
-    let pg_newest = evidence.iter().map(|(pg, e)| (*pg, newest_at_or_below(*pg, e, &records, vdl))).collect();
+    let pg_newest = evidence
+        .iter()
+        .map(|(pg, e)| (*pg, newest_at_or_below(*pg, e, &records, vdl, &truncations)))
+        .collect();
     let refill = evidence
         .keys()
         .map(|pg| {
@@ -114,6 +128,7 @@ fn newest_at_or_below(
     evidence: &PgEvidence,
     records: &BTreeMap<Lsn, (PgId, &Record)>,
     vdl: Lsn,
+    truncations: &[(Epoch, LsnRange)],
 ) -> Lsn {
     let mut mine = records.iter().filter(|(_, (p, _))| *p == pg);
     if let Some((lsn, _)) = records.range(..=vdl).rev().find(|(_, (p, _))| *p == pg) {
@@ -122,8 +137,13 @@ fn newest_at_or_below(
     match mine.next() {
         // Its oldest fetched record is above VDL; the one before it is the newest below.
         Some((_, (_, first))) => first.meta().prev_pg_lsn,
-        // Nothing fetched: every record it holds lies below the fetch range, all durable.
-        None => evidence.highest.iter().copied().max().unwrap_or(Lsn::ZERO),
+        // Nothing fetched: every record it holds lies below the fetch range and is durable or
+        // truncated; a responder that missed a truncation may report a doomed LSN, so those
+        // are left out (a responder that holds the truncation reports the newest kept one).
+        None => {
+            let kept = |lsn: &Lsn| !truncations.iter().any(|(_, range)| range.contains(*lsn));
+            evidence.highest.iter().copied().filter(kept).max().unwrap_or(Lsn::ZERO)
+        }
     }
 }
 
@@ -196,6 +216,20 @@ mod tests {
             plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() > Lsn(10)),
             "records at or below H - LAL are durable already"
         );
+    }
+
+    #[test]
+    fn records_inside_an_earlier_truncation_are_ignored_and_its_start_bounds_vdl() {
+        // A segment missed the truncation (8, 20] of epoch 2 and still holds the old writer's
+        // records 9 and 10; the writer of epoch 2 wrote nothing durable yet.
+        let mut e = evidence(10, &[4, 8, 10], &[]);
+        let range = LsnRange::new(Lsn(8), Lsn(20)).unwrap();
+        for pg in e.values_mut() {
+            pg.truncations.push((Epoch(2), range));
+        }
+        let plan = plan(&e, 100).unwrap();
+        assert_eq!(plan.vdl, Lsn(8), "10 is a CPL, but inside the earlier truncation");
+        assert!(plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() <= Lsn(8)));
     }
 
     #[test]

@@ -120,7 +120,10 @@ pub struct WriterCore {
     limits: WriterLimits,
     /// The truncation range of this writer's recovery, sent to PGs it opens later.
     truncation: Option<LsnRange>,
+    /// The previous record of the volume (the next record's `prev_volume_lsn`).
     last_lsn: Lsn,
+    /// No LSN at or below this is allocated (the end of this writer's truncation range).
+    lsn_floor: Lsn,
     pgs: BTreeMap<PgId, PgState>,
     page_last: HashMap<PageId, Lsn>,
     ladder: Ladder,
@@ -168,7 +171,8 @@ impl WriterCore {
             epochs: start.epochs,
             limits,
             truncation: start.truncation,
-            last_lsn: Lsn(start.next_lsn.0.saturating_sub(1)).max(start.vdl),
+            last_lsn: start.vdl,
+            lsn_floor: Lsn(start.next_lsn.0.saturating_sub(1)),
             pgs: BTreeMap::new(),
             page_last: HashMap::new(),
             ladder: Ladder::starting_at(start.vdl),
@@ -261,12 +265,15 @@ impl WriterCore {
         let mut last = self.last_lsn;
         let mut pg_last: HashMap<PgId, Lsn> = HashMap::new();
         let mut page_last: HashMap<PageId, Lsn> = HashMap::new();
-        let window_end = self.ladder.vdl().0.saturating_add(self.limits.lal);
+        // After a recovery the window starts at the end of the truncation range: the first
+        // LSNs allocated lie above it while VDL is still below it.
+        let window_end = self.ladder.vdl().max(self.lsn_floor).0.saturating_add(self.limits.lal);
         let mut built = Vec::with_capacity(records.len());
         for new in records {
-            let lsn = new.lsn.unwrap_or(Lsn(last.0 + 1));
-            if lsn <= last {
-                return Err(AppendRefusal::LsnNotIncreasing { lsn, last });
+            let floor = last.max(self.lsn_floor);
+            let lsn = new.lsn.unwrap_or(Lsn(floor.0 + 1));
+            if lsn <= floor {
+                return Err(AppendRefusal::LsnNotIncreasing { lsn, last: floor });
             }
             if lsn.0 > window_end {
                 return Err(AppendRefusal::WindowFull);

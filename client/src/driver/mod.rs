@@ -96,9 +96,14 @@ pub struct Appended {
 impl Appended {
     /// Resolves once VDL covers the last record (returns that VDL); fails if the writer is
     /// fenced, closed, or the append timeout passes first.
-    pub async fn durable(mut self) -> Result<Lsn, AppendError> {
+    pub async fn durable(&self) -> Result<Lsn, AppendError> {
         let last = self.last;
-        wait_for(&mut self.progress, self.timeout, |p| p.vdl >= last).await.map(|p| p.vdl)
+        let mut progress = self.progress.clone();
+        let waited = wait_for(&mut progress, self.timeout, |p| p.vdl >= last).await;
+        waited.map(|p| p.vdl).map_err(|e| match e {
+            AppendError::Timeout { vdl, .. } => AppendError::Timeout { lsn: last, vdl },
+            other => other,
+        })
     }
 }
 

@@ -66,8 +66,8 @@ pub async fn recover(
     let mut evidence = BTreeMap::new();
     let mut responders = BTreeMap::new();
     for pg in (0..pg_count).map(PgId) {
-        let (nodes, highest) = bump(dialer, connections, geometry, pg, epochs, timeout).await?;
-        evidence.insert(pg, PgEvidence { highest, records: Vec::new() });
+        let (nodes, pg_evidence) = bump(dialer, connections, geometry, pg, epochs, timeout).await?;
+        evidence.insert(pg, pg_evidence);
         responders.insert(pg, nodes);
     }
     let after = fetch_after(highest(&evidence), lal);
@@ -136,7 +136,7 @@ fn require_quorum(
 }
 
 /// Raises the volume epoch on every member of `pg`; needs a read quorum, which fences the old
-/// writer. Returns who answered and the highest LSN each holds.
+/// writer. Returns who answered, and the highest LSN and truncation ranges each holds.
 async fn bump(
     dialer: &Dialer,
     connections: &Connections,
@@ -144,21 +144,22 @@ async fn bump(
     pg: PgId,
     epochs: Epochs,
     timeout: Duration,
-) -> Result<(Vec<NodeId>, Vec<Lsn>), OpenError> {
+) -> Result<(Vec<NodeId>, PgEvidence), OpenError> {
     let members = dialer.cluster.place(geometry.volume, pg);
     let bump = Message::EpochBump(EpochBump { pg: geometry.pg_ref(pg), epochs });
     let mut nodes = Vec::new();
-    let mut highest = Vec::new();
+    let mut evidence = PgEvidence::default();
     for (node, reply) in ask_all(connections, members.members(), &bump, timeout).await {
         if let Message::EpochAck(ack) = reply {
             nodes.push(node);
-            highest.push(ack.highest_lsn);
+            evidence.highest.push(ack.highest_lsn);
+            evidence.truncations.extend(ack.truncations);
         }
     }
     if !Membership::stable(epochs.membership, members).fenced_by(&nodes) {
         return Err(OpenError::Unavailable { pg, answered: nodes.len(), needed: READ_QUORUM });
     }
-    Ok((nodes, highest))
+    Ok((nodes, evidence))
 }
 
 /// Every record the responders of `pg` hold after `after`.

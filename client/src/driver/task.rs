@@ -19,6 +19,8 @@ use crate::core::WriterCore;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Longest wait between reconnect attempts.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A node that has left a frame unanswered this long is treated as lost (and reconnected).
+pub const NODE_SILENCE_MAX: Duration = Duration::from_secs(1);
 /// Record bytes per repair read.
 const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
 
@@ -57,6 +59,8 @@ pub struct Driver {
     reconnecting: HashSet<NodeId>,
     repairs: HashSet<(PgId, NodeId)>,
     stuck: HashMap<(PgId, NodeId), Lsn>,
+    /// When the oldest frame still unanswered by each node was sent.
+    awaiting_since: HashMap<NodeId, tokio::time::Instant>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -80,6 +84,7 @@ impl Driver {
             reconnecting: HashSet::new(),
             repairs: HashSet::new(),
             stuck: HashMap::new(),
+            awaiting_since: HashMap::new(),
             events,
         };
         (driver, receiver)
@@ -109,6 +114,7 @@ impl Driver {
                 Some(event) = events.recv() => self.event(event),
                 _ = tick.tick() => {
                     self.core.handle_tick();
+                    self.drop_silent_nodes();
                     self.start_repairs();
                 }
             }
@@ -133,7 +139,10 @@ impl Driver {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Reply(node, message) => self.core.handle_reply(node, message),
+            Event::Reply(node, message) => {
+                self.awaiting_since.remove(&node);
+                self.core.handle_reply(node, message);
+            }
             Event::Failed(node, generation, why) => {
                 if self.generation.get(&node) == Some(&generation) && self.connections.get(node).is_some() {
                     tracing::info!(%node, %why, "node lost");
@@ -153,7 +162,27 @@ impl Driver {
         }
     }
 
+    /// A node that stopped answering (a crashed process looks like this until QUIC's idle
+    /// timeout) is dropped so its connection is rebuilt and what it missed is resent.
+    fn drop_silent_nodes(&mut self) {
+        let now = tokio::time::Instant::now();
+        let silent: Vec<NodeId> = self
+            .awaiting_since
+            .iter()
+            .filter(|(_, since)| now - **since > NODE_SILENCE_MAX)
+            .map(|(n, _)| *n)
+            .collect();
+        for node in silent {
+            tracing::info!(%node, "node silent; reconnecting");
+            if let Some(connection) = self.connections.get(node) {
+                connection.close(0u32.into(), b"silent");
+            }
+            self.node_lost(node);
+        }
+    }
+
     fn node_lost(&mut self, node: NodeId) {
+        self.awaiting_since.remove(&node);
         self.connections.remove(node);
         self.streams.retain(|(n, _), _| *n != node);
         self.core.handle_node_down(node);
@@ -176,7 +205,9 @@ impl Driver {
                 .entry((transmit.node, pg))
                 .or_insert_with(|| open_stream(connection, transmit.node, pg, events));
             match queue.try_send(transmit.message) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.awaiting_since.entry(transmit.node).or_insert_with(tokio::time::Instant::now);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::debug!(node = %transmit.node, %pg, "stream queue full; frame dropped")
                 }

@@ -156,7 +156,18 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             bytes_max: rng.random(),
         }),
         9 => Message::EpochBump(EpochBump { pg, epochs }),
-        10 => Message::EpochAck(EpochAck { pg, node, epochs, scl: lsn(rng), highest_lsn: lsn(rng) }),
+        10 => {
+            let truncations =
+                (0..rng.random_range(0..3)).map(|_| (Epoch(rng.random_range(1..9)), range(rng))).collect();
+            Message::EpochAck(EpochAck {
+                pg,
+                node,
+                epochs,
+                scl: lsn(rng),
+                highest_lsn: lsn(rng),
+                truncations,
+            })
+        }
         11 => Message::Truncate(Truncate { pg, epochs, range: range(rng) }),
         12 => Message::TruncateAck(TruncateAck { pg, node, epochs, range: range(rng) }),
         13 => Message::StatusRequest,

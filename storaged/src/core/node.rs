@@ -438,6 +438,7 @@ impl NodeCore {
                     epochs: s.epochs(),
                     scl: s.scl(),
                     highest_lsn: s.highest_lsn(),
+                    truncations: newest_truncations(s),
                 })
             }
             PendingReply::Truncate { pg, range } => {
@@ -479,6 +480,12 @@ fn refusal(segment: &Segment, refusal: EpochRefusal) -> ErrorReply {
         }
     };
     ErrorReply { code, pg: segment.pg(), epochs: segment.epochs(), message: text.to_string() }
+}
+
+/// The segment's newest truncation ranges, as many as an epoch ack carries.
+fn newest_truncations(segment: &Segment) -> Vec<(Epoch, LsnRange)> {
+    let all = segment.truncations();
+    all[all.len().saturating_sub(protocol::messages::TRUNCATIONS_REPORTED_MAX)..].to_vec()
 }
 
 fn batch_bounds(batch: &AppendBatch) -> (Lsn, Lsn) {

@@ -29,6 +29,8 @@ pub enum LaunchError {
     NotReady { node: u32, detail: String },
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }
 
 /// How to run storaged: an executable and the arguments that precede storaged's own.
@@ -128,7 +130,8 @@ impl NodeProcess {
             lines.for_each(drop);
         });
         let node = self.spec.node_id;
-        match line.recv_timeout(READY_TIMEOUT) {
+        crate::interrupt::track(child.id());
+        match wait_ready_line(&line) {
             Ok(Some(text)) if text.contains("ready") => {
                 self.child = Some(child);
                 Ok(())
@@ -136,6 +139,10 @@ impl NodeProcess {
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
+                crate::interrupt::untrack(child.id());
+                if let Err(interrupted) = other {
+                    return Err(interrupted.into());
+                }
                 let detail = format!("{other:?}; last log line: {}", self.last_log_line());
                 Err(LaunchError::NotReady { node, detail })
             }
@@ -155,6 +162,7 @@ impl NodeProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            crate::interrupt::untrack(child.id());
         }
     }
 
@@ -166,12 +174,14 @@ impl NodeProcess {
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
+                crate::interrupt::untrack(child.id());
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        crate::interrupt::untrack(child.id());
     }
 
     /// The last line the node logged (for error messages).
@@ -184,6 +194,25 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Waits up to [`READY_TIMEOUT`] for the node's first stdout line (`None`: the node closed
+/// stdout or the time ran out), giving up early if the user interrupts.
+fn wait_ready_line(
+    line: &std::sync::mpsc::Receiver<Option<String>>,
+) -> Result<Option<String>, crate::interrupt::Interrupted> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        crate::interrupt::check()?;
+        let slice = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+        match line.recv_timeout(slice) {
+            Ok(text) => return Ok(text),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
     }
 }
 
@@ -201,10 +230,16 @@ pub fn free_tcp_port() -> Result<u16, LaunchError> {
     Ok(listener.local_addr().map_err(|e| LaunchError::Setup(e.to_string()))?.port())
 }
 
-/// Creates a key-encryption key file at `path` unless one exists.
+/// Creates a key-encryption key file at `path` unless one exists. The key is written beside
+/// `path` and renamed into place, so an interrupted run never leaves a torn key file.
 pub fn ensure_key_file(path: &Path) -> Result<(), LaunchError> {
     if path.exists() {
         return Ok(());
     }
-    storaged::seal::Kek::create_file(path).map_err(|e| LaunchError::Setup(e.to_string()))
+    let setup = |e: &dyn std::fmt::Display| LaunchError::Setup(format!("key file {}: {e}", path.display()));
+    let temp = crate::files::temp_path(path);
+    crate::files::remove_if_exists(&temp).map_err(|e| setup(&e))?;
+    storaged::seal::Kek::create_file(&temp).map_err(|e| setup(&e))?;
+    std::fs::rename(&temp, path).map_err(|e| setup(&e))?;
+    crate::files::sync_parent(path).map_err(|e| setup(&e))
 }

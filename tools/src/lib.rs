@@ -1,4 +1,19 @@
-//! Borealis operator and developer programs. `cluster` launches `storaged` processes on this
-//! machine (used by `borealis dev` and by the benchmarks).
+//! Borealis operator and developer programs (the `borealis` binary) and the pieces they share.
+//!
+//! - [`cluster`]: launch one `storaged` process as a child and wait for its ready line;
+//! - [`local`]: the six-node local development cluster under one directory (map, PKI, keys);
+//! - [`daemon`]: that cluster in the background (`borealis cluster up` / `down`, pid file);
+//! - [`probe`]: ask running nodes for their status over QUIC and their admin health;
+//! - [`report`]: the text tables the commands print;
+//! - [`procs`]: process identity (pid + start time), stopping, the pid file;
+//! - [`interrupt`]: Ctrl-C / SIGTERM handling so foreground commands leave nothing running;
+//! - [`files`]: atomic file replacement and directory locks.
 
 pub mod cluster;
+pub mod daemon;
+pub mod files;
+pub mod interrupt;
+pub mod local;
+pub mod probe;
+pub mod procs;
+pub mod report;

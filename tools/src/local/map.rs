@@ -1,0 +1,229 @@
+//! `cluster.toml`: the map of a local development cluster, written once and read by every later
+//! command.
+//!
+//! Why a file: ports are picked free on first use and must stay the same across restarts (the
+//! nodes, clients and `status` all need them), and an operator can read or edit one file to see
+//! or change the layout. Paths in it are relative to the cluster directory, so the directory can
+//! be moved.
+//!
+//! Invariants: a map that [`ClusterMap::read`] accepted has version [`MAP_VERSION`], at least one
+//! node, and unique node ids, names, QUIC addresses and admin addresses; unknown keys are refused
+//! (a typo never silently falls back to a default); the file is replaced atomically.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::files;
+
+/// Version of the `cluster.toml` layout this build reads and writes.
+pub const MAP_VERSION: u32 = 1;
+/// Nodes in a local cluster: 2 in each of 3 AZs, one protection group's worth.
+pub const LOCAL_NODES: u32 = 6;
+/// Nodes per AZ in a local cluster.
+pub const NODES_PER_AZ: u32 = 2;
+/// Comment at the top of a written map.
+const HEADER: &str = "# Borealis local development cluster, written by `borealis` on first use.\n\
+# Ports were free when picked; edit them here if another program took one. Paths are relative\n\
+# to this file's directory.\n\n";
+
+/// The whole cluster map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMap {
+    pub version: u32,
+    /// Key-encryption key file shared by the nodes.
+    pub key_file: PathBuf,
+    /// Development PKI directory (CA, one certificate per node, one for clients).
+    pub pki_dir: PathBuf,
+    /// Settings passed to every node (unset: storaged's defaults).
+    #[serde(default)]
+    pub storaged: StoragedSettings,
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// One node of the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub id: u32,
+    pub az: u16,
+    /// TLS server name: the DNS name in the node's certificate.
+    pub name: String,
+    /// UDP address of the node's QUIC endpoint.
+    pub listen: SocketAddr,
+    /// TCP address of the node's admin port (/health, /metrics).
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// Optional storaged settings shared by every node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoragedSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_file_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_io: Option<bool>,
+}
+
+impl StoragedSettings {
+    /// The storaged flags these settings stand for.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(bytes) = self.journal_file_bytes {
+            args.extend(["--journal-file-bytes".to_string(), bytes.to_string()]);
+        }
+        if let Some(bytes) = self.checkpoint_interval_bytes {
+            args.extend(["--checkpoint-interval-bytes".to_string(), bytes.to_string()]);
+        }
+        if self.direct_io == Some(false) {
+            args.push("--no-direct-io".into());
+        }
+        args
+    }
+}
+
+/// Why a map could not be made, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("picking free loopback ports: {0}")]
+    Ports(std::io::Error),
+}
+
+impl ClusterMap {
+    /// A fresh local layout: nodes 1..=6 named `node-N`, AZ (N-1)/2, loopback ports free now.
+    pub fn new_local() -> Result<ClusterMap, MapError> {
+        let (quic, admin) = pick_ports(LOCAL_NODES as usize).map_err(MapError::Ports)?;
+        let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let nodes = (1..=LOCAL_NODES)
+            .zip(quic.into_iter().zip(admin))
+            .map(|(id, (quic, admin))| NodeEntry {
+                id,
+                az: ((id - 1) / NODES_PER_AZ) as u16,
+                name: format!("node-{id}"),
+                listen: loopback(quic),
+                admin: loopback(admin),
+                data_dir: PathBuf::from(format!("node-{id}")),
+            })
+            .collect();
+        Ok(ClusterMap {
+            version: MAP_VERSION,
+            key_file: "kek".into(),
+            pki_dir: "pki".into(),
+            storaged: StoragedSettings::default(),
+            nodes,
+        })
+    }
+
+    /// Reads and checks the map at `path`.
+    pub fn read(path: &Path) -> Result<ClusterMap, MapError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| MapError::Io { path: path.to_owned(), source })?;
+        let invalid = |reason: String| MapError::Invalid { path: path.to_owned(), reason };
+        let map: ClusterMap = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        map.check().map_err(invalid)?;
+        Ok(map)
+    }
+
+    /// Writes the map to `path`, replacing any file there atomically.
+    pub fn write(&self, path: &Path) -> Result<(), MapError> {
+        let invalid = |reason: String| MapError::Invalid { path: path.to_owned(), reason };
+        self.check().map_err(invalid)?;
+        let body = toml::to_string(self).map_err(|e| invalid(e.to_string()))?;
+        files::write_atomically(path, format!("{HEADER}{body}").as_bytes(), 0o644)
+            .map_err(|source| MapError::Io { path: path.to_owned(), source })
+    }
+
+    /// The consistency rules every map obeys; the error says which one is broken.
+    fn check(&self) -> Result<(), String> {
+        if self.version != MAP_VERSION {
+            return Err(format!(
+                "version {} is not supported (this build reads {MAP_VERSION})",
+                self.version
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err("no [[node]] entries".into());
+        }
+        unique(self.nodes.iter().map(|n| n.id), "node id")?;
+        unique(self.nodes.iter().map(|n| n.name.as_str()), "node name")?;
+        unique(self.nodes.iter().map(|n| n.listen), "listen address")?;
+        unique(self.nodes.iter().map(|n| n.admin), "admin address")?;
+        unique(self.nodes.iter().map(|n| n.data_dir.as_path()), "data directory")
+    }
+}
+
+fn unique<T: std::hash::Hash + Eq + std::fmt::Debug>(
+    items: impl Iterator<Item = T>,
+    what: &str,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for item in items {
+        if !seen.insert(format!("{item:?}")) {
+            return Err(format!("{what} {item:?} appears twice"));
+        }
+    }
+    Ok(())
+}
+
+/// `count` loopback UDP ports and `count` TCP ports, all distinct: every socket stays bound until
+/// all are picked, so the kernel cannot hand out one port twice.
+fn pick_ports(count: usize) -> std::io::Result<(Vec<u16>, Vec<u16>)> {
+    let udp: Vec<UdpSocket> =
+        (0..count).map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
+    let tcp: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
+    let udp_ports = udp.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    let tcp_ports = tcp.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    Ok((udp_ports, tcp_ports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_layout_has_two_nodes_per_az_and_distinct_ports() {
+        let map = ClusterMap::new_local().unwrap();
+        let azs: Vec<u16> = map.nodes.iter().map(|n| n.az).collect();
+        assert_eq!(azs, [0, 0, 1, 1, 2, 2]);
+        assert_eq!(map.nodes[5].name, "node-6");
+        map.check().unwrap();
+    }
+
+    #[test]
+    fn written_map_reads_back_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        let mut map = ClusterMap::new_local().unwrap();
+        map.storaged.journal_file_bytes = Some(16 << 20);
+        map.write(&path).unwrap();
+        assert_eq!(ClusterMap::read(&path).unwrap(), map);
+    }
+
+    #[test]
+    fn duplicates_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        let mut map = ClusterMap::new_local().unwrap();
+        map.nodes[1].listen = map.nodes[0].listen;
+        assert!(matches!(map.write(&path), Err(MapError::Invalid { .. })));
+        map = ClusterMap::new_local().unwrap();
+        map.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap().replace("version = 1", "version = 1\nport = 3");
+        std::fs::write(&path, text).unwrap();
+        let error = ClusterMap::read(&path).unwrap_err().to_string();
+        assert!(error.contains("port"), "{error}");
+    }
+}

@@ -1,0 +1,148 @@
+//! `borealis cluster up | status | down` against real storage nodes, each test in a directory
+//! of its own: the nodes outlive `up`, answer `status`, and are gone after `down`; failed and
+//! interrupted starts leave nothing running.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tools::local::LocalCluster;
+
+#[test]
+fn up_status_down_leaves_nothing_running() {
+    let dir = ClusterDir::new();
+    let up = borealis(&dir.path(), &["cluster", "up"]);
+    assert_eq!(up.code, Some(0), "{up:?}");
+    let pids = recorded(&dir.path());
+    assert_eq!(pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert!(pids.values().all(|p| p.is_alive()), "nodes outlive `up`");
+    for p in pids.values() {
+        assert!(up.stdout.contains(&p.pid.to_string()), "{}", up.stdout);
+    }
+
+    let status = borealis(&dir.path(), &["cluster", "status"]);
+    assert_eq!(status.code, Some(0), "{status:?}");
+    assert!(status.stdout.contains("6 of 6 nodes up"), "{}", status.stdout);
+    let rows: Vec<&str> = status.stdout.lines().filter(|l| l.contains(" up ")).collect();
+    assert_eq!(rows.len(), 6, "{}", status.stdout);
+    assert!(rows.iter().all(|r| r.contains("200 serving")), "{}", status.stdout);
+
+    let again = borealis(&dir.path(), &["cluster", "up"]);
+    assert_eq!(again.code, Some(1));
+    assert!(again.stderr.starts_with("borealis: cluster already running (pids "), "{}", again.stderr);
+
+    let down = borealis(&dir.path(), &["cluster", "down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert!(down.stdout.contains("stopped 6 node(s)"), "{}", down.stdout);
+    assert!(pids.values().all(|p| !p.is_alive()), "every node is gone after `down`");
+    assert!(!dir.path().join("pids").exists());
+
+    let after = borealis(&dir.path(), &["cluster", "status", "--timeout-ms", "300"]);
+    assert_eq!(after.code, Some(1));
+    assert!(after.stdout.contains("0 of 6 nodes up"), "{}", after.stdout);
+}
+
+#[test]
+fn up_restarts_a_crashed_node_on_the_same_port() {
+    let dir = ClusterDir::new();
+    assert_eq!(borealis(&dir.path(), &["cluster", "up"]).code, Some(0));
+    let before = recorded(&dir.path());
+    let victim = before[&3];
+    victim.signal(libc::SIGKILL);
+    tools::procs::wait_all_exit(&[victim], Duration::from_secs(5));
+
+    let status = borealis(&dir.path(), &["cluster", "status", "--timeout-ms", "500"]);
+    assert_eq!(status.code, Some(1));
+    assert!(status.stdout.contains("5 of 6 nodes up"), "{}", status.stdout);
+    assert!(status.stdout.contains("node 3: quic:"), "{}", status.stdout);
+
+    let up = borealis(&dir.path(), &["cluster", "up"]);
+    assert_eq!(up.code, Some(0), "{up:?}");
+    assert!(up.stdout.contains("nodes 1, 2, 4, 5, 6 were already running"), "{}", up.stdout);
+    let after = recorded(&dir.path());
+    assert_ne!(after[&3], victim);
+    assert_eq!(after[&1], before[&1], "running nodes are left alone");
+    assert_eq!(borealis(&dir.path(), &["cluster", "status"]).code, Some(0));
+    assert_eq!(borealis(&dir.path(), &["cluster", "down"]).code, Some(0));
+    assert!(after.values().all(|p| !p.is_alive()));
+}
+
+#[test]
+fn a_node_that_cannot_start_fails_up_and_the_others_are_stopped() {
+    let dir = ClusterDir::new();
+    let cluster = LocalCluster::load_or_create(&dir.path()).unwrap();
+    // Another program holds node 4's QUIC port.
+    let _squatter = std::net::UdpSocket::bind(cluster.node(4).unwrap().addr).unwrap();
+    let up = borealis(&dir.path(), &["cluster", "up"]);
+    assert_eq!(up.code, Some(1), "{up:?}");
+    assert!(up.stderr.contains("node 4 did not become ready"), "{}", up.stderr);
+    assert!(up.stderr.contains("already in use"), "{}", up.stderr);
+    assert_eq!(up.stderr.lines().count(), 1, "one-line error: {}", up.stderr);
+    assert!(!dir.path().join("pids").exists(), "nothing recorded as running");
+    assert_no_node_of(&dir.path());
+}
+
+#[test]
+fn commands_without_a_cluster_say_how_to_make_one() {
+    let dir = ClusterDir::new();
+    for action in ["status", "down"] {
+        let run = borealis(&dir.path(), &["cluster", action]);
+        assert_eq!(run.code, Some(1));
+        let expected =
+            format!("borealis: no cluster in {}: run `borealis cluster up`\n", dir.path().display());
+        assert_eq!(run.stderr, expected);
+    }
+}
+
+#[test]
+fn interrupting_up_stops_the_nodes_it_started() {
+    let dir = ClusterDir::new();
+    LocalCluster::load_or_create(&dir.path()).unwrap();
+    // The window between spawning the nodes and their ready lines is short: retry until the
+    // signal lands inside it. Whatever the timing, the outcome must be all or nothing.
+    let mut interrupted = 0;
+    for _ in 0..5 {
+        let child = Command::new(BOREALIS)
+            .args(["cluster", "up", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while !dir.path().join("pids").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let spawned = recorded(&dir.path());
+        // SAFETY: signalling the child this test spawned and has not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let run = finish(child, &["cluster", "up"]);
+        if run.code == Some(130) {
+            interrupted += 1;
+            assert!(run.stderr.contains("interrupted; nothing left running"), "{}", run.stderr);
+            assert!(!dir.path().join("pids").exists());
+            assert!(spawned.values().all(|p| !p.is_alive()), "started nodes were stopped");
+            assert_no_node_of(&dir.path());
+        } else {
+            assert_eq!(run.code, Some(0), "{run:?}");
+            assert_eq!(borealis(&dir.path(), &["cluster", "down"]).code, Some(0));
+        }
+    }
+    assert!(interrupted > 0, "no attempt was interrupted while starting");
+}
+
+/// No process runs with a data directory under `dir` (whatever the pid file says).
+fn assert_no_node_of(dir: &std::path::Path) {
+    let needle = dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(" storaged ") && cmdline.contains(&needle) {
+            let alive = tools::procs::ProcId::of(pid).is_some();
+            assert!(!alive, "node still running: {pid} {cmdline}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Running the `borealis` binary in tests: bounded in time, and never leaving a cluster behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use tools::procs::{read_pid_file, PidMap};
+
+/// Longest any one `borealis` command may take in a test.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const BOREALIS: &str = env!("CARGO_BIN_EXE_borealis");
+
+/// Output of one command, as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `borealis <args> --dir <dir>`, killing it if it outlives [`COMMAND_TIMEOUT`].
+pub fn borealis(dir: &Path, args: &[&str]) -> Run {
+    let child = Command::new(BOREALIS)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn borealis");
+    finish(child, args)
+}
+
+/// Waits for `child` (with [`COMMAND_TIMEOUT`]) and collects its output.
+pub fn finish(child: std::process::Child, what: &[&str]) -> Run {
+    let pid = child.id();
+    let (done, output) = std::sync::mpsc::channel::<std::io::Result<Output>>();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let output = match output.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(output) => output.expect("wait for borealis"),
+        Err(_) => {
+            // SAFETY: killing the child this test spawned and has not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("borealis {what:?} took longer than {COMMAND_TIMEOUT:?}");
+        }
+    };
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The processes recorded in `dir`'s pid file (empty if there is none).
+pub fn recorded(dir: &Path) -> PidMap {
+    read_pid_file(&dir.join("pids")).expect("readable pid file").unwrap_or_default()
+}
+
+/// A cluster directory whose nodes are stopped when the test ends, pass or fail.
+pub struct ClusterDir {
+    pub temp: tempfile::TempDir,
+}
+
+impl ClusterDir {
+    pub fn new() -> ClusterDir {
+        ClusterDir { temp: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.temp.path().to_owned()
+    }
+}
+
+impl Drop for ClusterDir {
+    fn drop(&mut self) {
+        // Best effort: SIGKILL whatever is still recorded, so a failed test leaves nothing behind.
+        for proc_id in recorded(self.temp.path()).values() {
+            proc_id.signal(libc::SIGKILL);
+        }
+    }
+}

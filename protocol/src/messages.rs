@@ -135,6 +135,9 @@ pub struct EpochAck {
     pub epochs: Epochs,
     pub scl: Lsn,
     pub highest_lsn: Lsn,
+    /// The highest VDL a writer told this segment (piggybacked on batches): every record at or
+    /// below it is durable. A lower bound; zero if unknown (e.g. after the node restarted).
+    pub vdl_hint: Lsn,
     /// The newest truncation ranges the segment holds, with the epoch that declared each (at
     /// most `TRUNCATIONS_REPORTED_MAX`): a recovering writer discards records inside them even
     /// where a segment missed one.
@@ -356,7 +359,7 @@ impl Message {
             }
             Message::EpochBump(e) => (e.pg, e.epochs).put(out),
             Message::EpochAck(e) => {
-                (e.pg, e.node, e.epochs, e.scl, e.highest_lsn).put(out);
+                (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
             }
             Message::Truncate(t) => (t.pg, t.epochs, t.range).put(out),
@@ -421,9 +424,9 @@ impl Message {
                 Message::EpochBump(EpochBump { pg, epochs })
             }
             10 => {
-                let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
+                let (pg, node, epochs, scl, highest_lsn, vdl_hint) = Wire::read(r)?;
                 let truncations = get_list(r, TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")?;
-                Message::EpochAck(EpochAck { pg, node, epochs, scl, highest_lsn, truncations })
+                Message::EpochAck(EpochAck { pg, node, epochs, scl, highest_lsn, vdl_hint, truncations })
             }
             11 => {
                 let (pg, epochs, range) = Wire::read(r)?;

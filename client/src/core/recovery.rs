@@ -19,6 +19,8 @@ pub struct PgEvidence {
     pub highest: Vec<Lsn>,
     /// Truncation ranges the responders hold, with the epoch that declared each.
     pub truncations: Vec<(Epoch, LsnRange)>,
+    /// The highest VDL a writer told each responder (every record at or below is durable).
+    pub vdl_hints: Vec<Lsn>,
     /// Every record the responders hold after `fetch_after`, duplicates allowed.
     pub records: Vec<Record>,
 }
@@ -52,18 +54,24 @@ pub fn highest(evidence: &BTreeMap<PgId, PgEvidence>) -> Lsn {
     evidence.values().flat_map(|e| e.highest.iter().copied()).max().unwrap_or(Lsn::ZERO)
 }
 
-/// Records are fetched in `(fetch_after, ∞)`: the complete point H - LAL and everything above.
-pub fn fetch_after(highest: Lsn, lal: u64) -> Lsn {
-    Lsn(complete_through(highest, lal).0.saturating_sub(1))
+/// Records are fetched in `(fetch_after, ∞)`: the complete point and everything above.
+pub fn fetch_after(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Lsn {
+    Lsn(complete_through(evidence, lal).0.saturating_sub(1))
 }
 
-fn complete_through(highest: Lsn, lal: u64) -> Lsn {
-    Lsn(highest.0.saturating_sub(lal))
+/// Every record at or below this is durable (or truncated): the old writer's VDL was at least
+/// H - LAL, and at least every VDL it piggybacked on its batches.
+fn complete_through(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Lsn {
+    Lsn(highest(evidence).0.saturating_sub(lal)).max(vdl_hint(evidence))
+}
+
+fn vdl_hint(evidence: &BTreeMap<PgId, PgEvidence>) -> Lsn {
+    evidence.values().flat_map(|e| e.vdl_hints.iter().copied()).max().unwrap_or(Lsn::ZERO)
 }
 
 /// Decides VCL, VDL, the truncation range and the rest (see the module docs).
 pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryPlan, RecoveryError> {
-    let complete = complete_through(highest(evidence), lal);
+    let complete = complete_through(evidence, lal);
     let truncations: Vec<(Epoch, LsnRange)> =
         evidence.values().flat_map(|e| e.truncations.iter().copied()).collect();
     let doomed = |r: &Record| {
@@ -79,7 +87,7 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
     // falls below it, even before the writer that followed made a consistency point durable.
     let earlier_vdl = truncations.iter().map(|(_, range)| range.after()).max().unwrap_or(Lsn::ZERO);
     let (vcl, walked_vdl) = walk(&records, complete);
-    let vdl = walked_vdl.max(earlier_vdl);
+    let vdl = walked_vdl.max(earlier_vdl).max(vdl_hint(evidence));
     if vdl == Lsn::ZERO && complete > Lsn::ZERO {
         return Err(RecoveryError::NoConsistencyPoint(complete));
     }
@@ -91,7 +99,10 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
     let refill = evidence
         .keys()
         .map(|pg| {
-            let mine = records.range(Lsn(complete.0 + 1)..=vdl).filter(|(_, (p, _))| p == pg);
+            let mine = records
+                .iter()
+                .filter(|(lsn, _)| **lsn > complete && **lsn <= vdl)
+                .filter(|(_, (p, _))| p == pg);
             (*pg, mine.map(|(_, (_, r))| (*r).clone()).collect::<Vec<_>>())
         })
         .filter(|(_, refill)| !refill.is_empty())
@@ -205,8 +216,8 @@ mod tests {
 
     #[test]
     fn the_walk_starts_at_the_lal_bound_and_fetches_from_just_below_it() {
-        assert_eq!(fetch_after(Lsn(1000), 100), Lsn(899));
         let mut e = evidence(20, &[5, 15], &[]);
+        assert_eq!(fetch_after(&e, 10), Lsn(9));
         for pg in e.values_mut() {
             pg.records.retain(|r| r.lsn() > Lsn(9));
         }
@@ -230,6 +241,18 @@ mod tests {
         let plan = plan(&e, 100).unwrap();
         assert_eq!(plan.vdl, Lsn(8), "10 is a CPL, but inside the earlier truncation");
         assert!(plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() <= Lsn(8)));
+    }
+
+    #[test]
+    fn a_piggybacked_vdl_bounds_the_fetch_so_a_clean_reopen_reads_little() {
+        let mut e = evidence(1000, &(1..=250).map(|i| i * 4).collect::<Vec<_>>(), &[]);
+        for pg in e.values_mut() {
+            pg.vdl_hints = vec![Lsn(1000)];
+        }
+        assert_eq!(fetch_after(&e, 1_000_000), Lsn(999), "only the last record is fetched");
+        let plan = plan(&e, 1_000_000).unwrap();
+        assert_eq!(plan.vdl, Lsn(1000));
+        assert!(plan.refill.is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use protocol::{Epochs, Lsn, LsnRange, Message, NodeId, PgId, Record};
 
 use super::error::OpenError;
 use super::links::{Connections, Dialer};
-use crate::core::recovery::{fetch_after, highest, plan, PgEvidence};
+use crate::core::recovery::{fetch_after, plan, PgEvidence};
 use crate::core::writer::WriterStart;
 use crate::core::VolumeGeometry;
 
@@ -70,7 +70,7 @@ pub async fn recover(
         evidence.insert(pg, pg_evidence);
         responders.insert(pg, nodes);
     }
-    let after = fetch_after(highest(&evidence), lal);
+    let after = fetch_after(&evidence, lal);
     for (pg, nodes) in &responders {
         let records = gather(connections, geometry, *pg, epochs, nodes, after, timeout).await;
         evidence.get_mut(pg).expect("inserted above").records = records;
@@ -154,6 +154,7 @@ async fn bump(
             nodes.push(node);
             evidence.highest.push(ack.highest_lsn);
             evidence.truncations.extend(ack.truncations);
+            evidence.vdl_hints.push(ack.vdl_hint);
         }
     }
     if !Membership::stable(epochs.membership, members).fenced_by(&nodes) {

@@ -21,6 +21,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A node that has left a frame unanswered this long is treated as lost (and reconnected).
 pub const NODE_SILENCE_MAX: Duration = Duration::from_secs(1);
+/// How long a closing writer lets its final VDL heartbeats reach the nodes.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(100);
 /// Record bytes per repair read.
 const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
 
@@ -121,6 +123,11 @@ impl Driver {
             self.flush();
             self.publish(false);
         }
+        // Tell every PG the final VDL, so the next writer's recovery starts from it and reads
+        // almost nothing (a clean close makes a fast reopen).
+        self.core.handle_tick();
+        self.flush();
+        tokio::time::sleep(CLOSE_LINGER).await;
         self.publish(true);
         self.dialer.endpoint.close(0u32.into(), b"writer closed");
     }

@@ -165,6 +165,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 epochs,
                 scl: lsn(rng),
                 highest_lsn: lsn(rng),
+                vdl_hint: lsn(rng),
                 truncations,
             })
         }

@@ -168,6 +168,7 @@ impl NodeCore {
             return Err(self.error(ErrorCode::Overloaded, batch.pg, "ingest queue full: wait for acks"));
         }
         self.raise_epochs(batch.pg, &batch.epochs);
+        self.segments.get_mut(&batch.pg).expect("segment exists").learn_vdl(batch.vdl);
         if !records.is_empty() {
             self.queue(batch.pg, EntryBody::Records { epoch: batch.epochs.volume, records });
         }
@@ -438,6 +439,7 @@ impl NodeCore {
                     epochs: s.epochs(),
                     scl: s.scl(),
                     highest_lsn: s.highest_lsn(),
+                    vdl_hint: s.vdl_hint(),
                     truncations: newest_truncations(s),
                 })
             }

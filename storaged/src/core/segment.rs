@@ -51,12 +51,22 @@ pub struct Segment {
     truncations: Vec<(Epoch, LsnRange)>,
     records: BTreeMap<Lsn, IndexedRecord>,
     scl: Lsn,
+    /// The highest VDL a writer told this segment; kept in memory only (a lower bound that
+    /// recovery may use, so losing it at a restart is safe).
+    vdl_hint: Lsn,
 }
 
 impl Segment {
     /// An empty segment at `epochs`.
     pub fn new(pg: PgRef, epochs: Epochs) -> Segment {
-        Segment { pg, epochs, truncations: Vec::new(), records: BTreeMap::new(), scl: Lsn::ZERO }
+        Segment {
+            pg,
+            epochs,
+            truncations: Vec::new(),
+            records: BTreeMap::new(),
+            scl: Lsn::ZERO,
+            vdl_hint: Lsn::ZERO,
+        }
     }
 
     /// A segment as a checkpoint recorded it; SCL is recomputed from the backlinks.
@@ -66,8 +76,14 @@ impl Segment {
         truncations: Vec<(Epoch, LsnRange)>,
         records: Vec<(Lsn, IndexedRecord)>,
     ) -> Segment {
-        let mut segment =
-            Segment { pg, epochs, truncations, records: records.into_iter().collect(), scl: Lsn::ZERO };
+        let mut segment = Segment {
+            pg,
+            epochs,
+            truncations,
+            records: records.into_iter().collect(),
+            scl: Lsn::ZERO,
+            vdl_hint: Lsn::ZERO,
+        };
         segment.advance_scl();
         segment
     }
@@ -85,6 +101,14 @@ impl Segment {
     }
     pub fn scl(&self) -> Lsn {
         self.scl
+    }
+    pub fn vdl_hint(&self) -> Lsn {
+        self.vdl_hint
+    }
+
+    /// Remembers a VDL a writer piggybacked on a batch (VDL only grows).
+    pub fn learn_vdl(&mut self, vdl: Lsn) {
+        self.vdl_hint = self.vdl_hint.max(vdl);
     }
     pub fn truncations(&self) -> &[(Epoch, LsnRange)] {
         &self.truncations

@@ -51,6 +51,10 @@ pub struct WriterLimits {
     pub batches_in_flight_max: usize,
     /// Pages whose last LSN is remembered for `prev_page_lsn` (beyond it the map restarts).
     pub page_backlinks_max: usize,
+    /// Ticks after which a batch (or a PG opening) without a write quorum is sent again to the
+    /// members that have not answered: frames dropped on the way (a full queue, a lost
+    /// connection) must not stall a PG.
+    pub resend_after_ticks: u32,
 }
 
 impl Default for WriterLimits {
@@ -62,6 +66,7 @@ impl Default for WriterLimits {
             batch_records_max: protocol::messages::BATCH_RECORDS_MAX,
             batches_in_flight_max: 8,
             page_backlinks_max: 1 << 20,
+            resend_after_ticks: 5,
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct Transmit {
 struct Batch {
     records: Vec<Record>,
     acked: Vec<NodeId>,
+    /// Ticks since the batch was last sent.
+    age_ticks: u32,
 }
 
 #[derive(Debug)]
@@ -419,7 +426,7 @@ impl WriterCore {
             }
             state.unsent_bytes -= bytes;
             let last = records.last().expect("non-empty").lsn();
-            state.in_flight.insert(last, Batch { records, acked: Vec::new() });
+            state.in_flight.insert(last, Batch { records, acked: Vec::new(), age_ticks: 0 });
             self.send_batch(pg, last, None);
         }
     }
@@ -567,8 +574,9 @@ impl WriterCore {
         }
     }
 
-    /// Periodic work: tells idle PGs the current VDL.
+    /// Periodic work: resends what has waited too long for a quorum, tells idle PGs the VDL.
     pub fn handle_tick(&mut self) {
+        self.resend_overdue();
         let vdl = self.ladder.vdl();
         let idle: Vec<PgId> = self
             .pgs
@@ -583,6 +591,39 @@ impl WriterCore {
                 self.push(*node, heartbeat.clone());
             }
             self.pgs.get_mut(&pg).expect("known").told_vdl = vdl;
+        }
+    }
+
+    fn resend_overdue(&mut self) {
+        let after = self.limits.resend_after_ticks;
+        let mut overdue_batches = Vec::new();
+        let mut overdue_opens = Vec::new();
+        for (pg, state) in &mut self.pgs {
+            for (last, batch) in &mut state.in_flight {
+                batch.age_ticks += 1;
+                if batch.age_ticks >= after {
+                    batch.age_ticks = 0;
+                    overdue_batches.push((*pg, *last));
+                }
+            }
+            if !state.open {
+                overdue_opens.push(*pg);
+            }
+        }
+        for (pg, last) in overdue_batches {
+            self.send_batch(pg, last, None);
+        }
+        for pg in overdue_opens {
+            let members = self.pgs[&pg].members;
+            let waiting: Vec<NodeId> = members
+                .members()
+                .iter()
+                .copied()
+                .filter(|n| !self.pgs[&pg].opening_acks.contains(n))
+                .collect();
+            for node in waiting {
+                self.transmit_open(pg, node);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Borealis operator and developer programs (the `borealis` binary) and the pieces they share.
 //!
+//! - [`dev`]: `borealis dev`, the local cluster with a workload streamed through the client;
 //! - [`cluster`]: launch one `storaged` process as a child and wait for its ready line;
 //! - [`local`]: the six-node local development cluster under one directory (map, PKI, keys);
 //! - [`daemon`]: that cluster in the background (`borealis cluster up` / `down`, pid file);
@@ -7,13 +8,16 @@
 //! - [`report`]: the text tables the commands print;
 //! - [`procs`]: process identity (pid + start time), stopping, the pid file;
 //! - [`interrupt`]: Ctrl-C / SIGTERM handling so foreground commands leave nothing running;
-//! - [`files`]: atomic file replacement and directory locks.
+//! - [`files`]: atomic file replacement and directory locks;
+//! - [`sim`]: the deterministic simulator behind `borealis-sim`.
 
 pub mod cluster;
 pub mod daemon;
+pub mod dev;
 pub mod files;
 pub mod interrupt;
 pub mod local;
 pub mod probe;
 pub mod procs;
 pub mod report;
+pub mod sim;

@@ -1,5 +1,8 @@
 //! `borealis`: the developer and operator command for Borealis.
 //!
+//! `borealis dev` (the main command) runs the local cluster with a workload streamed through the
+//! client and prints a summary; see `borealis dev --help` and [`tools::dev`].
+//!
 //! `borealis cluster up|status|down` manages a six-node local cluster in the background, all of
 //! its state in one directory (`./borealis-dev` by default). A hidden `storaged` subcommand runs
 //! a storage node, so the cluster needs no separately built `storaged` binary: nodes are this
@@ -17,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use tools::cluster::Launcher;
 use tools::daemon::{self, DaemonError};
+use tools::dev::{self, DevError, DevOptions};
 use tools::interrupt::{self, Interrupted};
 use tools::local::{LocalCluster, LocalError, DEFAULT_DIR};
 use tools::probe::{self, Target};
@@ -31,6 +35,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the local 6-node cluster, streams a workload through the client for a while,
+    /// verifies reads and prints a summary.
+    #[command(after_long_help = DEV_AFTER_HELP)]
+    Dev(DevArgs),
     /// A local cluster of 6 storage nodes on loopback, 2 in each of 3 simulated AZs.
     Cluster(ClusterArgs),
     /// Runs a storage node (used by the cluster commands; see `storaged --help`).
@@ -39,6 +47,81 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// `borealis dev --help`, after the flags.
+const DEV_AFTER_HELP: &str = "\
+What it does:
+  1. Creates DIR on first use: cluster.toml (nodes and loopback ports), a development CA with
+     node and client certificates (pki/), the nodes' key file (kek), data and log directories.
+  2. Runs 6 storage nodes, 2 in each of 3 simulated AZs, as children of this command, stopped
+     at the end. If a background cluster (`borealis cluster up`) is running in DIR, it is used
+     instead and left running.
+  3. Opens volume 1 (4096-byte pages, 256 pages per PG, 4 PGs) and streams transactions for
+     --duration: each is a page patch appending CSV rows to an orders table, one appending
+     their line items to an order_lines table, and a commit marker; up to --in-flight at once.
+     Progress goes to stderr (redrawn on a terminal, a line per second otherwise).
+  4. Reads 200 durable records, sampled across the run, back from the nodes and compares
+     them byte for byte.
+  5. Prints the summary on stdout: records/s, payload MB/s, commit latency p50/p99/max
+     (append to durable at 4 of 6 segments), final VDL, reads verified, and per node its AZ,
+     pid, QUIC state, /health and segment count. --json FILE writes the same as JSON.
+
+Ctrl-C (or SIGTERM) stops the workload, closes the writer, stops the nodes this command
+started (with --keep-running too) and exits 130; a second Ctrl-C kills the foreground nodes
+at once and exits (nodes started with --keep-running then stay up: `borealis cluster down`).
+Node data is crash-safe either way.
+
+Exit status: 0 when every sampled record read back as written; 1 on an error or a mismatch;
+130 when interrupted.";
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// The cluster's directory: map, certificates, key, data, logs (created on first use).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// How long to stream the workload, e.g. 10s, 1500ms, 2m (a bare number is seconds).
+    /// Outstanding transactions are then waited for, so the run lasts a little longer.
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = dev::parse_duration)]
+    duration: Duration,
+    /// Also writes the summary as JSON to FILE: flat fields (records, records_per_s,
+    /// payload_mb_per_s, commit_p50_ms, commit_p99_ms, commit_max_ms, vdl, sampled, verified,
+    /// nodes_healthy, ...) and a `nodes` list (id, az, pid, up, health, healthy, segments).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Leaves the nodes running when the run ends. They are then started in the background,
+    /// as `borealis cluster up` starts them (own session, pid file, logs in DIR/logs), because
+    /// nodes started as children of this command cannot outlive it; `borealis cluster status`
+    /// and `borealis cluster down` manage them afterwards. An interrupt still stops them.
+    #[arg(long)]
+    keep_running: bool,
+    /// Target payload size of each data record, in bytes: as many whole CSV rows as fit (at
+    /// least one). Each transaction carries two such records and a short commit marker.
+    /// 64..=4000.
+    #[arg(long, value_name = "N", default_value_t = dev::DEFAULT_RECORD_BYTES,
+          value_parser = record_bytes)]
+    record_bytes: usize,
+    /// Transactions appended and not yet durable, at most: the workload's concurrency.
+    /// Commit latency includes the wait behind the others in flight. 1..=4096.
+    #[arg(long, value_name = "N", default_value_t = dev::DEFAULT_IN_FLIGHT, value_parser = in_flight)]
+    in_flight: usize,
+}
+
+fn record_bytes(text: &str) -> Result<usize, String> {
+    bounded(text, dev::orders::RECORD_BYTES_MIN, dev::orders::RECORD_BYTES_MAX)
+}
+
+fn in_flight(text: &str) -> Result<usize, String> {
+    bounded(text, 1, dev::IN_FLIGHT_MAX)
+}
+
+fn bounded(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    let value: usize = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is outside {min}..={max}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +156,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         Command::Cluster(args) => cluster(args),
+        Command::Dev(args) => dev_command(args),
     };
     match result {
         Ok(code) => code,
@@ -94,6 +178,53 @@ fn interrupted(error: &anyhow::Error) -> bool {
             error.downcast_ref::<LocalError>(),
             Some(LocalError::Launch(tools::cluster::LaunchError::Interrupted(_)))
         )
+        || error.downcast_ref::<DevError>().is_some_and(DevError::is_interrupted)
+}
+
+fn dev_command(args: DevArgs) -> anyhow::Result<ExitCode> {
+    interrupt::install()?;
+    let options = DevOptions {
+        dir: args.dir,
+        duration: args.duration,
+        keep_running: args.keep_running,
+        record_bytes: args.record_bytes,
+        in_flight: args.in_flight,
+    };
+    let launcher = Launcher::this_exe("storaged")?;
+    // An error here means none of this command's nodes are running.
+    let outcome = dev::run(&options, &launcher)?;
+    if let Some(error) = &outcome.release_error {
+        eprintln!("borealis: stopping the nodes: {error}");
+    }
+    let summary = match outcome.result {
+        Ok(summary) => summary,
+        Err(error) if error.is_interrupted() => {
+            eprintln!("borealis: interrupted; {}", outcome.released);
+            return Ok(ExitCode::from(interrupt::EXIT_INTERRUPTED as u8));
+        }
+        Err(error) => {
+            eprintln!("borealis: {error}");
+            eprintln!("borealis: {}", outcome.released);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    print!("{}", summary.table());
+    if let Some(path) = &args.json {
+        summary.write_json(path)?;
+        println!("summary written to {}", path.display());
+    }
+    if interrupt::requested() {
+        // The run was complete when the signal came; the nodes were released as for one.
+        eprintln!("borealis: interrupted; {}", outcome.released);
+        return Ok(ExitCode::from(interrupt::EXIT_INTERRUPTED as u8));
+    }
+    println!("{}", outcome.released);
+    if !summary.verified_all() {
+        let failed = summary.sampled - summary.verified;
+        eprintln!("borealis: {failed} of {} sampled records did not read back as written", summary.sampled);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if outcome.release_error.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,246 @@
+//! Streaming the [`Orders`] workload through a [`Writer`] for a bounded time, and measuring it:
+//! records and payload bytes made durable, commit latency (append to durable, per transaction),
+//! the final VDL, and a sample of durable records to read back.
+//!
+//! How: one task appends transactions while fewer than `in_flight` are outstanding, then waits
+//! (at most one [`TICK`]) for VDL to move. Transactions are appended one after another by this
+//! one task, so their LSNs increase in queue order; VDL only grows; hence the durable ones are
+//! always a prefix of the queue, and settling them is popping that prefix. When the time is up
+//! no more are appended and the outstanding ones are waited for (the drain), so every
+//! transaction counted was reported durable.
+//!
+//! Invariants: the interrupt flag is polled at least every [`TICK`]; a transaction not durable
+//! within the writer's append timeout ends the run with [`DevError::NotDurable`] (the cluster is
+//! not keeping up or has lost its quorum) rather than waiting forever; latency is recorded in
+//! microseconds in a histogram bounded by [`LATENCY_US_MAX`], so slow outliers saturate at that
+//! bound instead of being lost.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use client::{NewRecord, Writer};
+use hdrhistogram::Histogram;
+use protocol::Lsn;
+
+use super::live::{LiveLine, Snapshot};
+use super::orders::Orders;
+use super::sample::{Reservoir, Sampled, SAMPLE_SIZE};
+use super::DevError;
+use crate::interrupt;
+
+/// Longest wait for VDL to move before the loop checks the clock, the interrupt flag and
+/// progress again.
+pub const TICK: Duration = Duration::from_millis(50);
+/// Upper bound of the latency histogram, in microseconds (one minute).
+pub const LATENCY_US_MAX: u64 = 60_000_000;
+/// Significant decimal digits the latency histogram keeps.
+const LATENCY_DIGITS: u8 = 3;
+
+/// How to run the workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// How long to keep appending (the drain comes after).
+    pub duration: Duration,
+    /// Transactions appended and not yet durable, at most.
+    pub in_flight: usize,
+    /// How long one transaction may take to become durable before the run fails.
+    pub patience: Duration,
+}
+
+/// What a run made durable, and how fast.
+#[derive(Debug)]
+pub struct Measured {
+    pub transactions: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    /// From the first append to the last transaction reported durable.
+    pub elapsed: Duration,
+    /// Commit latency per transaction, microseconds.
+    pub latency_us: Histogram<u64>,
+    pub vdl: Lsn,
+    /// Durable records to read back, in LSN order.
+    pub sample: Vec<Sampled>,
+}
+
+/// A transaction appended and not yet reported durable.
+#[derive(Debug)]
+struct Outstanding {
+    first: Lsn,
+    last: Lsn,
+    appended_at: Instant,
+    records: Vec<NewRecord>,
+    payload_bytes: u64,
+}
+
+/// Running totals.
+#[derive(Debug)]
+struct Tally {
+    transactions: u64,
+    records: u64,
+    payload_bytes: u64,
+    latency_us: Histogram<u64>,
+    sample: Reservoir,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        let latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_DIGITS)
+            .expect("constant histogram bounds are valid");
+        Tally {
+            transactions: 0,
+            records: 0,
+            payload_bytes: 0,
+            latency_us,
+            sample: Reservoir::new(SAMPLE_SIZE),
+        }
+    }
+
+    /// Counts every queued transaction that `vdl` covers, as durable at `now`.
+    fn settle(&mut self, queue: &mut VecDeque<Outstanding>, vdl: Lsn, now: Instant) {
+        while queue.front().is_some_and(|t| t.last <= vdl) {
+            let txn = queue.pop_front().expect("front exists");
+            let latency = now.duration_since(txn.appended_at);
+            self.latency_us.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1));
+            self.transactions += 1;
+            self.records += txn.records.len() as u64;
+            self.payload_bytes += txn.payload_bytes;
+            for (lsn, record) in (txn.first.get()..).zip(txn.records) {
+                self.sample.offer(Sampled { lsn: Lsn(lsn), page: record.page, payload: record.payload });
+            }
+        }
+    }
+
+    fn snapshot(&self, vdl: Lsn) -> Snapshot {
+        Snapshot { records: self.records, payload_bytes: self.payload_bytes, vdl }
+    }
+}
+
+/// Runs `orders` through `writer` as `plan` says, showing progress on `live`.
+pub async fn drive(
+    writer: &Writer,
+    orders: &mut Orders,
+    plan: &Plan,
+    live: &mut LiveLine,
+) -> Result<Measured, DevError> {
+    let mut progress = writer.watch_vdl();
+    let started = Instant::now();
+    let stop_appending = started + plan.duration;
+    let mut queue = VecDeque::with_capacity(plan.in_flight);
+    let mut tally = Tally::new();
+    loop {
+        interrupt::check()?;
+        let appending = Instant::now() < stop_appending;
+        if !appending && queue.is_empty() {
+            break;
+        }
+        if appending {
+            fill(writer, orders, plan.in_flight, &mut queue).await?;
+        }
+        if let Ok(Err(_)) = tokio::time::timeout(TICK, progress.changed()).await {
+            return Err(client::AppendError::Closed.into());
+        }
+        let now = *progress.borrow_and_update();
+        if now.fenced {
+            return Err(client::AppendError::Fenced.into());
+        }
+        tally.settle(&mut queue, now.vdl, Instant::now());
+        check_patience(&queue, plan.patience, now.vdl)?;
+        live.tick(tally.snapshot(now.vdl));
+    }
+    live.finish();
+    Ok(Measured {
+        transactions: tally.transactions,
+        records: tally.records,
+        payload_bytes: tally.payload_bytes,
+        elapsed: started.elapsed(),
+        latency_us: tally.latency_us,
+        vdl: writer.vdl(),
+        sample: tally.sample.into_sorted(),
+    })
+}
+
+/// Appends transactions until `in_flight` are outstanding.
+async fn fill(
+    writer: &Writer,
+    orders: &mut Orders,
+    in_flight: usize,
+    queue: &mut VecDeque<Outstanding>,
+) -> Result<(), DevError> {
+    while queue.len() < in_flight {
+        let txn = orders.next_transaction();
+        let appended_at = Instant::now();
+        // Dropping an `append` half-way may ship records whose LSNs are never learned: only an
+        // interrupt does so, and an interrupted run counts nothing more.
+        let appended = super::interruptible(writer.append(txn.records.clone())).await??;
+        debug_assert_eq!(appended.last.get() - appended.first.get() + 1, txn.records.len() as u64);
+        queue.push_back(Outstanding {
+            first: appended.first,
+            last: appended.last,
+            appended_at,
+            records: txn.records,
+            payload_bytes: txn.payload_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Fails if the oldest outstanding transaction has waited longer than `patience`.
+fn check_patience(queue: &VecDeque<Outstanding>, patience: Duration, vdl: Lsn) -> Result<(), DevError> {
+    match queue.front() {
+        Some(oldest) if oldest.appended_at.elapsed() > patience => {
+            Err(DevError::NotDurable { lsn: oldest.last, vdl, waited: patience })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outstanding(first: u64, records: usize, appended_at: Instant) -> Outstanding {
+        let mut orders = Orders::new(128).unwrap();
+        let txn = orders.next_transaction();
+        assert_eq!(txn.records.len(), records);
+        Outstanding {
+            first: Lsn(first),
+            last: Lsn(first + records as u64 - 1),
+            appended_at,
+            records: txn.records,
+            payload_bytes: txn.payload_bytes,
+        }
+    }
+
+    #[test]
+    fn settling_pops_exactly_the_covered_prefix_and_samples_its_records() {
+        let t0 = Instant::now();
+        let mut queue: VecDeque<Outstanding> = (0..4).map(|i| outstanding(1 + 3 * i, 3, t0)).collect();
+        let mut tally = Tally::new();
+        tally.settle(&mut queue, Lsn(7), t0 + Duration::from_millis(4));
+        assert_eq!((tally.transactions, tally.records, queue.len()), (2, 6, 2));
+        assert_eq!(queue.front().unwrap().first, Lsn(7));
+        assert_eq!(tally.latency_us.len(), 2);
+        assert!((3_990..=4_010).contains(&tally.latency_us.value_at_quantile(0.5)));
+        let lsns: Vec<u64> = tally.sample.into_sorted().iter().map(|s| s.lsn.get()).collect();
+        assert_eq!(lsns, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn latencies_beyond_the_histogram_saturate_instead_of_vanishing() {
+        let mut tally = Tally::new();
+        let t0 = Instant::now();
+        let mut queue: VecDeque<Outstanding> = [outstanding(1, 3, t0)].into();
+        tally.settle(&mut queue, Lsn(3), t0 + Duration::from_secs(3600));
+        assert_eq!(tally.latency_us.len(), 1);
+        assert!(tally.latency_us.max() >= LATENCY_US_MAX * 99 / 100);
+    }
+
+    #[test]
+    fn a_transaction_waiting_too_long_fails_the_run() {
+        let old = Instant::now() - Duration::from_secs(5);
+        let queue: VecDeque<Outstanding> = [outstanding(10, 3, old)].into();
+        let error = check_patience(&queue, Duration::from_secs(1), Lsn(9)).unwrap_err();
+        assert!(matches!(error, DevError::NotDurable { lsn: Lsn(12), vdl: Lsn(9), .. }), "{error}");
+        assert!(check_patience(&queue, Duration::from_secs(60), Lsn(9)).is_ok());
+    }
+}

@@ -1,0 +1,411 @@
+//! The deterministic simulator: the unchanged `storaged` core on six simulated nodes (3 AZs × 2)
+//! and the unchanged client `WriterCore`, under virtual time, a network that delays, drops,
+//! duplicates and reorders, disks that lose unflushed writes on a crash and rot, and node
+//! crashes. One seed drives every choice, so a seed replays exactly; the trace hash proves it.
+//!
+//! Fault budget: at most two nodes down at once and at most two nodes ever rotting, so every
+//! acknowledged record keeps at least two intact copies of the four it was acknowledged on.
+//! Checkers: VDL never goes back; every record VDL covered is, at the end, stored intact (same
+//! CRC) on at least four nodes minus those that rotted; with every node up and the network
+//! healed the writer makes everything durable (progress).
+
+pub mod net;
+pub mod node;
+
+use std::collections::{BTreeMap, HashMap};
+
+use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::{AzId, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use client::core::writer::{WriterCore, WriterStart};
+use client::{NewRecord, VolumeGeometry, WriterLimits};
+use net::{Clock, Endpoint, Event};
+use node::SimNode;
+
+/// Virtual microseconds between writer ticks (workload, faults, failure detection).
+const TICK_US: u64 = 1_000;
+/// A node that leaves a frame unanswered this long is reconnected (the driver's rule).
+const SILENCE_US: u64 = 5_000;
+/// How long the healed phase may take to make everything durable.
+const HEAL_US: u64 = 2_000_000;
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Virtual time with faults, in microseconds.
+    pub faulty_us: u64,
+    pub drop_per_mille: u32,
+    pub duplicate_per_mille: u32,
+    pub crash_per_mille: u32,
+    pub rot_per_mille: u32,
+    pub pages: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            faulty_us: 200_000,
+            drop_per_mille: 10,
+            duplicate_per_mille: 10,
+            crash_per_mille: 20,
+            rot_per_mille: 5,
+            pages: 300,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub trace_hash: u32,
+    pub failures: Vec<String>,
+    pub records_appended: u64,
+    pub vdl: Lsn,
+    pub events: u64,
+}
+
+struct World {
+    rng: SmallRng,
+    clock: Clock,
+    config: SimConfig,
+    nodes: Vec<SimNode>,
+    writer: WriterCore,
+    writer_view_down: Vec<NodeId>,
+    awaiting_since: HashMap<NodeId, u64>,
+    /// Every record appended: its PG and payload CRC.
+    appended: BTreeMap<Lsn, (PgId, u32)>,
+    /// Every ack a node sent: (node, PG, first LSN, last LSN).
+    acks: Vec<(NodeId, PgId, Lsn, Lsn)>,
+    rotted_nodes: Vec<NodeId>,
+    vdl_seen: Lsn,
+    trace: u32,
+    events: u64,
+    failures: Vec<String>,
+    faults_on: bool,
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, config: &SimConfig) -> Outcome {
+    let mut world = World::new(seed, config.clone());
+    while world.clock.now_us < config.faulty_us {
+        world.step();
+    }
+    world.heal();
+    let deadline = world.clock.now_us + HEAL_US;
+    while world.clock.now_us < deadline && world.writer.pending_records() > 0 {
+        world.step();
+    }
+    if world.writer.pending_records() > 0 {
+        let message = format!(
+            "no progress: {} records still not durable with every node up",
+            world.writer.pending_records()
+        );
+        world.failures.push(message);
+    }
+    world.check_durability();
+    Outcome {
+        seed,
+        trace_hash: world.trace,
+        failures: world.failures,
+        records_appended: world.appended.len() as u64,
+        vdl: world.writer.vdl(),
+        events: world.events,
+    }
+}
+
+impl World {
+    fn new(seed: u64, config: SimConfig) -> World {
+        let infos: Vec<NodeInfo> = (1..=6)
+            .map(|id| NodeInfo {
+                id: NodeId(id),
+                az: AzId(((id - 1) / 2) as u16),
+                addr: ([127, 0, 0, 1], 7000).into(),
+                name: format!("node-{id}"),
+            })
+            .collect();
+        let cluster = ClusterMap::new(infos).expect("six nodes in three zones");
+        let geometry = VolumeGeometry::new(VolumeId(1), 4096, 64).expect("valid geometry");
+        let limits = WriterLimits { lal: 5_000, pending_records_max: 2_000, ..WriterLimits::default() };
+        World {
+            rng: SmallRng::seed_from_u64(seed),
+            clock: Clock::default(),
+            nodes: (1..=6).map(|id| SimNode::new(NodeId(id))).collect(),
+            writer: WriterCore::new(geometry, cluster, limits, WriterStart::fresh()),
+            config,
+            writer_view_down: Vec::new(),
+            awaiting_since: HashMap::new(),
+            appended: BTreeMap::new(),
+            acks: Vec::new(),
+            rotted_nodes: Vec::new(),
+            vdl_seen: Lsn::ZERO,
+            trace: 0,
+            events: 0,
+            failures: Vec::new(),
+            faults_on: true,
+        }
+    }
+
+    /// Processes events up to the next tick, then ticks.
+    fn step(&mut self) {
+        let tick_at = (self.clock.now_us / TICK_US + 1) * TICK_US;
+        while self.clock.peek_time().is_some_and(|t| t < tick_at) {
+            let event = self.clock.pop_next().expect("peeked");
+            self.handle(event);
+        }
+        self.clock.advance_to(tick_at);
+        self.tick();
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.events += 1;
+        match event {
+            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Flushed { node, life } => {
+                let n = self.node(node);
+                if n.up && n.life == life {
+                    n.flushed();
+                    self.after_node(node);
+                }
+            }
+            Event::Restart { node } if !self.node(node).up => {
+                self.record_trace(&[9, node.0 as u8]);
+                self.node(node).restart();
+                self.writer_view_down.retain(|n| *n != node);
+                self.writer.handle_node_up(node);
+                self.send_writer_transmits();
+            }
+            Event::Restart { .. } => {}
+        }
+    }
+
+    fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+        self.record_trace(&trace_bytes(from, to, &message));
+        match to {
+            Endpoint::Writer => {
+                let Endpoint::Node(node) = from else { return };
+                self.awaiting_since.remove(&node);
+                if let Message::AppendAck(ack) = &message {
+                    self.acks.push((node, ack.pg.pg_id, ack.first_lsn, ack.last_lsn));
+                }
+                self.writer.handle_reply(node, message);
+                self.check_vdl();
+                self.send_writer_transmits();
+            }
+            Endpoint::Node(node) => {
+                if !self.node(node).up {
+                    return;
+                }
+                if let Some(reply) = self.node(node).receive(message) {
+                    self.send(Endpoint::Node(node), Endpoint::Writer, reply);
+                }
+                self.after_node(node);
+            }
+        }
+    }
+
+    /// Sends a node's released replies and starts its next group commit.
+    fn after_node(&mut self, node: NodeId) {
+        for reply in self.node(node).poll_replies() {
+            self.send(Endpoint::Node(node), Endpoint::Writer, reply);
+        }
+        if self.node(node).start_flush() {
+            let latency = self.rng.random_range(50..400);
+            let life = self.node(node).life;
+            self.clock.schedule(latency, Event::Flushed { node, life });
+        }
+    }
+
+    fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+        if self.faults_on && self.rng.random_range(0..1000) < self.config.drop_per_mille {
+            return;
+        }
+        let copies = if self.faults_on && self.rng.random_range(0..1000) < self.config.duplicate_per_mille {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.random_range(20..300);
+            self.clock.schedule(delay, Event::Deliver { from, to, message: message.clone() });
+        }
+    }
+
+    fn send_writer_transmits(&mut self) {
+        while let Some(transmit) = self.writer.poll_transmit() {
+            self.awaiting_since.entry(transmit.node).or_insert(self.clock.now_us);
+            self.send(Endpoint::Writer, Endpoint::Node(transmit.node), transmit.message);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.writer.handle_tick();
+        self.workload();
+        if self.faults_on {
+            self.faults();
+        }
+        self.detect_silence();
+        self.send_writer_transmits();
+        self.check_vdl();
+    }
+
+    fn workload(&mut self) {
+        if self.rng.random_range(0..100) >= 60 {
+            return;
+        }
+        let count = self.rng.random_range(1..=3);
+        let records: Vec<NewRecord> = (0..count)
+            .map(|i| {
+                let page = PageId(self.rng.random_range(0..self.config.pages));
+                let payload: Vec<u8> =
+                    format!("row {} of page {}", self.rng.random::<u32>(), page.0).into_bytes();
+                NewRecord {
+                    page,
+                    kind: RecordKind::Marker,
+                    payload: payload.into(),
+                    cpl: i == count - 1,
+                    lsn: None,
+                }
+            })
+            .collect();
+        let geometry = *self.writer.geometry();
+        let keys: Vec<(PgId, u32)> =
+            records.iter().map(|r| (geometry.pg_of(r.page), crc32c::crc32c(&r.payload))).collect();
+        if let Ok((first, _)) = self.writer.append(records) {
+            for (i, key) in keys.into_iter().enumerate() {
+                self.appended.insert(Lsn(first.0 + i as u64), key);
+            }
+        }
+    }
+
+    /// Crashes and rot, within the fault budget.
+    fn faults(&mut self) {
+        let down = self.nodes.iter().filter(|n| !n.up).count();
+        if down < 2 && self.rng.random_range(0..1000) < self.config.crash_per_mille {
+            let node = NodeId(self.rng.random_range(1..=6));
+            if self.node(node).up {
+                self.record_trace(&[8, node.0 as u8]);
+                self.node(node).crash();
+                let back_in = self.rng.random_range(1_000..30_000);
+                self.clock.schedule(back_in, Event::Restart { node });
+            }
+        }
+        if self.rng.random_range(0..1000) < self.config.rot_per_mille {
+            let node = NodeId(self.rng.random_range(1..=6));
+            let budget_ok = self.rotted_nodes.contains(&node) || self.rotted_nodes.len() < 2;
+            let index = self.rng.random_range(0..usize::MAX);
+            if budget_ok && self.node(node).rot(index) {
+                self.record_trace(&[7, node.0 as u8]);
+                if !self.rotted_nodes.contains(&node) {
+                    self.rotted_nodes.push(node);
+                }
+            }
+        }
+    }
+
+    /// The writer's view of liveness, as the real driver forms it: a crashed node is noticed,
+    /// and a node that leaves a frame unanswered too long is reconnected (resending to it).
+    fn detect_silence(&mut self) {
+        for id in 1..=6 {
+            let node = NodeId(id);
+            let up = self.node(node).up;
+            if !up && !self.writer_view_down.contains(&node) {
+                self.writer_view_down.push(node);
+                self.writer.handle_node_down(node);
+            }
+            let silent =
+                self.awaiting_since.get(&node).is_some_and(|since| self.clock.now_us - since > SILENCE_US);
+            if up && silent {
+                self.awaiting_since.remove(&node);
+                self.writer.handle_node_down(node);
+                self.writer.handle_node_up(node);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.faults_on = false;
+        for id in 1..=6 {
+            if !self.node(NodeId(id)).up {
+                self.clock.schedule(1, Event::Restart { node: NodeId(id) });
+            }
+        }
+    }
+
+    fn check_vdl(&mut self) {
+        let vdl = self.writer.vdl();
+        if vdl < self.vdl_seen {
+            self.failures.push(format!("VDL went back from {} to {vdl}", self.vdl_seen));
+        }
+        self.vdl_seen = self.vdl_seen.max(vdl);
+    }
+
+    /// Every record VDL covered is stored intact on at least four nodes, less the ones that
+    /// rotted.
+    fn check_durability(&mut self) {
+        let needed = 4usize.saturating_sub(self.rotted_nodes.len()).max(1);
+        let mut copies: HashMap<(Lsn, u32), usize> = HashMap::new();
+        for node in &self.nodes {
+            let mut seen: Vec<(Lsn, u32)> =
+                node.readable_records().map(|(_, r)| (r.lsn(), crc32c::crc32c(r.payload()))).collect();
+            seen.sort();
+            seen.dedup();
+            for key in seen {
+                *copies.entry(key).or_default() += 1;
+            }
+        }
+        for (lsn, (_, crc)) in self.appended.range(..=self.vdl_seen) {
+            let found = copies.get(&(*lsn, *crc)).copied().unwrap_or(0);
+            if found < needed {
+                self.failures
+                    .push(format!("acknowledged record {lsn} intact on {found} nodes, needs {needed}"));
+            }
+        }
+        self.check_acks_were_stored();
+    }
+
+    /// A node never acknowledges what it has not stored: every record of every batch a node
+    /// acknowledged is on its disk at the end (unless that disk rotted).
+    fn check_acks_were_stored(&mut self) {
+        for (node, pg, first, last) in std::mem::take(&mut self.acks) {
+            if first == Lsn::ZERO || self.rotted_nodes.contains(&node) {
+                continue;
+            }
+            let stored: std::collections::HashSet<Lsn> =
+                self.node(node).readable_records().map(|(_, r)| r.lsn()).collect();
+            let missing =
+                self.appended.range(first..=last).find(|(lsn, (p, _))| *p == pg && !stored.contains(lsn));
+            if let Some((lsn, _)) = missing {
+                self.failures.push(format!("{node} acknowledged {lsn} but does not hold it"));
+                return;
+            }
+        }
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[id.0 as usize - 1]
+    }
+
+    fn record_trace(&mut self, bytes: &[u8]) {
+        let mut with_time = self.clock.now_us.to_le_bytes().to_vec();
+        with_time.extend_from_slice(bytes);
+        self.trace = crc32c::crc32c_append(self.trace, &with_time);
+    }
+}
+
+fn trace_bytes(from: Endpoint, to: Endpoint, message: &Message) -> Vec<u8> {
+    let id = |e: Endpoint| match e {
+        Endpoint::Writer => 0u8,
+        Endpoint::Node(n) => n.0 as u8,
+    };
+    let lsn = match message {
+        Message::AppendBatch(b) => b.records.last().map_or(0, |r| r.lsn().0),
+        Message::AppendAck(a) => a.last_lsn.0 ^ (a.scl.0 << 1),
+        _ => 0,
+    };
+    let mut bytes = vec![id(from), id(to), message.type_code()];
+    bytes.extend_from_slice(&lsn.to_le_bytes());
+    bytes
+}

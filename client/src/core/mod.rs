@@ -5,6 +5,7 @@
 pub mod geometry;
 pub mod ladder;
 pub mod recovery;
+pub mod takeover;
 pub mod writer;
 
 pub use geometry::VolumeGeometry;

@@ -1,0 +1,381 @@
+//! `Takeover`: writer recovery (DESIGN §3) as a sans-IO state machine, so the same protocol runs
+//! over QUIC (`driver::recovery`) and in the simulator.
+//!
+//! Calling contract: `poll_request` yields (node, request) pairs to send; feed every answer to
+//! `handle_reply`; when the driver's per-round timer expires, call `handle_timeout` (missing
+//! answers then count as failures). `outcome` is `Some` once done.
+//!
+//! Rounds, each waiting for every answer or the timeout:
+//! 1. survey: every node's segments → the volume's PGs and newest epochs;
+//! 2. bump: the new volume epoch on every member of every PG; a read quorum per PG fences the
+//!    old writer;
+//! 3. gather: the responders' records above the complete point (paged);
+//! 4. truncate: the plan's range at a write quorum of every PG;
+//! 5. refill: the kept records above the complete point at a write quorum again.
+//!
+//! Decisions are `core::recovery::plan`'s.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use protocol::messages::{AppendBatch, EpochBump, ReadRecords, Records, Truncate, BATCH_RECORDS_MAX};
+use protocol::placement::ClusterMap;
+use protocol::quorum::{Membership, READ_QUORUM, WRITE_QUORUM};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PgId, Record};
+
+use super::recovery::{fetch_after, plan, PgEvidence, RecoveryPlan};
+use super::writer::WriterStart;
+use super::VolumeGeometry;
+
+/// Record bytes asked for per read while gathering.
+const GATHER_READ_BYTES_MAX: u32 = 4 * 1024 * 1024;
+/// Records per re-replication batch.
+const REFILL_BATCH_RECORDS: usize = 256;
+const _: () = assert!(REFILL_BATCH_RECORDS <= BATCH_RECORDS_MAX);
+
+/// Why a takeover failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TakeoverError {
+    #[error("PG {pg}: only {answered} of its segments answered; recovery needs {needed}")]
+    Unavailable { pg: PgId, answered: usize, needed: usize },
+    #[error("recovery: {0}")]
+    Inconsistent(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    Survey,
+    Bump,
+    Gather,
+    Truncate,
+    Refill,
+}
+
+/// What an answer is an answer to: (kind, node, PG, last LSN for a batch).
+type Waiting = (Ask, NodeId, PgId, Lsn);
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Takeover {
+    geometry: VolumeGeometry,
+    cluster: ClusterMap,
+    lal: u64,
+    round: Round,
+    outbox: VecDeque<(NodeId, Message)>,
+    waiting: Vec<Waiting>,
+    answered: Vec<NodeId>,
+    pg_count: u32,
+    seen: Option<Epochs>,
+    epochs: Epochs,
+    evidence: BTreeMap<PgId, PgEvidence>,
+    responders: BTreeMap<PgId, Vec<NodeId>>,
+    plan: Option<RecoveryPlan>,
+    /// Positive answers per (PG, batch last LSN or zero for a truncate).
+    acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
+    outcome: Option<Result<WriterStart, TakeoverError>>,
+}
+
+impl Takeover {
+    /// Starts with the survey round.
+    pub fn new(geometry: VolumeGeometry, cluster: ClusterMap, lal: u64) -> Takeover {
+        let mut takeover = Takeover {
+            geometry,
+            cluster,
+            lal,
+            round: Round::Survey,
+            outbox: VecDeque::new(),
+            waiting: Vec::new(),
+            answered: Vec::new(),
+            pg_count: 0,
+            seen: None,
+            epochs: Epochs::INITIAL,
+            evidence: BTreeMap::new(),
+            responders: BTreeMap::new(),
+            plan: None,
+            acks: BTreeMap::new(),
+            outcome: None,
+        };
+        let nodes: Vec<NodeId> = takeover.cluster.nodes().iter().map(|n| n.id).collect();
+        for node in nodes {
+            takeover.request(node, PgId(0), Message::StatusRequest);
+        }
+        takeover
+    }
+
+    pub fn poll_request(&mut self) -> Option<(NodeId, Message)> {
+        self.outbox.pop_front()
+    }
+
+    /// True if requests wait to be sent.
+    pub fn has_requests(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    pub fn outcome(&self) -> Option<&Result<WriterStart, TakeoverError>> {
+        self.outcome.as_ref()
+    }
+
+    /// The plan, once decided (for logs and checkers).
+    pub fn plan(&self) -> Option<&RecoveryPlan> {
+        self.plan.as_ref()
+    }
+
+    /// The epochs the new writer writes at.
+    pub fn epochs(&self) -> Epochs {
+        self.epochs
+    }
+
+    /// True while answers of the current round are outstanding.
+    pub fn is_waiting(&self) -> bool {
+        self.outcome.is_none() && !self.waiting.is_empty()
+    }
+
+    pub fn handle_reply(&mut self, node: NodeId, reply: Message) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Some(key) = self.answer_key(node, &reply) else { return };
+        let Some(at) = self.waiting.iter().position(|w| *w == key) else { return };
+        self.waiting.swap_remove(at);
+        self.absorb(node, reply);
+        if self.waiting.is_empty() {
+            self.finish_round();
+        }
+    }
+
+    /// The round's timer expired: what has not answered counts as failed.
+    pub fn handle_timeout(&mut self) {
+        if self.outcome.is_none() {
+            self.waiting.clear();
+            self.finish_round();
+        }
+    }
+
+    fn request(&mut self, node: NodeId, pg: PgId, message: Message) {
+        let last = match &message {
+            Message::AppendBatch(b) => b.records.last().map_or(Lsn::ZERO, Record::lsn),
+            _ => Lsn::ZERO,
+        };
+        self.waiting.push((kind(&message), node, pg, last));
+        self.outbox.push_back((node, message));
+    }
+
+    /// Which request `reply` answers.
+    fn answer_key(&self, node: NodeId, reply: &Message) -> Option<Waiting> {
+        let (asked, pg, last) = match reply {
+            Message::Status(_) => (Ask::Status, PgId(0), Lsn::ZERO),
+            Message::EpochAck(a) => (Ask::Bump, a.pg.pg_id, Lsn::ZERO),
+            Message::Records(r) => (Ask::Read, r.pg.pg_id, Lsn::ZERO),
+            Message::TruncateAck(t) => (Ask::Truncate, t.pg.pg_id, Lsn::ZERO),
+            Message::AppendAck(a) => (Ask::Batch, a.pg.pg_id, a.last_lsn),
+            Message::Error(e) => {
+                let pg = e.pg.pg_id;
+                return self.waiting.iter().copied().find(|(_, n, p, _)| *n == node && *p == pg);
+            }
+            _ => return None,
+        };
+        Some((asked, node, pg, last))
+    }
+
+    fn absorb(&mut self, node: NodeId, reply: Message) {
+        match (self.round, reply) {
+            (Round::Survey, Message::Status(status)) => {
+                self.answered.push(node);
+                for segment in status.segments.iter().filter(|s| s.pg.volume_id == self.geometry.volume) {
+                    self.pg_count = self.pg_count.max(segment.pg.pg_id.0 + 1);
+                    let e = self.seen.get_or_insert(segment.epochs);
+                    e.volume = e.volume.max(segment.epochs.volume);
+                    e.membership = e.membership.max(segment.epochs.membership);
+                    e.geometry = e.geometry.max(segment.epochs.geometry);
+                }
+            }
+            (Round::Bump, Message::EpochAck(ack)) => {
+                let pg = ack.pg.pg_id;
+                self.responders.entry(pg).or_default().push(node);
+                let e = self.evidence.entry(pg).or_default();
+                e.highest.push(ack.highest_lsn);
+                e.vdl_hints.push(ack.vdl_hint);
+                e.truncations.extend(ack.truncations);
+            }
+            (Round::Gather, Message::Records(Records { pg, records, more, .. })) => {
+                let next = records.last().map(Record::lsn);
+                self.evidence.entry(pg.pg_id).or_default().records.extend(records);
+                if let (true, Some(from)) = (more, next) {
+                    self.read(node, pg.pg_id, from);
+                }
+            }
+            (Round::Truncate, Message::TruncateAck(ack)) => {
+                self.acks.entry((ack.pg.pg_id, Lsn::ZERO)).or_default().push(node)
+            }
+            (Round::Refill, Message::AppendAck(ack)) => {
+                self.acks.entry((ack.pg.pg_id, ack.last_lsn)).or_default().push(node)
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_round(&mut self) {
+        let next = match self.round {
+            Round::Survey => self.after_survey(),
+            Round::Bump => self.after_bump(),
+            Round::Gather => self.after_gather(),
+            Round::Truncate => self.after_truncate(),
+            Round::Refill => self.after_refill(),
+        };
+        if let Err(error) = next {
+            self.outcome = Some(Err(error));
+        }
+    }
+
+    fn after_survey(&mut self) -> Result<(), TakeoverError> {
+        let Some(seen) = self.seen else {
+            self.require(PgId(0), &self.answered.clone(), READ_QUORUM)?;
+            self.outcome = Some(Ok(WriterStart::fresh()));
+            return Ok(());
+        };
+        // PGs are created in order: the one after the last seen must be absent at a read quorum.
+        self.require(PgId(self.pg_count), &self.answered.clone(), READ_QUORUM)?;
+        self.epochs = Epochs { volume: seen.volume.next(), ..seen };
+        self.round = Round::Bump;
+        for pg in (0..self.pg_count).map(PgId) {
+            let bump = Message::EpochBump(EpochBump { pg: self.geometry.pg_ref(pg), epochs: self.epochs });
+            for node in self.members(pg) {
+                self.request(node, pg, bump.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn after_bump(&mut self) -> Result<(), TakeoverError> {
+        for pg in (0..self.pg_count).map(PgId) {
+            let responders = self.responders.get(&pg).cloned().unwrap_or_default();
+            let members = self.cluster.place(self.geometry.volume, pg);
+            if !Membership::stable(Epoch::INITIAL, members).fenced_by(&responders) {
+                return Err(TakeoverError::Unavailable {
+                    pg,
+                    answered: responders.len(),
+                    needed: READ_QUORUM,
+                });
+            }
+        }
+        let after = fetch_after(&self.evidence, self.lal);
+        self.round = Round::Gather;
+        for (pg, nodes) in self.responders.clone() {
+            for node in nodes {
+                self.read(node, pg, after);
+            }
+        }
+        if self.waiting.is_empty() {
+            return self.after_gather();
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, node: NodeId, pg: PgId, after: Lsn) {
+        let Ok(range) = LsnRange::new(after, Lsn::MAX) else { return };
+        let read = ReadRecords {
+            pg: self.geometry.pg_ref(pg),
+            epochs: self.epochs,
+            range,
+            bytes_max: GATHER_READ_BYTES_MAX,
+        };
+        self.request(node, pg, Message::ReadRecords(read));
+    }
+
+    fn after_gather(&mut self) -> Result<(), TakeoverError> {
+        let plan = plan(&self.evidence, self.lal).map_err(|e| TakeoverError::Inconsistent(e.to_string()))?;
+        self.round = Round::Truncate;
+        for pg in (0..self.pg_count).map(PgId) {
+            let truncate = Message::Truncate(Truncate {
+                pg: self.geometry.pg_ref(pg),
+                epochs: self.epochs,
+                range: plan.truncation,
+            });
+            for node in self.members(pg) {
+                self.request(node, pg, truncate.clone());
+            }
+        }
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    fn after_truncate(&mut self) -> Result<(), TakeoverError> {
+        for pg in (0..self.pg_count).map(PgId) {
+            let acked = self.acks.get(&(pg, Lsn::ZERO)).cloned().unwrap_or_default();
+            self.require(pg, &acked, WRITE_QUORUM)?;
+        }
+        let plan = self.plan.clone().expect("planned before truncating");
+        self.round = Round::Refill;
+        for (pg, records) in &plan.refill {
+            for chunk in records.chunks(REFILL_BATCH_RECORDS) {
+                let pg_vdl_lsn = chunk.last().map_or(Lsn::ZERO, Record::lsn);
+                let batch = AppendBatch {
+                    pg: self.geometry.pg_ref(*pg),
+                    epochs: self.epochs,
+                    vdl: plan.vdl,
+                    pg_vdl_lsn,
+                    records: chunk.to_vec(),
+                };
+                for node in self.members(*pg) {
+                    self.request(node, *pg, Message::AppendBatch(batch.clone()));
+                }
+            }
+        }
+        if self.waiting.is_empty() {
+            return self.after_refill();
+        }
+        Ok(())
+    }
+
+    fn after_refill(&mut self) -> Result<(), TakeoverError> {
+        let plan = self.plan.clone().expect("planned before refilling");
+        for (pg, records) in &plan.refill {
+            for chunk in records.chunks(REFILL_BATCH_RECORDS) {
+                let last = chunk.last().map_or(Lsn::ZERO, Record::lsn);
+                let acked = self.acks.get(&(*pg, last)).cloned().unwrap_or_default();
+                self.require(*pg, &acked, WRITE_QUORUM)?;
+            }
+        }
+        self.outcome = Some(Ok(WriterStart {
+            epochs: self.epochs,
+            vdl: plan.vdl,
+            next_lsn: plan.next_lsn,
+            truncation: Some(plan.truncation),
+            pgs: plan.pg_newest,
+        }));
+        Ok(())
+    }
+
+    fn members(&self, pg: PgId) -> Vec<NodeId> {
+        self.cluster.place(self.geometry.volume, pg).members().to_vec()
+    }
+
+    fn require(&self, pg: PgId, answered: &[NodeId], needed: usize) -> Result<(), TakeoverError> {
+        let count = self.cluster.place(self.geometry.volume, pg).count_in(answered);
+        if count < needed {
+            return Err(TakeoverError::Unavailable { pg, answered: count, needed });
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of request a takeover makes, to match answers to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Status,
+    Bump,
+    Read,
+    Truncate,
+    Batch,
+}
+
+fn kind(request: &Message) -> Ask {
+    match request {
+        Message::StatusRequest => Ask::Status,
+        Message::EpochBump(_) => Ask::Bump,
+        Message::ReadRecords(_) => Ask::Read,
+        Message::Truncate(_) => Ask::Truncate,
+        Message::AppendBatch(_) => Ask::Batch,
+        other => unreachable!("a takeover never sends {other:?}"),
+    }
+}

@@ -3,10 +3,18 @@
 
 use tools::sim::{run, SimConfig};
 
-/// Seeds that once failed. 148, 187, 250, 277, 300 and 334 stalled the writer for good: frames
-/// dropped on the way to live nodes were never sent again, so a batch could stay below a write
-/// quorum with every node up (fixed by resending overdue batches).
-const PINNED: &[u64] = &[148, 187, 250, 277, 300, 334];
+/// Seeds that once failed, each a real bug:
+/// - 148, 187, 250, 277, 300, 334: frames dropped on the way to live nodes were never sent
+///   again, so a batch could stay below a write quorum with every node up (overdue batches are
+///   now resent);
+/// - 359, 366: a fenced writer created a new PG the takeover had not surveyed and made a record
+///   durable there (nodes now refuse new segments to older writers, and the takeover surveys
+///   again after bumping);
+/// - 712: a fenced writer allocated LSNs beyond the new truncation range, because its window
+///   started at its own range's end (the range now reaches that far);
+/// - 1131, 3685, 3855: a takeover that found no segment started a second writer at the first
+///   epoch beside the one that had just created the volume (a new volume now gets a new epoch).
+const PINNED: &[u64] = &[148, 187, 250, 277, 300, 334, 359, 366, 712, 1131, 3685, 3855];
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {

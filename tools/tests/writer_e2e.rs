@@ -258,12 +258,12 @@ fn a_new_writer_keeps_every_durable_record_truncates_the_rest_and_fences_the_old
             for segment in status(&cluster, node).await.segments {
                 assert_eq!(
                     segment.epochs.volume,
-                    protocol::Epoch(2),
+                    protocol::Epoch(3),
                     "node {node} {segment:?} missed the new epoch"
                 );
                 let truncations = truncations_of(&cluster, node, segment.pg, segment.epochs).await;
                 let found =
-                    truncations.iter().any(|(e, r)| *e == protocol::Epoch(2) && r.after() == recovered_vdl);
+                    truncations.iter().any(|(e, r)| *e == protocol::Epoch(3) && r.after() == recovered_vdl);
                 assert!(
                     found,
                     "node {node} {:?} lacks the truncation after {recovered_vdl}: {truncations:?}",

@@ -91,7 +91,11 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
     if vdl == Lsn::ZERO && complete > Lsn::ZERO {
         return Err(RecoveryError::NoConsistencyPoint(complete));
     }
-    let truncation = LsnRange::new(vdl, Lsn(vdl.0.saturating_add(lal.max(1)))).expect("lal is at least 1");
+    // The old writer allocated at most LAL beyond the larger of its VDL and the end of its
+    // own recovery's range (its window starts there), so the new range must reach that far.
+    let earlier_end = truncations.iter().map(|(_, range)| range.through()).max().unwrap_or(Lsn::ZERO);
+    let end = vdl.max(earlier_end).0.saturating_add(lal.max(1));
+    let truncation = LsnRange::new(vdl, Lsn(end)).expect("lal is at least 1");
     let pg_newest = evidence
         .iter()
         .map(|(pg, e)| (*pg, newest_at_or_below(*pg, e, &records, vdl, &truncations)))
@@ -240,6 +244,11 @@ mod tests {
         }
         let plan = plan(&e, 100).unwrap();
         assert_eq!(plan.vdl, Lsn(8), "10 is a CPL, but inside the earlier truncation");
+        assert_eq!(
+            plan.truncation.through(),
+            Lsn(120),
+            "the writer of epoch 2 could allocate up to 20 + LAL"
+        );
         assert!(plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() <= Lsn(8)));
     }
 

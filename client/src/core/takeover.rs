@@ -65,10 +65,14 @@ pub struct Takeover {
     waiting: Vec<Waiting>,
     answered: Vec<NodeId>,
     pg_count: u32,
+    /// PGs below this have been sent the new epoch.
+    bumped_through: u32,
     seen: Option<Epochs>,
     epochs: Epochs,
     evidence: BTreeMap<PgId, PgEvidence>,
     responders: BTreeMap<PgId, Vec<NodeId>>,
+    /// Responders whose records were read completely (their last page said no more).
+    gathered: BTreeMap<PgId, Vec<NodeId>>,
     plan: Option<RecoveryPlan>,
     /// Positive answers per (PG, batch last LSN or zero for a truncate).
     acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
@@ -87,10 +91,12 @@ impl Takeover {
             waiting: Vec::new(),
             answered: Vec::new(),
             pg_count: 0,
+            bumped_through: 0,
             seen: None,
             epochs: Epochs::INITIAL,
             evidence: BTreeMap::new(),
             responders: BTreeMap::new(),
+            gathered: BTreeMap::new(),
             plan: None,
             acks: BTreeMap::new(),
             outcome: None,
@@ -200,8 +206,9 @@ impl Takeover {
             (Round::Gather, Message::Records(Records { pg, records, more, .. })) => {
                 let next = records.last().map(Record::lsn);
                 self.evidence.entry(pg.pg_id).or_default().records.extend(records);
-                if let (true, Some(from)) = (more, next) {
-                    self.read(node, pg.pg_id, from);
+                match (more, next) {
+                    (true, Some(from)) => self.read(node, pg.pg_id, from),
+                    _ => self.gathered.entry(pg.pg_id).or_default().push(node),
                 }
             }
             (Round::Truncate, Message::TruncateAck(ack)) => {
@@ -227,17 +234,32 @@ impl Takeover {
         }
     }
 
+    /// After the first survey, bump every PG found. The old writer may have created a PG
+    /// while the bumps were on their way, so after each bump round the survey runs again, and
+    /// newly found PGs are bumped too, until a survey finds nothing new. (Once a node holds
+    /// the new epoch for any segment of the volume it refuses to create another one for an
+    /// older writer.)
     fn after_survey(&mut self) -> Result<(), TakeoverError> {
-        let Some(seen) = self.seen else {
-            self.require(PgId(0), &self.answered.clone(), READ_QUORUM)?;
-            self.outcome = Some(Ok(WriterStart::fresh()));
-            return Ok(());
+        // A volume nobody has written still gets a new epoch, on PG 0: a writer that created it
+        // a moment ago is fenced like any other.
+        let seen = match self.seen {
+            Some(seen) => seen,
+            None => {
+                self.pg_count = self.pg_count.max(1);
+                Epochs::INITIAL
+            }
         };
         // PGs are created in order: the one after the last seen must be absent at a read quorum.
         self.require(PgId(self.pg_count), &self.answered.clone(), READ_QUORUM)?;
-        self.epochs = Epochs { volume: seen.volume.next(), ..seen };
+        if self.bumped_through == 0 {
+            self.epochs = Epochs { volume: seen.volume.next(), ..seen };
+        } else if self.bumped_through == self.pg_count {
+            return self.start_gather();
+        }
         self.round = Round::Bump;
-        for pg in (0..self.pg_count).map(PgId) {
+        let first_new = self.bumped_through;
+        self.bumped_through = self.pg_count;
+        for pg in (first_new..self.pg_count).map(PgId) {
             let bump = Message::EpochBump(EpochBump { pg: self.geometry.pg_ref(pg), epochs: self.epochs });
             for node in self.members(pg) {
                 self.request(node, pg, bump.clone());
@@ -258,6 +280,16 @@ impl Takeover {
                 });
             }
         }
+        self.answered.clear();
+        self.round = Round::Survey;
+        let nodes: Vec<NodeId> = self.cluster.nodes().iter().map(|n| n.id).collect();
+        for node in nodes {
+            self.request(node, PgId(0), Message::StatusRequest);
+        }
+        Ok(())
+    }
+
+    fn start_gather(&mut self) -> Result<(), TakeoverError> {
         let after = fetch_after(&self.evidence, self.lal);
         self.round = Round::Gather;
         for (pg, nodes) in self.responders.clone() {
@@ -283,6 +315,12 @@ impl Takeover {
     }
 
     fn after_gather(&mut self) -> Result<(), TakeoverError> {
+        // Every durable record is on at least one of any three segments: only a complete read
+        // of a read quorum may decide what the volume holds.
+        for pg in (0..self.pg_count).map(PgId) {
+            let gathered = self.gathered.get(&pg).cloned().unwrap_or_default();
+            self.require(pg, &gathered, READ_QUORUM)?;
+        }
         let plan = plan(&self.evidence, self.lal).map_err(|e| TakeoverError::Inconsistent(e.to_string()))?;
         self.round = Round::Truncate;
         for pg in (0..self.pg_count).map(PgId) {

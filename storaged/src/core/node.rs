@@ -358,6 +358,21 @@ impl NodeCore {
     /// must open the segment with `EpochBump`/`Truncate` first.
     fn segment_for(&mut self, pg: PgRef, epochs: &Epochs) -> Result<&mut Segment, ErrorReply> {
         if !self.segments.contains_key(&pg) {
+            // A fenced writer must not grow the volume either: a new segment is refused to a
+            // writer older than any segment of the same volume this node holds.
+            let volume_epoch = self
+                .segments
+                .values()
+                .filter(|s| s.pg().volume_id == pg.volume_id)
+                .map(|s| s.epochs().volume)
+                .max();
+            if volume_epoch.is_some_and(|newest| epochs.volume < newest) {
+                return Err(self.error(
+                    ErrorCode::StaleEpoch,
+                    pg,
+                    "stale epoch: a newer writer holds this volume",
+                ));
+            }
             if epochs.volume != Epoch::INITIAL {
                 let reply =
                     self.error(ErrorCode::EpochNotOpen, pg, "unknown segment: send EpochBump and Truncate");

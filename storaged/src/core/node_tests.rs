@@ -164,3 +164,15 @@ fn replay_rebuilds_segments_epochs_and_truncations() {
     assert_eq!(segment.scl(), Lsn(10), "20 lies in the truncated range");
     assert!(segment.is_open());
 }
+
+#[test]
+fn a_fenced_writer_cannot_create_a_new_segment_of_the_volume() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    core.handle_epoch_bump(RequestId(2), EpochBump { pg: PG, epochs: epochs(2) }).unwrap();
+    let other_pg = PgRef { pg_id: PgId(1), ..PG };
+    let create =
+        AppendBatch { pg: other_pg, epochs: epochs(1), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), records: Vec::new() };
+    assert_eq!(core.handle_append(RequestId(3), create).unwrap_err().code, ErrorCode::StaleEpoch);
+}

@@ -11,6 +11,7 @@
 
 pub mod net;
 pub mod node;
+mod writers;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -72,7 +73,19 @@ struct World {
     clock: Clock,
     config: SimConfig,
     nodes: Vec<SimNode>,
+    geometry: VolumeGeometry,
+    cluster: ClusterMap,
+    limits: WriterLimits,
     writer: WriterCore,
+    /// The current writer's generation (it sends as `Endpoint::Writer(writer_gen)`).
+    writer_gen: u32,
+    /// A takeover in progress: its generation, its state and when its round last moved.
+    takeover: Option<(u32, client::core::takeover::Takeover, u64)>,
+    /// The generation the next takeover will use.
+    next_gen: u32,
+    /// The writer a takeover replaced, still running, and the first LSN it allocated after
+    /// being fenced: its VDL must never reach that LSN.
+    old: Option<writers::OldWriter>,
     writer_view_down: Vec<NodeId>,
     awaiting_since: HashMap<NodeId, u64>,
     /// Every record appended: its PG and payload CRC.
@@ -133,7 +146,14 @@ impl World {
             rng: SmallRng::seed_from_u64(seed),
             clock: Clock::default(),
             nodes: (1..=6).map(|id| SimNode::new(NodeId(id))).collect(),
-            writer: WriterCore::new(geometry, cluster, limits, WriterStart::fresh()),
+            writer: WriterCore::new(geometry, cluster.clone(), limits, WriterStart::fresh()),
+            geometry,
+            cluster,
+            limits,
+            writer_gen: 1,
+            next_gen: 2,
+            takeover: None,
+            old: None,
             config,
             writer_view_down: Vec::new(),
             awaiting_since: HashMap::new(),
@@ -184,7 +204,11 @@ impl World {
     fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         self.record_trace(&trace_bytes(from, to, &message));
         match to {
-            Endpoint::Writer => {
+            Endpoint::Writer(gen) if gen != self.writer_gen => {
+                let Endpoint::Node(node) = from else { return };
+                self.deliver_to_other_writer(gen, node, message);
+            }
+            Endpoint::Writer(_) => {
                 let Endpoint::Node(node) = from else { return };
                 self.awaiting_since.remove(&node);
                 if let Message::AppendAck(ack) = &message {
@@ -198,8 +222,9 @@ impl World {
                 if !self.node(node).up {
                     return;
                 }
-                if let Some(reply) = self.node(node).receive(message) {
-                    self.send(Endpoint::Node(node), Endpoint::Writer, reply);
+                let Endpoint::Writer(gen) = from else { return };
+                if let Some(reply) = self.node(node).receive(gen, message) {
+                    self.send(Endpoint::Node(node), from, reply);
                 }
                 self.after_node(node);
             }
@@ -208,8 +233,8 @@ impl World {
 
     /// Sends a node's released replies and starts its next group commit.
     fn after_node(&mut self, node: NodeId) {
-        for reply in self.node(node).poll_replies() {
-            self.send(Endpoint::Node(node), Endpoint::Writer, reply);
+        for (gen, reply) in self.node(node).poll_replies() {
+            self.send(Endpoint::Node(node), Endpoint::Writer(gen), reply);
         }
         if self.node(node).start_flush() {
             let latency = self.rng.random_range(50..400);
@@ -236,13 +261,18 @@ impl World {
     fn send_writer_transmits(&mut self) {
         while let Some(transmit) = self.writer.poll_transmit() {
             self.awaiting_since.entry(transmit.node).or_insert(self.clock.now_us);
-            self.send(Endpoint::Writer, Endpoint::Node(transmit.node), transmit.message);
+            self.send(Endpoint::Writer(self.writer_gen), Endpoint::Node(transmit.node), transmit.message);
         }
     }
 
     fn tick(&mut self) {
         self.writer.handle_tick();
+        if self.writer.is_fenced() {
+            self.maybe_start_takeover();
+        }
         self.workload();
+        self.drive_takeover();
+        self.drive_old_writer();
         if self.faults_on {
             self.faults();
         }
@@ -282,6 +312,7 @@ impl World {
 
     /// Crashes and rot, within the fault budget.
     fn faults(&mut self) {
+        self.maybe_start_takeover();
         let down = self.nodes.iter().filter(|n| !n.up).count();
         if down < 2 && self.rng.random_range(0..1000) < self.config.crash_per_mille {
             let node = NodeId(self.rng.random_range(1..=6));
@@ -397,7 +428,7 @@ impl World {
 
 fn trace_bytes(from: Endpoint, to: Endpoint, message: &Message) -> Vec<u8> {
     let id = |e: Endpoint| match e {
-        Endpoint::Writer => 0u8,
+        Endpoint::Writer(gen) => 100 + gen as u8,
         Endpoint::Node(n) => n.0 as u8,
     };
     let lsn = match message {

@@ -9,7 +9,8 @@ use protocol::{Message, NodeId};
 /// Who a message travels between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
-    Writer,
+    /// A writer, by generation: a takeover starts a new one while the old may still run.
+    Writer(u32),
     Node(NodeId),
 }
 

@@ -3,8 +3,9 @@
 //! that can rot: a rotten entry is skipped at replay, as the real replay skips an entry whose
 //! checksum fails.
 
+use protocol::messages::{Records, BATCH_RECORDS_MAX};
 use protocol::{AzId, Message, NodeId, PgRef};
-use storaged::core::{EntryBody, JournalEntry, Limits, Location, NodeCore, RequestId};
+use storaged::core::{EntryBody, JournalEntry, Limits, Location, NodeCore, ReadPlan, RequestId};
 
 /// One entry the disk holds.
 #[derive(Clone, Debug)]
@@ -27,8 +28,8 @@ pub struct SimNode {
     /// The group being flushed: lost if the node crashes first.
     flushing: Vec<JournalEntry>,
     next_request: u64,
-    /// Who sent each request (the writer is the only client in the simulation).
-    replies_to_writer: Vec<RequestId>,
+    /// Which writer generation sent each request whose reply the core holds.
+    senders: std::collections::HashMap<RequestId, u32>,
 }
 
 impl SimNode {
@@ -41,7 +42,7 @@ impl SimNode {
             durable: Vec::new(),
             flushing: Vec::new(),
             next_request: 0,
-            replies_to_writer: Vec::new(),
+            senders: std::collections::HashMap::new(),
         }
     }
 
@@ -49,8 +50,8 @@ impl SimNode {
         &self.core
     }
 
-    /// A request from the writer; returns an immediate refusal to send back, if any.
-    pub fn receive(&mut self, message: Message) -> Option<Message> {
+    /// A request from writer generation `from`; returns an immediate answer, if any.
+    pub fn receive(&mut self, from: u32, message: Message) -> Option<Message> {
         self.next_request += 1;
         let request = RequestId(self.next_request);
         let result = match message {
@@ -58,15 +59,52 @@ impl SimNode {
             Message::EpochBump(b) => self.core.handle_epoch_bump(request, b),
             Message::Truncate(t) => self.core.handle_truncate(request, t),
             Message::StatusRequest => return Some(Message::Status(self.core.status())),
+            Message::ReadRecords(read) => {
+                return Some(match self.core.plan_read_records(&read) {
+                    Ok(plan) => Message::Records(self.read(plan)),
+                    Err(refusal) => Message::Error(refusal),
+                })
+            }
             _ => return None,
         };
         match result {
             Ok(()) => {
-                self.replies_to_writer.push(request);
+                self.senders.insert(request, from);
                 None
             }
             Err(reply) => Some(Message::Error(reply)),
         }
+    }
+
+    /// The planned records from the disk, as the real read path serves them: a rotten entry's
+    /// records are left out (and no longer claimed), the byte and count limits respected.
+    fn read(&mut self, plan: ReadPlan) -> Records {
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for (lsn, location) in &plan.wanted {
+            let stored = &self.durable[location.offset as usize];
+            let found = match &stored.body {
+                EntryBody::Records { records, .. } if !stored.rotten => {
+                    records.iter().find(|r| r.lsn() == *lsn).cloned()
+                }
+                _ => None,
+            };
+            let Some(record) = found else {
+                self.core.handle_corrupt_record(plan.pg, *lsn);
+                continue;
+            };
+            if records.len() == BATCH_RECORDS_MAX
+                || (bytes > 0 && bytes + record.encoded_len() > plan.bytes_max as usize)
+            {
+                more = true;
+                break;
+            }
+            bytes += record.encoded_len();
+            records.push(record);
+        }
+        let scl = self.core.segment(&plan.pg).map_or(plan.scl, |s| s.scl());
+        Records { pg: plan.pg, node: self.id, scl, more, records }
     }
 
     /// Starts a group commit if none is in flight and entries are queued; true if one started.
@@ -91,9 +129,13 @@ impl SimNode {
         self.core.handle_durable(last, &placed);
     }
 
-    /// Replies the core released.
-    pub fn poll_replies(&mut self) -> Vec<Message> {
-        std::iter::from_fn(|| self.core.poll_reply()).map(|(_, message)| message).collect()
+    /// Replies the core released, with the writer generation each goes to.
+    pub fn poll_replies(&mut self) -> Vec<(u32, Message)> {
+        let released: Vec<(RequestId, Message)> = std::iter::from_fn(|| self.core.poll_reply()).collect();
+        released
+            .into_iter()
+            .filter_map(|(request, message)| Some((self.senders.remove(&request)?, message)))
+            .collect()
     }
 
     /// Crash: the unflushed group and all memory are gone.
@@ -101,7 +143,7 @@ impl SimNode {
         self.up = false;
         self.life += 1;
         self.flushing.clear();
-        self.replies_to_writer.clear();
+        self.senders.clear();
         self.core = new_core(self.id);
     }
 

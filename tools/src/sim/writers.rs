@@ -1,0 +1,153 @@
+//! Writer takeovers in the simulation: a new writer runs the real `Takeover` state machine
+//! while the old writer keeps going; once the new one is installed, the old one is fenced and
+//! must never make a record it allocates afterwards durable.
+
+use protocol::{Lsn, Message, NodeId, PageId, RecordKind};
+use rand::Rng;
+
+use client::core::takeover::Takeover;
+use client::core::writer::{WriterCore, WriterStart};
+use client::NewRecord;
+
+use super::net::Endpoint;
+use super::World;
+
+/// A takeover round that heard nothing for this long counts its missing answers as failed.
+const ROUND_TIMEOUT_US: u64 = 20_000;
+/// Per-mille chance per tick of starting a takeover, and the most takeovers per run.
+const TAKEOVER_PER_MILLE: u32 = 3;
+const WRITER_GENERATIONS_MAX: u32 = 8;
+
+/// The writer a takeover replaced.
+#[derive(Debug)]
+pub struct OldWriter {
+    pub gen: u32,
+    pub core: WriterCore,
+    /// The first LSN it allocated after it was replaced.
+    pub fenced_from: Option<Lsn>,
+}
+
+impl World {
+    /// Starts a takeover now and then, and always when the current writer found itself fenced
+    /// (an earlier takeover bumped the epoch but failed to finish).
+    pub(super) fn maybe_start_takeover(&mut self) {
+        let wanted = self.writer.is_fenced() || self.rng.random_range(0..1000) < TAKEOVER_PER_MILLE;
+        if self.takeover.is_some() || self.next_gen > WRITER_GENERATIONS_MAX || !wanted {
+            return;
+        }
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        self.record_trace(&[6, gen as u8]);
+        let takeover = Takeover::new(self.geometry, self.cluster.clone(), self.limits.lal);
+        self.takeover = Some((gen, takeover, self.clock.now_us));
+    }
+
+    /// Sends the takeover's requests, times its rounds out, and installs the new writer when
+    /// it is done (a failed takeover is simply dropped; a later one may succeed).
+    pub(super) fn drive_takeover(&mut self) {
+        let Some((gen, mut takeover, mut since)) = self.takeover.take() else { return };
+        let requests: Vec<(NodeId, Message)> = std::iter::from_fn(|| takeover.poll_request()).collect();
+        if !requests.is_empty() {
+            since = self.clock.now_us;
+        }
+        for (node, message) in requests {
+            self.send(Endpoint::Writer(gen), Endpoint::Node(node), message);
+        }
+        if takeover.is_waiting() && !takeover.has_requests() && self.clock.now_us - since > ROUND_TIMEOUT_US {
+            takeover.handle_timeout();
+            since = self.clock.now_us;
+        }
+        match takeover.outcome().cloned() {
+            None => self.takeover = Some((gen, takeover, since)),
+            Some(Ok(start)) => self.install(gen, start),
+            Some(Err(_)) => self.record_trace(&[4, gen as u8]),
+        }
+    }
+
+    /// The new writer takes over; the old one is kept running to prove it is fenced.
+    fn install(&mut self, gen: u32, start: WriterStart) {
+        self.record_trace(&[5, gen as u8]);
+        if start.vdl < self.vdl_seen {
+            self.failures
+                .push(format!("takeover recovered VDL {} below the reported {}", start.vdl, self.vdl_seen));
+        }
+        if let Some(range) = start.truncation {
+            let doomed: Vec<Lsn> = self
+                .appended
+                .range(range.after()..=range.through())
+                .map(|(l, _)| *l)
+                .filter(|l| range.contains(*l))
+                .collect();
+            for lsn in doomed {
+                self.appended.remove(&lsn);
+            }
+        }
+        let new = WriterCore::new(self.geometry, self.cluster.clone(), self.limits, start);
+        let replaced = std::mem::replace(&mut self.writer, new);
+        self.old = Some(OldWriter { gen: self.writer_gen, core: replaced, fenced_from: None });
+        self.writer_gen = gen;
+        self.writer_view_down.clear();
+        self.awaiting_since.clear();
+    }
+
+    /// Answers for a writer generation other than the current one.
+    pub(super) fn deliver_to_other_writer(&mut self, gen: u32, node: NodeId, message: Message) {
+        if let Some((takeover_gen, takeover, _)) = &mut self.takeover {
+            if *takeover_gen == gen {
+                takeover.handle_reply(node, message);
+                self.drive_takeover();
+                return;
+            }
+        }
+        if let Some(old) = &mut self.old {
+            if old.gen == gen {
+                old.core.handle_reply(node, message);
+                self.check_old_writer();
+            }
+        }
+    }
+
+    /// The replaced writer keeps appending now and then; nothing it allocates may become
+    /// durable.
+    pub(super) fn drive_old_writer(&mut self) {
+        let Some(mut old) = self.old.take() else { return };
+        old.core.handle_tick();
+        if self.rng.random_range(0..100) < 20 {
+            let page = PageId(self.rng.random_range(0..self.config.pages));
+            let record = NewRecord {
+                page,
+                kind: RecordKind::Marker,
+                payload: b"stale".to_vec().into(),
+                cpl: true,
+                lsn: None,
+            };
+            if let Ok((first, _)) = old.core.append(vec![record]) {
+                old.fenced_from.get_or_insert(first);
+            }
+        }
+        let transmits: Vec<_> = std::iter::from_fn(|| old.core.poll_transmit()).collect();
+        let gen = old.gen;
+        self.old = Some(old);
+        for transmit in transmits {
+            self.send(Endpoint::Writer(gen), Endpoint::Node(transmit.node), transmit.message);
+        }
+        self.check_old_writer();
+    }
+
+    fn check_old_writer(&mut self) {
+        let Some(old) = &self.old else { return };
+        if let Some(fenced_from) = old.fenced_from {
+            if old.core.vdl() >= fenced_from {
+                let failure = format!(
+                    "fenced writer {} made {} durable (VDL {})",
+                    old.gen,
+                    fenced_from,
+                    old.core.vdl()
+                );
+                if !self.failures.contains(&failure) {
+                    self.failures.push(failure);
+                }
+            }
+        }
+    }
+}

@@ -29,6 +29,8 @@ use node::SimNode;
 const TICK_US: u64 = 1_000;
 /// A node that leaves a frame unanswered this long is reconnected (the driver's rule).
 const SILENCE_US: u64 = 5_000;
+/// Events one run may process; a run that needs more is stuck in a loop and fails.
+const EVENTS_MAX: u64 = 2_000_000;
 /// How long the healed phase may take to make everything durable.
 const HEAL_US: u64 = 2_000_000;
 
@@ -103,13 +105,16 @@ struct World {
 /// Runs one seed.
 pub fn run(seed: u64, config: &SimConfig) -> Outcome {
     let mut world = World::new(seed, config.clone());
-    while world.clock.now_us < config.faulty_us {
+    while world.clock.now_us < config.faulty_us && world.events < EVENTS_MAX {
         world.step();
     }
     world.heal();
     let deadline = world.clock.now_us + HEAL_US;
-    while world.clock.now_us < deadline && world.writer.pending_records() > 0 {
+    while world.clock.now_us < deadline && world.writer.pending_records() > 0 && world.events < EVENTS_MAX {
         world.step();
+    }
+    if world.events >= EVENTS_MAX {
+        world.failures.push(format!("more than {EVENTS_MAX} events: the run is stuck in a loop"));
     }
     if world.writer.pending_records() > 0 {
         let message = format!(

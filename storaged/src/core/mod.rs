@@ -6,7 +6,7 @@
 pub mod node;
 pub mod segment;
 
-pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RequestId};
+pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
 pub use segment::{IndexedRecord, Location, Segment};
 
 #[cfg(test)]

@@ -86,6 +86,36 @@ pub struct ReadPlan {
     pub bytes_max: u32,
 }
 
+/// Gathers the records of a read up to its limits: the plan's byte budget (at least one record)
+/// and `BATCH_RECORDS_MAX`. Drivers feed it records in LSN order until it is full.
+#[derive(Debug)]
+pub struct RecordsAnswer {
+    bytes_max: usize,
+    bytes: usize,
+    pub records: Vec<Record>,
+    /// True once a record did not fit: the reader must ask again from the last one.
+    pub more: bool,
+}
+
+impl RecordsAnswer {
+    pub fn new(plan: &ReadPlan) -> RecordsAnswer {
+        RecordsAnswer { bytes_max: plan.bytes_max as usize, bytes: 0, records: Vec::new(), more: false }
+    }
+
+    /// Takes `record` if it fits; returns false (and remembers that more remain) if it does not.
+    pub fn offer(&mut self, record: Record) -> bool {
+        let full = self.records.len() == protocol::messages::BATCH_RECORDS_MAX
+            || (self.bytes > 0 && self.bytes + record.encoded_len() > self.bytes_max);
+        if full {
+            self.more = true;
+            return false;
+        }
+        self.bytes += record.encoded_len();
+        self.records.push(record);
+        true
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum PendingReply {
     Append { pg: PgRef, first_lsn: Lsn, last_lsn: Lsn },

@@ -8,14 +8,14 @@
 
 use std::rc::Rc;
 
-use protocol::messages::{ErrorCode, ErrorReply, ReadRecords, Records, BATCH_RECORDS_MAX};
+use protocol::messages::{ErrorCode, ErrorReply, ReadRecords, Records};
 use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
 use super::shared::{Pending, Shared};
 use crate::core::node::truncate_message;
-use crate::core::ReadPlan;
+use crate::core::{ReadPlan, RecordsAnswer};
 use crate::journal::format::EntryHeader;
 use crate::journal::group::open_entry;
 
@@ -116,9 +116,7 @@ fn spawn_read(shared: &Rc<Shared>, read: ReadRecords) -> Pending {
 /// Reads the planned records from the journal, entry by entry, up to the byte limit. A record
 /// whose entry no longer opens is reported to the core (which stops claiming it) and left out.
 async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
-    let mut records = Vec::new();
-    let mut bytes = 0usize;
-    let mut more = false;
+    let mut answer = RecordsAnswer::new(&plan);
     let mut index = 0;
     while index < plan.wanted.len() {
         let location = plan.wanted[index].1;
@@ -127,15 +125,10 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
         index += same_entry;
         match read_entry(shared, location).await {
             Ok(found) => {
-                for record in found.into_iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn())) {
-                    if records.len() == BATCH_RECORDS_MAX
-                        || (bytes > 0 && bytes + record.encoded_len() > plan.bytes_max as usize)
-                    {
-                        more = true;
-                        break;
-                    }
-                    bytes += record.encoded_len();
-                    records.push(record);
+                let mut wanted_found =
+                    found.into_iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn()));
+                if !wanted_found.all(|record| answer.offer(record)) {
+                    break;
                 }
             }
             Err(reason) => {
@@ -145,13 +138,10 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
                 });
             }
         }
-        if more {
-            break;
-        }
     }
     let scl = shared.with_core(|core| core.segment(&plan.pg).map_or(plan.scl, |s| s.scl()));
     let node = shared.with_core(|core| core.node());
-    Message::Records(Records { pg: plan.pg, node, scl, more, records })
+    Message::Records(Records { pg: plan.pg, node, scl, more: answer.more, records: answer.records })
 }
 
 async fn read_entry(

@@ -3,9 +3,11 @@
 //! that can rot: a rotten entry is skipped at replay, as the real replay skips an entry whose
 //! checksum fails.
 
-use protocol::messages::{Records, BATCH_RECORDS_MAX};
+use protocol::messages::Records;
 use protocol::{AzId, Message, NodeId, PgRef};
-use storaged::core::{EntryBody, JournalEntry, Limits, Location, NodeCore, ReadPlan, RequestId};
+use storaged::core::{
+    EntryBody, JournalEntry, Limits, Location, NodeCore, ReadPlan, RecordsAnswer, RequestId,
+};
 
 /// One entry the disk holds.
 #[derive(Clone, Debug)]
@@ -79,9 +81,7 @@ impl SimNode {
     /// The planned records from the disk, as the real read path serves them: a rotten entry's
     /// records are left out (and no longer claimed), the byte and count limits respected.
     fn read(&mut self, plan: ReadPlan) -> Records {
-        let mut records = Vec::new();
-        let mut bytes = 0usize;
-        let mut more = false;
+        let mut answer = RecordsAnswer::new(&plan);
         for (lsn, location) in &plan.wanted {
             let stored = &self.durable[location.offset as usize];
             let found = match &stored.body {
@@ -94,17 +94,12 @@ impl SimNode {
                 self.core.handle_corrupt_record(plan.pg, *lsn);
                 continue;
             };
-            if records.len() == BATCH_RECORDS_MAX
-                || (bytes > 0 && bytes + record.encoded_len() > plan.bytes_max as usize)
-            {
-                more = true;
+            if !answer.offer(record) {
                 break;
             }
-            bytes += record.encoded_len();
-            records.push(record);
         }
         let scl = self.core.segment(&plan.pg).map_or(plan.scl, |s| s.scl());
-        Records { pg: plan.pg, node: self.id, scl, more, records }
+        Records { pg: plan.pg, node: self.id, scl, more: answer.more, records: answer.records }
     }
 
     /// Starts a group commit if none is in flight and entries are queued; true if one started.

@@ -245,7 +245,14 @@ impl NodeCore {
             });
         };
         segment.check_not_stale(&read.epochs).map_err(|r| refusal(segment, r))?;
-        let wanted = segment.records_in(read.range).map(|(lsn, r)| (lsn, r.location)).collect();
+        // An answer holds at most BATCH_RECORDS_MAX records; one more in the plan tells the
+        // reader that more remain. Listing the whole range would make every page of a long read
+        // walk everything after it.
+        let wanted = segment
+            .records_in(read.range)
+            .take(protocol::messages::BATCH_RECORDS_MAX + 1)
+            .map(|(lsn, r)| (lsn, r.location))
+            .collect();
         Ok(ReadPlan { pg: read.pg, scl: segment.scl(), wanted, bytes_max: read.bytes_max })
     }
 

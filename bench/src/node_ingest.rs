@@ -114,6 +114,7 @@ fn make_batch(first: u64, count: usize, record_bytes: usize) -> Message {
         epochs: Epochs::INITIAL,
         vdl: Lsn(0),
         pg_vdl_lsn: Lsn(0),
+        page_bytes: 4096,
         records,
     })
 }

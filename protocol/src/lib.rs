@@ -6,6 +6,7 @@
 //! returns a typed [`FormatError`] for anything malformed; none panics or allocates beyond the
 //! bound its format states (see `docs/format.md` for every byte layout).
 
+pub mod apply;
 pub mod codec;
 pub mod error;
 pub mod frame;

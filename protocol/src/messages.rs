@@ -7,10 +7,11 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::apply::check_page_bytes;
 use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
 use crate::error::{FormatError, FormatResult};
 use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId};
-use crate::record::{Record, PAGE_BYTES_MAX, PAGE_BYTES_MIN, RECORD_HEADER_BYTES};
+use crate::record::{Record, PAGE_BYTES_MAX, RECORD_HEADER_BYTES};
 use crate::wire::{get_list, put_list, LsnRange, PgRef, Wire};
 
 /// Most records in one append batch or one records response.
@@ -34,6 +35,8 @@ pub struct AppendBatch {
     pub vdl: Lsn,
     /// The newest LSN of this PG at or below `vdl`.
     pub pg_vdl_lsn: Lsn,
+    /// The volume's page size: fixed per volume, so a segment learns it from its first batch.
+    pub page_bytes: u32,
     /// Strictly increasing LSNs, each record's `prev_pg_lsn` the previous record's LSN.
     pub records: Vec<Record>,
 }
@@ -85,6 +88,8 @@ pub struct ReadPage {
     pub read_lsn: Lsn,
     /// The PG's newest LSN at or below `read_lsn`: the segment must be complete through it.
     pub pg_newest_lsn: Lsn,
+    /// The volume's page size (a page no record touched reads as this many zeros).
+    pub page_bytes: u32,
 }
 
 /// A page version.
@@ -97,6 +102,28 @@ pub struct Page {
     pub version_lsn: Lsn,
     /// The page bytes; a power of two between `PAGE_BYTES_MIN` and `PAGE_BYTES_MAX`.
     pub bytes: Bytes,
+}
+
+/// A client's oldest read point for one PG (the writer and every reader send one per PG,
+/// renewed before `lease_ms` runs out). A node keeps every page version a read at or above the
+/// minimum live report may need; its floor never goes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloorReport {
+    pub pg: PgRef,
+    /// The reporting client, chosen at random when it starts; a new report replaces its last.
+    pub client: u64,
+    pub floor: Lsn,
+    /// How long the report holds if not renewed.
+    pub lease_ms: u32,
+}
+
+/// The segment's floor after a report: reads below it are refused as too old.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloorAck {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub floor: Lsn,
+    pub scl: Lsn,
 }
 
 /// A segment's state and holes, exchanged between the PG's segments.
@@ -168,15 +195,18 @@ pub struct SegmentStatus {
     pub epochs: Epochs,
     pub scl: Lsn,
     pub highest_lsn: Lsn,
+    /// The GC floor: reads below it are refused.
+    pub floor: Lsn,
 }
 
 impl Wire for SegmentStatus {
-    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 2 * Lsn::BYTES;
+    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 3 * Lsn::BYTES;
     fn put(&self, out: &mut impl BufMut) {
         self.pg.put(out);
         self.epochs.put(out);
         self.scl.put(out);
         self.highest_lsn.put(out);
+        self.floor.put(out);
     }
     fn read(reader: &mut Reader) -> FormatResult<Self> {
         Ok(SegmentStatus {
@@ -184,6 +214,7 @@ impl Wire for SegmentStatus {
             epochs: Epochs::read(reader)?,
             scl: Lsn::read(reader)?,
             highest_lsn: Lsn::read(reader)?,
+            floor: Lsn::read(reader)?,
         })
     }
 }
@@ -275,6 +306,8 @@ pub enum Message {
     StatusRequest,
     Status(Status),
     Error(ErrorReply),
+    FloorReport(FloorReport),
+    FloorAck(FloorAck),
 }
 
 impl Message {
@@ -296,6 +329,8 @@ impl Message {
             Message::StatusRequest => 13,
             Message::Status(_) => 14,
             Message::Error(_) => 15,
+            Message::FloorReport(_) => 16,
+            Message::FloorAck(_) => 17,
         }
     }
 
@@ -307,6 +342,7 @@ impl Message {
             Message::ReadPage(r) if r.pg_newest_lsn > r.read_lsn => {
                 Err(FormatError::Invalid { what: "read page newest lsn" })
             }
+            Message::ReadPage(r) => check_page_bytes(r.page_bytes),
             Message::Page(p) => check_page(p),
             Message::GossipSummary(g) => check_summary(g),
             Message::GossipFetch(f) => {
@@ -326,6 +362,7 @@ impl Message {
         match self {
             Message::AppendBatch(b) => {
                 (b.pg, b.epochs, b.vdl, b.pg_vdl_lsn).put(out);
+                out.put_u32_le(b.page_bytes);
                 put_records(out, &b.records);
             }
             Message::AppendAck(a) => {
@@ -341,7 +378,10 @@ impl Message {
                 out.put_u32_le(u32::from(r.more));
                 put_records(out, &r.records);
             }
-            Message::ReadPage(r) => (r.pg, r.epochs, r.page_id, r.read_lsn, r.pg_newest_lsn).put(out),
+            Message::ReadPage(r) => {
+                (r.pg, r.epochs, r.page_id, r.read_lsn, r.pg_newest_lsn).put(out);
+                out.put_u32_le(r.page_bytes);
+            }
             Message::Page(p) => {
                 (p.pg, p.page_id, p.read_lsn, p.version_lsn).put(out);
                 out.put_u32_le(crc32c::crc32c(&p.bytes));
@@ -377,6 +417,12 @@ impl Message {
                 put_count(out, e.message.len());
                 out.put_slice(e.message.as_bytes());
             }
+            Message::FloorReport(f) => {
+                (f.pg, f.floor).put(out);
+                out.put_u64_le(f.client);
+                out.put_u32_le(f.lease_ms);
+            }
+            Message::FloorAck(f) => (f.pg, f.node, f.floor, f.scl).put(out),
         }
     }
 
@@ -387,7 +433,9 @@ impl Message {
         let message = match type_code {
             1 => {
                 let (pg, epochs, vdl, pg_vdl_lsn) = Wire::read(r)?;
-                Message::AppendBatch(AppendBatch { pg, epochs, vdl, pg_vdl_lsn, records: get_records(r)? })
+                let page_bytes = r.u32("page_bytes")?;
+                let records = get_records(r)?;
+                Message::AppendBatch(AppendBatch { pg, epochs, vdl, pg_vdl_lsn, page_bytes, records })
             }
             2 => {
                 let (pg, node, epochs, first_lsn, last_lsn, scl) = Wire::read(r)?;
@@ -405,7 +453,8 @@ impl Message {
             }
             5 => {
                 let (pg, epochs, page_id, read_lsn, pg_newest_lsn) = Wire::read(r)?;
-                Message::ReadPage(ReadPage { pg, epochs, page_id, read_lsn, pg_newest_lsn })
+                let page_bytes = r.u32("page_bytes")?;
+                Message::ReadPage(ReadPage { pg, epochs, page_id, read_lsn, pg_newest_lsn, page_bytes })
             }
             6 => Message::Page(get_page(r)?),
             7 => {
@@ -447,6 +496,16 @@ impl Message {
                 })
             }
             15 => Message::Error(get_error(r)?),
+            16 => {
+                let (pg, floor) = Wire::read(r)?;
+                let client = r.u64("floor client")?;
+                let lease_ms = r.u32("floor lease")?;
+                Message::FloorReport(FloorReport { pg, client, floor, lease_ms })
+            }
+            17 => {
+                let (pg, node, floor, scl) = Wire::read(r)?;
+                Message::FloorAck(FloorAck { pg, node, floor, scl })
+            }
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;
@@ -459,6 +518,7 @@ fn check_batch(batch: &AppendBatch) -> FormatResult<()> {
     if batch.pg_vdl_lsn > batch.vdl {
         return Err(FormatError::Invalid { what: "batch pg_vdl_lsn above vdl" });
     }
+    check_page_bytes(batch.page_bytes)?;
     check_records(&batch.records, true)?;
     // A recovering writer re-replicates records of earlier epochs; no record may be newer.
     if batch.records.iter().any(|r| r.meta().epoch > batch.epochs.volume) {
@@ -482,10 +542,7 @@ fn check_records(records: &[Record], chained: bool) -> FormatResult<()> {
 }
 
 fn check_page(page: &Page) -> FormatResult<()> {
-    let len = page.bytes.len();
-    if !(len.is_power_of_two() && (PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&len)) {
-        return Err(FormatError::Invalid { what: "page size" });
-    }
+    check_page_bytes(u32::try_from(page.bytes.len()).unwrap_or(u32::MAX))?;
     if page.version_lsn > page.read_lsn {
         return Err(FormatError::Invalid { what: "page version above its read lsn" });
     }

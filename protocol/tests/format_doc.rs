@@ -29,6 +29,7 @@ fn example_frame() -> Message {
         epochs,
         vdl: Lsn(100),
         pg_vdl_lsn: Lsn(90),
+        page_bytes: 4096,
         records: vec![Record::new(meta, payload).unwrap()],
     })
 }

@@ -55,6 +55,7 @@ fn decoded_payloads_are_slices_of_the_received_buffer() {
         epochs: protocol::Epochs { volume: protocol::Epoch(1), ..protocol::Epochs::INITIAL },
         vdl: protocol::Lsn(0),
         pg_vdl_lsn: protocol::Lsn(0),
+        page_bytes: 4096,
         records,
     });
     let frame = frame_bytes(&batch).unwrap();

@@ -1,30 +1,36 @@
-//! Checkpoints: every segment's epochs, truncation ranges and record index, and the journal
-//! position they cover, kept as two checksummed copies (`checkpoint.0/.1`, see `dual`).
+//! Checkpoints: every segment's epochs, truncation ranges, record index, page images and floor,
+//! and the journal and page store positions they cover, kept as two checksummed copies
+//! (`checkpoint.0/.1`, see `dual`). Journal and page store files are deleted only after a
+//! checkpoint that no longer refers to them is durable.
 //!
 //! Restart loads the newest checkpoint and replays only the journal after its position, so
 //! restart time follows the un-checkpointed tail. Replay is idempotent (records re-index to the
 //! same place, epochs only rise, truncations re-apply), so a checkpoint may safely include the
 //! effects of entries queued after its position.
 //!
-//! Body, version 1 (little-endian): tail_file u64, tail_offset u64, next_group_seq u64,
-//! segment count u32, then per segment: volume u128, pg u32, epochs 3×u64, truncation count u32
+//! Body, version 2 (little-endian): journal position (file u64, offset u64, next_group_seq
+//! u64), page store position (same three), segment count u32, then per segment: volume u128,
+//! pg u32, epochs 3×u64, page_bytes u32, floor u64, folded_through u64, truncation count u32
 //! and per truncation epoch u64 / after u64 / through u64, record count u64 and per record
-//! lsn u64, prev_pg_lsn u64, file u64, offset u64, len u32, flags u32 (bit 0: CPL).
+//! lsn u64, prev_pg_lsn u64, page u64, file u64, offset u64, len u32, flags u32 (bit 0: CPL,
+//! bits 8..16: record kind), image count u64 and per image page u64, lsn u64, file u64,
+//! offset u64, len u32, flags u32 (bit 0: zeros, nothing stored).
 
 use std::path::Path;
 
 use bytes::{BufMut, Bytes};
 use protocol::codec::Reader;
 use protocol::wire::Wire;
-use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, PgRef};
+use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, PageId, PgRef, RecordKind};
 
-use crate::core::{IndexedRecord, Location, Segment};
+use crate::core::{IndexedRecord, Location, PageState, Segment, Stored};
 use crate::dual::{DualFile, Loaded};
 use crate::journal::writer::JournalPosition;
 
 const MAGIC: [u8; 4] = *b"BRCP";
-const VERSION: u8 = 1;
-const RECORD_BYTES: usize = 40;
+const VERSION: u8 = 2;
+const RECORD_BYTES: usize = 48;
+const IMAGE_BYTES: usize = 40;
 const TRUNCATION_BYTES: usize = 24;
 /// Most segments and truncation ranges a checkpoint may list (bounds decoding).
 pub const SEGMENTS_MAX: usize = 1 << 20;
@@ -34,6 +40,7 @@ pub const TRUNCATIONS_MAX: usize = 1 << 16;
 #[derive(Debug)]
 pub struct Checkpoint {
     pub position: JournalPosition,
+    pub pages_position: JournalPosition,
     pub segments: Vec<Segment>,
 }
 
@@ -71,18 +78,23 @@ impl CheckpointStore {
     /// Durably stores a checkpoint of `segments` covering the journal up to `position`.
     pub fn store<'a>(
         &mut self,
-        position: JournalPosition,
+        positions: (JournalPosition, JournalPosition),
         segments: impl Iterator<Item = &'a Segment>,
     ) -> std::io::Result<()> {
-        self.file.store(VERSION, &encode(position, segments))
+        self.file.store(VERSION, &encode(positions, segments))
     }
 }
 
-fn encode<'a>(position: JournalPosition, segments: impl Iterator<Item = &'a Segment>) -> Vec<u8> {
+pub(crate) fn encode<'a>(
+    (position, pages_position): (JournalPosition, JournalPosition),
+    segments: impl Iterator<Item = &'a Segment>,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    out.put_u64_le(position.file);
-    out.put_u64_le(position.offset);
-    out.put_u64_le(position.next_group_seq);
+    for p in [position, pages_position] {
+        out.put_u64_le(p.file);
+        out.put_u64_le(p.offset);
+        out.put_u64_le(p.next_group_seq);
+    }
     let count_at = out.len();
     out.put_u32_le(0);
     let mut count = 0u32;
@@ -90,6 +102,10 @@ fn encode<'a>(position: JournalPosition, segments: impl Iterator<Item = &'a Segm
         count += 1;
         segment.pg().put(&mut out);
         segment.epochs().put(&mut out);
+        let pages = segment.page_state();
+        out.put_u32_le(pages.page_bytes);
+        pages.floor.put(&mut out);
+        pages.folded_through.put(&mut out);
         out.put_u32_le(segment.truncations().len() as u32);
         for (epoch, range) in segment.truncations() {
             epoch.put(&mut out);
@@ -99,49 +115,99 @@ fn encode<'a>(position: JournalPosition, segments: impl Iterator<Item = &'a Segm
         for (lsn, record) in segment.all_records() {
             lsn.put(&mut out);
             record.prev_pg_lsn.put(&mut out);
-            out.put_u64_le(record.location.file);
-            out.put_u64_le(record.location.offset);
-            out.put_u32_le(record.location.len);
-            out.put_u32_le(u32::from(record.cpl));
+            out.put_u64_le(record.page_id.0);
+            put_location(&mut out, record.location);
+            out.put_u32_le(u32::from(record.cpl) | (u32::from(record.kind as u8) << 8));
+        }
+        out.put_u64_le(pages.images.len() as u64);
+        for (page, lsn, stored) in &pages.images {
+            out.put_u64_le(page.0);
+            lsn.put(&mut out);
+            match stored {
+                Stored::Zeros => {
+                    put_location(&mut out, Location { file: 0, offset: 0, len: 0 });
+                    out.put_u32_le(1);
+                }
+                Stored::At(location) => {
+                    put_location(&mut out, *location);
+                    out.put_u32_le(0);
+                }
+            }
         }
     }
     out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
     out
 }
 
-fn decode(body: Bytes) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn decode(body: Bytes) -> Result<Checkpoint, CheckpointError> {
     let r = &mut Reader::new(body);
-    let position = JournalPosition {
-        file: r.u64("file")?,
-        offset: r.u64("offset")?,
-        next_group_seq: r.u64("group seq")?,
-    };
+    let position = get_position(r)?;
+    let pages_position = get_position(r)?;
     let count = r.count(SEGMENTS_MAX, 1, "segments")?;
     let segments = (0..count).map(|_| decode_segment(r)).collect::<Result<Vec<_>, _>>()?;
     r.finish("checkpoint")?;
-    Ok(Checkpoint { position, segments })
+    Ok(Checkpoint { position, pages_position, segments })
+}
+
+fn get_position(r: &mut Reader) -> Result<JournalPosition, FormatError> {
+    Ok(JournalPosition {
+        file: r.u64("file")?,
+        offset: r.u64("offset")?,
+        next_group_seq: r.u64("group seq")?,
+    })
+}
+
+fn put_location(out: &mut Vec<u8>, location: Location) {
+    out.put_u64_le(location.file);
+    out.put_u64_le(location.offset);
+    out.put_u32_le(location.len);
+}
+
+fn get_location(r: &mut Reader) -> Result<Location, FormatError> {
+    Ok(Location { file: r.u64("file")?, offset: r.u64("offset")?, len: r.u32("len")? })
+}
+
+/// Reads a u64 count of items of `item_bytes` each, refusing one the body cannot hold.
+fn get_count(r: &mut Reader, item_bytes: usize, what: &'static str) -> Result<usize, FormatError> {
+    let count = usize::try_from(r.u64(what)?).unwrap_or(usize::MAX);
+    if count.saturating_mul(item_bytes) > r.remaining() {
+        return Err(FormatError::InconsistentLength { what });
+    }
+    Ok(count)
 }
 
 fn decode_segment(r: &mut Reader) -> Result<Segment, CheckpointError> {
     let pg = PgRef::read(r)?;
     let epochs = Epochs::read(r)?;
+    let page_bytes = r.u32("page_bytes")?;
+    let floor = Lsn::read(r)?;
+    let folded_through = Lsn::read(r)?;
     let truncation_count = r.count(TRUNCATIONS_MAX, TRUNCATION_BYTES, "truncations")?;
     let truncations = (0..truncation_count)
         .map(|_| Ok((Epoch::read(r)?, LsnRange::read(r)?)))
         .collect::<Result<Vec<_>, FormatError>>()?;
-    let record_count = usize::try_from(r.u64("record count")?).unwrap_or(usize::MAX);
-    if record_count.saturating_mul(RECORD_BYTES) > r.remaining() {
-        return Err(FormatError::InconsistentLength { what: "checkpoint records" }.into());
-    }
+    let record_count = get_count(r, RECORD_BYTES, "checkpoint records")?;
     let mut records = Vec::with_capacity(record_count);
     for _ in 0..record_count {
         let lsn = Lsn::read(r)?;
         let prev_pg_lsn = Lsn::read(r)?;
-        let location = Location { file: r.u64("file")?, offset: r.u64("offset")?, len: r.u32("len")? };
-        let cpl = r.u32("flags")? & 1 == 1;
-        records.push((lsn, IndexedRecord { prev_pg_lsn, cpl, location }));
+        let page_id = PageId(r.u64("page")?);
+        let location = get_location(r)?;
+        let flags = r.u32("flags")?;
+        let kind = RecordKind::from_u8((flags >> 8) as u8)?;
+        records.push((lsn, IndexedRecord { prev_pg_lsn, cpl: flags & 1 == 1, page_id, kind, location }));
     }
-    Ok(Segment::restore(pg, epochs, truncations, records))
+    let image_count = get_count(r, IMAGE_BYTES, "checkpoint images")?;
+    let mut images = Vec::with_capacity(image_count);
+    for _ in 0..image_count {
+        let page = PageId(r.u64("page")?);
+        let lsn = Lsn::read(r)?;
+        let location = get_location(r)?;
+        let stored = if r.u32("image flags")? & 1 == 1 { Stored::Zeros } else { Stored::At(location) };
+        images.push((page, lsn, stored));
+    }
+    let state = PageState { page_bytes, floor, folded_through, images };
+    Ok(Segment::restore(pg, epochs, truncations, records, state))
 }
 
 #[cfg(test)]
@@ -155,21 +221,38 @@ mod tests {
         let mut segment = Segment::new(pg, Epochs { volume: Epoch(2), ..Epochs::INITIAL });
         let location = Location { file: 1, offset: 4096, len: 200 };
         for (lsn, prev) in [(10, 0), (20, 10), (40, 30)] {
-            segment
-                .insert_durable(Lsn(lsn), IndexedRecord { prev_pg_lsn: Lsn(prev), cpl: lsn == 20, location });
+            let record = IndexedRecord {
+                prev_pg_lsn: Lsn(prev),
+                cpl: lsn == 20,
+                page_id: PageId(lsn % 7),
+                kind: RecordKind::PagePatch,
+                location,
+            };
+            segment.insert_durable(Lsn(lsn), record);
         }
+        assert!(segment.learn_page_bytes(4096));
+        segment.report_floor(1, Lsn(10), 0, 1000);
+        assert!(segment.add_image(
+            PageId(3),
+            Lsn(10),
+            Stored::At(Location { file: 4, offset: 0, len: 4192 }),
+            &[]
+        ));
         segment.truncate(Epoch(2), LsnRange::new(Lsn(50), Lsn(60)).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let (mut store, none) = CheckpointStore::open(dir.path());
         assert!(none.unwrap().is_none());
         let position = JournalPosition { file: 2, offset: 8192, next_group_seq: 7 };
-        store.store(position, std::iter::once(&segment)).unwrap();
+        let pages_position = JournalPosition { file: 4, offset: 8192, next_group_seq: 3 };
+        store.store((position, pages_position), std::iter::once(&segment)).unwrap();
         let (_, loaded) = CheckpointStore::open(dir.path());
         let loaded = loaded.unwrap().unwrap();
-        assert_eq!(loaded.position, position);
+        assert_eq!((loaded.position, loaded.pages_position), (position, pages_position));
         let restored = &loaded.segments[0];
         assert_eq!((restored.pg(), restored.epochs(), restored.scl()), (pg, segment.epochs(), Lsn(20)));
         assert_eq!(restored.truncations(), segment.truncations());
         assert_eq!(restored.all_records().collect::<Vec<_>>(), segment.all_records().collect::<Vec<_>>());
+        assert_eq!(restored.page_state(), segment.page_state());
+        assert_eq!(restored.floor(), Lsn(10));
     }
 }

@@ -18,6 +18,10 @@ use crate::journal::writer::JOURNAL_FILE_BYTES_MIN;
 pub const CHECKPOINT_INTERVAL_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default size of a journal file.
 pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default memory for indexes and caches.
+pub const MEMORY_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Smallest memory setting.
+pub const MEMORY_BYTES_MIN: u64 = 64 * 1024 * 1024;
 
 /// The Borealis storage daemon: stores six-way replicated redo-log segments, durably and
 /// encrypted, and serves them over QUIC with mutual TLS.
@@ -67,6 +71,15 @@ pub struct Cli {
     /// Bytes of records accepted but not yet durable before appends are refused as overloaded.
     #[arg(long, value_name = "BYTES")]
     pub ingest_pending_bytes_max: Option<u64>,
+    /// Memory for the record and page indexes and the caches, in bytes (at least 64 MiB): an
+    /// eighth caches built pages, a sixteenth caches decoded journal entries, the rest bounds
+    /// the indexes (appends are refused as overloaded beyond it).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_bytes_max: Option<u64>,
+    /// Most records a page read applies once the coalescer caught up: a page gets a new image
+    /// when this many records follow its newest one.
+    #[arg(long, value_name = "N")]
+    pub apply_max: Option<usize>,
     /// Largest UDP payload QUIC may use (1200-65527; larger needs a network that carries it).
     #[arg(long, value_name = "BYTES")]
     pub max_udp_payload_bytes: Option<u16>,
@@ -103,6 +116,8 @@ struct TlsSection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     ingest_pending_bytes_max: Option<u64>,
+    memory_bytes_max: Option<u64>,
+    apply_max: Option<usize>,
     max_udp_payload_bytes: Option<u16>,
 }
 
@@ -125,6 +140,8 @@ pub struct Config {
     pub tls: TlsFiles,
     pub key_file: PathBuf,
     pub limits: Limits,
+    /// Bytes of decoded journal entries cached (see `memory_bytes_max`).
+    pub entry_cache_bytes: usize,
     pub journal_file_bytes: u64,
     pub checkpoint_interval_bytes: u64,
     pub direct_io: bool,
@@ -176,7 +193,20 @@ impl Config {
         if let Some(bytes) = cli.ingest_pending_bytes_max.or(file.limits.ingest_pending_bytes_max) {
             limits.ingest_pending_bytes_max = bytes;
         }
+        let memory = cli.memory_bytes_max.or(file.limits.memory_bytes_max).unwrap_or(MEMORY_BYTES_DEFAULT);
+        if memory < MEMORY_BYTES_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "memory_bytes_max {memory} is below the minimum {MEMORY_BYTES_MIN}"
+            )));
+        }
+        limits.page_cache_bytes = (memory / 8) as usize;
+        limits.index_bytes_max = memory - memory / 8 - memory / 16;
+        limits.apply_max = cli.apply_max.or(file.limits.apply_max).unwrap_or(limits.apply_max);
+        if limits.apply_max == 0 {
+            return Err(ConfigError::Invalid("apply_max must be at least 1".into()));
+        }
         Ok(Config {
+            entry_cache_bytes: (memory / 16) as usize,
             node_id: NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?),
             az: AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?),
             listen: parse_addr("listen", &listen)?,

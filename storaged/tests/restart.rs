@@ -15,7 +15,7 @@ fn payload(lsn: u64) -> Vec<u8> {
 fn replayed_bytes(stderr: &str) -> Vec<u64> {
     stderr
         .lines()
-        .filter(|l| l.contains("journal replayed"))
+        .filter(|l| l.contains("journal and page store replayed"))
         .filter_map(|l| l.split("bytes_scanned: ").nth(1))
         .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .collect()

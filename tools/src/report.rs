@@ -109,6 +109,7 @@ mod tests {
                     epochs: Epochs::INITIAL,
                     scl: Lsn(41),
                     highest_lsn: Lsn(42),
+                    floor: Lsn(0),
                 };
                 let status = match n.id {
                     2 => Err(ProbeError::Timeout(Duration::from_secs(2))),

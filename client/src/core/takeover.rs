@@ -352,6 +352,7 @@ impl Takeover {
                     epochs: self.epochs,
                     vdl: plan.vdl,
                     pg_vdl_lsn,
+                    page_bytes: self.geometry.page_bytes,
                     records: chunk.to_vec(),
                 };
                 for node in self.members(*pg) {

@@ -387,6 +387,7 @@ impl WriterCore {
             epochs: self.epochs,
             vdl: self.ladder.vdl(),
             pg_vdl_lsn,
+            page_bytes: self.geometry.page_bytes,
             records: Vec::new(),
         };
         Message::AppendBatch(batch)
@@ -440,6 +441,7 @@ impl WriterCore {
             epochs: self.epochs,
             vdl: self.ladder.vdl(),
             pg_vdl_lsn: state.vdl_lsn,
+            page_bytes: self.geometry.page_bytes,
             records: batch.records.clone(),
         });
         let targets: Vec<NodeId> = state

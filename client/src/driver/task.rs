@@ -265,6 +265,7 @@ impl Driver {
                     target,
                     epochs: self.core.epochs(),
                     vdl: self.core.vdl(),
+                    page_bytes: self.core.geometry().page_bytes,
                 };
                 tokio::spawn(job.run(self.connections.clone(), self.events.clone(), self.request_timeout));
             }
@@ -302,6 +303,7 @@ struct Repair {
     target: Lsn,
     epochs: protocol::Epochs,
     vdl: Lsn,
+    page_bytes: u32,
 }
 
 impl Repair {
@@ -327,6 +329,7 @@ impl Repair {
                 epochs: self.epochs,
                 vdl: self.vdl,
                 pg_vdl_lsn: Lsn::ZERO,
+                page_bytes: self.page_bytes,
                 records,
             };
             match ask(&connections, self.node, &Message::AppendBatch(batch), timeout).await {

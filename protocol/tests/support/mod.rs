@@ -88,7 +88,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=15u8) {
+    match rng.random_range(1..=17u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -98,6 +98,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 epochs,
                 vdl,
                 pg_vdl_lsn: Lsn(rng.random_range(0..=vdl.0)),
+                page_bytes: 512 << rng.random_range(0..8),
                 records,
             })
         }
@@ -124,6 +125,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 page_id: PageId(rng.random()),
                 read_lsn,
                 pg_newest_lsn: Lsn(rng.random_range(0..=read_lsn.0)),
+                page_bytes: 512 << rng.random_range(0..8),
             })
         }
         6 => {
@@ -174,10 +176,17 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
         13 => Message::StatusRequest,
         14 => {
             let segments = (0..rng.random_range(0..4))
-                .map(|_| SegmentStatus { pg, epochs, scl: lsn(rng), highest_lsn: lsn(rng) })
+                .map(|_| SegmentStatus { pg, epochs, scl: lsn(rng), highest_lsn: lsn(rng), floor: lsn(rng) })
                 .collect();
             Message::Status(Status { node, az: AzId(rng.random_range(0..3)), segments })
         }
+        16 => Message::FloorReport(FloorReport {
+            pg,
+            client: rng.random(),
+            floor: lsn(rng),
+            lease_ms: rng.random(),
+        }),
+        17 => Message::FloorAck(FloorAck { pg, node, floor: lsn(rng), scl: lsn(rng) }),
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=11));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })

@@ -3,11 +3,17 @@
 //! requests and I/O completions (`handle_*`) and drain what it decided (`poll_*`), so the same
 //! code runs under io_uring and QUIC and under the deterministic simulator.
 
+pub mod cache;
 pub mod node;
+pub mod pages;
 pub mod segment;
 
+pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
-pub use segment::{IndexedRecord, Location, Segment};
+pub use pages::{PageVersions, Stored, VersionPlan};
+pub use segment::{IndexedRecord, Location, PageState, Segment};
 
 #[cfg(test)]
 mod node_tests;
+#[cfg(test)]
+mod pages_model_tests;

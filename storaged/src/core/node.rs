@@ -12,12 +12,17 @@
 //! to that point is durable; records enter the segment index (and so SCL) only once durable;
 //! the first I/O error latches the node into `Failed` and nothing is acknowledged after it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bytes::Bytes;
 use protocol::messages::{AppendAck, AppendBatch, EpochAck, EpochBump, ErrorCode, ErrorReply, ReadRecords};
-use protocol::messages::{SegmentStatus, Status, Truncate, TruncateAck};
-use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PgRef, Record};
+use protocol::messages::{
+    FloorAck, FloorReport, Page, ReadPage, SegmentStatus, Status, Truncate, TruncateAck,
+};
+use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record, RecordKind};
 
+use super::cache::PageCache;
+use super::pages::Stored;
 use super::segment::{EpochRefusal, IndexedRecord, Location, Segment};
 
 /// The driver's name for a request whose reply is pending.
@@ -30,19 +35,93 @@ pub struct Limits {
     /// Bytes of records queued for the journal but not yet durable; above it appends are refused
     /// with `Overloaded`, and the credit granted in acks shrinks toward zero as it fills.
     pub ingest_pending_bytes_max: u64,
+    /// Estimated bytes of the record and page indexes (see `index_bytes`); above it appends are
+    /// refused with `Overloaded` until coalescing and the floor free some.
+    pub index_bytes_max: u64,
+    /// Bytes of built page versions kept for reads.
+    pub page_cache_bytes: usize,
+    /// The coalescer materializes a page once this many records follow its newest image, so a
+    /// read applies at most about this many (more only while the coalescer catches up).
+    pub apply_max: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { ingest_pending_bytes_max: 64 * 1024 * 1024 }
+        Limits {
+            ingest_pending_bytes_max: 64 * 1024 * 1024,
+            index_bytes_max: 768 * 1024 * 1024,
+            page_cache_bytes: 128 * 1024 * 1024,
+            apply_max: APPLY_MAX_DEFAULT,
+        }
     }
+}
+
+/// Default for `Limits::apply_max`.
+pub const APPLY_MAX_DEFAULT: usize = 16;
+/// Estimated index bytes per held record: the segment's map entry (LSN + 48 bytes) and the
+/// page log's (8 bytes), with B-tree node overhead. Measured in `docs/storaged.md`.
+pub const RECORD_INDEX_BYTES: u64 = 112;
+/// Estimated index bytes per materialized image (LSN + location in a B-tree).
+pub const IMAGE_INDEX_BYTES: u64 = 64;
+/// Estimated index bytes per page with versions held (the page map entry and its two trees).
+pub const PAGE_INDEX_BYTES: u64 = 128;
+/// Records the coalescer looks at per segment and call when folding toward the floor.
+pub const FOLD_SCAN_MAX: usize = 4096;
+
+/// One page version for the coalescer to build and store: the page as of `target`, from `base`
+/// (or zeros) and `records`; or, for a relocation, a copy of the image at `relocate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoalesceJob {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub page_bytes: u32,
+    pub target: Lsn,
+    pub base: Option<Location>,
+    /// The page's records after the base through `target`, in LSN order.
+    pub records: Vec<(Lsn, Location)>,
+    /// Page store compaction: the image to copy (then `base` is it and `records` is empty).
+    pub relocate: Option<Location>,
+}
+
+/// Where a page read starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    Zeros,
+    Image(Location),
+    Cached(Bytes),
+}
+
+/// A page version a driver must build to answer a `ReadPage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageBuild {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub read_lsn: Lsn,
+    pub version_lsn: Lsn,
+    pub page_bytes: u32,
+    pub base: Base,
+    /// The records to apply to the base, in LSN order.
+    pub records: Vec<(Lsn, Location)>,
+}
+
+/// How to answer a `ReadPage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageAnswer {
+    /// The version is cached (or the page reads as zeros).
+    Ready(Page),
+    Build(PageBuild),
+    /// The segment is not yet complete through the read's `pg_newest_lsn`: wait and ask again.
+    NotYet,
 }
 
 /// What one journal entry carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryBody {
-    /// Records of one PG, written by the writer of `epoch`.
-    Records { epoch: Epoch, records: Vec<Record> },
+    /// Records of one PG, written by the writer of `epoch`, for a volume of `page_bytes` pages.
+    Records { epoch: Epoch, page_bytes: u32, records: Vec<Record> },
+    /// A materialized page version (page store only): the page as of `version_lsn`. Replay
+    /// does not open image entries, so there `page` is empty.
+    Image { page_id: PageId, version_lsn: Lsn, page: Bytes },
     /// A change of the segment's stored epochs, and possibly a truncation range that the
     /// writer of `epochs.volume` declared.
     Meta { epochs: Epochs, truncation: Option<LsnRange> },
@@ -61,7 +140,7 @@ impl JournalEntry {
     pub fn record_bytes(&self) -> u64 {
         match &self.body {
             EntryBody::Records { records, .. } => records.iter().map(|r| r.encoded_len() as u64).sum(),
-            EntryBody::Meta { .. } => 0,
+            EntryBody::Meta { .. } | EntryBody::Image { .. } => 0,
         }
     }
 }
@@ -135,8 +214,8 @@ struct InJournal {
     seq: u64,
     pg: PgRef,
     bytes: u64,
-    /// `(lsn, prev_pg_lsn, cpl)` of each record, indexed once durable.
-    records: Vec<(Lsn, Lsn, bool)>,
+    /// The index entry of each record (its location still unset), indexed once durable.
+    records: Vec<(Lsn, IndexedRecord)>,
 }
 
 /// All segments of one node; see the module docs for the calling contract.
@@ -154,6 +233,16 @@ pub struct NodeCore {
     pending_bytes: u64,
     waiters: VecDeque<Waiter>,
     replies: VecDeque<(RequestId, Message)>,
+    cache: PageCache,
+    /// Pages with a coalescing job out.
+    coalescing: BTreeSet<(PgRef, PageId)>,
+    /// The journal file being written: only records in older files are folded toward the floor,
+    /// so a page changed many times within one file gets one image.
+    journal_head: u64,
+    /// Pages whose newest version needs an image (`apply_max` records after the newest).
+    over_apply: BTreeSet<(PgRef, PageId)>,
+    /// The page store file being compacted, if any.
+    compacting: Option<u64>,
 }
 
 impl NodeCore {
@@ -170,6 +259,11 @@ impl NodeCore {
             pending_bytes: 0,
             waiters: VecDeque::new(),
             replies: VecDeque::new(),
+            cache: PageCache::new(limits.page_cache_bytes),
+            coalescing: BTreeSet::new(),
+            journal_head: 0,
+            over_apply: BTreeSet::new(),
+            compacting: None,
         }
     }
 
@@ -189,8 +283,22 @@ impl NodeCore {
     /// An append batch: refused at once, or queued with its ack waiting on durability.
     pub fn handle_append(&mut self, request: RequestId, batch: AppendBatch) -> Result<(), ErrorReply> {
         self.check_writable(batch.pg)?;
+        if self.index_bytes() > self.limits.index_bytes_max {
+            let message = "index memory cap reached: waiting for coalescing and the floor to free some";
+            return Err(self.error(ErrorCode::Overloaded, batch.pg, message));
+        }
         let segment = self.segment_for(batch.pg, &batch.epochs)?;
         segment.check_append(&batch.epochs).map_err(|r| refusal(segment, r))?;
+        if !segment.learn_page_bytes(batch.page_bytes) {
+            let message =
+                format!("page size {} differs from the volume's {}", batch.page_bytes, segment.page_bytes());
+            return Err(ErrorReply {
+                code: ErrorCode::BadRequest,
+                pg: batch.pg,
+                epochs: segment.epochs(),
+                message: truncate_message(&message),
+            });
+        }
         let records: Vec<Record> =
             batch.records.iter().filter(|r| !segment.has_or_discards(r.lsn())).cloned().collect();
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
@@ -200,7 +308,8 @@ impl NodeCore {
         self.raise_epochs(batch.pg, &batch.epochs);
         self.segments.get_mut(&batch.pg).expect("segment exists").learn_vdl(batch.vdl);
         if !records.is_empty() {
-            self.queue(batch.pg, EntryBody::Records { epoch: batch.epochs.volume, records });
+            let page_bytes = batch.page_bytes;
+            self.queue(batch.pg, EntryBody::Records { epoch: batch.epochs.volume, page_bytes, records });
         }
         let (first_lsn, last_lsn) = batch_bounds(&batch);
         self.wait(request, PendingReply::Append { pg: batch.pg, first_lsn, last_lsn });
@@ -226,6 +335,7 @@ impl NodeCore {
         segment.check_not_stale(&truncate.epochs).map_err(|r| refusal(segment, r))?;
         segment.raise_epochs(&truncate.epochs);
         segment.truncate(truncate.epochs.volume, truncate.range);
+        self.cache.drop_above(truncate.pg, truncate.range.after());
         self.queue(
             truncate.pg,
             EntryBody::Meta { epochs: truncate.epochs, truncation: Some(truncate.range) },
@@ -292,8 +402,9 @@ impl NodeCore {
                 location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
             self.pending_bytes -= entry.bytes;
             let segment = self.segments.get_mut(&entry.pg).expect("a queued entry's segment exists");
-            for (lsn, prev_pg_lsn, cpl) in entry.records {
-                segment.insert_durable(lsn, IndexedRecord { prev_pg_lsn, cpl, location });
+            for (lsn, record) in entry.records {
+                segment.insert_durable(lsn, IndexedRecord { location, ..record });
+                note_over_apply(&mut self.over_apply, segment, record.page_id, self.limits.apply_max);
             }
         }
         self.release_waiters(through_seq);
@@ -336,13 +447,20 @@ impl NodeCore {
     /// Rebuilds state from one journal entry found at restart, in journal order.
     pub fn replay(&mut self, pg: PgRef, body: &EntryBody, location: Location) {
         match body {
-            EntryBody::Records { epoch, records } => {
+            EntryBody::Records { epoch, page_bytes, records } => {
                 let epochs = Epochs { volume: *epoch, ..Epochs::INITIAL };
                 let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, epochs));
+                segment.learn_page_bytes(*page_bytes);
                 for r in records {
-                    let indexed =
-                        IndexedRecord { prev_pg_lsn: r.meta().prev_pg_lsn, cpl: r.meta().is_cpl(), location };
-                    segment.insert_durable(r.lsn(), indexed);
+                    segment.insert_durable(r.lsn(), IndexedRecord::of(r, location));
+                    note_over_apply(&mut self.over_apply, segment, r.meta().page_id, self.limits.apply_max);
+                }
+            }
+            EntryBody::Image { page_id, version_lsn, .. } => {
+                // An image found after the checkpoint: it was durable before the crash, so it
+                // is as good as one the coalescer just stored.
+                if let Some(segment) = self.segments.get_mut(&pg) {
+                    segment.add_image(*page_id, *version_lsn, Stored::At(location), &[]);
                 }
             }
             EntryBody::Meta { epochs, truncation } => {
@@ -373,10 +491,317 @@ impl NodeCore {
             epochs: s.epochs(),
             scl: s.scl(),
             highest_lsn: s.highest_lsn(),
+            floor: s.floor(),
         };
         let segments =
             self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
         Status { node: self.node, az: self.az, segments }
+    }
+
+    /// How to answer a `ReadPage`: refused, not yet, ready (cached or zeros), or to build.
+    pub fn plan_read_page(&mut self, read: &ReadPage) -> Result<PageAnswer, ErrorReply> {
+        let zeros = |read: &ReadPage| {
+            let bytes = Bytes::from(vec![0u8; read.page_bytes as usize]);
+            Page {
+                pg: read.pg,
+                page_id: read.page_id,
+                read_lsn: read.read_lsn,
+                version_lsn: Lsn::ZERO,
+                bytes,
+            }
+        };
+        let Some(segment) = self.segments.get(&read.pg) else {
+            // No record of this PG reached this node: complete only if the PG has none yet.
+            return Ok(if read.pg_newest_lsn == Lsn::ZERO {
+                PageAnswer::Ready(zeros(read))
+            } else {
+                PageAnswer::NotYet
+            });
+        };
+        segment.check_read(&read.epochs).map_err(|r| refusal(segment, r))?;
+        if segment.page_bytes() != 0 && segment.page_bytes() != read.page_bytes {
+            let message =
+                format!("page size {} differs from the volume's {}", read.page_bytes, segment.page_bytes());
+            return Err(self.error(ErrorCode::BadRequest, read.pg, &message));
+        }
+        if read.read_lsn < segment.floor() {
+            let message = format!("read point {} is below the floor {}", read.read_lsn, segment.floor());
+            return Err(self.error(ErrorCode::TooOld, read.pg, &message));
+        }
+        if segment.scl() < read.pg_newest_lsn {
+            return Ok(PageAnswer::NotYet);
+        }
+        // Records of the PG between `pg_newest_lsn` and the read point cannot belong to the
+        // committed history (a writer that was fenced before its truncation reached this node
+        // may have left some), so the version is built only up to `pg_newest_lsn`.
+        let plan = segment.plan_page(read.page_id, read.pg_newest_lsn);
+        if plan.version_lsn == Lsn::ZERO {
+            return Ok(PageAnswer::Ready(zeros(read)));
+        }
+        let page = |bytes| Page {
+            pg: read.pg,
+            page_id: read.page_id,
+            read_lsn: read.read_lsn,
+            version_lsn: plan.version_lsn,
+            bytes,
+        };
+        if let Some(bytes) = self.cache.get(read.pg, read.page_id, plan.version_lsn) {
+            return Ok(PageAnswer::Ready(page(bytes)));
+        }
+        let base_lsn = plan.base.map_or(Lsn::ZERO, |(lsn, _)| lsn);
+        let cached = self.cache.newest_in(read.pg, read.page_id, base_lsn, plan.version_lsn);
+        let (base, after) = match (cached, plan.base) {
+            (Some((lsn, bytes)), _) => (Base::Cached(bytes), lsn),
+            (None, Some((lsn, Stored::At(location)))) => (Base::Image(location), lsn),
+            (None, Some((lsn, Stored::Zeros))) => (Base::Zeros, lsn),
+            (None, None) => (Base::Zeros, Lsn::ZERO),
+        };
+        let records =
+            plan.records.iter().filter(|l| **l > after).map(|l| (*l, located(segment, *l))).collect();
+        Ok(PageAnswer::Build(PageBuild {
+            pg: read.pg,
+            page_id: read.page_id,
+            read_lsn: read.read_lsn,
+            version_lsn: plan.version_lsn,
+            page_bytes: read.page_bytes,
+            base,
+            records,
+        }))
+    }
+
+    /// A driver built a page version: keep it for later reads.
+    pub fn handle_page_built(&mut self, pg: PgRef, page: PageId, version: Lsn, bytes: Bytes) {
+        self.cache.insert(pg, page, version, bytes);
+    }
+
+    /// A client's oldest read point; `now` is the driver's clock in milliseconds.
+    pub fn handle_floor_report(&mut self, report: &FloorReport, now: u64) -> Message {
+        let node = self.node;
+        let Some(segment) = self.segments.get_mut(&report.pg) else {
+            return Message::FloorAck(FloorAck { pg: report.pg, node, floor: Lsn::ZERO, scl: Lsn::ZERO });
+        };
+        let expires = now.saturating_add(u64::from(report.lease_ms));
+        let floor = segment.report_floor(report.client, report.floor, now, expires);
+        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl() })
+    }
+
+    /// Lets floor reports expire; call about once a second.
+    pub fn handle_tick(&mut self, now: u64) {
+        self.segments.values_mut().for_each(|s| {
+            s.refresh_floor(now);
+        });
+    }
+
+    /// The journal moved on to file `file`: records in older files may be folded.
+    pub fn set_journal_head(&mut self, file: u64) {
+        self.journal_head = file;
+    }
+
+    /// Up to `max` page versions for the coalescer to build, most urgent first: pages a read
+    /// would apply too many records to, then the oldest records at or below the floor (so
+    /// journal files can be recycled), then copies out of a page store file being compacted.
+    /// Pages whose newest record below the floor is a `PageZero`/`PageTrim`, and `Marker`
+    /// records, are folded here without any I/O.
+    pub fn poll_coalesce(&mut self, max: usize) -> Vec<CoalesceJob> {
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            let Some((pg, page)) = self.over_apply.pop_first() else { break };
+            if let Some(job) = self.bound_job(pg, page) {
+                jobs.push(job);
+            }
+        }
+        let pgs: Vec<PgRef> = self.segments.keys().copied().collect();
+        for pg in pgs {
+            if jobs.len() >= max {
+                break;
+            }
+            self.fold_jobs(pg, max, &mut jobs);
+        }
+        if jobs.len() < max {
+            self.relocation_jobs(max, &mut jobs);
+        }
+        jobs
+    }
+
+    /// The coalescer stored (or failed to store) a job's version.
+    pub fn handle_coalesced(&mut self, job: &CoalesceJob, stored: Option<Location>) {
+        self.coalescing.remove(&(job.pg, job.page_id));
+        let (Some(location), Some(segment)) = (stored, self.segments.get_mut(&job.pg)) else { return };
+        match job.relocate {
+            Some(from) => {
+                segment.move_image(job.page_id, job.target, Stored::At(from), Stored::At(location));
+            }
+            None => {
+                let folded: Vec<Lsn> = job.records.iter().map(|(l, _)| *l).collect();
+                segment.add_image(job.page_id, job.target, Stored::At(location), &folded);
+            }
+        }
+        note_over_apply(&mut self.over_apply, segment, job.page_id, self.limits.apply_max);
+    }
+
+    /// Picks a page store file to compact: the non-head file with the least live bytes, if
+    /// under half of `file_bytes` are live. Its live images are copied out by later jobs.
+    pub fn plan_compaction(&mut self, page_store_head: u64, file_bytes: u64) {
+        if self.compacting.is_some_and(|f| self.image_bytes_by_file().get(&f).is_some_and(|b| *b > 0)) {
+            return;
+        }
+        self.compacting = self
+            .image_bytes_by_file()
+            .into_iter()
+            .filter(|(file, live)| *file < page_store_head && *live < file_bytes / 2)
+            .min_by_key(|(_, live)| *live)
+            .map(|(file, _)| file);
+    }
+
+    /// Live image bytes per page store file (files with none are absent).
+    pub fn image_bytes_by_file(&self) -> BTreeMap<u64, u64> {
+        let mut usage = BTreeMap::new();
+        for segment in self.segments.values() {
+            for (_, versions) in segment.pages() {
+                for stored in versions.images.values() {
+                    if let Stored::At(location) = stored {
+                        *usage.entry(location.file).or_insert(0) += u64::from(location.len);
+                    }
+                }
+            }
+        }
+        usage
+    }
+
+    /// The oldest journal file any held record is in (`None`: no record held).
+    pub fn oldest_journal_file_in_use(&self) -> Option<u64> {
+        self.segments.values().flat_map(|s| s.all_records().map(|(_, r)| r.location.file)).min()
+    }
+
+    /// Estimated bytes of the indexes (records, images, pages); see the `*_INDEX_BYTES` bounds.
+    pub fn index_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .map(|s| {
+                s.record_count() as u64 * RECORD_INDEX_BYTES
+                    + s.image_count() as u64 * IMAGE_INDEX_BYTES
+                    + s.page_count() as u64 * PAGE_INDEX_BYTES
+            })
+            .sum()
+    }
+
+    /// Bytes held by the page cache, and its (hits, misses).
+    pub fn cache_stats(&self) -> (usize, (u64, u64)) {
+        (self.cache.bytes(), self.cache.hits_and_misses())
+    }
+
+    /// Records held at or below each segment's SCL that only the floor keeps from being folded
+    /// (they are above it): what the floor is holding, for status.
+    pub fn records_held_for_floor(&self) -> u64 {
+        let held = |s: &Segment| s.all_records().filter(|(l, _)| *l > s.floor() && *l <= s.scl()).count();
+        self.segments.values().map(|s| held(s) as u64).sum()
+    }
+
+    fn bound_job(&mut self, pg: PgRef, page: PageId) -> Option<CoalesceJob> {
+        if self.coalescing.contains(&(pg, page)) {
+            return None;
+        }
+        let segment = self.segments.get(&pg)?;
+        let target = segment.page(page)?.fold_target(segment.scl())?;
+        self.page_job(pg, page, target)
+    }
+
+    /// Folds the segment's oldest records, if they are in a journal file older than the head
+    /// and at or below `min(floor, SCL, VDL)`.
+    fn fold_jobs(&mut self, pg: PgRef, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        let head = self.journal_head;
+        let Some(segment) = self.segments.get_mut(&pg) else { return };
+        // VDL bounds folding too: a record above it may still be truncated by a new writer.
+        let limit = segment.floor().min(segment.scl()).min(segment.vdl_hint());
+        let mut candidates = Vec::new();
+        for (lsn, record) in segment.all_records().take(FOLD_SCAN_MAX) {
+            if lsn > limit {
+                break;
+            }
+            if record.location.file >= head {
+                continue;
+            }
+            candidates.push((lsn, record.page_id, record.changes_page()));
+        }
+        let mut seen = BTreeSet::new();
+        for (lsn, page, changes_page) in candidates {
+            if jobs.len() >= max {
+                return;
+            }
+            let segment = self.segments.get_mut(&pg).expect("looked up above");
+            if !changes_page {
+                segment.drop_folded(lsn);
+                continue;
+            }
+            if !seen.insert(page) || self.coalescing.contains(&(pg, page)) {
+                continue;
+            }
+            segment.prune_page(page);
+            let Some(versions) = segment.page(page) else { continue };
+            let Some(target) = versions.fold_target(limit) else { continue };
+            let zeroed = segment
+                .get(target)
+                .is_some_and(|r| matches!(r.kind, RecordKind::PageZero | RecordKind::PageTrim));
+            if zeroed {
+                segment.add_image(page, target, Stored::Zeros, &[]);
+                continue;
+            }
+            jobs.extend(self.page_job(pg, page, target));
+        }
+    }
+
+    fn relocation_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        let Some(file) = self.compacting else { return };
+        let mut found = Vec::new();
+        for segment in self.segments.values() {
+            for (page, versions) in segment.pages() {
+                for (lsn, stored) in &versions.images {
+                    if let Stored::At(location) = stored {
+                        if location.file == file && !self.coalescing.contains(&(segment.pg(), page)) {
+                            found.push((segment.pg(), segment.page_bytes(), page, *lsn, *location));
+                        }
+                    }
+                }
+            }
+        }
+        for (pg, page_bytes, page_id, target, location) in found {
+            if jobs.len() >= max || !self.coalescing.insert((pg, page_id)) {
+                continue;
+            }
+            let job = CoalesceJob {
+                pg,
+                page_id,
+                page_bytes,
+                target,
+                base: Some(location),
+                records: Vec::new(),
+                relocate: Some(location),
+            };
+            jobs.push(job);
+        }
+    }
+
+    /// A job building `page` as of `target` from its newest image below and the records after.
+    fn page_job(&mut self, pg: PgRef, page: PageId, target: Lsn) -> Option<CoalesceJob> {
+        let segment = self.segments.get(&pg)?;
+        let plan = segment.plan_page(page, target);
+        assert_eq!(plan.version_lsn, target, "a fold target is the page's newest record below it");
+        let base = match plan.base {
+            Some((_, Stored::At(location))) => Some(location),
+            Some((_, Stored::Zeros)) | None => None,
+        };
+        let records = plan.records.iter().map(|l| (*l, located(segment, *l))).collect();
+        let job = CoalesceJob {
+            pg,
+            page_id: page,
+            page_bytes: segment.page_bytes(),
+            target,
+            base,
+            records,
+            relocate: None,
+        };
+        self.coalescing.insert((pg, page));
+        Some(job)
     }
 
     fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {
@@ -436,11 +861,12 @@ impl NodeCore {
         self.queued_seq += 1;
         let entry = JournalEntry { seq: self.queued_seq, pg, body };
         let bytes = entry.record_bytes();
+        let unplaced = Location { file: 0, offset: 0, len: 0 };
         let records = match &entry.body {
             EntryBody::Records { records, .. } => {
-                records.iter().map(|r| (r.lsn(), r.meta().prev_pg_lsn, r.meta().is_cpl())).collect()
+                records.iter().map(|r| (r.lsn(), IndexedRecord::of(r, unplaced))).collect()
             }
-            EntryBody::Meta { .. } => Vec::new(),
+            EntryBody::Meta { .. } | EntryBody::Image { .. } => Vec::new(),
         };
         self.pending_bytes += bytes;
         self.in_journal.push_back(InJournal { seq: entry.seq, pg, bytes, records });
@@ -556,4 +982,16 @@ pub fn truncate_message(message: &str) -> String {
         end -= 1;
     }
     message[..end].to_string()
+}
+
+/// Where a held record is; the plans that call this list only held records.
+fn located(segment: &Segment, lsn: Lsn) -> Location {
+    segment.get(lsn).expect("planned records are held").location
+}
+
+/// Queues `page` for an image if a read of its newest version would apply `apply_max` records.
+fn note_over_apply(over: &mut BTreeSet<(PgRef, PageId)>, segment: &Segment, page: PageId, apply_max: usize) {
+    if segment.page(page).is_some_and(|v| v.records_after_newest_image_at_least(apply_max)) {
+        over.insert((segment.pg(), page));
+    }
 }

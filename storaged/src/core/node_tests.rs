@@ -35,7 +35,7 @@ fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
 
 fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
     let records = chain.iter().map(|(l, p)| record(*l, *p, epoch)).collect();
-    AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), records }
+    AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), page_bytes: 4096, records }
 }
 
 /// Plays a perfect journal: every queued entry becomes durable at a made-up location.
@@ -139,7 +139,8 @@ fn disk_full_refuses_writes_until_space_returns_and_keeps_what_was_durable() {
 
 #[test]
 fn the_ingest_budget_refuses_a_writer_that_ignores_its_credit() {
-    let mut core = NodeCore::new(NodeId(1), AzId(0), Limits { ingest_pending_bytes_max: 100 });
+    let mut core =
+        NodeCore::new(NodeId(1), AzId(0), Limits { ingest_pending_bytes_max: 100, ..Limits::default() });
     core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
     let refused = core.handle_append(RequestId(2), batch(1, &[(20, 10)])).unwrap_err();
     assert_eq!(refused.code, ErrorCode::Overloaded);
@@ -172,7 +173,13 @@ fn a_fenced_writer_cannot_create_a_new_segment_of_the_volume() {
     flush(&mut core);
     core.handle_epoch_bump(RequestId(2), EpochBump { pg: PG, epochs: epochs(2) }).unwrap();
     let other_pg = PgRef { pg_id: PgId(1), ..PG };
-    let create =
-        AppendBatch { pg: other_pg, epochs: epochs(1), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), records: Vec::new() };
+    let create = AppendBatch {
+        pg: other_pg,
+        epochs: epochs(1),
+        vdl: Lsn(0),
+        pg_vdl_lsn: Lsn(0),
+        page_bytes: 4096,
+        records: Vec::new(),
+    };
     assert_eq!(core.handle_append(RequestId(3), create).unwrap_err().code, ErrorCode::StaleEpoch);
 }

@@ -8,12 +8,17 @@
 //! Invariants:
 //! - only durable records are indexed, so SCL never claims a record that could still be lost;
 //! - no indexed record lies inside a truncation range;
-//! - `scl` is an indexed LSN (or zero) and every indexed record at or below it is chained to it.
+//! - `scl` is an indexed LSN (or zero) and every indexed record at or below it is chained to it;
+//!   records the coalescer folded into images (all at or below `folded_through <= scl`) count as
+//!   held;
+//! - every page-changing indexed record is in its page's log (`pages`), and nothing else is.
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
-use protocol::{Epoch, Epochs, Lsn, LsnRange, PgRef};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, PageId, PgRef, RecordKind};
+
+use super::pages::{PageVersions, Stored, VersionPlan};
 
 /// Where a durable record's bytes live: the journal entry that holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,8 +36,32 @@ pub struct Location {
 pub struct IndexedRecord {
     pub prev_pg_lsn: Lsn,
     pub cpl: bool,
+    pub page_id: PageId,
+    pub kind: RecordKind,
     pub location: Location,
 }
+
+impl IndexedRecord {
+    /// The index entry of a record stored at `location`.
+    pub fn of(record: &protocol::Record, location: Location) -> IndexedRecord {
+        let meta = record.meta();
+        IndexedRecord {
+            prev_pg_lsn: meta.prev_pg_lsn,
+            cpl: meta.is_cpl(),
+            page_id: meta.page_id,
+            kind: meta.kind,
+            location,
+        }
+    }
+
+    /// True unless the record is a `Marker`.
+    pub fn changes_page(&self) -> bool {
+        self.kind != RecordKind::Marker
+    }
+}
+
+/// Floor reports a segment keeps at once; the oldest-expiring is dropped beyond it.
+pub const FLOOR_REPORTS_MAX: usize = 1024;
 
 /// Why a segment refuses a request that relies on some epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +83,24 @@ pub struct Segment {
     /// The highest VDL a writer told this segment; kept in memory only (a lower bound that
     /// recovery may use, so losing it at a restart is safe).
     vdl_hint: Lsn,
+    /// The volume's page size, learnt from the first batch (zero until then).
+    page_bytes: u32,
+    pages: BTreeMap<PageId, PageVersions>,
+    /// Reads below it are refused; versions only it needed are dropped. Never goes back.
+    floor: Lsn,
+    /// Live floor reports: client → (floor, expiry in the driver's milliseconds).
+    reports: BTreeMap<u64, (Lsn, u64)>,
+    /// The highest LSN of a record dropped because an image covers it.
+    folded_through: Lsn,
+}
+
+/// A segment's page state as a checkpoint records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageState {
+    pub page_bytes: u32,
+    pub floor: Lsn,
+    pub folded_through: Lsn,
+    pub images: Vec<(PageId, Lsn, Stored)>,
 }
 
 impl Segment {
@@ -66,6 +113,11 @@ impl Segment {
             records: BTreeMap::new(),
             scl: Lsn::ZERO,
             vdl_hint: Lsn::ZERO,
+            page_bytes: 0,
+            pages: BTreeMap::new(),
+            floor: Lsn::ZERO,
+            reports: BTreeMap::new(),
+            folded_through: Lsn::ZERO,
         }
     }
 
@@ -75,17 +127,40 @@ impl Segment {
         epochs: Epochs,
         truncations: Vec<(Epoch, LsnRange)>,
         records: Vec<(Lsn, IndexedRecord)>,
+        state: PageState,
     ) -> Segment {
-        let mut segment = Segment {
-            pg,
-            epochs,
-            truncations,
-            records: records.into_iter().collect(),
-            scl: Lsn::ZERO,
-            vdl_hint: Lsn::ZERO,
-        };
+        let mut segment = Segment::new(pg, epochs);
+        segment.truncations = truncations;
+        segment.page_bytes = state.page_bytes;
+        segment.floor = state.floor;
+        segment.folded_through = state.folded_through;
+        segment.scl = state.folded_through;
+        for (lsn, record) in records {
+            if record.changes_page() {
+                segment.pages.entry(record.page_id).or_default().log.insert(lsn);
+            }
+            segment.records.insert(lsn, record);
+        }
+        for (page, lsn, stored) in state.images {
+            segment.pages.entry(page).or_default().images.insert(lsn, stored);
+        }
         segment.advance_scl();
         segment
+    }
+
+    /// The page state a checkpoint keeps.
+    pub fn page_state(&self) -> PageState {
+        let images = self
+            .pages
+            .iter()
+            .flat_map(|(page, v)| v.images.iter().map(move |(lsn, stored)| (*page, *lsn, *stored)))
+            .collect();
+        PageState {
+            page_bytes: self.page_bytes,
+            floor: self.floor,
+            folded_through: self.folded_through,
+            images,
+        }
     }
 
     /// Every indexed record, in LSN order.
@@ -105,7 +180,110 @@ impl Segment {
     pub fn vdl_hint(&self) -> Lsn {
         self.vdl_hint
     }
+    pub fn page_bytes(&self) -> u32 {
+        self.page_bytes
+    }
+    pub fn floor(&self) -> Lsn {
+        self.floor
+    }
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+    pub fn image_count(&self) -> usize {
+        self.pages.values().map(|v| v.images.len()).sum()
+    }
+    pub fn page(&self, page: PageId) -> Option<&PageVersions> {
+        self.pages.get(&page)
+    }
+    /// Every page with versions held, in page order.
+    pub fn pages(&self) -> impl Iterator<Item = (PageId, &PageVersions)> {
+        self.pages.iter().map(|(page, v)| (*page, v))
+    }
 
+    /// Learns the volume's page size from a batch; false if it differs from the one known.
+    pub fn learn_page_bytes(&mut self, page_bytes: u32) -> bool {
+        if self.page_bytes == 0 {
+            self.page_bytes = page_bytes;
+        }
+        self.page_bytes == page_bytes
+    }
+
+    /// What reading `page` as of `bound` (at most the SCL) takes.
+    pub fn plan_page(&self, page: PageId, bound: Lsn) -> VersionPlan {
+        debug_assert!(bound <= self.scl, "a page is built only from a complete chain");
+        self.pages
+            .get(&page)
+            .map_or(VersionPlan { version_lsn: Lsn::ZERO, base: None, records: Vec::new() }, |v| {
+                v.plan(bound)
+            })
+    }
+
+    /// Stores a floor report and raises the floor to the minimum of the live reports (it never
+    /// goes back). `now` and `expires` are the driver's milliseconds.
+    pub fn report_floor(&mut self, client: u64, floor: Lsn, now: u64, expires: u64) -> Lsn {
+        self.reports.retain(|_, (_, until)| *until > now);
+        self.reports.insert(client, (floor, expires));
+        while self.reports.len() > FLOOR_REPORTS_MAX {
+            let oldest = self.reports.iter().min_by_key(|(_, (_, until))| *until).map(|(c, _)| *c);
+            self.reports.remove(&oldest.expect("non-empty"));
+        }
+        self.refresh_floor(now)
+    }
+
+    /// Drops expired reports and raises the floor to the minimum of the live ones, if any.
+    pub fn refresh_floor(&mut self, now: u64) -> Lsn {
+        self.reports.retain(|_, (_, until)| *until > now);
+        if let Some(min) = self.reports.values().map(|(floor, _)| *floor).min() {
+            self.floor = self.floor.max(min);
+        }
+        self.floor
+    }
+
+    /// Installs a durable image of `page` as of `lsn` and drops what it makes unneeded.
+    /// Returns false (and stores nothing) if `lsn` or any of `folded` is no longer held: a
+    /// truncation or a corrupt record overtook the build.
+    pub fn add_image(&mut self, page: PageId, lsn: Lsn, stored: Stored, folded: &[Lsn]) -> bool {
+        let held = |l: &Lsn| self.records.get(l).is_some_and(|r| r.page_id == page);
+        let current =
+            self.pages.get(&page).is_some_and(|v| v.images.contains_key(&lsn) || v.log.contains(&lsn));
+        if !current || !folded.iter().all(held) {
+            return false;
+        }
+        self.pages.entry(page).or_default().images.insert(lsn, stored);
+        self.prune_page(page);
+        true
+    }
+
+    /// Replaces the location of an image that was copied elsewhere (page store compaction).
+    pub fn move_image(&mut self, page: PageId, lsn: Lsn, from: Stored, to: Stored) -> bool {
+        match self.pages.get_mut(&page).and_then(|v| v.images.get_mut(&lsn)) {
+            Some(stored) if *stored == from => {
+                *stored = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops the records and images of `page` that no read at or above the floor needs.
+    pub fn prune_page(&mut self, page: PageId) {
+        let Some(versions) = self.pages.get_mut(&page) else { return };
+        let dropped = versions.prune(self.floor);
+        if versions.is_empty() {
+            self.pages.remove(&page);
+        }
+        for lsn in dropped {
+            self.drop_folded(lsn);
+        }
+    }
+
+    /// Drops a record whose effect a durable image (or nothing: a `Marker`) now carries.
+    pub fn drop_folded(&mut self, lsn: Lsn) {
+        assert!(lsn <= self.scl, "only records in the complete chain are folded");
+        if self.records.remove(&lsn).is_some() {
+            self.folded_through = self.folded_through.max(lsn);
+        }
+    }
     /// Remembers a VDL a writer piggybacked on a batch (VDL only grows).
     pub fn learn_vdl(&mut self, vdl: Lsn) {
         self.vdl_hint = self.vdl_hint.max(vdl);
@@ -139,6 +317,19 @@ impl Segment {
         Ok(())
     }
 
+    /// May a client relying on `epochs` read? Not if its membership or geometry is stale, nor
+    /// if it knows a volume epoch this segment has not opened: the truncation that opens it may
+    /// still remove records this segment holds.
+    pub fn check_read(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
+        if epochs.membership < self.epochs.membership || epochs.geometry < self.epochs.geometry {
+            return Err(EpochRefusal::Stale);
+        }
+        if epochs.volume > self.epochs.volume || (epochs.volume == self.epochs.volume && !self.is_open()) {
+            return Err(EpochRefusal::NotOpen);
+        }
+        Ok(())
+    }
+
     /// Refuses a request relying on any epoch older than the segment's.
     pub fn check_not_stale(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
         let stale = epochs.volume < self.epochs.volume
@@ -166,7 +357,8 @@ impl Segment {
     /// True if the record is held durably or must be discarded: either way, storing it again
     /// would add nothing.
     pub fn has_or_discards(&self, lsn: Lsn) -> bool {
-        self.records.contains_key(&lsn) || self.is_truncated(lsn)
+        // Everything at or below `folded_through` (<= SCL) is held or folded into an image.
+        self.records.contains_key(&lsn) || lsn <= self.folded_through || self.is_truncated(lsn)
     }
 
     /// Stores a truncation range declared by the writer of `epoch`: drops every record inside
@@ -178,18 +370,26 @@ impl Segment {
         }
         let doomed: Vec<Lsn> = self.records_in(range).map(|(lsn, _)| lsn).collect();
         for lsn in doomed {
-            self.records.remove(&lsn);
+            self.unindex(lsn);
         }
+        for versions in self.pages.values_mut() {
+            versions.images.retain(|lsn, _| !range.contains(*lsn));
+        }
+        self.pages.retain(|_, v| !v.is_empty());
         if self.scl > range.after() {
-            self.scl = self.records.range(..=range.after()).next_back().map_or(Lsn::ZERO, |(l, _)| *l);
+            self.scl = self.held_before(Lsn(range.after().0 + 1));
         }
         self.advance_scl();
     }
 
     /// Indexes a durable record; returns false (and stores nothing) if it is truncated.
     pub fn insert_durable(&mut self, lsn: Lsn, record: IndexedRecord) -> bool {
-        if self.is_truncated(lsn) {
+        if self.is_truncated(lsn) || (lsn <= self.folded_through && !self.records.contains_key(&lsn)) {
+            // Truncated, or already folded into an image.
             return false;
+        }
+        if record.changes_page() {
+            self.pages.entry(record.page_id).or_default().log.insert(lsn);
         }
         self.records.insert(lsn, record);
         self.advance_scl();
@@ -199,10 +399,28 @@ impl Segment {
     /// Drops a record whose stored copy turned out to be unreadable, so the segment no longer
     /// claims it; SCL falls back to before it and a peer can supply it.
     pub fn forget(&mut self, lsn: Lsn) {
-        if self.records.remove(&lsn).is_some() && self.scl >= lsn {
+        if self.unindex(lsn) && self.scl >= lsn {
             // Everything below the old SCL was chained, so the record before `lsn` still is.
-            self.scl = self.records.range(..lsn).next_back().map_or(Lsn::ZERO, |(l, _)| *l);
+            self.scl = self.held_before(lsn);
         }
+    }
+
+    /// The newest LSN below `lsn` the chain can stand on: a held record or a folded one.
+    fn held_before(&self, lsn: Lsn) -> Lsn {
+        let held = self.records.range(..lsn).next_back().map_or(Lsn::ZERO, |(l, _)| *l);
+        held.max(if self.folded_through < lsn { self.folded_through } else { Lsn::ZERO })
+    }
+
+    /// Removes a record from the index and its page's log; true if it was held.
+    fn unindex(&mut self, lsn: Lsn) -> bool {
+        let Some(record) = self.records.remove(&lsn) else { return false };
+        if let Some(versions) = self.pages.get_mut(&record.page_id) {
+            versions.log.remove(&lsn);
+            if versions.is_empty() {
+                self.pages.remove(&record.page_id);
+            }
+        }
+        true
     }
 
     /// Records held in `range`, in LSN order.
@@ -249,6 +467,8 @@ mod tests {
         IndexedRecord {
             prev_pg_lsn: Lsn(prev),
             cpl: false,
+            page_id: PageId(prev % 3),
+            kind: RecordKind::PagePatch,
             location: Location { file: 0, offset: 0, len: 0 },
         }
     }

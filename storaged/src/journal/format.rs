@@ -11,14 +11,17 @@
 //!   64  entries, packed
 //! entry
 //!   0   u32 entry_crc (CRC32C of bytes 4..entry_len)
-//!   4   u8 version (1)          5   u8 kind (1 records, sealed; 2 meta, plain)
+//!   4   u8 version (1)          5   u8 kind (1 records, sealed; 2 meta, plain; 3 image, sealed)
 //!   6   u16 reserved            8   u32 entry_len (header + body)
 //!   12  u32 record_count        16  u128 volume_id      32  u32 pg_id
-//!   36  u32 key_version         40  u64 epoch           48  u64 first_lsn
-//!   56  u64 last_lsn            64  [12] nonce          76  u32 reserved
+//!   36  u32 key_version         40  u64 epoch (image: page id)
+//!   48  u64 first_lsn           56  u64 last_lsn (image: both the version's LSN)
+//!   64  [12] nonce              76  u32 page_bytes (records: the volume's page size; meta: 0)
 //!   80  body: records → ciphertext of the encoded records, then the 16-byte GCM tag;
-//!             meta    → epochs (24), u32 flags (bit 0: has truncation), u32 0, range (16)
+//!             meta    → epochs (24), u32 flags (bit 0: has truncation), u32 0, range (16);
+//!             image   → ciphertext of the page (page_bytes), then the 16-byte GCM tag
 //! ```
+//! The page store (`pages/`) uses the same group layout with image entries only.
 //! The GCM associated data is entry bytes 4..80: version, kind, lengths, volume, PG, key
 //! version, epoch, LSN range and nonce, so sealed bytes moved to another volume, PG, LSN range or
 //! epoch fail to open. Encoded records keep their own CRC32C inside the ciphertext (end to end).
@@ -120,6 +123,7 @@ impl GroupHeader {
 pub enum EntryKind {
     Records = 1,
     Meta = 2,
+    Image = 3,
 }
 
 /// A verified entry header.
@@ -134,6 +138,7 @@ pub struct EntryHeader {
     pub first_lsn: Lsn,
     pub last_lsn: Lsn,
     pub nonce: [u8; NONCE_BYTES],
+    pub page_bytes: u32,
 }
 
 impl EntryHeader {
@@ -151,6 +156,7 @@ impl EntryHeader {
         out[48..56].copy_from_slice(&self.first_lsn.0.to_le_bytes());
         out[56..64].copy_from_slice(&self.last_lsn.0.to_le_bytes());
         out[64..76].copy_from_slice(&self.nonce);
+        out[76..80].copy_from_slice(&self.page_bytes.to_le_bytes());
         out
     }
 
@@ -172,6 +178,7 @@ impl EntryHeader {
         let kind = match header[5] {
             1 => EntryKind::Records,
             2 => EntryKind::Meta,
+            3 => EntryKind::Image,
             other => return Err(JournalFault::Kind(other)),
         };
         let mut nonce = [0u8; NONCE_BYTES];
@@ -189,6 +196,7 @@ impl EntryHeader {
             first_lsn: Lsn(u64_at(header, 48)),
             last_lsn: Lsn(u64_at(header, 56)),
             nonce,
+            page_bytes: u32_at(header, 76),
         })
     }
 }

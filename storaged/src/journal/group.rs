@@ -35,6 +35,7 @@ pub fn entry_len(entry: &JournalEntry) -> usize {
             records_entry_len(records.iter().map(Record::encoded_len).sum())
         }
         EntryBody::Meta { .. } => ENTRY_HEADER_BYTES + META_BODY_BYTES,
+        EntryBody::Image { page, .. } => ENTRY_HEADER_BYTES + page.len() + TAG_BYTES,
     }
 }
 
@@ -43,9 +44,14 @@ pub fn group_len(entries: &[JournalEntry]) -> usize {
     (GROUP_HEADER_BYTES + entries.iter().map(entry_len).sum::<usize>()).next_multiple_of(GROUP_ALIGN)
 }
 
-/// Nonces a group of `entries` consumes (one per records entry).
+/// Nonces a group of `entries` consumes (one per sealed entry).
 pub fn nonces_needed(entries: &[JournalEntry]) -> u64 {
-    entries.iter().filter(|e| matches!(e.body, EntryBody::Records { .. })).count() as u64
+    entries.iter().filter(|e| is_sealed(&e.body)).count() as u64
+}
+
+/// True for the entries sealed under a volume's data key (records and images).
+pub fn is_sealed(body: &EntryBody) -> bool {
+    matches!(body, EntryBody::Records { .. } | EntryBody::Image { .. })
 }
 
 /// Lays out and seals `entries` as group `group_seq` of journal file `file`.
@@ -82,10 +88,11 @@ fn write_entry<'k>(
 ) -> Result<(), BuildError> {
     let (header_bytes, body) = out.split_at_mut(ENTRY_HEADER_BYTES);
     let header = match &entry.body {
-        EntryBody::Records { epoch, records } => {
+        EntryBody::Records { epoch, page_bytes, records } => {
             let key = key_of(entry.pg.volume_id).ok_or(BuildError::NoKey(entry.pg.volume_id))?;
             let nonce = nonces.take().ok_or(BuildError::NoNonce)?;
             let header = EntryHeader {
+                page_bytes: *page_bytes,
                 kind: EntryKind::Records,
                 entry_len: out_len(header_bytes, body),
                 record_count: records.len() as u32,
@@ -104,6 +111,27 @@ fn write_entry<'k>(
             tag_out.copy_from_slice(&tag);
             header
         }
+        EntryBody::Image { page_id, version_lsn, page } => {
+            let key = key_of(entry.pg.volume_id).ok_or(BuildError::NoKey(entry.pg.volume_id))?;
+            let nonce = nonces.take().ok_or(BuildError::NoNonce)?;
+            let header = EntryHeader {
+                kind: EntryKind::Image,
+                entry_len: out_len(header_bytes, body),
+                record_count: 0,
+                pg: entry.pg,
+                key_version: key.version(),
+                epoch: protocol::Epoch(page_id.0),
+                first_lsn: *version_lsn,
+                last_lsn: *version_lsn,
+                nonce,
+                page_bytes: page.len() as u32,
+            };
+            let (plain, tag_out) = body.split_at_mut(body.len() - TAG_BYTES);
+            plain.copy_from_slice(page);
+            let tag = key.seal(&nonce, &header.encode()[4..], plain);
+            tag_out.copy_from_slice(&tag);
+            header
+        }
         EntryBody::Meta { epochs, truncation } => {
             body.copy_from_slice(&encode_meta(epochs, *truncation));
             let volume_epoch = epochs.volume;
@@ -117,6 +145,7 @@ fn write_entry<'k>(
                 first_lsn: Lsn::ZERO,
                 last_lsn: Lsn::ZERO,
                 nonce: [0; 12],
+                page_bytes: 0,
             }
         }
     };
@@ -188,16 +217,33 @@ pub fn open_entry(
             Ok(EntryBody::Meta { epochs, truncation })
         }
         EntryKind::Records => {
-            let key = key.ok_or(JournalFault::NoKey)?;
-            let tag_at = body.len().checked_sub(TAG_BYTES).ok_or(JournalFault::Length("sealed body"))?;
-            let tag: [u8; TAG_BYTES] = body[tag_at..].try_into().expect("tag length");
-            let mut plain = BytesMut::from(&body[..tag_at]);
-            key.open(&header.nonce, &header.encode()[4..], &mut plain, &tag)
-                .map_err(|_| JournalFault::Seal)?;
-            let records = decode_records(plain.freeze(), header.record_count)?;
-            Ok(EntryBody::Records { epoch: header.epoch, records })
+            let plain = open_sealed(body, header, key)?;
+            let records = decode_records(plain, header.record_count)?;
+            Ok(EntryBody::Records { epoch: header.epoch, page_bytes: header.page_bytes, records })
+        }
+        EntryKind::Image => {
+            let page = open_sealed(body, header, key)?;
+            if page.len() != header.page_bytes as usize {
+                return Err(JournalFault::Length("image"));
+            }
+            Ok(EntryBody::Image { page_id: image_page(header), version_lsn: header.first_lsn, page })
         }
     }
+}
+
+/// The page id an image entry's header carries (in the epoch field).
+pub fn image_page(header: &EntryHeader) -> protocol::PageId {
+    protocol::PageId(header.epoch.0)
+}
+
+/// Verifies and decrypts a sealed entry body (ciphertext then tag).
+fn open_sealed(body: &[u8], header: &EntryHeader, key: Option<&DataKey>) -> Result<Bytes, JournalFault> {
+    let key = key.ok_or(JournalFault::NoKey)?;
+    let tag_at = body.len().checked_sub(TAG_BYTES).ok_or(JournalFault::Length("sealed body"))?;
+    let tag: [u8; TAG_BYTES] = body[tag_at..].try_into().expect("tag length");
+    let mut plain = BytesMut::from(&body[..tag_at]);
+    key.open(&header.nonce, &header.encode()[4..], &mut plain, &tag).map_err(|_| JournalFault::Seal)?;
+    Ok(plain.freeze())
 }
 
 fn decode_records(plain: Bytes, count: u32) -> Result<Vec<Record>, JournalFault> {

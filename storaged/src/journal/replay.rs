@@ -22,24 +22,37 @@ use std::path::{Path, PathBuf};
 
 use protocol::PgRef;
 
-use super::format::{GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
-use super::group::{find_entries, open_entry};
+use super::format::{EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
+use super::group::{find_entries, image_page, open_entry};
 use super::writer::JournalPosition;
 use crate::core::{EntryBody, Location};
 use crate::keyring::Keyring;
 
+/// File name prefix of the journal's files.
+pub const JOURNAL_PREFIX: &str = "journal";
+/// File name prefix of the page store's files (same group layout, image entries).
+pub const PAGES_PREFIX: &str = "pages";
+
 /// Journal file name for file number `file`.
 pub fn file_name(file: u64) -> String {
-    format!("journal-{file:016}.log")
+    log_file_name(JOURNAL_PREFIX, file)
 }
 
-/// Journal file numbers found in `dir`, ascending.
-pub fn list_files(dir: &Path) -> std::io::Result<Vec<u64>> {
+/// Name of file number `file` of the log with `prefix` (journal or page store).
+pub fn log_file_name(prefix: &str, file: u64) -> String {
+    format!("{prefix}-{file:016}.log")
+}
+
+/// File numbers of the log with `prefix` found in `dir`, ascending.
+pub fn list_files(dir: &Path, prefix: &str) -> std::io::Result<Vec<u64>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
-        let number =
-            name.to_str().and_then(|n| n.strip_prefix("journal-")).and_then(|n| n.strip_suffix(".log"));
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix('-'))
+            .and_then(|n| n.strip_suffix(".log"));
         files.extend(number.and_then(|n| n.parse::<u64>().ok()));
     }
     files.sort_unstable();
@@ -75,14 +88,20 @@ pub struct ReplayOutcome {
 /// first file), calling `visit` for each readable entry in order.
 pub fn replay(
     dir: &Path,
+    prefix: &'static str,
     keyring: &Keyring,
     start: Option<JournalPosition>,
     mut visit: impl FnMut(PgRef, &EntryBody, Location),
 ) -> std::io::Result<ReplayOutcome> {
-    let files = list_files(dir)?;
+    let files = list_files(dir, prefix)?;
     let last_seq = start.map_or(0, |p| p.next_group_seq.saturating_sub(1));
-    let mut walk =
-        Walk { dir: dir.to_path_buf(), files: files.clone(), report: ReplayReport::default(), last_seq };
+    let mut walk = Walk {
+        dir: dir.to_path_buf(),
+        prefix,
+        files: files.clone(),
+        report: ReplayReport::default(),
+        last_seq,
+    };
     let mut step = match start {
         Some(p) if files.contains(&p.file) => Step::Next(p.file, p.offset),
         Some(p) => Step::End(p.file, p.offset),
@@ -98,6 +117,7 @@ pub fn replay(
 
 struct Walk {
     dir: PathBuf,
+    prefix: &'static str,
     files: Vec<u64>,
     report: ReplayReport,
     last_seq: u64,
@@ -128,7 +148,7 @@ impl Walk {
         keyring: &Keyring,
         visit: &mut impl FnMut(PgRef, &EntryBody, Location),
     ) -> std::io::Result<Step> {
-        let bytes = &std::fs::read(self.dir.join(file_name(file)))?[..];
+        let bytes = &std::fs::read(self.dir.join(log_file_name(self.prefix, file)))?[..];
         self.report.bytes_scanned += bytes.len().saturating_sub(offset) as u64;
         while offset + GROUP_HEADER_BYTES <= bytes.len() {
             let header = self.expected_group(file, &bytes[offset..]);
@@ -178,7 +198,7 @@ impl Walk {
         after_seq: u64,
     ) -> std::io::Result<Option<(u64, u64, u64)>> {
         for f in self.files.iter().copied().filter(|f| *f >= file) {
-            let bytes = std::fs::read(self.dir.join(file_name(f)))?;
+            let bytes = std::fs::read(self.dir.join(log_file_name(self.prefix, f)))?;
             let start = if f == file { offset } else { 0 };
             for at in (start..bytes.len().saturating_sub(GROUP_HEADER_BYTES - 1)).step_by(GROUP_ALIGN) {
                 let header = bytes[at..].first_chunk().and_then(|h| GroupHeader::decode(h).ok());
@@ -201,6 +221,15 @@ impl Walk {
     ) {
         for entry in found {
             let opened = entry.header.clone().and_then(|header| {
+                if header.kind == EntryKind::Image {
+                    // Images are opened when read; the group CRC vouched for the sealed bytes.
+                    let body = EntryBody::Image {
+                        page_id: image_page(&header),
+                        version_lsn: header.first_lsn,
+                        page: bytes::Bytes::new(),
+                    };
+                    return Ok((header, body));
+                }
                 let bytes = &group[entry.offset..entry.offset + header.entry_len as usize];
                 open_entry(bytes, &header, keyring.key(header.pg.volume_id)).map(|body| (header, body))
             });

@@ -9,7 +9,7 @@ use protocol::{
 };
 
 use super::group::{build_group, GroupImage};
-use super::replay::{file_name, replay, ReplayOutcome};
+use super::replay::{file_name, replay, ReplayOutcome, JOURNAL_PREFIX};
 use crate::core::{EntryBody, JournalEntry};
 use crate::keyring::Keyring;
 use crate::seal::Kek;
@@ -40,7 +40,11 @@ fn group(keys: &mut Keyring, seq: u64) -> GroupImage {
         .map(|i| JournalEntry {
             seq: 2 * seq + i,
             pg: PG,
-            body: EntryBody::Records { epoch: Epoch(1), records: vec![record(2 * seq - 1 + i)] },
+            body: EntryBody::Records {
+                epoch: Epoch(1),
+                page_bytes: 4096,
+                records: vec![record(2 * seq - 1 + i)],
+            },
         })
         .collect();
     keys.prepare(std::iter::once(PG.volume_id), 2).unwrap();
@@ -72,7 +76,7 @@ fn damage(dir: &Path, offset: usize, len: usize) {
 
 fn run(dir: &Path, keys: &Keyring) -> (ReplayOutcome, Vec<u64>) {
     let mut lsns = Vec::new();
-    let outcome = replay(dir, keys, None, |pg, body, _| {
+    let outcome = replay(dir, JOURNAL_PREFIX, keys, None, |pg, body, _| {
         assert_eq!(pg, PG);
         if let EntryBody::Records { records, .. } = body {
             lsns.extend(records.iter().map(|r| r.lsn().0));
@@ -173,7 +177,7 @@ fn replay_from_a_checkpoint_position_reads_only_the_groups_after_it() {
     let offsets = write_journal(dir.path(), &mut keys, 3);
     let start = super::writer::JournalPosition { file: 1, offset: offsets[2] as u64, next_group_seq: 3 };
     let mut lsns = Vec::new();
-    let outcome = replay(dir.path(), &keys, Some(start), |_, body, _| {
+    let outcome = replay(dir.path(), JOURNAL_PREFIX, &keys, Some(start), |_, body, _| {
         if let EntryBody::Records { records, .. } = body {
             lsns.extend(records.iter().map(|r| r.lsn().0));
         }

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use tokio_uring::fs::File;
 
 use super::group::GroupImage;
-use super::replay::{file_name, ReplayOutcome};
+use super::replay::{log_file_name, ReplayOutcome};
 use crate::core::Location;
 
 /// Smallest journal file: one frame of records must fit in a group, and a group in a file.
@@ -30,6 +30,8 @@ pub const JOURNAL_FILE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct JournalConfig {
     pub dir: PathBuf,
+    /// File name prefix (`replay::JOURNAL_PREFIX` or `replay::PAGES_PREFIX`).
+    pub prefix: &'static str,
     /// Size every journal file is preallocated to.
     pub file_bytes: u64,
     /// Try O_DIRECT (falls back to buffered writes where the file system refuses it).
@@ -55,12 +57,31 @@ pub enum WriteError {
 
 /// Read descriptors of every journal file, shared with the tasks that serve reads while the
 /// journal task writes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct JournalReader {
     files: Rc<RefCell<BTreeMap<u64, Rc<File>>>>,
+    dir: PathBuf,
+    prefix: &'static str,
 }
 
 impl JournalReader {
+    /// File numbers held (open for reading), ascending.
+    pub fn files(&self) -> Vec<u64> {
+        self.files.borrow().keys().copied().collect()
+    }
+
+    /// Deletes a file no longer needed; the caller guarantees it is not the one being written.
+    /// Reads already holding its descriptor finish; later ones find no file.
+    pub fn remove_file(&self, file: u64) -> std::io::Result<()> {
+        self.files.borrow_mut().remove(&file);
+        let path = self.dir.join(log_file_name(self.prefix, file));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        crate::dual::sync_dir(&self.dir)
+    }
+
     /// Reads the bytes of one entry.
     pub async fn read(&self, location: Location) -> std::io::Result<Vec<u8>> {
         let file = self.files.borrow().get(&location.file).cloned();
@@ -99,10 +120,11 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens the files replay found and positions writing at the tail replay chose.
     pub fn open(config: JournalConfig, replayed: &ReplayOutcome) -> std::io::Result<Journal> {
+        let reader = JournalReader { files: Rc::default(), dir: config.dir.clone(), prefix: config.prefix };
         let mut journal = Journal {
             direct: config.direct_io,
             config,
-            reader: JournalReader::default(),
+            reader,
             writing: None,
             current: replayed.tail_file,
             offset: replayed.tail_offset,
@@ -189,7 +211,7 @@ impl Journal {
     }
 
     fn path(&self, file: u64) -> PathBuf {
-        self.config.dir.join(file_name(file))
+        self.config.dir.join(log_file_name(self.config.prefix, file))
     }
 
     /// Creates and preallocates a journal file, durably (the directory entry too).

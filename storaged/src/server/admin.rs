@@ -28,6 +28,21 @@ pub struct Snapshot {
     pub journal_bytes_written: u64,
     pub journal_groups_written: u64,
     pub credit_bytes: u32,
+    pub pages: PageMetrics,
+}
+
+/// The page side of a node, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct PageMetrics {
+    pub index_bytes: u64,
+    pub page_cache_bytes: u64,
+    pub page_cache_hits: u64,
+    pub page_cache_misses: u64,
+    pub records_held_for_floor: u64,
+    pub journal_files: u64,
+    pub page_store_files: u64,
+    pub images_written: u64,
+    pub files_recycled: u64,
 }
 
 /// The snapshot shared between the node thread (writer) and the admin thread (reader).
@@ -91,6 +106,38 @@ fn metrics(s: &Snapshot) -> String {
         "Group commits (write + flush).",
         s.journal_groups_written,
     );
+    let p = &s.pages;
+    let page_gauges = [
+        ("borealis_index_bytes", "Estimated bytes of the record and page indexes.", p.index_bytes),
+        ("borealis_page_cache_bytes", "Bytes of built page versions cached.", p.page_cache_bytes),
+        (
+            "borealis_records_held_for_floor",
+            "Records in the complete chain kept only because the GC floor is below them.",
+            p.records_held_for_floor,
+        ),
+        ("borealis_journal_files", "Journal files on disk.", p.journal_files),
+        ("borealis_page_store_files", "Page store files on disk.", p.page_store_files),
+    ];
+    for (name, help, value) in page_gauges {
+        gauge(&mut out, name, help, value);
+    }
+    let page_counters = [
+        ("borealis_page_cache_hits_total", "Page reads served from the cache.", p.page_cache_hits),
+        ("borealis_page_cache_misses_total", "Page reads that built their version.", p.page_cache_misses),
+        ("borealis_images_written_total", "Page images the coalescer stored.", p.images_written),
+        ("borealis_files_recycled_total", "Journal and page store files deleted.", p.files_recycled),
+    ];
+    for (name, help, value) in page_counters {
+        counter(&mut out, name, help, value);
+    }
+    let _ = writeln!(out, "# HELP borealis_segment_floor GC floor.\n# TYPE borealis_segment_floor gauge");
+    for seg in &s.segments {
+        let _ = writeln!(
+            out,
+            "borealis_segment_floor{{volume=\"{:x}\",pg=\"{}\"}} {}",
+            seg.pg.volume_id.0, seg.pg.pg_id.0, seg.floor.0
+        );
+    }
     let _ =
         writeln!(out, "# HELP borealis_segment_scl Segment complete LSN.\n# TYPE borealis_segment_scl gauge");
     for seg in &s.segments {

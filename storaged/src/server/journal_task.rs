@@ -5,10 +5,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::checkpoint::CheckpointStore;
-use crate::core::{EntryBody, JournalEntry, NodeState};
+use crate::core::{JournalEntry, NodeState};
 use crate::journal::format::GROUP_ALIGN;
-use crate::journal::group::{build_group, entry_len, group_len, nonces_needed, BuildError};
+use crate::journal::group::{build_group, entry_len, group_len, is_sealed, nonces_needed, BuildError};
 use crate::journal::writer::{Journal, WriteError};
 use crate::keyring::KeyringError;
 use crate::meta::MetaError;
@@ -22,35 +21,8 @@ pub const GROUP_ENTRIES_MAX: usize = u16::MAX as usize;
 /// How often a node that ran out of space checks whether space returned.
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
 
-/// When to write checkpoints.
-#[derive(Debug)]
-pub struct Checkpointing {
-    store: CheckpointStore,
-    interval_bytes: u64,
-    written_at: u64,
-}
-
-impl Checkpointing {
-    pub fn new(store: CheckpointStore, interval_bytes: u64) -> Checkpointing {
-        Checkpointing { store, interval_bytes, written_at: 0 }
-    }
-
-    /// Stores a checkpoint if `interval_bytes` of journal were written since the last one. A
-    /// failure is logged and retried after the next group: the journal still holds everything.
-    fn maybe_store(&mut self, shared: &Shared, journal: &Journal) {
-        if journal.bytes_written() - self.written_at < self.interval_bytes {
-            return;
-        }
-        let stored = shared.with_core(|core| self.store.store(journal.position(), core.segments()));
-        match stored {
-            Ok(()) => self.written_at = journal.bytes_written(),
-            Err(error) => tracing::warn!(%error, "checkpoint not written; will retry"),
-        }
-    }
-}
-
 /// Runs until the node shuts down.
-pub async fn run(shared: Rc<Shared>, mut journal: Journal, mut checkpointing: Checkpointing) {
+pub async fn run(shared: Rc<Shared>, mut journal: Journal) {
     let mut retry_len = None;
     loop {
         if shared.with_core(|core| *core.state() == NodeState::DiskFull) {
@@ -68,8 +40,19 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal, mut checkpointing: Ch
         match commit(&mut journal, &shared, &entries).await {
             Ok(placed) => {
                 let last = entries.last().expect("non-empty").seq;
-                shared.with_core(|core| core.handle_durable(last, &placed));
-                checkpointing.maybe_store(&shared, &journal);
+                let position = journal.position();
+                shared.with_core(|core| {
+                    core.handle_durable(last, &placed);
+                    core.set_journal_head(position.file);
+                });
+                {
+                    let mut checkpoints = shared.checkpoints.borrow_mut();
+                    checkpoints.journal = position;
+                    checkpoints.bytes_since += len as u64;
+                }
+                shared.checkpoint(false);
+                shared.durable.notify_waiters();
+                shared.coalesce_wake.notify_one();
                 let mut stats = shared.journal_stats.borrow_mut();
                 *stats = (journal.bytes_written(), stats.1 + 1);
             }
@@ -86,16 +69,16 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal, mut checkpointing: Ch
     }
 }
 
-/// Seals and writes one group; returns where each entry landed.
-async fn commit(
+/// Seals and writes one group (of the journal or the page store); returns where each entry
+/// landed.
+pub async fn commit(
     journal: &mut Journal,
     shared: &Shared,
     entries: &[JournalEntry],
 ) -> Result<Vec<(u64, crate::core::Location)>, WriteError> {
     let image = {
         let mut keyring = shared.keyring.borrow_mut();
-        let volumes =
-            entries.iter().filter(|e| matches!(e.body, EntryBody::Records { .. })).map(|e| e.pg.volume_id);
+        let volumes = entries.iter().filter(|e| is_sealed(&e.body)).map(|e| e.pg.volume_id);
         keyring.prepare(volumes, nonces_needed(entries)).map_err(keyring_error)?;
         let (file, group_seq) = journal.prepare(group_len(entries))?;
         let (keys, nonces) = keyring.sealing();

@@ -2,7 +2,9 @@
 //! the journal task and the QUIC accept loop on one io_uring thread until told to stop.
 
 pub mod admin;
+pub mod coalescer;
 pub mod journal_task;
+pub mod pages;
 pub mod shared;
 pub mod streams;
 
@@ -14,7 +16,7 @@ use std::time::Instant;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::core::NodeCore;
-use crate::journal::replay::replay;
+use crate::journal::replay::{replay, JOURNAL_PREFIX, PAGES_PREFIX};
 use crate::journal::writer::{Journal, JournalConfig};
 use crate::keyring::{Keyring, KeyringError};
 use crate::seal::{Kek, SealError};
@@ -44,42 +46,64 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let journal_dir = config.data_dir.join("journal");
     std::fs::create_dir_all(&journal_dir).map_err(|e| data_dir_error(&journal_dir, e))?;
+    let pages_dir = config.data_dir.join("pages");
+    std::fs::create_dir_all(&pages_dir).map_err(|e| data_dir_error(&pages_dir, e))?;
     let keyring = Keyring::open(&config.data_dir, config.node_id, Kek::load(&config.key_file)?)?;
     let mut core = NodeCore::new(config.node_id, config.az, config.limits);
     let started = Instant::now();
     let (checkpoints, checkpoint) = CheckpointStore::open(&config.data_dir);
-    let start = match checkpoint {
+    let (start, pages_start) = match checkpoint {
         Ok(Some(checkpoint)) => {
             checkpoint.segments.into_iter().for_each(|segment| core.restore_segment(segment));
-            Some(checkpoint.position)
+            (Some(checkpoint.position), Some(checkpoint.pages_position))
         }
-        Ok(None) => None,
+        Ok(None) => (None, None),
         Err(error) => {
-            tracing::warn!(%error, "no usable checkpoint; replaying the whole journal");
-            None
+            tracing::warn!(%error, "no usable checkpoint; replaying the whole journal and page store");
+            (None, None)
         }
     };
+    // Records first: an image found in the page store tail applies only to records held.
+    let mut visit = |pg, body: &_, location| core.replay(pg, body, location);
     let replayed =
-        replay(&journal_dir, &keyring, start, |pg, body, location| core.replay(pg, body, location))
-            .map_err(StartError::Journal)?;
-    tracing::info!(report = ?replayed.report, elapsed_ms = started.elapsed().as_millis() as u64, "journal replayed");
-    let journal_config = JournalConfig {
-        dir: journal_dir,
+        replay(&journal_dir, JOURNAL_PREFIX, &keyring, start, &mut visit).map_err(StartError::Journal)?;
+    let pages_replayed =
+        replay(&pages_dir, PAGES_PREFIX, &keyring, pages_start, &mut visit).map_err(StartError::Journal)?;
+    tracing::info!(
+        journal = ?replayed.report,
+        pages = ?pages_replayed.report,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal and page store replayed"
+    );
+    let log_config = |dir, prefix| JournalConfig {
+        dir,
+        prefix,
         file_bytes: config.journal_file_bytes,
         direct_io: config.direct_io,
     };
-    let journal = Journal::open(journal_config, &replayed).map_err(StartError::Journal)?;
+    let journal =
+        Journal::open(log_config(journal_dir, JOURNAL_PREFIX), &replayed).map_err(StartError::Journal)?;
+    let pages =
+        Journal::open(log_config(pages_dir, PAGES_PREFIX), &pages_replayed).map_err(StartError::Journal)?;
+    core.set_journal_head(journal.position().file);
     let endpoint =
         transport::server_endpoint(config.listen, &config.tls, &config.tuning).map_err(|e| match e {
             e if e.is_addr_in_use() => StartError::AddrInUse { addr: config.listen },
             e => StartError::Transport(e),
         })?;
-    let shared = shared::Shared::new(core, journal.reader(), keyring);
+    let checkpoints = shared::Checkpoints::new(
+        checkpoints,
+        config.checkpoint_interval_bytes,
+        journal.position(),
+        pages.position(),
+    );
+    let readers = (journal.reader(), pages.reader());
+    let shared = shared::Shared::new(core, readers, keyring, checkpoints, config.entry_cache_bytes);
     if let Some(addr) = config.admin {
         admin::start(addr, Rc::clone(&shared).admin_snapshot()).map_err(StartError::Admin)?;
     }
-    let checkpointing = journal_task::Checkpointing::new(checkpoints, config.checkpoint_interval_bytes);
-    tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal, checkpointing));
+    tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
+    tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));
     tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared)));
     let address = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // The first line on stdout says the node is serving (tools wait for it).

@@ -1,17 +1,20 @@
 //! The state the driver tasks share on the node's single thread: the core, and the reply
 //! channels of requests the core is holding. Borrowed only between awaits, never across one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
 use protocol::messages::ErrorReply;
 use protocol::Message;
 use tokio::sync::{oneshot, Notify};
 
-use super::admin::{SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL};
+use super::admin::{PageMetrics, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL};
+use super::pages::EntryCache;
+use crate::checkpoint::CheckpointStore;
 use crate::core::{NodeCore, RequestId};
-use crate::journal::writer::JournalReader;
+use crate::journal::writer::{JournalPosition, JournalReader};
 use crate::keyring::Keyring;
 use crate::seal::DataKey;
 use protocol::VolumeId;
@@ -42,22 +45,101 @@ pub struct Shared {
     /// Wakes the journal task when the core has queued entries.
     pub journal_wake: Notify,
     pub reader: JournalReader,
+    pub pages_reader: JournalReader,
     pub keyring: RefCell<Keyring>,
     /// What the admin port shows; refreshed by `admin_snapshot`'s task.
     pub journal_stats: RefCell<(u64, u64)>,
+    /// Notified (all waiters) whenever journal entries become durable: page reads waiting for
+    /// a segment to become complete check again.
+    pub durable: Notify,
+    /// Wakes the coalescer when new records are durable.
+    pub coalesce_wake: Notify,
+    pub entry_cache: RefCell<EntryCache>,
+    pub checkpoints: RefCell<Checkpoints>,
+    pub page_stats: Cell<PageStats>,
+    started: Instant,
+}
+
+/// Counters the coalescer keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageStats {
+    pub images_written: u64,
+    pub files_recycled: u64,
+}
+
+/// The checkpoint store and the positions a checkpoint taken now covers: each moves only once
+/// the core has taken in everything before it.
+#[derive(Debug)]
+pub struct Checkpoints {
+    pub store: CheckpointStore,
+    pub journal: JournalPosition,
+    pub pages: JournalPosition,
+    /// Journal plus page store bytes written since the last checkpoint.
+    pub bytes_since: u64,
+    pub interval_bytes: u64,
+}
+
+impl Checkpoints {
+    pub fn new(
+        store: CheckpointStore,
+        interval_bytes: u64,
+        journal: JournalPosition,
+        pages: JournalPosition,
+    ) -> Self {
+        Checkpoints { store, journal, pages, bytes_since: 0, interval_bytes }
+    }
 }
 
 impl Shared {
-    pub fn new(core: NodeCore, reader: JournalReader, keyring: Keyring) -> Rc<Shared> {
+    pub fn new(
+        core: NodeCore,
+        readers: (JournalReader, JournalReader),
+        keyring: Keyring,
+        checkpoints: Checkpoints,
+        entry_cache_bytes: usize,
+    ) -> Rc<Shared> {
         Rc::new(Shared {
             core: RefCell::new(core),
             waiting: RefCell::new(HashMap::new()),
             next_request: RefCell::new(0),
             journal_wake: Notify::new(),
-            reader,
+            reader: readers.0,
+            pages_reader: readers.1,
             keyring: RefCell::new(keyring),
             journal_stats: RefCell::new((0, 0)),
+            durable: Notify::new(),
+            coalesce_wake: Notify::new(),
+            entry_cache: RefCell::new(EntryCache::new(entry_cache_bytes)),
+            checkpoints: RefCell::new(checkpoints),
+            page_stats: Cell::new(PageStats::default()),
+            started: Instant::now(),
         })
+    }
+
+    /// Milliseconds since the node started: the clock the core's floor leases run on.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Stores a checkpoint if `force` or enough bytes were written since the last one. A
+    /// failure is logged and false returned: the journal still holds everything.
+    pub fn checkpoint(&self, force: bool) -> bool {
+        let mut checkpoints = self.checkpoints.borrow_mut();
+        if !force && checkpoints.bytes_since < checkpoints.interval_bytes {
+            return true;
+        }
+        let positions = (checkpoints.journal, checkpoints.pages);
+        let stored = self.with_core(|core| checkpoints.store.store(positions, core.segments()));
+        match stored {
+            Ok(()) => {
+                checkpoints.bytes_since = 0;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "checkpoint not written; will retry");
+                false
+            }
+        }
     }
 
     /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`.
@@ -78,6 +160,7 @@ impl Shared {
                         journal_bytes_written,
                         journal_groups_written,
                         credit_bytes: core.credit_bytes(),
+                        pages: self.page_metrics(core),
                     }
                 });
                 *writer.lock().expect("snapshot lock") = fresh;
@@ -85,6 +168,22 @@ impl Shared {
             }
         });
         snapshot
+    }
+
+    fn page_metrics(&self, core: &NodeCore) -> PageMetrics {
+        let (page_cache_bytes, (page_cache_hits, page_cache_misses)) = core.cache_stats();
+        let stats = self.page_stats.get();
+        PageMetrics {
+            index_bytes: core.index_bytes(),
+            page_cache_bytes: page_cache_bytes as u64,
+            page_cache_hits,
+            page_cache_misses,
+            records_held_for_floor: core.records_held_for_floor(),
+            journal_files: self.reader.files().len() as u64,
+            page_store_files: self.pages_reader.files().len() as u64,
+            images_written: stats.images_written,
+            files_recycled: stats.files_recycled,
+        }
     }
 
     /// Runs `f` with the unwrapped data keys.

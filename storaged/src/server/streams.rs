@@ -8,21 +8,23 @@
 
 use std::rc::Rc;
 
-use protocol::messages::{ErrorCode, ErrorReply, ReadRecords, Records};
+use bytes::Bytes;
+use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, ReadRecords, Records};
 use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
+use super::pages::{build_version, read_records as read_records_at, report_fault};
 use super::shared::{Pending, Shared};
 use crate::core::node::truncate_message;
-use crate::core::{ReadPlan, RecordsAnswer};
-use crate::journal::format::EntryHeader;
-use crate::journal::group::open_entry;
+use crate::core::{PageAnswer, PageBuild, ReadPlan, RecordsAnswer};
 
 /// Replies queued on one stream before its reader stops taking requests (backpressure).
 pub const STREAM_REPLIES_PENDING_MAX: usize = 4096;
 /// QUIC application error code for a stream closed because of a malformed frame.
 pub const CLOSE_MALFORMED: u32 = 1;
+/// How long a page read waits for the segment to become complete before answering `NotYet`.
+pub const READ_PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Accepts connections until the endpoint closes.
 pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>) {
@@ -93,6 +95,11 @@ fn submit(shared: &Rc<Shared>, message: Message) -> Pending {
         Message::Truncate(truncate) => shared.submit(|core, id| core.handle_truncate(id, truncate)),
         Message::StatusRequest => Pending::Ready(Message::Status(shared.with_core(|core| core.status()))),
         Message::ReadRecords(read) => spawn_read(shared, read),
+        Message::ReadPage(read) => spawn_page_read(shared, read),
+        Message::FloorReport(report) => {
+            let now = shared.now_ms();
+            Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))
+        }
         other => Pending::Ready(error_reply(
             ErrorCode::BadRequest,
             &format!("unexpected message type {}", other.type_code()),
@@ -123,10 +130,10 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
         let same_entry = plan.wanted[index..].iter().take_while(|(_, l)| *l == location).count();
         let wanted = &plan.wanted[index..index + same_entry];
         index += same_entry;
-        match read_entry(shared, location).await {
+        match read_records_at(shared, location).await {
             Ok(found) => {
                 let mut wanted_found =
-                    found.into_iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn()));
+                    found.iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn())).cloned();
                 if !wanted_found.all(|record| answer.offer(record)) {
                     break;
                 }
@@ -144,16 +151,60 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
     Message::Records(Records { pg: plan.pg, node, scl, more: answer.more, records: answer.records })
 }
 
-async fn read_entry(
-    shared: &Shared,
-    location: crate::core::Location,
-) -> Result<Vec<protocol::Record>, String> {
-    let bytes = shared.reader.read(location).await.map_err(|e| e.to_string())?;
-    let header = EntryHeader::decode(&bytes).map_err(|e| e.to_string())?;
-    let body = shared.with_keys(|keys| open_entry(&bytes, &header, keys.get(&header.pg.volume_id)));
-    match body.map_err(|e| e.to_string())? {
-        crate::core::EntryBody::Records { records, .. } => Ok(records),
-        crate::core::EntryBody::Meta { .. } => Err("a record's location holds a meta entry".into()),
+fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
+    let (sender, receiver) = oneshot::channel();
+    let shared = Rc::clone(shared);
+    tokio::task::spawn_local(async move {
+        let _ = sender.send(read_page(&shared, read).await);
+    });
+    Pending::Waiting(receiver)
+}
+
+/// Answers a `ReadPage`: waits (at most `READ_PAGE_WAIT`) for the segment to become complete
+/// through the read's `pg_newest_lsn`, then serves the version from the cache or builds it.
+/// A build that meets unreadable bytes reports them and plans once more (a concurrent fold may
+/// have moved the version); a second failure is a `ChecksumMismatch` for the client to take
+/// elsewhere.
+async fn read_page(shared: &Shared, read: ReadPage) -> Message {
+    let deadline = tokio::time::Instant::now() + READ_PAGE_WAIT;
+    let mut faults = 0;
+    loop {
+        let durable = shared.durable.notified();
+        let build = match shared.with_core(|core| core.plan_read_page(&read)) {
+            Err(reply) => return Message::Error(reply),
+            Ok(PageAnswer::Ready(page)) => return Message::Page(page),
+            Ok(PageAnswer::NotYet) => {
+                if tokio::time::timeout_at(deadline, durable).await.is_err() {
+                    let message = format!(
+                        "segment not yet complete through {} after {READ_PAGE_WAIT:?}",
+                        read.pg_newest_lsn
+                    );
+                    return error_reply(ErrorCode::NotYet, &message);
+                }
+                continue;
+            }
+            Ok(PageAnswer::Build(build)) => build,
+        };
+        match build_version(shared, build.page_bytes, &build.base, &build.records).await {
+            Ok(bytes) => {
+                let bytes = Bytes::from(bytes);
+                shared.with_core(|core| {
+                    core.handle_page_built(build.pg, build.page_id, build.version_lsn, bytes.clone())
+                });
+                let PageBuild { pg, page_id, read_lsn, version_lsn, .. } = build;
+                return Message::Page(Page { pg, page_id, read_lsn, version_lsn, bytes });
+            }
+            Err(fault) => {
+                report_fault(shared, build.pg, &fault);
+                faults += 1;
+                if faults == 2 {
+                    return error_reply(
+                        ErrorCode::ChecksumMismatch,
+                        &format!("stored page version: {fault}"),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -218,6 +218,7 @@ pub fn batch(records: Vec<Record>, epoch: u64) -> Message {
         epochs: epochs(epoch),
         vdl: Lsn(0),
         pg_vdl_lsn: Lsn(0),
+        page_bytes: 4096,
         records,
     })
 }

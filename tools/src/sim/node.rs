@@ -169,7 +169,7 @@ impl SimNode {
     pub fn readable_records(&self) -> impl Iterator<Item = (&PgRef, &protocol::Record)> {
         self.durable.iter().filter(|s| !s.rotten).flat_map(|s| match &s.body {
             EntryBody::Records { records, .. } => records.iter().map(move |r| (&s.pg, r)).collect::<Vec<_>>(),
-            EntryBody::Meta { .. } => Vec::new(),
+            EntryBody::Meta { .. } | EntryBody::Image { .. } => Vec::new(),
         })
     }
 }

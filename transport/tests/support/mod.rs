@@ -142,6 +142,7 @@ pub fn append_batch() -> Message {
         epochs: Epochs::INITIAL,
         vdl: Lsn(7),
         pg_vdl_lsn: Lsn(7),
+        page_bytes: 4096,
         records: vec![record],
     })
 }

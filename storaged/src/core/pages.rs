@@ -1,0 +1,149 @@
+//! The page side of a segment: for each page, the log records still held and the materialized
+//! images, and the rule that says which of them a read in [floor, SCL] may still need.
+//!
+//! A read at point R of page P needs the newest image of P at or below R (its *base*) and every
+//! record of P in (base, R]. So, with floor F:
+//! - a record at L is needed unless an image lies in [L, max(L, F)];
+//! - an image at X is needed unless a newer image lies at or below F.
+//!
+//! [`PageVersions::prune`] drops exactly what those rules allow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
+use protocol::Lsn;
+
+use super::segment::Location;
+
+/// Where a materialized page version lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stored {
+    /// All zeros (the newest record folded in was a `PageZero` or `PageTrim`): nothing on disk.
+    Zeros,
+    /// A sealed image entry in the page store.
+    At(Location),
+}
+
+/// The versions of one page a segment holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageVersions {
+    /// LSNs of the page's records still held in the journal.
+    pub(crate) log: BTreeSet<Lsn>,
+    /// Materialized versions by LSN (the newest record each folds in).
+    pub(crate) images: BTreeMap<Lsn, Stored>,
+}
+
+/// What a read of one page at a bound needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionPlan {
+    /// LSN of the newest record in the version (zero: no record, the page reads as zeros).
+    pub version_lsn: Lsn,
+    /// The newest image at or below the bound.
+    pub base: Option<(Lsn, Stored)>,
+    /// The records after the base, up to the bound, in LSN order.
+    pub records: Vec<Lsn>,
+}
+
+impl PageVersions {
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.images.is_empty()
+    }
+
+    /// The newest image at or below `bound`.
+    pub fn image_at_or_below(&self, bound: Lsn) -> Option<(Lsn, Stored)> {
+        self.images.range(..=bound).next_back().map(|(l, s)| (*l, *s))
+    }
+
+    /// What building the page as of `bound` takes.
+    pub fn plan(&self, bound: Lsn) -> VersionPlan {
+        let base = self.image_at_or_below(bound);
+        let after = base.map_or(Lsn::ZERO, |(lsn, _)| lsn);
+        let records: Vec<Lsn> = self.log.range((Excluded(after), Included(bound))).copied().collect();
+        let version_lsn = records.last().copied().unwrap_or(after);
+        VersionPlan { version_lsn, base, records }
+    }
+
+    /// The newest record at or below `bound`, if it is newer than every image at or below it:
+    /// the version a coalescer should materialize for that bound.
+    pub fn fold_target(&self, bound: Lsn) -> Option<Lsn> {
+        let newest = *self.log.range(..=bound).next_back()?;
+        let imaged = self.image_at_or_below(bound).is_some_and(|(lsn, _)| lsn >= newest);
+        (!imaged).then_some(newest)
+    }
+
+    /// True if at least `count` records follow the newest image (a read of the newest version
+    /// would apply that many).
+    pub fn records_after_newest_image_at_least(&self, count: usize) -> bool {
+        let after = self.images.last_key_value().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
+        count == 0 || self.log.range((Excluded(after), Unbounded)).nth(count - 1).is_some()
+    }
+
+    /// Drops every record and image no read at or above `floor` needs (see the module docs).
+    /// Returns the records dropped, oldest first.
+    pub fn prune(&mut self, floor: Lsn) -> Vec<Lsn> {
+        let mut dropped = Vec::new();
+        if let Some((base, _)) = self.image_at_or_below(floor) {
+            self.images = self.images.split_off(&base);
+            let kept = self.log.split_off(&Lsn(base.0 + 1));
+            dropped.extend(std::mem::replace(&mut self.log, kept));
+        }
+        // A record with an image at its own LSN above the floor is needed by no read either:
+        // reads below it do not include it, reads at or above it start from the image.
+        let shadowed: Vec<Lsn> = self.log.iter().filter(|l| self.images.contains_key(l)).copied().collect();
+        for lsn in shadowed {
+            self.log.remove(&lsn);
+            dropped.push(lsn);
+        }
+        dropped.sort_unstable();
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64) -> Stored {
+        Stored::At(Location { file: 1, offset, len: 100 })
+    }
+
+    fn versions(log: &[u64], images: &[u64]) -> PageVersions {
+        PageVersions {
+            log: log.iter().map(|l| Lsn(*l)).collect(),
+            images: images.iter().map(|l| (Lsn(*l), at(*l))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_read_starts_from_the_newest_image_at_or_below_its_bound() {
+        let v = versions(&[10, 20, 30, 40], &[20]);
+        let plan = v.plan(Lsn(35));
+        assert_eq!(plan.base, Some((Lsn(20), at(20))));
+        assert_eq!(plan.records, vec![Lsn(30)]);
+        assert_eq!(plan.version_lsn, Lsn(30));
+        let plan = v.plan(Lsn(15));
+        assert_eq!((plan.base, plan.records, plan.version_lsn), (None, vec![Lsn(10)], Lsn(10)));
+        assert_eq!(v.plan(Lsn(5)).version_lsn, Lsn::ZERO);
+    }
+
+    #[test]
+    fn prune_keeps_exactly_what_reads_at_or_above_the_floor_need() {
+        let mut v = versions(&[10, 20, 30, 40, 50], &[20, 40]);
+        assert!(v.prune(Lsn(15)) == vec![Lsn(20), Lsn(40)], "only records shadowed by images");
+        assert_eq!(v.log, [10, 30, 50].map(Lsn).into());
+        let dropped = v.prune(Lsn(45));
+        assert_eq!(dropped, vec![Lsn(10), Lsn(30)]);
+        assert_eq!(v.images.keys().copied().collect::<Vec<_>>(), vec![Lsn(40)]);
+        assert_eq!(v.plan(Lsn(45)).base, Some((Lsn(40), at(40))));
+        assert_eq!(v.plan(Lsn(60)).records, vec![Lsn(50)]);
+    }
+
+    #[test]
+    fn the_fold_target_is_the_newest_record_not_yet_imaged() {
+        let v = versions(&[10, 20, 30], &[20]);
+        assert_eq!(v.fold_target(Lsn(25)), None, "the image at 20 covers the bound");
+        assert_eq!(v.fold_target(Lsn(35)), Some(Lsn(30)));
+        assert!(v.records_after_newest_image_at_least(1));
+        assert!(!v.records_after_newest_image_at_least(2));
+    }
+}

@@ -1,0 +1,157 @@
+//! The coalescer task: builds the page versions the core asks for, stores them in the page
+//! store (one sealed group, one write + flush, per batch of jobs), and recycles journal and page
+//! store files once a checkpoint no longer needs them.
+//!
+//! It yields to the foreground between jobs and has its own files and flushes, so it never holds
+//! up an ack; what it costs the foreground is CPU time and disk bandwidth.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::journal_task::{commit, DISK_FULL_RETRY};
+use super::pages::{build_version, report_fault, BuildFault};
+use super::shared::Shared;
+use crate::core::{Base, CoalesceJob, EntryBody, JournalEntry, NodeState};
+use crate::journal::group::group_len;
+use crate::journal::writer::{Journal, WriteError};
+
+/// Most page versions stored in one page store group.
+pub const COALESCE_JOBS_MAX: usize = 64;
+/// How often floors, compaction and file recycling are looked at.
+pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an idle coalescer waits before looking for work again.
+pub const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Runs until the node shuts down (or its page store fails, which latches the node).
+pub async fn run(shared: Rc<Shared>, mut pages: Journal, file_bytes: u64) {
+    let mut maintained = Instant::now();
+    loop {
+        if maintained.elapsed() >= MAINTAIN_INTERVAL {
+            maintain(&shared, &pages, file_bytes);
+            maintained = Instant::now();
+        }
+        if matches!(shared.with_core(|core| core.state().clone()), NodeState::Failed(_)) {
+            return;
+        }
+        let jobs = shared.with_core(|core| core.poll_coalesce(COALESCE_JOBS_MAX));
+        if jobs.is_empty() {
+            let _ = tokio::time::timeout(IDLE_WAIT, shared.coalesce_wake.notified()).await;
+            continue;
+        }
+        let (built, entries) = build_jobs(&shared, jobs).await;
+        if entries.is_empty() {
+            continue;
+        }
+        let len = group_len(&entries) as u64;
+        match commit(&mut pages, &shared, &entries).await {
+            Ok(placed) => {
+                let position = pages.position();
+                shared.with_core(|core| {
+                    for (job, (_, location)) in built.iter().zip(&placed) {
+                        core.handle_coalesced(job, Some(*location));
+                    }
+                });
+                {
+                    let mut checkpoints = shared.checkpoints.borrow_mut();
+                    checkpoints.pages = position;
+                    checkpoints.bytes_since += len;
+                }
+                let mut stats = shared.page_stats.get();
+                stats.images_written += placed.len() as u64;
+                shared.page_stats.set(stats);
+                shared.checkpoint(false);
+            }
+            Err(error) => {
+                shared.with_core(|core| built.iter().for_each(|job| core.handle_coalesced(job, None)));
+                match error {
+                    WriteError::NoSpace => {
+                        tracing::warn!("page store: no space for a new file; coalescing paused");
+                        tokio::time::sleep(DISK_FULL_RETRY).await;
+                    }
+                    WriteError::Failed(reason) => {
+                        tracing::error!(%reason, "page store failed; the node refuses writes until restarted");
+                        shared.with_core(|core| core.handle_io_failed(format!("page store: {reason}")));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds each job's version; a job whose stored bytes fail verification is reported and
+/// released.
+async fn build_jobs(shared: &Shared, jobs: Vec<CoalesceJob>) -> (Vec<CoalesceJob>, Vec<JournalEntry>) {
+    let mut built = Vec::with_capacity(jobs.len());
+    let mut entries = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        // Foreground work (acks, reads) runs first.
+        tokio::task::yield_now().await;
+        match build_job(shared, &job).await {
+            Ok(page) => {
+                let body = EntryBody::Image {
+                    page_id: job.page_id,
+                    version_lsn: job.target,
+                    page: Bytes::from(page),
+                };
+                entries.push(JournalEntry { seq: entries.len() as u64 + 1, pg: job.pg, body });
+                built.push(job);
+            }
+            Err(fault) => {
+                report_fault(shared, job.pg, &fault);
+                shared.with_core(|core| core.handle_coalesced(&job, None));
+            }
+        }
+    }
+    (built, entries)
+}
+
+async fn build_job(shared: &Shared, job: &CoalesceJob) -> Result<Vec<u8>, BuildFault> {
+    let base = job.base.map_or(Base::Zeros, Base::Image);
+    build_version(shared, job.page_bytes, &base, &job.records).await
+}
+
+/// Lets floor reports expire, picks a page store file to compact, and deletes the journal and
+/// page store files nothing refers to any more, after a checkpoint that no longer needs them.
+fn maintain(shared: &Shared, pages: &Journal, file_bytes: u64) {
+    let now = shared.now_ms();
+    let pages_head = pages.position().file;
+    let journal_head = shared.checkpoints.borrow().journal.file;
+    let (in_use, live_images) = shared.with_core(|core| {
+        core.handle_tick(now);
+        core.plan_compaction(pages_head, file_bytes);
+        (core.oldest_journal_file_in_use(), core.image_bytes_by_file())
+    });
+    let oldest_needed = in_use.unwrap_or(journal_head).min(journal_head);
+    let journal_doomed: Vec<u64> = shared.reader.files().into_iter().filter(|f| *f < oldest_needed).collect();
+    let pages_doomed: Vec<u64> = shared
+        .pages_reader
+        .files()
+        .into_iter()
+        .filter(|f| *f < pages_head && !live_images.contains_key(f))
+        .collect();
+    if journal_doomed.is_empty() && pages_doomed.is_empty() {
+        return;
+    }
+    // The checkpoint written now starts replay after every doomed file and refers to none.
+    if !shared.checkpoint(true) {
+        return;
+    }
+    let mut recycled = 0;
+    for (reader, file) in journal_doomed
+        .iter()
+        .map(|f| (&shared.reader, *f))
+        .chain(pages_doomed.iter().map(|f| (&shared.pages_reader, *f)))
+    {
+        match reader.remove_file(file) {
+            Ok(()) => recycled += 1,
+            Err(error) => tracing::warn!(file, %error, "could not delete a recycled file; will retry"),
+        }
+    }
+    tracing::info!(journal = ?journal_doomed, pages = ?pages_doomed, "recycled files");
+    let mut stats = shared.page_stats.get();
+    stats.files_recycled += recycled;
+    shared.page_stats.set(stats);
+}

@@ -2,6 +2,7 @@
 //! up the durable ladder (acks → PGCL → VCL → VDL), read routing, and the computations of
 //! writer recovery. No sockets, no clock: the driver feeds events and carries out `Transmit`s.
 
+pub mod floor;
 pub mod geometry;
 pub mod ladder;
 pub mod recovery;

@@ -17,13 +17,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
-use protocol::messages::{AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, Truncate};
+use protocol::messages::{AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, FloorReport, Truncate};
 use protocol::placement::ClusterMap;
 use protocol::quorum::{Membership, SegmentSet};
 use protocol::{
     Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta,
 };
 
+use super::floor::{ReadPointRefusal, ReadPoints, FLOOR_LEASE_MS};
 use super::geometry::VolumeGeometry;
 use super::ladder::Ladder;
 
@@ -138,6 +139,7 @@ pub struct WriterCore {
     stale: HashMap<PgId, Vec<NodeId>>,
     fenced: bool,
     transmits: VecDeque<Transmit>,
+    read_points: ReadPoints,
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -187,6 +189,7 @@ impl WriterCore {
             stale: HashMap::new(),
             fenced: false,
             transmits: VecDeque::new(),
+            read_points: ReadPoints::new(start.vdl, start.pgs.iter().copied()),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
@@ -326,6 +329,7 @@ impl WriterCore {
             self.page_last.insert(meta.page_id, meta.lsn);
         }
         self.ladder.allocate(meta.lsn, pg, meta.is_cpl());
+        self.read_points.record(pg, meta.lsn);
         let state = self.pgs.get_mut(&pg).expect("ensured above");
         state.last_lsn = meta.lsn;
         state.unsent_bytes += record.encoded_len();
@@ -467,6 +471,12 @@ impl WriterCore {
             Message::AppendAck(ack) => self.handle_ack(node, ack),
             Message::TruncateAck(ack) => self.opened_by(ack.pg.pg_id, node),
             Message::EpochAck(_) => {}
+            Message::FloorAck(ack) => {
+                if let Some(state) = self.pgs.get_mut(&ack.pg.pg_id) {
+                    let scl = state.scl.entry(node).or_insert(Lsn::ZERO);
+                    *scl = (*scl).max(ack.scl);
+                }
+            }
             Message::Error(error) => self.handle_error(node, error),
             other => tracing::debug!(%node, kind = other.type_code(), "unexpected reply"),
         }
@@ -580,6 +590,9 @@ impl WriterCore {
     pub fn handle_tick(&mut self) {
         self.resend_overdue();
         let vdl = self.ladder.vdl();
+        if self.read_points.tick(vdl) {
+            self.report_floor();
+        }
         let idle: Vec<PgId> = self
             .pgs
             .iter()
@@ -632,7 +645,47 @@ impl WriterCore {
     /// The members of `pg` ordered for a read at or below VDL: those known complete through the
     /// PG's VDL LSN first (highest SCL first), unreachable ones left out.
     pub fn read_candidates(&self, pg: PgId) -> Vec<NodeId> {
-        let need = self.pg_vdl_lsn(pg);
+        self.read_candidates_for(pg, self.pg_vdl_lsn(pg))
+    }
+
+    /// Where a read of `pg` at `at` (at most VDL) goes: the PG's newest LSN at or below `at`
+    /// (what a segment must be complete through) and the members ordered as for
+    /// `read_candidates`.
+    pub fn read_route(&self, pg: PgId, at: Lsn) -> Result<(Lsn, Vec<NodeId>), ReadPointRefusal> {
+        let need = self.read_points.pg_newest_at(pg, at)?;
+        Ok((need, self.read_candidates_for(pg, need)))
+    }
+
+    /// Keeps versions from `lsn` on readable (or, with `None`, lets the floor follow VDL).
+    pub fn pin_floor(&mut self, lsn: Option<Lsn>) -> Result<(), ReadPointRefusal> {
+        self.read_points.pin(lsn)
+    }
+
+    /// The oldest read point this writer may use.
+    pub fn floor(&self) -> Lsn {
+        self.read_points.floor()
+    }
+
+    /// Tells every member of every open PG this writer's floor. The writer's client id is its
+    /// volume epoch: unique among writers, and the same across the writer's reports.
+    fn report_floor(&mut self) {
+        let floor = self.read_points.floor();
+        let open: Vec<(PgId, SegmentSet)> =
+            self.pgs.iter().filter(|(_, s)| s.open).map(|(pg, s)| (*pg, s.members)).collect();
+        for (pg, members) in open {
+            let report = Message::FloorReport(FloorReport {
+                pg: self.geometry.pg_ref(pg),
+                client: self.epochs.volume.0,
+                floor,
+                lease_ms: FLOOR_LEASE_MS,
+            });
+            for node in members.members() {
+                self.push(*node, report.clone());
+            }
+        }
+    }
+
+    fn read_candidates_for(&self, pg: PgId, need: Lsn) -> Vec<NodeId> {
         let mut candidates: Vec<(bool, Lsn, NodeId)> = self
             .members(pg)
             .members()

@@ -36,6 +36,8 @@ pub enum AppendError {
 pub enum ReadError {
     #[error("read LSN {read_lsn} is above VDL {vdl}")]
     NotDurable { read_lsn: Lsn, vdl: Lsn },
+    #[error("read LSN {read_lsn} is below the floor {floor}: its versions may be gone")]
+    TooOld { read_lsn: Lsn, floor: Lsn },
     #[error("no segment of PG {pg} could serve the read: {detail}")]
     Unavailable { pg: PgId, detail: String },
     #[error("the writer is closed")]

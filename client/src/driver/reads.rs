@@ -1,16 +1,19 @@
 //! Reads: one segment that is complete for the read (no quorum read), hedged to a second one
-//! when the first is slower than recent reads, with every record's CRC verified on decode.
+//! when the first is slower than recent reads, with every record's and page's CRC verified on
+//! decode.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use protocol::messages::{ReadRecords, Records};
+use bytes::Bytes;
+use protocol::messages::{ReadPage, ReadRecords};
 use protocol::{Lsn, LsnRange, Message, NodeId, PageId, Record};
 use tokio::sync::oneshot;
 
 use super::error::ReadError;
 use super::task::Command;
 use super::Writer;
+use crate::core::floor::ReadPointRefusal;
 
 /// Record bytes asked for per read request.
 const READ_BYTES_MAX: u32 = 1024 * 1024;
@@ -32,7 +35,64 @@ impl ReadLatency {
     }
 }
 
+/// A page as of a read point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageVersion {
+    /// LSN of the newest record in this version (zero: no record, the page is zeros).
+    pub lsn: Lsn,
+    pub bytes: Bytes,
+}
+
 impl Writer {
+    /// `page` as of `at`, which must lie in [floor, VDL] (see [`Writer::pin_floor`]). One
+    /// segment complete for the read answers, hedged to another when it is slow; the page's
+    /// CRC32C is verified on receipt.
+    pub async fn read_page(&self, page: PageId, at: Lsn) -> Result<PageVersion, ReadError> {
+        let vdl = self.vdl();
+        if at > vdl {
+            return Err(ReadError::NotDurable { read_lsn: at, vdl });
+        }
+        let pg = self.geometry.pg_of(page);
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::RoutePage { pg, at, reply }).await.map_err(|_| ReadError::Closed)?;
+        let (route, epochs) = answer.await.map_err(|_| ReadError::Closed)?;
+        let (need, candidates) = route.map_err(|refusal| match refusal {
+            ReadPointRefusal::BelowFloor { floor } => ReadError::TooOld { read_lsn: at, floor },
+        })?;
+        let read = Message::ReadPage(ReadPage {
+            pg: self.geometry.pg_ref(pg),
+            epochs,
+            page_id: page,
+            read_lsn: at,
+            pg_newest_lsn: need,
+            page_bytes: self.geometry.page_bytes,
+        });
+        let page_bytes = self.geometry.page_bytes as usize;
+        let answer = self
+            .hedged(&candidates, &read, |node, reply| match reply {
+                Message::Page(p) if p.page_id == page && p.read_lsn == at && p.bytes.len() == page_bytes => {
+                    Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
+                }
+                Message::Error(e) => Err(format!("{node}: {:?}: {}", e.code, e.message)),
+                other => Err(format!("{node} answered {other:?}")),
+            })
+            .await;
+        answer.map_err(|detail| ReadError::Unavailable { pg, detail })
+    }
+
+    /// Keeps every page version from `lsn` on readable until unpinned (`None`); by default
+    /// the floor follows VDL, so only reads at the current VDL are sure to work. Refused if
+    /// `lsn` is below the floor already reported to the nodes.
+    pub async fn pin_floor(&self, lsn: Option<Lsn>) -> Result<(), ReadError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::PinFloor { lsn, reply }).await.map_err(|_| ReadError::Closed)?;
+        answer.await.map_err(|_| ReadError::Closed)?.map_err(|refusal| match refusal {
+            ReadPointRefusal::BelowFloor { floor } => {
+                ReadError::TooOld { read_lsn: lsn.unwrap_or(Lsn::ZERO), floor }
+            }
+        })
+    }
+
     /// The records of `page` in `(after, through]`, oldest first. `through` must be at or below
     /// VDL.
     pub async fn read_records(
@@ -60,7 +120,13 @@ impl Writer {
                 bytes_max: READ_BYTES_MAX,
             });
             let got = self
-                .hedged(&candidates, &read, need)
+                .hedged(&candidates, &read, |node, reply| match reply {
+                    Message::Records(records) if records.scl >= need => Ok(records),
+                    Message::Records(records) => {
+                        Err(format!("{node} is complete only through {}", records.scl))
+                    }
+                    other => Err(format!("{node} answered {other:?}")),
+                })
                 .await
                 .map_err(|detail| ReadError::Unavailable { pg, detail })?;
             let more = got.more;
@@ -73,9 +139,14 @@ impl Writer {
         Ok(records)
     }
 
-    /// Sends `read` to the first candidate, and to the next when the answer is late or not
-    /// complete through `need`; returns the first complete answer.
-    async fn hedged(&self, candidates: &[NodeId], read: &Message, need: Lsn) -> Result<Records, String> {
+    /// Sends `read` to the first candidate, and to the next when the answer is late or `accept`
+    /// refuses it; returns the first accepted answer.
+    async fn hedged<T>(
+        &self,
+        candidates: &[NodeId],
+        read: &Message,
+        accept: impl Fn(NodeId, Message) -> Result<T, String>,
+    ) -> Result<T, String> {
         let mut tries = candidates.iter().copied();
         let mut last_error = String::from("no reachable segment");
         let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
@@ -98,15 +169,12 @@ impl Writer {
                     .await;
             let Ok(Some((node, reply, took))) = wait else { continue };
             outstanding -= 1;
-            match reply {
-                Some(Message::Records(records)) if records.scl >= need => {
+            match reply.map(|reply| accept(node, reply)) {
+                Some(Ok(answer)) => {
                     self.reads.observe(took);
-                    return Ok(records);
+                    return Ok(answer);
                 }
-                Some(Message::Records(records)) => {
-                    last_error = format!("{node} is complete only through {}", records.scl)
-                }
-                Some(other) => last_error = format!("{node} answered {other:?}"),
+                Some(Err(error)) => last_error = error,
                 None => last_error = format!("{node} did not answer"),
             }
         }

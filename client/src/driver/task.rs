@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::links::{open_stream, Connections, Dialer, Event};
 use super::recovery::ask;
+use crate::core::floor::ReadPointRefusal;
 use crate::core::writer::{AppendRefusal, NewRecord};
 use crate::core::WriterCore;
 
@@ -38,7 +39,22 @@ pub enum Command {
         pg: PgId,
         reply: oneshot::Sender<(Vec<NodeId>, Lsn, protocol::Epochs)>,
     },
+    /// Routing for a page read at `at`: the PG's newest LSN at or below it and the candidates
+    /// (or why `at` cannot be read), and the epochs.
+    RoutePage {
+        pg: PgId,
+        at: Lsn,
+        reply: oneshot::Sender<(RouteResult, protocol::Epochs)>,
+    },
+    /// Keep versions from this LSN on readable (`None`: follow VDL).
+    PinFloor {
+        lsn: Option<Lsn>,
+        reply: oneshot::Sender<Result<(), ReadPointRefusal>>,
+    },
 }
+
+/// The newest LSN of the PG at or below a read point, with the nodes to ask.
+pub type RouteResult = Result<(Lsn, Vec<NodeId>), ReadPointRefusal>;
 
 /// What the writer handle can watch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +156,12 @@ impl Driver {
             Command::Route { pg, reply } => {
                 let _ =
                     reply.send((self.core.read_candidates(pg), self.core.pg_vdl_lsn(pg), self.core.epochs()));
+            }
+            Command::RoutePage { pg, at, reply } => {
+                let _ = reply.send((self.core.read_route(pg, at), self.core.epochs()));
+            }
+            Command::PinFloor { lsn, reply } => {
+                let _ = reply.send(self.core.pin_floor(lsn));
             }
         }
     }

@@ -23,6 +23,26 @@ pub fn changes_page(record: &Record) -> bool {
     record.meta().kind != RecordKind::Marker
 }
 
+/// Checks that `record` applies to a page of `page_bytes` (an image of exactly that size, patch
+/// edits inside it), so a node can refuse at ingest what it could never apply.
+pub fn check_fits(record: &Record, page_bytes: u32) -> FormatResult<()> {
+    match record.meta().kind {
+        RecordKind::PageImage if record.payload().len() != page_bytes as usize => {
+            Err(FormatError::Invalid { what: "page image of another page size" })
+        }
+        RecordKind::PagePatch => {
+            let patch = crate::patch::Patch::parse(record.payload())?;
+            let inside = patch.edits().all(|e| e.offset as usize + e.data.len() <= page_bytes as usize);
+            if inside {
+                Ok(())
+            } else {
+                Err(FormatError::Invalid { what: "patch edit outside the page" })
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Applies `record` to `page` (exactly the volume's page size). Fails, leaving `page` untouched,
 /// if the record cannot apply to a page of this size: an image of another length, or a patch
 /// edit beyond the page.

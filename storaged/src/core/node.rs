@@ -299,6 +299,15 @@ impl NodeCore {
                 message: truncate_message(&message),
             });
         }
+        if let Some((record, error)) = batch
+            .records
+            .iter()
+            .find_map(|r| protocol::apply::check_fits(r, batch.page_bytes).err().map(|e| (r.lsn(), e)))
+        {
+            let message =
+                format!("record {record} cannot apply to a {}-byte page: {error}", batch.page_bytes);
+            return Err(self.error(ErrorCode::BadRequest, batch.pg, &message));
+        }
         let records: Vec<Record> =
             batch.records.iter().filter(|r| !segment.has_or_discards(r.lsn())).cloned().collect();
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
@@ -711,8 +720,9 @@ impl NodeCore {
     fn fold_jobs(&mut self, pg: PgRef, max: usize, jobs: &mut Vec<CoalesceJob>) {
         let head = self.journal_head;
         let Some(segment) = self.segments.get_mut(&pg) else { return };
-        // VDL bounds folding too: a record above it may still be truncated by a new writer.
-        let limit = segment.floor().min(segment.scl()).min(segment.vdl_hint());
+        // VDL bounds folding too: a record above it may still be truncated by a new writer, or
+        // asked for by one that recovers.
+        let limit = segment.gc_floor().min(segment.scl());
         let mut candidates = Vec::new();
         for (lsn, record) in segment.all_records().take(FOLD_SCAN_MAX) {
             if lsn > limit {

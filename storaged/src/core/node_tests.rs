@@ -21,7 +21,7 @@ fn epochs(volume: u64) -> Epochs {
 
 fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     let meta = RecordMeta {
-        kind: RecordKind::PageImage,
+        kind: RecordKind::Marker,
         flags: RecordFlags::CPL,
         lsn: Lsn(lsn),
         prev_volume_lsn: Lsn(prev),

@@ -3,10 +3,12 @@
 //!
 //! A read at point R of page P needs the newest image of P at or below R (its *base*) and every
 //! record of P in (base, R]. So, with floor F:
-//! - a record at L is needed unless an image lies in [L, max(L, F)];
+//! - a record at L <= F is needed unless an image lies in [L, F];
 //! - an image at X is needed unless a newer image lies at or below F.
 //!
-//! [`PageVersions::prune`] drops exactly what those rules allow.
+//! [`PageVersions::prune`] drops exactly what those rules allow. Records above the floor are
+//! kept even where an image at their own LSN makes them useless to reads: a recovering writer
+//! may still ask for them (`ReadRecords`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -87,14 +89,6 @@ impl PageVersions {
             let kept = self.log.split_off(&Lsn(base.0 + 1));
             dropped.extend(std::mem::replace(&mut self.log, kept));
         }
-        // A record with an image at its own LSN above the floor is needed by no read either:
-        // reads below it do not include it, reads at or above it start from the image.
-        let shadowed: Vec<Lsn> = self.log.iter().filter(|l| self.images.contains_key(l)).copied().collect();
-        for lsn in shadowed {
-            self.log.remove(&lsn);
-            dropped.push(lsn);
-        }
-        dropped.sort_unstable();
         dropped
     }
 }
@@ -129,10 +123,9 @@ mod tests {
     #[test]
     fn prune_keeps_exactly_what_reads_at_or_above_the_floor_need() {
         let mut v = versions(&[10, 20, 30, 40, 50], &[20, 40]);
-        assert!(v.prune(Lsn(15)) == vec![Lsn(20), Lsn(40)], "only records shadowed by images");
-        assert_eq!(v.log, [10, 30, 50].map(Lsn).into());
+        assert!(v.prune(Lsn(15)).is_empty(), "no image at or below the floor");
         let dropped = v.prune(Lsn(45));
-        assert_eq!(dropped, vec![Lsn(10), Lsn(30)]);
+        assert_eq!(dropped, [10, 20, 30, 40].map(Lsn).to_vec());
         assert_eq!(v.images.keys().copied().collect::<Vec<_>>(), vec![Lsn(40)]);
         assert_eq!(v.plan(Lsn(45)).base, Some((Lsn(40), at(40))));
         assert_eq!(v.plan(Lsn(60)).records, vec![Lsn(50)]);

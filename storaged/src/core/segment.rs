@@ -265,10 +265,17 @@ impl Segment {
         }
     }
 
+    /// The point up to which versions may be dropped: the floor, but never above the VDL a
+    /// writer told this segment, since a recovering writer reads the records above it.
+    pub fn gc_floor(&self) -> Lsn {
+        self.floor.min(self.vdl_hint)
+    }
+
     /// Drops the records and images of `page` that no read at or above the floor needs.
     pub fn prune_page(&mut self, page: PageId) {
+        let gc_floor = self.gc_floor();
         let Some(versions) = self.pages.get_mut(&page) else { return };
-        let dropped = versions.prune(self.floor);
+        let dropped = versions.prune(gc_floor);
         if versions.is_empty() {
             self.pages.remove(&page);
         }

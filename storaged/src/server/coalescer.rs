@@ -42,6 +42,8 @@ pub async fn run(shared: Rc<Shared>, mut pages: Journal, file_bytes: u64) {
         }
         let (built, entries) = build_jobs(&shared, jobs).await;
         if entries.is_empty() {
+            // Every job failed (each was reported): do not spin on them.
+            tokio::time::sleep(IDLE_WAIT).await;
             continue;
         }
         let len = group_len(&entries) as u64;

@@ -194,7 +194,7 @@ pub fn chain(first: u64, count: u64, epoch: Epoch, payload: impl Fn(u64) -> Vec<
     (first..first + count)
         .map(|lsn| {
             let meta = RecordMeta {
-                kind: RecordKind::PageImage,
+                kind: RecordKind::Marker,
                 flags: if lsn % 4 == 0 { RecordFlags::CPL } else { RecordFlags::empty() },
                 lsn: Lsn(lsn),
                 prev_volume_lsn: Lsn(lsn - 1),

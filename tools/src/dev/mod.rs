@@ -104,6 +104,8 @@ pub enum DevError {
     NotDurable { lsn: Lsn, vdl: Lsn, waited: Duration },
     #[error("probing the nodes: {0}")]
     Probe(#[from] ProbeError),
+    #[error("keeping the run's page versions readable: {0}")]
+    Floor(#[from] client::ReadError),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
 }
@@ -193,11 +195,14 @@ async fn measure_and_verify(
     orders: &mut Orders,
     plan: &Plan,
 ) -> Result<(Measured, sample::Verification), DevError> {
+    // Every version written from here on stays readable until the sample is checked.
+    writer.pin_floor(Some(writer.vdl())).await?;
     let mut live = LiveLine::on_stderr();
     let measured = workload::drive(writer, orders, plan, &mut live).await;
     live.finish();
     let measured = measured?;
     let verification = sample::verify(writer, &measured.sample).await?;
+    writer.pin_floor(None).await?;
     Ok((measured, verification))
 }
 

@@ -3,7 +3,9 @@
 //! Why a sample: reading every record would double the run; a uniform sample over the whole run
 //! (reservoir sampling, Algorithm R) checks early, middle and late records alike at a fixed
 //! cost. Each sampled record is read alone, `(lsn - 1, lsn]` of its page, and must come back as
-//! exactly that record with exactly the bytes written.
+//! exactly that record with exactly the bytes written; for a page change, the page read as of
+//! its LSN must be that version and hold every byte it wrote. (The run pins the floor at its
+//! start, so every version it wrote stays readable until the check is done.)
 //!
 //! Invariants: the reservoir never holds more than its capacity and only records whose
 //! durability was reported; the choice of records is deterministic (fixed seed), so two runs
@@ -12,7 +14,7 @@
 
 use bytes::Bytes;
 use client::Writer;
-use protocol::{Lsn, PageId};
+use protocol::{Lsn, PageId, RecordKind};
 
 use super::orders::SplitMix;
 use crate::interrupt::{self, Interrupted};
@@ -29,6 +31,7 @@ const SAMPLE_SEED: u64 = 0x0b0e_a115;
 pub struct Sampled {
     pub lsn: Lsn,
     pub page: PageId,
+    pub kind: RecordKind,
     pub payload: Bytes,
 }
 
@@ -112,8 +115,31 @@ async fn read_back(writer: &Writer, expected: &Sampled) -> Result<(), String> {
             record.payload().len(),
             expected.payload.len()
         )),
-        [_] => Ok(()),
+        [_] => check_page(writer, expected).await,
         other => Err(format!("read returned {} records instead of 1", other.len())),
+    }
+}
+
+/// For a page change, the page as of the record's LSN is that version and holds its bytes.
+async fn check_page(writer: &Writer, expected: &Sampled) -> Result<(), String> {
+    if expected.kind == RecordKind::Marker {
+        return Ok(());
+    }
+    let version =
+        writer.read_page(expected.page, expected.lsn).await.map_err(|e| format!("page read failed: {e}"))?;
+    if version.lsn != expected.lsn {
+        return Err(format!("page read as of its LSN is version {}", version.lsn.get()));
+    }
+    let mut built = version.bytes.to_vec();
+    let applied = match expected.kind {
+        RecordKind::PagePatch => protocol::patch::apply(&mut built, &expected.payload).is_ok(),
+        _ => return Err(format!("unexpected record kind {:?} in the sample", expected.kind)),
+    };
+    // Applying the record again to its own version changes nothing.
+    if applied && built[..] == version.bytes[..] {
+        Ok(())
+    } else {
+        Err("the page version does not hold the bytes the record wrote".into())
     }
 }
 
@@ -122,7 +148,12 @@ mod tests {
     use super::*;
 
     fn sampled(lsn: u64) -> Sampled {
-        Sampled { lsn: Lsn(lsn), page: PageId(lsn % 7), payload: Bytes::from(lsn.to_string()) }
+        Sampled {
+            lsn: Lsn(lsn),
+            page: PageId(lsn % 7),
+            kind: RecordKind::Marker,
+            payload: Bytes::from(lsn.to_string()),
+        }
     }
 
     #[test]

@@ -105,7 +105,12 @@ impl Tally {
             self.records += txn.records.len() as u64;
             self.payload_bytes += txn.payload_bytes;
             for (lsn, record) in (txn.first.get()..).zip(txn.records) {
-                self.sample.offer(Sampled { lsn: Lsn(lsn), page: record.page, payload: record.payload });
+                self.sample.offer(Sampled {
+                    lsn: Lsn(lsn),
+                    page: record.page,
+                    kind: record.kind,
+                    payload: record.payload,
+                });
             }
         }
     }

@@ -60,7 +60,7 @@ impl Default for Limits {
 pub const APPLY_MAX_DEFAULT: usize = 16;
 /// Estimated index bytes per held record: the segment's map entry (LSN + 48 bytes) and the
 /// page log's (8 bytes), with B-tree node overhead. Measured in `docs/storaged.md`.
-pub const RECORD_INDEX_BYTES: u64 = 112;
+pub const RECORD_INDEX_BYTES: u64 = 128;
 /// Estimated index bytes per materialized image (LSN + location in a B-tree).
 pub const IMAGE_INDEX_BYTES: u64 = 64;
 /// Estimated index bytes per page with versions held (the page map entry and its two trees).
@@ -667,7 +667,7 @@ impl NodeCore {
         let mut usage = BTreeMap::new();
         for segment in self.segments.values() {
             for (_, versions) in segment.pages() {
-                for stored in versions.images.values() {
+                for (_, stored) in versions.images() {
                     if let Stored::At(location) = stored {
                         *usage.entry(location.file).or_insert(0) += u64::from(location.len);
                     }
@@ -765,10 +765,10 @@ impl NodeCore {
         let mut found = Vec::new();
         for segment in self.segments.values() {
             for (page, versions) in segment.pages() {
-                for (lsn, stored) in &versions.images {
+                for (lsn, stored) in versions.images() {
                     if let Stored::At(location) = stored {
                         if location.file == file && !self.coalescing.contains(&(segment.pg(), page)) {
-                            found.push((segment.pg(), segment.page_bytes(), page, *lsn, *location));
+                            found.push((segment.pg(), segment.page_bytes(), page, lsn, location));
                         }
                     }
                 }

@@ -10,9 +10,6 @@
 //! kept even where an image at their own LSN makes them useless to reads: a recovering writer
 //! may still ask for them (`ReadRecords`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound::{Excluded, Included, Unbounded};
-
 use protocol::Lsn;
 
 use super::segment::Location;
@@ -26,13 +23,14 @@ pub enum Stored {
     At(Location),
 }
 
-/// The versions of one page a segment holds.
+/// The versions of one page a segment holds. Both lists are short (the coalescer keeps them
+/// so) and sorted, so plain vectors beat trees on memory: see `docs/storaged.md`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageVersions {
-    /// LSNs of the page's records still held in the journal.
-    pub(crate) log: BTreeSet<Lsn>,
-    /// Materialized versions by LSN (the newest record each folds in).
-    pub(crate) images: BTreeMap<Lsn, Stored>,
+    /// LSNs of the page's records still held in the journal, ascending.
+    log: Vec<Lsn>,
+    /// Materialized versions by LSN (the newest record each folds in), ascending.
+    images: Vec<(Lsn, Stored)>,
 }
 
 /// What a read of one page at a bound needs.
@@ -51,16 +49,65 @@ impl PageVersions {
         self.log.is_empty() && self.images.is_empty()
     }
 
+    /// Notes a held record of this page.
+    pub fn insert_record(&mut self, lsn: Lsn) {
+        insert_sorted(&mut self.log, lsn, |l| *l);
+    }
+
+    /// Forgets a record; true if it was held.
+    pub fn remove_record(&mut self, lsn: Lsn) -> bool {
+        let found = self.log.binary_search(&lsn);
+        found.map(|at| self.log.remove(at)).is_ok()
+    }
+
+    pub fn has_record(&self, lsn: Lsn) -> bool {
+        self.log.binary_search(&lsn).is_ok()
+    }
+
+    /// Notes a durable image (replacing one at the same LSN).
+    pub fn insert_image(&mut self, lsn: Lsn, stored: Stored) {
+        match self.images.binary_search_by_key(&lsn, |(l, _)| *l) {
+            Ok(at) => self.images[at].1 = stored,
+            Err(at) => {
+                // Pages hold one or two images: grow one slot at a time.
+                self.images.reserve_exact(1);
+                self.images.insert(at, (lsn, stored));
+            }
+        }
+    }
+
+    /// The image at exactly `lsn`.
+    pub fn image(&self, lsn: Lsn) -> Option<Stored> {
+        self.images.binary_search_by_key(&lsn, |(l, _)| *l).ok().map(|at| self.images[at].1)
+    }
+
+    /// The images, oldest first.
+    pub fn images(&self) -> impl Iterator<Item = (Lsn, Stored)> + '_ {
+        self.images.iter().copied()
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Keeps only the images `keep` accepts.
+    pub fn retain_images(&mut self, keep: impl Fn(Lsn) -> bool) {
+        self.images.retain(|(lsn, _)| keep(*lsn));
+    }
+
     /// The newest image at or below `bound`.
     pub fn image_at_or_below(&self, bound: Lsn) -> Option<(Lsn, Stored)> {
-        self.images.range(..=bound).next_back().map(|(l, s)| (*l, *s))
+        let count = self.images.partition_point(|(l, _)| *l <= bound);
+        count.checked_sub(1).map(|at| self.images[at])
     }
 
     /// What building the page as of `bound` takes.
     pub fn plan(&self, bound: Lsn) -> VersionPlan {
         let base = self.image_at_or_below(bound);
         let after = base.map_or(Lsn::ZERO, |(lsn, _)| lsn);
-        let records: Vec<Lsn> = self.log.range((Excluded(after), Included(bound))).copied().collect();
+        let from = self.log.partition_point(|l| *l <= after);
+        let to = self.log.partition_point(|l| *l <= bound);
+        let records = self.log[from..to.max(from)].to_vec();
         let version_lsn = records.last().copied().unwrap_or(after);
         VersionPlan { version_lsn, base, records }
     }
@@ -68,7 +115,8 @@ impl PageVersions {
     /// The newest record at or below `bound`, if it is newer than every image at or below it:
     /// the version a coalescer should materialize for that bound.
     pub fn fold_target(&self, bound: Lsn) -> Option<Lsn> {
-        let newest = *self.log.range(..=bound).next_back()?;
+        let count = self.log.partition_point(|l| *l <= bound);
+        let newest = self.log[..count].last().copied()?;
         let imaged = self.image_at_or_below(bound).is_some_and(|(lsn, _)| lsn >= newest);
         (!imaged).then_some(newest)
     }
@@ -76,20 +124,33 @@ impl PageVersions {
     /// True if at least `count` records follow the newest image (a read of the newest version
     /// would apply that many).
     pub fn records_after_newest_image_at_least(&self, count: usize) -> bool {
-        let after = self.images.last_key_value().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
-        count == 0 || self.log.range((Excluded(after), Unbounded)).nth(count - 1).is_some()
+        let after = self.images.last().map_or(Lsn::ZERO, |(lsn, _)| *lsn);
+        self.log.len() - self.log.partition_point(|l| *l <= after) >= count
     }
 
     /// Drops every record and image no read at or above `floor` needs (see the module docs).
     /// Returns the records dropped, oldest first.
     pub fn prune(&mut self, floor: Lsn) -> Vec<Lsn> {
-        let mut dropped = Vec::new();
-        if let Some((base, _)) = self.image_at_or_below(floor) {
-            self.images = self.images.split_off(&base);
-            let kept = self.log.split_off(&Lsn(base.0 + 1));
-            dropped.extend(std::mem::replace(&mut self.log, kept));
-        }
+        let Some((base, _)) = self.image_at_or_below(floor) else { return Vec::new() };
+        self.images.retain(|(lsn, _)| *lsn >= base);
+        let folded = self.log.partition_point(|l| *l <= base);
+        let dropped = self.log.drain(..folded).collect();
+        self.log.shrink_to(self.log.len().max(4));
         dropped
+    }
+}
+
+/// Inserts `item` into the sorted `list` (records almost always arrive in order: a push).
+fn insert_sorted<T>(list: &mut Vec<T>, item: T, key: impl Fn(&T) -> Lsn) {
+    let lsn = key(&item);
+    match list.last() {
+        Some(last) if key(last) >= lsn => {
+            let at = list.partition_point(|x| key(x) < lsn);
+            if list.get(at).is_none_or(|x| key(x) != lsn) {
+                list.insert(at, item);
+            }
+        }
+        _ => list.push(item),
     }
 }
 
@@ -106,6 +167,19 @@ mod tests {
             log: log.iter().map(|l| Lsn(*l)).collect(),
             images: images.iter().map(|l| (Lsn(*l), at(*l))).collect(),
         }
+    }
+
+    #[test]
+    fn records_and_images_stay_sorted_whatever_the_arrival_order() {
+        let mut v = PageVersions::default();
+        for lsn in [30, 10, 20, 20, 40] {
+            v.insert_record(Lsn(lsn));
+        }
+        assert_eq!(v.log, [10, 20, 30, 40].map(Lsn).to_vec());
+        v.insert_image(Lsn(30), Stored::Zeros);
+        v.insert_image(Lsn(10), at(10));
+        assert_eq!(v.images().map(|(l, _)| l).collect::<Vec<_>>(), vec![Lsn(10), Lsn(30)]);
+        assert!(v.remove_record(Lsn(20)) && !v.remove_record(Lsn(20)));
     }
 
     #[test]
@@ -126,7 +200,7 @@ mod tests {
         assert!(v.prune(Lsn(15)).is_empty(), "no image at or below the floor");
         let dropped = v.prune(Lsn(45));
         assert_eq!(dropped, [10, 20, 30, 40].map(Lsn).to_vec());
-        assert_eq!(v.images.keys().copied().collect::<Vec<_>>(), vec![Lsn(40)]);
+        assert_eq!(v.images().map(|(l, _)| l).collect::<Vec<_>>(), vec![Lsn(40)]);
         assert_eq!(v.plan(Lsn(45)).base, Some((Lsn(40), at(40))));
         assert_eq!(v.plan(Lsn(60)).records, vec![Lsn(50)]);
     }

@@ -137,12 +137,12 @@ impl Segment {
         segment.scl = state.folded_through;
         for (lsn, record) in records {
             if record.changes_page() {
-                segment.pages.entry(record.page_id).or_default().log.insert(lsn);
+                segment.pages.entry(record.page_id).or_default().insert_record(lsn);
             }
             segment.records.insert(lsn, record);
         }
         for (page, lsn, stored) in state.images {
-            segment.pages.entry(page).or_default().images.insert(lsn, stored);
+            segment.pages.entry(page).or_default().insert_image(lsn, stored);
         }
         segment.advance_scl();
         segment
@@ -153,7 +153,7 @@ impl Segment {
         let images = self
             .pages
             .iter()
-            .flat_map(|(page, v)| v.images.iter().map(move |(lsn, stored)| (*page, *lsn, *stored)))
+            .flat_map(|(page, v)| v.images().map(move |(lsn, stored)| (*page, lsn, stored)))
             .collect();
         PageState {
             page_bytes: self.page_bytes,
@@ -190,7 +190,7 @@ impl Segment {
         self.pages.len()
     }
     pub fn image_count(&self) -> usize {
-        self.pages.values().map(|v| v.images.len()).sum()
+        self.pages.values().map(PageVersions::image_count).sum()
     }
     pub fn page(&self, page: PageId) -> Option<&PageVersions> {
         self.pages.get(&page)
@@ -244,21 +244,20 @@ impl Segment {
     /// truncation or a corrupt record overtook the build.
     pub fn add_image(&mut self, page: PageId, lsn: Lsn, stored: Stored, folded: &[Lsn]) -> bool {
         let held = |l: &Lsn| self.records.get(l).is_some_and(|r| r.page_id == page);
-        let current =
-            self.pages.get(&page).is_some_and(|v| v.images.contains_key(&lsn) || v.log.contains(&lsn));
+        let current = self.pages.get(&page).is_some_and(|v| v.image(lsn).is_some() || v.has_record(lsn));
         if !current || !folded.iter().all(held) {
             return false;
         }
-        self.pages.entry(page).or_default().images.insert(lsn, stored);
+        self.pages.entry(page).or_default().insert_image(lsn, stored);
         self.prune_page(page);
         true
     }
 
     /// Replaces the location of an image that was copied elsewhere (page store compaction).
     pub fn move_image(&mut self, page: PageId, lsn: Lsn, from: Stored, to: Stored) -> bool {
-        match self.pages.get_mut(&page).and_then(|v| v.images.get_mut(&lsn)) {
-            Some(stored) if *stored == from => {
-                *stored = to;
+        match self.pages.get_mut(&page) {
+            Some(versions) if versions.image(lsn) == Some(from) => {
+                versions.insert_image(lsn, to);
                 true
             }
             _ => false,
@@ -380,7 +379,7 @@ impl Segment {
             self.unindex(lsn);
         }
         for versions in self.pages.values_mut() {
-            versions.images.retain(|lsn, _| !range.contains(*lsn));
+            versions.retain_images(|lsn| !range.contains(lsn));
         }
         self.pages.retain(|_, v| !v.is_empty());
         if self.scl > range.after() {
@@ -396,7 +395,7 @@ impl Segment {
             return false;
         }
         if record.changes_page() {
-            self.pages.entry(record.page_id).or_default().log.insert(lsn);
+            self.pages.entry(record.page_id).or_default().insert_record(lsn);
         }
         self.records.insert(lsn, record);
         self.advance_scl();
@@ -422,7 +421,7 @@ impl Segment {
     fn unindex(&mut self, lsn: Lsn) -> bool {
         let Some(record) = self.records.remove(&lsn) else { return false };
         if let Some(versions) = self.pages.get_mut(&record.page_id) {
-            versions.log.remove(&lsn);
+            versions.remove_record(lsn);
             if versions.is_empty() {
                 self.pages.remove(&record.page_id);
             }

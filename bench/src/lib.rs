@@ -4,4 +4,5 @@
 
 pub mod fio;
 pub mod node_ingest;
+pub mod page_reads;
 pub mod rows;

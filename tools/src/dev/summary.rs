@@ -175,7 +175,8 @@ impl Summary {
             ),
         );
         row(line, "VDL", self.vdl.to_string());
-        let verdict = if self.verified_all() { "read back byte for byte" } else { "FAILED" };
+        let verdict =
+            if self.verified_all() { "read back byte for byte, with their page versions" } else { "FAILED" };
         row(line, "verified", format!("{}/{} sampled records {verdict}", self.verified, self.sampled));
         for failure in &self.verify_failures {
             let _ = writeln!(line, "    {failure}");

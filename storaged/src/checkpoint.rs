@@ -13,7 +13,7 @@
 //! pg u32, epochs 3×u64, page_bytes u32, floor u64, folded_through u64, truncation count u32
 //! and per truncation epoch u64 / after u64 / through u64, record count u64 and per record
 //! lsn u64, prev_pg_lsn u64, page u64, file u64, offset u64, len u32, flags u32 (bit 0: CPL,
-//! bits 8..16: record kind), image count u64 and per image page u64, lsn u64, file u64,
+//! bit 1: folded, bits 8..16: record kind), image count u64 and per image page u64, lsn u64, file u64,
 //! offset u64, len u32, flags u32 (bit 0: zeros, nothing stored).
 
 use std::path::Path;
@@ -117,7 +117,9 @@ pub(crate) fn encode<'a>(
             record.prev_pg_lsn.put(&mut out);
             out.put_u64_le(record.page_id.0);
             put_location(&mut out, record.location);
-            out.put_u32_le(u32::from(record.cpl) | (u32::from(record.kind as u8) << 8));
+            let flags =
+                u32::from(record.cpl) | u32::from(record.folded) << 1 | u32::from(record.kind as u8) << 8;
+            out.put_u32_le(flags);
         }
         out.put_u64_le(pages.images.len() as u64);
         for (page, lsn, stored) in &pages.images {
@@ -195,7 +197,8 @@ fn decode_segment(r: &mut Reader) -> Result<Segment, CheckpointError> {
         let location = get_location(r)?;
         let flags = r.u32("flags")?;
         let kind = RecordKind::from_u8((flags >> 8) as u8)?;
-        records.push((lsn, IndexedRecord { prev_pg_lsn, cpl: flags & 1 == 1, page_id, kind, location }));
+        let (cpl, folded) = (flags & 1 == 1, flags & 2 == 2);
+        records.push((lsn, IndexedRecord { prev_pg_lsn, cpl, page_id, kind, location, folded }));
     }
     let image_count = get_count(r, IMAGE_BYTES, "checkpoint images")?;
     let mut images = Vec::with_capacity(image_count);
@@ -227,6 +230,7 @@ mod tests {
                 page_id: PageId(lsn % 7),
                 kind: RecordKind::PagePatch,
                 location,
+                folded: false,
             };
             segment.insert_durable(Lsn(lsn), record);
         }

@@ -38,6 +38,7 @@ fn record(lsn: u64, pages: u64) -> IndexedRecord {
         page_id: PageId(lsn * 7919 % pages),
         kind: RecordKind::PagePatch,
         location: Location { file: lsn / 1000, offset: lsn * 100, len: 200 },
+        folded: false,
     }
 }
 

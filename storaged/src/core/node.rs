@@ -702,7 +702,8 @@ impl NodeCore {
     /// Records held at or below each segment's SCL that only the floor keeps from being folded
     /// (they are above it): what the floor is holding, for status.
     pub fn records_held_for_floor(&self) -> u64 {
-        let held = |s: &Segment| s.all_records().filter(|(l, _)| *l > s.floor() && *l <= s.scl()).count();
+        let held =
+            |s: &Segment| s.unfolded_records().filter(|(l, _)| *l > s.floor() && *l <= s.scl()).count();
         self.segments.values().map(|s| held(s) as u64).sum()
     }
 
@@ -724,7 +725,7 @@ impl NodeCore {
         // asked for by one that recovers.
         let limit = segment.gc_floor().min(segment.scl());
         let mut candidates = Vec::new();
-        for (lsn, record) in segment.all_records().take(FOLD_SCAN_MAX) {
+        for (lsn, record) in segment.unfolded_records().take(FOLD_SCAN_MAX) {
             if lsn > limit {
                 break;
             }
@@ -740,7 +741,7 @@ impl NodeCore {
             }
             let segment = self.segments.get_mut(&pg).expect("looked up above");
             if !changes_page {
-                segment.drop_folded(lsn);
+                segment.mark_folded(lsn);
                 continue;
             }
             if !seen.insert(page) || self.coalescing.contains(&(pg, page)) {

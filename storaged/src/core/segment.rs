@@ -9,8 +9,10 @@
 //! - only durable records are indexed, so SCL never claims a record that could still be lost;
 //! - no indexed record lies inside a truncation range;
 //! - `scl` is an indexed LSN (or zero) and every indexed record at or below it is chained to it;
-//!   records the coalescer folded into images (all at or below `folded_through <= scl`) count as
-//!   held;
+//!   records the coalescer folded into images stay indexed, marked `folded`, until every record
+//!   below them is folded too: then they leave the index as a prefix, and `folded_through` (never
+//!   above SCL) remembers where it ends. So no record at or below `folded_through` is missing,
+//!   and a hole found later (a corrupt record) always lies above it, where the chain shows it;
 //! - every page-changing indexed record is in its page's log (`pages`), and nothing else is.
 
 use std::collections::BTreeMap;
@@ -39,6 +41,9 @@ pub struct IndexedRecord {
     pub page_id: PageId,
     pub kind: RecordKind,
     pub location: Location,
+    /// An image at or below the floor carries this record's effect: no page read uses it, and
+    /// it leaves the index once every record below it has too.
+    pub folded: bool,
 }
 
 impl IndexedRecord {
@@ -51,6 +56,7 @@ impl IndexedRecord {
             page_id: meta.page_id,
             kind: meta.kind,
             location,
+            folded: false,
         }
     }
 
@@ -136,7 +142,7 @@ impl Segment {
         segment.folded_through = state.folded_through;
         segment.scl = state.folded_through;
         for (lsn, record) in records {
-            if record.changes_page() {
+            if record.changes_page() && !record.folded {
                 segment.pages.entry(record.page_id).or_default().insert_record(lsn);
             }
             segment.records.insert(lsn, record);
@@ -279,16 +285,30 @@ impl Segment {
             self.pages.remove(&page);
         }
         for lsn in dropped {
-            self.drop_folded(lsn);
+            self.mark_folded(lsn);
         }
     }
 
-    /// Drops a record whose effect a durable image (or nothing: a `Marker`) now carries.
-    pub fn drop_folded(&mut self, lsn: Lsn) {
-        assert!(lsn <= self.scl, "only records in the complete chain are folded");
-        if self.records.remove(&lsn).is_some() {
-            self.folded_through = self.folded_through.max(lsn);
+    /// Marks a record whose effect a durable image (or nothing: a `Marker`) now carries, and
+    /// drops the folded prefix of the index.
+    pub fn mark_folded(&mut self, lsn: Lsn) {
+        if let Some(record) = self.records.get_mut(&lsn) {
+            record.folded = true;
         }
+        while let Some(first) = self.records.first_entry() {
+            let lsn = *first.key();
+            // Never past SCL: a hole below a folded record must stay visible to the chain.
+            if !first.get().folded || lsn > self.scl {
+                break;
+            }
+            first.remove();
+            self.folded_through = lsn;
+        }
+    }
+
+    /// Held records not yet folded.
+    pub fn unfolded_records(&self) -> impl Iterator<Item = (Lsn, &IndexedRecord)> {
+        self.all_records().filter(|(_, r)| !r.folded)
     }
     /// Remembers a VDL a writer piggybacked on a batch (VDL only grows).
     pub fn learn_vdl(&mut self, vdl: Lsn) {
@@ -476,6 +496,7 @@ mod tests {
             page_id: PageId(prev % 3),
             kind: RecordKind::PagePatch,
             location: Location { file: 0, offset: 0, len: 0 },
+            folded: false,
         }
     }
     fn range(a: u64, b: u64) -> LsnRange {

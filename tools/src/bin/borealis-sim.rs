@@ -39,8 +39,12 @@ fn main() {
         let outcome = run(*seed, &config);
         if cli.seed.is_some() {
             println!(
-                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}",
-                outcome.trace_hash, outcome.events, outcome.records_appended, outcome.vdl
+                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked",
+                outcome.trace_hash,
+                outcome.events,
+                outcome.records_appended,
+                outcome.vdl,
+                outcome.reads_checked
             );
         }
         if !outcome.failures.is_empty() {

@@ -3,11 +3,16 @@
 //! duplicates and reorders, disks that lose unflushed writes on a crash and rot, and node
 //! crashes. One seed drives every choice, so a seed replays exactly; the trace hash proves it.
 //!
+//! The workload writes page images, patches, zeroings, trims and commit markers; the nodes
+//! coalesce them into images as they go, and a reader reads pages at random points in [floor,
+//! VDL] from the segments the writer's routing picks.
+//!
 //! Fault budget: at most two nodes down at once and at most two nodes ever rotting, so every
 //! acknowledged record keeps at least two intact copies of the four it was acknowledged on.
-//! Checkers: VDL never goes back; every record VDL covered is, at the end, stored intact (same
-//! CRC) on at least four nodes minus those that rotted; with every node up and the network
-//! healed the writer makes everything durable (progress).
+//! Checkers: VDL never goes back; every page a read returns equals the model's page at that
+//! LSN, version included; every record VDL covered is, at the end, stored intact (same CRC) on
+//! at least four nodes minus those that rotted; with every node up and the network healed the
+//! writer makes everything durable (progress).
 
 pub mod net;
 pub mod node;
@@ -15,6 +20,7 @@ mod writers;
 
 use std::collections::{BTreeMap, HashMap};
 
+use protocol::messages::ReadPage;
 use protocol::placement::{ClusterMap, NodeInfo};
 use protocol::{AzId, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
 use rand::rngs::SmallRng;
@@ -33,6 +39,37 @@ const SILENCE_US: u64 = 5_000;
 const EVENTS_MAX: u64 = 2_000_000;
 /// How long the healed phase may take to make everything durable.
 const HEAL_US: u64 = 2_000_000;
+/// Percent of ticks on which the reader reads a page.
+const READ_PERCENT: u32 = 30;
+/// Coalescer jobs each node runs per tick.
+const COALESCE_PER_TICK: usize = 8;
+
+/// A record the writer appended, as the checkers need it.
+#[derive(Clone, Debug)]
+struct Appended {
+    pg: PgId,
+    crc: u32,
+    page: PageId,
+    kind: RecordKind,
+    payload: bytes::Bytes,
+}
+
+impl Appended {
+    /// The record as far as applying it goes (backlinks do not matter there).
+    fn record(&self, lsn: Lsn) -> protocol::Record {
+        let meta = protocol::RecordMeta {
+            kind: self.kind,
+            flags: protocol::RecordFlags::empty(),
+            lsn,
+            prev_volume_lsn: Lsn(lsn.0 - 1),
+            prev_pg_lsn: Lsn(lsn.0 - 1),
+            prev_page_lsn: Lsn::ZERO,
+            page_id: self.page,
+            epoch: protocol::Epoch(1),
+        };
+        protocol::Record::new(meta, self.payload.clone()).expect("the workload's records are valid")
+    }
+}
 
 /// What one run does.
 #[derive(Clone, Debug)]
@@ -66,6 +103,7 @@ pub struct Outcome {
     pub trace_hash: u32,
     pub failures: Vec<String>,
     pub records_appended: u64,
+    pub reads_checked: u64,
     pub vdl: Lsn,
     pub events: u64,
 }
@@ -90,8 +128,11 @@ struct World {
     old: Option<writers::OldWriter>,
     writer_view_down: Vec<NodeId>,
     awaiting_since: HashMap<NodeId, u64>,
-    /// Every record appended: its PG and payload CRC.
-    appended: BTreeMap<Lsn, (PgId, u32)>,
+    /// Every record appended (and not truncated by a takeover).
+    appended: BTreeMap<Lsn, Appended>,
+    /// Page reads checked, and reads answered with an error (not checked).
+    reads_checked: u64,
+    reads_refused: u64,
     /// Every ack a node sent: (node, PG, first LSN, last LSN).
     acks: Vec<(NodeId, PgId, Lsn, Lsn)>,
     rotted_nodes: Vec<NodeId>,
@@ -129,6 +170,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         trace_hash: world.trace,
         failures: world.failures,
         records_appended: world.appended.len() as u64,
+        reads_checked: world.reads_checked,
         vdl: world.writer.vdl(),
         events: world.events,
     }
@@ -163,6 +205,8 @@ impl World {
             writer_view_down: Vec::new(),
             awaiting_since: HashMap::new(),
             appended: BTreeMap::new(),
+            reads_checked: 0,
+            reads_refused: 0,
             acks: Vec::new(),
             rotted_nodes: Vec::new(),
             vdl_seen: Lsn::ZERO,
@@ -209,6 +253,11 @@ impl World {
     fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         self.record_trace(&trace_bytes(from, to, &message));
         match to {
+            Endpoint::Reader => {
+                if let Endpoint::Node(node) = from {
+                    self.check_page(node, message);
+                }
+            }
             Endpoint::Writer(gen) if gen != self.writer_gen => {
                 let Endpoint::Node(node) = from else { return };
                 self.deliver_to_other_writer(gen, node, message);
@@ -227,8 +276,13 @@ impl World {
                 if !self.node(node).up {
                     return;
                 }
-                let Endpoint::Writer(gen) = from else { return };
-                if let Some(reply) = self.node(node).receive(gen, message) {
+                let gen = match from {
+                    Endpoint::Writer(gen) => gen,
+                    Endpoint::Reader => 0,
+                    Endpoint::Node(_) => return,
+                };
+                let now = self.clock.now_us;
+                if let Some(reply) = self.node(node).receive(gen, message, now) {
                     self.send(Endpoint::Node(node), from, reply);
                 }
                 self.after_node(node);
@@ -276,6 +330,10 @@ impl World {
             self.maybe_start_takeover();
         }
         self.workload();
+        self.read_a_page();
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            node.coalesce(COALESCE_PER_TICK);
+        }
         self.drive_takeover();
         self.drive_old_writer();
         if self.faults_on {
@@ -291,27 +349,97 @@ impl World {
             return;
         }
         let count = self.rng.random_range(1..=3);
-        let records: Vec<NewRecord> = (0..count)
-            .map(|i| {
-                let page = PageId(self.rng.random_range(0..self.config.pages));
-                let payload: Vec<u8> =
-                    format!("row {} of page {}", self.rng.random::<u32>(), page.0).into_bytes();
-                NewRecord {
-                    page,
-                    kind: RecordKind::Marker,
-                    payload: payload.into(),
-                    cpl: i == count - 1,
-                    lsn: None,
-                }
+        let records: Vec<NewRecord> = (0..count).map(|i| self.page_record(i == count - 1)).collect();
+        let geometry = *self.writer.geometry();
+        let keys: Vec<Appended> = records
+            .iter()
+            .map(|r| Appended {
+                pg: geometry.pg_of(r.page),
+                crc: crc32c::crc32c(&r.payload),
+                page: r.page,
+                kind: r.kind,
+                payload: r.payload.clone(),
             })
             .collect();
-        let geometry = *self.writer.geometry();
-        let keys: Vec<(PgId, u32)> =
-            records.iter().map(|r| (geometry.pg_of(r.page), crc32c::crc32c(&r.payload))).collect();
         if let Ok((first, _)) = self.writer.append(records) {
             for (i, key) in keys.into_iter().enumerate() {
                 self.appended.insert(Lsn(first.0 + i as u64), key);
             }
+        }
+    }
+
+    /// A random record: mostly patches, some images, zeroings, trims and commit markers.
+    fn page_record(&mut self, cpl: bool) -> NewRecord {
+        let page = PageId(self.rng.random_range(0..self.config.pages));
+        let page_bytes = self.geometry.page_bytes as usize;
+        let byte: u8 = self.rng.random();
+        let (kind, payload) = match self.rng.random_range(0..20) {
+            0..=2 => (RecordKind::PageImage, vec![byte; page_bytes]),
+            3 => (RecordKind::PageZero, Vec::new()),
+            4 => (RecordKind::PageTrim, Vec::new()),
+            5 | 6 => (RecordKind::Marker, format!("commit {byte}").into_bytes()),
+            _ => {
+                let offset = self.rng.random_range(0..page_bytes as u32 - 32);
+                let data = vec![byte; self.rng.random_range(1..32)];
+                let patch = protocol::patch::encode(&[protocol::patch::PatchEdit { offset, data: &data }]);
+                (RecordKind::PagePatch, patch.expect("a valid patch").to_vec())
+            }
+        };
+        NewRecord { page, kind, payload: payload.into(), cpl, lsn: None }
+    }
+
+    /// Now and then, reads a random written page at a random point in [floor, VDL] from the
+    /// segment the writer's routing picks first; the answer is checked when it arrives.
+    fn read_a_page(&mut self) {
+        if self.rng.random_range(0..100) >= READ_PERCENT || self.appended.is_empty() {
+            return;
+        }
+        let vdl = self.writer.vdl();
+        let floor = self.writer.floor();
+        if vdl == Lsn::ZERO || floor > vdl {
+            return;
+        }
+        let at = Lsn(self.rng.random_range(floor.0..=vdl.0));
+        let index = self.rng.random_range(0..self.appended.len());
+        let page = self.appended.values().nth(index).expect("index in range").page;
+        let pg = self.geometry.pg_of(page);
+        let Ok((need, candidates)) = self.writer.read_route(pg, at) else { return };
+        let Some(node) = candidates.first().copied() else { return };
+        let read = Message::ReadPage(ReadPage {
+            pg: self.geometry.pg_ref(pg),
+            epochs: self.writer.epochs(),
+            page_id: page,
+            read_lsn: at,
+            pg_newest_lsn: need,
+            page_bytes: self.geometry.page_bytes,
+        });
+        self.send(Endpoint::Reader, Endpoint::Node(node), read);
+    }
+
+    /// A page a node returned must be the model's page at the read's LSN.
+    fn check_page(&mut self, node: NodeId, reply: Message) {
+        let Message::Page(page) = reply else {
+            self.reads_refused += 1;
+            return;
+        };
+        self.reads_checked += 1;
+        let records: Vec<protocol::Record> = self
+            .appended
+            .range(..=page.read_lsn)
+            .filter(|(_, a)| a.page == page.page_id && a.kind != RecordKind::Marker)
+            .map(|(lsn, a)| a.record(*lsn))
+            .collect();
+        let version = records.last().map_or(Lsn::ZERO, protocol::Record::lsn);
+        let expected = protocol::apply::materialize(self.geometry.page_bytes, None, &records);
+        let expected = expected.expect("the workload writes records that apply");
+        if page.version_lsn != version || page.bytes[..] != expected[..] {
+            self.failures.push(format!(
+                "{node} served page {} at {} as version {} (model: version {version}{})",
+                page.page_id.0,
+                page.read_lsn,
+                page.version_lsn,
+                if page.bytes[..] == expected[..] { ", same bytes" } else { ", other bytes" }
+            ));
         }
     }
 
@@ -392,8 +520,8 @@ impl World {
                 *copies.entry(key).or_default() += 1;
             }
         }
-        for (lsn, (_, crc)) in self.appended.range(..=self.vdl_seen) {
-            let found = copies.get(&(*lsn, *crc)).copied().unwrap_or(0);
+        for (lsn, appended) in self.appended.range(..=self.vdl_seen) {
+            let found = copies.get(&(*lsn, appended.crc)).copied().unwrap_or(0);
             if found < needed {
                 self.failures
                     .push(format!("acknowledged record {lsn} intact on {found} nodes, needs {needed}"));
@@ -412,7 +540,7 @@ impl World {
             let stored: std::collections::HashSet<Lsn> =
                 self.node(node).readable_records().map(|(_, r)| r.lsn()).collect();
             let missing =
-                self.appended.range(first..=last).find(|(lsn, (p, _))| *p == pg && !stored.contains(lsn));
+                self.appended.range(first..=last).find(|(lsn, a)| a.pg == pg && !stored.contains(lsn));
             if let Some((lsn, _)) = missing {
                 self.failures.push(format!("{node} acknowledged {lsn} but does not hold it"));
                 return;
@@ -435,6 +563,7 @@ fn trace_bytes(from: Endpoint, to: Endpoint, message: &Message) -> Vec<u8> {
     let id = |e: Endpoint| match e {
         Endpoint::Writer(gen) => 100 + gen as u8,
         Endpoint::Node(n) => n.0 as u8,
+        Endpoint::Reader => 99,
     };
     let lsn = match message {
         Message::AppendBatch(b) => b.records.last().map_or(0, |r| r.lsn().0),

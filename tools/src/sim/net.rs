@@ -12,6 +12,8 @@ pub enum Endpoint {
     /// A writer, by generation: a takeover starts a new one while the old may still run.
     Writer(u32),
     Node(NodeId),
+    /// The reader that checks pages.
+    Reader,
 }
 
 /// Something that happens at a virtual time.

@@ -1,13 +1,24 @@
 //! A simulated storage node: the real `storaged` core over a disk that keeps what was flushed
 //! and loses what was not when the node crashes (FoundationDB's AsyncFileNonDurable model), and
 //! that can rot: a rotten entry is skipped at replay, as the real replay skips an entry whose
-//! checksum fails.
+//! checksum fails, and refused when read, as the real read path refuses bytes that fail their
+//! CRC or tag. A rotten entry's bytes really are damaged (a payload byte flipped): a node that
+//! served them anyway would hand out wrong data, which the read checkers catch.
+//!
+//! The node also runs the core's coalescer (images are stored at once) and answers `ReadPage`
+//! and `FloorReport` as the real driver does. Each life of the node writes its own "journal
+//! file", so records from before a restart can be folded.
 
-use protocol::messages::Records;
-use protocol::{AzId, Message, NodeId, PgRef};
+use bytes::Bytes;
+use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, Records};
+use protocol::{AzId, Epochs, Lsn, Message, NodeId, PgRef, Record};
 use storaged::core::{
-    EntryBody, JournalEntry, Limits, Location, NodeCore, ReadPlan, RecordsAnswer, RequestId,
+    Base, CoalesceJob, EntryBody, JournalEntry, Limits, Location, NodeCore, PageAnswer, ReadPlan,
+    RecordsAnswer, RequestId,
 };
+
+/// The "file" number of image locations (journal files are numbered by the node's life).
+const IMAGE_FILE: u64 = u64::MAX;
 
 /// One entry the disk holds.
 #[derive(Clone, Debug)]
@@ -16,6 +27,14 @@ struct Stored {
     body: EntryBody,
     location: Location,
     rotten: bool,
+}
+
+/// Why stored bytes could not be used for a page.
+#[derive(Debug)]
+enum Fault {
+    /// These records' entry failed its check.
+    Records(Vec<Lsn>),
+    Image,
 }
 
 /// See the module docs.
@@ -27,6 +46,8 @@ pub struct SimNode {
     pub life: u64,
     core: NodeCore,
     durable: Vec<Stored>,
+    /// The page store: images, by location offset.
+    images: Vec<Stored>,
     /// The group being flushed: lost if the node crashes first.
     flushing: Vec<JournalEntry>,
     next_request: u64,
@@ -42,6 +63,7 @@ impl SimNode {
             life: 0,
             core: new_core(id),
             durable: Vec::new(),
+            images: Vec::new(),
             flushing: Vec::new(),
             next_request: 0,
             senders: std::collections::HashMap::new(),
@@ -52,8 +74,9 @@ impl SimNode {
         &self.core
     }
 
-    /// A request from writer generation `from`; returns an immediate answer, if any.
-    pub fn receive(&mut self, from: u32, message: Message) -> Option<Message> {
+    /// A request from writer generation `from` at virtual time `now_us`; returns an immediate
+    /// answer, if any.
+    pub fn receive(&mut self, from: u32, message: Message, now_us: u64) -> Option<Message> {
         self.next_request += 1;
         let request = RequestId(self.next_request);
         let result = match message {
@@ -66,6 +89,10 @@ impl SimNode {
                     Ok(plan) => Message::Records(self.read(plan)),
                     Err(refusal) => Message::Error(refusal),
                 })
+            }
+            Message::ReadPage(read) => return Some(self.read_page(&read)),
+            Message::FloorReport(report) => {
+                return Some(self.core.handle_floor_report(&report, now_us / 1000));
             }
             _ => return None,
         };
@@ -100,6 +127,84 @@ impl SimNode {
         }
         let scl = self.core.segment(&plan.pg).map_or(plan.scl, |s| s.scl());
         Records { pg: plan.pg, node: self.id, scl, more: answer.more, records: answer.records }
+    }
+
+    /// A page read, as `storaged::server::streams::read_page` answers it (without the wait for
+    /// SCL: a node that is not yet complete answers `NotYet` at once).
+    fn read_page(&mut self, read: &ReadPage) -> Message {
+        for _ in 0..2 {
+            let build = match self.core.plan_read_page(read) {
+                Err(refusal) => return Message::Error(refusal),
+                Ok(PageAnswer::Ready(page)) => return Message::Page(page),
+                Ok(PageAnswer::NotYet) => return self.error(ErrorCode::NotYet, read.pg, "not yet complete"),
+                Ok(PageAnswer::Build(build)) => build,
+            };
+            match self.build(build.page_bytes, &build.base, &build.records) {
+                Ok(bytes) => {
+                    let bytes = Bytes::from(bytes);
+                    self.core.handle_page_built(build.pg, build.page_id, build.version_lsn, bytes.clone());
+                    let (pg, page_id, read_lsn, version_lsn) =
+                        (build.pg, build.page_id, build.read_lsn, build.version_lsn);
+                    return Message::Page(Page { pg, page_id, read_lsn, version_lsn, bytes });
+                }
+                Err(fault) => self.report(build.pg, fault),
+            }
+        }
+        self.error(ErrorCode::ChecksumMismatch, read.pg, "stored page version failed verification")
+    }
+
+    /// Builds a version from the disk, refusing bytes that fail their check.
+    fn build(&self, page_bytes: u32, base: &Base, records: &[(Lsn, Location)]) -> Result<Vec<u8>, Fault> {
+        let base = match base {
+            Base::Zeros => None,
+            Base::Cached(bytes) => Some(bytes.clone()),
+            Base::Image(location) => match self.images.get(location.offset as usize) {
+                Some(Stored { body: EntryBody::Image { page, .. }, rotten: false, .. }) => Some(page.clone()),
+                _ => return Err(Fault::Image),
+            },
+        };
+        let mut applied = Vec::with_capacity(records.len());
+        for (lsn, location) in records {
+            let found = match self.durable.get(location.offset as usize) {
+                Some(Stored { body: EntryBody::Records { records, .. }, rotten: false, .. }) => {
+                    records.iter().find(|r| r.lsn() == *lsn)
+                }
+                _ => None,
+            };
+            applied.push(found.ok_or_else(|| Fault::Records(vec![*lsn]))?);
+        }
+        protocol::apply::materialize(page_bytes, base.as_deref(), applied).map_err(|_| Fault::Image)
+    }
+
+    fn report(&mut self, pg: PgRef, fault: Fault) {
+        if let Fault::Records(lsns) = fault {
+            lsns.into_iter().for_each(|lsn| self.core.handle_corrupt_record(pg, lsn));
+        }
+    }
+
+    fn error(&self, code: ErrorCode, pg: PgRef, message: &str) -> Message {
+        Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: message.into() })
+    }
+
+    /// One coalescer pass of at most `max` jobs; images reach the disk at once.
+    pub fn coalesce(&mut self, max: usize) {
+        let jobs: Vec<CoalesceJob> = self.core.poll_coalesce(max);
+        for job in jobs {
+            let base = job.base.map_or(Base::Zeros, Base::Image);
+            match self.build(job.page_bytes, &base, &job.records) {
+                Ok(page) => {
+                    let location = Location { file: IMAGE_FILE, offset: self.images.len() as u64, len: 1 };
+                    let body =
+                        EntryBody::Image { page_id: job.page_id, version_lsn: job.target, page: page.into() };
+                    self.images.push(Stored { pg: job.pg, body, location, rotten: false });
+                    self.core.handle_coalesced(&job, Some(location));
+                }
+                Err(fault) => {
+                    self.report(job.pg, fault);
+                    self.core.handle_coalesced(&job, None);
+                }
+            }
+        }
     }
 
     /// Starts a group commit if none is in flight and entries are queued; true if one started.
@@ -150,18 +255,35 @@ impl SimNode {
         }
         self.up = true;
         self.core = new_core(self.id);
-        for stored in self.durable.iter().filter(|s| !s.rotten) {
+        for stored in self.durable.iter().chain(&self.images).filter(|s| !s.rotten) {
             self.core.replay(stored.pg, &stored.body, stored.location);
         }
+        self.core.set_journal_head(self.life);
     }
 
-    /// Bit rot on the `index`-th stored entry (modulo the count); false if the disk is empty.
+    /// Bit rot on the `index`-th stored entry or image (modulo the count); false if the disk
+    /// is empty. The entry's bytes are damaged: each record's (or the image's) first payload
+    /// byte is flipped.
     pub fn rot(&mut self, index: usize) -> bool {
-        let count = self.durable.len();
+        let count = self.durable.len() + self.images.len();
         if count == 0 {
             return false;
         }
-        self.durable[index % count].rotten = true;
+        let index = index % count;
+        let stored = match self.durable.get_mut(index) {
+            Some(stored) => stored,
+            None => &mut self.images[index - self.durable.len()],
+        };
+        stored.rotten = true;
+        match &mut stored.body {
+            EntryBody::Records { records, .. } => records.iter_mut().for_each(|r| *r = damaged(r)),
+            EntryBody::Image { page, .. } => {
+                let mut bytes = page.to_vec();
+                bytes[0] ^= 0x40;
+                *page = bytes.into();
+            }
+            EntryBody::Meta { .. } => {}
+        }
         true
     }
 
@@ -174,6 +296,17 @@ impl SimNode {
     }
 }
 
+/// `record` with its last payload byte flipped (what damaged bytes would decode to if a node
+/// skipped the checksum).
+fn damaged(record: &Record) -> Record {
+    let mut payload = record.payload().to_vec();
+    let Some(last) = payload.last_mut() else { return record.clone() };
+    *last ^= 0x40;
+    Record::new(*record.meta(), payload.into()).unwrap_or_else(|_| record.clone())
+}
+
 fn new_core(id: NodeId) -> NodeCore {
-    NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), Limits::default())
+    // A small apply bound makes the coalescer image pages often within a short run.
+    let limits = Limits { apply_max: 4, ..Limits::default() };
+    NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), limits)
 }

@@ -26,6 +26,7 @@ fn the_same_seed_gives_the_same_trace() {
         let (a, b) = (run(seed, &config), run(seed, &config));
         assert_eq!((a.trace_hash, a.events), (b.trace_hash, b.events), "seed {seed}");
         assert!(a.records_appended > 0 && a.events > 1000, "seed {seed} did something");
+        assert!(a.reads_checked > 0, "seed {seed} read pages");
     }
     assert_ne!(
         run(1, &config).trace_hash,
@@ -51,4 +52,29 @@ fn a_thousand_seeds_pass() {
         .map(|o| format!("seed {} ({}): borealis-sim --seed {}", o.seed, o.failures.join("; "), o.seed))
         .collect();
     assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+}
+
+#[test]
+fn seeds_over_the_fault_budget_stop_cleanly_and_never_answer_wrongly() {
+    let config = SimConfig { over_budget: true, ..SimConfig::default() };
+    let outcomes: Vec<_> = (20_000..20_200).map(|seed| run(seed, &config)).collect();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.failures.is_empty())
+        .map(|o| {
+            format!(
+                "seed {} ({}): borealis-sim --over-budget --seed {}",
+                o.seed,
+                o.failures.join("; "),
+                o.seed
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    let stopped = outcomes.iter().filter(|o| o.unavailable).count();
+    assert!(
+        stopped > 50,
+        "only {stopped} of 200 over-budget seeds ended unavailable: the mode does not exceed the budget"
+    );
+    assert!(outcomes.iter().map(|o| o.reads_checked).sum::<u64>() > 1000, "pages were read and checked");
 }

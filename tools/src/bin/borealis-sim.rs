@@ -25,18 +25,25 @@ struct Cli {
     /// Virtual milliseconds of faults per seed (then the network heals and nodes restart).
     #[arg(long, default_value_t = 200)]
     faulty_ms: u64,
+    /// Exceed the fault budget on purpose: up to four nodes unavailable at once and no healing.
+    /// A seed then passes if it never gives a wrong answer; one that cannot make its records
+    /// durable counts as a clean "unavailable" stop.
+    #[arg(long)]
+    over_budget: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
-    let config = SimConfig { faulty_us: cli.faulty_ms * 1000, ..SimConfig::default() };
+    let config =
+        SimConfig { faulty_us: cli.faulty_ms * 1000, over_budget: cli.over_budget, ..SimConfig::default() };
     let seeds: Vec<u64> = match cli.seed {
         Some(seed) => vec![seed],
         None => (cli.first..cli.first + cli.seeds).collect(),
     };
-    let mut failed = 0;
+    let (mut failed, mut unavailable) = (0, 0);
     for seed in &seeds {
         let outcome = run(*seed, &config);
+        unavailable += u64::from(outcome.unavailable);
         if cli.seed.is_some() {
             println!(
                 "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked",
@@ -50,9 +57,15 @@ fn main() {
         if !outcome.failures.is_empty() {
             failed += 1;
             println!("FAILED seed {seed}: {}", outcome.failures.join("; "));
-            println!("  replay: borealis-sim --seed {seed} --faulty-ms {}", cli.faulty_ms);
+            let over = if cli.over_budget { " --over-budget" } else { "" };
+            println!("  replay: borealis-sim --seed {seed} --faulty-ms {}{over}", cli.faulty_ms);
         }
     }
-    println!("{} passed, {failed} failed", seeds.len() - failed);
+    let stopped = if cli.over_budget {
+        format!(" ({unavailable} stopped unavailable, cleanly)")
+    } else {
+        String::new()
+    };
+    println!("{} passed, {failed} failed{stopped}", seeds.len() - failed);
     std::process::exit(i32::from(failed > 0));
 }

@@ -7,8 +7,18 @@
 //! coalesce them into images as they go, and a reader reads pages at random points in [floor,
 //! VDL] from the segments the writer's routing picks.
 //!
-//! Fault budget: at most two nodes down at once and at most two nodes ever rotting, so every
-//! acknowledged record keeps at least two intact copies of the four it was acknowledged on.
+//! Faults: the network delays, drops, duplicates and reorders, and partitions a node, a whole
+//! AZ, or one direction of a node's traffic, then heals; disks lose unflushed writes on a
+//! crash (keeping a random prefix of the group in flight, its next entry torn), misdirect a
+//! flushed group (it lands on another entry), rot at rest, fail a read once, and fill up; nodes
+//! crash and restart; writers are taken over.
+//!
+//! Fault budget: at most two nodes unavailable at once (down, cut off in either direction, or
+//! with a full disk) and at most two nodes ever damaged (rot, misdirected or failed reads), so
+//! every acknowledged record keeps at least two intact copies of the four it was acknowledged
+//! on. With `over_budget`, up to four nodes may be unavailable at once and the run ends
+//! without healing: it must then stop cleanly (records simply stay not durable), never with a
+//! wrong answer.
 //! Checkers: VDL never goes back; every page a read returns equals the model's page at that
 //! LSN, version included; every record VDL covered is, at the end, stored intact (same CRC) on
 //! at least four nodes minus those that rotted; with every node up and the network healed the
@@ -43,6 +53,16 @@ const HEAL_US: u64 = 2_000_000;
 const READ_PERCENT: u32 = 30;
 /// Coalescer jobs each node runs per tick.
 const COALESCE_PER_TICK: usize = 8;
+
+/// Which of a cut-off node's traffic is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    Both,
+    /// What the node sends.
+    Outgoing,
+    /// What is sent to it.
+    Incoming,
+}
 
 /// A record the writer appended, as the checkers need it.
 #[derive(Clone, Debug)]
@@ -80,7 +100,11 @@ pub struct SimConfig {
     pub duplicate_per_mille: u32,
     pub crash_per_mille: u32,
     pub rot_per_mille: u32,
+    pub partition_per_mille: u32,
+    pub disk_full_per_mille: u32,
     pub pages: u64,
+    /// Exceed the availability budget on purpose (see the module docs).
+    pub over_budget: bool,
 }
 
 impl Default for SimConfig {
@@ -91,7 +115,10 @@ impl Default for SimConfig {
             duplicate_per_mille: 10,
             crash_per_mille: 20,
             rot_per_mille: 5,
+            partition_per_mille: 10,
+            disk_full_per_mille: 4,
             pages: 300,
+            over_budget: false,
         }
     }
 }
@@ -104,6 +131,8 @@ pub struct Outcome {
     pub failures: Vec<String>,
     pub records_appended: u64,
     pub reads_checked: u64,
+    /// The run ended with records that could not become durable (over-budget runs only).
+    pub unavailable: bool,
     pub vdl: Lsn,
     pub events: u64,
 }
@@ -136,6 +165,12 @@ struct World {
     /// Every ack a node sent: (node, PG, first LSN, last LSN).
     acks: Vec<(NodeId, PgId, Lsn, Lsn)>,
     rotted_nodes: Vec<NodeId>,
+    /// Nodes cut off, until when, and which of their traffic is dropped.
+    cut_off: BTreeMap<NodeId, (u64, Cut)>,
+    /// Nodes whose disk is full, until when.
+    full_until: BTreeMap<NodeId, u64>,
+    /// Nodes lost for good (over-budget runs).
+    dead: Vec<NodeId>,
     vdl_seen: Lsn,
     trace: u32,
     events: u64,
@@ -149,7 +184,11 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
     while world.clock.now_us < config.faulty_us && world.events < EVENTS_MAX {
         world.step();
     }
-    world.heal();
+    if config.over_budget {
+        world.lose_three_nodes();
+    } else {
+        world.heal();
+    }
     let deadline = world.clock.now_us + HEAL_US;
     while world.clock.now_us < deadline && world.writer.pending_records() > 0 && world.events < EVENTS_MAX {
         world.step();
@@ -157,7 +196,8 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
     if world.events >= EVENTS_MAX {
         world.failures.push(format!("more than {EVENTS_MAX} events: the run is stuck in a loop"));
     }
-    if world.writer.pending_records() > 0 {
+    let unavailable = world.writer.pending_records() > 0;
+    if unavailable && !config.over_budget {
         let message = format!(
             "no progress: {} records still not durable with every node up",
             world.writer.pending_records()
@@ -171,6 +211,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         failures: world.failures,
         records_appended: world.appended.len() as u64,
         reads_checked: world.reads_checked,
+        unavailable,
         vdl: world.writer.vdl(),
         events: world.events,
     }
@@ -209,6 +250,9 @@ impl World {
             reads_refused: 0,
             acks: Vec::new(),
             rotted_nodes: Vec::new(),
+            cut_off: BTreeMap::new(),
+            full_until: BTreeMap::new(),
+            dead: Vec::new(),
             vdl_seen: Lsn::ZERO,
             trace: 0,
             events: 0,
@@ -233,13 +277,21 @@ impl World {
         match event {
             Event::Deliver { from, to, message } => self.deliver(from, to, message),
             Event::Flushed { node, life } => {
+                let misdirected = self.faults_on
+                    && self.rng.random_range(0..1000) < self.config.rot_per_mille
+                    && self.may_damage(node);
+                let victim = misdirected.then(|| self.rng.random_range(0..usize::MAX));
                 let n = self.node(node);
                 if n.up && n.life == life {
-                    n.flushed();
+                    n.flushed(victim);
+                    if victim.is_some() {
+                        self.record_trace(&[11, node.0 as u8]);
+                        self.damaged(node);
+                    }
                     self.after_node(node);
                 }
             }
-            Event::Restart { node } if !self.node(node).up => {
+            Event::Restart { node } if !self.node(node).up && !self.dead.contains(&node) => {
                 self.record_trace(&[9, node.0 as u8]);
                 self.node(node).restart();
                 self.writer_view_down.retain(|n| *n != node);
@@ -247,6 +299,13 @@ impl World {
                 self.send_writer_transmits();
             }
             Event::Restart { .. } => {}
+            Event::SpaceBack { node } => {
+                if self.full_until.get(&node).is_some_and(|until| *until <= self.clock.now_us) {
+                    self.full_until.remove(&node);
+                    self.node(node).set_disk_full(false);
+                    self.after_node(node);
+                }
+            }
         }
     }
 
@@ -282,6 +341,14 @@ impl World {
                     Endpoint::Node(_) => return,
                 };
                 let now = self.clock.now_us;
+                let flaky = self.faults_on
+                    && matches!(message, Message::ReadPage(_) | Message::ReadRecords(_))
+                    && self.rng.random_range(0..1000) < self.config.rot_per_mille * 4
+                    && self.may_damage(node);
+                if flaky {
+                    self.damaged(node);
+                    self.node(node).flaky_next_read = true;
+                }
                 if let Some(reply) = self.node(node).receive(gen, message, now) {
                     self.send(Endpoint::Node(node), from, reply);
                 }
@@ -304,6 +371,9 @@ impl World {
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
         if self.faults_on && self.rng.random_range(0..1000) < self.config.drop_per_mille {
+            return;
+        }
+        if self.is_cut(from, Cut::Outgoing) || self.is_cut(to, Cut::Incoming) {
             return;
         }
         let copies = if self.faults_on && self.rng.random_range(0..1000) < self.config.duplicate_per_mille {
@@ -443,30 +513,98 @@ impl World {
         }
     }
 
-    /// Crashes and rot, within the fault budget.
+    /// Crashes, partitions, full disks and rot, within the fault budget.
     fn faults(&mut self) {
         self.maybe_start_takeover();
-        let down = self.nodes.iter().filter(|n| !n.up).count();
-        if down < 2 && self.rng.random_range(0..1000) < self.config.crash_per_mille {
+        let now = self.clock.now_us;
+        self.cut_off.retain(|_, (until, _)| *until > now);
+        if self.rng.random_range(0..1000) < self.config.crash_per_mille {
             let node = NodeId(self.rng.random_range(1..=6));
-            if self.node(node).up {
+            if self.node(node).up && self.may_take_down(&[node]) {
                 self.record_trace(&[8, node.0 as u8]);
-                self.node(node).crash();
+                let kept = self.rng.random_range(0..4);
+                let torn = self.rng.random();
+                self.node(node).crash(kept, torn);
                 let back_in = self.rng.random_range(1_000..30_000);
                 self.clock.schedule(back_in, Event::Restart { node });
             }
         }
-        if self.rng.random_range(0..1000) < self.config.rot_per_mille {
+        if self.rng.random_range(0..1000) < self.config.partition_per_mille {
+            self.partition();
+        }
+        if self.rng.random_range(0..1000) < self.config.disk_full_per_mille {
             let node = NodeId(self.rng.random_range(1..=6));
-            let budget_ok = self.rotted_nodes.contains(&node) || self.rotted_nodes.len() < 2;
-            let index = self.rng.random_range(0..usize::MAX);
-            if budget_ok && self.node(node).rot(index) {
-                self.record_trace(&[7, node.0 as u8]);
-                if !self.rotted_nodes.contains(&node) {
-                    self.rotted_nodes.push(node);
-                }
+            if self.node(node).up && self.may_take_down(&[node]) {
+                self.record_trace(&[12, node.0 as u8]);
+                let until = now + self.rng.random_range(1_000..20_000);
+                self.full_until.insert(node, until);
+                self.node(node).set_disk_full(true);
+                self.clock.schedule(until - now, Event::SpaceBack { node });
             }
         }
+        if self.rng.random_range(0..1000) < self.config.rot_per_mille {
+            let node = NodeId(self.rng.random_range(1..=6));
+            let index = self.rng.random_range(0..usize::MAX);
+            if self.may_damage(node) && self.node(node).rot(index) {
+                self.record_trace(&[7, node.0 as u8]);
+                self.damaged(node);
+            }
+        }
+    }
+
+    /// Cuts off a node (both ways, or one direction only) or a whole AZ for a while.
+    fn partition(&mut self) {
+        let first = NodeId(self.rng.random_range(1..=6));
+        let (nodes, cut) = match self.rng.random_range(0..4) {
+            0 => (vec![first], Cut::Both),
+            1 => (vec![first], if self.rng.random() { Cut::Outgoing } else { Cut::Incoming }),
+            _ => {
+                // The node's whole AZ: nodes 1-2, 3-4, 5-6.
+                let mate = NodeId(if first.0 % 2 == 1 { first.0 + 1 } else { first.0 - 1 });
+                (vec![first, mate], Cut::Both)
+            }
+        };
+        if !self.may_take_down(&nodes) {
+            return;
+        }
+        let until = self.clock.now_us + self.rng.random_range(2_000..40_000);
+        for node in nodes {
+            self.record_trace(&[10, node.0 as u8, cut as u8]);
+            self.cut_off.insert(node, (until, cut));
+        }
+    }
+
+    /// True if `nodes` may become unavailable without exceeding the budget.
+    fn may_take_down(&self, nodes: &[NodeId]) -> bool {
+        let now = self.clock.now_us;
+        let unavailable = |id: NodeId| {
+            let node = &self.nodes[id.0 as usize - 1];
+            !node.up
+                || self.cut_off.get(&id).is_some_and(|(until, _)| *until > now)
+                || self.full_until.contains_key(&id)
+        };
+        let mut count = (1..=6).map(NodeId).filter(|n| unavailable(*n)).count();
+        count += nodes.iter().filter(|n| !unavailable(**n)).count();
+        count <= if self.config.over_budget { 4 } else { 2 }
+    }
+
+    /// True if `node` may be (or already was) damaged within the budget of two damaged nodes.
+    fn may_damage(&self, node: NodeId) -> bool {
+        self.rotted_nodes.contains(&node) || self.rotted_nodes.len() < 2
+    }
+
+    fn damaged(&mut self, node: NodeId) {
+        if !self.rotted_nodes.contains(&node) {
+            self.rotted_nodes.push(node);
+        }
+    }
+
+    /// True if `endpoint` is a node whose traffic in `direction` is being dropped.
+    fn is_cut(&self, endpoint: Endpoint, direction: Cut) -> bool {
+        let Endpoint::Node(node) = endpoint else { return false };
+        self.cut_off.get(&node).is_some_and(|(until, cut)| {
+            *until > self.clock.now_us && (*cut == Cut::Both || *cut == direction)
+        })
     }
 
     /// The writer's view of liveness, as the real driver forms it: a crashed node is noticed,
@@ -489,11 +627,29 @@ impl World {
         }
     }
 
+    /// Over budget: three nodes crash and never come back, so no PG can gather a write quorum.
+    fn lose_three_nodes(&mut self) {
+        while self.dead.len() < 3 {
+            let node = NodeId(self.rng.random_range(1..=6));
+            if !self.dead.contains(&node) {
+                self.record_trace(&[13, node.0 as u8]);
+                self.dead.push(node);
+                if self.node(node).up {
+                    self.node(node).crash(0, false);
+                }
+            }
+        }
+    }
+
     fn heal(&mut self) {
         self.faults_on = false;
+        self.cut_off.clear();
         for id in 1..=6 {
             if !self.node(NodeId(id)).up {
                 self.clock.schedule(1, Event::Restart { node: NodeId(id) });
+            }
+            if self.full_until.remove(&NodeId(id)).is_some() {
+                self.node(NodeId(id)).set_disk_full(false);
             }
         }
     }

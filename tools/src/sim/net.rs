@@ -32,6 +32,10 @@ pub enum Event {
     Restart {
         node: NodeId,
     },
+    /// A node's full disk has space again (if it is still the same episode).
+    SpaceBack {
+        node: NodeId,
+    },
 }
 
 #[derive(Debug)]

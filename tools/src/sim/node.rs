@@ -53,6 +53,11 @@ pub struct SimNode {
     next_request: u64,
     /// Which writer generation sent each request whose reply the core holds.
     senders: std::collections::HashMap<RequestId, u32>,
+    /// The disk has no space: groups are refused instead of written.
+    full: bool,
+    /// The next stored entry or image a read touches fails its check once (a transient read
+    /// error: the bytes at rest are fine).
+    pub flaky_next_read: bool,
 }
 
 impl SimNode {
@@ -67,7 +72,24 @@ impl SimNode {
             flushing: Vec::new(),
             next_request: 0,
             senders: std::collections::HashMap::new(),
+            full: false,
+            flaky_next_read: false,
         }
+    }
+
+    /// The disk fills up (`true`) or space returns (`false`), as the real journal task reports.
+    pub fn set_disk_full(&mut self, full: bool) {
+        self.full = full;
+        if full {
+            self.core.handle_no_space();
+        } else {
+            self.core.handle_space_available();
+        }
+    }
+
+    /// Whether the next read fails its check, consuming the flag.
+    fn read_fails(&mut self) -> bool {
+        std::mem::take(&mut self.flaky_next_read)
     }
 
     pub fn core(&self) -> &NodeCore {
@@ -110,6 +132,10 @@ impl SimNode {
     fn read(&mut self, plan: ReadPlan) -> Records {
         let mut answer = RecordsAnswer::new(&plan);
         for (lsn, location) in &plan.wanted {
+            if self.read_fails() {
+                self.core.handle_corrupt_record(plan.pg, *lsn);
+                continue;
+            }
             let stored = &self.durable[location.offset as usize];
             let found = match &stored.body {
                 EntryBody::Records { records, .. } if !stored.rotten => {
@@ -154,7 +180,10 @@ impl SimNode {
     }
 
     /// Builds a version from the disk, refusing bytes that fail their check.
-    fn build(&self, page_bytes: u32, base: &Base, records: &[(Lsn, Location)]) -> Result<Vec<u8>, Fault> {
+    fn build(&mut self, page_bytes: u32, base: &Base, records: &[(Lsn, Location)]) -> Result<Vec<u8>, Fault> {
+        if self.read_fails() {
+            return Err(records.first().map_or(Fault::Image, |(lsn, _)| Fault::Records(vec![*lsn])));
+        }
         let base = match base {
             Base::Zeros => None,
             Base::Cached(bytes) => Some(bytes.clone()),
@@ -212,19 +241,33 @@ impl SimNode {
         if !self.flushing.is_empty() {
             return false;
         }
+        if self.full {
+            // The journal could not get space: what is queued is refused, nothing is written.
+            self.core.handle_no_space();
+            return false;
+        }
         self.flushing = std::iter::from_fn(|| self.core.poll_journal()).collect();
         !self.flushing.is_empty()
     }
 
-    /// The group reached the disk.
-    pub fn flushed(&mut self) {
+    /// The group reached the disk; with `misdirected`, the write went to the wrong place: the
+    /// group's own locations hold garbage, and it overwrote the `misdirected`-th stored entry
+    /// (the disk reports success either way, so the core acknowledges).
+    pub fn flushed(&mut self, misdirected: Option<usize>) {
         let group = std::mem::take(&mut self.flushing);
         let Some(last) = group.last().map(|e| e.seq) else { return };
+        let victim = misdirected.filter(|_| !self.durable.is_empty()).map(|i| i % self.durable.len());
         let mut placed = Vec::new();
         for entry in group {
             let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
             placed.push((entry.seq, location));
             self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
+            if misdirected.is_some() {
+                self.damage(self.durable.len() - 1);
+            }
+        }
+        if let Some(victim) = victim {
+            self.damage(victim);
         }
         self.core.handle_durable(last, &placed);
     }
@@ -238,11 +281,21 @@ impl SimNode {
             .collect()
     }
 
-    /// Crash: the unflushed group and all memory are gone.
-    pub fn crash(&mut self) {
+    /// Crash: all memory is gone, and of the group being flushed only the first `kept` entries
+    /// reached the disk (never acknowledged), the next one torn if `torn`.
+    pub fn crash(&mut self, kept: usize, torn: bool) {
         self.up = false;
+        let group = std::mem::take(&mut self.flushing);
+        let reached = kept.min(group.len()) + usize::from(torn && kept < group.len());
+        for (i, entry) in group.into_iter().take(reached).enumerate() {
+            let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
+            self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
+            if i == kept {
+                self.damage(self.durable.len() - 1);
+            }
+        }
         self.life += 1;
-        self.flushing.clear();
+        self.full = false;
         self.senders.clear();
         self.core = new_core(self.id);
     }
@@ -269,7 +322,12 @@ impl SimNode {
         if count == 0 {
             return false;
         }
-        let index = index % count;
+        self.damage(index % count);
+        true
+    }
+
+    /// Damages the `index`-th stored entry (images after the journal's entries).
+    fn damage(&mut self, index: usize) {
         let stored = match self.durable.get_mut(index) {
             Some(stored) => stored,
             None => &mut self.images[index - self.durable.len()],
@@ -284,7 +342,6 @@ impl SimNode {
             }
             EntryBody::Meta { .. } => {}
         }
-        true
     }
 
     /// The stored entries, for checking (rotten ones excluded).

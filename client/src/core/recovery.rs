@@ -83,10 +83,19 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
             records.insert(r.lsn(), (*pg, r));
         }
     }
-    // A previous recovery's VDL (the start of its truncation range) was durable: VDL never
-    // falls below it, even before the writer that followed made a consistency point durable.
-    let earlier_vdl = truncations.iter().map(|(_, range)| range.after()).max().unwrap_or(Lsn::ZERO);
+    // A previous recovery's VDL (the start of its truncation range) bounds VDL from below,
+    // even before the writer that followed made a consistency point durable, but only if that
+    // recovery finished: it stores its truncation range before it re-replicates the records up
+    // to its VDL, so one that died in between leaves a range whose start is not durable. A
+    // finished one made every record up to it durable, so the walk reaches it; if the walk
+    // does not, that writer never resumed and never reported its VDL.
     let (vcl, walked_vdl) = walk(&records, complete);
+    let earlier_vdl = truncations
+        .iter()
+        .map(|(_, range)| range.after())
+        .filter(|after| *after <= vcl)
+        .max()
+        .unwrap_or(Lsn::ZERO);
     let vdl = walked_vdl.max(earlier_vdl).max(vdl_hint(evidence));
     if vdl == Lsn::ZERO && complete > Lsn::ZERO {
         return Err(RecoveryError::NoConsistencyPoint(complete));
@@ -152,11 +161,12 @@ fn newest_at_or_below(
     match mine.next() {
         // Its oldest fetched record is above VDL; the one before it is the newest below.
         Some((_, (_, first))) => first.meta().prev_pg_lsn,
-        // Nothing fetched: every record it holds lies below the fetch range and is durable or
-        // truncated; a responder that missed a truncation may report a doomed LSN, so those
-        // are left out (a responder that holds the truncation reports the newest kept one).
+        // Nothing fetched: every record the gathered responders hold lies below the fetch
+        // range and is durable or truncated. A responder that missed a truncation may report a
+        // doomed LSN, and one whose records were not gathered may report one above VDL (a
+        // record the truncation this recovery declares will remove): both are left out.
         None => {
-            let kept = |lsn: &Lsn| !truncations.iter().any(|(_, range)| range.contains(*lsn));
+            let kept = |lsn: &Lsn| *lsn <= vdl && !truncations.iter().any(|(_, range)| range.contains(*lsn));
             evidence.highest.iter().copied().filter(kept).max().unwrap_or(Lsn::ZERO)
         }
     }
@@ -262,6 +272,37 @@ mod tests {
         let plan = plan(&e, 1_000_000).unwrap();
         assert_eq!(plan.vdl, Lsn(1000));
         assert!(plan.refill.is_empty());
+    }
+
+    #[test]
+    fn a_pgs_newest_lsn_below_vdl_ignores_a_responder_holding_a_record_above_it() {
+        // VDL 10 was piggybacked, so only records above 9 are fetched: PG 1 has none there. A
+        // responder whose records were not gathered also holds an uncommitted 13 (above VDL,
+        // so the new truncation removes it).
+        let mut e = evidence(10, &[4, 10], &[]);
+        for pg in e.values_mut() {
+            pg.vdl_hints = vec![Lsn(10)];
+            pg.records.retain(|r| r.lsn() > Lsn(9));
+        }
+        e.get_mut(&PgId(1)).unwrap().highest = vec![Lsn(9), Lsn(13)];
+        let plan = plan(&e, 100).unwrap();
+        assert_eq!(plan.vdl, Lsn(10));
+        assert_eq!(plan.pg_newest[1], (PgId(1), Lsn(9)), "not 13, which lies above VDL");
+    }
+
+    #[test]
+    fn an_unfinished_recoverys_vdl_is_not_trusted_when_its_records_are_gone() {
+        // A recovery of epoch 2 found records up to 12 (a CPL) on one segment, stored its
+        // truncation (12, 112] and died before re-replicating 11 and 12; no responder now holds
+        // them. Trusting its VDL would claim two records nobody has.
+        let mut e = evidence(10, &[4, 8, 10], &[]);
+        let range = LsnRange::new(Lsn(12), Lsn(112)).unwrap();
+        for pg in e.values_mut() {
+            pg.truncations.push((Epoch(2), range));
+        }
+        let plan = plan(&e, 100).unwrap();
+        assert_eq!(plan.vdl, Lsn(10), "the walk ends at 10");
+        assert_eq!(plan.truncation.through(), Lsn(212), "epoch 2 could allocate up to 112 + LAL");
     }
 
     #[test]

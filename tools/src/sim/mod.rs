@@ -19,7 +19,7 @@
 //! on. With `over_budget`, up to four nodes may be unavailable at once and the run ends
 //! without healing: it must then stop cleanly (records simply stay not durable), never with a
 //! wrong answer.
-//! Checkers: VDL never goes back; every page a read returns equals the model's page at that
+//! Checkers: VDL never goes back, and covers a record only once four disks have it; every page a read returns equals the model's page at that
 //! LSN, version included; every record VDL covered is, at the end, stored intact (same CRC) on
 //! at least four nodes minus those that rotted; with every node up and the network healed the
 //! writer makes everything durable (progress).
@@ -654,10 +654,24 @@ impl World {
         }
     }
 
+    /// VDL never goes back, and covers a record only once a write quorum (4 of 6) has it on
+    /// disk: the writer counted acks right.
     fn check_vdl(&mut self) {
         let vdl = self.writer.vdl();
         if vdl < self.vdl_seen {
             self.failures.push(format!("VDL went back from {} to {vdl}", self.vdl_seen));
+        }
+        let newly: Vec<Lsn> = if vdl > self.vdl_seen {
+            self.appended.range(Lsn(self.vdl_seen.0 + 1)..=vdl).map(|(l, _)| *l).collect()
+        } else {
+            Vec::new()
+        };
+        for lsn in newly {
+            let copies = self.nodes.iter().filter(|n| n.has_written(lsn)).count();
+            if copies < 4 {
+                self.failures.push(format!("VDL {vdl} covered {lsn} while only {copies} disks had it"));
+                break;
+            }
         }
         self.vdl_seen = self.vdl_seen.max(vdl);
     }

@@ -55,6 +55,8 @@ pub struct SimNode {
     senders: std::collections::HashMap<RequestId, u32>,
     /// The disk has no space: groups are refused instead of written.
     full: bool,
+    /// Every record LSN that ever reached this disk (whatever happened to it since).
+    written: std::collections::HashSet<protocol::Lsn>,
     /// The next stored entry or image a read touches fails its check once (a transient read
     /// error: the bytes at rest are fine).
     pub flaky_next_read: bool,
@@ -73,7 +75,19 @@ impl SimNode {
             next_request: 0,
             senders: std::collections::HashMap::new(),
             full: false,
+            written: std::collections::HashSet::new(),
             flaky_next_read: false,
+        }
+    }
+
+    /// True if record `lsn` ever reached this disk.
+    pub fn has_written(&self, lsn: Lsn) -> bool {
+        self.written.contains(&lsn)
+    }
+
+    fn note_written(&mut self, body: &EntryBody) {
+        if let EntryBody::Records { records, .. } = body {
+            self.written.extend(records.iter().map(Record::lsn));
         }
     }
 
@@ -260,6 +274,7 @@ impl SimNode {
         let mut placed = Vec::new();
         for entry in group {
             let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
+            self.note_written(&entry.body);
             placed.push((entry.seq, location));
             self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
             if misdirected.is_some() {
@@ -289,6 +304,7 @@ impl SimNode {
         let reached = kept.min(group.len()) + usize::from(torn && kept < group.len());
         for (i, entry) in group.into_iter().take(reached).enumerate() {
             let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
+            self.note_written(&entry.body);
             self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
             if i == kept {
                 self.damage(self.durable.len() - 1);

@@ -168,40 +168,44 @@ impl Reader {
 
     /// Status requests, one at a time, for the duration: the round trip every read pays.
     pub async fn run_round_trips(&self) -> Result<Measured, String> {
-        let mut latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let mut reads = 0;
-        while started.elapsed() < self.load.duration {
-            let sent = Instant::now();
-            match self.call(&Message::StatusRequest).await? {
-                Message::Status(_) => {}
-                other => return Err(format!("status refused: {other:?}")),
-            }
-            latency_us.saturating_record(sent.elapsed().as_micros() as u64);
-            reads += 1;
-        }
-        Ok(Measured { reads, elapsed: started.elapsed(), latency_us })
+        self.timed(u64::MAX, |_| Message::StatusRequest, |reply| matches!(reply, Message::Status(_))).await
     }
 
     /// Reads pages chosen by `pick(i)` at the newest LSN, one at a time, for the duration (or
     /// `limit` reads).
     pub async fn run(&self, limit: u64, pick: impl Fn(u64) -> u64) -> Result<Measured, String> {
+        let read = |i| {
+            Message::ReadPage(ReadPage {
+                pg: PG,
+                epochs: Epochs::INITIAL,
+                page_id: PageId(pick(i)),
+                read_lsn: self.newest,
+                pg_newest_lsn: self.newest,
+                page_bytes: self.load.page_bytes,
+            })
+        };
+        let page_bytes = self.load.page_bytes as usize;
+        self.timed(limit, read, |reply| matches!(reply, Message::Page(p) if p.bytes.len() == page_bytes))
+            .await
+    }
+
+    /// Sends `request(i)` and waits for its answer, one at a time, for the duration (or `limit`
+    /// requests); every answer must satisfy `good`.
+    async fn timed(
+        &self,
+        limit: u64,
+        request: impl Fn(u64) -> Message,
+        good: impl Fn(&Message) -> bool,
+    ) -> Result<Measured, String> {
         let mut latency_us = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let mut reads = 0;
         while started.elapsed() < self.load.duration && reads < limit {
-            let read = Message::ReadPage(ReadPage {
-                pg: PG,
-                epochs: Epochs::INITIAL,
-                page_id: PageId(pick(reads)),
-                read_lsn: self.newest,
-                pg_newest_lsn: self.newest,
-                page_bytes: self.load.page_bytes,
-            });
+            let message = request(reads);
             let sent = Instant::now();
-            match self.call(&read).await? {
-                Message::Page(page) if page.bytes.len() == self.load.page_bytes as usize => {}
-                other => return Err(format!("read refused: {other:?}")),
+            let reply = self.call(&message).await?;
+            if !good(&reply) {
+                return Err(format!("refused: {reply:?}"));
             }
             latency_us.saturating_record(sent.elapsed().as_micros() as u64);
             reads += 1;

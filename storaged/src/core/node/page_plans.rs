@@ -1,0 +1,386 @@
+//! The page side of `NodeCore`: planning page reads, floor reports, and the coalescer's work
+//! (what to materialize, what to drop, which page store file to compact). Still sans-IO: the
+//! drivers build the versions the plans describe and report back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use protocol::messages::{ErrorCode, ErrorReply, FloorAck, FloorReport, Page, ReadPage};
+use protocol::{Lsn, Message, PageId, PgRef, RecordKind};
+
+use super::{refusal, NodeCore, FOLD_SCAN_MAX, IMAGE_INDEX_BYTES, PAGE_INDEX_BYTES, RECORD_INDEX_BYTES};
+use crate::core::pages::Stored;
+use crate::core::segment::{Location, Segment};
+
+/// One page version for the coalescer to build and store: the page as of `target`, from `base`
+/// (or zeros) and `records`; or, for a relocation, a copy of the image at `relocate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoalesceJob {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub page_bytes: u32,
+    pub target: Lsn,
+    pub base: Option<Location>,
+    /// The page's records after the base through `target`, in LSN order.
+    pub records: Vec<(Lsn, Location)>,
+    /// Page store compaction: the image to copy (then `base` is it and `records` is empty).
+    pub relocate: Option<Location>,
+}
+
+/// Where a page read starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    Zeros,
+    Image(Location),
+    Cached(Bytes),
+}
+
+/// A page version a driver must build to answer a `ReadPage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageBuild {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub read_lsn: Lsn,
+    pub version_lsn: Lsn,
+    pub page_bytes: u32,
+    pub base: Base,
+    /// The records to apply to the base, in LSN order.
+    pub records: Vec<(Lsn, Location)>,
+}
+
+/// How to answer a `ReadPage`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageAnswer {
+    /// The version is cached (or the page reads as zeros).
+    Ready(Page),
+    Build(PageBuild),
+    /// The segment is not yet complete through the read's `pg_newest_lsn`: wait and ask again.
+    NotYet,
+}
+
+impl NodeCore {
+    /// How to answer a `ReadPage`: refused, not yet, ready (cached or zeros), or to build.
+    pub fn plan_read_page(&mut self, read: &ReadPage) -> Result<PageAnswer, ErrorReply> {
+        let zeros = |read: &ReadPage| {
+            let bytes = Bytes::from(vec![0u8; read.page_bytes as usize]);
+            Page {
+                pg: read.pg,
+                page_id: read.page_id,
+                read_lsn: read.read_lsn,
+                version_lsn: Lsn::ZERO,
+                bytes,
+            }
+        };
+        let Some(segment) = self.segments.get(&read.pg) else {
+            // No record of this PG reached this node: complete only if the PG has none yet.
+            return Ok(if read.pg_newest_lsn == Lsn::ZERO {
+                PageAnswer::Ready(zeros(read))
+            } else {
+                PageAnswer::NotYet
+            });
+        };
+        segment.check_read(&read.epochs).map_err(|r| refusal(segment, r))?;
+        if segment.page_bytes() != 0 && segment.page_bytes() != read.page_bytes {
+            let message =
+                format!("page size {} differs from the volume's {}", read.page_bytes, segment.page_bytes());
+            return Err(self.error(ErrorCode::BadRequest, read.pg, &message));
+        }
+        if read.read_lsn < segment.floor() {
+            let message = format!("read point {} is below the floor {}", read.read_lsn, segment.floor());
+            return Err(self.error(ErrorCode::TooOld, read.pg, &message));
+        }
+        if segment.scl() < read.pg_newest_lsn {
+            return Ok(PageAnswer::NotYet);
+        }
+        // Records of the PG between `pg_newest_lsn` and the read point cannot belong to the
+        // committed history (a writer that was fenced before its truncation reached this node
+        // may have left some), so the version is built only up to `pg_newest_lsn`.
+        let plan = segment.plan_page(read.page_id, read.pg_newest_lsn);
+        if plan.version_lsn == Lsn::ZERO {
+            return Ok(PageAnswer::Ready(zeros(read)));
+        }
+        let page = |bytes| Page {
+            pg: read.pg,
+            page_id: read.page_id,
+            read_lsn: read.read_lsn,
+            version_lsn: plan.version_lsn,
+            bytes,
+        };
+        if let Some(bytes) = self.cache.get(read.pg, read.page_id, plan.version_lsn) {
+            return Ok(PageAnswer::Ready(page(bytes)));
+        }
+        let base_lsn = plan.base.map_or(Lsn::ZERO, |(lsn, _)| lsn);
+        let cached = self.cache.newest_in(read.pg, read.page_id, base_lsn, plan.version_lsn);
+        let (base, after) = match (cached, plan.base) {
+            (Some((lsn, bytes)), _) => (Base::Cached(bytes), lsn),
+            (None, Some((lsn, Stored::At(location)))) => (Base::Image(location), lsn),
+            (None, Some((lsn, Stored::Zeros))) => (Base::Zeros, lsn),
+            (None, None) => (Base::Zeros, Lsn::ZERO),
+        };
+        let records =
+            plan.records.iter().filter(|l| **l > after).map(|l| (*l, located(segment, *l))).collect();
+        Ok(PageAnswer::Build(PageBuild {
+            pg: read.pg,
+            page_id: read.page_id,
+            read_lsn: read.read_lsn,
+            version_lsn: plan.version_lsn,
+            page_bytes: read.page_bytes,
+            base,
+            records,
+        }))
+    }
+
+    /// A driver built a page version: keep it for later reads.
+    pub fn handle_page_built(&mut self, pg: PgRef, page: PageId, version: Lsn, bytes: Bytes) {
+        self.cache.insert(pg, page, version, bytes);
+    }
+
+    /// A client's oldest read point; `now` is the driver's clock in milliseconds.
+    pub fn handle_floor_report(&mut self, report: &FloorReport, now: u64) -> Message {
+        let node = self.node;
+        let Some(segment) = self.segments.get_mut(&report.pg) else {
+            return Message::FloorAck(FloorAck { pg: report.pg, node, floor: Lsn::ZERO, scl: Lsn::ZERO });
+        };
+        let expires = now.saturating_add(u64::from(report.lease_ms));
+        let floor = segment.report_floor(report.client, report.floor, now, expires);
+        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl() })
+    }
+
+    /// Lets floor reports expire; call about once a second.
+    pub fn handle_tick(&mut self, now: u64) {
+        self.segments.values_mut().for_each(|s| {
+            s.refresh_floor(now);
+        });
+    }
+
+    /// The journal moved on to file `file`: records in older files may be folded.
+    pub fn set_journal_head(&mut self, file: u64) {
+        self.journal_head = file;
+    }
+
+    /// Up to `max` page versions for the coalescer to build, most urgent first: pages a read
+    /// would apply too many records to, then the oldest records at or below the floor (so
+    /// journal files can be recycled), then copies out of a page store file being compacted.
+    /// Pages whose newest record below the floor is a `PageZero`/`PageTrim`, and `Marker`
+    /// records, are folded here without any I/O.
+    pub fn poll_coalesce(&mut self, max: usize) -> Vec<CoalesceJob> {
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            let Some((pg, page)) = self.over_apply.pop_first() else { break };
+            if let Some(job) = self.bound_job(pg, page) {
+                jobs.push(job);
+            }
+        }
+        let pgs: Vec<PgRef> = self.segments.keys().copied().collect();
+        for pg in pgs {
+            if jobs.len() >= max {
+                break;
+            }
+            self.fold_jobs(pg, max, &mut jobs);
+        }
+        if jobs.len() < max {
+            self.relocation_jobs(max, &mut jobs);
+        }
+        jobs
+    }
+
+    /// The coalescer stored (or failed to store) a job's version.
+    pub fn handle_coalesced(&mut self, job: &CoalesceJob, stored: Option<Location>) {
+        self.coalescing.remove(&(job.pg, job.page_id));
+        let (Some(location), Some(segment)) = (stored, self.segments.get_mut(&job.pg)) else { return };
+        match job.relocate {
+            Some(from) => {
+                segment.move_image(job.page_id, job.target, Stored::At(from), Stored::At(location));
+            }
+            None => {
+                let folded: Vec<Lsn> = job.records.iter().map(|(l, _)| *l).collect();
+                segment.add_image(job.page_id, job.target, Stored::At(location), &folded);
+            }
+        }
+        note_over_apply(&mut self.over_apply, segment, job.page_id, self.limits.apply_max);
+    }
+
+    /// Picks a page store file to compact: the non-head file with the least live bytes, if
+    /// under half of `file_bytes` are live. Its live images are copied out by later jobs.
+    pub fn plan_compaction(&mut self, page_store_head: u64, file_bytes: u64) {
+        if self.compacting.is_some_and(|f| self.image_bytes_by_file().get(&f).is_some_and(|b| *b > 0)) {
+            return;
+        }
+        self.compacting = self
+            .image_bytes_by_file()
+            .into_iter()
+            .filter(|(file, live)| *file < page_store_head && *live < file_bytes / 2)
+            .min_by_key(|(_, live)| *live)
+            .map(|(file, _)| file);
+    }
+
+    /// Live image bytes per page store file (files with none are absent).
+    pub fn image_bytes_by_file(&self) -> BTreeMap<u64, u64> {
+        let mut usage = BTreeMap::new();
+        for segment in self.segments.values() {
+            for (_, versions) in segment.pages() {
+                for (_, stored) in versions.images() {
+                    if let Stored::At(location) = stored {
+                        *usage.entry(location.file).or_insert(0) += u64::from(location.len);
+                    }
+                }
+            }
+        }
+        usage
+    }
+
+    /// The oldest journal file any held record is in (`None`: no record held).
+    pub fn oldest_journal_file_in_use(&self) -> Option<u64> {
+        self.segments.values().flat_map(|s| s.all_records().map(|(_, r)| r.location.file)).min()
+    }
+
+    /// Estimated bytes of the indexes (records, images, pages); see the `*_INDEX_BYTES` bounds.
+    pub fn index_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .map(|s| {
+                s.record_count() as u64 * RECORD_INDEX_BYTES
+                    + s.image_count() as u64 * IMAGE_INDEX_BYTES
+                    + s.page_count() as u64 * PAGE_INDEX_BYTES
+            })
+            .sum()
+    }
+
+    /// Bytes held by the page cache, and its (hits, misses).
+    pub fn cache_stats(&self) -> (usize, (u64, u64)) {
+        (self.cache.bytes(), self.cache.hits_and_misses())
+    }
+
+    /// Records held at or below each segment's SCL that only the floor keeps from being folded
+    /// (they are above it): what the floor is holding, for status.
+    pub fn records_held_for_floor(&self) -> u64 {
+        let held =
+            |s: &Segment| s.unfolded_records().filter(|(l, _)| *l > s.floor() && *l <= s.scl()).count();
+        self.segments.values().map(|s| held(s) as u64).sum()
+    }
+
+    fn bound_job(&mut self, pg: PgRef, page: PageId) -> Option<CoalesceJob> {
+        if self.coalescing.contains(&(pg, page)) {
+            return None;
+        }
+        let segment = self.segments.get(&pg)?;
+        let target = segment.page(page)?.fold_target(segment.scl())?;
+        self.page_job(pg, page, target)
+    }
+
+    /// Folds the segment's oldest records, if they are in a journal file older than the head
+    /// and at or below `min(floor, SCL, VDL)`.
+    fn fold_jobs(&mut self, pg: PgRef, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        let head = self.journal_head;
+        let Some(segment) = self.segments.get_mut(&pg) else { return };
+        // VDL bounds folding too: a record above it may still be truncated by a new writer, or
+        // asked for by one that recovers.
+        let limit = segment.gc_floor().min(segment.scl());
+        let mut candidates = Vec::new();
+        for (lsn, record) in segment.unfolded_records().take(FOLD_SCAN_MAX) {
+            if lsn > limit {
+                break;
+            }
+            if record.location.file >= head {
+                continue;
+            }
+            candidates.push((lsn, record.page_id, record.changes_page()));
+        }
+        let mut seen = BTreeSet::new();
+        for (lsn, page, changes_page) in candidates {
+            if jobs.len() >= max {
+                return;
+            }
+            let segment = self.segments.get_mut(&pg).expect("looked up above");
+            if !changes_page {
+                segment.mark_folded(lsn);
+                continue;
+            }
+            if !seen.insert(page) || self.coalescing.contains(&(pg, page)) {
+                continue;
+            }
+            segment.prune_page(page);
+            let Some(versions) = segment.page(page) else { continue };
+            let Some(target) = versions.fold_target(limit) else { continue };
+            let zeroed = segment
+                .get(target)
+                .is_some_and(|r| matches!(r.kind, RecordKind::PageZero | RecordKind::PageTrim));
+            if zeroed {
+                segment.add_image(page, target, Stored::Zeros, &[]);
+                continue;
+            }
+            jobs.extend(self.page_job(pg, page, target));
+        }
+    }
+
+    fn relocation_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        let Some(file) = self.compacting else { return };
+        let mut found = Vec::new();
+        for segment in self.segments.values() {
+            for (page, versions) in segment.pages() {
+                for (lsn, stored) in versions.images() {
+                    if let Stored::At(location) = stored {
+                        if location.file == file && !self.coalescing.contains(&(segment.pg(), page)) {
+                            found.push((segment.pg(), segment.page_bytes(), page, lsn, location));
+                        }
+                    }
+                }
+            }
+        }
+        for (pg, page_bytes, page_id, target, location) in found {
+            if jobs.len() >= max || !self.coalescing.insert((pg, page_id)) {
+                continue;
+            }
+            let job = CoalesceJob {
+                pg,
+                page_id,
+                page_bytes,
+                target,
+                base: Some(location),
+                records: Vec::new(),
+                relocate: Some(location),
+            };
+            jobs.push(job);
+        }
+    }
+
+    /// A job building `page` as of `target` from its newest image below and the records after.
+    fn page_job(&mut self, pg: PgRef, page: PageId, target: Lsn) -> Option<CoalesceJob> {
+        let segment = self.segments.get(&pg)?;
+        let plan = segment.plan_page(page, target);
+        assert_eq!(plan.version_lsn, target, "a fold target is the page's newest record below it");
+        let base = match plan.base {
+            Some((_, Stored::At(location))) => Some(location),
+            Some((_, Stored::Zeros)) | None => None,
+        };
+        let records = plan.records.iter().map(|l| (*l, located(segment, *l))).collect();
+        let job = CoalesceJob {
+            pg,
+            page_id: page,
+            page_bytes: segment.page_bytes(),
+            target,
+            base,
+            records,
+            relocate: None,
+        };
+        self.coalescing.insert((pg, page));
+        Some(job)
+    }
+}
+
+/// Where a held record is; the plans that call this list only held records.
+fn located(segment: &Segment, lsn: Lsn) -> Location {
+    segment.get(lsn).expect("planned records are held").location
+}
+
+/// Queues `page` for an image if a read of its newest version would apply `apply_max` records.
+pub(super) fn note_over_apply(
+    over: &mut BTreeSet<(PgRef, PageId)>,
+    segment: &Segment,
+    page: PageId,
+    apply_max: usize,
+) {
+    if segment.page(page).is_some_and(|v| v.records_after_newest_image_at_least(apply_max)) {
+        over.insert((segment.pg(), page));
+    }
+}

@@ -346,12 +346,13 @@ impl Takeover {
         self.round = Round::Refill;
         for (pg, records) in &plan.refill {
             for chunk in records.chunks(REFILL_BATCH_RECORDS) {
-                let pg_vdl_lsn = chunk.last().map_or(Lsn::ZERO, Record::lsn);
+                // The refill is what makes the plan's VDL durable, so it must not tell a node
+                // that VDL yet: a later recovery would take every record below it as durable.
                 let batch = AppendBatch {
                     pg: self.geometry.pg_ref(*pg),
                     epochs: self.epochs,
-                    vdl: plan.vdl,
-                    pg_vdl_lsn,
+                    vdl: Lsn::ZERO,
+                    pg_vdl_lsn: Lsn::ZERO,
                     page_bytes: self.geometry.page_bytes,
                     records: chunk.to_vec(),
                 };

@@ -200,6 +200,9 @@ pub struct NodeCore {
     over_apply: BTreeSet<(PgRef, PageId)>,
     /// The page store file being compacted, if any.
     compacting: Option<u64>,
+    /// `index_bytes()` as of the last tick, plus the records indexed since: appends check the
+    /// memory cap against it without walking every page.
+    index_estimate: u64,
 }
 
 impl NodeCore {
@@ -221,6 +224,7 @@ impl NodeCore {
             journal_head: 0,
             over_apply: BTreeSet::new(),
             compacting: None,
+            index_estimate: 0,
         }
     }
 
@@ -240,10 +244,6 @@ impl NodeCore {
     /// An append batch: refused at once, or queued with its ack waiting on durability.
     pub fn handle_append(&mut self, request: RequestId, batch: AppendBatch) -> Result<(), ErrorReply> {
         self.check_writable(batch.pg)?;
-        if self.index_bytes() > self.limits.index_bytes_max {
-            let message = "index memory cap reached: waiting for coalescing and the floor to free some";
-            return Err(self.error(ErrorCode::Overloaded, batch.pg, message));
-        }
         let segment = self.segment_for(batch.pg, &batch.epochs)?;
         segment.check_append(&batch.epochs).map_err(|r| refusal(segment, r))?;
         if !segment.learn_page_bytes(batch.page_bytes) {
@@ -265,14 +265,20 @@ impl NodeCore {
                 format!("record {record} cannot apply to a {}-byte page: {error}", batch.page_bytes);
             return Err(self.error(ErrorCode::BadRequest, batch.pg, &message));
         }
+        // The VDL a writer sends is durable whatever happens to this batch, and folding needs
+        // it: it is learnt even from a batch refused below (or the cap could never clear).
+        segment.learn_vdl(batch.vdl);
         let records: Vec<Record> =
             batch.records.iter().filter(|r| !segment.has_or_discards(r.lsn())).cloned().collect();
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+        if bytes > 0 && self.index_estimate > self.limits.index_bytes_max {
+            let message = "index memory cap reached: waiting for coalescing and the floor to free some";
+            return Err(self.error(ErrorCode::Overloaded, batch.pg, message));
+        }
         if bytes > 0 && self.pending_bytes + bytes > self.limits.ingest_pending_bytes_max {
             return Err(self.error(ErrorCode::Overloaded, batch.pg, "ingest queue full: wait for acks"));
         }
         self.raise_epochs(batch.pg, &batch.epochs);
-        self.segments.get_mut(&batch.pg).expect("segment exists").learn_vdl(batch.vdl);
         if !records.is_empty() {
             let page_bytes = batch.page_bytes;
             self.queue(batch.pg, EntryBody::Records { epoch: batch.epochs.volume, page_bytes, records });
@@ -368,6 +374,7 @@ impl NodeCore {
                 location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
             self.pending_bytes -= entry.bytes;
             let segment = self.segments.get_mut(&entry.pg).expect("a queued entry's segment exists");
+            self.index_estimate += entry.records.len() as u64 * RECORD_INDEX_BYTES;
             for (lsn, record) in entry.records {
                 segment.insert_durable(lsn, IndexedRecord { location, ..record });
                 note_over_apply(&mut self.over_apply, segment, record.page_id, self.limits.apply_max);

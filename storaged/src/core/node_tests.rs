@@ -149,6 +149,29 @@ fn the_ingest_budget_refuses_a_writer_that_ignores_its_credit() {
 }
 
 #[test]
+fn the_memory_cap_refuses_appends_once_the_index_is_full_until_it_shrinks() {
+    let limits = Limits { index_bytes_max: 3 * node::RECORD_INDEX_BYTES, ..Limits::default() };
+    let mut core = NodeCore::new(NodeId(1), AzId(0), limits);
+    for (lsn, prev) in [(10, 0), (20, 10), (30, 20), (40, 30)] {
+        core.handle_append(RequestId(lsn), batch(1, &[(lsn, prev)])).unwrap();
+        flush(&mut core);
+    }
+    let refused = core.handle_append(RequestId(50), batch(1, &[(50, 40)])).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Overloaded, "four records indexed, room for three");
+    assert!(refused.message.contains("memory cap"), "{}", refused.message);
+    // Markers below the floor (and VDL) fold away; the next tick recounts and appends resume.
+    // A heartbeat still gets through, so the node learns VDL (folding stops there).
+    let vdl = AppendBatch { vdl: Lsn(40), pg_vdl_lsn: Lsn(40), ..batch(1, &[]) };
+    core.handle_append(RequestId(60), vdl).unwrap();
+    let report = protocol::messages::FloorReport { pg: PG, client: 1, floor: Lsn(40), lease_ms: 1000 };
+    core.handle_floor_report(&report, 0);
+    core.set_journal_head(2);
+    assert!(core.poll_coalesce(8).is_empty(), "markers fold without building anything");
+    core.handle_tick(1);
+    core.handle_append(RequestId(70), batch(1, &[(50, 40)])).unwrap();
+}
+
+#[test]
 fn replay_rebuilds_segments_epochs_and_truncations() {
     let mut live = core();
     live.handle_append(RequestId(1), batch(1, &[(10, 0), (20, 10)])).unwrap();

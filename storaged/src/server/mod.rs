@@ -86,6 +86,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let pages =
         Journal::open(log_config(pages_dir, PAGES_PREFIX), &pages_replayed).map_err(StartError::Journal)?;
     core.set_journal_head(journal.position().file);
+    // Counts what replay indexed, so the memory cap holds from the first append.
+    core.handle_tick(0);
     let endpoint =
         transport::server_endpoint(config.listen, &config.tls, &config.tuning).map_err(|e| match e {
             e if e.is_addr_in_use() => StartError::AddrInUse { addr: config.listen },

@@ -147,10 +147,12 @@ impl NodeCore {
     }
 
     /// Lets floor reports expire; call about once a second.
+    /// Lets floor reports expire and recounts the index estimate; call about once a second.
     pub fn handle_tick(&mut self, now: u64) {
         self.segments.values_mut().for_each(|s| {
             s.refresh_floor(now);
         });
+        self.index_estimate = self.index_bytes();
     }
 
     /// The journal moved on to file `file`: records in older files may be folded.

@@ -12,7 +12,7 @@ use protocol::{
     Epoch, Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta, VolumeId,
 };
 use transport::framed::{read_frame, write_frame};
-use transport::{TlsFiles, Tuning};
+use transport::TlsFiles;
 
 use crate::rows::row_payload;
 
@@ -56,11 +56,7 @@ pub async fn run(
     tls: &TlsFiles,
     load: IngestLoad,
 ) -> Result<IngestResult, String> {
-    let endpoint = transport::client_endpoint(transport::any_addr_for(addr), tls, &Tuning::default())
-        .map_err(|e| e.to_string())?;
-    let connection = transport::connect(&endpoint, addr, server_name, Duration::from_secs(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_endpoint, connection) = crate::connect(addr, server_name, tls).await?;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let batch_records = load.batch_records_max.min(load.in_flight).max(1);
     let mut outstanding: VecDeque<(Instant, usize)> = VecDeque::new();

@@ -22,7 +22,7 @@ use protocol::patch::{encode as encode_patch, PatchEdit};
 use protocol::{
     Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta, VolumeId,
 };
-use transport::{TlsFiles, Tuning};
+use transport::TlsFiles;
 
 use crate::node_ingest::LATENCY_US_MAX;
 
@@ -77,11 +77,7 @@ impl Reader {
         tls: &TlsFiles,
         load: ReadLoad,
     ) -> Result<Reader, String> {
-        let endpoint = transport::client_endpoint(transport::any_addr_for(addr), tls, &Tuning::default())
-            .map_err(|e| e.to_string())?;
-        let connection = transport::connect(&endpoint, addr, server_name, Duration::from_secs(5))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (endpoint, connection) = crate::connect(addr, server_name, tls).await?;
         Ok(Reader { connection, _endpoint: endpoint, newest: Lsn::ZERO, load })
     }
 

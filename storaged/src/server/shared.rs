@@ -174,7 +174,7 @@ impl Shared {
         let (page_cache_bytes, (page_cache_hits, page_cache_misses)) = core.cache_stats();
         let stats = self.page_stats.get();
         PageMetrics {
-            index_bytes: core.index_bytes(),
+            index_bytes: core.index_estimate(),
             page_cache_bytes: page_cache_bytes as u64,
             page_cache_hits,
             page_cache_misses,

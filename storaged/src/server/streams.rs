@@ -112,10 +112,15 @@ fn spawn_read(shared: &Rc<Shared>, read: ReadRecords) -> Pending {
         Ok(plan) => plan,
         Err(reply) => return Pending::Ready(Message::Error(reply)),
     };
-    let (sender, receiver) = oneshot::channel();
     let shared = Rc::clone(shared);
+    spawn_reply(async move { read_records(&shared, plan).await })
+}
+
+/// Runs a read on its own task; its answer is the pending reply.
+fn spawn_reply(answer: impl std::future::Future<Output = Message> + 'static) -> Pending {
+    let (sender, receiver) = oneshot::channel();
     tokio::task::spawn_local(async move {
-        let _ = sender.send(read_records(&shared, plan).await);
+        let _ = sender.send(answer.await);
     });
     Pending::Waiting(receiver)
 }
@@ -152,12 +157,8 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
 }
 
 fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
-    let (sender, receiver) = oneshot::channel();
     let shared = Rc::clone(shared);
-    tokio::task::spawn_local(async move {
-        let _ = sender.send(read_page(&shared, read).await);
-    });
-    Pending::Waiting(receiver)
+    spawn_reply(async move { read_page(&shared, read).await })
 }
 
 /// Answers a `ReadPage`: waits (at most `READ_PAGE_WAIT`) for the segment to become complete

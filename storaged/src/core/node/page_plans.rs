@@ -236,6 +236,12 @@ impl NodeCore {
         self.segments.values().flat_map(|s| s.all_records().map(|(_, r)| r.location.file)).min()
     }
 
+    /// The index estimate the memory cap checks: `index_bytes()` as of the last tick plus the
+    /// records indexed since (cheap: no walk over the pages).
+    pub fn index_estimate(&self) -> u64 {
+        self.index_estimate
+    }
+
     /// Estimated bytes of the indexes (records, images, pages); see the `*_INDEX_BYTES` bounds.
     pub fn index_bytes(&self) -> u64 {
         self.segments

@@ -32,6 +32,10 @@ pub struct RecoveryPlan {
     pub vdl: Lsn,
     /// Records inside it are discarded on every segment, now and when they arrive late.
     pub truncation: LsnRange,
+    /// The ranges earlier recoveries declared (newest `TRUNCATIONS_REPORTED_MAX`), each with
+    /// its epoch: still binding, and the new writer passes them on to segments that missed
+    /// them (a segment holding a record inside one can never chain past it).
+    pub earlier_truncations: Vec<(Epoch, LsnRange)>,
     /// The first LSN the new writer allocates.
     pub next_lsn: Lsn,
     /// Each PG with its newest LSN at or below VDL (where its chain continues).
@@ -120,7 +124,13 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
         })
         .filter(|(_, refill)| !refill.is_empty())
         .collect();
-    Ok(RecoveryPlan { vcl, vdl, truncation, next_lsn: Lsn(truncation.through().0 + 1), pg_newest, refill })
+    let mut earlier_truncations = truncations;
+    earlier_truncations.sort_by_key(|(epoch, range)| (*epoch, range.after(), range.through()));
+    earlier_truncations.dedup();
+    let keep = protocol::messages::TRUNCATIONS_REPORTED_MAX;
+    earlier_truncations.drain(..earlier_truncations.len().saturating_sub(keep));
+    let next_lsn = Lsn(truncation.through().0 + 1);
+    Ok(RecoveryPlan { vcl, vdl, truncation, earlier_truncations, next_lsn, pg_newest, refill })
 }
 
 /// Walks `prev_volume_lsn` links up from the complete point; returns (VCL, VDL). Records at

@@ -381,6 +381,7 @@ impl Takeover {
             vdl: plan.vdl,
             next_lsn: plan.next_lsn,
             truncation: Some(plan.truncation),
+            earlier_truncations: plan.earlier_truncations,
             pgs: plan.pg_newest,
         }));
         Ok(())

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
-use protocol::messages::{AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, FloorReport, Truncate};
+use protocol::messages::{
+    AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, FloorReport, Truncate, TruncateAck,
+};
 use protocol::placement::ClusterMap;
 use protocol::quorum::{Membership, SegmentSet};
 use protocol::{
@@ -106,7 +108,13 @@ struct PgState {
     members: SegmentSet,
     /// True once a write quorum holds the PG's segment; records wait until then.
     open: bool,
+    /// Members known to hold the segment open at this writer's epoch (they acknowledged its
+    /// opening or any batch); the others are sent the opening again now and then.
     opening_acks: Vec<NodeId>,
+    /// Ticks since the opening was last sent again to members missing from `opening_acks`.
+    open_age_ticks: u32,
+    /// Per member, the truncation ranges it acknowledged (recovered writers).
+    truncate_acks: HashMap<NodeId, Vec<LsnRange>>,
     last_lsn: Lsn,
     /// Newest LSN of this PG covered by VDL.
     vdl_lsn: Lsn,
@@ -128,6 +136,9 @@ pub struct WriterCore {
     limits: WriterLimits,
     /// The truncation range of this writer's recovery, sent to PGs it opens later.
     truncation: Option<LsnRange>,
+    /// Earlier recoveries' ranges, sent before it: a segment is open for this writer once it
+    /// acknowledged them all.
+    earlier_truncations: Vec<(Epoch, LsnRange)>,
     /// The previous record of the volume (the next record's `prev_volume_lsn`).
     last_lsn: Lsn,
     /// No LSN at or below this is allocated (the end of this writer's truncation range).
@@ -150,6 +161,8 @@ pub struct WriterStart {
     /// The first LSN this writer may allocate (above the truncation range).
     pub next_lsn: Lsn,
     pub truncation: Option<LsnRange>,
+    /// Earlier recoveries' truncation ranges, passed on with this writer's own.
+    pub earlier_truncations: Vec<(Epoch, LsnRange)>,
     /// Each existing PG with its newest LSN at or below VDL.
     pub pgs: Vec<(PgId, Lsn)>,
 }
@@ -162,6 +175,7 @@ impl WriterStart {
             vdl: Lsn::ZERO,
             next_lsn: Lsn(1),
             truncation: None,
+            earlier_truncations: Vec::new(),
             pgs: Vec::new(),
         }
     }
@@ -180,6 +194,7 @@ impl WriterCore {
             epochs: start.epochs,
             limits,
             truncation: start.truncation,
+            earlier_truncations: start.earlier_truncations,
             last_lsn: start.vdl,
             lsn_floor: Lsn(start.next_lsn.0.saturating_sub(1)),
             pgs: BTreeMap::new(),
@@ -361,6 +376,8 @@ impl WriterCore {
             durable_through: newest,
             scl: HashMap::new(),
             told_vdl: Lsn::ZERO,
+            open_age_ticks: 0,
+            truncate_acks: HashMap::new(),
         }
     }
 
@@ -379,6 +396,10 @@ impl WriterCore {
             None => self.push(node, self.heartbeat(pg)),
             Some(range) => {
                 self.push(node, Message::EpochBump(EpochBump { pg: pg_ref, epochs: self.epochs }));
+                for (volume, range) in self.earlier_truncations.clone() {
+                    let epochs = Epochs { volume, ..self.epochs };
+                    self.push(node, Message::Truncate(Truncate { pg: pg_ref, epochs, range }));
+                }
                 self.push(node, Message::Truncate(Truncate { pg: pg_ref, epochs: self.epochs, range }));
             }
         }
@@ -469,7 +490,7 @@ impl WriterCore {
     pub fn handle_reply(&mut self, node: NodeId, reply: Message) {
         match reply {
             Message::AppendAck(ack) => self.handle_ack(node, ack),
-            Message::TruncateAck(ack) => self.opened_by(ack.pg.pg_id, node),
+            Message::TruncateAck(ack) => self.handle_truncate_ack(node, ack),
             Message::EpochAck(_) => {}
             Message::FloorAck(ack) => {
                 if let Some(state) = self.pgs.get_mut(&ack.pg.pg_id) {
@@ -487,18 +508,36 @@ impl WriterCore {
         let Some(state) = self.pgs.get_mut(&pg) else { return };
         let scl = state.scl.entry(node).or_insert(Lsn::ZERO);
         *scl = (*scl).max(ack.scl);
+        // A first writer's segment is open once it takes a batch (a recovered writer's, once it
+        // acknowledged every truncation range).
+        if self.truncation.is_none() && !state.opening_acks.contains(&node) {
+            self.opened_by(pg, node);
+        }
         if ack.last_lsn == Lsn::ZERO {
-            if !state.open && self.truncation.is_none() {
-                self.opened_by(pg, node);
-            }
             return;
         }
+        let Some(state) = self.pgs.get_mut(&pg) else { return };
         let Some(batch) = state.in_flight.get_mut(&ack.last_lsn) else { return };
         if !batch.acked.contains(&node) {
             batch.acked.push(node);
         }
         if Membership::stable(self.epochs.membership, state.members).write_quorum_met(&batch.acked) {
             self.batch_durable(pg, ack.last_lsn);
+        }
+    }
+
+    fn handle_truncate_ack(&mut self, node: NodeId, ack: TruncateAck) {
+        let Some(own) = self.truncation else { return };
+        let pg = ack.pg.pg_id;
+        let Some(state) = self.pgs.get_mut(&pg) else { return };
+        let acked = state.truncate_acks.entry(node).or_default();
+        if !acked.contains(&ack.range) {
+            acked.push(ack.range);
+        }
+        let all = std::iter::once(own).chain(self.earlier_truncations.iter().map(|(_, r)| *r));
+        let all_acked = all.into_iter().all(|range| acked.contains(&range));
+        if all_acked {
+            self.opened_by(pg, node);
         }
     }
 
@@ -623,6 +662,14 @@ impl WriterCore {
             }
             if !state.open {
                 overdue_opens.push(*pg);
+            } else if state.opening_acks.len() < state.members.members().len() {
+                // A member that missed the opening (down, or its reply lost) would otherwise
+                // hear of it only from a batch it refuses, and an idle PG sends none.
+                state.open_age_ticks += 1;
+                if state.open_age_ticks >= after {
+                    state.open_age_ticks = 0;
+                    overdue_opens.push(*pg);
+                }
             }
         }
         for (pg, last) in overdue_batches {

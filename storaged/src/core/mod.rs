@@ -14,6 +14,8 @@ pub use pages::{PageVersions, Stored, VersionPlan};
 pub use segment::{IndexedRecord, Location, PageState, Segment};
 
 #[cfg(test)]
+mod gossip_tests;
+#[cfg(test)]
 mod node_tests;
 #[cfg(test)]
 mod pages_model_tests;

@@ -19,6 +19,7 @@ use protocol::messages::{AppendAck, AppendBatch, EpochAck, EpochBump, ErrorCode,
 use protocol::messages::{SegmentStatus, Status, Truncate, TruncateAck};
 use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record};
 
+mod gossip;
 mod page_plans;
 
 use page_plans::note_over_apply;
@@ -46,6 +47,11 @@ pub struct Limits {
     /// The coalescer materializes a page once this many records follow its newest image, so a
     /// read applies at most about this many (more only while the coalescer catches up).
     pub apply_max: usize,
+    /// How long a segment keeps the records a peer lacks after last hearing from it by
+    /// gossip; zero when the node does not gossip (nothing is then kept for peers).
+    pub peer_lease_ms: u64,
+    /// A gossip fetch not answered within this long is given up, and another may start.
+    pub gossip_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -55,6 +61,8 @@ impl Default for Limits {
             index_bytes_max: 768 * 1024 * 1024,
             page_cache_bytes: 128 * 1024 * 1024,
             apply_max: APPLY_MAX_DEFAULT,
+            peer_lease_ms: 0,
+            gossip_timeout_ms: 2_000,
         }
     }
 }
@@ -200,6 +208,9 @@ pub struct NodeCore {
     over_apply: BTreeSet<(PgRef, PageId)>,
     /// The page store file being compacted, if any.
     compacting: Option<u64>,
+    /// Per PG, the gossip fetch in flight: the peer asked, the segment's epochs then, and
+    /// when it is given up (the driver's milliseconds).
+    gossip_fetches: BTreeMap<PgRef, (NodeId, Epochs, u64)>,
     /// `index_bytes()` as of the last tick, plus the records indexed since: appends check the
     /// memory cap against it without walking every page.
     index_estimate: u64,
@@ -224,6 +235,7 @@ impl NodeCore {
             journal_head: 0,
             over_apply: BTreeSet::new(),
             compacting: None,
+            gossip_fetches: BTreeMap::new(),
             index_estimate: 0,
         }
     }
@@ -291,7 +303,7 @@ impl NodeCore {
     /// A new writer's epoch bump: stored durably, then acknowledged with the segment's state.
     pub fn handle_epoch_bump(&mut self, request: RequestId, bump: EpochBump) -> Result<(), ErrorReply> {
         self.check_writable(bump.pg)?;
-        let segment = self.segments.entry(bump.pg).or_insert_with(|| Segment::new(bump.pg, bump.epochs));
+        let segment = self.segment_entry(bump.pg, bump.epochs);
         segment.check_not_stale(&bump.epochs).map_err(|r| refusal(segment, r))?;
         segment.raise_epochs(&bump.epochs);
         self.queue(bump.pg, EntryBody::Meta { epochs: bump.epochs, truncation: None });
@@ -300,11 +312,13 @@ impl NodeCore {
     }
 
     /// A new writer's truncation range: stored durably, applied at once, then acknowledged.
+    /// An earlier volume epoch's range (a later writer passes on those it learnt) is taken too:
+    /// no writer ever commits inside a truncation range, so each stays binding.
     pub fn handle_truncate(&mut self, request: RequestId, truncate: Truncate) -> Result<(), ErrorReply> {
         self.check_writable(truncate.pg)?;
-        let segment =
-            self.segments.entry(truncate.pg).or_insert_with(|| Segment::new(truncate.pg, truncate.epochs));
-        segment.check_not_stale(&truncate.epochs).map_err(|r| refusal(segment, r))?;
+        let segment = self.segment_entry(truncate.pg, truncate.epochs);
+        let volume = segment.epochs().volume.max(truncate.epochs.volume);
+        segment.check_not_stale(&Epochs { volume, ..truncate.epochs }).map_err(|r| refusal(segment, r))?;
         segment.raise_epochs(&truncate.epochs);
         segment.truncate(truncate.epochs.volume, truncate.range);
         self.cache.drop_above(truncate.pg, truncate.range.after());
@@ -413,7 +427,10 @@ impl NodeCore {
     }
 
     /// Installs a segment restored from a checkpoint (before replaying the journal after it).
-    pub fn restore_segment(&mut self, segment: Segment) {
+    pub fn restore_segment(&mut self, mut segment: Segment) {
+        if self.limits.peer_lease_ms > 0 {
+            segment.track_peers();
+        }
         self.segments.insert(segment.pg(), segment);
     }
 
@@ -422,7 +439,8 @@ impl NodeCore {
         match body {
             EntryBody::Records { epoch, page_bytes, records } => {
                 let epochs = Epochs { volume: *epoch, ..Epochs::INITIAL };
-                let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, epochs));
+                self.segment_entry(pg, epochs);
+                let segment = self.segments.get_mut(&pg).expect("created above");
                 segment.learn_page_bytes(*page_bytes);
                 for r in records {
                     segment.insert_durable(r.lsn(), IndexedRecord::of(r, location));
@@ -437,7 +455,7 @@ impl NodeCore {
                 }
             }
             EntryBody::Meta { epochs, truncation } => {
-                let segment = self.segments.entry(pg).or_insert_with(|| Segment::new(pg, *epochs));
+                let segment = self.segment_entry(pg, *epochs);
                 segment.raise_epochs(epochs);
                 if let Some(range) = truncation {
                     segment.truncate(epochs.volume, *range);
@@ -507,10 +525,22 @@ impl NodeCore {
                     self.error(ErrorCode::EpochNotOpen, pg, "unknown segment: send EpochBump and Truncate");
                 return Err(reply);
             }
-            self.segments.insert(pg, Segment::new(pg, *epochs));
+            self.segment_entry(pg, *epochs);
             self.queue(pg, EntryBody::Meta { epochs: *epochs, truncation: None });
         }
         Ok(self.segments.get_mut(&pg).expect("inserted above"))
+    }
+
+    /// The segment of `pg`, created empty at `epochs` if this node has none.
+    fn segment_entry(&mut self, pg: PgRef, epochs: Epochs) -> &mut Segment {
+        let track_peers = self.limits.peer_lease_ms > 0;
+        self.segments.entry(pg).or_insert_with(|| {
+            let mut segment = Segment::new(pg, epochs);
+            if track_peers {
+                segment.track_peers();
+            }
+            segment
+        })
     }
 
     /// Raises stored membership/geometry epochs to a request's, durably.

@@ -9,17 +9,17 @@ use protocol::{
 
 use super::*;
 
-const PG: PgRef = PgRef { volume_id: VolumeId(9), pg_id: PgId(0) };
+pub(super) const PG: PgRef = PgRef { volume_id: VolumeId(9), pg_id: PgId(0) };
 
 fn core() -> NodeCore {
     NodeCore::new(NodeId(1), AzId(0), Limits::default())
 }
 
-fn epochs(volume: u64) -> Epochs {
+pub(super) fn epochs(volume: u64) -> Epochs {
     Epochs { volume: Epoch(volume), ..Epochs::INITIAL }
 }
 
-fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
+pub(super) fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     let meta = RecordMeta {
         kind: RecordKind::Marker,
         flags: RecordFlags::CPL,
@@ -33,13 +33,13 @@ fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     Record::new(meta, Bytes::from_static(b"row")).unwrap()
 }
 
-fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
+pub(super) fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
     let records = chain.iter().map(|(l, p)| record(*l, *p, epoch)).collect();
     AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), page_bytes: 4096, records }
 }
 
 /// Plays a perfect journal: every queued entry becomes durable at a made-up location.
-fn flush(core: &mut NodeCore) {
+pub(super) fn flush(core: &mut NodeCore) {
     let mut placed = Vec::new();
     while let Some(entry) = core.poll_journal() {
         placed.push((entry.seq, Location { file: 1, offset: entry.seq * 4096, len: 4096 }));

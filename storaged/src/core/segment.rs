@@ -13,12 +13,14 @@
 //!   below them is folded too: then they leave the index as a prefix, and `folded_through` (never
 //!   above SCL) remembers where it ends. So no record at or below `folded_through` is missing,
 //!   and a hole found later (a corrupt record) always lies above it, where the chain shows it;
-//! - every page-changing indexed record is in its page's log (`pages`), and nothing else is.
+//! - every page-changing indexed record is in its page's log (`pages`), and nothing else is;
+//! - while peers are tracked, nothing above the SCL a live peer last reported is folded away
+//!   (the peer still needs those records, and can only fetch records, not images).
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
-use protocol::{Epoch, Epochs, Lsn, LsnRange, PageId, PgRef, RecordKind};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, NodeId, PageId, PgRef, RecordKind};
 
 use super::pages::{PageVersions, Stored, VersionPlan};
 
@@ -98,6 +100,31 @@ pub struct Segment {
     reports: BTreeMap<u64, (Lsn, u64)>,
     /// The highest LSN of a record dropped because an image covers it.
     folded_through: Lsn,
+    /// The SCLs the PG's other segments reported by gossip (see `PeerHold`).
+    peers: PeerHold,
+}
+
+/// What a segment knows of its peers' SCLs, so it keeps the records a lagging peer still
+/// lacks: a peer can catch up by fetching records, not images.
+#[derive(Clone, Debug, Default)]
+struct PeerHold {
+    /// Off (the default) when the node does not gossip: nothing is held for peers.
+    tracked: bool,
+    /// True once the PG's members are known; until then every record is held.
+    registered: bool,
+    /// Peer → (its SCL, when that report expires in the driver's milliseconds).
+    heard: BTreeMap<NodeId, (Lsn, u64)>,
+}
+
+impl PeerHold {
+    /// The highest LSN through which every live peer holds the PG's records.
+    fn need(&self) -> Lsn {
+        match (self.tracked, self.registered) {
+            (false, _) => Lsn::MAX,
+            (true, false) => Lsn::ZERO,
+            (true, true) => self.heard.values().map(|(scl, _)| *scl).min().unwrap_or(Lsn::MAX),
+        }
+    }
 }
 
 /// A segment's page state as a checkpoint records it.
@@ -124,7 +151,48 @@ impl Segment {
             floor: Lsn::ZERO,
             reports: BTreeMap::new(),
             folded_through: Lsn::ZERO,
+            peers: PeerHold::default(),
         }
+    }
+
+    /// From now on, keep the records that the PG's other segments still lack (the node
+    /// gossips). Until `register_peers` names them, every record is kept.
+    pub fn track_peers(&mut self) {
+        self.peers.tracked = true;
+    }
+
+    /// The PG's other members, named once after the segment is loaded: one not yet heard from
+    /// counts as holding nothing until `expires` (the driver's milliseconds), so records are
+    /// kept for it that long. Later calls change nothing.
+    pub fn register_peers(&mut self, peers: impl IntoIterator<Item = NodeId>, expires: u64) {
+        if self.peers.registered {
+            return;
+        }
+        for peer in peers {
+            self.peers.heard.entry(peer).or_insert((Lsn::ZERO, expires));
+        }
+        self.peers.registered = true;
+    }
+
+    /// A peer reported its SCL; its records are kept for it until `expires`.
+    pub fn note_peer(&mut self, peer: NodeId, scl: Lsn, expires: u64) {
+        self.peers.heard.insert(peer, (scl, expires));
+    }
+
+    /// Forgets peers not heard from since their report expired: a peer gone that long is
+    /// rebuilt from images (hydration), not kept up by records.
+    pub fn refresh_peers(&mut self, now: u64) {
+        self.peers.heard.retain(|_, (_, until)| *until > now);
+    }
+
+    /// The highest LSN through which every folded record may go: its peers hold them all.
+    pub fn peer_need(&self) -> Lsn {
+        self.peers.need()
+    }
+
+    /// The highest LSN of a record that left the index folded into an image.
+    pub fn folded_through(&self) -> Lsn {
+        self.folded_through
     }
 
     /// A segment as a checkpoint recorded it; SCL is recomputed from the backlinks.
@@ -271,9 +339,10 @@ impl Segment {
     }
 
     /// The point up to which versions may be dropped: the floor, but never above the VDL a
-    /// writer told this segment, since a recovering writer reads the records above it.
+    /// writer told this segment, since a recovering writer reads the records above it, nor
+    /// above what a live peer holds, since it fetches the records it lacks from its peers.
     pub fn gc_floor(&self) -> Lsn {
-        self.floor.min(self.vdl_hint)
+        self.floor.min(self.vdl_hint).min(self.peers.need())
     }
 
     /// Drops the records and images of `page` that no read at or above the floor needs.
@@ -395,15 +464,17 @@ impl Segment {
             self.truncations.push((epoch, range));
         }
         let doomed: Vec<Lsn> = self.records_in(range).map(|(lsn, _)| lsn).collect();
-        for lsn in doomed {
-            self.unindex(lsn);
+        for lsn in &doomed {
+            self.unindex(*lsn);
         }
         for versions in self.pages.values_mut() {
             versions.retain_images(|lsn| !range.contains(lsn));
         }
         self.pages.retain(|_, v| !v.is_empty());
-        if self.scl > range.after() {
-            self.scl = self.held_before(Lsn(range.after().0 + 1));
+        // The chain breaks only where a record it held was dropped. A range seen again (a
+        // writer resends it) may reach below the folded prefix: nothing is dropped there.
+        if let Some(lowest) = doomed.first().filter(|lowest| **lowest <= self.scl) {
+            self.scl = self.held_before(*lowest);
         }
         self.advance_scl();
     }
@@ -530,6 +601,23 @@ mod tests {
         assert!(!s.insert_durable(Lsn(25), rec(20)), "a late record inside the range is discarded");
         s.insert_durable(Lsn(101), rec(10));
         assert_eq!(s.scl(), Lsn(101), "the new writer's chain skips the range");
+    }
+
+    #[test]
+    fn a_truncation_seen_again_below_the_folded_prefix_keeps_scl() {
+        let mut s = seg();
+        s.truncate(Epoch(2), range(5, 50));
+        for (lsn, prev) in [(51, 0), (52, 51), (53, 52)] {
+            s.insert_durable(Lsn(lsn), rec(prev));
+        }
+        s.learn_vdl(Lsn(53));
+        s.mark_folded(Lsn(51));
+        s.mark_folded(Lsn(52));
+        assert_eq!((s.folded_through(), s.scl()), (Lsn(52), Lsn(53)));
+        s.truncate(Epoch(2), range(5, 50));
+        assert_eq!(s.scl(), Lsn(53), "nothing the chain held was dropped");
+        s.truncate(Epoch(2), range(52, 60));
+        assert_eq!(s.scl(), Lsn(52), "53 was dropped; the folded prefix still stands");
     }
 
     #[test]

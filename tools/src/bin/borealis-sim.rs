@@ -40,18 +40,20 @@ fn main() {
         Some(seed) => vec![seed],
         None => (cli.first..cli.first + cli.seeds).collect(),
     };
-    let (mut failed, mut unavailable) = (0, 0);
+    let (mut failed, mut unavailable, mut hydration) = (0, 0, 0);
     for seed in &seeds {
         let outcome = run(*seed, &config);
         unavailable += u64::from(outcome.unavailable);
+        hydration += outcome.awaiting_hydration;
         if cli.seed.is_some() {
             println!(
-                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked",
+                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked, {} segments awaiting hydration",
                 outcome.trace_hash,
                 outcome.events,
                 outcome.records_appended,
                 outcome.vdl,
-                outcome.reads_checked
+                outcome.reads_checked,
+                outcome.awaiting_hydration
             );
         }
         if !outcome.failures.is_empty() {
@@ -64,7 +66,7 @@ fn main() {
     let stopped = if cli.over_budget {
         format!(" ({unavailable} stopped unavailable, cleanly)")
     } else {
-        String::new()
+        format!(" ({hydration} damaged segments left awaiting hydration)")
     };
     println!("{} passed, {failed} failed{stopped}", seeds.len() - failed);
     std::process::exit(i32::from(failed > 0));

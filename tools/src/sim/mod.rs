@@ -19,10 +19,17 @@
 //! on. With `over_budget`, up to four nodes may be unavailable at once and the run ends
 //! without healing: it must then stop cleanly (records simply stay not durable), never with a
 //! wrong answer.
-//! Checkers: VDL never goes back, and covers a record only once four disks have it; every page a read returns equals the model's page at that
-//! LSN, version included; every record VDL covered is, at the end, stored intact (same CRC) on
-//! at least four nodes minus those that rotted; with every node up and the network healed the
-//! writer makes everything durable (progress).
+//! Nodes gossip with their PGs' other members every few milliseconds over the same faulty
+//! network (the core's `poll_gossip` / `handle_gossip_*`).
+//!
+//! Checkers: VDL never goes back, and covers a record only once four disks have it; every page
+//! a read returns equals the model's page at that LSN, version included; every record VDL
+//! covered is, at the end, stored intact (same CRC) on at least four nodes minus those that
+//! rotted; with every node up and the network healed the writer makes everything durable
+//! (progress); then, with the workload stopped, every live segment of each PG converges to
+//! the same records (complete through the PG's newest record), except a damaged segment that
+//! lost records every peer has folded into images, which only hydration could rebuild (not
+//! built; such segments are counted and reported).
 
 pub mod net;
 pub mod node;
@@ -53,6 +60,10 @@ const HEAL_US: u64 = 2_000_000;
 const READ_PERCENT: u32 = 30;
 /// Coalescer jobs each node runs per tick.
 const COALESCE_PER_TICK: usize = 8;
+/// Ticks between a node's gossip rounds.
+const GOSSIP_EVERY_TICKS: u64 = 5;
+/// How long, once the writer made everything durable, the segments may take to converge.
+const CONVERGE_US: u64 = 1_000_000;
 
 /// Which of a cut-off node's traffic is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +144,8 @@ pub struct Outcome {
     pub reads_checked: u64,
     /// The run ended with records that could not become durable (over-budget runs only).
     pub unavailable: bool,
+    /// Damaged segments left behind after healing that only hydration could rebuild.
+    pub awaiting_hydration: u64,
     pub vdl: Lsn,
     pub events: u64,
 }
@@ -176,6 +189,10 @@ struct World {
     events: u64,
     failures: Vec<String>,
     faults_on: bool,
+    /// The workload has stopped (the convergence phase).
+    quiet: bool,
+    /// Segments left behind that only hydration could rebuild (see `divergence`).
+    awaiting_hydration: u64,
 }
 
 /// Runs one seed.
@@ -204,6 +221,9 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         );
         world.failures.push(message);
     }
+    if !unavailable && !config.over_budget {
+        world.converge();
+    }
     world.check_durability();
     Outcome {
         seed,
@@ -212,6 +232,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         records_appended: world.appended.len() as u64,
         reads_checked: world.reads_checked,
         unavailable,
+        awaiting_hydration: world.awaiting_hydration,
         vdl: world.writer.vdl(),
         events: world.events,
     }
@@ -258,6 +279,8 @@ impl World {
             events: 0,
             failures: Vec::new(),
             faults_on: true,
+            quiet: false,
+            awaiting_hydration: 0,
         }
     }
 
@@ -335,21 +358,24 @@ impl World {
                 if !self.node(node).up {
                     return;
                 }
-                let gen = match from {
-                    Endpoint::Writer(gen) => gen,
-                    Endpoint::Reader => 0,
-                    Endpoint::Node(_) => return,
-                };
                 let now = self.clock.now_us;
                 let flaky = self.faults_on
-                    && matches!(message, Message::ReadPage(_) | Message::ReadRecords(_))
+                    && matches!(
+                        message,
+                        Message::ReadPage(_) | Message::ReadRecords(_) | Message::GossipFetch(_)
+                    )
                     && self.rng.random_range(0..1000) < self.config.rot_per_mille * 4
                     && self.may_damage(node);
                 if flaky {
                     self.damaged(node);
                     self.node(node).flaky_next_read = true;
                 }
-                if let Some(reply) = self.node(node).receive(gen, message, now) {
+                let reply = match from {
+                    Endpoint::Writer(gen) => self.node(node).receive(gen, message, now),
+                    Endpoint::Reader => self.node(node).receive(0, message, now),
+                    Endpoint::Node(_) => self.node(node).receive_from_peer(message, now),
+                };
+                if let Some(reply) = reply {
                     self.send(Endpoint::Node(node), from, reply);
                 }
                 self.after_node(node);
@@ -404,6 +430,9 @@ impl World {
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             node.coalesce(COALESCE_PER_TICK);
         }
+        if (self.clock.now_us / TICK_US) % GOSSIP_EVERY_TICKS == 0 {
+            self.gossip();
+        }
         self.drive_takeover();
         self.drive_old_writer();
         if self.faults_on {
@@ -414,8 +443,128 @@ impl World {
         self.check_vdl();
     }
 
+    /// Every live node's gossip round, over the same faulty network.
+    fn gossip(&mut self) {
+        let now = self.clock.now_us;
+        let cluster = &self.cluster;
+        let members_of = |pg: protocol::PgRef| cluster.place(pg.volume_id, pg.pg_id).members().to_vec();
+        let mut out = Vec::new();
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            for (peer, message) in node.gossip(now, members_of) {
+                out.push((node.id, peer, message));
+            }
+        }
+        for (from, to, message) in out {
+            self.send(Endpoint::Node(from), Endpoint::Node(to), message);
+        }
+    }
+
+    /// After healing, with the workload stopped: runs until every live segment of each PG
+    /// holds the same records (gossip fills what the writer's quorum left behind), or fails.
+    fn converge(&mut self) {
+        self.quiet = true;
+        let deadline = self.clock.now_us + CONVERGE_US;
+        while self.divergence().0.is_some() && self.clock.now_us < deadline && self.events < EVENTS_MAX {
+            self.step();
+        }
+        let (divergence, awaiting_hydration) = self.divergence();
+        if let Some(divergence) = divergence {
+            self.failures.push(format!("segments did not converge after healing: {divergence}"));
+        }
+        self.awaiting_hydration = awaiting_hydration;
+    }
+
+    /// How the live segments of some PG still differ: each must be complete through the PG's
+    /// newest record and hold the same records above the highest point any of them folded.
+    /// Exempt, and counted, is a damaged segment that lost records below the point where every
+    /// peer folded them into images: only hydration (copying a peer's images, not built yet)
+    /// can rebuild it; it stays behind, serving only what it still holds completely.
+    fn divergence(&self) -> (Option<String>, u64) {
+        let mut newest: BTreeMap<PgId, Lsn> = BTreeMap::new();
+        for (lsn, appended) in &self.appended {
+            newest.insert(appended.pg, *lsn);
+        }
+        let mut awaiting_hydration = 0;
+        for (pg, newest) in newest {
+            let pg_ref = self.geometry.pg_ref(pg);
+            let members = self.cluster.place(pg_ref.volume_id, pg);
+            let segments: Vec<(NodeId, Option<&storaged::core::Segment>)> = members
+                .members()
+                .iter()
+                .map(|id| &self.nodes[id.0 as usize - 1])
+                .filter(|n| n.up && !self.dead.contains(&n.id))
+                .map(|n| (n.id, n.core().segment(&pg_ref)))
+                .collect();
+            let is_behind = |s: &Option<&storaged::core::Segment>| s.is_none_or(|s| s.scl() < newest);
+            let peers_folded = segments
+                .iter()
+                .filter(|(_, s)| !is_behind(s))
+                .filter_map(|(_, s)| s.map(|s| s.folded_through()))
+                .min()
+                .unwrap_or(Lsn::ZERO);
+            let needs_hydration = |id: &NodeId, s: &Option<&storaged::core::Segment>| {
+                self.rotted_nodes.contains(id) && s.is_some_and(|s| s.scl() < peers_folded)
+            };
+            let mut compared = Vec::new();
+            for (id, segment) in &segments {
+                if needs_hydration(id, segment) {
+                    awaiting_hydration += 1;
+                } else if is_behind(segment) {
+                    return (Some(self.behind_report(pg, newest, *id, &segments)), awaiting_hydration);
+                } else if let Some(segment) = segment {
+                    compared.push((*id, *segment));
+                }
+            }
+            let above = compared.iter().map(|(_, s)| s.folded_through()).max().unwrap_or(Lsn::ZERO);
+            let held = |s: &storaged::core::Segment| -> Vec<Lsn> {
+                s.all_records().map(|(lsn, _)| lsn).filter(|lsn| *lsn > above && *lsn <= newest).collect()
+            };
+            let sets: Vec<(NodeId, Vec<Lsn>)> = compared.iter().map(|(id, s)| (*id, held(s))).collect();
+            if let Some((id, set)) = sets.iter().find(|(_, set)| *set != sets[0].1) {
+                let (first, first_set) = &sets[0];
+                let report = format!(
+                    "{pg}: {id} holds {} records in ({above}, {newest}], {first} holds {}",
+                    set.len(),
+                    first_set.len()
+                );
+                return (Some(report), awaiting_hydration);
+            }
+        }
+        (None, awaiting_hydration)
+    }
+
+    /// Why the segment on `id` is behind, with its peers' state.
+    fn behind_report(
+        &self,
+        pg: PgId,
+        newest: Lsn,
+        id: NodeId,
+        segments: &[(NodeId, Option<&storaged::core::Segment>)],
+    ) -> String {
+        let segment = segments.iter().find(|(n, _)| *n == id).and_then(|(_, s)| *s);
+        let state = segment.map_or("no segment".to_string(), |s| {
+            let (scl, open, highest, holes) = (s.scl(), s.is_open(), s.highest_lsn(), s.holes(4));
+            let next: Vec<(Lsn, Lsn)> =
+                s.all_records().filter(|(l, _)| *l > scl).take(3).map(|(l, r)| (l, r.prev_pg_lsn)).collect();
+            format!(
+                "SCL {scl}, epochs {:?} (open: {open}), highest {highest}, holes {holes:?}, next (LSN, prev) {next:?}, truncations {:?}",
+                s.epochs(),
+                s.truncations()
+            )
+        });
+        let others: Vec<String> = segments
+            .iter()
+            .filter_map(|(n, s)| s.map(|s| format!("{n}: SCL {}, folded {}", s.scl(), s.folded_through())))
+            .collect();
+        let damaged = self.rotted_nodes.contains(&id);
+        format!(
+            "{pg}: newest record {newest}; the segment on {id} (damaged: {damaged}): {state} [{}]",
+            others.join("; ")
+        )
+    }
+
     fn workload(&mut self) {
-        if self.rng.random_range(0..100) >= 60 {
+        if self.quiet || self.rng.random_range(0..100) >= 60 {
             return;
         }
         let count = self.rng.random_range(1..=3);

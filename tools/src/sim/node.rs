@@ -141,6 +141,32 @@ impl SimNode {
         }
     }
 
+    /// This node's gossip round: a summary of each segment for each other member of its PG.
+    pub fn gossip(
+        &mut self,
+        now_us: u64,
+        members_of: impl Fn(PgRef) -> Vec<NodeId>,
+    ) -> Vec<(NodeId, Message)> {
+        let summaries = self.core.poll_gossip(now_us / 1000, members_of);
+        summaries.into_iter().map(|(peer, summary)| (peer, Message::GossipSummary(summary))).collect()
+    }
+
+    /// A message from a peer node; returns the answer to send back to it, if any.
+    pub fn receive_from_peer(&mut self, message: Message, now_us: u64) -> Option<Message> {
+        let now = now_us / 1000;
+        match message {
+            Message::GossipSummary(summary) => self.core.handle_gossip_summary(&summary, now),
+            Message::GossipFetch(fetch) => Some(match self.core.plan_gossip_fetch(&fetch) {
+                Ok(plan) => Message::Records(self.read(plan)),
+                Err(refusal) => Message::Error(refusal),
+            }),
+            Message::Records(records) => {
+                self.core.handle_gossip_records(records, now).map(Message::GossipFetch)
+            }
+            _ => None,
+        }
+    }
+
     /// The planned records from the disk, as the real read path serves them: a rotten entry's
     /// records are left out (and no longer claimed), the byte and count limits respected.
     fn read(&mut self, plan: ReadPlan) -> Records {
@@ -380,6 +406,8 @@ fn damaged(record: &Record) -> Record {
 
 fn new_core(id: NodeId) -> NodeCore {
     // A small apply bound makes the coalescer image pages often within a short run.
-    let limits = Limits { apply_max: 4, ..Limits::default() };
+    // Peers' records are kept for 100 ms of virtual time: longer than any outage the fault
+    // budget allows.
+    let limits = Limits { apply_max: 4, peer_lease_ms: 100, gossip_timeout_ms: 20, ..Limits::default() };
     NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), limits)
 }

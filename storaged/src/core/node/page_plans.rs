@@ -146,11 +146,11 @@ impl NodeCore {
         Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl() })
     }
 
-    /// Lets floor reports expire; call about once a second.
     /// Lets floor reports expire and recounts the index estimate; call about once a second.
     pub fn handle_tick(&mut self, now: u64) {
         self.segments.values_mut().for_each(|s| {
             s.refresh_floor(now);
+            s.refresh_peers(now);
         });
         self.index_estimate = self.index_bytes();
     }

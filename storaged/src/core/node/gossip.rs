@@ -1,0 +1,180 @@
+//! Gossip between the segments of one PG (DESIGN §3, background step 4). Now and then each
+//! node tells the PG's other members its SCL and holes (`poll_gossip`); a node that hears of a
+//! peer complete further than itself fetches the records it lacks from that peer
+//! (`handle_gossip_summary` → `GossipFetch`), stores them durably as it stores an append, and
+//! so its SCL catches up without the writer's help. Still sans-IO: the driver carries the
+//! messages and reads the planned records (`plan_gossip_fetch`).
+//!
+//! Safety rules:
+//! - records move only between segments at the same epochs, both open (the truncation of
+//!   their volume epoch stored), and only records at or below the sender's SCL: a record a new
+//!   writer truncated cannot spread from a segment that has the truncation, and a segment
+//!   that lacks it neither sends nor takes. Folded records still indexed are sent too: their
+//!   journal file stays in use while they are indexed;
+//! - fetched records pass the checks an append's do (truncated, already held, fits the page)
+//!   and enter the index only once durable; nobody is acknowledged for them;
+//! - an answer counts only if the segment's epochs did not change since the fetch left, and
+//!   only one fetch per PG is out at a time (given up after `gossip_timeout_ms`);
+//! - a segment keeps the records a live peer lacks (`Segment::register_peers`, `note_peer`);
+//!   a node without the segment answers a summary with an empty one (SCL zero), so its peers
+//!   keep every record for it until a writer opens its segment and it fetches them.
+
+use protocol::messages::{ErrorCode, ErrorReply, GossipFetch, GossipSummary, Records, GOSSIP_RANGES_MAX};
+use protocol::{Lsn, LsnRange, Message, NodeId, PgRef, Record};
+
+use super::{refusal, EntryBody, NodeCore, ReadPlan};
+use crate::core::segment::{EpochRefusal, Segment};
+
+/// Record bytes a gossip fetch asks for at once.
+pub const GOSSIP_FETCH_BYTES: u32 = 1024 * 1024;
+
+impl NodeCore {
+    /// One gossip round: this node's summary of each segment, addressed to each other member
+    /// of its PG (`members_of` names a PG's members, this node among them). `now` is the
+    /// driver's milliseconds; the first round after a start also names each segment's peers.
+    pub fn poll_gossip(
+        &mut self,
+        now: u64,
+        members_of: impl Fn(PgRef) -> Vec<NodeId>,
+    ) -> Vec<(NodeId, GossipSummary)> {
+        let lease = self.limits.peer_lease_ms;
+        let mut out = Vec::new();
+        for segment in self.segments.values_mut() {
+            let peers: Vec<NodeId> =
+                members_of(segment.pg()).into_iter().filter(|n| *n != self.node).collect();
+            segment.register_peers(peers.iter().copied(), now.saturating_add(lease));
+            let summary = summary_of(self.node, segment);
+            out.extend(peers.into_iter().map(|peer| (peer, summary.clone())));
+        }
+        out
+    }
+
+    /// A peer's summary: remembers what it holds (its records are kept for it), and returns a
+    /// fetch for the records this segment lacks and the peer holds, if any; or, without the
+    /// segment, an empty summary in return (not to an empty one, so two such nodes stay quiet).
+    pub fn handle_gossip_summary(&mut self, summary: &GossipSummary, now: u64) -> Option<Message> {
+        let lease = self.limits.peer_lease_ms;
+        let Some(segment) = self.segments.get_mut(&summary.pg) else {
+            let empty = GossipSummary {
+                pg: summary.pg,
+                node: self.node,
+                epochs: summary.epochs,
+                scl: Lsn::ZERO,
+                highest_lsn: Lsn::ZERO,
+                holes: Vec::new(),
+            };
+            return (summary.scl > Lsn::ZERO).then_some(Message::GossipSummary(empty));
+        };
+        segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+        let may_fetch = self.state == super::NodeState::Serving
+            && segment.epochs() == summary.epochs
+            && segment.is_open()
+            && segment.page_bytes() != 0
+            && summary.scl > segment.scl();
+        if !may_fetch || self.gossip_fetches.get(&summary.pg).is_some_and(|(_, _, until)| *until > now) {
+            return None;
+        }
+        let ranges = wanted(segment, summary.scl);
+        if ranges.is_empty() {
+            return None;
+        }
+        let epochs = segment.epochs();
+        let until = now.saturating_add(self.limits.gossip_timeout_ms);
+        self.gossip_fetches.insert(summary.pg, (summary.node, epochs, until));
+        Some(Message::GossipFetch(GossipFetch {
+            pg: summary.pg,
+            epochs,
+            ranges,
+            bytes_max: GOSSIP_FETCH_BYTES,
+        }))
+    }
+
+    /// The records to read to answer a peer's fetch: those held in its ranges at or below
+    /// SCL, if the peer's epochs are this segment's and it is open.
+    pub fn plan_gossip_fetch(&self, fetch: &GossipFetch) -> Result<ReadPlan, ErrorReply> {
+        let Some(segment) = self.segments.get(&fetch.pg) else {
+            return Err(self.error(ErrorCode::EpochNotOpen, fetch.pg, "no such segment here"));
+        };
+        segment.check_not_stale(&fetch.epochs).map_err(|r| refusal(segment, r))?;
+        if fetch.epochs != segment.epochs() || !segment.is_open() {
+            return Err(refusal(segment, EpochRefusal::NotOpen));
+        }
+        let scl = segment.scl();
+        let mut ranges = fetch.ranges.clone();
+        ranges.sort_by_key(LsnRange::after);
+        let mut wanted = Vec::new();
+        let mut last = Lsn::ZERO;
+        for range in ranges {
+            let Ok(range) = LsnRange::new(range.after().max(last), range.through().min(scl)) else {
+                continue;
+            };
+            last = range.through();
+            wanted.extend(segment.records_in(range).map(|(lsn, r)| (lsn, r.location)));
+            if wanted.len() > protocol::messages::BATCH_RECORDS_MAX {
+                break;
+            }
+        }
+        // One more than an answer holds tells the peer that more remain.
+        wanted.truncate(protocol::messages::BATCH_RECORDS_MAX + 1);
+        Ok(ReadPlan { pg: fetch.pg, scl, wanted, bytes_max: fetch.bytes_max })
+    }
+
+    /// A peer's answer to this node's fetch: its new records are queued for the journal and
+    /// indexed once durable. Returns the next fetch if the answer was cut short.
+    pub fn handle_gossip_records(&mut self, answer: Records, now: u64) -> Option<GossipFetch> {
+        let (peer, epochs, _) = *self.gossip_fetches.get(&answer.pg)?;
+        if peer != answer.node {
+            return None;
+        }
+        self.gossip_fetches.remove(&answer.pg);
+        if self.state != super::NodeState::Serving || self.index_estimate > self.limits.index_bytes_max {
+            return None;
+        }
+        let segment = self.segments.get(&answer.pg)?;
+        if segment.epochs() != epochs || !segment.is_open() {
+            return None;
+        }
+        let page_bytes = segment.page_bytes();
+        let records: Vec<Record> = answer
+            .records
+            .iter()
+            .filter(|r| answer.scl >= r.lsn() && !segment.has_or_discards(r.lsn()))
+            .filter(|r| protocol::apply::check_fits(r, page_bytes).is_ok())
+            .cloned()
+            .collect();
+        let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+        if bytes > 0 && self.pending_bytes + bytes <= self.limits.ingest_pending_bytes_max {
+            self.queue(answer.pg, EntryBody::Records { epoch: epochs.volume, page_bytes, records });
+        }
+        let last = answer.records.last().map(Record::lsn)?;
+        let rest = LsnRange::new(last, answer.scl).ok().filter(|_| answer.more)?;
+        let until = now.saturating_add(self.limits.gossip_timeout_ms);
+        self.gossip_fetches.insert(answer.pg, (peer, epochs, until));
+        Some(GossipFetch { pg: answer.pg, epochs, ranges: vec![rest], bytes_max: GOSSIP_FETCH_BYTES })
+    }
+}
+
+/// A segment's summary for its peers.
+fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
+    GossipSummary {
+        pg: segment.pg(),
+        node,
+        epochs: segment.epochs(),
+        scl: segment.scl(),
+        highest_lsn: segment.highest_lsn().max(segment.scl()),
+        holes: segment.holes(GOSSIP_RANGES_MAX),
+    }
+}
+
+/// The ranges this segment lacks records in, up to a peer's SCL: its holes, then everything
+/// after its newest record.
+fn wanted(segment: &Segment, peer_scl: Lsn) -> Vec<LsnRange> {
+    let mut ranges: Vec<LsnRange> = segment
+        .holes(GOSSIP_RANGES_MAX - 1)
+        .into_iter()
+        .filter_map(|hole| LsnRange::new(hole.after(), hole.through().min(peer_scl)).ok())
+        .collect();
+    let newest = segment.highest_lsn().max(segment.scl());
+    ranges.extend(LsnRange::new(newest, peer_scl).ok());
+    ranges
+}

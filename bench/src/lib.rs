@@ -1,8 +1,26 @@
 //! Borealis benchmarks: load generators and the machine's ceilings, reported side by side.
-//! `node_ingest` measures one storage node's durable ingest; `fio` measures the disk's flushed
-//! sequential writes on the same directory for comparison.
+//! `append` drives the whole write path on a local six-node cluster; `node_ingest` measures one
+//! storage node's durable ingest; `page_reads` measures `read_page`; `fio` and `limits` measure
+//! the disk's flushed sequential writes and the CPU's sealing and checksum rates.
 
+/// Writes `--json` output: the parameters and a flat list of `{"name", "unit", "value"}`.
+pub fn write_json(
+    path: &std::path::Path,
+    parameters: serde_json::Value,
+    figures: &[(String, &str, f64)],
+) -> Result<(), String> {
+    let results: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|(name, unit, value)| serde_json::json!({ "name": name, "unit": unit, "value": value }))
+        .collect();
+    let json = serde_json::json!({ "parameters": parameters, "results": results });
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+pub mod append;
 pub mod fio;
+pub mod limits;
 pub mod node_ingest;
 pub mod page_reads;
 pub mod rows;

@@ -22,6 +22,43 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole write path: a local six-node cluster (4 of 6, every ack flushed, encrypted)
+    /// started here, the `borealis dev` workload at each record size and in-flight limit,
+    /// records/s, MB/s, commit latency percentiles, CPU s/GB for client and nodes, and a
+    /// read-back of a sample. Each transaction is two records of the given size and a commit.
+    Append {
+        /// Record payload sizes to measure, in bytes.
+        #[arg(long, value_delimiter = ',', default_value = "1024")]
+        record_bytes: Vec<usize>,
+        /// Transactions outstanding (appended, not yet durable).
+        #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+        in_flight: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Directory for the clusters' data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// The machine's ceilings on the spot: fio flushed sequential writes on the data directory,
+    /// AES-256-GCM sealing and CRC32C on one core, each at the given block sizes.
+    Limits {
+        /// Block sizes, in bytes.
+        #[arg(long, value_delimiter = ',', default_value = "4096,65536")]
+        block_bytes: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Directory fio writes in (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Durable ingest of one storage node (started here) next to fio's flushed sequential
     /// writes of the same block size on the same directory, measured in one run.
     Node {
@@ -82,6 +119,12 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Storaged { args } => storaged::cli_main(std::iter::once("storaged".into()).chain(args)),
+        Command::Append { record_bytes, in_flight, seconds, dir, json } => {
+            report(append_bench(&record_bytes, &in_flight, Duration::from_secs(seconds), dir, json))
+        }
+        Command::Limits { block_bytes, seconds, dir, json } => {
+            report(limits_bench(&block_bytes, Duration::from_secs(seconds), dir, json))
+        }
         Command::Read { pages, page_bytes, patches, hot_pages, seconds, dir } => {
             let load =
                 ReadLoad { pages, page_bytes, patches, hot_pages, duration: Duration::from_secs(seconds) };
@@ -104,6 +147,112 @@ fn report(result: Result<(), String>) -> i32 {
             1
         }
     }
+}
+
+fn append_bench(
+    record_bytes: &[usize],
+    in_flight: &[usize],
+    duration: Duration,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), String> {
+    tools::interrupt::install().map_err(|e| e.to_string())?;
+    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut figures = Vec::new();
+    for &record_bytes in record_bytes {
+        for &in_flight in in_flight {
+            eprintln!("borealis-bench: append, {record_bytes}-byte records, {in_flight} in flight");
+            let load = bench::append::AppendLoad { record_bytes, in_flight, duration };
+            let result = bench::append::run(temp.path(), load)?;
+            let tag = format!("{record_bytes}B_{in_flight}");
+            for (name, unit, value) in result.figures() {
+                figures.push((format!("append_{tag}_{name}"), unit, value));
+            }
+            rows.push((record_bytes, in_flight, result));
+        }
+    }
+    println!(
+        "append: 6 local nodes (3 AZs x 2), write quorum 4 of 6, every ack flushed, AES-256-GCM at rest"
+    );
+    println!(
+        "{:>7} {:>9} | {:>10} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} | {:>9} {:>9} | {:>8}",
+        "bytes",
+        "in flight",
+        "records/s",
+        "MB/s",
+        "p50 ms",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "client s/GB",
+        "nodes s/GB",
+        "verified"
+    );
+    for (bytes, in_flight, r) in &rows {
+        let s = &r.summary;
+        println!(
+            "{bytes:>7} {in_flight:>9} | {:>10.0} {:>8.2} | {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} | {:>11.1} {:>10.1} | {:>4}/{:<4}",
+            s.records_per_s,
+            s.payload_mb_per_s,
+            s.commit_p50_ms,
+            s.commit_p90_ms,
+            s.commit_p99_ms,
+            s.commit_p999_ms,
+            s.commit_max_ms,
+            r.cpu_s_per_gb(r.client_cpu_s),
+            r.cpu_s_per_gb(r.nodes_cpu_s),
+            s.verified,
+            s.sampled
+        );
+    }
+    if let Some(path) = json {
+        let parameters = serde_json::json!({
+            "command": "append", "record_bytes": record_bytes, "in_flight": in_flight,
+            "seconds": duration.as_secs(), "nodes": 6, "write_quorum": 4,
+        });
+        bench::write_json(&path, parameters, &figures)?;
+    }
+    Ok(())
+}
+
+fn limits_bench(
+    block_bytes: &[usize],
+    duration: Duration,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), String> {
+    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    println!("limits on {}: one core for AES-256-GCM and CRC32C", temp.path().display());
+    println!(
+        "{:>10} | {:>14} {:>12} | {:>14} | {:>14}",
+        "block", "fio writes/s", "fio MB/s", "AES-GCM MB/s", "CRC32C MB/s"
+    );
+    let mut figures = Vec::new();
+    for &block in block_bytes {
+        let fio = bench::fio::flushed_sequential_write(temp.path(), block, block % 4096 == 0, duration)?;
+        let aes = bench::limits::aes_gcm_bytes_per_s(block, duration);
+        let crc = bench::limits::crc32c_bytes_per_s(block, duration);
+        println!(
+            "{block:>10} | {:>14.0} {:>12.1} | {:>14.0} | {:>14.0}",
+            fio.writes_per_s,
+            fio.bytes_per_s / 1e6,
+            aes / 1e6,
+            crc / 1e6
+        );
+        figures.push((format!("fio_{block}B_writes_per_s"), "writes/s", fio.writes_per_s));
+        figures.push((format!("fio_{block}B_mb_per_s"), "MB/s", fio.bytes_per_s / 1e6));
+        figures.push((format!("aes_gcm_{block}B_mb_per_s"), "MB/s", aes / 1e6));
+        figures.push((format!("crc32c_{block}B_mb_per_s"), "MB/s", crc / 1e6));
+    }
+    if let Some(path) = json {
+        let parameters = serde_json::json!({
+            "command": "limits", "block_bytes": block_bytes, "seconds": duration.as_secs(),
+        });
+        bench::write_json(&path, parameters, &figures)?;
+    }
+    Ok(())
 }
 
 fn read_bench(load: ReadLoad, dir: Option<PathBuf>) -> Result<(), String> {

@@ -102,6 +102,8 @@ pub struct Segment {
     folded_through: Lsn,
     /// The SCLs the PG's other segments reported by gossip (see `PeerHold`).
     peers: PeerHold,
+    /// Indexed records per journal file, so the oldest file in use is found without a walk.
+    records_per_file: BTreeMap<u64, u64>,
 }
 
 /// What a segment knows of its peers' SCLs, so it keeps the records a lagging peer still
@@ -152,6 +154,35 @@ impl Segment {
             reports: BTreeMap::new(),
             folded_through: Lsn::ZERO,
             peers: PeerHold::default(),
+            records_per_file: BTreeMap::new(),
+        }
+    }
+
+    /// The oldest journal file an indexed record is in.
+    pub fn oldest_file(&self) -> Option<u64> {
+        self.records_per_file.keys().next().copied()
+    }
+
+    /// Indexes `record` at `lsn` (replacing any record there), keeping the per-file counts.
+    fn index(&mut self, lsn: Lsn, record: IndexedRecord) {
+        if let Some(old) = self.records.insert(lsn, record) {
+            self.uncount(old.location.file);
+        }
+        *self.records_per_file.entry(record.location.file).or_default() += 1;
+    }
+
+    /// Removes the record at `lsn` from the index, keeping the per-file counts.
+    fn unindex_entry(&mut self, lsn: Lsn) -> Option<IndexedRecord> {
+        let record = self.records.remove(&lsn)?;
+        self.uncount(record.location.file);
+        Some(record)
+    }
+
+    fn uncount(&mut self, file: u64) {
+        let count = self.records_per_file.get_mut(&file).expect("an indexed record's file is counted");
+        *count -= 1;
+        if *count == 0 {
+            self.records_per_file.remove(&file);
         }
     }
 
@@ -213,7 +244,7 @@ impl Segment {
             if record.changes_page() && !record.folded {
                 segment.pages.entry(record.page_id).or_default().insert_record(lsn);
             }
-            segment.records.insert(lsn, record);
+            segment.index(lsn, record);
         }
         for (page, lsn, stored) in state.images {
             segment.pages.entry(page).or_default().insert_image(lsn, stored);
@@ -364,13 +395,12 @@ impl Segment {
         if let Some(record) = self.records.get_mut(&lsn) {
             record.folded = true;
         }
-        while let Some(first) = self.records.first_entry() {
-            let lsn = *first.key();
+        while let Some((&lsn, first)) = self.records.first_key_value() {
             // Never past SCL: a hole below a folded record must stay visible to the chain.
-            if !first.get().folded || lsn > self.scl {
+            if !first.folded || lsn > self.scl {
                 break;
             }
-            first.remove();
+            self.unindex_entry(lsn);
             self.folded_through = lsn;
         }
     }
@@ -488,7 +518,7 @@ impl Segment {
         if record.changes_page() {
             self.pages.entry(record.page_id).or_default().insert_record(lsn);
         }
-        self.records.insert(lsn, record);
+        self.index(lsn, record);
         self.advance_scl();
         true
     }
@@ -510,7 +540,7 @@ impl Segment {
 
     /// Removes a record from the index and its page's log; true if it was held.
     fn unindex(&mut self, lsn: Lsn) -> bool {
-        let Some(record) = self.records.remove(&lsn) else { return false };
+        let Some(record) = self.unindex_entry(lsn) else { return false };
         if let Some(versions) = self.pages.get_mut(&record.page_id) {
             versions.remove_record(lsn);
             if versions.is_empty() {
@@ -618,6 +648,28 @@ mod tests {
         assert_eq!(s.scl(), Lsn(53), "nothing the chain held was dropped");
         s.truncate(Epoch(2), range(52, 60));
         assert_eq!(s.scl(), Lsn(52), "53 was dropped; the folded prefix still stands");
+    }
+
+    #[test]
+    fn the_oldest_file_in_use_follows_inserts_replacements_and_removals() {
+        let mut s = seg();
+        let in_file = |prev: u64, file: u64| IndexedRecord {
+            location: Location { file, offset: 0, len: 0 },
+            ..rec(prev)
+        };
+        s.insert_durable(Lsn(10), in_file(0, 3));
+        s.insert_durable(Lsn(20), in_file(10, 4));
+        s.insert_durable(Lsn(30), in_file(20, 5));
+        assert_eq!(s.oldest_file(), Some(3));
+        s.insert_durable(Lsn(10), in_file(0, 6));
+        assert_eq!(s.oldest_file(), Some(4), "10 now lives in file 6");
+        s.learn_vdl(Lsn(30));
+        s.mark_folded(Lsn(20));
+        assert_eq!(s.oldest_file(), Some(4), "20 stays indexed until 10 is folded too");
+        s.mark_folded(Lsn(10));
+        assert_eq!(s.oldest_file(), Some(5));
+        s.forget(Lsn(30));
+        assert_eq!(s.oldest_file(), None);
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::keyring::Keyring;
 use crate::seal::DataKey;
 use protocol::VolumeId;
 
+/// Admin snapshots between two counts of the records held for the floor (a walk over them).
+const HELD_RECOUNT_SNAPSHOTS: u64 = 10;
+
 /// A reply that is ready now or will be sent on a channel.
 #[derive(Debug)]
 pub enum Pending {
@@ -142,12 +145,20 @@ impl Shared {
         }
     }
 
-    /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`.
+    /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`; the count of
+    /// records held for the floor (a walk over the held records) only every
+    /// `HELD_RECOUNT_SNAPSHOTS`-th time.
     pub fn admin_snapshot(self: Rc<Self>) -> SharedSnapshot {
         let snapshot = SharedSnapshot::default();
         let writer = std::sync::Arc::clone(&snapshot);
         tokio::task::spawn_local(async move {
+            let mut rounds = 0u64;
+            let mut held = 0;
             loop {
+                if rounds % HELD_RECOUNT_SNAPSHOTS == 0 {
+                    held = self.core.borrow().records_held_for_floor();
+                }
+                rounds += 1;
                 let fresh = self.with_core(|core| {
                     let status = core.status();
                     let (journal_bytes_written, journal_groups_written) = *self.journal_stats.borrow();
@@ -160,7 +171,7 @@ impl Shared {
                         journal_bytes_written,
                         journal_groups_written,
                         credit_bytes: core.credit_bytes(),
-                        pages: self.page_metrics(core),
+                        pages: self.page_metrics(core, held),
                     }
                 });
                 *writer.lock().expect("snapshot lock") = fresh;
@@ -170,7 +181,7 @@ impl Shared {
         snapshot
     }
 
-    fn page_metrics(&self, core: &NodeCore) -> PageMetrics {
+    fn page_metrics(&self, core: &NodeCore, records_held_for_floor: u64) -> PageMetrics {
         let (page_cache_bytes, (page_cache_hits, page_cache_misses)) = core.cache_stats();
         let stats = self.page_stats.get();
         PageMetrics {
@@ -178,7 +189,7 @@ impl Shared {
             page_cache_bytes: page_cache_bytes as u64,
             page_cache_hits,
             page_cache_misses,
-            records_held_for_floor: core.records_held_for_floor(),
+            records_held_for_floor,
             journal_files: self.reader.files().len() as u64,
             page_store_files: self.pages_reader.files().len() as u64,
             images_written: stats.images_written,

@@ -233,7 +233,7 @@ impl NodeCore {
 
     /// The oldest journal file any held record is in (`None`: no record held).
     pub fn oldest_journal_file_in_use(&self) -> Option<u64> {
-        self.segments.values().flat_map(|s| s.all_records().map(|(_, r)| r.location.file)).min()
+        self.segments.values().filter_map(Segment::oldest_file).min()
     }
 
     /// The index estimate the memory cap checks: `index_bytes()` as of the last tick plus the

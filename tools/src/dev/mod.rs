@@ -72,6 +72,8 @@ pub struct DevOptions {
     pub keep_running: bool,
     pub record_bytes: usize,
     pub in_flight: usize,
+    /// The writer's largest UDP payload (datagram size); the nodes' is in the cluster map.
+    pub udp_payload_bytes: u16,
 }
 
 /// Why a `dev` run failed.
@@ -168,13 +170,14 @@ fn exercise(cluster: &LocalCluster, options: &DevOptions, mut orders: Orders) ->
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DevError::Runtime)?;
     runtime.block_on(async {
-        let config = ClientConfig::new(cluster.placement()?, cluster.client_tls());
+        let mut config = ClientConfig::new(cluster.placement()?, cluster.client_tls());
+        config.tuning.max_udp_payload_bytes = options.udp_payload_bytes;
         let plan = Plan {
             duration: options.duration,
             in_flight: options.in_flight,
             patience: config.append_timeout,
         };
-        let geometry = VolumeGeometry::new(orders::VOLUME, orders::PAGE_BYTES, orders::PAGES_PER_PG)
+        let geometry = VolumeGeometry::new(orders::VOLUME, orders.page_bytes(), orders::PAGES_PER_PG)
             .expect("the dev geometry is valid");
         let writer = interruptible(Writer::open(config, geometry)).await??;
         let checked = measure_and_verify(&writer, &mut orders, &plan).await;

@@ -29,7 +29,7 @@ use protocol::{PageId, RecordKind, VolumeId};
 
 /// The volume `borealis dev` writes.
 pub const VOLUME: VolumeId = VolumeId(1);
-/// Page size of the dev volume.
+/// Page size of the dev volume, unless a record needs a larger page (see `page_bytes_for`).
 pub const PAGE_BYTES: u32 = 4096;
 /// Pages per protection group: small, so the workload spans several PGs.
 pub const PAGES_PER_PG: u64 = 256;
@@ -43,8 +43,15 @@ pub const RECORDS_PER_TRANSACTION: usize = 3;
 const PAGE_HEADER_BYTES: u32 = 24;
 /// Smallest accepted `--record-bytes`: about one row.
 pub const RECORD_BYTES_MIN: usize = 64;
-/// Largest accepted `--record-bytes`: a patch must fit in a page after its header.
-pub const RECORD_BYTES_MAX: usize = 4000;
+/// Largest accepted `--record-bytes`: a patch must fit in the largest page after its header.
+pub const RECORD_BYTES_MAX: usize = protocol::record::PAGE_BYTES_MAX - PAGE_HEADER_BYTES as usize;
+
+/// The dev volume's page size for records of `record_bytes`: [`PAGE_BYTES`], or the smallest
+/// power of two that holds one record's rows after the page header.
+pub fn page_bytes_for(record_bytes: usize) -> u32 {
+    let needed = (record_bytes + PAGE_HEADER_BYTES as usize).next_power_of_two();
+    u32::try_from(needed).unwrap_or(u32::MAX).max(PAGE_BYTES)
+}
 /// First order id, so ids have a realistic width.
 const FIRST_ORDER_ID: u64 = 100_000;
 /// `created_at` of the first order: 2025-01-01T00:00:00Z.
@@ -96,6 +103,7 @@ pub struct Transaction {
 #[derive(Clone, Debug)]
 pub struct Orders {
     record_bytes: usize,
+    page_bytes: u32,
     next_transaction: u64,
     next_order: u64,
     orders: Table,
@@ -109,13 +117,20 @@ impl Orders {
             return Err(RecordBytesError(record_bytes));
         }
         let half = VOLUME_PAGES / 2;
+        let page_bytes = page_bytes_for(record_bytes);
         Ok(Orders {
             record_bytes,
+            page_bytes,
             next_transaction: 0,
             next_order: FIRST_ORDER_ID,
-            orders: Table::new(0, half),
-            lines: Table::new(half, half),
+            orders: Table::new(0, half, page_bytes),
+            lines: Table::new(half, half, page_bytes),
         })
+    }
+
+    /// The volume's page size (see [`page_bytes_for`]).
+    pub fn page_bytes(&self) -> u32 {
+        self.page_bytes
     }
 
     /// The next transaction's records: orders rows, their line items, the commit.
@@ -153,14 +168,15 @@ fn record(page: PageId, kind: RecordKind, payload: Bytes, cpl: bool) -> NewRecor
 struct Table {
     first_page: u64,
     pages_per_stream: u64,
+    page_bytes: u32,
     /// Per stream: page index within its slice, and the byte offset of the next row.
     cursors: Vec<(u64, u32)>,
 }
 
 impl Table {
-    fn new(first_page: u64, pages: u64) -> Table {
+    fn new(first_page: u64, pages: u64, page_bytes: u32) -> Table {
         let cursors = vec![(0, PAGE_HEADER_BYTES); STREAMS_PER_TABLE as usize];
-        Table { first_page, pages_per_stream: pages / STREAMS_PER_TABLE, cursors }
+        Table { first_page, pages_per_stream: pages / STREAMS_PER_TABLE, page_bytes, cursors }
     }
 
     /// Appends `rows` on transaction `txn`'s stream: the page written and the patch doing it.
@@ -168,14 +184,14 @@ impl Table {
         let len = u32::try_from(rows.len()).expect("rows are at most RECORD_BYTES_MAX long");
         let stream = txn % STREAMS_PER_TABLE;
         let (page_in_slice, offset) = &mut self.cursors[stream as usize];
-        if *offset + len > PAGE_BYTES {
+        if *offset + len > self.page_bytes {
             *page_in_slice = (*page_in_slice + 1) % self.pages_per_stream;
             *offset = PAGE_HEADER_BYTES;
         }
         let page = PageId(self.first_page + stream * self.pages_per_stream + *page_in_slice);
         let edit = PatchEdit { offset: *offset, data: rows.as_bytes() };
         *offset += len;
-        // Cannot fail: one edit, inside the page (RECORD_BYTES_MAX + header <= PAGE_BYTES).
+        // Cannot fail: one edit, inside the page (record bytes + header <= page_bytes).
         let patch = protocol::patch::encode(&[edit]).expect("an in-page single-edit patch is valid");
         (page, patch)
     }
@@ -271,8 +287,9 @@ mod tests {
 
     #[test]
     fn transactions_are_two_valid_in_page_patches_and_a_commit() {
-        for record_bytes in [RECORD_BYTES_MIN, 256, RECORD_BYTES_MAX] {
+        for record_bytes in [RECORD_BYTES_MIN, 256, 4000, 16384, RECORD_BYTES_MAX] {
             let mut orders = Orders::new(record_bytes).unwrap();
+            let page_bytes = orders.page_bytes();
             for _ in 0..2000 {
                 let txn = orders.next_transaction();
                 assert_eq!(txn.records.len(), RECORDS_PER_TRANSACTION);
@@ -283,7 +300,7 @@ mod tests {
                     let patch = protocol::patch::Patch::parse(&record.payload).unwrap();
                     for edit in patch.edits() {
                         assert!(edit.offset >= PAGE_HEADER_BYTES);
-                        assert!(edit.offset as usize + edit.data.len() <= PAGE_BYTES as usize);
+                        assert!(edit.offset as usize + edit.data.len() <= page_bytes as usize);
                         assert!(edit.data.len() <= record_bytes.max(128), "{}", edit.data.len());
                         assert!(std::str::from_utf8(edit.data).unwrap().ends_with('\n'));
                     }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::live::{thousands, BYTES_PER_MB};
-use super::orders::{PAGES_PER_PG, PAGE_BYTES, VOLUME, VOLUME_PAGES};
+use super::orders::{page_bytes_for, PAGES_PER_PG, VOLUME, VOLUME_PAGES};
 use super::sample::Verification;
 use super::workload::Measured;
 use crate::local::LocalCluster;
@@ -115,7 +115,7 @@ impl Summary {
             dir: parts.cluster.dir().display().to_string(),
             nodes_mode: parts.nodes_mode.to_string(),
             volume: VOLUME.get(),
-            page_bytes: PAGE_BYTES,
+            page_bytes: page_bytes_for(parts.record_bytes),
             pages_per_pg: PAGES_PER_PG,
             pgs: VOLUME_PAGES.div_ceil(PAGES_PER_PG),
             in_flight: parts.in_flight,

@@ -70,6 +70,9 @@ pub struct StoragedSettings {
     pub checkpoint_interval_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
+    /// Largest UDP payload the nodes send and accept (datagram size; 1472 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_udp_payload_bytes: Option<u16>,
 }
 
 impl StoragedSettings {
@@ -84,6 +87,9 @@ impl StoragedSettings {
         }
         if self.direct_io == Some(false) {
             args.push("--no-direct-io".into());
+        }
+        if let Some(bytes) = self.max_udp_payload_bytes {
+            args.extend(["--max-udp-payload-bytes".to_string(), bytes.to_string()]);
         }
         args
     }

@@ -124,6 +124,13 @@ impl LocalCluster {
         Ok(LocalCluster { dir: dir.to_owned(), map, nodes, pki })
     }
 
+    /// Changes the settings every node starts with, in the cluster's map (for the next start).
+    pub fn set_storaged_settings(&mut self, settings: map::StoragedSettings) -> Result<(), LocalError> {
+        self.map.storaged = settings;
+        self.map.write(&self.dir.join(MAP_FILE))?;
+        Ok(())
+    }
+
     /// The cluster directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -190,6 +190,7 @@ fn dev_command(args: DevArgs) -> anyhow::Result<ExitCode> {
         record_bytes: args.record_bytes,
         in_flight: args.in_flight,
         udp_payload_bytes: transport::Tuning::default().max_udp_payload_bytes,
+        rate: None,
     };
     let launcher = Launcher::this_exe("storaged")?;
     // An error here means none of this command's nodes are running.

@@ -74,6 +74,8 @@ pub struct DevOptions {
     pub in_flight: usize,
     /// The writer's largest UDP payload (datagram size); the nodes' is in the cluster map.
     pub udp_payload_bytes: u16,
+    /// Open loop at this many transactions per second (see `workload::Plan::rate`).
+    pub rate: Option<f64>,
 }
 
 /// Why a `dev` run failed.
@@ -176,6 +178,7 @@ fn exercise(cluster: &LocalCluster, options: &DevOptions, mut orders: Orders) ->
             duration: options.duration,
             in_flight: options.in_flight,
             patience: config.append_timeout,
+            rate: options.rate,
         };
         let geometry = VolumeGeometry::new(orders::VOLUME, orders.page_bytes(), orders::PAGES_PER_PG)
             .expect("the dev geometry is valid");

@@ -45,6 +45,11 @@ pub struct Plan {
     pub in_flight: usize,
     /// How long one transaction may take to become durable before the run fails.
     pub patience: Duration,
+    /// Open loop: transactions are due at this steady rate (per second), and each one's
+    /// latency counts from when it was due, not from when the generator got round to it. A
+    /// stall then shows in the latency of everything that queued behind it (no coordinated
+    /// omission). `None`: closed loop, as fast as `in_flight` allows.
+    pub rate: Option<f64>,
 }
 
 /// What a run made durable, and how fast.
@@ -132,6 +137,7 @@ pub async fn drive(
     let stop_appending = started + plan.duration;
     let mut queue = VecDeque::with_capacity(plan.in_flight);
     let mut tally = Tally::new();
+    let mut pace = plan.rate.map(|rate| Pace::new(started, rate));
     loop {
         interrupt::check()?;
         let appending = Instant::now() < stop_appending;
@@ -139,9 +145,10 @@ pub async fn drive(
             break;
         }
         if appending {
-            fill(writer, orders, plan.in_flight, &mut queue).await?;
+            fill(writer, orders, plan.in_flight, &mut queue, pace.as_mut()).await?;
         }
-        if let Ok(Err(_)) = tokio::time::timeout(TICK, progress.changed()).await {
+        let wait = pace.as_ref().map_or(TICK, |p| p.until_next().min(TICK));
+        if let Ok(Err(_)) = tokio::time::timeout(wait, progress.changed()).await {
             return Err(client::AppendError::Closed.into());
         }
         let now = *progress.borrow_and_update();
@@ -164,16 +171,54 @@ pub async fn drive(
     })
 }
 
-/// Appends transactions until `in_flight` are outstanding.
+/// The schedule of an open-loop run: transaction `n` is due at `start + n / rate`.
+#[derive(Debug)]
+struct Pace {
+    start: Instant,
+    rate: f64,
+    next: u64,
+}
+
+impl Pace {
+    fn new(start: Instant, rate: f64) -> Pace {
+        Pace { start, rate: rate.max(f64::MIN_POSITIVE), next: 0 }
+    }
+
+    fn due(&self, n: u64) -> Instant {
+        self.start + Duration::from_secs_f64(n as f64 / self.rate)
+    }
+
+    /// The next transaction's due time if it is due now (and moves on), else `None`.
+    fn take_due(&mut self, now: Instant) -> Option<Instant> {
+        let due = self.due(self.next);
+        (due <= now).then(|| {
+            self.next += 1;
+            due
+        })
+    }
+
+    fn until_next(&self) -> Duration {
+        self.due(self.next).saturating_duration_since(Instant::now())
+    }
+}
+
+/// Appends transactions until `in_flight` are outstanding (or, paced, until none is due).
 async fn fill(
     writer: &Writer,
     orders: &mut Orders,
     in_flight: usize,
     queue: &mut VecDeque<Outstanding>,
+    mut pace: Option<&mut Pace>,
 ) -> Result<(), DevError> {
     while queue.len() < in_flight {
+        let appended_at = match pace.as_deref_mut() {
+            None => Instant::now(),
+            Some(pace) => match pace.take_due(Instant::now()) {
+                Some(due) => due,
+                None => break,
+            },
+        };
         let txn = orders.next_transaction();
-        let appended_at = Instant::now();
         // Dropping an `append` half-way may ship records whose LSNs are never learned: only an
         // interrupt does so, and an interrupted run counts nothing more.
         let appended = super::interruptible(writer.append(txn.records.clone())).await??;
@@ -238,6 +283,19 @@ mod tests {
         tally.settle(&mut queue, Lsn(3), t0 + Duration::from_secs(3600));
         assert_eq!(tally.latency_us.len(), 1);
         assert!(tally.latency_us.max() >= LATENCY_US_MAX * 99 / 100);
+    }
+
+    #[test]
+    fn a_paced_run_counts_latency_from_when_each_transaction_was_due() {
+        let t0 = Instant::now() - Duration::from_millis(100);
+        let mut pace = Pace::new(t0, 100.0);
+        let now = Instant::now();
+        let due: Vec<Instant> = std::iter::from_fn(|| pace.take_due(now)).collect();
+        assert!((10..=11).contains(&due.len()), "100/s for 100 ms: {} due", due.len());
+        let off = due[3].duration_since(t0).abs_diff(Duration::from_millis(30));
+        assert!(off < Duration::from_micros(1), "a late generator keeps the schedule");
+        assert!(pace.take_due(now).is_none());
+        assert!(pace.until_next() <= Duration::from_millis(10));
     }
 
     #[test]

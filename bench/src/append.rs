@@ -12,6 +12,8 @@ use std::path::Path;
 use tools::cluster::Launcher;
 use tools::dev::summary::Summary;
 use tools::dev::{self, DevOptions};
+use tools::local::map::StoragedSettings;
+use tools::local::LocalCluster;
 
 /// One append run's parameters.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +21,11 @@ pub struct AppendLoad {
     pub record_bytes: usize,
     pub in_flight: usize,
     pub duration: std::time::Duration,
+    /// Largest UDP payload of the writer and the nodes (the datagram size).
+    pub udp_payload_bytes: u16,
+    /// Open loop at this many transactions per second, latency counted from when each was due
+    /// (no coordinated omission); `None`: closed loop.
+    pub rate: Option<f64>,
 }
 
 /// What an append run measured.
@@ -59,12 +66,19 @@ impl AppendResult {
 pub fn run(root: &Path, load: AppendLoad) -> Result<AppendResult, String> {
     let launcher = Launcher::this_exe("storaged").map_err(|e| e.to_string())?;
     let options = DevOptions {
-        dir: root.join(format!("cluster-{}-{}", load.record_bytes, load.in_flight)),
+        dir: root
+            .join(format!("cluster-{}-{}-{}", load.record_bytes, load.in_flight, load.udp_payload_bytes)),
         duration: load.duration,
         keep_running: false,
         record_bytes: load.record_bytes,
         in_flight: load.in_flight,
+        udp_payload_bytes: load.udp_payload_bytes,
+        rate: load.rate,
     };
+    let mut cluster = LocalCluster::load_or_create(&options.dir).map_err(|e| e.to_string())?;
+    let settings =
+        StoragedSettings { max_udp_payload_bytes: Some(load.udp_payload_bytes), ..Default::default() };
+    cluster.set_storaged_settings(settings).map_err(|e| e.to_string())?;
     let before = CpuTimes::now()?;
     let outcome = dev::run(&options, &launcher).map_err(|e| e.to_string())?;
     let after = CpuTimes::now()?;

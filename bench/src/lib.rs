@@ -19,10 +19,13 @@ pub fn write_json(
 }
 
 pub mod append;
+pub mod etcd;
 pub mod fio;
 pub mod limits;
 pub mod node_ingest;
 pub mod page_reads;
+pub mod quic_ceiling;
+pub mod recovery;
 pub mod rows;
 
 use std::net::SocketAddr;

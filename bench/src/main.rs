@@ -33,6 +33,15 @@ enum Command {
         /// Transactions outstanding (appended, not yet durable).
         #[arg(long, value_delimiter = ',', default_value = "1,1000")]
         in_flight: Vec<usize>,
+        /// Largest UDP payloads (datagram sizes) to measure with, writer and nodes alike:
+        /// 1472 fits a 1500-byte Ethernet MTU; 4000 stands in for jumbo frames.
+        #[arg(long, value_delimiter = ',', default_value = "1472")]
+        udp_payload_bytes: Vec<u16>,
+        /// Open loop: offer this many transactions per second and count each one's latency
+        /// from when it was due, so stalls are not hidden (coordinated omission); the
+        /// in-flight limit still caps what is outstanding. Closed loop if unset.
+        #[arg(long, value_name = "PER_S")]
+        rate: Option<f64>,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -43,12 +52,61 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Borealis next to a 3-member etcd cluster (Debian's etcd-server on loopback, started and
+    /// stopped here, installed if missing and root): the same record/value size and
+    /// concurrency, interleaved A/B/A/B, with the ratio of the means. Borealis's concurrency
+    /// is transactions in flight (each two records of the size and a commit marker); etcd's
+    /// is puts in flight. Both make every acknowledged write durable (fsync).
+    Compare {
+        /// Record and value size, in bytes.
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        /// Writes in flight, one comparison each.
+        #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+        concurrency: Vec<usize>,
+        /// A/B rounds per concurrency.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Recovery times: a node restarted (SIGKILL) after ingesting for each duration with no
+    /// checkpoint (its whole journal is the tail to replay), and a new writer's open after a
+    /// writer crashed with a window of records appended and none awaited.
+    Recovery {
+        /// Record payload size, in bytes.
+        #[arg(long, default_value_t = 1024)]
+        record_bytes: usize,
+        /// Seconds of ingest before each node crash.
+        #[arg(long, value_delimiter = ',', default_value = "2,8")]
+        ingest_seconds: Vec<u64>,
+        /// Records the crashed writer appended without waiting (its LAL window), per run.
+        #[arg(long, value_delimiter = ',', default_value = "1000,20000")]
+        window: Vec<u64>,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// The machine's ceilings on the spot: fio flushed sequential writes on the data directory,
-    /// AES-256-GCM sealing and CRC32C on one core, each at the given block sizes.
+    /// AES-256-GCM sealing and CRC32C on one core, each at the given block sizes; and quinn's
+    /// throughput on loopback between two processes at each datagram size.
     Limits {
         /// Block sizes, in bytes.
         #[arg(long, value_delimiter = ',', default_value = "4096,65536")]
         block_bytes: Vec<usize>,
+        /// Datagram sizes (largest UDP payloads) for the QUIC ceiling.
+        #[arg(long, value_delimiter = ',', default_value = "1472,4000")]
+        udp_payload_bytes: Vec<u16>,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
@@ -107,6 +165,16 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Receives QUIC streams and discards them (used by `limits`).
+    #[command(hide = true)]
+    QuicSink {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        pki_dir: PathBuf,
+        #[arg(long)]
+        udp_payload_bytes: u16,
+    },
     /// Runs a storage node (used by `node`; see `storaged --help`).
     #[command(hide = true, disable_help_flag = true)]
     Storaged {
@@ -119,11 +187,26 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Storaged { args } => storaged::cli_main(std::iter::once("storaged".into()).chain(args)),
-        Command::Append { record_bytes, in_flight, seconds, dir, json } => {
-            report(append_bench(&record_bytes, &in_flight, Duration::from_secs(seconds), dir, json))
+        Command::Append { record_bytes, in_flight, udp_payload_bytes, rate, seconds, dir, json } => {
+            let grid = AppendGrid { record_bytes, in_flight, udp_payload_bytes, rate };
+            report(append_bench(&grid, Duration::from_secs(seconds), dir, json))
         }
-        Command::Limits { block_bytes, seconds, dir, json } => {
-            report(limits_bench(&block_bytes, Duration::from_secs(seconds), dir, json))
+        Command::QuicSink { listen, pki_dir, udp_payload_bytes } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let result = runtime
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.block_on(bench::quic_ceiling::sink(listen, &pki_dir, udp_payload_bytes)));
+            report(result)
+        }
+        Command::Compare { value_bytes, concurrency, rounds, seconds, dir, json } => {
+            let duration = Duration::from_secs(seconds);
+            report(compare_bench(value_bytes, &concurrency, rounds, duration, dir, json))
+        }
+        Command::Recovery { record_bytes, ingest_seconds, window, dir, json } => {
+            report(recovery_bench(record_bytes, &ingest_seconds, &window, dir, json))
+        }
+        Command::Limits { block_bytes, udp_payload_bytes, seconds, dir, json } => {
+            report(limits_bench(&block_bytes, &udp_payload_bytes, Duration::from_secs(seconds), dir, json))
         }
         Command::Read { pages, page_bytes, patches, hot_pages, seconds, dir } => {
             let load =
@@ -149,9 +232,16 @@ fn report(result: Result<(), String>) -> i32 {
     }
 }
 
+/// The append runs to make: every combination.
+struct AppendGrid {
+    record_bytes: Vec<usize>,
+    in_flight: Vec<usize>,
+    udp_payload_bytes: Vec<u16>,
+    rate: Option<f64>,
+}
+
 fn append_bench(
-    record_bytes: &[usize],
-    in_flight: &[usize],
+    grid: &AppendGrid,
     duration: Duration,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
@@ -160,25 +250,32 @@ fn append_bench(
     let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut figures = Vec::new();
-    for &record_bytes in record_bytes {
-        for &in_flight in in_flight {
-            eprintln!("borealis-bench: append, {record_bytes}-byte records, {in_flight} in flight");
-            let load = bench::append::AppendLoad { record_bytes, in_flight, duration };
-            let result = bench::append::run(temp.path(), load)?;
-            let tag = format!("{record_bytes}B_{in_flight}");
-            for (name, unit, value) in result.figures() {
-                figures.push((format!("append_{tag}_{name}"), unit, value));
+    for &udp_payload_bytes in &grid.udp_payload_bytes {
+        for &record_bytes in &grid.record_bytes {
+            for &in_flight in &grid.in_flight {
+                eprintln!(
+                    "borealis-bench: append, {record_bytes}-byte records, {in_flight} in flight, {udp_payload_bytes}-byte datagrams"
+                );
+                let rate = grid.rate;
+                let load =
+                    bench::append::AppendLoad { record_bytes, in_flight, duration, udp_payload_bytes, rate };
+                let result = bench::append::run(temp.path(), load)?;
+                let tag = format!("{record_bytes}B_{in_flight}_dgram{udp_payload_bytes}");
+                for (name, unit, value) in result.figures() {
+                    figures.push((format!("append_{tag}_{name}"), unit, value));
+                }
+                rows.push((record_bytes, in_flight, udp_payload_bytes, result));
             }
-            rows.push((record_bytes, in_flight, result));
         }
     }
     println!(
         "append: 6 local nodes (3 AZs x 2), write quorum 4 of 6, every ack flushed, AES-256-GCM at rest"
     );
     println!(
-        "{:>7} {:>9} | {:>10} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} | {:>9} {:>9} | {:>8}",
+        "{:>7} {:>9} {:>6} | {:>10} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} | {:>9} {:>9} | {:>8}",
         "bytes",
         "in flight",
+        "dgram",
         "records/s",
         "MB/s",
         "p50 ms",
@@ -190,10 +287,10 @@ fn append_bench(
         "nodes s/GB",
         "verified"
     );
-    for (bytes, in_flight, r) in &rows {
+    for (bytes, in_flight, dgram, r) in &rows {
         let s = &r.summary;
         println!(
-            "{bytes:>7} {in_flight:>9} | {:>10.0} {:>8.2} | {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} | {:>11.1} {:>10.1} | {:>4}/{:<4}",
+            "{bytes:>7} {in_flight:>9} {dgram:>6} | {:>10.0} {:>8.2} | {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} | {:>11.1} {:>10.1} | {:>4}/{:<4}",
             s.records_per_s,
             s.payload_mb_per_s,
             s.commit_p50_ms,
@@ -209,8 +306,141 @@ fn append_bench(
     }
     if let Some(path) = json {
         let parameters = serde_json::json!({
-            "command": "append", "record_bytes": record_bytes, "in_flight": in_flight,
+            "command": "append", "record_bytes": grid.record_bytes, "in_flight": grid.in_flight,
+            "udp_payload_bytes": grid.udp_payload_bytes, "rate_per_s": grid.rate,
             "seconds": duration.as_secs(), "nodes": 6, "write_quorum": 4,
+        });
+        bench::write_json(&path, parameters, &figures)?;
+    }
+    Ok(())
+}
+
+fn compare_bench(
+    value_bytes: usize,
+    concurrency: &[usize],
+    rounds: usize,
+    duration: Duration,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), String> {
+    tools::interrupt::install().map_err(|e| e.to_string())?;
+    bench::etcd::ensure_installed()?;
+    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut etcd = bench::etcd::EtcdCluster::start(&temp.path().join("etcd"))?;
+    let mut figures = Vec::new();
+    let mut table = Vec::new();
+    for &conc in concurrency {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            eprintln!(
+                "borealis-bench: compare, {value_bytes} bytes, {conc} in flight, round {}: Borealis",
+                round + 1
+            );
+            let load = bench::append::AppendLoad {
+                record_bytes: value_bytes,
+                in_flight: conc,
+                duration,
+                udp_payload_bytes: transport::Tuning::default().max_udp_payload_bytes,
+                rate: None,
+            };
+            let root = temp.path().join(format!("borealis-{conc}-{round}"));
+            let a = bench::append::run(&root, load)?;
+            eprintln!(
+                "borealis-bench: compare, {value_bytes} bytes, {conc} in flight, round {}: etcd",
+                round + 1
+            );
+            let load = bench::etcd::EtcdLoad { value_bytes, concurrency: conc, duration };
+            let b = runtime.block_on(bench::etcd::run_puts(&etcd, load))?;
+            ours.push((a.summary.records_per_s, a.summary.commit_p50_ms, a.summary.commit_p99_ms));
+            let ms = |us: u64| us as f64 / 1e3;
+            theirs.push((
+                b.puts_per_s(),
+                ms(b.latency_us.value_at_quantile(0.5)),
+                ms(b.latency_us.value_at_quantile(0.99)),
+            ));
+        }
+        let mean = |v: &[(f64, f64, f64)]| v.iter().map(|x| x.0).sum::<f64>() / v.len().max(1) as f64;
+        let ratio = mean(&ours) / mean(&theirs).max(f64::EPSILON);
+        figures.push((
+            format!("compare_{value_bytes}B_{conc}_borealis_records_per_s"),
+            "records/s",
+            mean(&ours),
+        ));
+        figures.push((format!("compare_{value_bytes}B_{conc}_etcd_puts_per_s"), "puts/s", mean(&theirs)));
+        figures.push((format!("compare_{value_bytes}B_{conc}_ratio"), "x", ratio));
+        table.push((conc, ours, theirs, ratio));
+    }
+    etcd.stop();
+    println!("compare: Borealis (6 nodes, 4 of 6, flushed) vs etcd 3.4 (3 members, fsync), {value_bytes}-byte writes, rounds interleaved");
+    println!(
+        "{:>9} {:>5} | {:>12} {:>7} {:>7} | {:>10} {:>7} {:>7}",
+        "in flight", "round", "Borealis rec/s", "p50 ms", "p99 ms", "etcd puts/s", "p50 ms", "p99 ms"
+    );
+    for (conc, ours, theirs, ratio) in &table {
+        for (round, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            println!(
+                "{conc:>9} {:>5} | {:>14.0} {:>7.2} {:>7.2} | {:>10.0} {:>7.2} {:>7.2}",
+                round + 1,
+                a.0,
+                a.1,
+                a.2,
+                b.0,
+                b.1,
+                b.2
+            );
+        }
+        println!("{conc:>9} ratio of the means, Borealis records/s over etcd puts/s: {ratio:.1}x");
+    }
+    if let Some(path) = json {
+        let parameters = serde_json::json!({
+            "command": "compare", "value_bytes": value_bytes, "concurrency": concurrency,
+            "rounds": rounds, "seconds": duration.as_secs(),
+        });
+        bench::write_json(&path, parameters, &figures)?;
+    }
+    Ok(())
+}
+
+fn recovery_bench(
+    record_bytes: usize,
+    ingest_seconds: &[u64],
+    windows: &[u64],
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), String> {
+    tools::interrupt::install().map_err(|e| e.to_string())?;
+    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let durations: Vec<Duration> = ingest_seconds.iter().map(|s| Duration::from_secs(*s)).collect();
+    eprintln!("borealis-bench: node restarts after {ingest_seconds:?} s of ingest");
+    let restarts = bench::recovery::node_restarts(temp.path(), record_bytes, &durations)?;
+    let mut takeovers = Vec::new();
+    for (i, window) in windows.iter().enumerate() {
+        eprintln!("borealis-bench: writer crash with {window} records appended, then a new writer");
+        let root = temp.path().join(format!("takeover-{i}"));
+        takeovers.push(bench::recovery::writer_takeover(&root, record_bytes, *window)?);
+    }
+    let mut figures = Vec::new();
+    println!("node restart (SIGKILL, no checkpoint: replay the whole journal), {record_bytes}-byte records");
+    println!("{:>12} {:>12} {:>12} {:>14}", "records", "payload MiB", "restart ms", "MiB/s replayed");
+    for r in &restarts {
+        let mib = r.tail_payload_bytes as f64 / (1 << 20) as f64;
+        let ms = r.restart.as_secs_f64() * 1e3;
+        println!("{:>12} {mib:>12.1} {ms:>12.0} {:>14.0}", r.records, mib / r.restart.as_secs_f64());
+        figures.push((format!("node_restart_{:.0}MiB_ms", mib), "ms", ms));
+    }
+    println!("writer takeover on 6 local nodes: Writer::open after the old writer crashed");
+    println!("{:>14} {:>12}", "window records", "open ms");
+    for t in &takeovers {
+        let ms = t.open.as_secs_f64() * 1e3;
+        println!("{:>14} {ms:>12.0}", t.window_records);
+        figures.push((format!("writer_takeover_{}_records_ms", t.window_records), "ms", ms));
+    }
+    if let Some(path) = json {
+        let parameters = serde_json::json!({
+            "command": "recovery", "record_bytes": record_bytes,
+            "ingest_seconds": ingest_seconds, "window": windows,
         });
         bench::write_json(&path, parameters, &figures)?;
     }
@@ -219,6 +449,7 @@ fn append_bench(
 
 fn limits_bench(
     block_bytes: &[usize],
+    udp_payload_bytes: &[u16],
     duration: Duration,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
@@ -246,9 +477,16 @@ fn limits_bench(
         figures.push((format!("aes_gcm_{block}B_mb_per_s"), "MB/s", aes / 1e6));
         figures.push((format!("crc32c_{block}B_mb_per_s"), "MB/s", crc / 1e6));
     }
+    println!("{:>10} | {:>14}", "datagram", "QUIC MB/s");
+    for &dgram in udp_payload_bytes {
+        let rate = bench::quic_ceiling::throughput(temp.path(), dgram, duration)?;
+        println!("{dgram:>10} | {:>14.0}", rate / 1e6);
+        figures.push((format!("quic_loopback_dgram{dgram}_mb_per_s"), "MB/s", rate / 1e6));
+    }
     if let Some(path) = json {
         let parameters = serde_json::json!({
-            "command": "limits", "block_bytes": block_bytes, "seconds": duration.as_secs(),
+            "command": "limits", "block_bytes": block_bytes, "udp_payload_bytes": udp_payload_bytes,
+            "seconds": duration.as_secs(),
         });
         bench::write_json(&path, parameters, &figures)?;
     }

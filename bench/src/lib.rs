@@ -27,6 +27,7 @@ pub mod page_reads;
 pub mod quic_ceiling;
 pub mod recovery;
 pub mod rows;
+pub mod svg;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -51,6 +51,10 @@ enum Command {
         /// Also write the parameters and every figure here as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Also draw each run (latency histogram, records/s over time) as SVG: this file for
+        /// one run, FILE-STEM-<run>.svg beside it for several.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// Borealis next to a 3-member etcd cluster (Debian's etcd-server on loopback, started and
     /// stopped here, installed if missing and root): the same record/value size and
@@ -187,9 +191,9 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Storaged { args } => storaged::cli_main(std::iter::once("storaged".into()).chain(args)),
-        Command::Append { record_bytes, in_flight, udp_payload_bytes, rate, seconds, dir, json } => {
+        Command::Append { record_bytes, in_flight, udp_payload_bytes, rate, seconds, dir, json, svg } => {
             let grid = AppendGrid { record_bytes, in_flight, udp_payload_bytes, rate };
-            report(append_bench(&grid, Duration::from_secs(seconds), dir, json))
+            report(append_bench(&grid, Duration::from_secs(seconds), dir, json, svg))
         }
         Command::QuicSink { listen, pki_dir, udp_payload_bytes } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -245,9 +249,11 @@ fn append_bench(
     duration: Duration,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 ) -> Result<(), String> {
     tools::interrupt::install().map_err(|e| e.to_string())?;
     let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let runs = grid.record_bytes.len() * grid.in_flight.len() * grid.udp_payload_bytes.len();
     let mut rows = Vec::new();
     let mut figures = Vec::new();
     for &udp_payload_bytes in &grid.udp_payload_bytes {
@@ -263,6 +269,18 @@ fn append_bench(
                 let tag = format!("{record_bytes}B_{in_flight}_dgram{udp_payload_bytes}");
                 for (name, unit, value) in result.figures() {
                     figures.push((format!("append_{tag}_{name}"), unit, value));
+                }
+                if let Some(svg) = &svg {
+                    let title = format!(
+                        "append: {record_bytes}-byte records, {in_flight} in flight, {udp_payload_bytes}-byte datagrams"
+                    );
+                    let s = &result.summary;
+                    let picture = bench::svg::RunPicture {
+                        title,
+                        latency_buckets: &s.latency_buckets,
+                        timeline: &s.timeline,
+                    };
+                    bench::svg::draw(&bench::svg::path_for(svg, &tag, runs), &picture)?;
                 }
                 rows.push((record_bytes, in_flight, udp_payload_bytes, result));
             }

@@ -76,6 +76,12 @@ pub struct Summary {
     pub verify_failures: Vec<String>,
     pub nodes_healthy: usize,
     pub nodes: Vec<NodeSummary>,
+    /// Commit latency histogram: (from µs, to µs, transactions), buckets doubling in width.
+    #[serde(skip)]
+    pub latency_buckets: Vec<(u64, u64, u64)>,
+    /// (seconds since the start, records durable by then).
+    #[serde(skip)]
+    pub timeline: Vec<(f64, u64)>,
 }
 
 /// One node at the end of the run.
@@ -139,6 +145,8 @@ impl Summary {
             verify_failures: parts.verification.failures.clone(),
             nodes_healthy: nodes.iter().filter(|n| n.healthy).count(),
             nodes,
+            latency_buckets: log2_buckets(&m.latency_us),
+            timeline: m.timeline.clone(),
         }
     }
 
@@ -228,6 +236,20 @@ fn rate(per_second: f64) -> String {
     thousands(per_second.round() as u64)
 }
 
+/// `histogram`'s counts in buckets of doubling width from 1 µs up to its maximum.
+fn log2_buckets(histogram: &hdrhistogram::Histogram<u64>) -> Vec<(u64, u64, u64)> {
+    let mut from = 0;
+    histogram
+        .iter_log(1, 2.0)
+        .map(|v| {
+            let to = v.value_iterated_to();
+            let bucket = (from, to, v.count_since_last_iteration());
+            from = to + 1;
+            bucket
+        })
+        .collect()
+}
+
 fn node_summary(cluster: &LocalCluster, pids: &PidMap, probe: &Probe) -> NodeSummary {
     let id = probe.target.node;
     let (health_code, health) = match &probe.health {
@@ -273,6 +295,7 @@ mod tests {
             latency_us,
             vdl: Lsn(3000),
             sample: Vec::new(),
+            timeline: Vec::new(),
         };
         let verification = Verification { sampled: 200, verified: 200, failures: Vec::new() };
         let probes: Vec<Probe> = cluster

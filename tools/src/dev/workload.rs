@@ -65,7 +65,14 @@ pub struct Measured {
     pub vdl: Lsn,
     /// Durable records to read back, in LSN order.
     pub sample: Vec<Sampled>,
+    /// (seconds since the start, records durable by then), about every [`TIMELINE_EVERY`].
+    pub timeline: Vec<(f64, u64)>,
 }
+
+/// Spacing of the points of `Measured::timeline`.
+pub const TIMELINE_EVERY: Duration = Duration::from_millis(250);
+/// Most points a timeline keeps (an hour at [`TIMELINE_EVERY`]); later points are not kept.
+pub const TIMELINE_POINTS_MAX: usize = 14_400;
 
 /// A transaction appended and not yet reported durable.
 #[derive(Debug)]
@@ -138,6 +145,7 @@ pub async fn drive(
     let mut queue = VecDeque::with_capacity(plan.in_flight);
     let mut tally = Tally::new();
     let mut pace = plan.rate.map(|rate| Pace::new(started, rate));
+    let mut timeline = vec![(0.0, 0)];
     loop {
         interrupt::check()?;
         let appending = Instant::now() < stop_appending;
@@ -156,6 +164,12 @@ pub async fn drive(
             return Err(client::AppendError::Fenced.into());
         }
         tally.settle(&mut queue, now.vdl, Instant::now());
+        let since = started.elapsed();
+        let due =
+            timeline.last().is_none_or(|(at, _)| since.as_secs_f64() - at >= TIMELINE_EVERY.as_secs_f64());
+        if due && timeline.len() < TIMELINE_POINTS_MAX {
+            timeline.push((since.as_secs_f64(), tally.records));
+        }
         check_patience(&queue, plan.patience, now.vdl)?;
         live.tick(tally.snapshot(now.vdl));
     }
@@ -168,6 +182,7 @@ pub async fn drive(
         latency_us: tally.latency_us,
         vdl: writer.vdl(),
         sample: tally.sample.into_sorted(),
+        timeline,
     })
 }
 

@@ -23,6 +23,10 @@ pub struct PgEvidence {
     pub vdl_hints: Vec<Lsn>,
     /// Every record the responders hold after `fetch_after`, duplicates allowed.
     pub records: Vec<Record>,
+    /// Each responder's SCL for the PG (from its epoch ack).
+    pub scls: Vec<Lsn>,
+    /// True once the records of a `RecoveryPlan::probe` range were read too.
+    pub probed: bool,
 }
 
 /// What the new writer does.
@@ -43,6 +47,9 @@ pub struct RecoveryPlan {
     /// Per PG, records above the complete point and at or below VDL, in LSN order: they must
     /// reach a write quorum again before the writer resumes.
     pub refill: Vec<(PgId, Vec<Record>)>,
+    /// PGs whose newest LSN at or below VDL the gathered records do not show, with the range
+    /// it lies in: the responders' records there must be read too, then the plan made again.
+    pub probe: Vec<(PgId, LsnRange)>,
 }
 
 /// Why recovery cannot decide.
@@ -109,9 +116,24 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
     let earlier_end = truncations.iter().map(|(_, range)| range.through()).max().unwrap_or(Lsn::ZERO);
     let end = vdl.max(earlier_end).0.saturating_add(lal.max(1));
     let truncation = LsnRange::new(vdl, Lsn(end)).expect("lal is at least 1");
+    let mut probe = Vec::new();
     let pg_newest = evidence
         .iter()
-        .map(|(pg, e)| (*pg, newest_at_or_below(*pg, e, &records, vdl, &truncations)))
+        .map(|(pg, e)| {
+            let newest = newest_at_or_below(*pg, e, &records, vdl, &truncations);
+            if newest > vdl {
+                // The PG's oldest gathered record links to one above VDL that no responder
+                // holds (never durable, truncated now): the PG's newest at or below VDL lies
+                // before the gathered range. Every SCL at or below VDL is one of its records;
+                // past the highest, only reading the responders' records tells.
+                let scl = e.scls.iter().copied().filter(|s| *s <= vdl).max().unwrap_or(Lsn::ZERO);
+                if !e.probed {
+                    probe.extend(LsnRange::new(scl, vdl).ok().map(|range| (*pg, range)));
+                }
+                return (*pg, scl);
+            }
+            (*pg, newest)
+        })
         .collect();
     let refill = evidence
         .keys()
@@ -130,7 +152,7 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
     let keep = protocol::messages::TRUNCATIONS_REPORTED_MAX;
     earlier_truncations.drain(..earlier_truncations.len().saturating_sub(keep));
     let next_lsn = Lsn(truncation.through().0 + 1);
-    Ok(RecoveryPlan { vcl, vdl, truncation, earlier_truncations, next_lsn, pg_newest, refill })
+    Ok(RecoveryPlan { vcl, vdl, truncation, earlier_truncations, next_lsn, pg_newest, refill, probe })
 }
 
 /// Walks `prev_volume_lsn` links up from the complete point; returns (VCL, VDL). Records at
@@ -168,8 +190,19 @@ fn newest_at_or_below(
     if let Some((lsn, _)) = records.range(..=vdl).rev().find(|(_, (p, _))| *p == pg) {
         return *lsn;
     }
+    // A gathered record above VDL that links to one at or below it names the newest there.
+    let crossing = records
+        .range(Lsn(vdl.0.saturating_add(1))..)
+        .filter(|(_, (p, _))| *p == pg)
+        .map(|(_, (_, r))| r.meta().prev_pg_lsn)
+        .filter(|prev| *prev <= vdl)
+        .max();
+    if let Some(prev) = crossing {
+        return prev;
+    }
     match mine.next() {
-        // Its oldest fetched record is above VDL; the one before it is the newest below.
+        // Its oldest gathered record is above VDL and links to one above VDL that no responder
+        // holds: the caller looks further (see `plan`).
         Some((_, (_, first))) => first.meta().prev_pg_lsn,
         // Nothing fetched: every record the gathered responders hold lies below the fetch
         // range and is durable or truncated. A responder that missed a truncation may report a
@@ -222,6 +255,49 @@ mod tests {
         assert_eq!(plan.next_lsn, Lsn(109));
         assert_eq!(plan.pg_newest, vec![(PgId(0), Lsn(8)), (PgId(1), Lsn(7))]);
         assert_eq!(plan.refill.iter().map(|(_, r)| r.len()).sum::<usize>(), 8);
+    }
+
+    #[test]
+    fn a_pg_whose_chain_above_vdl_starts_at_a_lost_record_is_probed_below_the_gather() {
+        // VDL 11 (a CPL, and every responder was told it). PG 0's record 12 reached no
+        // responder; its later records link to it. PG 0's newest record at or below VDL is 10,
+        // below the gathered range: the plan must not continue PG 0's chain from 12.
+        let mut all = evidence(20, &[11], &[12]);
+        let pg0 = all.get_mut(&PgId(0)).unwrap();
+        let (below, above): (Vec<Record>, Vec<Record>) =
+            pg0.records.drain(..).partition(|r| r.lsn() <= Lsn(10));
+        pg0.records = above;
+        pg0.scls = vec![Lsn(6), Lsn(4), Lsn(0)];
+        for e in all.values_mut() {
+            e.vdl_hints = vec![Lsn(11)];
+        }
+        let first = plan(&all, 1_000).unwrap();
+        assert_eq!(first.vdl, Lsn(11));
+        assert_eq!(first.probe, vec![(PgId(0), LsnRange::new(Lsn(6), Lsn(11)).unwrap())]);
+        assert_eq!(first.pg_newest[0], (PgId(0), Lsn(6)), "until probed: the highest SCL at or below VDL");
+        // The probe reads the responders' PG 0 records in (6, 11].
+        let pg0 = all.get_mut(&PgId(0)).unwrap();
+        pg0.records.extend(below.into_iter().filter(|r| r.lsn() > Lsn(6)));
+        pg0.probed = true;
+        let second = plan(&all, 1_000).unwrap();
+        assert!(second.probe.is_empty());
+        assert_eq!(second.pg_newest[0], (PgId(0), Lsn(10)));
+        assert_eq!((second.vdl, second.truncation), (first.vdl, first.truncation));
+    }
+
+    #[test]
+    fn a_gathered_record_linking_across_vdl_names_the_newest_below_it() {
+        // PG 0's newest below VDL (10) is not gathered, but a gathered record above VDL links
+        // to it: no probe needed.
+        let mut all = evidence(20, &[11], &[]);
+        let pg0 = all.get_mut(&PgId(0)).unwrap();
+        pg0.records.retain(|r| r.lsn() > Lsn(10));
+        for e in all.values_mut() {
+            e.vdl_hints = vec![Lsn(11)];
+        }
+        let plan = plan(&all, 1_000).unwrap();
+        assert!(plan.probe.is_empty());
+        assert_eq!(plan.pg_newest[0], (PgId(0), Lsn(10)));
     }
 
     #[test]

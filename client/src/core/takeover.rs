@@ -9,7 +9,8 @@
 //! 1. survey: every node's segments → the volume's PGs and newest epochs;
 //! 2. bump: the new volume epoch on every member of every PG; a read quorum per PG fences the
 //!    old writer;
-//! 3. gather: the responders' records above the complete point (paged);
+//! 3. gather: the responders' records above the complete point (paged); then, for a PG whose
+//!    newest record at or below VDL they do not show, its records in the plan's probe range;
 //! 4. truncate: the plan's range at a write quorum of every PG;
 //! 5. refill: the kept records above the complete point at a write quorum again.
 //!
@@ -47,6 +48,7 @@ enum Round {
     Survey,
     Bump,
     Gather,
+    Probe,
     Truncate,
     Refill,
 }
@@ -73,6 +75,9 @@ pub struct Takeover {
     responders: BTreeMap<PgId, Vec<NodeId>>,
     /// Responders whose records were read completely (their last page said no more).
     gathered: BTreeMap<PgId, Vec<NodeId>>,
+    /// PGs being probed, with their range, and the responders that answered the probe.
+    probing: BTreeMap<PgId, LsnRange>,
+    probed: BTreeMap<PgId, Vec<NodeId>>,
     plan: Option<RecoveryPlan>,
     /// Positive answers per (PG, batch last LSN or zero for a truncate).
     acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
@@ -97,6 +102,8 @@ impl Takeover {
             evidence: BTreeMap::new(),
             responders: BTreeMap::new(),
             gathered: BTreeMap::new(),
+            probing: BTreeMap::new(),
+            probed: BTreeMap::new(),
             plan: None,
             acks: BTreeMap::new(),
             outcome: None,
@@ -201,14 +208,18 @@ impl Takeover {
                 let e = self.evidence.entry(pg).or_default();
                 e.highest.push(ack.highest_lsn);
                 e.vdl_hints.push(ack.vdl_hint);
+                e.scls.push(ack.scl);
                 e.truncations.extend(ack.truncations);
             }
-            (Round::Gather, Message::Records(Records { pg, records, more, .. })) => {
+            (Round::Gather | Round::Probe, Message::Records(Records { pg, records, more, .. })) => {
                 let next = records.last().map(Record::lsn);
+                let probe = self.probing.get(&pg.pg_id).copied();
                 self.evidence.entry(pg.pg_id).or_default().records.extend(records);
-                match (more, next) {
-                    (true, Some(from)) => self.read(node, pg.pg_id, from),
-                    _ => self.gathered.entry(pg.pg_id).or_default().push(node),
+                match (more, next, probe) {
+                    (true, Some(from), None) => self.read(node, pg.pg_id, from),
+                    (true, Some(from), Some(range)) => self.read_range(node, pg.pg_id, from, range.through()),
+                    (_, _, None) => self.gathered.entry(pg.pg_id).or_default().push(node),
+                    (_, _, Some(_)) => self.probed.entry(pg.pg_id).or_default().push(node),
                 }
             }
             (Round::Truncate, Message::TruncateAck(ack)) => {
@@ -226,6 +237,7 @@ impl Takeover {
             Round::Survey => self.after_survey(),
             Round::Bump => self.after_bump(),
             Round::Gather => self.after_gather(),
+            Round::Probe => self.after_probe(),
             Round::Truncate => self.after_truncate(),
             Round::Refill => self.after_refill(),
         };
@@ -304,7 +316,11 @@ impl Takeover {
     }
 
     fn read(&mut self, node: NodeId, pg: PgId, after: Lsn) {
-        let Ok(range) = LsnRange::new(after, Lsn::MAX) else { return };
+        self.read_range(node, pg, after, Lsn::MAX);
+    }
+
+    fn read_range(&mut self, node: NodeId, pg: PgId, after: Lsn, through: Lsn) {
+        let Ok(range) = LsnRange::new(after, through) else { return };
         let read = ReadRecords {
             pg: self.geometry.pg_ref(pg),
             epochs: self.epochs,
@@ -322,6 +338,9 @@ impl Takeover {
             self.require(pg, &gathered, READ_QUORUM)?;
         }
         let plan = plan(&self.evidence, self.lal).map_err(|e| TakeoverError::Inconsistent(e.to_string()))?;
+        if !plan.probe.is_empty() {
+            return self.start_probe(&plan.probe);
+        }
         self.round = Round::Truncate;
         for pg in (0..self.pg_count).map(PgId) {
             let truncate = Message::Truncate(Truncate {
@@ -335,6 +354,31 @@ impl Takeover {
         }
         self.plan = Some(plan);
         Ok(())
+    }
+
+    /// Reads every responder's records of each PG in its probe range.
+    fn start_probe(&mut self, probe: &[(PgId, LsnRange)]) -> Result<(), TakeoverError> {
+        self.round = Round::Probe;
+        for (pg, range) in probe {
+            self.probing.insert(*pg, *range);
+            self.evidence.entry(*pg).or_default().probed = true;
+            for node in self.gathered.get(pg).cloned().unwrap_or_default() {
+                self.read_range(node, *pg, range.after(), range.through());
+            }
+        }
+        if self.waiting.is_empty() {
+            return self.after_probe();
+        }
+        Ok(())
+    }
+
+    /// The probed ranges were read as completely as the gather: plan again.
+    fn after_probe(&mut self) -> Result<(), TakeoverError> {
+        for pg in self.probing.keys().copied().collect::<Vec<_>>() {
+            let probed = self.probed.get(&pg).cloned().unwrap_or_default();
+            self.require(pg, &probed, READ_QUORUM)?;
+        }
+        self.after_gather()
     }
 
     fn after_truncate(&mut self) -> Result<(), TakeoverError> {

@@ -1,7 +1,7 @@
 //! Scenario tests of gossip between two node cores, the messages carried by hand.
 
 use protocol::messages::{FloorReport, GossipFetch, Records, Truncate};
-use protocol::{AzId, Epoch, Lsn, LsnRange, Message, NodeId, PgRef, Record};
+use protocol::{AzId, Epoch, Lsn, LsnRange, NodeId, PgRef, Record};
 
 use super::node_tests::{batch, epochs, flush, record, PG};
 use super::*;
@@ -43,11 +43,8 @@ fn prev_of(core: &NodeCore, lsn: Lsn) -> u64 {
     core.segment(&PG).unwrap().get(lsn).unwrap().prev_pg_lsn.0
 }
 
-fn fetch_of(reply: Option<Message>) -> GossipFetch {
-    match reply {
-        Some(Message::GossipFetch(fetch)) => fetch,
-        other => panic!("expected a fetch, got {other:?}"),
-    }
+fn fetch_of(reply: Option<GossipFetch>) -> GossipFetch {
+    reply.expect("a fetch")
 }
 
 #[test]
@@ -56,7 +53,12 @@ fn a_segment_fetches_the_records_it_lacks_from_a_peer_and_its_scl_catches_up() {
     store(&mut a, &[(10, 0), (20, 10), (30, 20), (40, 30)]);
     store(&mut b, &[(10, 0), (30, 20)]);
     assert_eq!(b.segment(&PG).unwrap().scl(), Lsn(10));
-    let fetch = fetch_of(b.handle_gossip_summary(&summary_of(&mut a, 0), 0));
+    // b asks a; a's answer shows it complete further; b fetches.
+    a.poll_gossip(0, members);
+    let asked = summary_of(&mut b, 0);
+    let answered = a.answer_gossip_summary(&asked, 0);
+    assert_eq!(a.segment(&PG).unwrap().peer_need(), Lsn(10), "a now keeps what b lacks");
+    let fetch = fetch_of(b.handle_gossip_summary(&answered, 0));
     let records = answer(&a, &fetch);
     let got: Vec<Lsn> = records.records.iter().map(Record::lsn).collect();
     assert_eq!(got, vec![Lsn(20), Lsn(40)], "the hole and the tail, not what b holds");
@@ -121,16 +123,14 @@ fn records_a_live_peer_lacks_are_kept_until_its_lease_runs_out() {
 }
 
 #[test]
-fn a_node_without_the_segment_answers_with_an_empty_summary_once() {
+fn a_node_without_the_segment_answers_with_an_empty_summary() {
     let mut a = gossiping(1);
     store(&mut a, &[(10, 0)]);
     let mut c = gossiping(2);
-    let Some(Message::GossipSummary(empty)) = c.handle_gossip_summary(&summary_of(&mut a, 0), 0) else {
-        panic!("an empty summary in return")
-    };
+    let empty = c.answer_gossip_summary(&summary_of(&mut a, 0), 0);
     assert_eq!((empty.node, empty.scl), (NodeId(2), Lsn::ZERO));
-    assert!(c.handle_gossip_summary(&empty, 0).is_none(), "never to an empty summary");
-    assert!(a.handle_gossip_summary(&empty, 0).is_none());
+    assert!(c.segment(&PG).is_none(), "answering creates no segment");
+    assert!(a.handle_gossip_summary(&empty, 0).is_none(), "nothing to fetch from it");
     assert_eq!(a.segment(&PG).unwrap().peer_need(), Lsn::ZERO, "a keeps everything for node 2");
 }
 

@@ -373,7 +373,7 @@ impl World {
                 let reply = match from {
                     Endpoint::Writer(gen) => self.node(node).receive(gen, message, now),
                     Endpoint::Reader => self.node(node).receive(0, message, now),
-                    Endpoint::Node(_) => self.node(node).receive_from_peer(message, now),
+                    Endpoint::Node(peer) => self.node(node).receive_from_peer(peer, message, now),
                 };
                 if let Some(reply) = reply {
                     self.send(Endpoint::Node(node), from, reply);

@@ -60,6 +60,8 @@ pub struct SimNode {
     /// The next stored entry or image a read touches fails its check once (a transient read
     /// error: the bytes at rest are fine).
     pub flaky_next_read: bool,
+    /// Gossip summaries sent and not yet answered: (peer, PG).
+    asked: std::collections::HashSet<(NodeId, PgRef)>,
 }
 
 impl SimNode {
@@ -77,6 +79,7 @@ impl SimNode {
             full: false,
             written: std::collections::HashSet::new(),
             flaky_next_read: false,
+            asked: std::collections::HashSet::new(),
         }
     }
 
@@ -148,14 +151,22 @@ impl SimNode {
         members_of: impl Fn(PgRef) -> Vec<NodeId>,
     ) -> Vec<(NodeId, Message)> {
         let summaries = self.core.poll_gossip(now_us / 1000, members_of);
+        self.asked.extend(summaries.iter().map(|(peer, s)| (*peer, s.pg)));
         summaries.into_iter().map(|(peer, summary)| (peer, Message::GossipSummary(summary))).collect()
     }
 
-    /// A message from a peer node; returns the answer to send back to it, if any.
-    pub fn receive_from_peer(&mut self, message: Message, now_us: u64) -> Option<Message> {
+    /// A message from peer `from`; returns the answer to send back to it, if any. A summary is
+    /// a reply if this node asked that peer about that PG (as a stream's order tells the real
+    /// driver), else a request to answer.
+    pub fn receive_from_peer(&mut self, from: NodeId, message: Message, now_us: u64) -> Option<Message> {
         let now = now_us / 1000;
         match message {
-            Message::GossipSummary(summary) => self.core.handle_gossip_summary(&summary, now),
+            Message::GossipSummary(summary) if self.asked.remove(&(from, summary.pg)) => {
+                self.core.handle_gossip_summary(&summary, now).map(Message::GossipFetch)
+            }
+            Message::GossipSummary(summary) => {
+                Some(Message::GossipSummary(self.core.answer_gossip_summary(&summary, now)))
+            }
             Message::GossipFetch(fetch) => Some(match self.core.plan_gossip_fetch(&fetch) {
                 Ok(plan) => Message::Records(self.read(plan)),
                 Err(refusal) => Message::Error(refusal),
@@ -339,6 +350,7 @@ impl SimNode {
         self.life += 1;
         self.full = false;
         self.senders.clear();
+        self.asked.clear();
         self.core = new_core(self.id);
     }
 

@@ -1,9 +1,14 @@
-//! Gossip between the segments of one PG (DESIGN §3, background step 4). Now and then each
-//! node tells the PG's other members its SCL and holes (`poll_gossip`); a node that hears of a
-//! peer complete further than itself fetches the records it lacks from that peer
-//! (`handle_gossip_summary` → `GossipFetch`), stores them durably as it stores an append, and
-//! so its SCL catches up without the writer's help. Still sans-IO: the driver carries the
-//! messages and reads the planned records (`plan_gossip_fetch`).
+//! Gossip between the segments of one PG (DESIGN §3, background step 4), as request and reply
+//! (so it runs over the node's ordinary request streams):
+//! 1. now and then each node sends the PG's other members its summary: SCL, newest LSN, holes
+//!    (`poll_gossip`);
+//! 2. a member answers with its own summary (`answer_gossip_summary`), noting the asker's SCL;
+//! 3. the asker, reading that answer (`handle_gossip_summary`), fetches the records it lacks
+//!    if the member is complete further (`GossipFetch`, answered from `plan_gossip_fetch`);
+//! 4. it stores them durably as it stores an append (`handle_gossip_records`), and its SCL
+//!    catches up without the writer's help.
+//!
+//! Still sans-IO: the driver carries the messages and reads the planned records.
 //!
 //! Safety rules:
 //! - records move only between segments at the same epochs, both open (the truncation of
@@ -16,11 +21,11 @@
 //! - an answer counts only if the segment's epochs did not change since the fetch left, and
 //!   only one fetch per PG is out at a time (given up after `gossip_timeout_ms`);
 //! - a segment keeps the records a live peer lacks (`Segment::register_peers`, `note_peer`);
-//!   a node without the segment answers a summary with an empty one (SCL zero), so its peers
-//!   keep every record for it until a writer opens its segment and it fetches them.
+//!   a node without the segment answers with an empty summary (SCL zero), so its peers keep
+//!   every record for it until a writer opens its segment and it fetches them.
 
 use protocol::messages::{ErrorCode, ErrorReply, GossipFetch, GossipSummary, Records, GOSSIP_RANGES_MAX};
-use protocol::{Lsn, LsnRange, Message, NodeId, PgRef, Record};
+use protocol::{Lsn, LsnRange, NodeId, PgRef, Record};
 
 use super::{refusal, EntryBody, NodeCore, ReadPlan};
 use crate::core::segment::{EpochRefusal, Segment};
@@ -49,22 +54,32 @@ impl NodeCore {
         out
     }
 
-    /// A peer's summary: remembers what it holds (its records are kept for it), and returns a
-    /// fetch for the records this segment lacks and the peer holds, if any; or, without the
-    /// segment, an empty summary in return (not to an empty one, so two such nodes stay quiet).
-    pub fn handle_gossip_summary(&mut self, summary: &GossipSummary, now: u64) -> Option<Message> {
+    /// A peer's summary, asking for ours: remembers what the peer holds (its records are kept
+    /// for it) and returns this node's summary of the PG; an empty one (SCL zero) if this node
+    /// has no segment of it, so the peer keeps everything for it.
+    pub fn answer_gossip_summary(&mut self, summary: &GossipSummary, now: u64) -> GossipSummary {
         let lease = self.limits.peer_lease_ms;
-        let Some(segment) = self.segments.get_mut(&summary.pg) else {
-            let empty = GossipSummary {
+        match self.segments.get_mut(&summary.pg) {
+            Some(segment) => {
+                segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+                summary_of(self.node, segment)
+            }
+            None => GossipSummary {
                 pg: summary.pg,
                 node: self.node,
                 epochs: summary.epochs,
                 scl: Lsn::ZERO,
                 highest_lsn: Lsn::ZERO,
                 holes: Vec::new(),
-            };
-            return (summary.scl > Lsn::ZERO).then_some(Message::GossipSummary(empty));
-        };
+            },
+        }
+    }
+
+    /// A peer's summary in answer to ours: remembers what it holds, and returns a fetch for
+    /// the records this segment lacks and the peer holds, if any.
+    pub fn handle_gossip_summary(&mut self, summary: &GossipSummary, now: u64) -> Option<GossipFetch> {
+        let lease = self.limits.peer_lease_ms;
+        let segment = self.segments.get_mut(&summary.pg)?;
         segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
         let may_fetch = self.state == super::NodeState::Serving
             && segment.epochs() == summary.epochs
@@ -81,12 +96,7 @@ impl NodeCore {
         let epochs = segment.epochs();
         let until = now.saturating_add(self.limits.gossip_timeout_ms);
         self.gossip_fetches.insert(summary.pg, (summary.node, epochs, until));
-        Some(Message::GossipFetch(GossipFetch {
-            pg: summary.pg,
-            epochs,
-            ranges,
-            bytes_max: GOSSIP_FETCH_BYTES,
-        }))
+        Some(GossipFetch { pg: summary.pg, epochs, ranges, bytes_max: GOSSIP_FETCH_BYTES })
     }
 
     /// The records to read to answer a peer's fetch: those held in its ranges at or below

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use protocol::placement::NodeInfo;
 use protocol::{AzId, NodeId};
 use serde::Deserialize;
 use transport::{TlsFiles, Tuning};
@@ -86,7 +87,15 @@ pub struct Cli {
     /// Write the journal with buffered I/O instead of O_DIRECT (both flush before acking).
     #[arg(long)]
     pub no_direct_io: bool,
+    /// Another node of the cluster, to gossip with: ID:AZ:NAME@IP:PORT (NAME is the name in
+    /// its certificate), e.g. 2:0:node-2@127.0.0.1:7002. Repeat for every other node; none:
+    /// no gossip (the writer's repair still fills lagging segments).
+    #[arg(long = "peer", value_name = "SPEC")]
+    pub peers: Vec<String>,
 }
+
+/// How long a segment keeps the records a peer lacks after last hearing from it (gossip on).
+pub const PEER_LEASE_MS: u64 = 5 * 60 * 1000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +111,8 @@ struct FileConfig {
     limits: LimitsSection,
     #[serde(default)]
     journal: JournalSection,
+    /// Other nodes, as `--peer` specs.
+    peers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +157,8 @@ pub struct Config {
     pub checkpoint_interval_bytes: u64,
     pub direct_io: bool,
     pub tuning: Tuning,
+    /// The other nodes of the cluster (gossip peers); empty: no gossip.
+    pub peers: Vec<NodeInfo>,
 }
 
 /// Why the configuration is unusable.
@@ -205,11 +218,26 @@ impl Config {
         if limits.apply_max == 0 {
             return Err(ConfigError::Invalid("apply_max must be at least 1".into()));
         }
+        let peer_specs =
+            if cli.peers.is_empty() { file.peers.unwrap_or_default() } else { cli.peers.clone() };
+        let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;
+        if !peers.is_empty() {
+            limits.peer_lease_ms = PEER_LEASE_MS;
+        }
+        let node_id = NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?);
+        let az = AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?);
+        let listen = parse_addr("listen", &listen)?;
+        if !peers.is_empty() {
+            let me = NodeInfo { id: node_id, az, addr: listen, name: String::new() };
+            let all = peers.iter().cloned().chain([me]).collect();
+            protocol::placement::ClusterMap::new(all)
+                .map_err(|e| ConfigError::Invalid(format!("this node and its peers: {e}")))?;
+        }
         Ok(Config {
             entry_cache_bytes: (memory / 16) as usize,
-            node_id: NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?),
-            az: AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?),
-            listen: parse_addr("listen", &listen)?,
+            node_id,
+            az,
+            listen,
             admin: cli.admin.clone().or(file.admin).map(|a| parse_addr("admin", &a)).transpose()?,
             data_dir: cli
                 .data_dir
@@ -230,6 +258,7 @@ impl Config {
                 .unwrap_or(CHECKPOINT_INTERVAL_BYTES_DEFAULT),
             direct_io: !cli.no_direct_io && file.journal.direct_io.unwrap_or(true),
             tuning,
+            peers,
         })
     }
 }
@@ -238,6 +267,21 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let fail = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     toml::from_str(&text).map_err(|e| fail(e.message().to_string()))
+}
+
+/// A `--peer` spec: `ID:AZ:NAME@IP:PORT`.
+fn parse_peer(spec: &str) -> Result<NodeInfo, ConfigError> {
+    let bad = |reason: &str| {
+        ConfigError::Invalid(format!(
+            "bad peer `{spec}`: {reason} (expected ID:AZ:NAME@IP:PORT, e.g. 2:0:node-2@127.0.0.1:7002)"
+        ))
+    };
+    let (head, addr) = spec.split_once('@').ok_or_else(|| bad("no `@`"))?;
+    let mut parts = head.splitn(3, ':');
+    let id = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("the node id is not a number"))?;
+    let az = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("the AZ is not a number"))?;
+    let name = parts.next().filter(|s| !s.is_empty()).ok_or_else(|| bad("no certificate name"))?;
+    Ok(NodeInfo { id: NodeId(id), az: AzId(az), addr: parse_addr("peer", addr)?, name: name.to_string() })
 }
 
 fn parse_addr(what: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -278,5 +322,33 @@ mod tests {
         std::fs::write(&path, "node_idd = 1\n").unwrap();
         let unknown = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
         assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+    }
+
+    #[test]
+    fn peers_turn_gossip_on_and_a_bad_spec_says_what_is_expected() {
+        let base = ["--node-id", "1", "--az", "0", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x"];
+        let keys = ["--key-file", "k", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"];
+        let mut args: Vec<&str> = base.iter().chain(&keys).copied().collect();
+        let alone = Config::load(&cli(&args)).unwrap();
+        assert!(alone.peers.is_empty());
+        assert_eq!(alone.limits.peer_lease_ms, 0, "no peers: nothing held for them");
+        args.extend(["--peer", "2:0:node-2@127.0.0.1:7002", "--peer", "3:1:node-3@127.0.0.1:7003"]);
+        let short = Config::load(&cli(&args)).unwrap_err().to_string();
+        assert!(short.contains("this node and its peers"), "two AZs short of a placement: {short}");
+        let more = ["4:1:node-4@127.0.0.1:7004", "5:2:node-5@127.0.0.1:7005", "6:2:node-6@127.0.0.1:7006"];
+        for spec in more {
+            args.extend(["--peer", spec]);
+        }
+        let config = Config::load(&cli(&args)).unwrap();
+        let names: Vec<(u32, u16, &str)> =
+            config.peers.iter().map(|p| (p.id.0, p.az.0, p.name.as_str())).collect();
+        assert_eq!(names[..2], [(2, 0, "node-2"), (3, 1, "node-3")]);
+        assert_eq!(config.limits.peer_lease_ms, PEER_LEASE_MS);
+        args.extend(["--peer", "7:node-7@127.0.0.1:7007"]);
+        let bad = Config::load(&cli(&args)).unwrap_err().to_string();
+        assert!(
+            bad.contains("bad peer `7:node-7@127.0.0.1:7007`") && bad.contains("ID:AZ:NAME@IP:PORT"),
+            "{bad}"
+        );
     }
 }

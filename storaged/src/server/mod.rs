@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod coalescer;
+pub mod gossip;
 pub mod journal_task;
 pub mod pages;
 pub mod shared;
@@ -12,6 +13,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
+
+use protocol::placement::NodeInfo;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
@@ -107,6 +110,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
     tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));
     tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared)));
+    if !config.peers.is_empty() {
+        let client =
+            transport::client_endpoint(transport::any_addr_for(config.listen), &config.tls, &config.tuning)
+                .map_err(StartError::Transport)?;
+        let me = NodeInfo { id: config.node_id, az: config.az, addr: config.listen, name: String::new() };
+        tokio::task::spawn_local(gossip::run(Rc::clone(&shared), me, config.peers.clone(), client));
+    }
     let address = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // The first line on stdout says the node is serving (tools wait for it).
     println!(

@@ -100,6 +100,19 @@ fn submit(shared: &Rc<Shared>, message: Message) -> Pending {
             let now = shared.now_ms();
             Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))
         }
+        Message::GossipSummary(summary) => {
+            let now = shared.now_ms();
+            Pending::Ready(Message::GossipSummary(
+                shared.with_core(|core| core.answer_gossip_summary(&summary, now)),
+            ))
+        }
+        Message::GossipFetch(fetch) => match shared.with_core(|core| core.plan_gossip_fetch(&fetch)) {
+            Ok(plan) => {
+                let shared = Rc::clone(shared);
+                spawn_reply(async move { read_records(&shared, plan).await })
+            }
+            Err(reply) => Pending::Ready(Message::Error(reply)),
+        },
         other => Pending::Ready(error_reply(
             ErrorCode::BadRequest,
             &format!("unexpected message type {}", other.type_code()),

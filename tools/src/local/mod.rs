@@ -175,8 +175,16 @@ impl LocalCluster {
         lock_dir(&self.dir)
     }
 
-    /// The storaged command line of `node`.
+    /// The storaged command line of `node`: the map's settings, and every other node as a
+    /// gossip peer.
     pub fn spec(&self, node: &LocalNode) -> NodeSpec {
+        let mut extra = self.map.storaged.args();
+        for peer in self.nodes.iter().filter(|n| n.id != node.id) {
+            extra.extend([
+                "--peer".to_string(),
+                format!("{}:{}:{}@{}", peer.id, peer.az, peer.name, peer.addr),
+            ]);
+        }
         NodeSpec {
             node_id: node.id,
             az: node.az,
@@ -185,7 +193,7 @@ impl LocalCluster {
             data_dir: node.data_dir.clone(),
             tls: self.pki.files_for(&node.name),
             key_file: self.dir.join(&self.map.key_file),
-            extra: self.map.storaged.args(),
+            extra,
         }
     }
 

@@ -1,0 +1,123 @@
+//! The gossip driver: carries the core's gossip (`core/node/gossip.rs`) to the other nodes over
+//! QUIC, as a client of each peer with this node's own certificate.
+//!
+//! Every `GOSSIP_INTERVAL` the core names a summary per (peer, segment); one task per peer asks
+//! the peer with each (a request on its own stream), hands the answer to the core, and runs the
+//! fetches the core decides on, storing what they bring through the journal task. A peer that
+//! cannot be reached is skipped this round and dialled again the next; a peer with an exchange
+//! still running is skipped too, so a slow peer never piles up work.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use protocol::messages::GossipSummary;
+use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::{Message, NodeId};
+
+use super::shared::Shared;
+
+/// Time between gossip rounds.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait for one gossip request's answer (or a connection) before the peer is skipped.
+pub const GOSSIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The peers, and the client side that reaches them.
+struct Peers {
+    endpoint: quinn::Endpoint,
+    by_id: HashMap<NodeId, NodeInfo>,
+    connections: RefCell<HashMap<NodeId, quinn::Connection>>,
+    busy: RefCell<HashSet<NodeId>>,
+}
+
+/// Runs gossip rounds until the node stops. `me` is this node; `peers` the others.
+pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoint: quinn::Endpoint) {
+    let mut all = peers.clone();
+    all.push(me);
+    let cluster = match ClusterMap::new(all) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            tracing::error!(%error, "the peers do not form a cluster map: no gossip");
+            return;
+        }
+    };
+    let by_id = peers.into_iter().map(|p| (p.id, p)).collect();
+    let peers = Rc::new(Peers {
+        endpoint,
+        by_id,
+        connections: RefCell::new(HashMap::new()),
+        busy: RefCell::new(HashSet::new()),
+    });
+    loop {
+        tokio::time::sleep(GOSSIP_INTERVAL).await;
+        let now = shared.now_ms();
+        let members_of = |pg: protocol::PgRef| cluster.place(pg.volume_id, pg.pg_id).members().to_vec();
+        let summaries = shared.with_core(|core| core.poll_gossip(now, members_of));
+        let mut by_peer: BTreeMap<NodeId, Vec<GossipSummary>> = BTreeMap::new();
+        for (peer, summary) in summaries {
+            by_peer.entry(peer).or_default().push(summary);
+        }
+        for (peer, summaries) in by_peer {
+            if !peers.by_id.contains_key(&peer) || !peers.busy.borrow_mut().insert(peer) {
+                continue;
+            }
+            let (shared, peers) = (Rc::clone(&shared), Rc::clone(&peers));
+            tokio::task::spawn_local(async move {
+                if let Err(error) = exchange(&shared, &peers, peer, summaries).await {
+                    tracing::debug!(%peer, %error, "gossip round cut short");
+                    peers.connections.borrow_mut().remove(&peer);
+                }
+                peers.busy.borrow_mut().remove(&peer);
+            });
+        }
+    }
+}
+
+/// Asks `peer` with each summary and runs the fetches its answers call for.
+async fn exchange(
+    shared: &Shared,
+    peers: &Peers,
+    peer: NodeId,
+    summaries: Vec<GossipSummary>,
+) -> Result<(), String> {
+    let connection = connection(peers, peer).await?;
+    for summary in summaries {
+        let Message::GossipSummary(answer) = ask(&connection, Message::GossipSummary(summary)).await? else {
+            continue;
+        };
+        let mut fetch = shared.with_core(|core| core.handle_gossip_summary(&answer, shared.now_ms()));
+        while let Some(request) = fetch.take() {
+            let Message::Records(records) = ask(&connection, Message::GossipFetch(request)).await? else {
+                break;
+            };
+            fetch = shared.with_core(|core| core.handle_gossip_records(records, shared.now_ms()));
+            shared.journal_wake.notify_one();
+        }
+    }
+    Ok(())
+}
+
+async fn ask(connection: &quinn::Connection, message: Message) -> Result<Message, String> {
+    match tokio::time::timeout(GOSSIP_REQUEST_TIMEOUT, transport::framed::request(connection, &message)).await
+    {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {GOSSIP_REQUEST_TIMEOUT:?}")),
+    }
+}
+
+/// The open connection to `peer`, dialled if there is none.
+async fn connection(peers: &Peers, peer: NodeId) -> Result<quinn::Connection, String> {
+    if let Some(connection) = peers.connections.borrow().get(&peer).filter(|c| c.close_reason().is_none()) {
+        return Ok(connection.clone());
+    }
+    let info = &peers.by_id[&peer];
+    let addr: SocketAddr = info.addr;
+    let connection = transport::connect(&peers.endpoint, addr, &info.name, GOSSIP_REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    peers.connections.borrow_mut().insert(peer, connection.clone());
+    Ok(connection)
+}

@@ -116,7 +116,9 @@ fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Resu
         }
         Ok::<_, String>(())
     })?;
-    // The crash: the driver task and its connections vanish without closing anything.
+    // Let the driver ship what was appended (the last appends returned once queued), then
+    // crash: the driver task and its connections vanish without closing anything.
+    crashed.block_on(async { tokio::time::sleep(SHIP_BEFORE_CRASH).await });
     crashed.shutdown_background();
     let runtime = current_thread()?;
     let started = Instant::now();
@@ -125,6 +127,10 @@ fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Resu
     runtime.block_on(writer.close());
     Ok(Takeover { window_records: window, open })
 }
+
+/// How long the writer runs after its last append before it crashes: long enough to send the
+/// queued batches, far shorter than their acks over a loaded cluster.
+const SHIP_BEFORE_CRASH: Duration = Duration::from_millis(20);
 
 fn record(i: u64, record_bytes: usize) -> NewRecord {
     NewRecord {

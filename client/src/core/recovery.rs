@@ -126,7 +126,8 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
                 // holds (never durable, truncated now): the PG's newest at or below VDL lies
                 // before the gathered range. Every SCL at or below VDL is one of its records;
                 // past the highest, only reading the responders' records tells.
-                let scl = e.scls.iter().copied().filter(|s| *s <= vdl).max().unwrap_or(Lsn::ZERO);
+                let kept = |s: &Lsn| *s <= vdl && !truncations.iter().any(|(_, range)| range.contains(*s));
+                let scl = e.scls.iter().copied().filter(kept).max().unwrap_or(Lsn::ZERO);
                 if !e.probed {
                     probe.extend(LsnRange::new(scl, vdl).ok().map(|range| (*pg, range)));
                 }
@@ -210,7 +211,7 @@ fn newest_at_or_below(
         // record the truncation this recovery declares will remove): both are left out.
         None => {
             let kept = |lsn: &Lsn| *lsn <= vdl && !truncations.iter().any(|(_, range)| range.contains(*lsn));
-            evidence.highest.iter().copied().filter(kept).max().unwrap_or(Lsn::ZERO)
+            evidence.highest.iter().chain(&evidence.scls).copied().filter(kept).max().unwrap_or(Lsn::ZERO)
         }
     }
 }

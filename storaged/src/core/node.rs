@@ -62,7 +62,9 @@ impl Default for Limits {
             page_cache_bytes: 128 * 1024 * 1024,
             apply_max: APPLY_MAX_DEFAULT,
             peer_lease_ms: 0,
-            gossip_timeout_ms: 2_000,
+            // Above the daemon's gossip request timeout, so an answer it still waits for is
+            // never thrown away for having come late.
+            gossip_timeout_ms: 10_000,
         }
     }
 }

@@ -88,8 +88,8 @@ pub struct Segment {
     truncations: Vec<(Epoch, LsnRange)>,
     records: BTreeMap<Lsn, IndexedRecord>,
     scl: Lsn,
-    /// The highest VDL a writer told this segment; kept in memory only (a lower bound that
-    /// recovery may use, so losing it at a restart is safe).
+    /// The highest VDL a writer told this segment; kept in memory only (see `vdl_hint()` for
+    /// the lower bound that survives a restart).
     vdl_hint: Lsn,
     /// The volume's page size, learnt from the first batch (zero until then).
     page_bytes: u32,
@@ -282,8 +282,11 @@ impl Segment {
     pub fn scl(&self) -> Lsn {
         self.scl
     }
+    /// A VDL a writer told this segment: every record at or below it is durable. Folding only
+    /// goes up to a VDL told, and `folded_through` is checkpointed, so after a restart (which
+    /// forgets what was told) it still bounds the hint from below.
     pub fn vdl_hint(&self) -> Lsn {
-        self.vdl_hint
+        self.vdl_hint.max(self.folded_through)
     }
     pub fn page_bytes(&self) -> u32 {
         self.page_bytes
@@ -416,9 +419,10 @@ impl Segment {
     pub fn truncations(&self) -> &[(Epoch, LsnRange)] {
         &self.truncations
     }
-    /// The newest LSN held, chained or not.
+    /// The newest LSN held, chained or not, counting records folded into images (all at or
+    /// below SCL): a quiet PG whose records were all folded still reports its newest.
     pub fn highest_lsn(&self) -> Lsn {
-        self.records.last_key_value().map_or(Lsn::ZERO, |(lsn, _)| *lsn)
+        self.records.last_key_value().map_or(Lsn::ZERO, |(lsn, _)| *lsn).max(self.scl)
     }
     pub fn record_count(&self) -> usize {
         self.records.len()
@@ -670,6 +674,25 @@ mod tests {
         assert_eq!(s.oldest_file(), Some(5));
         s.forget(Lsn(30));
         assert_eq!(s.oldest_file(), None);
+    }
+
+    #[test]
+    fn a_quiet_segment_folded_empty_still_reports_its_newest_lsn_and_a_vdl_bound_after_restart() {
+        let mut s = seg();
+        s.insert_durable(Lsn(10), rec(0));
+        s.insert_durable(Lsn(20), rec(10));
+        s.learn_vdl(Lsn(20));
+        s.mark_folded(Lsn(10));
+        s.mark_folded(Lsn(20));
+        assert_eq!(s.record_count(), 0, "everything folded into images");
+        assert_eq!((s.highest_lsn(), s.vdl_hint()), (Lsn(20), Lsn(20)));
+        // A restart restores the folded prefix from the checkpoint but forgets the VDL told.
+        let state = s.page_state();
+        let restored = Segment::restore(s.pg(), s.epochs(), Vec::new(), Vec::new(), state);
+        assert_eq!(
+            (restored.scl(), restored.highest_lsn(), restored.vdl_hint()),
+            (Lsn(20), Lsn(20), Lsn(20))
+        );
     }
 
     #[test]

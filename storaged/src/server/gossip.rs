@@ -89,8 +89,18 @@ async fn exchange(
         };
         let mut fetch = shared.with_core(|core| core.handle_gossip_summary(&answer, shared.now_ms()));
         while let Some(request) = fetch.take() {
-            let Message::Records(records) = ask(&connection, Message::GossipFetch(request)).await? else {
-                break;
+            let pg = request.pg;
+            let failed = || shared.with_core(|core| core.handle_gossip_fetch_failed(pg, peer));
+            let records = match ask(&connection, Message::GossipFetch(request)).await {
+                Ok(Message::Records(records)) => records,
+                Ok(_) => {
+                    failed();
+                    break;
+                }
+                Err(error) => {
+                    failed();
+                    return Err(error);
+                }
             };
             fetch = shared.with_core(|core| core.handle_gossip_records(records, shared.now_ms()));
             shared.journal_wake.notify_one();

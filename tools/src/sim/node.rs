@@ -171,6 +171,10 @@ impl SimNode {
                 Ok(plan) => Message::Records(self.read(plan)),
                 Err(refusal) => Message::Error(refusal),
             }),
+            Message::Error(refusal) => {
+                self.core.handle_gossip_fetch_failed(refusal.pg, from);
+                None
+            }
             Message::Records(records) => {
                 self.core.handle_gossip_records(records, now).map(Message::GossipFetch)
             }

@@ -99,6 +99,14 @@ impl NodeCore {
         Some(GossipFetch { pg: summary.pg, epochs, ranges, bytes_max: GOSSIP_FETCH_BYTES })
     }
 
+    /// A fetch to `peer` got no records answer (an error, or no answer at all): another may
+    /// start at once.
+    pub fn handle_gossip_fetch_failed(&mut self, pg: PgRef, peer: NodeId) {
+        if self.gossip_fetches.get(&pg).is_some_and(|(asked, _, _)| *asked == peer) {
+            self.gossip_fetches.remove(&pg);
+        }
+    }
+
     /// The records to read to answer a peer's fetch: those held in its ranges at or below
     /// SCL, if the peer's epochs are this segment's and it is open.
     pub fn plan_gossip_fetch(&self, fetch: &GossipFetch) -> Result<ReadPlan, ErrorReply> {
@@ -153,7 +161,12 @@ impl NodeCore {
             .cloned()
             .collect();
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
-        if bytes > 0 && self.pending_bytes + bytes <= self.limits.ingest_pending_bytes_max {
+        if bytes > 0 && self.pending_bytes + bytes > self.limits.ingest_pending_bytes_max {
+            // No room now: stop here rather than fetch past what was not stored; a later
+            // round asks again.
+            return None;
+        }
+        if bytes > 0 {
             self.queue(answer.pg, EntryBody::Records { epoch: epochs.volume, page_bytes, records });
         }
         let last = answer.records.last().map(Record::lsn)?;
@@ -171,7 +184,7 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
         node,
         epochs: segment.epochs(),
         scl: segment.scl(),
-        highest_lsn: segment.highest_lsn().max(segment.scl()),
+        highest_lsn: segment.highest_lsn(),
         holes: segment.holes(GOSSIP_RANGES_MAX),
     }
 }
@@ -184,7 +197,7 @@ fn wanted(segment: &Segment, peer_scl: Lsn) -> Vec<LsnRange> {
         .into_iter()
         .filter_map(|hole| LsnRange::new(hole.after(), hole.through().min(peer_scl)).ok())
         .collect();
-    let newest = segment.highest_lsn().max(segment.scl());
+    let newest = segment.highest_lsn();
     ranges.extend(LsnRange::new(newest, peer_scl).ok());
     ranges
 }

@@ -54,6 +54,7 @@ impl AppendResult {
             ("commit_p99", "ms", s.commit_p99_ms),
             ("commit_p99.9", "ms", s.commit_p999_ms),
             ("commit_max", "ms", s.commit_max_ms),
+            ("backlog_at_end", "transactions", s.backlog_at_end as f64),
             ("client_cpu_s_per_gb", "s/GB", self.cpu_s_per_gb(self.client_cpu_s)),
             ("nodes_cpu_s_per_gb", "s/GB", self.cpu_s_per_gb(self.nodes_cpu_s)),
             ("verified", "records", s.verified as f64),

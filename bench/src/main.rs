@@ -322,6 +322,12 @@ fn append_bench(
             s.verified,
             s.sampled
         );
+        if s.backlog_at_end > 0 {
+            println!(
+                "{:>24} open loop: {} transactions were due but never appended (the in-flight limit held them); no latency counts them",
+                "", s.backlog_at_end
+            );
+        }
     }
     if let Some(path) = json {
         let parameters = serde_json::json!({

@@ -70,6 +70,8 @@ pub struct Summary {
     pub commit_p999_ms: f64,
     pub commit_max_ms: f64,
     pub commit_mean_ms: f64,
+    /// Open loop: transactions due but never appended when the time was up.
+    pub backlog_at_end: u64,
     pub vdl: u64,
     pub sampled: usize,
     pub verified: usize,
@@ -139,6 +141,7 @@ impl Summary {
             commit_p999_ms: ms(m.latency_us.value_at_quantile(0.999)),
             commit_max_ms: ms(m.latency_us.max()),
             commit_mean_ms: m.latency_us.mean() / US_PER_MS,
+            backlog_at_end: m.backlog_at_end,
             vdl: m.vdl.get(),
             sampled: parts.verification.sampled,
             verified: parts.verification.verified,
@@ -296,6 +299,7 @@ mod tests {
             vdl: Lsn(3000),
             sample: Vec::new(),
             timeline: Vec::new(),
+            backlog_at_end: 0,
         };
         let verification = Verification { sampled: 200, verified: 200, failures: Vec::new() };
         let probes: Vec<Probe> = cluster

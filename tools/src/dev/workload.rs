@@ -67,6 +67,9 @@ pub struct Measured {
     pub sample: Vec<Sampled>,
     /// (seconds since the start, records durable by then), about every [`TIMELINE_EVERY`].
     pub timeline: Vec<(f64, u64)>,
+    /// Open loop: transactions that were due before the time was up but never appended
+    /// (the in-flight limit held them back). They are in no latency figure; zero if closed.
+    pub backlog_at_end: u64,
 }
 
 /// Spacing of the points of `Measured::timeline`.
@@ -146,9 +149,13 @@ pub async fn drive(
     let mut tally = Tally::new();
     let mut pace = plan.rate.map(|rate| Pace::new(started, rate));
     let mut timeline = vec![(0.0, 0)];
+    let mut backlog_at_end = None;
     loop {
         interrupt::check()?;
         let appending = Instant::now() < stop_appending;
+        if !appending && backlog_at_end.is_none() {
+            backlog_at_end = Some(pace.as_ref().map_or(0, |p| p.backlog(stop_appending)));
+        }
         if !appending && queue.is_empty() {
             break;
         }
@@ -183,6 +190,7 @@ pub async fn drive(
         vdl: writer.vdl(),
         sample: tally.sample.into_sorted(),
         timeline,
+        backlog_at_end: backlog_at_end.unwrap_or(0),
     })
 }
 
@@ -210,6 +218,12 @@ impl Pace {
             self.next += 1;
             due
         })
+    }
+
+    /// Transactions due by `at` and not yet taken.
+    fn backlog(&self, at: Instant) -> u64 {
+        let due = (at.saturating_duration_since(self.start).as_secs_f64() * self.rate).ceil() as u64;
+        due.saturating_sub(self.next)
     }
 
     fn until_next(&self) -> Duration {
@@ -310,6 +324,8 @@ mod tests {
         let off = due[3].duration_since(t0).abs_diff(Duration::from_millis(30));
         assert!(off < Duration::from_micros(1), "a late generator keeps the schedule");
         assert!(pace.take_due(now).is_none());
+        assert_eq!(pace.backlog(now), 0, "all due were taken");
+        assert!(pace.backlog(t0 + Duration::from_millis(200)) >= 9, "100 ms more at 100/s");
         assert!(pace.until_next() <= Duration::from_millis(10));
     }
 

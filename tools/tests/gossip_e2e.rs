@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
-use protocol::messages::Status;
+use protocol::messages::{ErrorCode, GossipSummary, Status};
 use protocol::{Lsn, Message, PageId, PgRef, RecordKind, VolumeId};
 use tools::cluster::Launcher;
 use tools::local::{stop_all, LocalCluster};
@@ -99,4 +99,34 @@ fn a_node_that_missed_records_catches_up_from_its_peers_without_a_writer() {
         caught_up.iter().zip(&behind).any(|((_, now), (_, before))| now > before),
         "{behind:?} -> {caught_up:?}"
     );
+}
+
+#[test]
+fn a_client_certificate_cannot_speak_for_a_node_in_gossip() {
+    // Else a client could claim a node holds everything, and its peers would drop records
+    // that node still lacks.
+    let root = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::load_or_create(root.path()).unwrap();
+    let launcher = Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix: vec!["storaged".into()] };
+    let mut nodes = cluster.start_all(&launcher).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let forged = runtime.block_on(async {
+        let node = cluster.node(1).unwrap();
+        let tls = cluster.client_tls();
+        let tuning = transport::Tuning::default();
+        let endpoint = transport::client_endpoint(transport::any_addr_for(node.addr), &tls, &tuning).unwrap();
+        let connection =
+            transport::connect(&endpoint, node.addr, &node.name, Duration::from_secs(2)).await.unwrap();
+        let summary = GossipSummary {
+            pg: PgRef { volume_id: VOLUME, pg_id: protocol::PgId(0) },
+            node: protocol::NodeId(2),
+            epochs: protocol::Epochs::INITIAL,
+            scl: Lsn(u64::MAX / 2),
+            highest_lsn: Lsn(u64::MAX / 2),
+            holes: Vec::new(),
+        };
+        transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap()
+    });
+    stop_all(&mut nodes);
+    assert!(matches!(&forged, Message::Error(e) if e.code == ErrorCode::BadRequest), "{forged:?}");
 }

@@ -6,11 +6,12 @@
 //! gets a typed error reply and closes that stream; the connection and every other stream go
 //! on.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, ReadRecords, Records};
-use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
+use protocol::{Epochs, Message, NodeId, PgId, PgRef, VolumeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
@@ -26,26 +27,32 @@ pub const CLOSE_MALFORMED: u32 = 1;
 /// How long a page read waits for the segment to become complete before answering `NotYet`.
 pub const READ_PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The other nodes by certificate name: a connection presenting one of these names speaks for
+/// that node in gossip; any other certificate (a client) may not.
+pub type PeerNames = Rc<HashMap<String, NodeId>>;
+
 /// Accepts connections until the endpoint closes.
-pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>) {
+pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>, peers: PeerNames) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = Rc::clone(&shared);
+        let peers = Rc::clone(&peers);
         tokio::task::spawn_local(async move {
             match incoming.await {
-                Ok(connection) => serve_connection(connection, shared).await,
+                Ok(connection) => serve_connection(connection, shared, peers).await,
                 Err(error) => tracing::info!(%error, "handshake refused"),
             }
         });
     }
 }
 
-async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>) {
+async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, peers: PeerNames) {
     let peer = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
+    let node = peers.get(&peer).copied();
     tracing::debug!(%peer, remote = %connection.remote_address(), "connection");
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::task::spawn_local(serve_stream(send, recv, Rc::clone(&shared)));
+                tokio::task::spawn_local(serve_stream(send, recv, Rc::clone(&shared), node));
             }
             Err(error) => {
                 tracing::debug!(%peer, %error, "connection closed");
@@ -55,12 +62,18 @@ async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>) {
     }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Rc<Shared>) {
+/// Serves one stream; `node` is the peer node the connection's certificate names, if any.
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Rc<Shared>,
+    node: Option<NodeId>,
+) {
     let (queue, mut replies) = mpsc::channel::<Pending>(STREAM_REPLIES_PENDING_MAX);
     let reader = async move {
         loop {
             let pending = match read_frame(&mut recv).await {
-                Ok(Some(message)) => submit(&shared, message),
+                Ok(Some(message)) => submit(&shared, message, node),
                 Ok(None) => return,
                 Err(error) => {
                     tracing::info!(%error, "closing a stream after a bad frame");
@@ -87,8 +100,9 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
     tokio::join!(reader, writer);
 }
 
-/// Hands one request to the core (or to a read task) and returns its pending reply.
-fn submit(shared: &Rc<Shared>, message: Message) -> Pending {
+/// Hands one request to the core (or to a read task) and returns its pending reply. `node` is
+/// the peer node the connection speaks for, if any.
+fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pending {
     match message {
         Message::AppendBatch(batch) => shared.submit(|core, id| core.handle_append(id, batch)),
         Message::EpochBump(bump) => shared.submit(|core, id| core.handle_epoch_bump(id, bump)),
@@ -100,6 +114,10 @@ fn submit(shared: &Rc<Shared>, message: Message) -> Pending {
             let now = shared.now_ms();
             Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))
         }
+        Message::GossipSummary(summary) if node != Some(summary.node) => Pending::Ready(error_reply(
+            ErrorCode::BadRequest,
+            "a gossip summary must come from the node it names (its certificate is not that peer's)",
+        )),
         Message::GossipSummary(summary) => {
             let now = shared.now_ms();
             Pending::Ready(Message::GossipSummary(

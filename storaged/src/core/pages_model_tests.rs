@@ -270,10 +270,10 @@ impl Harness {
 
     /// Deletes files nothing refers to, after a checkpoint, as the coalescer task does.
     fn recycle(&mut self) {
-        self.core.plan_compaction(self.pages_file, u64::from(IMAGE_LEN) * IMAGES_PER_FILE);
+        let live = self.core.image_bytes_by_file();
+        self.core.plan_compaction(self.pages_file, u64::from(IMAGE_LEN) * IMAGES_PER_FILE, &live);
         let in_use =
             self.core.oldest_journal_file_in_use().unwrap_or(self.journal_file).min(self.journal_file);
-        let live = self.core.image_bytes_by_file();
         self.store_checkpoint();
         self.journal.retain(|location, _| location.file >= in_use);
         let pages_file = self.pages_file;

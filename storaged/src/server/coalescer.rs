@@ -123,8 +123,9 @@ fn maintain(shared: &Shared, pages: &Journal, file_bytes: u64) {
     let journal_head = shared.checkpoints.borrow().journal.file;
     let (in_use, live_images) = shared.with_core(|core| {
         core.handle_tick(now);
-        core.plan_compaction(pages_head, file_bytes);
-        (core.oldest_journal_file_in_use(), core.image_bytes_by_file())
+        let live_images = core.image_bytes_by_file();
+        core.plan_compaction(pages_head, file_bytes, &live_images);
+        (core.oldest_journal_file_in_use(), live_images)
     });
     let oldest_needed = in_use.unwrap_or(journal_head).min(journal_head);
     let journal_doomed: Vec<u64> = shared.reader.files().into_iter().filter(|f| *f < oldest_needed).collect();

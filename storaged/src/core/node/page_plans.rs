@@ -204,16 +204,16 @@ impl NodeCore {
 
     /// Picks a page store file to compact: the non-head file with the least live bytes, if
     /// under half of `file_bytes` are live. Its live images are copied out by later jobs.
-    pub fn plan_compaction(&mut self, page_store_head: u64, file_bytes: u64) {
-        if self.compacting.is_some_and(|f| self.image_bytes_by_file().get(&f).is_some_and(|b| *b > 0)) {
+    /// `live` is `image_bytes_by_file()` (a walk over every image the caller makes once).
+    pub fn plan_compaction(&mut self, page_store_head: u64, file_bytes: u64, live: &BTreeMap<u64, u64>) {
+        if self.compacting.is_some_and(|f| live.get(&f).is_some_and(|b| *b > 0)) {
             return;
         }
-        self.compacting = self
-            .image_bytes_by_file()
-            .into_iter()
-            .filter(|(file, live)| *file < page_store_head && *live < file_bytes / 2)
-            .min_by_key(|(_, live)| *live)
-            .map(|(file, _)| file);
+        self.compacting = live
+            .iter()
+            .filter(|(file, bytes)| **file < page_store_head && **bytes < file_bytes / 2)
+            .min_by_key(|(_, bytes)| **bytes)
+            .map(|(file, _)| *file);
     }
 
     /// Live image bytes per page store file (files with none are absent).

@@ -285,7 +285,11 @@ impl NodeCore {
         // asked for by one that recovers.
         let limit = segment.gc_floor().min(segment.scl());
         let mut candidates = Vec::new();
-        for (lsn, record) in segment.unfolded_records().take(FOLD_SCAN_MAX) {
+        // The cap counts every record looked at: folded ones still indexed behind an unfolded
+        // one (the index drops folded records only as a prefix) must not make each call walk
+        // them all again.
+        let scanned = segment.all_records().take(FOLD_SCAN_MAX).filter(|(_, r)| !r.folded);
+        for (lsn, record) in scanned {
             if lsn > limit {
                 break;
             }

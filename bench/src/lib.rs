@@ -3,6 +3,17 @@
 //! storage node's durable ingest; `page_reads` measures `read_page`; `fio` and `limits` measure
 //! the disk's flushed sequential writes and the CPU's sealing and checksum rates.
 
+/// A scratch directory under `dir` (the system's temporary directory by default), removed
+/// when dropped.
+pub fn scratch_dir(dir: Option<std::path::PathBuf>) -> Result<tempfile::TempDir, String> {
+    tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())
+}
+
+/// A current-thread tokio runtime, as every benchmark's client uses.
+pub fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
 /// Writes `--json` output: the parameters and a flat list of `{"name", "unit", "value"}`.
 pub fn write_json(
     path: &std::path::Path,

@@ -197,9 +197,7 @@ fn main() {
             report(append_bench(&grid, Duration::from_secs(seconds), dir, json, svg))
         }
         Command::QuicSink { listen, pki_dir, udp_payload_bytes } => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            let result = runtime
-                .map_err(|e| e.to_string())
+            let result = bench::current_thread()
                 .and_then(|r| r.block_on(bench::quic_ceiling::sink(listen, &pki_dir, udp_payload_bytes)));
             report(result)
         }
@@ -253,7 +251,7 @@ fn append_bench(
     svg: Option<PathBuf>,
 ) -> Result<(), String> {
     tools::interrupt::install().map_err(|e| e.to_string())?;
-    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
     let runs = grid.record_bytes.len() * grid.in_flight.len() * grid.udp_payload_bytes.len();
     let mut rows = Vec::new();
     let mut figures = Vec::new();
@@ -353,9 +351,8 @@ fn compare_bench(
 ) -> Result<(), String> {
     tools::interrupt::install().map_err(|e| e.to_string())?;
     bench::etcd::ensure_installed()?;
-    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
+    let runtime = bench::current_thread()?;
     let mut etcd = bench::etcd::EtcdCluster::start(&temp.path().join("etcd"))?;
     let mut figures = Vec::new();
     let mut table = Vec::new();
@@ -440,7 +437,7 @@ fn recovery_bench(
     json: Option<PathBuf>,
 ) -> Result<(), String> {
     tools::interrupt::install().map_err(|e| e.to_string())?;
-    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
     let durations: Vec<Duration> = ingest_seconds.iter().map(|s| Duration::from_secs(*s)).collect();
     eprintln!("borealis-bench: node restarts after {ingest_seconds:?} s of ingest");
     let restarts = bench::recovery::node_restarts(temp.path(), record_bytes, &durations)?;
@@ -484,7 +481,7 @@ fn limits_bench(
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
 ) -> Result<(), String> {
-    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
     println!("limits on {}: one core for AES-256-GCM and CRC32C", temp.path().display());
     println!(
         "{:>10} | {:>14} {:>12} | {:>14} | {:>14}",
@@ -524,7 +521,7 @@ fn limits_bench(
 }
 
 fn read_bench(load: ReadLoad, dir: Option<PathBuf>) -> Result<(), String> {
-    let temp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
     let root = temp.path();
     let pki =
         transport::ensure_dev_pki(&root.join("pki"), &["node-1", "client"]).map_err(|e| e.to_string())?;
@@ -544,8 +541,7 @@ fn read_bench(load: ReadLoad, dir: Option<PathBuf>) -> Result<(), String> {
     let launcher = Launcher::this_exe("storaged").map_err(|e| e.to_string())?;
     let mut node =
         NodeProcess::start(&launcher, spec.clone(), root.join("node.log")).map_err(|e| e.to_string())?;
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = bench::current_thread()?;
     let data_bytes = load.pages * u64::from(load.page_bytes);
     let pread_file = root.join("pread.bin");
     bench::page_reads::make_pread_file(&pread_file, data_bytes)?;
@@ -649,8 +645,7 @@ struct NodeBench {
 }
 
 fn node_bench(s: NodeBench) -> Result<(), String> {
-    let temp =
-        tempfile::tempdir_in(s.dir.clone().unwrap_or_else(std::env::temp_dir)).map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(s.dir.clone())?;
     let root = temp.path();
     let pki =
         transport::ensure_dev_pki(&root.join("pki"), &["node-1", "client"]).map_err(|e| e.to_string())?;
@@ -690,10 +685,7 @@ fn node_bench(s: NodeBench) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let load =
                 IngestLoad { record_bytes, in_flight, batch_records_max: s.batch_records_max, duration };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
+            let runtime = bench::current_thread()?;
             let result =
                 runtime.block_on(node_ingest::run(spec.listen, "node-1", &pki.files_for("client"), load))?;
             node.stop();

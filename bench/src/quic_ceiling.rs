@@ -39,8 +39,7 @@ pub fn throughput(root: &Path, udp_payload_bytes: u16, duration: Duration) -> Re
     let port = tools::cluster::free_udp_port().map_err(|e| e.to_string())?;
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut child = SinkProcess(start_sink(listen, &pki_dir, udp_payload_bytes)?);
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = crate::current_thread()?;
     let result = runtime.block_on(async {
         let tuning =
             transport::Tuning { max_udp_payload_bytes: udp_payload_bytes, ..transport::Tuning::default() };

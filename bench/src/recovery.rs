@@ -57,7 +57,7 @@ pub fn node_restarts(
         let mut node = NodeProcess::start(&launcher, spec.clone(), root.join("restart.log"))
             .map_err(|e| e.to_string())?;
         let load = IngestLoad { record_bytes, in_flight: 1000, batch_records_max: 128, duration: *duration };
-        let runtime = current_thread()?;
+        let runtime = crate::current_thread()?;
         let ingested =
             runtime.block_on(node_ingest::run(spec.listen, "node-1", &pki.files_for("client"), load));
         node.kill9();
@@ -100,7 +100,7 @@ fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Resu
     config.limits =
         WriterLimits { lal: window, pending_records_max: window as usize, ..WriterLimits::default() };
     let geometry = VolumeGeometry::new(VolumeId(0x7EC0), 4096, 1024).map_err(|e| e.to_string())?;
-    let crashed = current_thread()?;
+    let crashed = crate::current_thread()?;
     crashed.block_on(async {
         let writer = Writer::open(config.clone(), geometry).await.map_err(|e| e.to_string())?;
         // One durable record first, so the volume exists with a VDL to recover from.
@@ -120,7 +120,7 @@ fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Resu
     // crash: the driver task and its connections vanish without closing anything.
     crashed.block_on(async { tokio::time::sleep(SHIP_BEFORE_CRASH).await });
     crashed.shutdown_background();
-    let runtime = current_thread()?;
+    let runtime = crate::current_thread()?;
     let started = Instant::now();
     let writer = runtime.block_on(Writer::open(config, geometry)).map_err(|e| e.to_string())?;
     let open = started.elapsed();
@@ -140,8 +140,4 @@ fn record(i: u64, record_bytes: usize) -> NewRecord {
         cpl: true,
         lsn: None,
     }
-}
-
-fn current_thread() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
 }

@@ -8,6 +8,7 @@ use protocol::messages::{ErrorCode, GossipSummary, Status};
 use protocol::{Lsn, Message, PageId, PgRef, RecordKind, VolumeId};
 use tools::cluster::Launcher;
 use tools::local::{stop_all, LocalCluster};
+use tools::probe::{self, Target};
 
 const VOLUME: VolumeId = VolumeId(0x6055);
 
@@ -24,17 +25,11 @@ fn records(first: u64, count: u64) -> Vec<NewRecord> {
 }
 
 async fn status(cluster: &LocalCluster, id: u32) -> Option<Status> {
-    let node = cluster.node(id)?;
+    let target = Target::from(cluster.node(id)?);
     let tls = cluster.client_tls();
-    let endpoint =
-        transport::client_endpoint(transport::any_addr_for(node.addr), &tls, &transport::Tuning::default())
-            .ok()?;
-    let connection =
-        transport::connect(&endpoint, node.addr, &node.name, Duration::from_secs(2)).await.ok()?;
-    match transport::request(&connection, &Message::StatusRequest).await.ok()? {
-        Message::Status(status) => Some(status),
-        _ => None,
-    }
+    let tuning = transport::Tuning::default();
+    let endpoint = transport::client_endpoint(transport::any_addr_for(target.addr), &tls, &tuning).ok()?;
+    probe::status(&endpoint, &target, Duration::from_secs(2)).await.ok()
 }
 
 /// Each of the volume's segments on node `id`, with its SCL.

@@ -24,6 +24,9 @@ pub const STATUS_SEGMENTS_MAX: usize = 4096;
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 /// Most truncation ranges an epoch ack reports.
 pub const TRUNCATIONS_REPORTED_MAX: usize = 64;
+/// Layout of a `Status` body's segment entries, written in its header: 1 = entries carrying a
+/// [`SegmentState`]. A body of another layout is refused (`UnsupportedVersion`), never misread.
+pub const STATUS_LAYOUT: u16 = 1;
 
 /// Records for one PG, sent to each of its segments; also the idle heartbeat (no records) that
 /// keeps nodes informed of VDL.
@@ -188,7 +191,36 @@ pub struct TruncateAck {
     pub range: LsnRange,
 }
 
-/// One segment's durable points, in a status response.
+/// What a segment is doing, as its node reports it in a status response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SegmentState {
+    /// A full replica: it takes writes and serves reads up to its SCL.
+    Serving,
+    /// Being rebuilt from a peer (a new member, or one that lost records its peers folded).
+    Hydrating,
+    /// Scrub found entries that fail verification; they are being fetched from a peer again.
+    ScrubRepairing,
+    /// A state this build does not know (a newer node); kept so it re-encodes unchanged.
+    Unknown(u16),
+}
+
+const SEGMENT_STATES: [SegmentState; 3] =
+    [SegmentState::Serving, SegmentState::Hydrating, SegmentState::ScrubRepairing];
+
+impl SegmentState {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            SegmentState::Unknown(code) => code,
+            known => SEGMENT_STATES.iter().position(|s| *s == known).map_or(0, |i| i as u16 + 1),
+        }
+    }
+    pub fn from_u16(code: u16) -> SegmentState {
+        let known = usize::from(code).checked_sub(1).and_then(|i| SEGMENT_STATES.get(i));
+        known.copied().unwrap_or(SegmentState::Unknown(code))
+    }
+}
+
+/// One segment's durable points and state, in a status response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentStatus {
     pub pg: PgRef,
@@ -197,25 +229,25 @@ pub struct SegmentStatus {
     pub highest_lsn: Lsn,
     /// The GC floor: reads below it are refused.
     pub floor: Lsn,
+    pub state: SegmentState,
 }
 
 impl Wire for SegmentStatus {
-    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 3 * Lsn::BYTES;
+    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 3 * Lsn::BYTES + 4;
     fn put(&self, out: &mut impl BufMut) {
         self.pg.put(out);
         self.epochs.put(out);
         self.scl.put(out);
         self.highest_lsn.put(out);
         self.floor.put(out);
+        out.put_u16_le(self.state.to_u16());
+        out.put_u16_le(0);
     }
     fn read(reader: &mut Reader) -> FormatResult<Self> {
-        Ok(SegmentStatus {
-            pg: PgRef::read(reader)?,
-            epochs: Epochs::read(reader)?,
-            scl: Lsn::read(reader)?,
-            highest_lsn: Lsn::read(reader)?,
-            floor: Lsn::read(reader)?,
-        })
+        let (pg, epochs, scl, highest_lsn, floor) = Wire::read(reader)?;
+        let state = SegmentState::from_u16(reader.u16("segment state")?);
+        expect_zero(u64::from(reader.u16("segment reserved")?), "segment reserved")?;
+        Ok(SegmentStatus { pg, epochs, scl, highest_lsn, floor, state })
     }
 }
 
@@ -407,7 +439,7 @@ impl Message {
             Message::StatusRequest => {}
             Message::Status(s) => {
                 (s.node, s.az).put(out);
-                out.put_u16_le(0);
+                out.put_u16_le(STATUS_LAYOUT);
                 put_list(out, &s.segments);
             }
             Message::Error(e) => {
@@ -488,7 +520,11 @@ impl Message {
             13 => Message::StatusRequest,
             14 => {
                 let (node, az) = Wire::read(r)?;
-                expect_zero(u64::from(r.u16("status reserved")?), "status reserved")?;
+                let layout = r.u16("status layout")?;
+                if layout != STATUS_LAYOUT {
+                    let found = u8::try_from(layout).unwrap_or(u8::MAX);
+                    return Err(FormatError::UnsupportedVersion { what: "status layout", found });
+                }
                 Message::Status(Status {
                     node,
                     az,
@@ -593,4 +629,66 @@ fn get_error(r: &mut Reader) -> FormatResult<ErrorReply> {
     let message =
         String::from_utf8(text.to_vec()).map_err(|_| FormatError::Invalid { what: "error message utf-8" })?;
     Ok(ErrorReply { code, pg, epochs, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{PgId, VolumeId};
+
+    fn status(state: SegmentState) -> Message {
+        let segment = SegmentStatus {
+            pg: PgRef { volume_id: VolumeId(9), pg_id: PgId(2) },
+            epochs: Epochs::INITIAL,
+            scl: Lsn(40),
+            highest_lsn: Lsn(42),
+            floor: Lsn(1),
+            state,
+        };
+        Message::Status(Status { node: NodeId(3), az: AzId(1), segments: vec![segment] })
+    }
+
+    fn body(message: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        message.encode_body(&mut out);
+        out
+    }
+
+    #[test]
+    fn segment_states_round_trip_and_unknown_ones_are_kept() {
+        for code in 0..=5u16 {
+            assert_eq!(SegmentState::from_u16(code).to_u16(), code);
+        }
+        assert_eq!(SegmentState::from_u16(1), SegmentState::Serving);
+        assert_eq!(SegmentState::from_u16(3), SegmentState::ScrubRepairing);
+        assert_eq!(SegmentState::from_u16(4), SegmentState::Unknown(4));
+        for state in [SegmentState::Serving, SegmentState::Hydrating, SegmentState::Unknown(77)] {
+            let message = status(state);
+            let decoded = Message::decode_body(14, Bytes::from(body(&message))).unwrap();
+            assert_eq!(decoded, message);
+        }
+    }
+
+    #[test]
+    fn status_bodies_of_another_layout_are_refused() {
+        let mut bytes = body(&status(SegmentState::Serving));
+        // The layout is after the node id (4 bytes) and the AZ (2 bytes).
+        assert_eq!(&bytes[6..8], &STATUS_LAYOUT.to_le_bytes());
+        bytes[6..8].copy_from_slice(&0u16.to_le_bytes());
+        let refused = Message::decode_body(14, Bytes::from(bytes)).unwrap_err();
+        assert!(matches!(refused, FormatError::UnsupportedVersion { what: "status layout", found: 0 }));
+        // An earlier build's 76-byte entry (no state) is refused too, whatever the layout says.
+        let mut short = body(&status(SegmentState::Serving));
+        short.truncate(short.len() - 4);
+        assert!(Message::decode_body(14, Bytes::from(short)).is_err());
+    }
+
+    #[test]
+    fn a_segment_entry_with_reserved_bits_is_refused() {
+        let mut bytes = body(&status(SegmentState::Serving));
+        let last = bytes.len() - 1;
+        bytes[last] = 1;
+        let refused = Message::decode_body(14, Bytes::from(bytes)).unwrap_err();
+        assert!(matches!(refused, FormatError::ReservedNonZero { what: "segment reserved" }));
+    }
 }

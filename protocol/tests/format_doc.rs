@@ -75,6 +75,7 @@ fn the_constants_format_md_quotes_are_the_codes() {
         ("ERROR_MESSAGE_BYTES_MAX", protocol::messages::ERROR_MESSAGE_BYTES_MAX),
         ("PATCH_EDITS_MAX", patch::PATCH_EDITS_MAX),
         ("TRUNCATIONS_REPORTED_MAX", protocol::messages::TRUNCATIONS_REPORTED_MAX),
+        ("STATUS_LAYOUT", usize::from(protocol::messages::STATUS_LAYOUT)),
     ] {
         let quoted = format!("`{name}` = {value}");
         assert!(DOC.contains(&quoted), "docs/format.md should say {quoted}");

@@ -88,7 +88,7 @@ fn status_row(cluster: &LocalCluster, alive: &PidMap, probe: &Probe, problems: &
 mod tests {
     use std::time::Duration;
 
-    use protocol::messages::{SegmentStatus, Status};
+    use protocol::messages::{SegmentState, SegmentStatus, Status};
     use protocol::{AzId, Epochs, Lsn, NodeId, PgId, PgRef, VolumeId};
 
     use super::*;
@@ -110,6 +110,7 @@ mod tests {
                     scl: Lsn(41),
                     highest_lsn: Lsn(42),
                     floor: Lsn(0),
+                    state: SegmentState::Serving,
                 };
                 let status = match n.id {
                     2 => Err(ProbeError::Timeout(Duration::from_secs(2))),

@@ -176,7 +176,14 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
         13 => Message::StatusRequest,
         14 => {
             let segments = (0..rng.random_range(0..4))
-                .map(|_| SegmentStatus { pg, epochs, scl: lsn(rng), highest_lsn: lsn(rng), floor: lsn(rng) })
+                .map(|_| SegmentStatus {
+                    pg,
+                    epochs,
+                    scl: lsn(rng),
+                    highest_lsn: lsn(rng),
+                    floor: lsn(rng),
+                    state: SegmentState::from_u16(rng.random_range(0..5)),
+                })
                 .collect();
             Message::Status(Status { node, az: AzId(rng.random_range(0..3)), segments })
         }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use protocol::messages::{AppendAck, AppendBatch, EpochAck, EpochBump, ErrorCode, ErrorReply, ReadRecords};
-use protocol::messages::{SegmentStatus, Status, Truncate, TruncateAck};
+use protocol::messages::{SegmentState, SegmentStatus, Status, Truncate, TruncateAck};
 use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record};
 
 mod gossip;
@@ -485,10 +485,17 @@ impl NodeCore {
             scl: s.scl(),
             highest_lsn: s.highest_lsn(),
             floor: s.floor(),
+            state: self.segment_state(s),
         };
         let segments =
             self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
         Status { node: self.node, az: self.az, segments }
+    }
+
+    /// What `segment` is doing, for status answers. Every segment serves for now; hydration and
+    /// scrub repair will report their own states here.
+    fn segment_state(&self, _segment: &Segment) -> SegmentState {
+        SegmentState::Serving
     }
 
     fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {

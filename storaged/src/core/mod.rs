@@ -10,6 +10,7 @@ pub mod segment;
 
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
+pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};
 pub use segment::{IndexedRecord, Location, PageState, Segment};
 
@@ -19,3 +20,5 @@ mod gossip_tests;
 mod node_tests;
 #[cfg(test)]
 mod pages_model_tests;
+#[cfg(test)]
+mod scrub_tests;

@@ -21,9 +21,11 @@ use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRe
 
 mod gossip;
 mod page_plans;
+mod scrub;
 
 use page_plans::note_over_apply;
 pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};
+pub use scrub::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 
 use super::cache::PageCache;
 use super::pages::Stored;
@@ -52,6 +54,8 @@ pub struct Limits {
     pub peer_lease_ms: u64,
     /// A gossip fetch not answered within this long is given up, and another may start.
     pub gossip_timeout_ms: u64,
+    /// Stored bytes re-verified per second by the scrubber; zero turns scrubbing off.
+    pub scrub_bytes_per_s: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +69,9 @@ impl Default for Limits {
             // Above the daemon's gossip request timeout, so an answer it still waits for is
             // never thrown away for having come late.
             gossip_timeout_ms: 10_000,
+            // Off unless the daemon's configuration (default `SCRUB_BYTES_PER_S_DEFAULT`) or a
+            // test turns it on.
+            scrub_bytes_per_s: 0,
         }
     }
 }
@@ -216,6 +223,7 @@ pub struct NodeCore {
     /// `index_bytes()` as of the last tick, plus the records indexed since: appends check the
     /// memory cap against it without walking every page.
     index_estimate: u64,
+    scrub: scrub::Scrub,
 }
 
 impl NodeCore {
@@ -239,6 +247,7 @@ impl NodeCore {
             compacting: None,
             gossip_fetches: BTreeMap::new(),
             index_estimate: 0,
+            scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),
         }
     }
 

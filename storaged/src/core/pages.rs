@@ -60,6 +60,13 @@ impl PageVersions {
         found.map(|at| self.log.remove(at)).is_ok()
     }
 
+    /// The page's records in `(after, through]`, oldest first.
+    pub fn records_in(&self, after: Lsn, through: Lsn) -> Vec<Lsn> {
+        let from = self.log.partition_point(|l| *l <= after);
+        let to = self.log.partition_point(|l| *l <= through);
+        self.log[from..to.max(from)].to_vec()
+    }
+
     pub fn has_record(&self, lsn: Lsn) -> bool {
         self.log.binary_search(&lsn).is_ok()
     }

@@ -361,6 +361,23 @@ impl Segment {
         true
     }
 
+    /// Removes the image of `page` at `lsn` (a damaged one a newer repaired image replaced).
+    pub fn drop_image(&mut self, page: PageId, lsn: Lsn) {
+        if let Some(versions) = self.pages.get_mut(&page) {
+            versions.retain_images(|l| l != lsn);
+            if versions.is_empty() {
+                self.pages.remove(&page);
+            }
+        }
+    }
+
+    /// The PG's newest LSN at or below `lsn` that this segment knows: a held record, or the
+    /// end of the folded prefix.
+    pub fn newest_at_or_below(&self, lsn: Lsn) -> Lsn {
+        let held = self.records.range(..=lsn).next_back().map_or(Lsn::ZERO, |(l, _)| *l);
+        held.max(if self.folded_through <= lsn { self.folded_through } else { Lsn::ZERO })
+    }
+
     /// Replaces the location of an image that was copied elsewhere (page store compaction).
     pub fn move_image(&mut self, page: PageId, lsn: Lsn, from: Stored, to: Stored) -> bool {
         match self.pages.get_mut(&page) {

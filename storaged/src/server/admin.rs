@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use protocol::messages::SegmentStatus;
 
-use crate::core::NodeState;
+use crate::core::{NodeState, ScrubStats};
 
 /// How often the node thread refreshes the snapshot.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub journal_groups_written: u64,
     pub credit_bytes: u32,
     pub pages: PageMetrics,
+    pub scrub: ScrubStats,
+    /// Scrub faults found and not yet repaired.
+    pub scrub_faults_open: u64,
 }
 
 /// The page side of a node, for `/metrics`.
@@ -130,6 +133,7 @@ fn metrics(s: &Snapshot) -> String {
     for (name, help, value) in page_counters {
         counter(&mut out, name, help, value);
     }
+    scrub_metrics(&mut out, &s.scrub, s.scrub_faults_open);
     let _ = writeln!(out, "# HELP borealis_segment_floor GC floor.\n# TYPE borealis_segment_floor gauge");
     for seg in &s.segments {
         let _ = writeln!(
@@ -159,6 +163,39 @@ fn metrics(s: &Snapshot) -> String {
         );
     }
     out
+}
+
+fn scrub_metrics(out: &mut String, scrub: &ScrubStats, faults_open: u64) {
+    let counters = [
+        ("borealis_scrub_bytes_total", "Stored bytes re-read and verified by scrub.", scrub.bytes_scrubbed),
+        (
+            "borealis_scrub_entries_total",
+            "Stored entries re-read and verified by scrub.",
+            scrub.entries_scrubbed,
+        ),
+        ("borealis_scrub_faults_found_total", "Stored entries that failed verification.", scrub.faults_found),
+        (
+            "borealis_scrub_faults_repaired_total",
+            "Failed entries whose records or image were fetched again and stored.",
+            scrub.faults_repaired,
+        ),
+        ("borealis_scrub_read_errors_total", "Scrub reads that failed with an I/O error.", scrub.read_errors),
+        (
+            "borealis_scrub_passes_total",
+            "Complete scrub passes over everything stored.",
+            scrub.passes_completed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(out, name, help, value);
+    }
+    gauge(out, "borealis_scrub_faults_open", "Failed entries not yet repaired.", faults_open);
+    gauge(
+        out,
+        "borealis_scrub_last_pass_ms",
+        "Duration of the last complete scrub pass.",
+        scrub.last_pass_ms,
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {

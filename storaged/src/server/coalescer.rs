@@ -111,6 +111,10 @@ async fn build_jobs(shared: &Shared, jobs: Vec<CoalesceJob>) -> (Vec<CoalesceJob
 }
 
 async fn build_job(shared: &Shared, job: &CoalesceJob) -> Result<Vec<u8>, BuildFault> {
+    if let Some(fetched) = &job.fetched {
+        // A peer's version of the page, checked by the core against the page size.
+        return Ok(fetched.to_vec());
+    }
     let base = job.base.map_or(Base::Zeros, Base::Image);
     build_version(shared, job.page_bytes, &base, &job.records).await
 }

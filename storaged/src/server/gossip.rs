@@ -53,8 +53,7 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
     loop {
         tokio::time::sleep(GOSSIP_INTERVAL).await;
         let now = shared.now_ms();
-        let members_of = |pg: protocol::PgRef| cluster.place(pg.volume_id, pg.pg_id).members().to_vec();
-        let summaries = shared.with_core(|core| core.poll_gossip(now, members_of));
+        let summaries = shared.with_core(|core| core.poll_gossip(now, members_of(&cluster)));
         let mut by_peer: BTreeMap<NodeId, Vec<GossipSummary>> = BTreeMap::new();
         for (peer, summary) in summaries {
             by_peer.entry(peer).or_default().push(summary);
@@ -63,9 +62,13 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
             if !peers.by_id.contains_key(&peer) || !peers.busy.borrow_mut().insert(peer) {
                 continue;
             }
-            let (shared, peers) = (Rc::clone(&shared), Rc::clone(&peers));
+            let (shared, peers, cluster) = (Rc::clone(&shared), Rc::clone(&peers), cluster.clone());
             tokio::task::spawn_local(async move {
-                if let Err(error) = exchange(&shared, &peers, peer, summaries).await {
+                let result = match exchange(&shared, &peers, peer, summaries).await {
+                    Ok(connection) => repair_images(&shared, &connection, peer, &cluster).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
                     tracing::debug!(%peer, %error, "gossip round cut short");
                     peers.connections.borrow_mut().remove(&peer);
                 }
@@ -81,7 +84,7 @@ async fn exchange(
     peers: &Peers,
     peer: NodeId,
     summaries: Vec<GossipSummary>,
-) -> Result<(), String> {
+) -> Result<quinn::Connection, String> {
     let connection = connection(peers, peer).await?;
     for summary in summaries {
         let Message::GossipSummary(answer) = ask(&connection, Message::GossipSummary(summary)).await? else {
@@ -106,7 +109,43 @@ async fn exchange(
             shared.journal_wake.notify_one();
         }
     }
+    Ok(connection)
+}
+
+/// Asks `peer` for the page versions that replace this node's damaged images, as the core's
+/// scrubber decides (`poll_image_repair`); the coalescer stores what arrives.
+async fn repair_images(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    peer: NodeId,
+    cluster: &ClusterMap,
+) -> Result<(), String> {
+    while let Some(read) =
+        shared.with_core(|core| core.poll_image_repair(peer, shared.now_ms(), members_of(cluster)))
+    {
+        let (pg, page) = (read.pg, read.page_id);
+        match ask(connection, Message::ReadPage(read)).await {
+            Ok(Message::Page(answer)) => {
+                shared.with_core(|core| core.handle_image_fetched(answer));
+                shared.coalesce_wake.notify_one();
+            }
+            Ok(other) => {
+                tracing::debug!(%peer, ?other, "peer could not supply a page version for repair");
+                shared.with_core(|core| core.handle_image_fetch_failed(pg, page));
+                return Ok(());
+            }
+            Err(error) => {
+                shared.with_core(|core| core.handle_image_fetch_failed(pg, page));
+                return Err(error);
+            }
+        }
+    }
     Ok(())
+}
+
+/// The members of a PG, by placement over the cluster map.
+fn members_of(cluster: &ClusterMap) -> impl Fn(protocol::PgRef) -> Vec<NodeId> + '_ {
+    |pg| cluster.place(pg.volume_id, pg.pg_id).members().to_vec()
 }
 
 async fn ask(connection: &quinn::Connection, message: Message) -> Result<Message, String> {

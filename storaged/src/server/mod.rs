@@ -6,6 +6,7 @@ pub mod coalescer;
 pub mod gossip;
 pub mod journal_task;
 pub mod pages;
+pub mod scrub;
 pub mod shared;
 pub mod streams;
 
@@ -109,6 +110,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
     tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));
+    tokio::task::spawn_local(scrub::run(Rc::clone(&shared)));
     let peer_names = config.peers.iter().map(|p| (p.name.clone(), p.id)).collect();
     tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared), Rc::new(peer_names)));
     if !config.peers.is_empty() {

@@ -10,7 +10,7 @@ use protocol::{Lsn, PageId, PgRef, Record};
 
 use super::shared::Shared;
 use crate::core::{Base, EntryBody, Location};
-use crate::journal::format::EntryHeader;
+use crate::journal::format::{EntryHeader, JournalFault};
 use crate::journal::group::open_entry;
 use crate::journal::writer::JournalReader;
 
@@ -93,15 +93,34 @@ pub async fn read_records(shared: &Shared, location: Location) -> Result<Rc<Vec<
     }
 }
 
+/// Why stored bytes could not be had: the read failed (nothing is known about the bytes), or
+/// they were read and failed verification (they are wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFault {
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("failed verification: {0}")]
+    Corrupt(#[from] JournalFault),
+}
+
 async fn read_entry(
     shared: &Shared,
     reader: &JournalReader,
     location: Location,
 ) -> Result<EntryBody, String> {
-    let bytes = reader.read(location).await.map_err(|e| e.to_string())?;
-    let header = EntryHeader::decode(&bytes).map_err(|e| e.to_string())?;
-    let body = shared.with_keys(|keys| open_entry(&bytes, &header, keys.get(&header.pg.volume_id)));
-    body.map_err(|e| e.to_string())
+    read_verified(shared, reader, location).await.map_err(|e| e.to_string())
+}
+
+/// Reads one entry and verifies it (entry CRC32C, GCM tag, record CRCs), as every read does.
+pub async fn read_verified(
+    shared: &Shared,
+    reader: &JournalReader,
+    location: Location,
+) -> Result<EntryBody, ReadFault> {
+    let bytes = reader.read(location).await?;
+    let header = EntryHeader::decode(&bytes)?;
+    let body = shared.with_keys(|keys| open_entry(&bytes, &header, keys.get(&header.pg.volume_id)))?;
+    Ok(body)
 }
 
 /// Tells the core about stored bytes that failed verification, so it stops claiming them.

@@ -172,6 +172,8 @@ impl Shared {
                         journal_groups_written,
                         credit_bytes: core.credit_bytes(),
                         pages: self.page_metrics(core, held),
+                        scrub: core.scrub_stats(),
+                        scrub_faults_open: core.scrub_faults_open() as u64,
                     }
                 });
                 *writer.lock().expect("snapshot lock") = fresh;

@@ -25,6 +25,8 @@ pub struct CoalesceJob {
     pub records: Vec<(Lsn, Location)>,
     /// Page store compaction: the image to copy (then `base` is it and `records` is empty).
     pub relocate: Option<Location>,
+    /// A scrub repair: the page as of `target`, fetched from a peer, to store as it is.
+    pub fetched: Option<Bytes>,
 }
 
 /// Where a page read starts.
@@ -113,6 +115,10 @@ impl NodeCore {
         let cached = self.cache.newest_in(read.pg, read.page_id, base_lsn, plan.version_lsn);
         let (base, after) = match (cached, plan.base) {
             (Some((lsn, bytes)), _) => (Base::Cached(bytes), lsn),
+            (None, Some((_, Stored::At(location)))) if self.scrub.is_damaged(location) => {
+                let message = "the page's stored image failed verification; it is being repaired";
+                return Err(self.error(ErrorCode::ChecksumMismatch, read.pg, message));
+            }
             (None, Some((lsn, Stored::At(location)))) => (Base::Image(location), lsn),
             (None, Some((lsn, Stored::Zeros))) => (Base::Zeros, lsn),
             (None, None) => (Base::Zeros, Lsn::ZERO),
@@ -153,6 +159,7 @@ impl NodeCore {
             s.refresh_peers(now);
         });
         self.index_estimate = self.index_bytes();
+        self.settle_scrub_faults();
     }
 
     /// The journal moved on to file `file`: records in older files may be folded.
@@ -167,6 +174,7 @@ impl NodeCore {
     /// records, are folded here without any I/O.
     pub fn poll_coalesce(&mut self, max: usize) -> Vec<CoalesceJob> {
         let mut jobs = Vec::new();
+        self.repair_jobs(max, &mut jobs);
         while jobs.len() < max {
             let Some((pg, page)) = self.over_apply.pop_first() else { break };
             if let Some(job) = self.bound_job(pg, page) {
@@ -189,6 +197,10 @@ impl NodeCore {
     /// The coalescer stored (or failed to store) a job's version.
     pub fn handle_coalesced(&mut self, job: &CoalesceJob, stored: Option<Location>) {
         self.coalescing.remove(&(job.pg, job.page_id));
+        if let (Some(location), Some(_)) = (stored, &job.fetched) {
+            self.install_repaired_image(job.pg, job.page_id, job.target, location);
+            return;
+        }
         let (Some(location), Some(segment)) = (stored, self.segments.get_mut(&job.pg)) else { return };
         match job.relocate {
             Some(from) => {
@@ -332,7 +344,8 @@ impl NodeCore {
             for (page, versions) in segment.pages() {
                 for (lsn, stored) in versions.images() {
                     if let Stored::At(location) = stored {
-                        if location.file == file && !self.coalescing.contains(&(segment.pg(), page)) {
+                        let busy = self.coalescing.contains(&(segment.pg(), page));
+                        if location.file == file && !busy && !self.scrub.is_damaged(location) {
                             found.push((segment.pg(), segment.page_bytes(), page, lsn, location));
                         }
                     }
@@ -351,8 +364,31 @@ impl NodeCore {
                 base: Some(location),
                 records: Vec::new(),
                 relocate: Some(location),
+                fetched: None,
             };
             jobs.push(job);
+        }
+    }
+
+    /// Page versions fetched from peers to replace damaged images: stored first.
+    fn repair_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        for (pg, page_id) in self.scrub.fetched_pages() {
+            if jobs.len() >= max || self.coalescing.contains(&(pg, page_id)) {
+                continue;
+            }
+            let Some(page_bytes) = self.segments.get(&pg).map(Segment::page_bytes) else { continue };
+            let Some((_, target, bytes)) = self.scrub.take_fetched(pg, page_id) else { continue };
+            self.coalescing.insert((pg, page_id));
+            jobs.push(CoalesceJob {
+                pg,
+                page_id,
+                page_bytes,
+                target,
+                base: None,
+                records: Vec::new(),
+                relocate: None,
+                fetched: Some(bytes),
+            });
         }
     }
 
@@ -362,6 +398,8 @@ impl NodeCore {
         let plan = segment.plan_page(page, target);
         assert_eq!(plan.version_lsn, target, "a fold target is the page's newest record below it");
         let base = match plan.base {
+            // Nothing is built on a damaged image: the page waits for its repair.
+            Some((_, Stored::At(location))) if self.scrub.is_damaged(location) => return None,
             Some((_, Stored::At(location))) => Some(location),
             Some((_, Stored::Zeros)) | None => None,
         };
@@ -374,6 +412,7 @@ impl NodeCore {
             base,
             records,
             relocate: None,
+            fetched: None,
         };
         self.coalescing.insert((pg, page));
         Some(job)

@@ -501,10 +501,14 @@ impl NodeCore {
         Status { node: self.node, az: self.az, segments }
     }
 
-    /// What `segment` is doing, for status answers. Every segment serves for now; hydration and
-    /// scrub repair will report their own states here.
-    fn segment_state(&self, _segment: &Segment) -> SegmentState {
-        SegmentState::Serving
+    /// What `segment` is doing, for status answers: repairing while scrub (or a read) found
+    /// stored bytes of it that failed verification and they are not fetched again yet.
+    fn segment_state(&self, segment: &Segment) -> SegmentState {
+        if self.is_repairing(segment.pg()) {
+            SegmentState::ScrubRepairing
+        } else {
+            SegmentState::Serving
+        }
     }
 
     fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {

@@ -91,6 +91,7 @@ fn a_corrupt_journal_entry_is_forgotten_fetched_again_by_gossip_and_only_then_re
     assert!(a.segment(&PG).unwrap().get(Lsn(20)).is_none(), "never served again");
     assert_eq!((a.scrub_stats().faults_found, a.scrub_faults_open()), (1, 1));
     assert!(a.is_repairing(PG));
+    assert_eq!(a.status().segments[0].state, protocol::messages::SegmentState::ScrubRepairing);
     // Gossip: a asks b, sees it complete further, fetches the hole.
     let members = |_: PgRef| vec![NodeId(1), NodeId(2)];
     let summary = a.poll_gossip(0, members).pop().unwrap().1;
@@ -109,6 +110,7 @@ fn a_corrupt_journal_entry_is_forgotten_fetched_again_by_gossip_and_only_then_re
     assert_ne!(location_of(&a, 20), bad, "claimed again from a new entry");
     assert_eq!((a.scrub_stats().faults_repaired, a.scrub_faults_open()), (1, 0));
     assert!(!a.is_repairing(PG));
+    assert_eq!(a.status().segments[0].state, protocol::messages::SegmentState::Serving);
 }
 
 #[test]

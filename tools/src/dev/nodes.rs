@@ -1,4 +1,4 @@
-//! Who runs the six nodes while `borealis dev` works, and what becomes of them afterwards.
+//! Who runs the nodes while `borealis dev` works, and what becomes of them afterwards.
 //!
 //! Three cases, decided under the cluster directory's lock from its pid file:
 //! - a background cluster (`borealis cluster up`) is running: it is used as it is and never

@@ -20,10 +20,13 @@ use crate::files;
 
 /// Version of the `cluster.toml` layout this build reads and writes.
 pub const MAP_VERSION: u32 = 1;
-/// Nodes in a local cluster: 2 in each of 3 AZs, one protection group's worth.
-pub const LOCAL_NODES: u32 = 6;
-/// Nodes per AZ in a local cluster.
-pub const NODES_PER_AZ: u32 = 2;
+/// Availability zones of a local cluster: the three every PG spreads over.
+pub const LOCAL_AZS: u32 = 3;
+/// Fewest nodes per AZ: placement puts two segments of every PG in each of three AZs.
+pub const NODES_PER_AZ_MIN: u32 = 2;
+/// Most nodes per AZ (24 nodes): every node is a process on this one machine, with its own
+/// journal files and memory; beyond this a local cluster only measures the machine's contention.
+pub const NODES_PER_AZ_MAX: u32 = 8;
 /// Comment at the top of a written map.
 const HEADER: &str = "# Borealis local development cluster, written by `borealis` on first use.\n\
 # Ports were free when picked; edit them here if another program took one. Paths are relative\n\
@@ -105,18 +108,61 @@ pub enum MapError {
     Invalid { path: PathBuf, reason: String },
     #[error("picking free loopback ports: {0}")]
     Ports(std::io::Error),
+    #[error(
+        "{0} nodes per AZ is outside {NODES_PER_AZ_MIN}..={NODES_PER_AZ_MAX} (every PG needs 2 nodes in each \
+         of 3 AZs; a local cluster runs every node on this machine)"
+    )]
+    NodesPerAz(u32),
+}
+
+/// How many nodes each of the [`LOCAL_AZS`] zones of a local cluster has, checked to be within
+/// [`NODES_PER_AZ_MIN`]..=[`NODES_PER_AZ_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodesPerAz(u32);
+
+impl NodesPerAz {
+    /// Two per AZ: six nodes, exactly one PG's worth.
+    pub const DEFAULT: NodesPerAz = NodesPerAz(2);
+
+    pub fn new(count: u32) -> Result<NodesPerAz, MapError> {
+        if (NODES_PER_AZ_MIN..=NODES_PER_AZ_MAX).contains(&count) {
+            Ok(NodesPerAz(count))
+        } else {
+            Err(MapError::NodesPerAz(count))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Nodes in the whole cluster.
+    pub fn nodes(self) -> u32 {
+        LOCAL_AZS * self.0
+    }
+}
+
+impl std::str::FromStr for NodesPerAz {
+    type Err = String;
+
+    /// Parses a command-line value, saying what is wrong with it.
+    fn from_str(text: &str) -> Result<NodesPerAz, String> {
+        let count: u32 = text.trim().parse().map_err(|_| format!("`{text}` is not a number"))?;
+        NodesPerAz::new(count).map_err(|e| e.to_string())
+    }
 }
 
 impl ClusterMap {
-    /// A fresh local layout: nodes 1..=6 named `node-N`, AZ (N-1)/2, loopback ports free now.
-    pub fn new_local() -> Result<ClusterMap, MapError> {
-        let (quic, admin) = pick_ports(LOCAL_NODES as usize).map_err(MapError::Ports)?;
+    /// A fresh local layout of `per_az` nodes in each of [`LOCAL_AZS`] zones: nodes 1..=N
+    /// named `node-N`, AZ (N-1)/per_az, loopback ports free now.
+    pub fn new_local(per_az: NodesPerAz) -> Result<ClusterMap, MapError> {
+        let (quic, admin) = pick_ports(per_az.nodes() as usize).map_err(MapError::Ports)?;
         let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let nodes = (1..=LOCAL_NODES)
+        let nodes = (1..=per_az.nodes())
             .zip(quic.into_iter().zip(admin))
             .map(|(id, (quic, admin))| NodeEntry {
                 id,
-                az: ((id - 1) / NODES_PER_AZ) as u16,
+                az: ((id - 1) / per_az.get()) as u16,
                 name: format!("node-{id}"),
                 listen: loopback(quic),
                 admin: loopback(admin),
@@ -130,6 +176,25 @@ impl ClusterMap {
             storaged: StoragedSettings::default(),
             nodes,
         })
+    }
+
+    /// True if the map is the local layout of `per_az` nodes in each of zones 0, 1 and 2.
+    pub fn has_layout(&self, per_az: NodesPerAz) -> bool {
+        let in_zone = |az: u32| self.nodes.iter().filter(|n| u32::from(n.az) == az).count();
+        self.nodes.len() == per_az.nodes() as usize
+            && (0..LOCAL_AZS).all(|az| in_zone(az) == per_az.get() as usize)
+    }
+
+    /// How the map's nodes spread over zones, e.g. `6 nodes (AZ 0: 2, AZ 1: 2, AZ 2: 2)`.
+    pub fn describe_layout(&self) -> String {
+        let mut zones: Vec<u16> = self.nodes.iter().map(|n| n.az).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        let counts: Vec<String> = zones
+            .iter()
+            .map(|az| format!("AZ {az}: {}", self.nodes.iter().filter(|n| n.az == *az).count()))
+            .collect();
+        format!("{} nodes ({})", self.nodes.len(), counts.join(", "))
     }
 
     /// Reads and checks the map at `path`.
@@ -201,18 +266,53 @@ mod tests {
 
     #[test]
     fn local_layout_has_two_nodes_per_az_and_distinct_ports() {
-        let map = ClusterMap::new_local().unwrap();
+        let map = ClusterMap::new_local(NodesPerAz::DEFAULT).unwrap();
         let azs: Vec<u16> = map.nodes.iter().map(|n| n.az).collect();
         assert_eq!(azs, [0, 0, 1, 1, 2, 2]);
         assert_eq!(map.nodes[5].name, "node-6");
+        assert!(map.has_layout(NodesPerAz::DEFAULT));
         map.check().unwrap();
+    }
+
+    #[test]
+    fn three_nodes_per_az_make_nine_nodes_that_place_every_pg() {
+        let three = NodesPerAz::new(3).unwrap();
+        let map = ClusterMap::new_local(three).unwrap();
+        let azs: Vec<u16> = map.nodes.iter().map(|n| n.az).collect();
+        assert_eq!(azs, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert!(map.has_layout(three) && !map.has_layout(NodesPerAz::DEFAULT));
+        assert_eq!(map.describe_layout(), "9 nodes (AZ 0: 3, AZ 1: 3, AZ 2: 3)");
+        map.check().unwrap();
+        let info = |n: &NodeEntry| protocol::placement::NodeInfo {
+            id: protocol::NodeId(n.id),
+            az: protocol::AzId(n.az),
+            addr: n.listen,
+            name: n.name.clone(),
+        };
+        let placement = protocol::placement::ClusterMap::new(map.nodes.iter().map(info).collect()).unwrap();
+        let used: HashSet<u32> = (0..64)
+            .flat_map(|pg| placement.place(protocol::VolumeId(1), protocol::PgId(pg)).members().to_vec())
+            .map(|id| id.0)
+            .collect();
+        assert_eq!(used.len(), 9, "PGs spread over all nine nodes");
+    }
+
+    #[test]
+    fn nodes_per_az_is_bounded_and_parsed_with_a_reason() {
+        assert_eq!(NodesPerAz::new(NODES_PER_AZ_MIN).unwrap().nodes(), 6);
+        assert_eq!(NodesPerAz::new(NODES_PER_AZ_MAX).unwrap().get(), NODES_PER_AZ_MAX);
+        assert!(matches!(NodesPerAz::new(1), Err(MapError::NodesPerAz(1))));
+        assert!(NodesPerAz::new(NODES_PER_AZ_MAX + 1).is_err());
+        assert_eq!("3".parse::<NodesPerAz>(), Ok(NodesPerAz(3)));
+        assert!("1".parse::<NodesPerAz>().unwrap_err().contains("outside 2..=8"));
+        assert!("three".parse::<NodesPerAz>().unwrap_err().contains("not a number"));
     }
 
     #[test]
     fn written_map_reads_back_identically() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cluster.toml");
-        let mut map = ClusterMap::new_local().unwrap();
+        let mut map = ClusterMap::new_local(NodesPerAz::DEFAULT).unwrap();
         map.storaged.journal_file_bytes = Some(16 << 20);
         map.write(&path).unwrap();
         assert_eq!(ClusterMap::read(&path).unwrap(), map);
@@ -222,10 +322,10 @@ mod tests {
     fn duplicates_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cluster.toml");
-        let mut map = ClusterMap::new_local().unwrap();
+        let mut map = ClusterMap::new_local(NodesPerAz::DEFAULT).unwrap();
         map.nodes[1].listen = map.nodes[0].listen;
         assert!(matches!(map.write(&path), Err(MapError::Invalid { .. })));
-        map = ClusterMap::new_local().unwrap();
+        map = ClusterMap::new_local(NodesPerAz::DEFAULT).unwrap();
         map.write(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap().replace("version = 1", "version = 1\nport = 3");
         std::fs::write(&path, text).unwrap();

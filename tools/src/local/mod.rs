@@ -1,9 +1,11 @@
-//! A local development cluster: six storage nodes on loopback in three simulated AZs, all state
-//! under one directory (`./borealis-dev` by default).
+//! A local development cluster: storage nodes on loopback in three simulated AZs (two per AZ by
+//! default, up to [`map::NODES_PER_AZ_MAX`]), all state under one directory (`./borealis-dev` by
+//! default).
 //!
 //! Layout of the directory, created on first use and reused afterwards:
 //! - `cluster.toml`: the cluster map ([`map`]); its presence is what "a cluster exists" means;
-//! - `pki/`: a development CA and certificates `node-1`..`node-6` and `client`;
+//!   the number of nodes is fixed when it is written (a cluster is never resized in place);
+//! - `pki/`: a development CA and certificates `node-1`..`node-N` and `client`;
 //! - `kek`: the key-encryption key the nodes share;
 //! - `node-N/`: each node's data directory; `logs/node-N.log`: its output;
 //! - `pids`: the nodes of a background cluster (see [`crate::daemon`]); `lock`: held while a
@@ -25,7 +27,7 @@ use transport::{DevPki, TlsFiles};
 
 use crate::cluster::{ensure_key_file, LaunchError, Launcher, NodeProcess, NodeSpec, STOP_TIMEOUT};
 use crate::files::DirLock;
-use map::{ClusterMap, MapError};
+use map::{ClusterMap, MapError, NodesPerAz};
 
 /// The cluster directory used when none is given.
 pub const DEFAULT_DIR: &str = "borealis-dev";
@@ -50,6 +52,12 @@ pub enum LocalError {
     Pki(#[from] transport::TransportError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(
+        "the cluster in {} has {existing}, not {requested} per AZ: leave out --nodes-per-az to use it, \
+         or give another --dir (a cluster is not resized in place)",
+        dir.display()
+    )]
+    LayoutMismatch { dir: PathBuf, existing: String, requested: u32 },
 }
 
 /// One node of a local cluster, with every path resolved.
@@ -76,25 +84,45 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Loads the cluster in `dir`, first creating it if there is none (directory, PKI, key file,
-    /// and last the map, with freshly picked ports). Creation holds the directory's lock, so two
-    /// first runs cannot mix their certificates.
+    /// Loads the cluster in `dir`, first creating a six-node one if there is none.
     pub fn load_or_create(dir: &Path) -> Result<LocalCluster, LocalError> {
+        Self::load_or_create_with(dir, None)
+    }
+
+    /// Loads the cluster in `dir`, first creating it if there is none (directory, PKI, key file,
+    /// and last the map, with freshly picked ports) with `per_az` nodes in each AZ (default
+    /// [`NodesPerAz::DEFAULT`]). An existing cluster is used as it is when `per_az` is `None`,
+    /// and refused ([`LocalError::LayoutMismatch`]) when it has another layout. Creation holds
+    /// the directory's lock, so two first runs cannot mix their certificates.
+    pub fn load_or_create_with(dir: &Path, per_az: Option<NodesPerAz>) -> Result<LocalCluster, LocalError> {
         let map_path = dir.join(MAP_FILE);
         std::fs::create_dir_all(dir.join("logs")).map_err(|source| io(dir, source))?;
         if map_path.exists() {
-            return Self::load(dir);
+            return Self::load_with_layout(dir, per_az);
         }
         let _lock = lock_dir(dir)?;
         if !map_path.exists() {
-            let map = ClusterMap::new_local()?;
+            let map = ClusterMap::new_local(per_az.unwrap_or(NodesPerAz::DEFAULT))?;
             let mut names: Vec<&str> = map.nodes.iter().map(|n| n.name.as_str()).collect();
             names.push(CLIENT_NAME);
             transport::ensure_dev_pki(&dir.join(&map.pki_dir), &names)?;
             ensure_key_file(&dir.join(&map.key_file))?;
             map.write(&map_path)?;
         }
-        Self::load(dir)
+        Self::load_with_layout(dir, per_az)
+    }
+
+    /// Loads the cluster in `dir`, refusing it if `per_az` is given and differs from its layout.
+    fn load_with_layout(dir: &Path, per_az: Option<NodesPerAz>) -> Result<LocalCluster, LocalError> {
+        let cluster = Self::load(dir)?;
+        match per_az {
+            Some(wanted) if !cluster.map.has_layout(wanted) => Err(LocalError::LayoutMismatch {
+                dir: cluster.dir.clone(),
+                existing: cluster.map.describe_layout(),
+                requested: wanted.get(),
+            }),
+            _ => Ok(cluster),
+        }
     }
 
     /// Loads the cluster in `dir`; [`LocalError::NoCluster`] if there is none. Creates nothing.
@@ -176,7 +204,9 @@ impl LocalCluster {
     }
 
     /// The storaged command line of `node`: the map's settings, and every other node as a
-    /// gossip peer.
+    /// gossip peer. All of them, not only those sharing a PG with `node`: storaged places PGs
+    /// over itself and its peers to find each segment's peers, so it needs the whole map to
+    /// place them as clients do (and it refuses a peer list that cannot place a PG).
     pub fn spec(&self, node: &LocalNode) -> NodeSpec {
         let mut extra = self.map.storaged.args();
         for peer in self.nodes.iter().filter(|n| n.id != node.id) {
@@ -257,6 +287,32 @@ mod tests {
         let again = LocalCluster::load_or_create(dir.path()).unwrap();
         assert_eq!(again.nodes(), first.nodes());
         assert_eq!(std::fs::read(&again.client_tls().ca_cert).unwrap(), ca);
+    }
+
+    #[test]
+    fn a_nine_node_cluster_gives_every_node_the_eight_others_as_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let three = NodesPerAz::new(3).unwrap();
+        let cluster = LocalCluster::load_or_create_with(dir.path(), Some(three)).unwrap();
+        assert_eq!(cluster.nodes().len(), 9);
+        assert_eq!(cluster.placement().unwrap().nodes().len(), 9);
+        assert!(dir.path().join("pki").join("node-9.pem").exists());
+        let spec = cluster.spec(&cluster.nodes()[4]);
+        let peers: Vec<&String> = spec
+            .extra
+            .iter()
+            .zip(spec.extra.iter().skip(1))
+            .filter(|(f, _)| *f == "--peer")
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(peers.len(), 8, "{peers:?}");
+        assert!(peers.iter().all(|p| !p.starts_with("5:")), "not itself: {peers:?}");
+        assert!(peers.iter().any(|p| p.starts_with("9:2:node-9@")), "{peers:?}");
+        // Loading without a layout uses it; asking for another one is refused, saying why.
+        assert_eq!(LocalCluster::load_or_create(dir.path()).unwrap().nodes().len(), 9);
+        let refused = LocalCluster::load_or_create_with(dir.path(), Some(NodesPerAz::DEFAULT)).unwrap_err();
+        let text = refused.to_string();
+        assert!(text.contains("has 9 nodes (AZ 0: 3, AZ 1: 3, AZ 2: 3), not 2 per AZ"), "{text}");
     }
 
     #[test]

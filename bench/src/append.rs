@@ -75,6 +75,7 @@ pub fn run(root: &Path, load: AppendLoad) -> Result<AppendResult, String> {
         in_flight: load.in_flight,
         udp_payload_bytes: load.udp_payload_bytes,
         rate: load.rate,
+        nodes_per_az: None,
     };
     let mut cluster = LocalCluster::load_or_create(&options.dir).map_err(|e| e.to_string())?;
     let settings =

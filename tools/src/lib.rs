@@ -2,9 +2,11 @@
 //!
 //! - [`dev`]: `borealis dev`, the local cluster with a workload streamed through the client;
 //! - [`cluster`]: launch one `storaged` process as a child and wait for its ready line;
-//! - [`local`]: the six-node local development cluster under one directory (map, PKI, keys);
+//! - [`local`]: the local development cluster (3 AZs × 2 nodes or more) under one directory
+//!   (map, PKI, keys);
 //! - [`daemon`]: that cluster in the background (`borealis cluster up` / `down`, pid file);
 //! - [`probe`]: ask running nodes for their status over QUIC and their admin health;
+//! - [`health`]: per-PG replication health and the `HEALTH_OK`/`WARN`/`ERR` verdict;
 //! - [`report`]: the text tables the commands print;
 //! - [`procs`]: process identity (pid + start time), stopping, the pid file;
 //! - [`interrupt`]: Ctrl-C / SIGTERM handling so foreground commands leave nothing running;
@@ -15,6 +17,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dev;
 pub mod files;
+pub mod health;
 pub mod interrupt;
 pub mod local;
 pub mod probe;

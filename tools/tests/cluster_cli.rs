@@ -1,6 +1,7 @@
 //! `borealis cluster up | status | down` against real storage nodes, each test in a directory
 //! of its own: the nodes outlive `up`, answer `status`, and are gone after `down`; failed and
-//! interrupted starts leave nothing running.
+//! interrupted starts leave nothing running; a nine-node cluster's status says `HEALTH_OK`,
+//! then `HEALTH_WARN` with a killed node's members `down`.
 
 mod support;
 
@@ -40,8 +41,9 @@ fn up_status_down_leaves_nothing_running() {
     assert!(!dir.path().join("pids").exists());
 
     let after = borealis(&dir.path(), &["cluster", "status", "--timeout-ms", "300"]);
-    assert_eq!(after.code, Some(1));
+    assert_eq!(after.code, Some(2), "no node serves: HEALTH_ERR: {after:?}");
     assert!(after.stdout.contains("0 of 6 nodes up"), "{}", after.stdout);
+    assert!(after.stdout.lines().last().unwrap_or("").starts_with("HEALTH_ERR: "), "{}", after.stdout);
 }
 
 #[test]
@@ -54,7 +56,7 @@ fn up_restarts_a_crashed_node_on_the_same_port() {
     tools::procs::wait_all_exit(&[victim], Duration::from_secs(5));
 
     let status = borealis(&dir.path(), &["cluster", "status", "--timeout-ms", "500"]);
-    assert_eq!(status.code, Some(1));
+    assert_eq!(status.code, Some(1), "HEALTH_WARN: {status:?}");
     assert!(status.stdout.contains("5 of 6 nodes up"), "{}", status.stdout);
     assert!(status.stdout.contains("node 3: quic:"), "{}", status.stdout);
 
@@ -87,9 +89,10 @@ fn a_node_that_cannot_start_fails_up_and_the_others_are_stopped() {
 #[test]
 fn commands_without_a_cluster_say_how_to_make_one() {
     let dir = ClusterDir::new();
-    for action in ["status", "down"] {
+    // `status` exits 3 when it cannot make a verdict (1 and 2 are HEALTH_WARN and HEALTH_ERR).
+    for (action, code) in [("status", 3), ("down", 1)] {
         let run = borealis(&dir.path(), &["cluster", action]);
-        assert_eq!(run.code, Some(1));
+        assert_eq!(run.code, Some(code), "{run:?}");
         let expected =
             format!("borealis: no cluster in {}: run `borealis cluster up`\n", dir.path().display());
         assert_eq!(run.stderr, expected);
@@ -145,4 +148,99 @@ fn assert_no_node_of(dir: &std::path::Path) {
             assert!(!alive, "node still running: {pid} {cmdline}");
         }
     }
+}
+
+/// Reads a `--json` file.
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the JSON was written")).expect("JSON")
+}
+
+/// Node ids of the members of `pg` (an element of the status JSON's `pgs`).
+fn members(pg: &serde_json::Value) -> Vec<u64> {
+    pg["members"].as_array().expect("members").iter().map(|m| m["node"].as_u64().expect("node")).collect()
+}
+
+#[test]
+fn status_of_nine_nodes_is_ok_then_warns_with_a_killed_nodes_members_down() {
+    let dir = ClusterDir::new();
+    let up = borealis(&dir.path(), &["cluster", "up", "--nodes-per-az", "3"]);
+    assert_eq!(up.code, Some(0), "{up:?}");
+    let pids = recorded(&dir.path());
+    assert_eq!(pids.keys().copied().collect::<Vec<_>>(), (1..=9).collect::<Vec<u32>>());
+    // Segments exist once a writer has written: a short workload on the background cluster.
+    let dev = borealis(&dir.path(), &["dev", "--duration", "1s"]);
+    assert_eq!(dev.code, Some(0), "{dev:?}");
+
+    let ok_path = dir.path().join("ok.json");
+    let ok = borealis(&dir.path(), &["cluster", "status", "--json", ok_path.to_str().unwrap()]);
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert!(ok.stdout.lines().last().unwrap().starts_with("HEALTH_OK: "), "{}", ok.stdout);
+    let ok_json = json(&ok_path);
+    assert_eq!(ok_json["health"], "HEALTH_OK");
+    let pgs = ok_json["pgs"].as_array().expect("pgs").clone();
+    assert!(!pgs.is_empty(), "{ok_json}");
+    assert_eq!(ok_json["pgs_total"].as_u64(), Some(pgs.len() as u64));
+    assert_eq!(ok_json["pgs_fully_replicated"], ok_json["pgs_total"]);
+    for pg in &pgs {
+        assert_eq!(pg["healthy"], 6, "{pg}");
+        let azs: Vec<u64> =
+            pg["members"].as_array().unwrap().iter().map(|m| m["az"].as_u64().unwrap()).collect();
+        assert_eq!(azs, [0, 0, 1, 1, 2, 2], "two members per AZ: {pg}");
+        for member in pg["members"].as_array().unwrap() {
+            assert!(["serving", "lagging"].contains(&member["state"].as_str().unwrap()), "{member}");
+            assert!(member["scl"].as_u64().unwrap() > 0, "{member}");
+        }
+    }
+
+    // SIGKILL a member of the first PG: every PG it is a member of drops to 5 of 6.
+    let victim = members(&pgs[0])[0];
+    let victim_proc = pids[&(victim as u32)];
+    victim_proc.signal(libc::SIGKILL);
+    tools::procs::wait_all_exit(&[victim_proc], Duration::from_secs(5));
+    let warn_path = dir.path().join("warn.json");
+    let warn = borealis(
+        &dir.path(),
+        &["cluster", "status", "--timeout-ms", "500", "--json", warn_path.to_str().unwrap()],
+    );
+    assert_eq!(warn.code, Some(1), "{warn:?}");
+    assert!(warn.stdout.lines().last().unwrap().starts_with("HEALTH_WARN: "), "{}", warn.stdout);
+    assert!(warn.stdout.contains(&format!("{victim}:down:-")), "{}", warn.stdout);
+    let warn_json = json(&warn_path);
+    assert_eq!(warn_json["health"], "HEALTH_WARN");
+    let mut degraded = 0;
+    for pg in warn_json["pgs"].as_array().unwrap() {
+        let holds = members(pg).contains(&victim);
+        degraded += usize::from(holds);
+        assert_eq!(pg["healthy"], if holds { 5 } else { 6 }, "{pg}");
+        for member in pg["members"].as_array().unwrap() {
+            let is_victim = member["node"] == victim;
+            assert_eq!(member["state"] == "down", is_victim, "{member}");
+            assert_eq!(member["scl"].is_null(), is_victim, "{member}");
+        }
+    }
+    assert!(degraded >= 1);
+    assert_eq!(warn_json["pgs_total"], ok_json["pgs_total"], "a down node's PGs are still listed");
+    assert_eq!(warn_json["pgs_fully_replicated"].as_u64(), Some((pgs.len() - degraded) as u64));
+    assert_eq!(borealis(&dir.path(), &["cluster", "down"]).code, Some(0));
+}
+
+#[test]
+fn nodes_per_az_is_checked_and_an_existing_cluster_keeps_its_size() {
+    let dir = ClusterDir::new();
+    for bad in ["1", "9", "three"] {
+        let run = borealis(&dir.path(), &["cluster", "up", "--nodes-per-az", bad]);
+        assert_eq!(run.code, Some(2), "a usage error: {run:?}");
+        assert!(run.stderr.contains("--nodes-per-az"), "{}", run.stderr);
+    }
+    assert!(borealis(&dir.path(), &["cluster", "up", "--nodes-per-az", "1"])
+        .stderr
+        .contains("outside 2..=8"));
+    assert!(!dir.path().join("cluster.toml").exists(), "nothing was created");
+    LocalCluster::load_or_create(&dir.path()).unwrap();
+    let run = borealis(&dir.path(), &["cluster", "up", "--nodes-per-az", "3"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("has 6 nodes (AZ 0: 2, AZ 1: 2, AZ 2: 2), not 3 per AZ"), "{}", run.stderr);
+    assert!(recorded(&dir.path()).is_empty(), "nothing was started");
+    // A usage error of `status` is not mistaken for HEALTH_ERR (2).
+    assert_eq!(borealis(&dir.path(), &["cluster", "status", "--bogus"]).code, Some(3));
 }

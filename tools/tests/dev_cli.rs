@@ -1,8 +1,9 @@
-//! `borealis dev`, the real binary against six real nodes, each test in a directory of its own:
+//! `borealis dev`, the real binary against six (or nine) real nodes, each test in a directory of
+//! its own:
 //! a run streams records, verifies its sample and reports healthy nodes in its JSON, and leaves
 //! no process behind; Ctrl-C mid-run stops everything and a later run recovers the volume and
 //! verifies again; `--keep-running` leaves a background cluster that the next run uses without
-//! stopping it.
+//! stopping it; `--nodes-per-az 3` runs and verifies the workload on nine nodes.
 
 mod support;
 
@@ -150,8 +151,40 @@ fn keep_running_leaves_a_background_cluster_that_the_next_run_uses_and_keeps() {
 fn help_explains_every_flag() {
     let help = Command::new(BOREALIS).args(["dev", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--dir", "--duration", "--json", "--keep-running", "--record-bytes", "--in-flight", "Ctrl-C"]
-    {
+    for flag in [
+        "--dir",
+        "--duration",
+        "--json",
+        "--keep-running",
+        "--record-bytes",
+        "--in-flight",
+        "--nodes-per-az",
+        "Ctrl-C",
+    ] {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }
+}
+
+#[test]
+fn nine_nodes_run_the_workload_verify_it_and_hold_six_segments_per_pg() {
+    let dir = ClusterDir::new();
+    let json_path = dir.path().join("summary.json");
+    let run = borealis(
+        &dir.path(),
+        &["dev", "--nodes-per-az", "3", "--duration", "1s", "--json", json_path.to_str().unwrap()],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let json = summary(&json_path);
+    let int = |field: &str| json[field].as_u64().unwrap_or_else(|| panic!("{field} in {json}"));
+    assert!(int("records") > 0 && int("sampled") > 0 && int("verified") == int("sampled"), "{json}");
+    assert_eq!(int("nodes_healthy"), 9, "{json}");
+    let nodes = json["nodes"].as_array().expect("nodes");
+    let azs: Vec<u64> = nodes.iter().map(|n| n["az"].as_u64().unwrap()).collect();
+    assert_eq!(azs, [0, 0, 0, 1, 1, 1, 2, 2, 2], "{json}");
+    // Every PG of the volume is on exactly six of the nine nodes.
+    let segments: u64 = nodes.iter().map(|n| n["segments"].as_u64().unwrap()).sum();
+    assert_eq!(segments, 6 * int("pgs"), "{json}");
+    assert!(run.stdout.contains("9 of 9 healthy"), "{}", run.stdout);
+    assert!(run.stdout.contains("stopped the 9 nodes this command started"), "{}", run.stdout);
+    assert_eq!(processes_using(&dir.path()), Vec::<u32>::new(), "no node outlives the run");
 }

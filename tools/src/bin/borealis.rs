@@ -3,13 +3,15 @@
 //! `borealis dev` (the main command) runs the local cluster with a workload streamed through the
 //! client and prints a summary; see `borealis dev --help` and [`tools::dev`].
 //!
-//! `borealis cluster up|status|down` manages a six-node local cluster in the background, all of
-//! its state in one directory (`./borealis-dev` by default). A hidden `storaged` subcommand runs
-//! a storage node, so the cluster needs no separately built `storaged` binary: nodes are this
-//! executable run as `borealis storaged ...`.
+//! `borealis cluster up|status|down` manages a local cluster (3 AZs × 2 nodes by default,
+//! `--nodes-per-az` more) in the background, all of its state in one directory
+//! (`./borealis-dev` by default). A hidden `storaged` subcommand runs a storage node, so the
+//! cluster needs no separately built `storaged` binary: nodes are this executable run as
+//! `borealis storaged ...`.
 //!
 //! Exit status: 0 on success, 1 on an error (one line on stderr, `borealis: ...`), 130 when
-//! interrupted; `cluster status` exits 1 unless every node is up.
+//! interrupted; `cluster status` exits with its verdict (0 `HEALTH_OK`, 1 `HEALTH_WARN`,
+//! 2 `HEALTH_ERR`, 3 when it could not tell).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +23,9 @@ use clap::{Args, Parser, Subcommand};
 use tools::cluster::Launcher;
 use tools::daemon::{self, DaemonError};
 use tools::dev::{self, DevError, DevOptions};
+use tools::health;
 use tools::interrupt::{self, Interrupted};
+use tools::local::map::NodesPerAz;
 use tools::local::{LocalCluster, LocalError, DEFAULT_DIR};
 use tools::probe::{self, Target};
 use tools::report;
@@ -35,11 +39,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the local 6-node cluster, streams a workload through the client for a while,
-    /// verifies reads and prints a summary.
+    /// Runs the local cluster (6 nodes by default), streams a workload through the client for
+    /// a while, verifies reads and prints a summary.
     #[command(after_long_help = DEV_AFTER_HELP)]
     Dev(DevArgs),
-    /// A local cluster of 6 storage nodes on loopback, 2 in each of 3 simulated AZs.
+    /// A local cluster of storage nodes on loopback in 3 simulated AZs (2 per AZ by default).
     Cluster(ClusterArgs),
     /// Runs a storage node (used by the cluster commands; see `storaged --help`).
     #[command(hide = true, disable_help_flag = true)]
@@ -54,9 +58,9 @@ const DEV_AFTER_HELP: &str = "\
 What it does:
   1. Creates DIR on first use: cluster.toml (nodes and loopback ports), a development CA with
      node and client certificates (pki/), the nodes' key file (kek), data and log directories.
-  2. Runs 6 storage nodes, 2 in each of 3 simulated AZs, as children of this command, stopped
-     at the end. If a background cluster (`borealis cluster up`) is running in DIR, it is used
-     instead and left running.
+  2. Runs the storage nodes, --nodes-per-az in each of 3 simulated AZs (6 nodes by default),
+     as children of this command, stopped at the end. If a background cluster (`borealis
+     cluster up`) is running in DIR, it is used instead and left running.
   3. Opens volume 1 (4096-byte pages, 256 pages per PG, 4 PGs) and streams transactions for
      --duration: each is a page patch appending CSV rows to an orders table, one appending
      their line items to an order_lines table, and a commit marker; up to --in-flight at once.
@@ -105,7 +109,44 @@ struct DevArgs {
     /// Commit latency includes the wait behind the others in flight. 1..=4096.
     #[arg(long, value_name = "N", default_value_t = dev::DEFAULT_IN_FLIGHT, value_parser = in_flight)]
     in_flight: usize,
+    #[command(flatten)]
+    layout: LayoutArgs,
 }
+
+/// How many nodes a new cluster gets.
+#[derive(Debug, Args)]
+struct LayoutArgs {
+    /// Nodes in each of the 3 AZs when DIR has no cluster yet: 2 (6 nodes, the default) up to
+    /// 8 (24 nodes). Each PG is placed on 6 of them, 2 per AZ, by rendezvous hashing, so with
+    /// 3 (9 nodes) every node holds about two thirds of the PGs. A cluster that exists keeps
+    /// its size: leave the flag out to use it; giving another number is refused.
+    #[arg(long, value_name = "N")]
+    nodes_per_az: Option<NodesPerAz>,
+}
+
+/// `borealis cluster status --help`, after the flags.
+const STATUS_AFTER_HELP: &str = "\
+Which PGs: every PG some answering node holds a segment of. Its members are the 6 nodes
+placement names from the cluster map (2 in each of 3 AZs), whether they answer or not.
+
+Member states (shown as node:state:scl):
+  serving          holds the segment, at or above the PG's quorum SCL (the LSN 4 members reach)
+  lagging          serving but below the quorum SCL; gossip catches it up; counted healthy
+  hydrating        being rebuilt from a peer
+  scrub-repairing  scrub found bad entries; they are being fetched again
+  missing          the node answers but does not hold the segment
+  not-writable     the node answers but /health is not 200 (disk full, failed)
+  down             the node does not answer
+Only serving and lagging members are healthy.
+
+Verdict (the last line):
+  HEALTH_OK    every PG has 6 healthy members and every node serves
+  HEALTH_WARN  some PG has 4 or 5 healthy members, or some node does not serve
+  HEALTH_ERR   some PG has fewer than 4 (a write quorum): writes to it stop; or fewer
+               than 4 nodes serve at all
+
+Exit status: 0 HEALTH_OK, 1 HEALTH_WARN, 2 HEALTH_ERR, 3 when no verdict could be made
+(no cluster in DIR, an unreadable cluster map, a usage error).";
 
 fn record_bytes(text: &str) -> Result<usize, String> {
     bounded(text, dev::orders::RECORD_BYTES_MIN, dev::orders::RECORD_BYTES_MAX)
@@ -136,20 +177,38 @@ struct ClusterArgs {
 #[derive(Debug, Subcommand)]
 enum ClusterAction {
     /// Starts the nodes in the background (restarting any that stopped) and prints them.
-    Up,
-    /// Shows each node: process, QUIC status (segments and their SCL), admin health.
-    /// Exits 1 unless every node is up.
+    Up {
+        #[command(flatten)]
+        layout: LayoutArgs,
+    },
+    /// Shows each node (process, QUIC answer, segments, admin health), then per PG its six
+    /// members with their state and SCL, then a one-line verdict.
+    #[command(after_long_help = STATUS_AFTER_HELP)]
     Status {
         /// How long to wait for each node's answers, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 2000)]
         timeout_ms: u64,
+        /// Also writes the assessment as JSON to FILE: health, pgs_total,
+        /// pgs_fully_replicated, pgs_degraded, pgs_below_write_quorum, nodes_total,
+        /// nodes_serving, `nodes` (id, az, up, serving, segments) and `pgs` (volume, pg,
+        /// healthy, strays, members: node, az, state, scl, highest_lsn).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Stops the nodes: SIGTERM, then SIGKILL for any still running after 10 s.
     Down,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() && is_cluster_status(std::env::args().skip(1)) => {
+            // A usage error of `cluster status` must not exit 2, its HEALTH_ERR.
+            let _ = error.print();
+            return ExitCode::from(health::EXIT_UNKNOWN);
+        }
+        Err(error) => error.exit(),
+    };
     let result = match cli.command {
         Command::Storaged { args } => {
             let code = storaged::cli_main(std::iter::once("storaged".into()).chain(args));
@@ -169,6 +228,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// True if the command line (without the program name) asks for `cluster status`.
+fn is_cluster_status(mut args: impl Iterator<Item = String>) -> bool {
+    args.next().as_deref() == Some("cluster") && args.any(|arg| arg == "status")
 }
 
 /// True if `error` is an interrupt wrapped in one of the library's error types.
@@ -191,6 +255,7 @@ fn dev_command(args: DevArgs) -> anyhow::Result<ExitCode> {
         in_flight: args.in_flight,
         udp_payload_bytes: transport::Tuning::default().max_udp_payload_bytes,
         rate: None,
+        nodes_per_az: args.layout.nodes_per_az,
     };
     let launcher = Launcher::this_exe("storaged")?;
     // An error here means none of this command's nodes are running.
@@ -236,14 +301,23 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         interrupt::install()?;
     }
     match args.action {
-        ClusterAction::Up => cluster_up(&args.dir),
-        ClusterAction::Status { timeout_ms } => cluster_status(&args.dir, Duration::from_millis(timeout_ms)),
+        ClusterAction::Up { layout } => cluster_up(&args.dir, layout.nodes_per_az),
+        ClusterAction::Status { timeout_ms, json } => {
+            // A verdict is the exit status: a failure to reach one must not look like a WARN.
+            match cluster_status(&args.dir, Duration::from_millis(timeout_ms), json.as_deref()) {
+                Ok(code) => Ok(code),
+                Err(error) => {
+                    eprintln!("borealis: {error:#}");
+                    Ok(ExitCode::from(health::EXIT_UNKNOWN))
+                }
+            }
+        }
         ClusterAction::Down => cluster_down(&args.dir),
     }
 }
 
-fn cluster_up(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cluster = LocalCluster::load_or_create(dir)?;
+fn cluster_up(dir: &std::path::Path, nodes_per_az: Option<NodesPerAz>) -> anyhow::Result<ExitCode> {
+    let cluster = LocalCluster::load_or_create_with(dir, nodes_per_az)?;
     let launcher = Launcher::this_exe("storaged")?;
     let report = daemon::up(&cluster, &launcher)?;
     let mut pids = report.kept.clone();
@@ -258,16 +332,27 @@ fn cluster_up(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cluster_status(dir: &std::path::Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+fn cluster_status(
+    dir: &std::path::Path,
+    timeout: Duration,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let cluster = LocalCluster::load(dir)?;
+    let placement = cluster.placement().context("cluster map")?;
     let alive = daemon::running(&cluster)?;
     let targets: Vec<Target> = cluster.nodes().iter().map(Target::from).collect();
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     let probes = runtime.block_on(probe::probe_all(&targets, &cluster.client_tls(), timeout))?;
+    let assessment = health::assess(&placement, &probes);
     print!("{}", report::status_table(&cluster, &alive, &probes));
-    let all_up = probes.iter().all(|p| p.status.is_ok());
-    Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    print!("{}", assessment.pg_table());
+    if let Some(path) = json {
+        assessment.write_json(path)?;
+        println!("status written to {}", path.display());
+    }
+    println!("{}", assessment.verdict_line());
+    Ok(ExitCode::from(assessment.health.exit_code()))
 }
 
 fn cluster_down(dir: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -1,8 +1,8 @@
 //! `borealis dev`: Borealis in one command. It creates the local cluster on first use (directory,
-//! development CA, node and client certificates, key file), runs its six nodes (3 AZs × 2) on
-//! loopback, streams a realistic, compressible workload through the client for a bounded time
-//! with live progress, reads a sample back, and summarises throughput, commit latency, VDL and
-//! node health, as a table and optionally as JSON.
+//! development CA, node and client certificates, key file), runs its nodes (3 AZs × 2 by
+//! default, × `--nodes-per-az` otherwise) on loopback, streams a realistic, compressible
+//! workload through the client for a bounded time with live progress, reads a sample back, and
+//! summarises throughput, commit latency, VDL and node health, as a table and optionally as JSON.
 //!
 //! Pieces: [`nodes`] decides who runs the nodes (this command in the foreground, a background
 //! cluster found running, or one started for `--keep-running`) and what becomes of them;
@@ -76,6 +76,9 @@ pub struct DevOptions {
     pub udp_payload_bytes: u16,
     /// Open loop at this many transactions per second (see `workload::Plan::rate`).
     pub rate: Option<f64>,
+    /// Nodes per AZ of a cluster created by this run; `None`: an existing cluster as it is, or
+    /// the default for a new one. A cluster of another layout is refused.
+    pub nodes_per_az: Option<crate::local::map::NodesPerAz>,
 }
 
 /// Why a `dev` run failed.
@@ -140,7 +143,7 @@ pub struct DevOutcome {
 /// running), else the outcome. The caller installs the interrupt handlers first.
 pub fn run(options: &DevOptions, launcher: &Launcher) -> Result<DevOutcome, DevError> {
     let orders = Orders::new(options.record_bytes)?;
-    let cluster = LocalCluster::load_or_create(&options.dir)?;
+    let cluster = LocalCluster::load_or_create_with(&options.dir, options.nodes_per_az)?;
     let nodes = DevNodes::acquire(&cluster, launcher, options.keep_running)?;
     let pids = nodes.pids(&cluster);
     let result = exercise(&cluster, options, orders).map(|(measured, verification, probes)| {

@@ -27,6 +27,11 @@ pub const TRUNCATIONS_REPORTED_MAX: usize = 64;
 /// Layout of a `Status` body's segment entries, written in its header: 1 = entries carrying a
 /// [`SegmentState`]. A body of another layout is refused (`UnsupportedVersion`), never misread.
 pub const STATUS_LAYOUT: u16 = 1;
+/// Most page versions in one hydration answer.
+pub const HYDRATE_PAGES_MAX: usize = 2048;
+/// Most page bytes one hydration answer carries (at least one page is always sent): well
+/// inside the frame body bound.
+pub const HYDRATE_BYTES_MAX: u32 = 4 * 1024 * 1024;
 
 /// Records for one PG, sent to each of its segments; also the idle heartbeat (no records) that
 /// keeps nodes informed of VDL.
@@ -137,8 +142,52 @@ pub struct GossipSummary {
     pub epochs: Epochs,
     pub scl: Lsn,
     pub highest_lsn: Lsn,
+    /// The newest LSN of a record the segment folded into images and no longer holds: a peer
+    /// below it cannot catch up from this segment by records, only by hydration.
+    pub folded_through: Lsn,
     /// Ranges above `scl` the segment is missing records in.
     pub holes: Vec<LsnRange>,
+}
+
+/// Asks a peer segment for its page versions as of one read point, to rebuild a segment that
+/// is new or lost records the peer has folded (hydration). The first ask has `read_lsn` zero:
+/// the peer chooses (its floor) and holds it while the hydration goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HydrateFetch {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub read_lsn: Lsn,
+    /// The first page wanted (pages are sent in id order).
+    pub from_page: PageId,
+    pub bytes_max: u32,
+}
+
+/// One page version in a hydration answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HydratedPage {
+    pub page_id: PageId,
+    /// LSN of the newest record applied (zero: the page is zeros).
+    pub version_lsn: Lsn,
+    pub bytes: Bytes,
+}
+
+/// A peer's page versions as of `read_lsn`, in page order: every page of the PG with a version
+/// at or below it, from the asked page on; `more` says whether pages from `next_page` remain.
+/// It carries what the new segment must store before it may claim anything: the epochs and
+/// truncation ranges, and the PG's newest LSN at or below `read_lsn` (the SCL it may claim once
+/// every page is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HydratePages {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub epochs: Epochs,
+    pub read_lsn: Lsn,
+    pub pg_newest_lsn: Lsn,
+    pub page_bytes: u32,
+    pub more: bool,
+    pub next_page: PageId,
+    pub truncations: Vec<(Epoch, LsnRange)>,
+    pub pages: Vec<HydratedPage>,
 }
 
 /// Asks a peer segment for its records in these ranges.
@@ -340,6 +389,8 @@ pub enum Message {
     Error(ErrorReply),
     FloorReport(FloorReport),
     FloorAck(FloorAck),
+    HydrateFetch(HydrateFetch),
+    HydratePages(HydratePages),
 }
 
 impl Message {
@@ -363,6 +414,8 @@ impl Message {
             Message::Error(_) => 15,
             Message::FloorReport(_) => 16,
             Message::FloorAck(_) => 17,
+            Message::HydrateFetch(_) => 18,
+            Message::HydratePages(_) => 19,
         }
     }
 
@@ -385,6 +438,7 @@ impl Message {
             Message::EpochAck(e) => {
                 expect_at_most(e.truncations.len(), TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")
             }
+            Message::HydratePages(h) => check_hydrate_pages(h),
             _ => Ok(()),
         }
     }
@@ -421,7 +475,7 @@ impl Message {
                 out.put_slice(&p.bytes);
             }
             Message::GossipSummary(g) => {
-                (g.pg, g.node, g.epochs, g.scl, g.highest_lsn).put(out);
+                (g.pg, g.node, g.epochs, g.scl, g.highest_lsn, g.folded_through).put(out);
                 put_list(out, &g.holes);
             }
             Message::GossipFetch(f) => {
@@ -455,6 +509,23 @@ impl Message {
                 out.put_u32_le(f.lease_ms);
             }
             Message::FloorAck(f) => (f.pg, f.node, f.floor, f.scl).put(out),
+            Message::HydrateFetch(h) => {
+                (h.pg, h.epochs, h.read_lsn, h.from_page).put(out);
+                out.put_u32_le(h.bytes_max);
+            }
+            Message::HydratePages(h) => {
+                (h.pg, h.node, h.epochs, h.read_lsn, h.pg_newest_lsn, h.next_page).put(out);
+                out.put_u32_le(h.page_bytes);
+                out.put_u32_le(u32::from(h.more));
+                put_list(out, &h.truncations);
+                put_count(out, h.pages.len());
+                for page in &h.pages {
+                    (page.page_id, page.version_lsn).put(out);
+                    out.put_u32_le(crc32c::crc32c(&page.bytes));
+                    put_count(out, page.bytes.len());
+                    out.put_slice(&page.bytes);
+                }
+            }
         }
     }
 
@@ -490,9 +561,17 @@ impl Message {
             }
             6 => Message::Page(get_page(r)?),
             7 => {
-                let (pg, node, epochs, scl, highest_lsn) = Wire::read(r)?;
+                let (pg, node, epochs, scl, highest_lsn, folded_through) = Wire::read(r)?;
                 let holes = get_list(r, GOSSIP_RANGES_MAX, "gossip holes")?;
-                Message::GossipSummary(GossipSummary { pg, node, epochs, scl, highest_lsn, holes })
+                Message::GossipSummary(GossipSummary {
+                    pg,
+                    node,
+                    epochs,
+                    scl,
+                    highest_lsn,
+                    folded_through,
+                    holes,
+                })
             }
             8 => {
                 let (pg, epochs) = Wire::read(r)?;
@@ -542,6 +621,12 @@ impl Message {
                 let (pg, node, floor, scl) = Wire::read(r)?;
                 Message::FloorAck(FloorAck { pg, node, floor, scl })
             }
+            18 => {
+                let (pg, epochs, read_lsn, from_page) = Wire::read(r)?;
+                let bytes_max = r.u32("bytes_max")?;
+                Message::HydrateFetch(HydrateFetch { pg, epochs, read_lsn, from_page, bytes_max })
+            }
+            19 => Message::HydratePages(get_hydrate_pages(r)?),
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;
@@ -590,7 +675,56 @@ fn check_summary(summary: &GossipSummary) -> FormatResult<()> {
     if summary.scl > summary.highest_lsn {
         return Err(FormatError::Invalid { what: "gossip scl above highest lsn" });
     }
+    if summary.folded_through > summary.scl {
+        return Err(FormatError::Invalid { what: "gossip folded_through above scl" });
+    }
     Ok(())
+}
+
+fn check_hydrate_pages(h: &HydratePages) -> FormatResult<()> {
+    check_page_bytes(h.page_bytes)?;
+    expect_at_most(h.pages.len(), HYDRATE_PAGES_MAX, "hydrate pages")?;
+    expect_at_most(h.truncations.len(), TRUNCATIONS_REPORTED_MAX, "hydrate truncations")?;
+    if h.pg_newest_lsn > h.read_lsn {
+        return Err(FormatError::Invalid { what: "hydrate newest lsn above its read lsn" });
+    }
+    if h.pages.windows(2).any(|w| w[1].page_id <= w[0].page_id) {
+        return Err(FormatError::Invalid { what: "hydrate pages not in page order" });
+    }
+    let fits = |p: &HydratedPage| p.bytes.len() == h.page_bytes as usize && p.version_lsn <= h.pg_newest_lsn;
+    if !h.pages.iter().all(fits) {
+        return Err(FormatError::Invalid { what: "hydrate page of another size or version" });
+    }
+    Ok(())
+}
+
+fn get_hydrate_pages(r: &mut Reader) -> FormatResult<HydratePages> {
+    let (pg, node, epochs, read_lsn, pg_newest_lsn, next_page) = Wire::read(r)?;
+    let page_bytes = r.u32("page_bytes")?;
+    let more = get_bool(r, "hydrate more")?;
+    let truncations = get_list(r, TRUNCATIONS_REPORTED_MAX, "hydrate truncations")?;
+    let count = r.count(HYDRATE_PAGES_MAX, 24, "hydrate pages")?;
+    let mut pages = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (page_id, version_lsn) = Wire::read(r)?;
+        let crc = r.u32("page crc")?;
+        let len = r.count(PAGE_BYTES_MAX, 1, "page bytes")?;
+        let bytes = r.bytes(len, "page bytes")?;
+        expect_crc(crc, crc32c::crc32c(&bytes), "hydrated page")?;
+        pages.push(HydratedPage { page_id, version_lsn, bytes });
+    }
+    Ok(HydratePages {
+        pg,
+        node,
+        epochs,
+        read_lsn,
+        pg_newest_lsn,
+        page_bytes,
+        more,
+        next_page,
+        truncations,
+        pages,
+    })
 }
 
 fn put_records(out: &mut impl BufMut, records: &[Record]) {

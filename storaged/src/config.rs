@@ -88,6 +88,10 @@ pub struct Cli {
     /// The default (256 KiB/s) checks a 10 GiB node in about 11 hours.
     #[arg(long, value_name = "BYTES")]
     pub scrub_bytes_per_s: Option<u64>,
+    /// Page bytes per second a segment being rebuilt (hydrated) fetches from its peer; bounds
+    /// what a rebuild takes from the foreground (default 256 MiB/s).
+    #[arg(long, value_name = "BYTES")]
+    pub hydrate_bytes_per_s: Option<u64>,
     /// Write the journal with buffered I/O instead of O_DIRECT (both flush before acking).
     #[arg(long)]
     pub no_direct_io: bool,
@@ -135,6 +139,7 @@ struct LimitsSection {
     apply_max: Option<usize>,
     max_udp_payload_bytes: Option<u16>,
     scrub_bytes_per_s: Option<u64>,
+    hydrate_bytes_per_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +232,13 @@ impl Config {
             .scrub_bytes_per_s
             .or(file.limits.scrub_bytes_per_s)
             .unwrap_or(crate::core::SCRUB_BYTES_PER_S_DEFAULT);
+        limits.hydrate_bytes_per_s = cli
+            .hydrate_bytes_per_s
+            .or(file.limits.hydrate_bytes_per_s)
+            .unwrap_or(crate::core::HYDRATE_BYTES_PER_S_DEFAULT);
+        if limits.hydrate_bytes_per_s == 0 {
+            return Err(ConfigError::Invalid("hydrate_bytes_per_s must be at least 1".into()));
+        }
         let peer_specs =
             if cli.peers.is_empty() { file.peers.unwrap_or_default() } else { cli.peers.clone() };
         let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;

@@ -118,6 +118,7 @@ fn a_client_certificate_cannot_speak_for_a_node_in_gossip() {
             epochs: protocol::Epochs::INITIAL,
             scl: Lsn(u64::MAX / 2),
             highest_lsn: Lsn(u64::MAX / 2),
+            folded_through: Lsn::ZERO,
             holes: Vec::new(),
         };
         transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap()

@@ -88,7 +88,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=17u8) {
+    match rng.random_range(1..=19u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -148,6 +148,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 epochs,
                 scl,
                 highest_lsn: Lsn(scl.0 + rng.random_range(0..100)),
+                folded_through: Lsn(rng.random_range(0..=scl.0)),
                 holes,
             })
         }
@@ -194,6 +195,40 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             lease_ms: rng.random(),
         }),
         17 => Message::FloorAck(FloorAck { pg, node, floor: lsn(rng), scl: lsn(rng) }),
+        18 => Message::HydrateFetch(HydrateFetch {
+            pg,
+            epochs,
+            read_lsn: lsn(rng),
+            from_page: PageId(rng.random_range(0..1000)),
+            bytes_max: rng.random(),
+        }),
+        19 => {
+            let read_lsn = lsn(rng);
+            let pg_newest_lsn = Lsn(rng.random_range(0..=read_lsn.0));
+            let mut page_id = rng.random_range(0..100u64);
+            let pages = (0..rng.random_range(0..3))
+                .map(|_| {
+                    page_id += rng.random_range(1..10);
+                    let version_lsn = Lsn(rng.random_range(0..=pg_newest_lsn.0));
+                    let bytes = (0..512).map(|_| rng.random::<u8>()).collect::<Vec<u8>>().into();
+                    HydratedPage { page_id: PageId(page_id), version_lsn, bytes }
+                })
+                .collect();
+            let truncations =
+                (0..rng.random_range(0..3)).map(|_| (Epoch(rng.random_range(1..9)), range(rng))).collect();
+            Message::HydratePages(HydratePages {
+                pg,
+                node,
+                epochs,
+                read_lsn,
+                pg_newest_lsn,
+                page_bytes: 512,
+                more: rng.random(),
+                next_page: PageId(page_id + 1),
+                truncations,
+                pages,
+            })
+        }
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=11));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })

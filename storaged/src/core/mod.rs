@@ -10,12 +10,15 @@ pub mod segment;
 
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
+pub use node::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};
 pub use segment::{IndexedRecord, Location, PageState, Segment};
 
 #[cfg(test)]
 mod gossip_tests;
+#[cfg(test)]
+mod hydrate_tests;
 #[cfg(test)]
 mod node_tests;
 #[cfg(test)]

@@ -20,9 +20,11 @@ use protocol::messages::{SegmentState, SegmentStatus, Status, Truncate, Truncate
 use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record};
 
 mod gossip;
+pub(crate) mod hydrate;
 mod page_plans;
 mod scrub;
 
+pub use hydrate::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
 use page_plans::note_over_apply;
 pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use scrub::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
@@ -56,6 +58,8 @@ pub struct Limits {
     pub gossip_timeout_ms: u64,
     /// Stored bytes re-verified per second by the scrubber; zero turns scrubbing off.
     pub scrub_bytes_per_s: u64,
+    /// Page bytes a hydrating segment fetches per second.
+    pub hydrate_bytes_per_s: u64,
 }
 
 impl Default for Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
             // Off unless the daemon's configuration (default `SCRUB_BYTES_PER_S_DEFAULT`) or a
             // test turns it on.
             scrub_bytes_per_s: 0,
+            hydrate_bytes_per_s: HYDRATE_BYTES_PER_S_DEFAULT,
         }
     }
 }
@@ -224,6 +229,7 @@ pub struct NodeCore {
     /// memory cap against it without walking every page.
     index_estimate: u64,
     scrub: scrub::Scrub,
+    hydrations: hydrate::Hydrations,
 }
 
 impl NodeCore {
@@ -248,6 +254,7 @@ impl NodeCore {
             gossip_fetches: BTreeMap::new(),
             index_estimate: 0,
             scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),
+            hydrations: hydrate::Hydrations::new(limits.hydrate_bytes_per_s),
         }
     }
 
@@ -501,10 +508,13 @@ impl NodeCore {
         Status { node: self.node, az: self.az, segments }
     }
 
-    /// What `segment` is doing, for status answers: repairing while scrub (or a read) found
-    /// stored bytes of it that failed verification and they are not fetched again yet.
+    /// What `segment` is doing, for status answers: hydrating while it is rebuilt from a peer;
+    /// repairing while scrub found stored bytes of it that failed verification and they are
+    /// not fetched again yet.
     fn segment_state(&self, segment: &Segment) -> SegmentState {
-        if self.is_repairing(segment.pg()) {
+        if self.is_hydrating(segment.pg()) {
+            SegmentState::Hydrating
+        } else if self.is_repairing(segment.pg()) {
             SegmentState::ScrubRepairing
         } else {
             SegmentState::Serving

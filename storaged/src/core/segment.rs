@@ -361,6 +361,29 @@ impl Segment {
         true
     }
 
+    /// Takes a hydration's page versions: `images` hold every page of the PG as of `base` (the
+    /// PG's newest LSN at the source's read point), durably stored. Records and images at or
+    /// below `base` give way to them; the segment then holds everything through `base` (folded),
+    /// so SCL reaches at least `base` and continues through the records held above it.
+    pub fn install_hydrated(&mut self, base: Lsn, images: Vec<(PageId, Lsn, Stored)>) {
+        let covered: Vec<Lsn> = self.records.range(..=base).map(|(lsn, _)| *lsn).collect();
+        for lsn in covered {
+            self.unindex(lsn);
+        }
+        for versions in self.pages.values_mut() {
+            versions.retain_images(|lsn| lsn > base);
+        }
+        self.pages.retain(|_, v| !v.is_empty());
+        for (page, version, stored) in images {
+            assert!(version <= base, "a hydrated version {version} above its base {base}");
+            self.pages.entry(page).or_default().insert_image(version, stored);
+        }
+        self.folded_through = self.folded_through.max(base);
+        self.scl = self.scl.max(base);
+        self.floor = self.floor.max(base);
+        self.advance_scl();
+    }
+
     /// Removes the image of `page` at `lsn` (a damaged one a newer repaired image replaced).
     pub fn drop_image(&mut self, page: PageId, lsn: Lsn) {
         if let Some(versions) = self.pages.get_mut(&page) {

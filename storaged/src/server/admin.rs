@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use protocol::messages::SegmentStatus;
 
-use crate::core::{NodeState, ScrubStats};
+use crate::core::{HydrateStats, NodeState, ScrubStats};
 
 /// How often the node thread refreshes the snapshot.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
@@ -30,6 +30,7 @@ pub struct Snapshot {
     pub credit_bytes: u32,
     pub pages: PageMetrics,
     pub scrub: ScrubStats,
+    pub hydrate: HydrateStats,
     /// Scrub faults found and not yet repaired.
     pub scrub_faults_open: u64,
 }
@@ -134,6 +135,17 @@ fn metrics(s: &Snapshot) -> String {
         counter(&mut out, name, help, value);
     }
     scrub_metrics(&mut out, &s.scrub, s.scrub_faults_open);
+    let h = &s.hydrate;
+    let hydrate_counters = [
+        ("borealis_hydrations_started_total", "Segments this node began to rebuild from a peer.", h.started),
+        ("borealis_hydrations_completed_total", "Segments rebuilt from a peer.", h.completed),
+        ("borealis_hydrations_abandoned_total", "Rebuilds dropped (source failed or moved on).", h.abandoned),
+        ("borealis_hydrate_pages_total", "Page versions fetched by rebuilds.", h.pages_fetched),
+        ("borealis_hydrate_bytes_total", "Page bytes fetched by rebuilds.", h.bytes_fetched),
+    ];
+    for (name, help, value) in hydrate_counters {
+        counter(&mut out, name, help, value);
+    }
     let _ = writeln!(out, "# HELP borealis_segment_floor GC floor.\n# TYPE borealis_segment_floor gauge");
     for seg in &s.segments {
         let _ = writeln!(

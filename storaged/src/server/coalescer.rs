@@ -63,7 +63,9 @@ pub async fn run(shared: Rc<Shared>, mut pages: Journal, file_bytes: u64) {
                 let mut stats = shared.page_stats.get();
                 stats.images_written += placed.len() as u64;
                 shared.page_stats.set(stats);
-                shared.checkpoint(false);
+                // A hydrated segment's new state is recorded at once, not at the next interval.
+                let hydrated = shared.with_core(|core| core.poll_checkpoint_wanted());
+                shared.checkpoint(hydrated);
             }
             Err(error) => {
                 shared.with_core(|core| built.iter().for_each(|job| core.handle_coalesced(job, None)));

@@ -65,7 +65,12 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
             let (shared, peers, cluster) = (Rc::clone(&shared), Rc::clone(&peers), cluster.clone());
             tokio::task::spawn_local(async move {
                 let result = match exchange(&shared, &peers, peer, summaries).await {
-                    Ok(connection) => repair_images(&shared, &connection, peer, &cluster).await,
+                    Ok(connection) => match repair_images(&shared, &connection, peer, &cluster).await {
+                        Ok(()) => {
+                            super::hydrate::run_from(&shared, &connection, peer, GOSSIP_REQUEST_TIMEOUT).await
+                        }
+                        Err(error) => Err(error),
+                    },
                     Err(error) => Err(error),
                 };
                 if let Err(error) = result {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod coalescer;
 pub mod gossip;
+pub mod hydrate;
 pub mod journal_task;
 pub mod pages;
 pub mod scrub;

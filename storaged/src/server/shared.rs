@@ -173,6 +173,7 @@ impl Shared {
                         credit_bytes: core.credit_bytes(),
                         pages: self.page_metrics(core, held),
                         scrub: core.scrub_stats(),
+                        hydrate: core.hydrate_stats(),
                         scrub_faults_open: core.scrub_faults_open() as u64,
                     }
                 });

@@ -124,6 +124,17 @@ fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pendin
                 shared.with_core(|core| core.answer_gossip_summary(&summary, now)),
             ))
         }
+        Message::HydrateFetch(_) if node.is_none() => Pending::Ready(error_reply(
+            ErrorCode::BadRequest,
+            "only a node of the cluster (by its certificate) may hydrate from this node",
+        )),
+        Message::HydrateFetch(fetch) => {
+            let (asker, now) = (node.unwrap_or(NodeId(0)), shared.now_ms());
+            match shared.with_core(|core| core.plan_hydrate(&fetch, asker, now)) {
+                Ok(plan) => spawn_reply(super::hydrate::answer(Rc::clone(shared), plan)),
+                Err(reply) => Pending::Ready(Message::Error(reply)),
+            }
+        }
         Message::GossipFetch(fetch) => match shared.with_core(|core| core.plan_gossip_fetch(&fetch)) {
             Ok(plan) => {
                 let shared = Rc::clone(shared);
@@ -197,7 +208,7 @@ fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
 /// A build that meets unreadable bytes reports them and plans once more (a concurrent fold may
 /// have moved the version); a second failure is a `ChecksumMismatch` for the client to take
 /// elsewhere.
-async fn read_page(shared: &Shared, read: ReadPage) -> Message {
+pub(super) async fn read_page(shared: &Shared, read: ReadPage) -> Message {
     let deadline = tokio::time::Instant::now() + READ_PAGE_WAIT;
     let mut faults = 0;
     loop {
@@ -240,7 +251,7 @@ async fn read_page(shared: &Shared, read: ReadPage) -> Message {
     }
 }
 
-fn error_reply(code: ErrorCode, message: &str) -> Message {
+pub(super) fn error_reply(code: ErrorCode, message: &str) -> Message {
     let pg = PgRef { volume_id: VolumeId(0), pg_id: PgId(0) };
     Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: truncate_message(message) })
 }

@@ -64,14 +64,22 @@ impl NodeCore {
                 segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
                 summary_of(self.node, segment)
             }
-            None => GossipSummary {
-                pg: summary.pg,
-                node: self.node,
-                epochs: summary.epochs,
-                scl: Lsn::ZERO,
-                highest_lsn: Lsn::ZERO,
-                holes: Vec::new(),
-            },
+            None => {
+                // A member of the PG without its segment (new, or its data was lost): it is
+                // rebuilt from the asking peer.
+                if summary.scl > Lsn::ZERO {
+                    self.want_hydration(summary.pg, summary.node);
+                }
+                GossipSummary {
+                    pg: summary.pg,
+                    node: self.node,
+                    epochs: summary.epochs,
+                    scl: Lsn::ZERO,
+                    highest_lsn: Lsn::ZERO,
+                    folded_through: Lsn::ZERO,
+                    holes: Vec::new(),
+                }
+            }
         }
     }
 
@@ -79,8 +87,18 @@ impl NodeCore {
     /// the records this segment lacks and the peer holds, if any.
     pub fn handle_gossip_summary(&mut self, summary: &GossipSummary, now: u64) -> Option<GossipFetch> {
         let lease = self.limits.peer_lease_ms;
+        let hydrating = self.is_hydrating(summary.pg);
         let segment = self.segments.get_mut(&summary.pg)?;
         segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+        if hydrating {
+            return None;
+        }
+        if needs_hydration(segment, summary) {
+            // The peer folded records this segment lacks: records cannot bring it up to date.
+            self.want_hydration(summary.pg, summary.node);
+            return None;
+        }
+        let segment = self.segments.get_mut(&summary.pg)?;
         let may_fetch = self.state == super::NodeState::Serving
             && segment.epochs() == summary.epochs
             && segment.is_open()
@@ -185,8 +203,19 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
         epochs: segment.epochs(),
         scl: segment.scl(),
         highest_lsn: segment.highest_lsn(),
+        folded_through: segment.folded_through(),
         holes: segment.holes(GOSSIP_RANGES_MAX),
     }
+}
+
+/// True if `peer`'s summary shows it folded records this segment lacks (so only its page
+/// versions can bring the segment up to date), and the peer is not behind in any epoch.
+fn needs_hydration(segment: &Segment, peer: &GossipSummary) -> bool {
+    let (mine, theirs) = (segment.epochs(), peer.epochs);
+    let not_older = theirs.volume >= mine.volume
+        && theirs.membership >= mine.membership
+        && theirs.geometry >= mine.geometry;
+    not_older && peer.folded_through > segment.scl()
 }
 
 /// The ranges this segment lacks records in, up to a peer's SCL: its holes, then everything

@@ -197,8 +197,12 @@ impl NodeCore {
     /// The coalescer stored (or failed to store) a job's version.
     pub fn handle_coalesced(&mut self, job: &CoalesceJob, stored: Option<Location>) {
         self.coalescing.remove(&(job.pg, job.page_id));
-        if let (Some(location), Some(_)) = (stored, &job.fetched) {
-            self.install_repaired_image(job.pg, job.page_id, job.target, location);
+        if let Some(bytes) = &job.fetched {
+            if !self.handle_hydrated_page_stored(job.pg, job.page_id, job.target, bytes, stored) {
+                if let Some(location) = stored {
+                    self.install_repaired_image(job.pg, job.page_id, job.target, location);
+                }
+            }
             return;
         }
         let (Some(location), Some(segment)) = (stored, self.segments.get_mut(&job.pg)) else { return };
@@ -240,6 +244,8 @@ impl NodeCore {
                 }
             }
         }
+        // Pages a hydration stored but has not installed yet are live too.
+        self.hydrations.staged_bytes_by_file(&mut usage);
         usage
     }
 
@@ -370,8 +376,22 @@ impl NodeCore {
         }
     }
 
-    /// Page versions fetched from peers to replace damaged images: stored first.
+    /// Page versions fetched from peers (hydration, and scrub repairs of damaged images):
+    /// stored first, as they are.
     fn repair_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
+        for (pg, page_id, target, bytes) in self.take_hydrated_pages(max) {
+            let page_bytes = bytes.len() as u32;
+            jobs.push(CoalesceJob {
+                pg,
+                page_id,
+                page_bytes,
+                target,
+                base: None,
+                records: Vec::new(),
+                relocate: None,
+                fetched: Some(bytes),
+            });
+        }
         for (pg, page_id) in self.scrub.fetched_pages() {
             if jobs.len() >= max || self.coalescing.contains(&(pg, page_id)) {
                 continue;

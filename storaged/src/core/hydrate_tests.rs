@@ -1,0 +1,238 @@
+//! Scenario tests of hydration between two node cores, the messages carried by hand: a node
+//! without the segment (or below what its peer folded) is rebuilt from the peer's page
+//! versions, claims nothing before every page is stored, then catches up the tail by gossip.
+
+use bytes::Bytes;
+use protocol::messages::{FloorReport, GossipSummary, HydratePages, HydratedPage, ReadPage, Records};
+use protocol::{AzId, Epoch, Lsn, NodeId, PageId, PgRef, Record, RecordFlags, RecordKind, RecordMeta};
+
+use super::node_tests::{batch, epochs, flush, PG};
+use super::*;
+
+const LEASE_MS: u64 = 60_000;
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+
+fn node(id: NodeId) -> NodeCore {
+    NodeCore::new(id, AzId(0), Limits { peer_lease_ms: LEASE_MS, ..Limits::default() })
+}
+
+fn members(_: PgRef) -> Vec<NodeId> {
+    vec![A, B]
+}
+
+/// A full-page record of `page` whose bytes are all `lsn as u8` (so a version's bytes follow
+/// from its LSN).
+fn image(lsn: u64, prev: u64, page: u64) -> Record {
+    let meta = RecordMeta {
+        kind: RecordKind::PageImage,
+        flags: RecordFlags::CPL,
+        lsn: Lsn(lsn),
+        prev_volume_lsn: Lsn(prev),
+        prev_pg_lsn: Lsn(prev),
+        prev_page_lsn: Lsn(0),
+        page_id: PageId(page),
+        epoch: Epoch(1),
+    };
+    Record::new(meta, Bytes::from(vec![lsn as u8; 4096])).unwrap()
+}
+
+/// LSNs 10, 20, .. 10 * count, on pages 0, 1, 2, 0, 1, 2, ...
+fn chain(from: u64, count: u64) -> Vec<Record> {
+    (from..from + count).map(|i| image(10 * (i + 1), 10 * i, i % 3)).collect()
+}
+
+fn append(core: &mut NodeCore, records: Vec<Record>, vdl: u64) {
+    let mut append = batch(1, &[]);
+    append.records = records;
+    append.vdl = Lsn(vdl);
+    core.handle_append(RequestId(0), append).unwrap();
+    flush(core);
+    while core.poll_reply().is_some() {}
+}
+
+/// Folds everything at or below `floor` on `core` (the journal moved on to file 2).
+fn fold_to(core: &mut NodeCore, floor: u64) {
+    core.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(floor), lease_ms: 600_000 }, 0);
+    core.set_journal_head(2);
+    core.handle_tick(0);
+    for round in 0..10u64 {
+        for (i, job) in core.poll_coalesce(64).iter().enumerate() {
+            let at = Location { file: 50, offset: (round * 64 + i as u64) * 8192, len: 4200 };
+            core.handle_coalesced(job, Some(at));
+        }
+    }
+}
+
+/// What a source's driver answers: each planned page built (here: made from its version).
+fn answer(source: &mut NodeCore, fetch: &protocol::messages::HydrateFetch, asker: NodeId) -> HydratePages {
+    let plan = source.plan_hydrate(fetch, asker, 0).expect("a plan");
+    let pages = plan
+        .pages
+        .iter()
+        .map(|page| {
+            let read = ReadPage {
+                pg: plan.pg,
+                epochs: plan.epochs,
+                page_id: *page,
+                read_lsn: plan.read_lsn,
+                pg_newest_lsn: plan.pg_newest_lsn,
+                page_bytes: plan.page_bytes,
+            };
+            let version_lsn = match source.plan_read_page(&read).unwrap() {
+                PageAnswer::Build(build) => build.version_lsn,
+                PageAnswer::Ready(page) => page.version_lsn,
+                PageAnswer::NotYet => panic!("the source is complete through its floor"),
+            };
+            HydratedPage { page_id: *page, version_lsn, bytes: vec![version_lsn.0 as u8; 4096].into() }
+        })
+        .collect();
+    plan.answer(source.node(), pages)
+}
+
+fn summary(core: &mut NodeCore) -> GossipSummary {
+    core.poll_gossip(0, members).pop().expect("one peer").1
+}
+
+/// Stores every fetched page the coalescer is handed.
+fn store_fetched(core: &mut NodeCore) -> usize {
+    let jobs = core.poll_coalesce(64);
+    for (i, job) in jobs.iter().enumerate() {
+        assert!(job.fetched.is_some(), "only fetched pages to store: {job:?}");
+        core.handle_coalesced(job, Some(Location { file: 90, offset: i as u64 * 8192, len: 4200 }));
+    }
+    jobs.len()
+}
+
+/// A source holding 30 records (LSN 10..300) folded through 240.
+fn folded_source() -> NodeCore {
+    let mut a = node(A);
+    append(&mut a, chain(0, 30), 300);
+    a.poll_gossip(0, members);
+    // B reports holding everything, so A may fold (it keeps what a live peer lacks).
+    let claims_all = GossipSummary {
+        pg: PG,
+        node: B,
+        epochs: epochs(1),
+        scl: Lsn(300),
+        highest_lsn: Lsn(300),
+        folded_through: Lsn(0),
+        holes: vec![],
+    };
+    a.answer_gossip_summary(&claims_all, 0);
+    fold_to(&mut a, 240);
+    assert!(a.segment(&PG).unwrap().folded_through() >= Lsn(200), "the source folded");
+    a
+}
+
+#[test]
+fn a_node_without_the_segment_is_rebuilt_from_a_peers_pages_then_catches_up_by_records() {
+    let mut a = folded_source();
+    let mut b = node(B);
+    // A asks B; B has no segment of the PG: it decides to hydrate from A.
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    assert!(b.hydrating_from(A));
+    let fetch = b.poll_hydrate(A, 0).expect("an ask");
+    assert_eq!(fetch.read_lsn, Lsn::ZERO, "the source chooses the read point");
+    let pages = answer(&mut a, &fetch, B);
+    assert_eq!(pages.read_lsn, Lsn(240), "the source's floor");
+    assert_eq!(pages.pages.len(), 3);
+    b.handle_hydrate_pages(pages, 0);
+    flush(&mut b);
+    let segment = b.segment(&PG).expect("created from the source's state");
+    assert_eq!(segment.scl(), Lsn::ZERO, "nothing claimed before the pages are stored");
+    assert_eq!(b.status().segments[0].state, protocol::messages::SegmentState::Hydrating);
+    assert_eq!(store_fetched(&mut b), 3);
+    let segment = b.segment(&PG).unwrap();
+    assert_eq!(segment.scl(), Lsn(240), "claims through the PG's newest LSN at the read point");
+    assert_eq!(segment.folded_through(), Lsn(240));
+    assert!(b.poll_checkpoint_wanted(), "the new state is checkpointed at once");
+    assert_eq!(b.status().segments[0].state, protocol::messages::SegmentState::Serving);
+    // Reads of the hydrated versions start from the stored images.
+    let read = ReadPage {
+        pg: PG,
+        epochs: epochs(1),
+        page_id: PageId(2),
+        read_lsn: Lsn(240),
+        pg_newest_lsn: Lsn(240),
+        page_bytes: 4096,
+    };
+    match b.plan_read_page(&read).unwrap() {
+        PageAnswer::Build(build) => {
+            assert_eq!(build.version_lsn, Lsn(240));
+            assert!(matches!(build.base, Base::Image(l) if l.file == 90), "{:?}", build.base);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The tail above the read point comes by gossip, as records.
+    let fetch = b.handle_gossip_summary(&summary(&mut a), 0).expect("a records fetch for the tail");
+    let plan = a.plan_gossip_fetch(&fetch).unwrap();
+    let records: Vec<Record> =
+        plan.wanted.iter().map(|(lsn, _)| image(lsn.0, lsn.0 - 10, (lsn.0 / 10 - 1) % 3)).collect();
+    assert_eq!(records.first().map(Record::lsn), Some(Lsn(250)));
+    b.handle_gossip_records(Records { pg: PG, node: A, scl: plan.scl, more: false, records }, 0);
+    flush(&mut b);
+    assert_eq!(b.segment(&PG).unwrap().scl(), Lsn(300));
+    assert_eq!(b.hydrate_stats().completed, 1);
+}
+
+#[test]
+fn a_segment_below_its_peers_folded_point_hydrates_instead_of_fetching_records() {
+    let mut a = folded_source();
+    let mut b = node(B);
+    append(&mut b, chain(0, 2), 20);
+    assert!(b.handle_gossip_summary(&summary(&mut a), 0).is_none(), "no records fetch: they are folded");
+    assert!(b.hydrating_from(A));
+    let fetch = b.poll_hydrate(A, 0).unwrap();
+    let pages = answer(&mut a, &fetch, B);
+    b.handle_hydrate_pages(pages, 0);
+    store_fetched(&mut b);
+    let segment = b.segment(&PG).unwrap();
+    assert_eq!(segment.scl(), Lsn(240));
+    assert!(segment.get(Lsn(10)).is_none(), "its own records below the base give way to the images");
+}
+
+#[test]
+fn the_source_holds_its_floor_for_the_hydration_and_refuses_a_read_point_below_it() {
+    let mut a = folded_source();
+    let fetch = protocol::messages::HydrateFetch {
+        pg: PG,
+        epochs: epochs(1),
+        read_lsn: Lsn(100),
+        from_page: PageId(0),
+        bytes_max: 1 << 20,
+    };
+    let refused = a.plan_hydrate(&fetch, B, 0).expect_err("below the floor");
+    assert_eq!(refused.code, protocol::messages::ErrorCode::TooOld);
+    let first = protocol::messages::HydrateFetch { read_lsn: Lsn::ZERO, ..fetch };
+    let plan = a.plan_hydrate(&first, B, 0).unwrap();
+    // The client that set the floor moves on; the hydration's report keeps it where it was.
+    a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(300), lease_ms: 600_000 }, 1);
+    a.handle_tick(1);
+    assert_eq!(a.segment(&PG).unwrap().floor(), plan.read_lsn);
+    // Once the hold lapses the floor follows the client again.
+    a.handle_tick(node::hydrate::HYDRATE_HOLD_MS + 1);
+    assert_eq!(a.segment(&PG).unwrap().floor(), Lsn(300));
+}
+
+#[test]
+fn pages_come_in_bounded_answers_and_a_changed_read_point_abandons_the_hydration() {
+    let mut a = folded_source();
+    let mut b = node(B);
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    let fetch = b.poll_hydrate(A, 0).unwrap();
+    let small = protocol::messages::HydrateFetch { bytes_max: 4096, ..fetch };
+    let first = answer(&mut a, &small, B);
+    assert_eq!((first.pages.len(), first.more), (1, true));
+    b.handle_hydrate_pages(first, 0);
+    store_fetched(&mut b);
+    assert_eq!(b.segment(&PG).unwrap().scl(), Lsn::ZERO, "two pages still to come");
+    let next = b.poll_hydrate(A, 10_000).expect("the next range");
+    assert_eq!(next.from_page, PageId(1));
+    let mut moved = answer(&mut a, &next, B);
+    moved.read_lsn = Lsn(250);
+    b.handle_hydrate_pages(moved, 10_000);
+    assert!(!b.is_hydrating(PG));
+    assert_eq!(b.hydrate_stats().abandoned, 1);
+    assert_eq!(b.segment(&PG).unwrap().scl(), Lsn::ZERO);
+}

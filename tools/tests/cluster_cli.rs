@@ -244,3 +244,16 @@ fn nodes_per_az_is_checked_and_an_existing_cluster_keeps_its_size() {
     // A usage error of `status` is not mistaken for HEALTH_ERR (2).
     assert_eq!(borealis(&dir.path(), &["cluster", "status", "--bogus"]).code, Some(3));
 }
+
+#[test]
+fn status_help_explains_states_verdicts_and_exit_codes() {
+    let help = Command::new(BOREALIS).args(["cluster", "status", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in
+        ["--json", "scrub-repairing", "hydrating", "down", "0 HEALTH_OK", "1 HEALTH_WARN", "2 HEALTH_ERR"]
+    {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let up = Command::new(BOREALIS).args(["cluster", "up", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&up.stdout).contains("--nodes-per-az"));
+}

@@ -182,7 +182,8 @@ enum ClusterAction {
         layout: LayoutArgs,
     },
     /// Shows each node (process, QUIC answer, segments, admin health), then per PG its six
-    /// members with their state and SCL, then a one-line verdict.
+    /// members with their state and SCL, then a one-line verdict. Exits 0 HEALTH_OK,
+    /// 1 HEALTH_WARN, 2 HEALTH_ERR, 3 if no verdict could be made.
     #[command(after_long_help = STATUS_AFTER_HELP)]
     Status {
         /// How long to wait for each node's answers, in milliseconds.

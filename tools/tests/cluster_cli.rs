@@ -49,7 +49,8 @@ fn up_status_down_leaves_nothing_running() {
 #[test]
 fn up_restarts_a_crashed_node_on_the_same_port() {
     let dir = ClusterDir::new();
-    assert_eq!(borealis(&dir.path(), &["cluster", "up"]).code, Some(0));
+    let first = borealis(&dir.path(), &["cluster", "up"]);
+    assert_eq!(first.code, Some(0), "{first:?}");
     let before = recorded(&dir.path());
     let victim = before[&3];
     victim.signal(libc::SIGKILL);

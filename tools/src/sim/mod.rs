@@ -50,8 +50,6 @@ use node::SimNode;
 
 /// Virtual microseconds between writer ticks (workload, faults, failure detection).
 const TICK_US: u64 = 1_000;
-/// A node that leaves a frame unanswered this long is reconnected (the driver's rule).
-const SILENCE_US: u64 = 5_000;
 /// Events one run may process; a run that needs more is stuck in a loop and fails.
 const EVENTS_MAX: u64 = 2_000_000;
 /// How long the healed phase may take to make everything durable.
@@ -168,8 +166,10 @@ struct World {
     /// The writer a takeover replaced, still running, and the first LSN it allocated after
     /// being fenced: its VDL must never reach that LSN.
     old: Option<writers::OldWriter>,
+    /// Nodes the current writer's core was told are down.
     writer_view_down: Vec<NodeId>,
-    awaiting_since: HashMap<NodeId, u64>,
+    /// The current writer's connections, as the client's link core decides them.
+    links: client::core::links::Links,
     /// Every record appended (and not truncated by a takeover).
     appended: BTreeMap<Lsn, Appended>,
     /// Page reads checked, and reads answered with an error (not checked).
@@ -265,7 +265,7 @@ impl World {
             old: None,
             config,
             writer_view_down: Vec::new(),
-            awaiting_since: HashMap::new(),
+            links: writers::new_links(),
             appended: BTreeMap::new(),
             reads_checked: 0,
             reads_refused: 0,
@@ -316,10 +316,8 @@ impl World {
             }
             Event::Restart { node } if !self.node(node).up && !self.dead.contains(&node) => {
                 self.record_trace(&[9, node.0 as u8]);
+                // The writer finds it back when its link core next dials it.
                 self.node(node).restart();
-                self.writer_view_down.retain(|n| *n != node);
-                self.writer.handle_node_up(node);
-                self.send_writer_transmits();
             }
             Event::Restart { .. } => {}
             Event::SpaceBack { node } => {
@@ -346,7 +344,7 @@ impl World {
             }
             Endpoint::Writer(_) => {
                 let Endpoint::Node(node) = from else { return };
-                self.awaiting_since.remove(&node);
+                self.links.on_heard(node);
                 if let Message::AppendAck(ack) = &message {
                     self.acks.push((node, ack.pg.pg_id, ack.first_lsn, ack.last_lsn));
                 }
@@ -415,7 +413,7 @@ impl World {
 
     fn send_writer_transmits(&mut self) {
         while let Some(transmit) = self.writer.poll_transmit() {
-            self.awaiting_since.entry(transmit.node).or_insert(self.clock.now_us);
+            self.links.on_sent(transmit.node, writers::instant(self.clock.now_us));
             self.send(Endpoint::Writer(self.writer_gen), Endpoint::Node(transmit.node), transmit.message);
         }
     }
@@ -438,7 +436,7 @@ impl World {
         if self.faults_on {
             self.faults();
         }
-        self.detect_silence();
+        self.drive_links();
         self.send_writer_transmits();
         self.check_vdl();
     }
@@ -754,26 +752,6 @@ impl World {
         self.cut_off.get(&node).is_some_and(|(until, cut)| {
             *until > self.clock.now_us && (*cut == Cut::Both || *cut == direction)
         })
-    }
-
-    /// The writer's view of liveness, as the real driver forms it: a crashed node is noticed,
-    /// and a node that leaves a frame unanswered too long is reconnected (resending to it).
-    fn detect_silence(&mut self) {
-        for id in 1..=6 {
-            let node = NodeId(id);
-            let up = self.node(node).up;
-            if !up && !self.writer_view_down.contains(&node) {
-                self.writer_view_down.push(node);
-                self.writer.handle_node_down(node);
-            }
-            let silent =
-                self.awaiting_since.get(&node).is_some_and(|since| self.clock.now_us - since > SILENCE_US);
-            if up && silent {
-                self.awaiting_since.remove(&node);
-                self.writer.handle_node_down(node);
-                self.writer.handle_node_up(node);
-            }
-        }
     }
 
     /// Over budget: three nodes crash and never come back, so no PG can gather a write quorum.

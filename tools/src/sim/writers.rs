@@ -1,16 +1,33 @@
-//! Writer takeovers in the simulation: a new writer runs the real `Takeover` state machine
-//! while the old writer keeps going; once the new one is installed, the old one is fenced and
-//! must never make a record it allocates afterwards durable.
+//! The writers in the simulation: the current writer's connections are decided by the
+//! client's link core (`client::core::links`, the policy the QUIC driver runs, scaled to the
+//! simulator's time), and takeovers run the real `Takeover` state machine while the old
+//! writer keeps going; once the new one is installed, the old one is fenced and must never
+//! make a record it allocates afterwards durable.
+
+use std::time::{Duration, Instant};
 
 use protocol::{Lsn, Message, NodeId, PageId, RecordKind};
 use rand::Rng;
 
+use client::core::links::{LinkLimits, Links, Lost};
 use client::core::takeover::Takeover;
 use client::core::writer::{WriterCore, WriterStart};
 use client::NewRecord;
 
 use super::net::Endpoint;
 use super::World;
+
+/// The client's link policy in simulated time: network delays here are 20-300 µs, not the
+/// ~100 µs to a few ms of a data centre, so every bound is scaled down alike.
+const SIM_LINK_LIMITS: LinkLimits = LinkLimits {
+    silence_max: Duration::from_millis(5),
+    dial_backoff_min: Duration::from_millis(1),
+    dial_backoff_max: Duration::from_millis(5),
+    dial_attempt_min: Duration::from_millis(1),
+    dial_attempt_max: Duration::from_millis(5),
+};
+/// The round trip a simulated dial reports (the middle of the network's delays, twice).
+const SIM_RTT: Duration = Duration::from_micros(320);
 
 /// A takeover round that heard nothing for this long counts its missing answers as failed.
 const ROUND_TIMEOUT_US: u64 = 20_000;
@@ -87,7 +104,7 @@ impl World {
         self.old = Some(OldWriter { gen: self.writer_gen, core: replaced, fenced_from: None });
         self.writer_gen = gen;
         self.writer_view_down.clear();
-        self.awaiting_since.clear();
+        self.links = new_links();
     }
 
     /// Answers for a writer generation other than the current one.
@@ -148,6 +165,65 @@ impl World {
                     self.failures.push(failure);
                 }
             }
+        }
+    }
+}
+
+/// Virtual time as the client's cores take it: one fixed origin per process plus the
+/// simulated microseconds (only differences matter, so runs stay deterministic).
+pub(super) fn instant(now_us: u64) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now) + Duration::from_micros(now_us)
+}
+
+/// A writer's links before its first dials (made at its next tick).
+pub(super) fn new_links() -> Links {
+    Links::new((1..=6).map(NodeId), SIM_LINK_LIMITS, instant(0))
+}
+
+impl World {
+    /// The writer's view of liveness, formed by the link core as the real driver forms it: a
+    /// crashed node's connection closes; a node that leaves a frame unanswered too long is
+    /// dropped; dials succeed only to a node that is up and not cut off, and a node found
+    /// again gets what it missed.
+    pub(super) fn drive_links(&mut self) {
+        let now = instant(self.clock.now_us);
+        for node in (1..=6).map(NodeId) {
+            if !self.node(node).up && self.links.handle_closed(node, now) {
+                self.writer_down(node);
+            }
+        }
+        self.links.handle_timeout(now);
+        while let Some((node, lost)) = self.links.poll_lost() {
+            if lost == Lost::Silent {
+                self.writer_down(node);
+            }
+        }
+        while let Some(dial) = self.links.poll_dial(now) {
+            let reachable = self.node(dial.node).up
+                && !self.is_cut(Endpoint::Node(dial.node), super::Cut::Outgoing)
+                && !self.is_cut(Endpoint::Node(dial.node), super::Cut::Incoming);
+            if reachable {
+                self.links.handle_connected(dial.node, SIM_RTT);
+                self.writer_up(dial.node);
+            } else {
+                self.links.handle_dial_failed(dial.node, now);
+                self.writer_down(dial.node);
+            }
+        }
+    }
+
+    fn writer_down(&mut self, node: NodeId) {
+        if !self.writer_view_down.contains(&node) {
+            self.writer_view_down.push(node);
+            self.writer.handle_node_down(node);
+        }
+    }
+
+    fn writer_up(&mut self, node: NodeId) {
+        if self.writer_view_down.contains(&node) {
+            self.writer_view_down.retain(|n| *n != node);
+            self.writer.handle_node_up(node);
         }
     }
 }

@@ -3,62 +3,25 @@
 //! repaired from its peers within one pass; the node then serves the right bytes, also after a
 //! restart (so from its disk, not a cache).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod heal;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
-use protocol::messages::{ReadPage, Status};
-use protocol::{Message, PageId, PgId, PgRef, RecordKind, VolumeId};
+use client::{ClientConfig, VolumeGeometry, Writer};
+use heal::{expected, metric, metrics, read_all, wait_for, writes, PAGE_BYTES};
+use protocol::VolumeId;
 use storaged::journal::format::{EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use storaged::journal::group::find_entries;
 use tools::cluster::Launcher;
 use tools::local::{stop_all, LocalCluster};
-use tools::probe::{self, Target};
 
 const VOLUME: VolumeId = VolumeId(0x5c2b);
-const PAGE_BYTES: u32 = 4096;
 const PAGES: u64 = 16;
 /// Each page is written this many times: with `--apply-max 2` the coalescer stores images.
 const ROUNDS: u64 = 4;
 const NODE: u32 = 3;
-
-fn fill(page: u64, round: u64) -> u8 {
-    (page * 16 + round) as u8
-}
-
-fn writes(round: u64) -> Vec<NewRecord> {
-    (0..PAGES)
-        .map(|page| NewRecord {
-            page: PageId(page),
-            kind: RecordKind::PageImage,
-            payload: vec![fill(page, round); PAGE_BYTES as usize].into(),
-            cpl: true,
-            lsn: None,
-        })
-        .collect()
-}
-
-/// Prometheus text from the node's admin port.
-fn metrics(admin: SocketAddr) -> String {
-    let Ok(mut stream) = TcpStream::connect_timeout(&admin, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Flips one byte inside the sealed body of the first entry of `kind` in the log files under
 /// `dir` (whose names start with `prefix`); returns where.
@@ -93,48 +56,6 @@ fn flip_first_entry(dir: &Path, prefix: &str, kind: EntryKind) -> (String, u64) 
     panic!("no {kind:?} entry found under {}", dir.display());
 }
 
-async fn status(cluster: &LocalCluster, endpoint: &quinn::Endpoint) -> Status {
-    let target = Target::from(cluster.node(NODE).unwrap());
-    probe::status(endpoint, &target, Duration::from_secs(2)).await.unwrap()
-}
-
-/// Reads every page of the volume from the node itself, at its SCL.
-async fn read_all(cluster: &LocalCluster) -> Vec<(u64, Vec<u8>)> {
-    let node = cluster.node(NODE).unwrap();
-    let tls = cluster.client_tls();
-    let endpoint =
-        transport::client_endpoint(transport::any_addr_for(node.addr), &tls, &transport::Tuning::default())
-            .unwrap();
-    let segment =
-        status(cluster, &endpoint).await.segments.into_iter().find(|s| s.pg.volume_id == VOLUME).unwrap();
-    let connection =
-        transport::connect(&endpoint, node.addr, &node.name, Duration::from_secs(2)).await.unwrap();
-    let mut pages = Vec::new();
-    for page in 0..PAGES {
-        let read = ReadPage {
-            pg: PgRef { volume_id: VOLUME, pg_id: PgId(0) },
-            epochs: segment.epochs,
-            page_id: PageId(page),
-            read_lsn: segment.scl,
-            pg_newest_lsn: segment.scl,
-            page_bytes: PAGE_BYTES,
-        };
-        match transport::request(&connection, &Message::ReadPage(read)).await.unwrap() {
-            Message::Page(answer) => pages.push((page, answer.bytes.to_vec())),
-            other => panic!("page {page}: {other:?}"),
-        }
-    }
-    pages
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn scrub_finds_and_repairs_rot_in_a_journal_entry_and_a_page_image_within_one_pass() {
     let root = tempfile::tempdir().unwrap();
@@ -149,7 +70,7 @@ fn scrub_finds_and_repairs_rot_in_a_journal_entry_and_a_page_image_within_one_pa
     runtime.block_on(async {
         let writer = Writer::open(config, geometry).await.unwrap();
         for round in 0..ROUNDS {
-            writer.append(writes(round)).await.unwrap().durable().await.unwrap();
+            writer.append(writes(PAGES, round)).await.unwrap().durable().await.unwrap();
         }
         writer.close().await;
     });
@@ -177,12 +98,19 @@ fn scrub_finds_and_repairs_rot_in_a_journal_entry_and_a_page_image_within_one_pa
     // find them.
     assert!(found_within.is_some_and(|p| p <= 2), "found after {found_within:?} more passes");
 
-    let expected: Vec<(u64, Vec<u8>)> =
-        (0..PAGES).map(|p| (p, vec![fill(p, ROUNDS - 1); PAGE_BYTES as usize])).collect();
-    assert_eq!(runtime.block_on(read_all(&cluster)), expected, "pages read from the repaired node");
+    let expected = expected(PAGES, ROUNDS);
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, NODE, VOLUME, PAGES)),
+        expected,
+        "pages read from the repaired node"
+    );
     let index = nodes.iter().position(|n| n.spec.node_id == NODE).unwrap();
     nodes[index].kill9();
     nodes[index].restart().unwrap();
-    assert_eq!(runtime.block_on(read_all(&cluster)), expected, "and from its disk after a restart");
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, NODE, VOLUME, PAGES)),
+        expected,
+        "and from its disk after a restart"
+    );
     stop_all(&mut nodes);
 }

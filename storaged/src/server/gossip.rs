@@ -5,7 +5,9 @@
 //! the peer with each (a request on its own stream), hands the answer to the core, and runs the
 //! fetches the core decides on, storing what they bring through the journal task. A peer that
 //! cannot be reached is skipped this round and dialled again the next; a peer with an exchange
-//! still running is skipped too, so a slow peer never piles up work.
+//! still running is skipped too, so a slow peer never piles up work. The same exchange then
+//! asks the peer for the page versions the core's scrub wants to repair, and runs the
+//! hydrations the core wants from this peer (also when this node holds no segment yet).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,21 +60,20 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
         for (peer, summary) in summaries {
             by_peer.entry(peer).or_default().push(summary);
         }
+        // A node rebuilding a segment it does not hold yet has no summary of it to send, but
+        // still runs an exchange with the peer it hydrates from.
+        for peer in peers.by_id.keys() {
+            if shared.with_core(|core| core.hydrating_from(*peer)) {
+                by_peer.entry(*peer).or_default();
+            }
+        }
         for (peer, summaries) in by_peer {
             if !peers.by_id.contains_key(&peer) || !peers.busy.borrow_mut().insert(peer) {
                 continue;
             }
             let (shared, peers, cluster) = (Rc::clone(&shared), Rc::clone(&peers), cluster.clone());
             tokio::task::spawn_local(async move {
-                let result = match exchange(&shared, &peers, peer, summaries).await {
-                    Ok(connection) => match repair_images(&shared, &connection, peer, &cluster).await {
-                        Ok(()) => {
-                            super::hydrate::run_from(&shared, &connection, peer, GOSSIP_REQUEST_TIMEOUT).await
-                        }
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
+                let result = exchange(&shared, &peers, peer, summaries, &cluster).await;
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "gossip round cut short");
                     peers.connections.borrow_mut().remove(&peer);
@@ -83,23 +84,37 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
     }
 }
 
-/// Asks `peer` with each summary and runs the fetches its answers call for.
+/// One round with `peer`: the summaries and the record fetches their answers call for, then
+/// the repairs of damaged images and the hydrations the core wants from this peer.
 async fn exchange(
     shared: &Shared,
     peers: &Peers,
     peer: NodeId,
     summaries: Vec<GossipSummary>,
-) -> Result<quinn::Connection, String> {
+    cluster: &ClusterMap,
+) -> Result<(), String> {
     let connection = connection(peers, peer).await?;
+    exchange_summaries(shared, &connection, peer, summaries).await?;
+    repair_images(shared, &connection, peer, cluster).await?;
+    super::hydrate::run_from(shared, &connection, peer, GOSSIP_REQUEST_TIMEOUT).await
+}
+
+/// Asks `peer` with each summary and runs the fetches its answers call for.
+async fn exchange_summaries(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    peer: NodeId,
+    summaries: Vec<GossipSummary>,
+) -> Result<(), String> {
     for summary in summaries {
-        let Message::GossipSummary(answer) = ask(&connection, Message::GossipSummary(summary)).await? else {
+        let Message::GossipSummary(answer) = ask(connection, Message::GossipSummary(summary)).await? else {
             continue;
         };
         let mut fetch = shared.with_core(|core| core.handle_gossip_summary(&answer, shared.now_ms()));
         while let Some(request) = fetch.take() {
             let pg = request.pg;
             let failed = || shared.with_core(|core| core.handle_gossip_fetch_failed(pg, peer));
-            let records = match ask(&connection, Message::GossipFetch(request)).await {
+            let records = match ask(connection, Message::GossipFetch(request)).await {
                 Ok(Message::Records(records)) => records,
                 Ok(_) => {
                     failed();
@@ -114,7 +129,7 @@ async fn exchange(
             shared.journal_wake.notify_one();
         }
     }
-    Ok(connection)
+    Ok(())
 }
 
 /// Asks `peer` for the page versions that replace this node's damaged images, as the core's

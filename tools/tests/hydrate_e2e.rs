@@ -1,0 +1,75 @@
+//! Hydration on real storage nodes: a node whose data directory is lost (killed with SIGKILL,
+//! directory deleted, started again empty) rebuilds its segments from its peers' page versions
+//! and the log tail, reaches their SCL, and serves every page byte for byte.
+
+mod heal;
+
+use std::time::Duration;
+
+use client::{ClientConfig, VolumeGeometry, Writer};
+use heal::{expected, metric, metrics, read_all, segments, wait_for, writes, PAGE_BYTES};
+use protocol::VolumeId;
+use tools::cluster::Launcher;
+use tools::local::{stop_all, LocalCluster};
+
+const VOLUME: VolumeId = VolumeId(0x4d7a);
+const PAGES: u64 = 32;
+const ROUNDS: u64 = 6;
+const LOST: u32 = 5;
+
+#[test]
+fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::load_or_create(root.path()).unwrap();
+    let prefix = ["storaged", "--apply-max", "2"];
+    let launcher =
+        Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix: prefix.map(String::from).to_vec() };
+    let mut nodes = cluster.start_all(&launcher).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let geometry = VolumeGeometry::new(VOLUME, PAGE_BYTES, 64).unwrap();
+    let config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
+    runtime.block_on(async {
+        let writer = Writer::open(config, geometry).await.unwrap();
+        for round in 0..ROUNDS {
+            writer.append(writes(PAGES, round)).await.unwrap().durable().await.unwrap();
+        }
+        // The writer reports its floor (its VDL) each second: the nodes' floors move up, so a
+        // rebuild takes page versions, not just records.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        writer.close().await;
+    });
+    let peers_scl = runtime.block_on(segments(&cluster, 1, VOLUME))[0].scl;
+    let floor = runtime.block_on(segments(&cluster, 1, VOLUME))[0].floor;
+    assert!(floor > protocol::Lsn::ZERO, "the writer's floor reached the nodes");
+    let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
+    nodes[lost].kill9();
+    let data_dir = cluster.node(LOST).unwrap().data_dir.clone();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    nodes[lost].restart().unwrap();
+    assert!(runtime.block_on(segments(&cluster, LOST, VOLUME)).is_empty(), "the node starts empty");
+
+    let admin = cluster.node(LOST).unwrap().admin;
+    wait_for("the lost node to reach its peers' SCL", Duration::from_secs(60), || {
+        let mine = runtime.block_on(segments(&cluster, LOST, VOLUME));
+        mine.first().is_some_and(|s| s.scl >= peers_scl)
+    });
+    // The admin port's snapshot is refreshed twice a second.
+    wait_for("the rebuild to show in the metrics", Duration::from_secs(5), || {
+        metric(&metrics(admin), "borealis_hydrations_completed_total") >= 1
+    });
+    let text = metrics(admin);
+    assert_eq!(metric(&text, "borealis_hydrate_pages_total"), PAGES, "every page came from a peer:\n{text}");
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, LOST, VOLUME, PAGES)),
+        expected(PAGES, ROUNDS),
+        "every page byte for byte from the rebuilt node"
+    );
+    nodes[lost].kill9();
+    nodes[lost].restart().unwrap();
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, LOST, VOLUME, PAGES)),
+        expected(PAGES, ROUNDS),
+        "and after a restart, from what it stored"
+    );
+    stop_all(&mut nodes);
+}

@@ -2,8 +2,10 @@
 //! over QUIC (`driver::recovery`) and in the simulator.
 //!
 //! Calling contract: `poll_request` yields (node, request) pairs to send; feed every answer to
-//! `handle_reply`; when the driver's per-round timer expires, call `handle_timeout` (missing
-//! answers then count as failures). `outcome` is `Some` once done.
+//! `handle_reply`, and `handle_failure` for a request that will get none (its node is
+//! unreachable: the round then stops waiting for it); when the driver's per-round timer
+//! expires, call `handle_timeout` (missing answers then count as failures). `outcome` is
+//! `Some` once done.
 //!
 //! Rounds, each waiting for every answer or the timeout:
 //! 1. survey: every node's segments → the volume's PGs and newest epochs;
@@ -156,6 +158,20 @@ impl Takeover {
         }
     }
 
+    /// `request`, sent to `node`, will not be answered (the node is unreachable): it counts as
+    /// failed now, so the round does not wait for it.
+    pub fn handle_failure(&mut self, node: NodeId, request: &Message) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let key = request_key(node, request);
+        let Some(at) = self.waiting.iter().position(|w| *w == key) else { return };
+        self.waiting.swap_remove(at);
+        if self.waiting.is_empty() {
+            self.finish_round();
+        }
+    }
+
     /// The round's timer expired: what has not answered counts as failed.
     pub fn handle_timeout(&mut self) {
         if self.outcome.is_none() {
@@ -165,11 +181,9 @@ impl Takeover {
     }
 
     fn request(&mut self, node: NodeId, pg: PgId, message: Message) {
-        let last = match &message {
-            Message::AppendBatch(b) => b.records.last().map_or(Lsn::ZERO, Record::lsn),
-            _ => Lsn::ZERO,
-        };
-        self.waiting.push((kind(&message), node, pg, last));
+        let key = request_key(node, &message);
+        assert_eq!(key.2, pg, "a request names the PG it is for");
+        self.waiting.push(key);
         self.outbox.push_back((node, message));
     }
 
@@ -452,6 +466,19 @@ enum Ask {
     Read,
     Truncate,
     Batch,
+}
+
+/// What an answer to `request` from `node` will be matched against.
+fn request_key(node: NodeId, request: &Message) -> Waiting {
+    let (pg, last) = match request {
+        Message::StatusRequest => (PgId(0), Lsn::ZERO),
+        Message::EpochBump(b) => (b.pg.pg_id, Lsn::ZERO),
+        Message::ReadRecords(r) => (r.pg.pg_id, Lsn::ZERO),
+        Message::Truncate(t) => (t.pg.pg_id, Lsn::ZERO),
+        Message::AppendBatch(b) => (b.pg.pg_id, b.records.last().map_or(Lsn::ZERO, Record::lsn)),
+        other => unreachable!("a takeover never sends {other:?}"),
+    };
+    (kind(request), node, pg, last)
 }
 
 fn kind(request: &Message) -> Ask {

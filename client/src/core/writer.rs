@@ -4,7 +4,9 @@
 //! records in their PG; `poll_transmit` yields the messages to send (append batches to each of
 //! a PG's six segments, PG-opening requests); the driver feeds back `handle_reply` for each
 //! answer and `handle_node_down` / `handle_node_up` for connectivity, and calls `handle_tick`
-//! now and then (idle-PG heartbeats). `vdl()` is the volume durable LSN.
+//! now and then (resends, idle-PG heartbeats, repair decisions). `poll_repair` yields the
+//! repairs of lagging segments to carry out (`core::repair`), each reported back with
+//! `handle_repair_done`. `vdl()` is the volume durable LSN.
 //!
 //! Batching: a PG sends its queued records at once when nothing of it is in flight; otherwise
 //! they wait (the batch grows) until a batch in flight becomes durable or a full batch is ready,
@@ -29,6 +31,7 @@ use protocol::{
 use super::floor::{ReadPointRefusal, ReadPoints, FLOOR_LEASE_MS};
 use super::geometry::VolumeGeometry;
 use super::ladder::Ladder;
+use super::repair::{RepairJob, Repairs};
 
 /// One record as the engine hands it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +154,7 @@ pub struct WriterCore {
     fenced: bool,
     transmits: VecDeque<Transmit>,
     read_points: ReadPoints,
+    repairs: Repairs,
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -205,6 +209,7 @@ impl WriterCore {
             fenced: false,
             transmits: VecDeque::new(),
             read_points: ReadPoints::new(start.vdl, start.pgs.iter().copied()),
+            repairs: Repairs::default(),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
@@ -491,15 +496,19 @@ impl WriterCore {
         match reply {
             Message::AppendAck(ack) => self.handle_ack(node, ack),
             Message::TruncateAck(ack) => self.handle_truncate_ack(node, ack),
-            Message::EpochAck(_) => {}
-            Message::FloorAck(ack) => {
-                if let Some(state) = self.pgs.get_mut(&ack.pg.pg_id) {
-                    let scl = state.scl.entry(node).or_insert(Lsn::ZERO);
-                    *scl = (*scl).max(ack.scl);
-                }
-            }
+            // A member that missed this writer's opening (it was down) reports where it
+            // stands, so it is repaired even if nothing is in flight for it.
+            Message::EpochAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
+            Message::FloorAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
             Message::Error(error) => self.handle_error(node, error),
             other => tracing::debug!(%node, kind = other.type_code(), "unexpected reply"),
+        }
+    }
+
+    fn note_scl(&mut self, pg: PgId, node: NodeId, reported: Lsn) {
+        if let Some(state) = self.pgs.get_mut(&pg) {
+            let scl = state.scl.entry(node).or_insert(Lsn::ZERO);
+            *scl = (*scl).max(reported);
         }
     }
 
@@ -625,9 +634,11 @@ impl WriterCore {
         }
     }
 
-    /// Periodic work: resends what has waited too long for a quorum, tells idle PGs the VDL.
+    /// Periodic work: resends what has waited too long for a quorum, tells idle PGs the VDL,
+    /// decides repairs.
     pub fn handle_tick(&mut self) {
         self.resend_overdue();
+        self.plan_repairs();
         let vdl = self.ladder.vdl();
         if self.read_points.tick(vdl) {
             self.report_floor();
@@ -759,6 +770,42 @@ impl WriterCore {
             .filter_map(|n| state.scl.get(n).map(|scl| (*n, *scl)))
             .filter(|(_, scl)| *scl < target)
             .collect()
+    }
+
+    /// Starts a repair of each segment that stayed behind what is durable since the last
+    /// tick, from a member known complete through that point (`core::repair`).
+    fn plan_repairs(&mut self) {
+        for pg in self.pgs() {
+            let target = self.pg_durable_through(pg);
+            for (node, scl) in self.lagging_members(pg) {
+                if !self.repairs.lagging(pg, node, scl) {
+                    continue;
+                }
+                let complete = |n: &NodeId| *n != node && self.known_scl(pg, *n).is_some_and(|s| s >= target);
+                let Some(source) = self.read_candidates(pg).into_iter().find(complete) else { continue };
+                self.repairs.start(RepairJob {
+                    pg: self.geometry.pg_ref(pg),
+                    node,
+                    source,
+                    from: scl,
+                    target,
+                    epochs: self.epochs,
+                    vdl: self.vdl(),
+                    page_bytes: self.geometry.page_bytes,
+                });
+            }
+        }
+    }
+
+    /// The next repair to carry out.
+    pub fn poll_repair(&mut self) -> Option<RepairJob> {
+        self.repairs.poll()
+    }
+
+    /// The repair of `node`'s segment of `pg` ended; a later tick decides again if it is
+    /// still behind.
+    pub fn handle_repair_done(&mut self, pg: PgId, node: NodeId) {
+        self.repairs.done(pg, node);
     }
 
     /// The epoch this writer writes at.

@@ -1,10 +1,11 @@
 //! WriterCore scenarios against scripted segment replies (no I/O).
 
 use bytes::Bytes;
-use protocol::messages::{AppendAck, ErrorCode, ErrorReply};
+use protocol::messages::{AppendAck, EpochAck, ErrorCode, ErrorReply};
 use protocol::placement::{ClusterMap, NodeInfo};
 use protocol::{AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
 
+use super::repair::RepairJob;
 use super::writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits, WriterStart};
 use super::VolumeGeometry;
 
@@ -165,4 +166,55 @@ fn a_returning_node_gets_the_batches_it_missed() {
     assert_eq!(resent.iter().map(|t| t.node).collect::<Vec<_>>(), vec![NodeId(6)]);
     ack_from(&mut w, &resent, &[6]);
     assert_eq!(w.vcl(), Lsn(1));
+}
+
+#[test]
+fn a_segment_behind_what_is_durable_for_a_tick_is_repaired_from_a_complete_one_one_repair_at_a_time() {
+    let mut w = opened();
+    let first = drain(&mut w);
+    ack_from(&mut w, &first, &[1, 2, 3, 4]);
+    w.handle_tick();
+    assert_eq!(w.poll_repair(), None, "behind for one tick only: its batch may be on its way");
+    w.handle_tick();
+    let jobs: Vec<RepairJob> = std::iter::from_fn(|| w.poll_repair()).collect();
+    let mut lagging: Vec<NodeId> = jobs.iter().map(|j| j.node).collect();
+    lagging.sort();
+    assert_eq!(lagging, vec![NodeId(5), NodeId(6)]);
+    for job in &jobs {
+        assert!((1..=4).contains(&job.source.0), "{job:?}: the source is complete through the target");
+        assert_eq!((job.pg.pg_id, job.from, job.target), (PgId(0), Lsn(0), Lsn(1)));
+    }
+    w.handle_tick();
+    assert_eq!(w.poll_repair(), None, "a running repair is not started again");
+    w.handle_repair_done(PgId(0), NodeId(5));
+    w.handle_tick();
+    assert_eq!(w.poll_repair().map(|j| j.node), Some(NodeId(5)), "still behind once it ended: again");
+}
+
+#[test]
+fn a_member_that_missed_the_opening_is_repaired_once_its_epoch_ack_tells_where_it_stands() {
+    let mut w = writer(WriterLimits::default());
+    w.append(vec![record(1, true)]).unwrap();
+    let opening = drain(&mut w);
+    ack_from(&mut w, &opening, &[1, 2, 3, 4, 5]);
+    let first = drain(&mut w);
+    ack_from(&mut w, &first, &[1, 2, 3, 4]);
+    for _ in 0..3 {
+        w.handle_tick();
+    }
+    let repaired: Vec<NodeId> = std::iter::from_fn(|| w.poll_repair()).map(|j| j.node).collect();
+    assert_eq!(repaired, vec![NodeId(5)], "node 6 never answered: where it stands is unknown");
+    let ack = EpochAck {
+        pg: w.geometry().pg_ref(PgId(0)),
+        node: NodeId(6),
+        epochs: Epochs::INITIAL,
+        scl: Lsn(0),
+        highest_lsn: Lsn(0),
+        vdl_hint: Lsn(0),
+        truncations: Vec::new(),
+    };
+    w.handle_reply(NodeId(6), Message::EpochAck(ack));
+    w.handle_tick();
+    w.handle_tick();
+    assert_eq!(w.poll_repair().map(|j| (j.node, j.target)), Some((NodeId(6), Lsn(1))));
 }

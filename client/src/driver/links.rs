@@ -25,6 +25,8 @@ pub enum Event {
     /// A stream of the connection with this `stable_id` failed.
     Failed(NodeId, usize, String),
     Connected(NodeId, quinn::Connection),
+    /// A dial of this node failed or timed out.
+    DialFailed(NodeId),
     RepairDone(PgId, NodeId),
 }
 
@@ -72,25 +74,27 @@ impl Dialer {
 
     /// Connects to `node`, bounded by the connect timeout.
     pub async fn connect(&self, node: NodeId) -> Result<quinn::Connection, String> {
-        let info = self.cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
-        transport::connect(&self.endpoint, info.addr, &info.name, self.connect_timeout)
-            .await
-            .map_err(|e| e.to_string())
+        self.connect_within(node, self.connect_timeout).await
     }
 
-    /// Connects to every node of the map at once; returns those that answered.
-    pub async fn connect_all(&self, connections: &Connections) {
-        let attempts = self.cluster.nodes().iter().map(|n| {
-            let id = n.id;
-            async move { (id, self.connect(id).await) }
-        });
-        for (node, result) in futures::future::join_all(attempts).await {
-            match result {
-                Ok(connection) => connections.set(node, connection),
-                Err(error) => tracing::info!(%node, %error, "node unreachable"),
-            }
-        }
+    /// Connects to `node`, giving up after `timeout` (one attempt of `core::links`'s policy).
+    pub async fn connect_within(&self, node: NodeId, timeout: Duration) -> Result<quinn::Connection, String> {
+        let info = self.cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
+        transport::connect(&self.endpoint, info.addr, &info.name, timeout).await.map_err(|e| e.to_string())
     }
+}
+
+/// Reports `connection` as failed to the driver once the transport closes it (the peer closed
+/// it, its idle timeout passed, or this side dropped it as silent), so it is replaced at once.
+pub fn watch_closed(connection: quinn::Connection, node: NodeId, events: mpsc::UnboundedSender<Event>) {
+    tokio::spawn(async move {
+        let generation = connection.stable_id();
+        let reason = tokio::select! {
+            reason = connection.closed() => reason,
+            () = events.closed() => return,
+        };
+        let _ = events.send(Event::Failed(node, generation, format!("connection closed: {reason}")));
+    });
 }
 
 /// Opens the stream for (node, PG) and returns the queue feeding it.

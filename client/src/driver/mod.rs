@@ -33,8 +33,10 @@ use transport::{TlsFiles, Tuning};
 
 pub use error::{AppendError, OpenError, ReadError};
 use links::{Connections, Dialer};
+pub use task::SegmentScls;
 use task::{Command, Driver, Progress};
 
+use crate::core::links::{LinkLimits, Links};
 use crate::core::writer::{AppendRefusal, NewRecord, WriterLimits};
 use crate::core::{VolumeGeometry, WriterCore};
 
@@ -55,10 +57,14 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Shortest wait before a read is also sent to a second segment.
     pub hedge_after_min: Duration,
+    /// When a node counts as silent and how it is dialled again (`connect_timeout` bounds each
+    /// dial attempt).
+    pub links: LinkLimits,
 }
 
 impl ClientConfig {
-    /// Defaults: 10 s append timeout, 5 s connect and request timeouts, hedge after 5 ms.
+    /// Defaults: 10 s append timeout, 5 s connect and request timeouts, hedge after 5 ms, the
+    /// link limits of `core::links`.
     pub fn new(cluster: ClusterMap, tls: TlsFiles) -> ClientConfig {
         ClientConfig {
             cluster,
@@ -69,6 +75,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             hedge_after_min: Duration::from_millis(5),
+            links: LinkLimits::default(),
         }
     }
 }
@@ -115,14 +122,15 @@ impl Writer {
         let dialer = Dialer::new(config.cluster.clone(), &config.tls, &config.tuning, config.connect_timeout)
             .map_err(OpenError::Setup)?;
         let connections = Connections::default();
-        dialer.connect_all(&connections).await;
-        let start =
-            recovery::recover(&dialer, &connections, geometry, config.limits.lal, config.request_timeout)
-                .await?;
+        let limits = LinkLimits { dial_attempt_max: config.connect_timeout, ..config.links };
+        let nodes = config.cluster.nodes().iter().map(|n| n.id);
+        let mut links = Links::new(nodes, limits, recovery::now());
+        let (lal, timeout) = (config.limits.lal, config.request_timeout);
+        let start = recovery::recover(&dialer, &connections, &mut links, geometry, lal, timeout).await?;
         let core = WriterCore::new(geometry, config.cluster.clone(), config.limits, start);
         let (progress_tx, progress) = watch::channel(Progress { vdl: core.vdl(), ..Progress::default() });
         let (driver, events) =
-            Driver::new(core, dialer, connections.clone(), progress_tx, config.request_timeout);
+            Driver::new(core, links, dialer, connections.clone(), progress_tx, config.request_timeout);
         let (commands, command_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         tokio::spawn(driver.run(command_rx, events));
         Ok(Writer { commands, progress, connections, geometry, config, reads: reads::ReadLatency::default() })
@@ -172,6 +180,14 @@ impl Writer {
     /// A channel that changes whenever VDL moves (or the writer is fenced or closed).
     pub fn watch_vdl(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    /// Every PG's members with the SCL each last reported to this writer (in acks): how far
+    /// each segment is known to be complete.
+    pub async fn segment_scls(&self) -> Result<SegmentScls, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::SegmentScls { reply }).await.map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)
     }
 
     pub fn geometry(&self) -> VolumeGeometry {

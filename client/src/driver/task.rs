@@ -1,27 +1,28 @@
-//! The driver task: owns the writer core and turns its transmits into frames on per-(node, PG)
-//! streams, its inputs into core calls, and connectivity into `handle_node_down/up`. It also
-//! reconnects to lost nodes and repairs segments that fell behind (reads the missing records
-//! from a complete segment and appends them to the lagging one), so no PG stays at 4 of 6.
+//! The driver task: owns the writer core and the link core, and turns the writer's transmits
+//! into frames on per-(node, PG) streams, its inputs into core calls, and connectivity into
+//! `handle_node_down/up`. When to drop a silent node and when to dial one is
+//! `core::links::Links`'s decision (driven by its `poll_timeout`); the driver only dials, closes
+//! and moves bytes. It also carries out the repairs the writer core decides on (reads the
+//! missing records from a complete segment and appends them to the lagging one), so no PG
+//! stays at 4 of 6.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use protocol::messages::{AppendBatch, ReadRecords, Records};
 use protocol::{Lsn, LsnRange, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::links::{open_stream, Connections, Dialer, Event};
-use super::recovery::ask;
+use super::links::{open_stream, watch_closed, Connections, Dialer, Event};
+use super::recovery::{ask, now};
 use crate::core::floor::ReadPointRefusal;
+use crate::core::links::{Dial, Links, Lost};
+use crate::core::repair::RepairJob;
 use crate::core::writer::{AppendRefusal, NewRecord};
 use crate::core::WriterCore;
 
 /// How often idle PGs hear the VDL and repairs are considered.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Longest wait between reconnect attempts.
-pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// A node that has left a frame unanswered this long is treated as lost (and reconnected).
-pub const NODE_SILENCE_MAX: Duration = Duration::from_secs(1);
 /// How long a closing writer lets its final VDL heartbeats reach the nodes.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(100);
 /// Record bytes per repair read.
@@ -46,6 +47,7 @@ pub enum Command {
         at: Lsn,
         reply: oneshot::Sender<(RouteResult, protocol::Epochs)>,
     },
+    /// Every PG's members with the SCL each last reported (`None`: nothing heard yet).
     SegmentScls {
         reply: oneshot::Sender<SegmentScls>,
     },
@@ -56,6 +58,7 @@ pub enum Command {
     },
 }
 
+/// Per PG, each member and the SCL it last reported to this writer.
 pub type SegmentScls = std::collections::BTreeMap<PgId, Vec<(NodeId, Option<Lsn>)>>;
 
 /// The newest LSN of the PG at or below a read point, with the nodes to ask.
@@ -73,23 +76,21 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Driver {
     pub core: WriterCore,
+    pub links: Links,
     pub dialer: Dialer,
     pub connections: Connections,
     pub progress: watch::Sender<Progress>,
     pub request_timeout: Duration,
     streams: HashMap<(NodeId, PgId), mpsc::Sender<Message>>,
+    /// The `stable_id` of each node's current connection: failures of older ones are stale.
     generation: HashMap<NodeId, usize>,
-    reconnecting: HashSet<NodeId>,
-    repairs: HashSet<(PgId, NodeId)>,
-    stuck: HashMap<(PgId, NodeId), Lsn>,
-    /// When the oldest frame still unanswered by each node was sent.
-    awaiting_since: HashMap<NodeId, tokio::time::Instant>,
     events: mpsc::UnboundedSender<Event>,
 }
 
 impl Driver {
     pub fn new(
         core: WriterCore,
+        links: Links,
         dialer: Dialer,
         connections: Connections,
         progress: watch::Sender<Progress>,
@@ -98,16 +99,13 @@ impl Driver {
         let (events, receiver) = mpsc::unbounded_channel();
         let driver = Driver {
             core,
+            links,
             dialer,
             connections,
             progress,
             request_timeout,
             streams: HashMap::new(),
             generation: HashMap::new(),
-            reconnecting: HashSet::new(),
-            repairs: HashSet::new(),
-            stuck: HashMap::new(),
-            awaiting_since: HashMap::new(),
             events,
         };
         (driver, receiver)
@@ -119,16 +117,15 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
-        for node in self.dialer.cluster.nodes().iter().map(|n| n.id).collect::<Vec<_>>() {
-            match self.connections.get(node) {
-                Some(connection) => {
-                    self.generation.insert(node, connection.stable_id());
-                }
-                None => self.node_lost(node),
-            }
-        }
+        self.take_over_connections();
         let mut tick = tokio::time::interval(TICK);
         loop {
+            let timer = self.links.poll_timeout().map(tokio::time::Instant::from_std);
+            let link_timer = async {
+                if let Some(at) = timer {
+                    tokio::time::sleep_until(at).await;
+                }
+            };
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
@@ -137,10 +134,11 @@ impl Driver {
                 Some(event) = events.recv() => self.event(event),
                 _ = tick.tick() => {
                     self.core.handle_tick();
-                    self.drop_silent_nodes();
                     self.start_repairs();
                 }
+                () = link_timer, if timer.is_some() => {}
             }
+            self.drive_links();
             self.flush();
             self.publish(false);
         }
@@ -151,6 +149,50 @@ impl Driver {
         tokio::time::sleep(CLOSE_LINGER).await;
         self.publish(true);
         self.dialer.endpoint.close(0u32.into(), b"writer closed");
+    }
+
+    /// The connections recovery left: live ones are watched, nodes without one are down until
+    /// the link core has them dialled.
+    fn take_over_connections(&mut self) {
+        for node in self.dialer.cluster.nodes().iter().map(|n| n.id).collect::<Vec<_>>() {
+            match self.connections.get(node).filter(|_| self.links.is_connected(node)) {
+                Some(connection) => {
+                    self.generation.insert(node, connection.stable_id());
+                    watch_closed(connection, node, self.events.clone());
+                }
+                None => {
+                    self.connections.remove(node);
+                    self.core.handle_node_down(node);
+                }
+            }
+        }
+        self.drive_links();
+    }
+
+    /// Carries out the link core's decisions: silent nodes dropped, due dials started.
+    fn drive_links(&mut self) {
+        let now = now();
+        self.links.handle_timeout(now);
+        while let Some((node, lost)) = self.links.poll_lost() {
+            // Nothing waits on a node that is not connected: the core does not send to it.
+            if lost == Lost::Silent {
+                tracing::info!(%node, "node silent; reconnecting");
+                self.disconnect(node, b"silent");
+            }
+        }
+        while let Some(dial) = self.links.poll_dial(now) {
+            tokio::spawn(dial_once(self.dialer.clone(), dial, self.events.clone()));
+        }
+    }
+
+    /// Drops `node`'s connection and streams, and stops the core's traffic to it.
+    fn disconnect(&mut self, node: NodeId, why: &'static [u8]) {
+        if let Some(connection) = self.connections.get(node) {
+            connection.close(0u32.into(), why);
+        }
+        self.connections.remove(node);
+        self.streams.retain(|(n, _), _| *n != node);
+        self.core.handle_node_down(node);
     }
 
     fn command(&mut self, command: Command) {
@@ -166,11 +208,7 @@ impl Driver {
                 let _ = reply.send((self.core.read_route(pg, at), self.core.epochs()));
             }
             Command::SegmentScls { reply } => {
-                let scls_of = |pg: PgId| {
-                    let members = self.core.members(pg);
-                    members.members().iter().map(|n| (*n, self.core.known_scl(pg, *n))).collect()
-                };
-                let _ = reply.send(self.core.pgs().into_iter().map(|pg| (pg, scls_of(pg))).collect());
+                let _ = reply.send(self.segment_scls());
             }
             Command::PinFloor { lsn, reply } => {
                 let _ = reply.send(self.core.pin_floor(lsn));
@@ -181,56 +219,26 @@ impl Driver {
     fn event(&mut self, event: Event) {
         match event {
             Event::Reply(node, message) => {
-                self.awaiting_since.remove(&node);
+                self.links.on_heard(node);
                 self.core.handle_reply(node, message);
             }
             Event::Failed(node, generation, why) => {
-                if self.generation.get(&node) == Some(&generation) && self.connections.get(node).is_some() {
+                let current = self.generation.get(&node) == Some(&generation);
+                if current && self.links.handle_closed(node, now()) {
                     tracing::info!(%node, %why, "node lost");
-                    self.node_lost(node);
+                    self.disconnect(node, b"failed");
                 }
             }
             Event::Connected(node, connection) => {
                 tracing::info!(%node, "node reachable again");
-                self.reconnecting.remove(&node);
+                self.links.handle_connected(node, connection.rtt());
                 self.generation.insert(node, connection.stable_id());
-                self.connections.set(node, connection);
+                self.connections.set(node, connection.clone());
+                watch_closed(connection, node, self.events.clone());
                 self.core.handle_node_up(node);
             }
-            Event::RepairDone(pg, node) => {
-                self.repairs.remove(&(pg, node));
-            }
-        }
-    }
-
-    /// A node that stopped answering (a crashed process looks like this until QUIC's idle
-    /// timeout) is dropped so its connection is rebuilt and what it missed is resent.
-    fn drop_silent_nodes(&mut self) {
-        let now = tokio::time::Instant::now();
-        let silent: Vec<NodeId> = self
-            .awaiting_since
-            .iter()
-            .filter(|(_, since)| now - **since > NODE_SILENCE_MAX)
-            .map(|(n, _)| *n)
-            .collect();
-        for node in silent {
-            tracing::info!(%node, "node silent; reconnecting");
-            if let Some(connection) = self.connections.get(node) {
-                connection.close(0u32.into(), b"silent");
-            }
-            self.node_lost(node);
-        }
-    }
-
-    fn node_lost(&mut self, node: NodeId) {
-        self.awaiting_since.remove(&node);
-        self.connections.remove(node);
-        self.streams.retain(|(n, _), _| *n != node);
-        self.core.handle_node_down(node);
-        if self.reconnecting.insert(node) {
-            let dialer = self.dialer.clone();
-            let events = self.events.clone();
-            tokio::spawn(reconnect(dialer, node, events));
+            Event::DialFailed(node) => self.links.handle_dial_failed(node, now()),
+            Event::RepairDone(pg, node) => self.core.handle_repair_done(pg, node),
         }
     }
 
@@ -246,9 +254,7 @@ impl Driver {
                 .entry((transmit.node, pg))
                 .or_insert_with(|| open_stream(connection, transmit.node, pg, events));
             match queue.try_send(transmit.message) {
-                Ok(()) => {
-                    self.awaiting_since.entry(transmit.node).or_insert_with(tokio::time::Instant::now);
-                }
+                Ok(()) => self.links.on_sent(transmit.node, now()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::debug!(node = %transmit.node, %pg, "stream queue full; frame dropped")
                 }
@@ -257,6 +263,14 @@ impl Driver {
                 }
             }
         }
+    }
+
+    fn segment_scls(&self) -> SegmentScls {
+        let scls_of = |pg: PgId| {
+            let members = self.core.members(pg);
+            members.members().iter().map(|n| (*n, self.core.known_scl(pg, *n))).collect()
+        };
+        self.core.pgs().into_iter().map(|pg| (pg, scls_of(pg))).collect()
     }
 
     fn publish(&self, closed: bool) {
@@ -273,108 +287,77 @@ impl Driver {
         });
     }
 
-    /// Starts a repair for each segment whose SCL stayed behind what is durable for two ticks.
+    /// Carries out the repairs the core decided on.
     fn start_repairs(&mut self) {
-        for pg in self.core.pgs() {
-            for (node, scl) in self.core.lagging_members(pg) {
-                let key = (pg, node);
-                let was = self.stuck.insert(key, scl);
-                if was != Some(scl) || self.repairs.contains(&key) {
-                    continue;
-                }
-                let target = self.core.pg_durable_through(pg);
-                let source = self
-                    .core
-                    .read_candidates(pg)
-                    .into_iter()
-                    .find(|n| *n != node && self.core.known_scl(pg, *n).is_some_and(|s| s >= target));
-                let Some(source) = source else { continue };
-                self.repairs.insert(key);
-                let pg_ref = self.core.geometry().pg_ref(pg);
-                let job = Repair {
-                    pg: pg_ref,
-                    node,
-                    source,
-                    from: scl,
-                    target,
-                    epochs: self.core.epochs(),
-                    vdl: self.core.vdl(),
-                    page_bytes: self.core.geometry().page_bytes,
-                };
-                tokio::spawn(job.run(self.connections.clone(), self.events.clone(), self.request_timeout));
-            }
+        while let Some(job) = self.core.poll_repair() {
+            tokio::spawn(repair(job, self.connections.clone(), self.events.clone(), self.request_timeout));
         }
     }
 }
 
+/// The PG whose stream carries `message`: every transmit of the writer core names one (a
+/// kind missing here would be dropped silently, as floor reports once were).
 fn pg_of(message: &Message) -> Option<PgId> {
     match message {
         Message::AppendBatch(b) => Some(b.pg.pg_id),
         Message::EpochBump(b) => Some(b.pg.pg_id),
         Message::Truncate(t) => Some(t.pg.pg_id),
+        Message::FloorReport(f) => Some(f.pg.pg_id),
         _ => None,
     }
 }
 
-async fn reconnect(dialer: Dialer, node: NodeId, events: mpsc::UnboundedSender<Event>) {
-    let mut backoff = Duration::from_millis(100);
-    while !events.is_closed() {
-        tokio::time::sleep(backoff).await;
-        if let Ok(connection) = dialer.connect(node).await {
-            let _ = events.send(Event::Connected(node, connection));
-            return;
+/// One dial attempt, as the link core asked; its outcome goes back as an event.
+async fn dial_once(dialer: Dialer, dial: Dial, events: mpsc::UnboundedSender<Event>) {
+    let event = match dialer.connect_within(dial.node, dial.timeout).await {
+        Ok(connection) => Event::Connected(dial.node, connection),
+        Err(error) => {
+            tracing::debug!(node = %dial.node, %error, "dial failed");
+            Event::DialFailed(dial.node)
         }
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-    }
+    };
+    let _ = events.send(event);
 }
 
-/// Copies the records a lagging segment misses from a complete one.
-struct Repair {
-    pg: protocol::PgRef,
-    node: NodeId,
-    source: NodeId,
-    from: Lsn,
-    target: Lsn,
-    epochs: protocol::Epochs,
-    vdl: Lsn,
-    page_bytes: u32,
-}
-
-impl Repair {
-    async fn run(self, connections: Connections, events: mpsc::UnboundedSender<Event>, timeout: Duration) {
-        let pg_ref = self.pg;
-        let mut from = self.from;
-        while from < self.target {
-            let Ok(range) = LsnRange::new(from, self.target) else { break };
-            let read = Message::ReadRecords(ReadRecords {
-                pg: pg_ref,
-                epochs: self.epochs,
-                range,
-                bytes_max: REPAIR_READ_BYTES_MAX,
-            });
-            let Some(Message::Records(Records { records, .. })) =
-                ask(&connections, self.source, &read, timeout).await
-            else {
-                break;
-            };
-            let Some(last) = records.last().map(Record::lsn) else { break };
-            let batch = AppendBatch {
-                pg: pg_ref,
-                epochs: self.epochs,
-                vdl: self.vdl,
-                pg_vdl_lsn: Lsn::ZERO,
-                page_bytes: self.page_bytes,
-                records,
-            };
-            match ask(&connections, self.node, &Message::AppendBatch(batch), timeout).await {
-                Some(reply) => {
-                    let _ = events.send(Event::Reply(self.node, reply));
-                }
-                None => break,
+/// Copies the records a lagging segment misses from a complete one, as `job` says, and
+/// reports it done whatever it reached.
+async fn repair(
+    job: RepairJob,
+    connections: Connections,
+    events: mpsc::UnboundedSender<Event>,
+    timeout: Duration,
+) {
+    let mut from = job.from;
+    while from < job.target {
+        let Ok(range) = LsnRange::new(from, job.target) else { break };
+        let read = Message::ReadRecords(ReadRecords {
+            pg: job.pg,
+            epochs: job.epochs,
+            range,
+            bytes_max: REPAIR_READ_BYTES_MAX,
+        });
+        let Some(Message::Records(Records { records, .. })) =
+            ask(&connections, job.source, &read, timeout).await
+        else {
+            break;
+        };
+        let Some(last) = records.last().map(Record::lsn) else { break };
+        let batch = AppendBatch {
+            pg: job.pg,
+            epochs: job.epochs,
+            vdl: job.vdl,
+            pg_vdl_lsn: Lsn::ZERO,
+            page_bytes: job.page_bytes,
+            records,
+        };
+        match ask(&connections, job.node, &Message::AppendBatch(batch), timeout).await {
+            Some(reply) => {
+                let _ = events.send(Event::Reply(job.node, reply));
             }
-            from = last;
+            None => break,
         }
-        tracing::debug!(node = %self.node, pg = %self.pg.pg_id, from = %self.from, reached = %from, "repair finished");
-        let _ = events.send(Event::RepairDone(self.pg.pg_id, self.node));
+        from = last;
     }
+    tracing::debug!(node = %job.node, pg = %job.pg.pg_id, from = %job.from, reached = %from, "repair finished");
+    let _ = events.send(Event::RepairDone(job.pg.pg_id, job.node));
 }

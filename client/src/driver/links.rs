@@ -18,6 +18,13 @@ use transport::{TlsFiles, Tuning};
 /// Frames queued for one (node, PG) stream before further ones are dropped.
 pub const STREAM_QUEUE_MAX: usize = 1024;
 
+/// The round-trip estimate a handshake starts from (quinn's default is 333 ms). A dial's first
+/// packet sent while the node is down is lost; QUIC sends it again after about three of these,
+/// doubling, so with quinn's default a node that returns a moment after a dial began is
+/// reached only a second later, and within a dial attempt of `core::links` not at all. A
+/// low estimate only costs a few early resends on a slow path.
+pub const HANDSHAKE_RTT_INITIAL: Duration = Duration::from_millis(10);
+
 /// What stream and connection tasks tell the driver.
 #[derive(Debug)]
 pub enum Event {
@@ -67,8 +74,9 @@ impl Dialer {
         connect_timeout: Duration,
     ) -> Result<Dialer, String> {
         let any = cluster.nodes().first().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.addr);
-        let endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)
+        let mut endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)
             .map_err(|e| e.to_string())?;
+        endpoint.set_default_client_config(dial_config(tls, tuning).map_err(|e| e.to_string())?);
         Ok(Dialer { endpoint, cluster, connect_timeout })
     }
 
@@ -82,6 +90,16 @@ impl Dialer {
         let info = self.cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
         transport::connect(&self.endpoint, info.addr, &info.name, timeout).await.map_err(|e| e.to_string())
     }
+}
+
+/// The client side's connection settings: the shared tuning, with the handshake's first
+/// round-trip estimate lowered to `HANDSHAKE_RTT_INITIAL`.
+fn dial_config(tls: &TlsFiles, tuning: &Tuning) -> Result<quinn::ClientConfig, transport::TransportError> {
+    let mut config = transport::client_config(tls, tuning)?;
+    let mut transport_config = tuning.transport_config()?;
+    transport_config.initial_rtt(HANDSHAKE_RTT_INITIAL);
+    config.transport_config(Arc::new(transport_config));
+    Ok(config)
 }
 
 /// Reports `connection` as failed to the driver once the transport closes it (the peer closed

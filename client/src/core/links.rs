@@ -199,11 +199,16 @@ impl Links {
         was_connected
     }
 
-    /// The driver gave up the dials it had in flight (without an outcome): they are due again.
-    pub fn abandon_dials(&mut self, now: Instant) {
+    /// The driver dropped everything it had in flight (recovery handing over to the writer's
+    /// driver): its dials are due again, and nothing it sent is awaited any more.
+    pub fn abandon_in_flight(&mut self, now: Instant) {
         for state in self.states.values_mut() {
-            if let LinkState::Dialing { failures, .. } = *state {
-                *state = LinkState::Waiting { next_at: now, failures };
+            match state {
+                LinkState::Dialing { failures, .. } => {
+                    *state = LinkState::Waiting { next_at: now, failures: *failures }
+                }
+                LinkState::Connected { awaiting_since } => *awaiting_since = None,
+                LinkState::Waiting { .. } => {}
             }
         }
     }
@@ -392,12 +397,17 @@ mod tests {
     }
 
     #[test]
-    fn dials_abandoned_without_an_outcome_are_due_again_at_once() {
+    fn what_a_driver_abandons_is_dialled_again_at_once_and_no_longer_awaited() {
         let t0 = Instant::now();
         let mut links = links(t0);
-        while links.poll_dial(t0).is_some() {}
-        links.abandon_dials(t0 + MS);
-        assert_eq!(links.poll_timeout(), Some(t0 + MS));
-        assert_eq!(links.poll_dial(t0 + MS).map(|d| d.node), Some(NodeId(1)));
+        links.poll_dial(t0).expect("node 1");
+        links.handle_connected(NodeId(1), LAN_RTT);
+        links.on_sent(NodeId(1), t0);
+        links.poll_dial(t0).expect("node 2");
+        links.abandon_in_flight(t0 + MS);
+        assert_eq!(links.poll_timeout(), Some(t0 + MS), "node 2's dial is due, node 1 awaits nothing");
+        assert_eq!(links.poll_dial(t0 + MS).map(|d| d.node), Some(NodeId(2)));
+        links.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(links.poll_lost(), None);
     }
 }

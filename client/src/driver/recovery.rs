@@ -10,8 +10,9 @@
 //!
 //! Invariants: every request `Takeover` yields is answered to it (`handle_reply`) or failed
 //! (`handle_failure`) exactly once, unless the takeover is over first; an answer arriving on a
-//! replaced connection still counts; dials still in flight when recovery ends are handed back
-//! to `Links` as due again, so the writer's driver makes them.
+//! replaced connection still counts; when recovery ends, its dials still in flight are handed
+//! back to `Links` as due again (the writer's driver makes them) and its unanswered requests
+//! are no longer awaited.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -97,7 +98,7 @@ pub async fn recover(
     };
     loop {
         if let Some(outcome) = takeover.outcome() {
-            links.abandon_dials(now());
+            links.abandon_in_flight(now());
             return finish(&takeover, outcome.clone());
         }
         rounds.drive_links(links, &mut takeover);

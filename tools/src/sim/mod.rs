@@ -170,6 +170,8 @@ struct World {
     writer_view_down: Vec<NodeId>,
     /// The current writer's connections, as the client's link core decides them.
     links: client::core::links::Links,
+    /// The repairs the current writer's core decided on, being carried out.
+    repairs: Vec<writers::SimRepair>,
     /// Every record appended (and not truncated by a takeover).
     appended: BTreeMap<Lsn, Appended>,
     /// Page reads checked, and reads answered with an error (not checked).
@@ -266,6 +268,7 @@ impl World {
             config,
             writer_view_down: Vec::new(),
             links: writers::new_links(),
+            repairs: Vec::new(),
             appended: BTreeMap::new(),
             reads_checked: 0,
             reads_refused: 0,
@@ -347,6 +350,11 @@ impl World {
                 self.links.on_heard(node);
                 if let Message::AppendAck(ack) = &message {
                     self.acks.push((node, ack.pg.pg_id, ack.first_lsn, ack.last_lsn));
+                    self.repair_acked(node, ack.pg.pg_id);
+                }
+                if let Message::Records(records) = message {
+                    self.repair_read(node, records);
+                    return;
                 }
                 self.writer.handle_reply(node, message);
                 self.check_vdl();
@@ -433,6 +441,7 @@ impl World {
         }
         self.drive_takeover();
         self.drive_old_writer();
+        self.drive_repairs();
         if self.faults_on {
             self.faults();
         }

@@ -1,15 +1,19 @@
 //! The writers in the simulation: the current writer's connections are decided by the
 //! client's link core (`client::core::links`, the policy the QUIC driver runs, scaled to the
-//! simulator's time), and takeovers run the real `Takeover` state machine while the old
-//! writer keeps going; once the new one is installed, the old one is fenced and must never
-//! make a record it allocates afterwards durable.
+//! simulator's time), its repairs of lagging segments by its core (`poll_repair`) and carried
+//! out here as the driver does (read from the source, append to the lagging segment), and
+//! takeovers run the real `Takeover` state machine while the old writer keeps going; once the
+//! new one is installed, the old one is fenced and must never make a record it allocates
+//! afterwards durable.
 
 use std::time::{Duration, Instant};
 
-use protocol::{Lsn, Message, NodeId, PageId, RecordKind};
+use protocol::messages::{AppendBatch, ReadRecords, Records};
+use protocol::{Lsn, LsnRange, Message, NodeId, PageId, PgId, RecordKind};
 use rand::Rng;
 
 use client::core::links::{LinkLimits, Links, Lost};
+use client::core::repair::RepairJob;
 use client::core::takeover::Takeover;
 use client::core::writer::{WriterCore, WriterStart};
 use client::NewRecord;
@@ -28,6 +32,21 @@ const SIM_LINK_LIMITS: LinkLimits = LinkLimits {
 };
 /// The round trip a simulated dial reports (the middle of the network's delays, twice).
 const SIM_RTT: Duration = Duration::from_micros(320);
+
+/// A repair whose read or append is not answered within this is given up (the core decides
+/// again at a later tick if the segment is still behind).
+const REPAIR_TIMEOUT_US: u64 = 20_000;
+/// Record bytes per repair read (the simulated volumes are small: one read covers a gap).
+const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
+
+/// A repair being carried out: its job, when its last step was sent, and whether the records
+/// were read and appended (then the lagging node's ack ends it).
+#[derive(Debug)]
+pub struct SimRepair {
+    job: RepairJob,
+    since_us: u64,
+    appended: bool,
+}
 
 /// A takeover round that heard nothing for this long counts its missing answers as failed.
 const ROUND_TIMEOUT_US: u64 = 20_000;
@@ -105,6 +124,7 @@ impl World {
         self.writer_gen = gen;
         self.writer_view_down.clear();
         self.links = new_links();
+        self.repairs.clear();
     }
 
     /// Answers for a writer generation other than the current one.
@@ -225,5 +245,71 @@ impl World {
             self.writer_view_down.retain(|n| *n != node);
             self.writer.handle_node_up(node);
         }
+    }
+}
+
+impl World {
+    /// Starts the repairs the writer core decided on (a read from the source) and gives up
+    /// those not answered in time.
+    pub(super) fn drive_repairs(&mut self) {
+        let now = self.clock.now_us;
+        let (expired, running): (Vec<SimRepair>, Vec<SimRepair>) =
+            std::mem::take(&mut self.repairs).into_iter().partition(|r| now - r.since_us > REPAIR_TIMEOUT_US);
+        self.repairs = running;
+        for repair in expired {
+            self.writer.handle_repair_done(repair.job.pg.pg_id, repair.job.node);
+        }
+        while let Some(job) = self.writer.poll_repair() {
+            let Ok(range) = LsnRange::new(job.from, job.target) else {
+                self.writer.handle_repair_done(job.pg.pg_id, job.node);
+                continue;
+            };
+            let read =
+                ReadRecords { pg: job.pg, epochs: job.epochs, range, bytes_max: REPAIR_READ_BYTES_MAX };
+            self.send(
+                Endpoint::Writer(self.writer_gen),
+                Endpoint::Node(job.source),
+                Message::ReadRecords(read),
+            );
+            self.repairs.push(SimRepair { job, since_us: now, appended: false });
+        }
+    }
+
+    /// A repair's read answered: append what it returned to the lagging segment.
+    pub(super) fn repair_read(&mut self, source: NodeId, answer: Records) {
+        let pg = answer.pg.pg_id;
+        let Some(repair) =
+            self.repairs.iter_mut().find(|r| !r.appended && r.job.source == source && r.job.pg.pg_id == pg)
+        else {
+            return;
+        };
+        let job = repair.job;
+        if answer.records.is_empty() {
+            self.repair_over(pg, job.node);
+            return;
+        }
+        repair.appended = true;
+        repair.since_us = self.clock.now_us;
+        let batch = AppendBatch {
+            pg: job.pg,
+            epochs: job.epochs,
+            vdl: job.vdl,
+            pg_vdl_lsn: Lsn::ZERO,
+            page_bytes: job.page_bytes,
+            records: answer.records,
+        };
+        self.send(Endpoint::Writer(self.writer_gen), Endpoint::Node(job.node), Message::AppendBatch(batch));
+    }
+
+    /// The lagging node acknowledged an append of `pg`: a repair that appended to it is over.
+    pub(super) fn repair_acked(&mut self, node: NodeId, pg: PgId) {
+        if self.repairs.iter().any(|r| r.appended && r.job.node == node && r.job.pg.pg_id == pg) {
+            self.repair_over(pg, node);
+        }
+    }
+
+    fn repair_over(&mut self, pg: PgId, node: NodeId) {
+        self.repairs.retain(|r| !(r.job.node == node && r.job.pg.pg_id == pg));
+        self.writer.handle_repair_done(pg, node);
     }
 }

@@ -72,10 +72,12 @@ pub enum LinkState {
         next_at: Instant,
         failures: u32,
     },
-    /// A dial is in flight (the driver bounds it by the attempt's time limit).
+    /// A dial is in flight (the driver bounds it by the attempt's time limit); `waited_out` once
+    /// something waited `silence_max` for it: nothing more waits until the dial's outcome.
     Dialing {
         failures: u32,
         awaiting_since: Option<Instant>,
+        waited_out: bool,
     },
 }
 
@@ -85,7 +87,8 @@ pub enum Lost {
     /// It was connected and left something unanswered for `silence_max`: drop the connection
     /// and stop its traffic; it is being dialled again.
     Silent,
-    /// It is being dialled and something has waited for it for `silence_max`: stop waiting.
+    /// It is being dialled and something has waited for it for `silence_max`: stop waiting,
+    /// and do not wait for it again before the dial's outcome (`may_wait_for`).
     Unreachable,
 }
 
@@ -130,6 +133,12 @@ impl Links {
         matches!(self.state(node), Some(LinkState::Dialing { .. }))
     }
 
+    /// True if a request for `node` may wait for its dial in flight: not once something has
+    /// waited `silence_max` for this dial.
+    pub fn may_wait_for(&self, node: NodeId) -> bool {
+        matches!(self.state(node), Some(LinkState::Dialing { waited_out: false, .. }))
+    }
+
     /// Something that expects an answer left for `node` (or, while it is being dialled, waits
     /// to leave).
     pub fn on_sent(&mut self, node: NodeId, now: Instant) {
@@ -153,19 +162,17 @@ impl Links {
             LinkState::Waiting { next_at, failures } if *next_at <= now => Some((*node, *failures)),
             _ => None,
         })?;
-        self.states.insert(node, LinkState::Dialing { failures, awaiting_since: None });
-        Some(Dial { node, timeout: self.attempt_timeout(node, failures) })
+        self.states.insert(node, LinkState::Dialing { failures, awaiting_since: None, waited_out: false });
+        Some(Dial { node, timeout: self.attempt_timeout(node) })
     }
 
-    /// A node reached before gets a few of its round trips; one never reached gets an attempt
-    /// doubling with each failure, so a slow first handshake still gets through.
-    fn attempt_timeout(&self, node: NodeId, failures: u32) -> Duration {
+    /// A node reached before gets a few of its round trips; one never reached gets the whole
+    /// connect timeout, as a first handshake over a slow path may need it (what waits for the
+    /// dial gives up after `silence_max` all the same).
+    fn attempt_timeout(&self, node: NodeId) -> Duration {
         let (min, max) =
             (self.limits.dial_attempt_min, self.limits.dial_attempt_max.max(self.limits.dial_attempt_min));
-        match self.rtts.get(&node) {
-            Some(rtt) => (*rtt * DIAL_ATTEMPT_RTTS).clamp(min, max),
-            None => doubled(min, failures).min(max),
-        }
+        self.rtts.get(&node).map_or(max, |rtt| (*rtt * DIAL_ATTEMPT_RTTS).clamp(min, max))
     }
 
     /// A dial succeeded (its handshake measured `rtt`): the node is connected, and its backoff
@@ -224,8 +231,9 @@ impl Links {
                     *state = LinkState::Waiting { next_at: now, failures: 0 };
                     lost.push((*node, Lost::Silent));
                 }
-                LinkState::Dialing { awaiting_since, .. } if expired(awaiting_since) => {
+                LinkState::Dialing { awaiting_since, waited_out, .. } if expired(awaiting_since) => {
                     *awaiting_since = None;
+                    *waited_out = true;
                     lost.push((*node, Lost::Unreachable));
                 }
                 _ => {}
@@ -334,14 +342,19 @@ mod tests {
         let t0 = Instant::now();
         let mut links = Links::new([NodeId(1)], LinkLimits::default(), t0);
         let dial = links.poll_dial(t0).expect("due");
-        assert_eq!(dial.timeout, LINK_LIMITS_DEFAULT.dial_attempt_min);
+        assert_eq!(dial.timeout, LINK_LIMITS_DEFAULT.dial_attempt_max, "never reached: the connect timeout");
+        assert!(links.may_wait_for(NodeId(1)));
         links.on_sent(NodeId(1), t0 + 10 * MS);
         let give_up = t0 + 10 * MS + LINK_LIMITS_DEFAULT.silence_max;
         assert_eq!(links.poll_timeout(), Some(give_up));
         links.handle_timeout(give_up);
         assert_eq!(links.poll_lost(), Some((NodeId(1), Lost::Unreachable)));
         assert!(links.is_dialing(NodeId(1)), "the dial goes on");
+        assert!(!links.may_wait_for(NodeId(1)), "nothing waits for it again before the outcome");
         assert_eq!(links.poll_timeout(), None);
+        links.handle_dial_failed(NodeId(1), give_up);
+        links.poll_dial(links.poll_timeout().expect("waiting")).expect("due");
+        assert!(links.may_wait_for(NodeId(1)), "a new dial may be waited for again");
     }
 
     #[test]
@@ -349,6 +362,8 @@ mod tests {
         let limits = LinkLimits::default();
         let t0 = Instant::now();
         let mut links = Links::new([NodeId(1)], limits, t0);
+        connect_all(&mut links, t0);
+        assert!(links.handle_closed(NodeId(1), t0));
         let dials = fail_dials(&mut links, t0, t0 + Duration::from_secs(5));
         let waits: Vec<Duration> = dials.windows(2).map(|w| w[1].0 - (w[0].0 + w[0].1)).collect();
         assert_eq!(waits[0], limits.dial_backoff_min);
@@ -364,15 +379,15 @@ mod tests {
     }
 
     #[test]
-    fn a_node_never_reached_gets_longer_dials_up_to_the_connect_timeout() {
-        let limits = LinkLimits { dial_attempt_max: Duration::from_secs(1), ..LinkLimits::default() };
+    fn a_node_never_reached_gets_the_connect_timeout_and_one_reached_before_a_few_round_trips() {
+        let limits = LinkLimits::default();
         let t0 = Instant::now();
-        let mut links = Links::new([NodeId(1)], limits, t0);
-        let timeouts: Vec<Duration> =
-            fail_dials(&mut links, t0, t0 + Duration::from_secs(10)).into_iter().map(|d| d.1).collect();
-        assert_eq!(timeouts[0], limits.dial_attempt_min);
-        assert!(timeouts.windows(2).all(|w| w[0] <= w[1]), "{timeouts:?}");
-        assert_eq!(*timeouts.last().expect("several"), limits.dial_attempt_max);
+        let mut links = Links::new([NodeId(1), NodeId(2)], limits, t0);
+        assert_eq!(links.poll_dial(t0).map(|d| d.timeout), Some(limits.dial_attempt_max));
+        links.handle_connected(NodeId(1), Duration::from_millis(100));
+        assert!(links.handle_closed(NodeId(1), t0));
+        let wan = links.poll_dial(t0).expect("due");
+        assert_eq!((wan.node, wan.timeout), (NodeId(1), Duration::from_millis(100) * DIAL_ATTEMPT_RTTS));
     }
 
     #[test]

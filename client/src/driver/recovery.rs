@@ -1,9 +1,10 @@
 //! Writer recovery over the network: the sans-IO `core::takeover::Takeover` (DESIGN §3) driven
 //! over QUIC, with the connections kept by the sans-IO `core::links::Links`.
 //!
-//! Each round's requests go out at once. A request to a node that is not connected, or being
-//! dialled, is held until the dial's outcome; to a node waiting out a dial backoff it fails at
-//! once, so no round waits on a node known to be gone. A node that turns silent (a process that
+//! Each round's requests go out at once. A request to a node being dialled is held until the
+//! dial's outcome, for at most `silence_max` (after that, requests to it fail at once until
+//! the dial ends); to a node waiting out a dial backoff it fails at once, so no round waits on
+//! a node known to be gone. A node that turns silent (a process that
 //! died behind a live-looking connection) or whose connection closes is dialled again at once;
 //! its outstanding requests are sent again on the new connection, or fail if the dial fails.
 //! Every request is also bounded by the request timeout.
@@ -172,7 +173,7 @@ impl Rounds<'_> {
     fn send(&mut self, links: &mut Links, takeover: &mut Takeover, node: NodeId, message: Message) {
         let id = self.next_id;
         self.next_id += 1;
-        if !links.is_connected(node) && !links.is_dialing(node) {
+        if !links.is_connected(node) && !links.may_wait_for(node) {
             takeover.handle_failure(node, &message);
             return;
         }

@@ -4,8 +4,9 @@
 //! the same policy.
 //!
 //! Calling contract (quinn-proto style): the driver reports what happened — `on_sent` when a
-//! request or frame that expects an answer leaves for a node, `on_heard` for any answer from
-//! it, `handle_connected` / `handle_dial_failed` for the outcome of a dial, `handle_closed` when
+//! request or frame that expects an answer leaves for a node (`on_sent_counted` and
+//! `on_transport` where it can also tell what its transport received), `on_heard` for any
+//! answer from it, `handle_connected` / `handle_dial_failed` for the outcome of a dial, `handle_closed` when
 //! the transport reports the connection gone — and carries out what the core asks: `poll_dial`
 //! yields a node to dial with the attempt's time limit, `poll_lost` a node that went silent
 //! (drop its connection, stop its traffic) or stayed unreachable while something waited for it
@@ -13,7 +14,8 @@
 //!
 //! Invariants: every node of the map is in exactly one state; a node is dialled only from
 //! `Waiting`, at most one dial per node at a time; nothing waits on a node longer than
-//! `silence_max` without a `Lost` being reported; dials of an unreachable node are spaced by a
+//! `silence_max` without a `Lost` being reported, nor longer than `unacked_max` on one whose
+//! transport received nothing since; dials of an unreachable node are spaced by a
 //! backoff doubling from `dial_backoff_min` to `dial_backoff_max`, starting over once a dial
 //! succeeds.
 
@@ -28,6 +30,11 @@ pub struct LinkLimits {
     /// Longest wait for an answer from a node before it counts as silent: a process that died
     /// (or restarted) behind a connection looks alive until QUIC's idle timeout.
     pub silence_max: Duration,
+    /// Longest wait, where the driver reports its transport's receive count, for any packet at
+    /// all from a node after a send to it: a live peer acknowledges within its ack delay
+    /// (25 ms) and a round trip however busy its application is; a process that died or
+    /// restarted behind the connection never does.
+    pub unacked_max: Duration,
     /// Wait after the first failed dial; doubles with each further failure.
     pub dial_backoff_min: Duration,
     /// Longest wait between dials of a node that stays unreachable. A dial of a node that is
@@ -48,6 +55,7 @@ pub const DIAL_ATTEMPT_RTTS: u32 = 8;
 /// within `silence_max`, and a node that returns is dialled within half a second.
 pub const LINK_LIMITS_DEFAULT: LinkLimits = LinkLimits {
     silence_max: Duration::from_millis(500),
+    unacked_max: Duration::from_millis(150),
     dial_backoff_min: Duration::from_millis(50),
     dial_backoff_max: Duration::from_millis(250),
     dial_attempt_min: Duration::from_millis(250),
@@ -61,11 +69,14 @@ impl Default for LinkLimits {
 }
 
 /// One node's connection, as the core sees it. `failures` counts dials failed in a row;
-/// `awaiting_since` is when the oldest send still unanswered went out (or was held back).
+/// `awaiting_since` is when the oldest send still unanswered went out (or was held back);
+/// `unacked_since` when the oldest send the transport has heard nothing after went out, with
+/// the transport's receive count then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkState {
     Connected {
         awaiting_since: Option<Instant>,
+        unacked_since: Option<(Instant, u64)>,
     },
     /// No connection; the next dial may start at `next_at`.
     Waiting {
@@ -142,17 +153,37 @@ impl Links {
     /// Something that expects an answer left for `node` (or, while it is being dialled, waits
     /// to leave).
     pub fn on_sent(&mut self, node: NodeId, now: Instant) {
-        if let Some(LinkState::Connected { awaiting_since } | LinkState::Dialing { awaiting_since, .. }) =
+        if let Some(LinkState::Connected { awaiting_since, .. } | LinkState::Dialing { awaiting_since, .. }) =
             self.states.get_mut(&node)
         {
             awaiting_since.get_or_insert(now);
         }
     }
 
+    /// As `on_sent`, from a driver that can tell what its transport has received from the node
+    /// (`received`: a count that moves with every packet from it).
+    pub fn on_sent_counted(&mut self, node: NodeId, now: Instant, received: u64) {
+        self.on_sent(node, now);
+        if let Some(LinkState::Connected { unacked_since, .. }) = self.states.get_mut(&node) {
+            unacked_since.get_or_insert((now, received));
+        }
+    }
+
+    /// The transport's receive count for `node` now: if it moved since the oldest send not yet
+    /// acknowledged, the node's transport is alive.
+    pub fn on_transport(&mut self, node: NodeId, received: u64) {
+        if let Some(LinkState::Connected { unacked_since, .. }) = self.states.get_mut(&node) {
+            if unacked_since.is_some_and(|(_, then)| then != received) {
+                *unacked_since = None;
+            }
+        }
+    }
+
     /// `node` answered: it is not silent.
     pub fn on_heard(&mut self, node: NodeId) {
-        if let Some(LinkState::Connected { awaiting_since }) = self.states.get_mut(&node) {
+        if let Some(LinkState::Connected { awaiting_since, unacked_since }) = self.states.get_mut(&node) {
             *awaiting_since = None;
+            *unacked_since = None;
         }
     }
 
@@ -179,7 +210,7 @@ impl Links {
     /// starts over.
     pub fn handle_connected(&mut self, node: NodeId, rtt: Duration) {
         if let Some(state) = self.states.get_mut(&node) {
-            *state = LinkState::Connected { awaiting_since: None };
+            *state = LinkState::Connected { awaiting_since: None, unacked_since: None };
             self.rtts.insert(node, rtt);
         }
     }
@@ -214,7 +245,10 @@ impl Links {
                 LinkState::Dialing { failures, .. } => {
                     *state = LinkState::Waiting { next_at: now, failures: *failures }
                 }
-                LinkState::Connected { awaiting_since } => *awaiting_since = None,
+                LinkState::Connected { awaiting_since, unacked_since } => {
+                    *awaiting_since = None;
+                    *unacked_since = None;
+                }
                 LinkState::Waiting { .. } => {}
             }
         }
@@ -222,12 +256,15 @@ impl Links {
 
     /// Finds the nodes something has waited on for `silence_max` (see `poll_lost`).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let silence_max = self.limits.silence_max;
+        let (silence_max, unacked_max) = (self.limits.silence_max, self.limits.unacked_max);
         let expired = |since: &Option<Instant>| since.is_some_and(|t| now >= t + silence_max);
+        let unacked = |since: &Option<(Instant, u64)>| since.is_some_and(|(t, _)| now >= t + unacked_max);
         let mut lost = Vec::new();
         for (node, state) in &mut self.states {
             match state {
-                LinkState::Connected { awaiting_since } if expired(awaiting_since) => {
+                LinkState::Connected { awaiting_since, unacked_since }
+                    if expired(awaiting_since) || unacked(unacked_since) =>
+                {
                     *state = LinkState::Waiting { next_at: now, failures: 0 };
                     lost.push((*node, Lost::Silent));
                 }
@@ -250,13 +287,15 @@ impl Links {
     /// When `handle_timeout` must be called next (a silence running out) or `poll_dial` may
     /// yield next (a backoff running out).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let silence_max = self.limits.silence_max;
+        let (silence_max, unacked_max) = (self.limits.silence_max, self.limits.unacked_max);
         self.states
             .values()
             .filter_map(|state| match state {
-                LinkState::Connected { awaiting_since } | LinkState::Dialing { awaiting_since, .. } => {
-                    awaiting_since.map(|t| t + silence_max)
+                LinkState::Connected { awaiting_since, unacked_since } => {
+                    let unacked = unacked_since.map(|(t, _)| t + unacked_max);
+                    awaiting_since.map(|t| t + silence_max).into_iter().chain(unacked).min()
                 }
+                LinkState::Dialing { awaiting_since, .. } => awaiting_since.map(|t| t + silence_max),
                 LinkState::Waiting { next_at, .. } => Some(*next_at),
             })
             .min()
@@ -322,6 +361,25 @@ mod tests {
         assert_eq!(links.poll_lost(), Some((NodeId(1), Lost::Silent)));
         assert_eq!(links.poll_dial(silent_at).map(|d| d.node), Some(NodeId(1)));
         assert!(links.is_connected(NodeId(2)), "a node with nothing outstanding is never silent");
+    }
+
+    #[test]
+    fn a_node_whose_transport_acknowledges_nothing_after_a_send_is_lost_long_before_the_silence_bound() {
+        let t0 = Instant::now();
+        let mut links = links(t0);
+        connect_all(&mut links, t0);
+        links.on_sent_counted(NodeId(1), t0, 40);
+        links.on_sent_counted(NodeId(2), t0, 70);
+        let unacked_at = t0 + LINK_LIMITS_DEFAULT.unacked_max;
+        assert_eq!(links.poll_timeout(), Some(unacked_at));
+        links.on_transport(NodeId(1), 40);
+        links.on_transport(NodeId(2), 71);
+        links.handle_timeout(unacked_at);
+        assert_eq!(links.poll_lost(), Some((NodeId(1), Lost::Silent)), "a restarted process never acks");
+        assert_eq!(links.poll_lost(), None, "node 2 acked: a slow answer is not a dead connection");
+        assert_eq!(links.poll_timeout(), Some(unacked_at), "node 1 is dialled again at once");
+        links.handle_timeout(t0 + LINK_LIMITS_DEFAULT.silence_max);
+        assert_eq!(links.poll_lost(), Some((NodeId(2), Lost::Silent)), "but its silence still counts");
     }
 
     #[test]

@@ -48,6 +48,21 @@ pub async fn ask(
     }
 }
 
+/// What `connection`'s transport has received: it moves with every packet from the peer
+/// (acknowledgements included), which a process that died behind the connection never sends.
+pub fn received(connection: &quinn::Connection) -> u64 {
+    connection.stats().udp_rx.datagrams
+}
+
+/// Tells the link core what each live connection's transport has received.
+pub fn report_transport(connections: &Connections, links: &mut Links) {
+    for node in connections.nodes() {
+        if let Some(connection) = connections.get(node).filter(|_| links.is_connected(node)) {
+            links.on_transport(node, received(&connection));
+        }
+    }
+}
+
 /// The driver's clock, as the cores take it.
 pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -131,6 +146,7 @@ impl Rounds<'_> {
     /// Silent nodes redialled, requests held for unreachable ones failed, due dials started.
     fn drive_links(&mut self, links: &mut Links, takeover: &mut Takeover) {
         let now = now();
+        report_transport(self.connections, links);
         links.handle_timeout(now);
         while let Some((node, lost)) = links.poll_lost() {
             match lost {
@@ -191,7 +207,7 @@ impl Rounds<'_> {
         let Some(connection) = self.connections.get(entry.node) else { return };
         let generation = connection.stable_id();
         entry.sent_on = Some(generation);
-        links.on_sent(entry.node, now());
+        links.on_sent_counted(entry.node, now(), received(&connection));
         let (message, timeout) = (entry.message.clone(), self.timeout);
         self.asks.push(Box::pin(async move {
             let answer = tokio::time::timeout(timeout, transport::request(&connection, &message)).await;

@@ -14,7 +14,7 @@ use protocol::{Lsn, LsnRange, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::links::{open_stream, watch_closed, Connections, Dialer, Event};
-use super::recovery::{ask, now};
+use super::recovery::{ask, now, received, report_transport};
 use crate::core::floor::ReadPointRefusal;
 use crate::core::links::{Dial, Links, Lost};
 use crate::core::repair::RepairJob;
@@ -172,6 +172,7 @@ impl Driver {
     /// Carries out the link core's decisions: silent nodes dropped, due dials started.
     fn drive_links(&mut self) {
         let now = now();
+        report_transport(&self.connections, &mut self.links);
         self.links.handle_timeout(now);
         while let Some((node, lost)) = self.links.poll_lost() {
             // Nothing waits on a node that is not connected: the core does not send to it.
@@ -248,13 +249,13 @@ impl Driver {
         while let Some(transmit) = self.core.poll_transmit() {
             let Some(pg) = pg_of(&transmit.message) else { continue };
             let Some(connection) = self.connections.get(transmit.node) else { continue };
-            let events = self.events.clone();
+            let (events, received) = (self.events.clone(), received(&connection));
             let queue = self
                 .streams
                 .entry((transmit.node, pg))
                 .or_insert_with(|| open_stream(connection, transmit.node, pg, events));
             match queue.try_send(transmit.message) {
-                Ok(()) => self.links.on_sent(transmit.node, now()),
+                Ok(()) => self.links.on_sent_counted(transmit.node, now(), received),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::debug!(node = %transmit.node, %pg, "stream queue full; frame dropped")
                 }

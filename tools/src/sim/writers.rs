@@ -25,6 +25,8 @@ use super::World;
 /// ~100 µs to a few ms of a data centre, so every bound is scaled down alike.
 const SIM_LINK_LIMITS: LinkLimits = LinkLimits {
     silence_max: Duration::from_millis(5),
+    // The simulated network has no transport acknowledgements to report.
+    unacked_max: Duration::from_millis(5),
     dial_backoff_min: Duration::from_millis(1),
     dial_backoff_max: Duration::from_millis(5),
     dial_attempt_min: Duration::from_millis(1),

@@ -6,11 +6,12 @@
 //! Calling contract (quinn-proto style): the driver reports what happened — `on_sent` when a
 //! request or frame that expects an answer leaves for a node (`on_sent_counted` and
 //! `on_transport` where it can also tell what its transport received), `on_heard` for any
-//! answer from it, `handle_connected` / `handle_dial_failed` for the outcome of a dial, `handle_closed` when
-//! the transport reports the connection gone — and carries out what the core asks: `poll_dial`
-//! yields a node to dial with the attempt's time limit, `poll_lost` a node that went silent
-//! (drop its connection, stop its traffic) or stayed unreachable while something waited for it
-//! (stop waiting). `poll_timeout` says when `handle_timeout(now)` must be called next.
+//! answer from it, `handle_connected` / `handle_dial_failed` for the outcome of a dial,
+//! `handle_closed` when the transport reports the connection gone — and carries out what the
+//! core asks: `poll_dial` yields a node to dial with the attempt's time limit, `poll_lost` a
+//! node that went silent (drop its connection, stop its traffic) or stayed unreachable while
+//! something waited for it (stop waiting). `poll_timeout` says when `handle_timeout(now)` must
+//! be called next.
 //!
 //! Invariants: every node of the map is in exactly one state; a node is dialled only from
 //! `Waiting`, at most one dial per node at a time; nothing waits on a node longer than
@@ -95,8 +96,9 @@ pub enum LinkState {
 /// Why `poll_lost` reports a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lost {
-    /// It was connected and left something unanswered for `silence_max`: drop the connection
-    /// and stop its traffic; it is being dialled again.
+    /// It was connected and left something unanswered for `silence_max` (or its transport
+    /// received nothing for `unacked_max` after a send): drop the connection and stop its
+    /// traffic; it is being dialled again.
     Silent,
     /// It is being dialled and something has waited for it for `silence_max`: stop waiting,
     /// and do not wait for it again before the dial's outcome (`may_wait_for`).

@@ -227,7 +227,9 @@ impl Rounds<'_> {
             }
         };
         tokio::select! {
-            Some((id, generation, answer)) = self.asks.next() => self.answered(links, takeover, id, generation, answer),
+            Some((id, generation, answer)) = self.asks.next() => {
+                self.answered(links, takeover, id, generation, answer)
+            }
             Some((node, connection)) = self.dials.next() => self.dialled(links, takeover, node, connection),
             () = sleep, if timer.is_some() => {}
             // Nothing is in flight and nothing is timed: what the round still awaits never comes.

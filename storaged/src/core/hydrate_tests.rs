@@ -236,3 +236,19 @@ fn pages_come_in_bounded_answers_and_a_changed_read_point_abandons_the_hydration
     assert_eq!(b.hydrate_stats().abandoned, 1);
     assert_eq!(b.segment(&PG).unwrap().scl(), Lsn::ZERO);
 }
+
+#[test]
+fn an_idle_pg_whose_scl_is_below_the_volume_floor_is_still_a_source() {
+    let mut a = folded_source();
+    // The writer's floor follows the volume's VDL, past this PG's newest record (300).
+    a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(500), lease_ms: 600_000 }, 1);
+    a.handle_tick(1);
+    let mut b = node(B);
+    b.answer_gossip_summary(&summary(&mut a), 1);
+    let fetch = b.poll_hydrate(A, 1).unwrap();
+    let pages = answer(&mut a, &fetch, B);
+    assert_eq!((pages.read_lsn, pages.pg_newest_lsn), (Lsn(500), Lsn(300)));
+    b.handle_hydrate_pages(pages, 1);
+    store_fetched(&mut b);
+    assert_eq!(b.segment(&PG).unwrap().scl(), Lsn(300), "whole through the PG's newest record");
+}

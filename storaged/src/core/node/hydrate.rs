@@ -6,7 +6,8 @@
 //!   floor, at least its folded point) on the first ask, holds its floor there with a floor
 //!   report renewed by every ask (so the versions at `F` stay buildable while the hydration
 //!   runs), and lists the pages with a version at or below `F`; the driver builds each as a
-//!   page read at `F` would;
+//!   page read at `F` would, up to the PG's newest LSN at or below both `F` and its own SCL
+//!   (an idle PG's SCL is below the volume's floor; what lies above it comes as records);
 //! - the **target** decides to hydrate when a peer's gossip summary shows it folded records
 //!   this segment lacks (`folded_through` above its SCL), or names a PG this node should hold
 //!   and has no segment of; `poll_hydrate` asks the source, page range by page range, at a
@@ -171,10 +172,10 @@ impl NodeCore {
             let message = format!("hydration read point {read_lsn} is below the floor {}", segment.floor());
             return Err(self.error(ErrorCode::TooOld, fetch.pg, &message));
         }
-        if read_lsn > segment.scl() {
-            let message = format!("not complete through the floor {read_lsn} (SCL {})", segment.scl());
-            return Err(self.error(ErrorCode::NotYet, fetch.pg, &message));
-        }
+        // An idle PG's SCL is below the volume's floor; a lagging source's may be too. Either
+        // way the pages are built as of what the source holds completely, and the target
+        // claims no more than that: it fetches the rest as records.
+        let pg_newest_lsn = segment.newest_at_or_below(read_lsn.min(segment.scl()));
         let client = HYDRATE_CLIENT_TAG | u64::from(asker.0);
         segment.report_floor(client, read_lsn, now, now.saturating_add(HYDRATE_HOLD_MS));
         let page_bytes = segment.page_bytes();
@@ -184,7 +185,7 @@ impl NodeCore {
         let mut more = false;
         let mut next_page = fetch.from_page;
         for (page, versions) in segment.pages().filter(|(p, _)| *p >= fetch.from_page) {
-            if versions.plan(read_lsn).version_lsn == Lsn::ZERO {
+            if versions.plan(pg_newest_lsn).version_lsn == Lsn::ZERO {
                 continue;
             }
             if pages.len() == pages_max.min(HYDRATE_PAGES_MAX) {
@@ -198,7 +199,7 @@ impl NodeCore {
             pg: fetch.pg,
             epochs: segment.epochs(),
             read_lsn,
-            pg_newest_lsn: segment.newest_at_or_below(read_lsn),
+            pg_newest_lsn,
             page_bytes,
             pages,
             more,

@@ -37,6 +37,7 @@ pub mod node_ingest;
 pub mod page_reads;
 pub mod quic_ceiling;
 pub mod recovery;
+pub mod repair;
 pub mod rows;
 pub mod svg;
 

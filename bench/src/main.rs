@@ -102,6 +102,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// Self-healing: a node of a local six-node cluster holding `--gib` of segment data is
+    /// killed (SIGKILL), its data directory deleted, and it is started again empty; it rebuilds
+    /// every segment from its peers while a foreground writer commits one record at a time.
+    /// Reports the time until the node is whole (every PG back to six complete members), the
+    /// re-replication MB/s next to the disk's flushed-write ceiling measured in the same run,
+    /// and the foreground commit p99 before and during the repair.
+    Repair {
+        /// Segment data the lost node holds, in GiB (fractions allowed, e.g. 0.1).
+        #[arg(long, default_value_t = 1.0)]
+        gib: f64,
+        /// The volume's page size in bytes.
+        #[arg(long, default_value_t = 16384)]
+        page_bytes: u32,
+        /// Seconds of foreground commits measured before the node is lost.
+        #[arg(long, default_value_t = 5)]
+        before_seconds: u64,
+        /// Skip the fio disk ceiling (it needs fio installed).
+        #[arg(long)]
+        no_fio: bool,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// The machine's ceilings on the spot: fio flushed sequential writes on the data directory,
     /// AES-256-GCM sealing and CRC32C on one core, each at the given block sizes; and quinn's
     /// throughput on loopback between two processes at each datagram size.
@@ -207,6 +233,12 @@ fn main() {
         }
         Command::Recovery { record_bytes, ingest_seconds, window, dir, json } => {
             report(recovery_bench(record_bytes, &ingest_seconds, &window, dir, json))
+        }
+        Command::Repair { gib, page_bytes, before_seconds, no_fio, dir, json } => {
+            let bytes = (gib * (1u64 << 30) as f64) as u64;
+            let load =
+                bench::repair::RepairLoad { bytes, page_bytes, before: Duration::from_secs(before_seconds) };
+            report(repair_bench(load, no_fio, dir, json))
         }
         Command::Limits { block_bytes, udp_payload_bytes, seconds, dir, json } => {
             report(limits_bench(&block_bytes, &udp_payload_bytes, Duration::from_secs(seconds), dir, json))
@@ -469,6 +501,71 @@ fn recovery_bench(
             "command": "recovery", "record_bytes": record_bytes,
             "ingest_seconds": ingest_seconds, "window": windows,
         });
+        bench::write_json(&path, parameters, &figures)?;
+    }
+    Ok(())
+}
+
+fn repair_bench(
+    load: bench::repair::RepairLoad,
+    no_fio: bool,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), String> {
+    tools::interrupt::install().map_err(|e| e.to_string())?;
+    let temp = bench::scratch_dir(dir)?;
+    let ceiling = if no_fio {
+        None
+    } else {
+        let fio = bench::fio::flushed_sequential_write(temp.path(), 65536, true, Duration::from_secs(3))?;
+        Some(fio.bytes_per_s)
+    };
+    let r = bench::repair::run(temp.path(), load)?;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let repair_s = r.repair.as_secs_f64();
+    let repair_mb_per_s = mb(load.bytes) / repair_s;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "repair of one node holding {:.0} MB of segment data ({} B pages), 6 local nodes",
+        mb(load.bytes),
+        load.page_bytes
+    );
+    println!(
+        "  fill: {:.1} s; the node's data directory held {:.0} MB",
+        r.fill.as_secs_f64(),
+        mb(r.node_bytes)
+    );
+    println!("  repair: {repair_s:.2} s until every PG had six complete members again");
+    println!(
+        "  re-replication: {repair_mb_per_s:.0} MB/s ({:.0} MB fetched as page versions)",
+        mb(r.hydrated_bytes)
+    );
+    if let Some(ceiling) = ceiling {
+        println!("  disk ceiling (fio 64 KiB write + fdatasync, same run): {:.0} MB/s", ceiling / 1e6);
+    }
+    println!(
+        "  foreground commit p99: {:.2} ms before ({} commits), {:.2} ms during the repair ({} commits)",
+        ms(r.p99_before),
+        r.commits_before,
+        ms(r.p99_during),
+        r.commits_during
+    );
+    if let Some(path) = json {
+        let parameters = serde_json::json!({
+            "command": "repair", "bytes": load.bytes, "page_bytes": load.page_bytes,
+            "before_seconds": load.before.as_secs(),
+        });
+        let mut figures = vec![
+            ("repair_seconds".to_string(), "s", repair_s),
+            ("repair_mb_per_s".to_string(), "MB/s", repair_mb_per_s),
+            ("hydrated_mb".to_string(), "MB", mb(r.hydrated_bytes)),
+            ("fill_seconds".to_string(), "s", r.fill.as_secs_f64()),
+            ("p99_before_ms".to_string(), "ms", ms(r.p99_before)),
+            ("p99_during_ms".to_string(), "ms", ms(r.p99_during)),
+        ];
+        if let Some(ceiling) = ceiling {
+            figures.push(("disk_ceiling_mb_per_s".to_string(), "MB/s", ceiling / 1e6));
+        }
         bench::write_json(&path, parameters, &figures)?;
     }
     Ok(())

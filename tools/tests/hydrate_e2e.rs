@@ -35,12 +35,14 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
         }
         // The writer reports its floor (its VDL) each second: the nodes' floors move up, so a
         // rebuild takes page versions, not just records.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while segments(&cluster, 1, VOLUME).await[0].floor == protocol::Lsn::ZERO {
+            assert!(tokio::time::Instant::now() < deadline, "the writer's floor never reached the nodes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         writer.close().await;
     });
     let peers_scl = runtime.block_on(segments(&cluster, 1, VOLUME))[0].scl;
-    let floor = runtime.block_on(segments(&cluster, 1, VOLUME))[0].floor;
-    assert!(floor > protocol::Lsn::ZERO, "the writer's floor reached the nodes");
     let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
     nodes[lost].kill9();
     let data_dir = cluster.node(LOST).unwrap().data_dir.clone();

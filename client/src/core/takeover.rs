@@ -172,6 +172,12 @@ impl Takeover {
         }
     }
 
+    /// True while `request`, sent to `node`, still awaits its answer (a driver resends it on a
+    /// new connection, or fails it, only then).
+    pub fn is_waiting_for(&self, node: NodeId, request: &Message) -> bool {
+        self.outcome.is_none() && self.waiting.contains(&request_key(node, request))
+    }
+
     /// The round's timer expired: what has not answered counts as failed.
     pub fn handle_timeout(&mut self) {
         if self.outcome.is_none() {

@@ -91,3 +91,16 @@ fn too_few_answers_and_the_rest_failed_ends_the_takeover_unavailable() {
         takeover.outcome()
     );
 }
+
+#[test]
+fn a_request_is_waited_for_until_it_is_answered_or_failed() {
+    let mut takeover = takeover();
+    let requests: Vec<(NodeId, Message)> = std::iter::from_fn(|| takeover.poll_request()).collect();
+    let ((first, asked), (second, also_asked)) = (&requests[0], &requests[1]);
+    assert!(takeover.is_waiting_for(*first, asked) && takeover.is_waiting_for(*second, also_asked));
+    takeover.handle_reply(*first, empty_status(*first));
+    takeover.handle_failure(*second, also_asked);
+    assert!(!takeover.is_waiting_for(*first, asked), "answered");
+    assert!(!takeover.is_waiting_for(*second, also_asked), "failed");
+    assert!(takeover.is_waiting_for(requests[2].0, &requests[2].1));
+}

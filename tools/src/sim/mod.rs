@@ -159,8 +159,8 @@ struct World {
     writer: WriterCore,
     /// The current writer's generation (it sends as `Endpoint::Writer(writer_gen)`).
     writer_gen: u32,
-    /// A takeover in progress: its generation, its state and when its round last moved.
-    takeover: Option<(u32, client::core::takeover::Takeover, u64)>,
+    /// A takeover in progress.
+    takeover: Option<writers::SimTakeover>,
     /// The generation the next takeover will use.
     next_gen: u32,
     /// The writer a takeover replaced, still running, and the first LSN it allocated after

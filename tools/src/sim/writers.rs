@@ -50,8 +50,21 @@ pub struct SimRepair {
     appended: bool,
 }
 
-/// A takeover round that heard nothing for this long counts its missing answers as failed.
+/// A takeover round that heard nothing for this long counts its missing answers as failed (the
+/// QUIC driver's request timeout: the link core's rules end most waits long before).
 const ROUND_TIMEOUT_US: u64 = 20_000;
+
+/// A takeover in progress, driven as the QUIC recovery driver drives it: its own links (handed
+/// to the new writer when it is done), and its requests sent or held and still awaited.
+#[derive(Debug)]
+pub struct SimTakeover {
+    gen: u32,
+    takeover: Takeover,
+    /// When its round last moved.
+    since_us: u64,
+    links: Links,
+    sent: Vec<(NodeId, Message)>,
+}
 /// Per-mille chance per tick of starting a takeover, and the most takeovers per run.
 const TAKEOVER_PER_MILLE: u32 = 3;
 const WRITER_GENERATIONS_MAX: u32 = 8;
@@ -77,33 +90,93 @@ impl World {
         self.next_gen += 1;
         self.record_trace(&[6, gen as u8]);
         let takeover = Takeover::new(self.geometry, self.cluster.clone(), self.limits.lal);
-        self.takeover = Some((gen, takeover, self.clock.now_us));
+        let (since_us, links, sent) = (self.clock.now_us, new_links(), Vec::new());
+        self.takeover = Some(SimTakeover { gen, takeover, since_us, links, sent });
     }
 
     /// Sends the takeover's requests, times its rounds out, and installs the new writer when
     /// it is done (a failed takeover is simply dropped; a later one may succeed).
     pub(super) fn drive_takeover(&mut self) {
-        let Some((gen, mut takeover, mut since)) = self.takeover.take() else { return };
-        let requests: Vec<(NodeId, Message)> = std::iter::from_fn(|| takeover.poll_request()).collect();
+        let Some(mut t) = self.takeover.take() else { return };
+        let now = instant(self.clock.now_us);
+        self.drive_takeover_links(&mut t, now);
+        let requests: Vec<(NodeId, Message)> = std::iter::from_fn(|| t.takeover.poll_request()).collect();
         if !requests.is_empty() {
-            since = self.clock.now_us;
+            t.since_us = self.clock.now_us;
         }
         for (node, message) in requests {
-            self.send(Endpoint::Writer(gen), Endpoint::Node(node), message);
+            self.takeover_send(&mut t, node, message, now);
         }
-        if takeover.is_waiting() && !takeover.has_requests() && self.clock.now_us - since > ROUND_TIMEOUT_US {
-            takeover.handle_timeout();
-            since = self.clock.now_us;
+        let stalled = self.clock.now_us - t.since_us > ROUND_TIMEOUT_US;
+        if t.takeover.is_waiting() && !t.takeover.has_requests() && stalled {
+            t.takeover.handle_timeout();
+            t.since_us = self.clock.now_us;
         }
-        match takeover.outcome().cloned() {
-            None => self.takeover = Some((gen, takeover, since)),
-            Some(Ok(start)) => self.install(gen, start),
-            Some(Err(_)) => self.record_trace(&[4, gen as u8]),
+        match t.takeover.outcome().cloned() {
+            None => self.takeover = Some(t),
+            Some(Ok(start)) => {
+                t.links.abandon_in_flight(now);
+                self.install(t.gen, start, t.links);
+            }
+            Some(Err(_)) => self.record_trace(&[4, t.gen as u8]),
         }
     }
 
+    /// As the recovery driver: a request goes out to a connected node, waits for a dial in
+    /// flight, or fails at once.
+    fn takeover_send(&mut self, t: &mut SimTakeover, node: NodeId, message: Message, now: Instant) {
+        if t.links.is_connected(node) {
+            t.links.on_sent(node, now);
+            self.send(Endpoint::Writer(t.gen), Endpoint::Node(node), message.clone());
+        } else if t.links.may_wait_for(node) {
+            t.links.on_sent(node, now);
+        } else {
+            t.takeover.handle_failure(node, &message);
+            return;
+        }
+        t.sent.push((node, message));
+    }
+
+    /// The takeover's link decisions: a silent node is redialled and what it owes sent again
+    /// on the new connection; a node not reached fails what it owes.
+    fn drive_takeover_links(&mut self, t: &mut SimTakeover, now: Instant) {
+        for node in (1..=6).map(NodeId) {
+            if !self.node(node).up {
+                t.links.handle_closed(node, now);
+            }
+        }
+        t.links.handle_timeout(now);
+        while let Some((node, lost)) = t.links.poll_lost() {
+            if lost == Lost::Unreachable {
+                fail_owed(t, node);
+            }
+        }
+        while let Some(dial) = t.links.poll_dial(now) {
+            if self.reachable(dial.node) {
+                t.links.handle_connected(dial.node, SIM_RTT);
+                let owed: Vec<Message> = owed(t, dial.node);
+                for message in owed {
+                    t.links.on_sent(dial.node, now);
+                    self.send(Endpoint::Writer(t.gen), Endpoint::Node(dial.node), message);
+                }
+            } else {
+                t.links.handle_dial_failed(dial.node, now);
+                fail_owed(t, dial.node);
+            }
+        }
+        let takeover = &t.takeover;
+        t.sent.retain(|(node, message)| takeover.is_waiting_for(*node, message));
+    }
+
+    /// True if a dial of `node` would succeed now: it is up and not cut off either way.
+    fn reachable(&mut self, node: NodeId) -> bool {
+        self.node(node).up
+            && !self.is_cut(Endpoint::Node(node), super::Cut::Outgoing)
+            && !self.is_cut(Endpoint::Node(node), super::Cut::Incoming)
+    }
+
     /// The new writer takes over; the old one is kept running to prove it is fenced.
-    fn install(&mut self, gen: u32, start: WriterStart) {
+    fn install(&mut self, gen: u32, start: WriterStart, links: Links) {
         self.record_trace(&[5, gen as u8]);
         if start.vdl < self.vdl_seen {
             self.failures
@@ -125,15 +198,23 @@ impl World {
         self.old = Some(OldWriter { gen: self.writer_gen, core: replaced, fenced_from: None });
         self.writer_gen = gen;
         self.writer_view_down.clear();
-        self.links = new_links();
+        self.links = links;
         self.repairs.clear();
+        // As the writer's driver takes the recovery's connections over: a node without one is
+        // down until its link core dials it.
+        for node in (1..=6).map(NodeId) {
+            if !self.links.is_connected(node) {
+                self.writer_down(node);
+            }
+        }
     }
 
     /// Answers for a writer generation other than the current one.
     pub(super) fn deliver_to_other_writer(&mut self, gen: u32, node: NodeId, message: Message) {
-        if let Some((takeover_gen, takeover, _)) = &mut self.takeover {
-            if *takeover_gen == gen {
-                takeover.handle_reply(node, message);
+        if let Some(t) = &mut self.takeover {
+            if t.gen == gen {
+                t.links.on_heard(node);
+                t.takeover.handle_reply(node, message);
                 self.drive_takeover();
                 return;
             }
@@ -222,10 +303,7 @@ impl World {
             }
         }
         while let Some(dial) = self.links.poll_dial(now) {
-            let reachable = self.node(dial.node).up
-                && !self.is_cut(Endpoint::Node(dial.node), super::Cut::Outgoing)
-                && !self.is_cut(Endpoint::Node(dial.node), super::Cut::Incoming);
-            if reachable {
+            if self.reachable(dial.node) {
                 self.links.handle_connected(dial.node, SIM_RTT);
                 self.writer_up(dial.node);
             } else {
@@ -314,4 +392,18 @@ impl World {
         self.repairs.retain(|r| !(r.job.node == node && r.job.pg.pg_id == pg));
         self.writer.handle_repair_done(pg, node);
     }
+}
+
+/// The requests `node` still owes the takeover an answer to.
+fn owed(t: &SimTakeover, node: NodeId) -> Vec<Message> {
+    let waiting = |(n, m): &&(NodeId, Message)| *n == node && t.takeover.is_waiting_for(node, m);
+    t.sent.iter().filter(waiting).map(|(_, m)| m.clone()).collect()
+}
+
+/// Every request `node` still owes the takeover fails.
+fn fail_owed(t: &mut SimTakeover, node: NodeId) {
+    for message in owed(t, node) {
+        t.takeover.handle_failure(node, &message);
+    }
+    t.sent.retain(|(n, _)| *n != node);
 }

@@ -171,6 +171,14 @@ impl Links {
         }
     }
 
+    /// The nodes whose transport's receive count `handle_timeout(now)` needs (their oldest
+    /// unacknowledged send is `unacked_max` old): what the driver reports with `on_transport`.
+    pub fn transport_due(&self, now: Instant) -> Vec<NodeId> {
+        let unacked_max = self.limits.unacked_max;
+        let due = |s: &LinkState| matches!(s, LinkState::Connected { unacked_since: Some((t, _)), .. } if now >= *t + unacked_max);
+        self.states.iter().filter(|(_, s)| due(s)).map(|(n, _)| *n).collect()
+    }
+
     /// The transport's receive count for `node` now: if it moved since the oldest send not yet
     /// acknowledged, the node's transport is alive.
     pub fn on_transport(&mut self, node: NodeId, received: u64) {
@@ -374,6 +382,8 @@ mod tests {
         links.on_sent_counted(NodeId(2), t0, 70);
         let unacked_at = t0 + LINK_LIMITS_DEFAULT.unacked_max;
         assert_eq!(links.poll_timeout(), Some(unacked_at));
+        assert!(links.transport_due(unacked_at - MS).is_empty(), "nothing to report before");
+        assert_eq!(links.transport_due(unacked_at), vec![NodeId(1), NodeId(2)]);
         links.on_transport(NodeId(1), 40);
         links.on_transport(NodeId(2), 71);
         links.handle_timeout(unacked_at);

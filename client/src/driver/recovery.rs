@@ -54,10 +54,11 @@ pub fn received(connection: &quinn::Connection) -> u64 {
     connection.stats().udp_rx.datagrams
 }
 
-/// Tells the link core what each live connection's transport has received.
-pub fn report_transport(connections: &Connections, links: &mut Links) {
-    for node in connections.nodes() {
-        if let Some(connection) = connections.get(node).filter(|_| links.is_connected(node)) {
+/// Tells the link core what the transport has received on the connections whose count its
+/// next `handle_timeout` needs.
+pub fn report_transport(connections: &Connections, links: &mut Links, now: Instant) {
+    for node in links.transport_due(now) {
+        if let Some(connection) = connections.get(node) {
             links.on_transport(node, received(&connection));
         }
     }
@@ -146,7 +147,7 @@ impl Rounds<'_> {
     /// Silent nodes redialled, requests held for unreachable ones failed, due dials started.
     fn drive_links(&mut self, links: &mut Links, takeover: &mut Takeover) {
         let now = now();
-        report_transport(self.connections, links);
+        report_transport(self.connections, links, now);
         links.handle_timeout(now);
         while let Some((node, lost)) = links.poll_lost() {
             match lost {

@@ -172,7 +172,7 @@ impl Driver {
     /// Carries out the link core's decisions: silent nodes dropped, due dials started.
     fn drive_links(&mut self) {
         let now = now();
-        report_transport(&self.connections, &mut self.links);
+        report_transport(&self.connections, &mut self.links, now);
         self.links.handle_timeout(now);
         while let Some((node, lost)) = self.links.poll_lost() {
             // Nothing waits on a node that is not connected: the core does not send to it.

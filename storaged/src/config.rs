@@ -244,6 +244,7 @@ impl Config {
         let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;
         if !peers.is_empty() {
             limits.peer_lease_ms = PEER_LEASE_MS;
+            limits.gossip_interval_ms = crate::core::GOSSIP_INTERVAL_MS_DEFAULT;
         }
         let node_id = NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?);
         let az = AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?);

@@ -21,10 +21,12 @@ use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRe
 
 mod gossip;
 pub(crate) mod hydrate;
+mod maintain;
 mod page_plans;
 mod scrub;
 
 pub use hydrate::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
+pub use maintain::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 use page_plans::note_over_apply;
 pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use scrub::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
@@ -56,6 +58,9 @@ pub struct Limits {
     pub peer_lease_ms: u64,
     /// A gossip fetch not answered within this long is given up, and another may start.
     pub gossip_timeout_ms: u64,
+    /// Time between gossip rounds (`poll_gossip` answers nothing sooner); zero: every call is
+    /// a round.
+    pub gossip_interval_ms: u64,
     /// Stored bytes re-verified per second by the scrubber; zero turns scrubbing off.
     pub scrub_bytes_per_s: u64,
     /// Page bytes a hydrating segment fetches per second.
@@ -73,6 +78,7 @@ impl Default for Limits {
             // Above the daemon's gossip request timeout, so an answer it still waits for is
             // never thrown away for having come late.
             gossip_timeout_ms: 10_000,
+            gossip_interval_ms: 0,
             // Off unless the daemon's configuration (default `SCRUB_BYTES_PER_S_DEFAULT`) or a
             // test turns it on.
             scrub_bytes_per_s: 0,
@@ -230,6 +236,7 @@ pub struct NodeCore {
     index_estimate: u64,
     scrub: scrub::Scrub,
     hydrations: hydrate::Hydrations,
+    timers: maintain::Timers,
 }
 
 impl NodeCore {
@@ -255,6 +262,7 @@ impl NodeCore {
             index_estimate: 0,
             scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),
             hydrations: hydrate::Hydrations::new(limits.hydrate_bytes_per_s),
+            timers: maintain::Timers::default(),
         }
     }
 

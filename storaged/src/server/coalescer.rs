@@ -6,7 +6,7 @@
 //! up an ack; what it costs the foreground is CPU time and disk bandwidth.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -19,18 +19,15 @@ use crate::journal::writer::{Journal, WriteError};
 
 /// Most page versions stored in one page store group.
 pub const COALESCE_JOBS_MAX: usize = 64;
-/// How often floors, compaction and file recycling are looked at.
-pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an idle coalescer waits before looking for work again.
 pub const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs until the node shuts down (or its page store fails, which latches the node).
 pub async fn run(shared: Rc<Shared>, mut pages: Journal, file_bytes: u64) {
-    let mut maintained = Instant::now();
     loop {
-        if maintained.elapsed() >= MAINTAIN_INTERVAL {
+        // The core's maintenance timer (`MAINTAIN_INTERVAL_MS`) says when.
+        if shared.with_core(|core| core.poll_maintenance(shared.now_ms())) {
             maintain(&shared, &pages, file_bytes);
-            maintained = Instant::now();
         }
         if matches!(shared.with_core(|core| core.state().clone()), NodeState::Failed(_)) {
             return;
@@ -121,29 +118,22 @@ async fn build_job(shared: &Shared, job: &CoalesceJob) -> Result<Vec<u8>, BuildF
     build_version(shared, job.page_bytes, &base, &job.records).await
 }
 
-/// Lets floor reports expire, picks a page store file to compact, and deletes the journal and
-/// page store files nothing refers to any more, after a checkpoint that no longer needs them.
+/// After the core's maintenance pass: picks a page store file to compact, and deletes the
+/// journal and page store files the core says nothing refers to any more, after a checkpoint
+/// that no longer needs them.
 fn maintain(shared: &Shared, pages: &Journal, file_bytes: u64) {
-    let now = shared.now_ms();
     let pages_head = pages.position().file;
     let journal_head = shared.checkpoints.borrow().journal.file;
-    let (in_use, live_images) = shared.with_core(|core| {
-        core.handle_tick(now);
+    let (journal_files, page_files) = (shared.reader.files(), shared.pages_reader.files());
+    let plan = shared.with_core(|core| {
         let live_images = core.image_bytes_by_file();
         core.plan_compaction(pages_head, file_bytes, &live_images);
-        (core.oldest_journal_file_in_use(), live_images)
+        core.plan_recycle(&journal_files, journal_head, &page_files, pages_head, &live_images)
     });
-    let oldest_needed = in_use.unwrap_or(journal_head).min(journal_head);
-    let journal_doomed: Vec<u64> = shared.reader.files().into_iter().filter(|f| *f < oldest_needed).collect();
-    let pages_doomed: Vec<u64> = shared
-        .pages_reader
-        .files()
-        .into_iter()
-        .filter(|f| *f < pages_head && !live_images.contains_key(f))
-        .collect();
-    if journal_doomed.is_empty() && pages_doomed.is_empty() {
+    if plan.is_empty() {
         return;
     }
+    let (journal_doomed, pages_doomed) = (plan.journal, plan.pages);
     // The checkpoint written now starts replay after every doomed file and refers to none.
     if !shared.checkpoint(true) {
         return;

@@ -1,7 +1,7 @@
 //! The gossip driver: carries the core's gossip (`core/node/gossip.rs`) to the other nodes over
 //! QUIC, as a client of each peer with this node's own certificate.
 //!
-//! Every `GOSSIP_INTERVAL` the core names a summary per (peer, segment); one task per peer asks
+//! When the core's gossip timer is due it names a summary per (peer, segment); one task per peer asks
 //! the peer with each (a request on its own stream), hands the answer to the core, and runs the
 //! fetches the core decides on, storing what they bring through the journal task. A peer that
 //! cannot be reached is skipped this round and dialled again the next; a peer with an exchange
@@ -21,8 +21,6 @@ use protocol::{Message, NodeId};
 
 use super::shared::Shared;
 
-/// Time between gossip rounds.
-pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait for one gossip request's answer (or a connection) before the peer is skipped.
 pub const GOSSIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,7 +51,10 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
         busy: RefCell::new(HashSet::new()),
     });
     loop {
-        tokio::time::sleep(GOSSIP_INTERVAL).await;
+        // The core says when the next round is due (`Limits::gossip_interval_ms`).
+        let Some(due) = shared.with_core(|core| core.poll_gossip_timeout()) else { return };
+        let wait = due.saturating_sub(shared.now_ms()).max(1);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
         let now = shared.now_ms();
         let summaries = shared.with_core(|core| core.poll_gossip(now, members_of(&cluster)));
         let mut by_peer: BTreeMap<NodeId, Vec<GossipSummary>> = BTreeMap::new();

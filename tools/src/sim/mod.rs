@@ -58,8 +58,6 @@ const HEAL_US: u64 = 2_000_000;
 const READ_PERCENT: u32 = 30;
 /// Coalescer jobs each node runs per tick.
 const COALESCE_PER_TICK: usize = 8;
-/// Ticks between a node's gossip rounds.
-const GOSSIP_EVERY_TICKS: u64 = 5;
 /// How long, once the writer made everything durable, the segments may take to converge.
 const CONVERGE_US: u64 = 1_000_000;
 
@@ -436,9 +434,8 @@ impl World {
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             node.coalesce(COALESCE_PER_TICK);
         }
-        if (self.clock.now_us / TICK_US) % GOSSIP_EVERY_TICKS == 0 {
-            self.gossip();
-        }
+        // Each node's core says whether its gossip round is due (`Limits::gossip_interval_ms`).
+        self.gossip();
         self.drive_takeover();
         self.drive_old_writer();
         self.drive_repairs();

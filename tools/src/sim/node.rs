@@ -17,6 +17,8 @@ use storaged::core::{
     RecordsAnswer, RequestId,
 };
 
+/// Virtual milliseconds between a node's gossip rounds (the core keeps the timer).
+const GOSSIP_INTERVAL_MS: u64 = 5;
 /// The "file" number of image locations (journal files are numbered by the node's life).
 const IMAGE_FILE: u64 = u64::MAX;
 
@@ -424,6 +426,12 @@ fn new_core(id: NodeId) -> NodeCore {
     // A small apply bound makes the coalescer image pages often within a short run.
     // Peers' records are kept for 100 ms of virtual time: longer than any outage the fault
     // budget allows.
-    let limits = Limits { apply_max: 4, peer_lease_ms: 100, gossip_timeout_ms: 20, ..Limits::default() };
+    let limits = Limits {
+        apply_max: 4,
+        peer_lease_ms: 100,
+        gossip_timeout_ms: 20,
+        gossip_interval_ms: GOSSIP_INTERVAL_MS,
+        ..Limits::default()
+    };
     NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), limits)
 }

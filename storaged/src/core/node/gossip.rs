@@ -34,14 +34,18 @@ use crate::core::segment::{EpochRefusal, Segment};
 pub const GOSSIP_FETCH_BYTES: u32 = 1024 * 1024;
 
 impl NodeCore {
-    /// One gossip round: this node's summary of each segment, addressed to each other member
-    /// of its PG (`members_of` names a PG's members, this node among them). `now` is the
+    /// One gossip round, if one is due at `now` (every `Limits::gossip_interval_ms`; see
+    /// `poll_gossip_timeout`): this node's summary of each segment, addressed to each other
+    /// member of its PG (`members_of` names a PG's members, this node among them). `now` is the
     /// driver's milliseconds; the first round after a start also names each segment's peers.
     pub fn poll_gossip(
         &mut self,
         now: u64,
         members_of: impl Fn(PgRef) -> Vec<NodeId>,
     ) -> Vec<(NodeId, GossipSummary)> {
+        if !self.gossip_round_due(now) {
+            return Vec::new();
+        }
         let lease = self.limits.peer_lease_ms;
         let mut out = Vec::new();
         for segment in self.segments.values_mut() {

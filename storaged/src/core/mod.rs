@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod node;
 pub mod pages;
+pub mod planted;
 pub mod segment;
 
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
@@ -14,6 +15,7 @@ pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};
+pub use planted::PlantedBug;
 pub use segment::{IndexedRecord, Location, PageState, Segment};
 
 #[cfg(test)]

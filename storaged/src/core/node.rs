@@ -65,6 +65,13 @@ pub struct Limits {
     pub scrub_bytes_per_s: u64,
     /// Page bytes a hydrating segment fetches per second.
     pub hydrate_bytes_per_s: u64,
+    /// Rest between two scrub passes (`SCRUB_PASS_PAUSE_MS` in the daemon; the simulator's
+    /// runs are shorter than one daemon pause).
+    pub scrub_pass_pause_ms: u64,
+    /// Test-only: a bug planted on purpose to prove a checker catches it (`PlantedBug`).
+    /// Always `None` outside tests; nothing sets it from a configuration or the environment.
+    #[doc(hidden)]
+    pub planted: Option<super::planted::PlantedBug>,
 }
 
 impl Default for Limits {
@@ -83,6 +90,8 @@ impl Default for Limits {
             // test turns it on.
             scrub_bytes_per_s: 0,
             hydrate_bytes_per_s: HYDRATE_BYTES_PER_S_DEFAULT,
+            scrub_pass_pause_ms: scrub::SCRUB_PASS_PAUSE_MS,
+            planted: None,
         }
     }
 }

@@ -33,6 +33,7 @@ use protocol::{Epochs, Lsn, NodeId, PageId, PgRef};
 
 use super::{newest_truncations, refusal, EntryBody, NodeCore};
 use crate::core::pages::Stored;
+use crate::core::planted::PlantedBug;
 use crate::core::segment::{EpochRefusal, Location, Segment};
 
 /// How long a source holds its floor for a hydration after each ask.
@@ -385,7 +386,9 @@ impl NodeCore {
 
     fn install_if_hydrated(&mut self, pg: PgRef) {
         let Some(hydration) = self.hydrations.running.get(&pg) else { return };
-        let done = hydration.listed_all && hydration.to_store.is_empty() && hydration.storing.is_empty();
+        let early = self.limits.planted == Some(PlantedBug::HydrateClaimsEarly);
+        let done =
+            early || hydration.listed_all && hydration.to_store.is_empty() && hydration.storing.is_empty();
         let Some((_, _, base)) = hydration.started.filter(|_| done) else { return };
         let hydration = self.hydrations.running.remove(&pg).expect("looked up above");
         let images: Vec<(PageId, Lsn, Stored)> =

@@ -28,6 +28,7 @@ use protocol::{Lsn, NodeId, PageId, PgRef};
 
 use super::NodeCore;
 use crate::core::pages::Stored;
+use crate::core::planted::PlantedBug;
 use crate::core::segment::{Location, Segment};
 
 /// Most entries one scrub job lists.
@@ -37,7 +38,8 @@ pub const SCRUB_JOB_BYTES_MAX: u64 = 1024 * 1024;
 /// Default scrub rate: a full pass over a 10 GiB node takes about 11 hours, well inside a day,
 /// and costs a 2-core node well under 1 % of its disk and CPU.
 pub const SCRUB_BYTES_PER_S_DEFAULT: u64 = 256 * 1024;
-/// Pause between two passes, so a node holding little does not re-read it without rest.
+/// Pause between two passes, so a node holding little does not re-read it without rest
+/// (`Limits::scrub_pass_pause_ms`).
 pub const SCRUB_PASS_PAUSE_MS: u64 = 1_000;
 /// A repair asked of a peer and not answered within this long may be asked of another.
 pub const IMAGE_REPAIR_TIMEOUT_MS: u64 = 10_000;
@@ -312,7 +314,7 @@ impl NodeCore {
             self.scrub.stats.last_pass_ms = now.saturating_sub(started);
         }
         self.scrub.cursor = None;
-        self.scrub.ready_at_ms = now.saturating_add(SCRUB_PASS_PAUSE_MS);
+        self.scrub.ready_at_ms = now.saturating_add(self.limits.scrub_pass_pause_ms);
     }
 
     /// The entries after the cursor, smallest first, within the job bounds. Walks every
@@ -364,7 +366,9 @@ impl NodeCore {
             records = lsns.len(),
             "journal entry failed verification: fetching its records again"
         );
-        lsns.iter().for_each(|lsn| self.handle_corrupt_record(pg, *lsn));
+        if self.limits.planted != Some(PlantedBug::ScrubServesFailed) {
+            lsns.iter().for_each(|lsn| self.handle_corrupt_record(pg, *lsn));
+        }
         Some(Fault::Records { pg, lsns })
     }
 

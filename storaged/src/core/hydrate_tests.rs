@@ -252,3 +252,31 @@ fn an_idle_pg_whose_scl_is_below_the_volume_floor_is_still_a_source() {
     store_fetched(&mut b);
     assert_eq!(b.segment(&PG).unwrap().scl(), Lsn(300), "whole through the PG's newest record");
 }
+
+#[test]
+fn rebuilds_of_several_pgs_are_spread_over_the_peers_that_can_serve_them() {
+    let mut b = node(B);
+    let pg = |n: u32| PgRef { volume_id: PG.volume_id, pg_id: protocol::PgId(n) };
+    let summary_from = |node: NodeId, pg: PgRef| GossipSummary {
+        pg,
+        node,
+        epochs: epochs(1),
+        scl: Lsn(100),
+        highest_lsn: Lsn(100),
+        folded_through: Lsn(50),
+        holes: vec![],
+    };
+    // A's summaries of both PGs arrive first, then C's.
+    let c = NodeId(3);
+    for p in [pg(0), pg(1)] {
+        b.answer_gossip_summary(&summary_from(A, p), 0);
+    }
+    for p in [pg(0), pg(1)] {
+        b.answer_gossip_summary(&summary_from(c, p), 0);
+    }
+    assert!(b.hydrating_from(A) && b.hydrating_from(c), "one PG from each");
+    let first = b.poll_hydrate(A, 0).expect("A serves one");
+    assert!(b.poll_hydrate(A, 0).is_none(), "and only one at a time");
+    let second = b.poll_hydrate(c, 0).expect("C serves the other");
+    assert_ne!(first.pg, second.pg);
+}

@@ -44,6 +44,8 @@ pub const HYDRATE_TIMEOUT_MS: u64 = 15_000;
 pub const HYDRATE_BYTES_PER_S_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Fetched pages waiting to be stored before the next ask waits (bounds the target's memory).
 pub const HYDRATE_PENDING_PAGES_MAX: usize = 4096;
+/// Rebuilds one source serves at once: the PGs of a lost node are spread over its peers.
+pub const HYDRATIONS_PER_SOURCE_MAX: usize = 1;
 /// Floor-report client ids of hydrations: this tag, with the asking node's id below it.
 const HYDRATE_CLIENT_TAG: u64 = 0x4859_4452_0000_0000;
 
@@ -210,9 +212,20 @@ impl NodeCore {
     }
 
     /// Target side: gossip shows `peer` can rebuild `pg` here (called by the gossip decisions).
+    /// A PG waiting for a source moves to a less busy peer that can serve it too.
     pub(super) fn want_hydration(&mut self, pg: PgRef, peer: NodeId) {
-        if !self.hydrations.running.contains_key(&pg) {
-            self.hydrations.wanted.entry(pg).or_insert(peer);
+        if self.hydrations.running.contains_key(&pg) {
+            return;
+        }
+        let load = |h: &Hydrations, node: NodeId| {
+            h.running.values().filter(|r| r.source == node).count()
+                + h.wanted.values().filter(|w| **w == node).count()
+        };
+        let current = self.hydrations.wanted.get(&pg).copied();
+        let better =
+            current.is_none_or(|p| p != peer && load(&self.hydrations, p) > load(&self.hydrations, peer) + 1);
+        if better {
+            self.hydrations.wanted.insert(pg, peer);
         }
     }
 
@@ -228,8 +241,15 @@ impl NodeCore {
         if self.state != super::NodeState::Serving || now < self.hydrations.ready_at_ms {
             return None;
         }
-        let starting: Vec<PgRef> =
-            self.hydrations.wanted.iter().filter(|(_, p)| **p == peer).map(|(pg, _)| *pg).collect();
+        let serving = self.hydrations.running.values().filter(|h| h.source == peer).count();
+        let starting: Vec<PgRef> = self
+            .hydrations
+            .wanted
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(pg, _)| *pg)
+            .take(HYDRATIONS_PER_SOURCE_MAX.saturating_sub(serving))
+            .collect();
         for pg in starting {
             self.hydrations.wanted.remove(&pg);
             let hydration = Hydration {

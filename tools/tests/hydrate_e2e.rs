@@ -17,6 +17,18 @@ const PAGES: u64 = 32;
 const ROUNDS: u64 = 6;
 const LOST: u32 = 5;
 
+/// `borealis cluster status --dir DIR`: its output, and its exit status must be 0 (HEALTH_OK).
+fn cluster_status(dir: &std::path::Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
+        .args(["cluster", "status", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    text
+}
+
 #[test]
 fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
     let root = tempfile::tempdir().unwrap();
@@ -66,6 +78,8 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
         expected(PAGES, ROUNDS),
         "every page byte for byte from the rebuilt node"
     );
+    let status = cluster_status(root.path());
+    assert!(status.contains("HEALTH_OK"), "cluster status after the rebuild:\n{status}");
     nodes[lost].kill9();
     nodes[lost].restart().unwrap();
     assert_eq!(

@@ -26,6 +26,8 @@ pub struct AppendLoad {
     /// Open loop at this many transactions per second, latency counted from when each was due
     /// (no coordinated omission); `None`: closed loop.
     pub rate: Option<f64>,
+    /// The nodes' scrub rate (`None`: the daemon's default).
+    pub scrub_bytes_per_s: Option<u64>,
 }
 
 /// What an append run measured.
@@ -78,8 +80,11 @@ pub fn run(root: &Path, load: AppendLoad) -> Result<AppendResult, String> {
         nodes_per_az: None,
     };
     let mut cluster = LocalCluster::load_or_create(&options.dir).map_err(|e| e.to_string())?;
-    let settings =
-        StoragedSettings { max_udp_payload_bytes: Some(load.udp_payload_bytes), ..Default::default() };
+    let settings = StoragedSettings {
+        max_udp_payload_bytes: Some(load.udp_payload_bytes),
+        scrub_bytes_per_s: load.scrub_bytes_per_s,
+        ..Default::default()
+    };
     cluster.set_storaged_settings(settings).map_err(|e| e.to_string())?;
     let before = CpuTimes::now()?;
     let outcome = dev::run(&options, &launcher).map_err(|e| e.to_string())?;

@@ -55,6 +55,10 @@ enum Command {
         /// one run, FILE-STEM-<run>.svg beside it for several.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// The nodes' background scrub rate (bytes/s; 0 turns scrub off). Unset: the daemon's
+        /// default (256 KiB/s). Compare runs with and without to see what scrub costs.
+        #[arg(long, value_name = "BYTES")]
+        scrub_bytes_per_s: Option<u64>,
     },
     /// Borealis next to a 3-member etcd cluster (Debian's etcd-server on loopback, started and
     /// stopped here, installed if missing and root): the same value size and value writes in
@@ -218,8 +222,18 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Storaged { args } => storaged::cli_main(std::iter::once("storaged".into()).chain(args)),
-        Command::Append { record_bytes, in_flight, udp_payload_bytes, rate, seconds, dir, json, svg } => {
-            let grid = AppendGrid { record_bytes, in_flight, udp_payload_bytes, rate };
+        Command::Append {
+            record_bytes,
+            in_flight,
+            udp_payload_bytes,
+            rate,
+            seconds,
+            dir,
+            json,
+            svg,
+            scrub_bytes_per_s,
+        } => {
+            let grid = AppendGrid { record_bytes, in_flight, udp_payload_bytes, rate, scrub_bytes_per_s };
             report(append_bench(&grid, Duration::from_secs(seconds), dir, json, svg))
         }
         Command::QuicSink { listen, pki_dir, udp_payload_bytes } => {
@@ -273,6 +287,7 @@ struct AppendGrid {
     in_flight: Vec<usize>,
     udp_payload_bytes: Vec<u16>,
     rate: Option<f64>,
+    scrub_bytes_per_s: Option<u64>,
 }
 
 fn append_bench(
@@ -293,9 +308,14 @@ fn append_bench(
                 eprintln!(
                     "borealis-bench: append, {record_bytes}-byte records, {in_flight} in flight, {udp_payload_bytes}-byte datagrams"
                 );
-                let rate = grid.rate;
-                let load =
-                    bench::append::AppendLoad { record_bytes, in_flight, duration, udp_payload_bytes, rate };
+                let load = bench::append::AppendLoad {
+                    record_bytes,
+                    in_flight,
+                    duration,
+                    udp_payload_bytes,
+                    rate: grid.rate,
+                    scrub_bytes_per_s: grid.scrub_bytes_per_s,
+                };
                 let result = bench::append::run(temp.path(), load)?;
                 let tag = format!("{record_bytes}B_{in_flight}_dgram{udp_payload_bytes}");
                 for (name, unit, value) in result.figures() {
@@ -401,6 +421,7 @@ fn compare_bench(
                 duration,
                 udp_payload_bytes: transport::Tuning::default().max_udp_payload_bytes,
                 rate: None,
+                scrub_bytes_per_s: None,
             };
             let root = temp.path().join(format!("borealis-{conc}-{round}"));
             let a = bench::append::run(&root, load)?;

@@ -76,6 +76,9 @@ pub struct StoragedSettings {
     /// Largest UDP payload the nodes send and accept (datagram size; 1472 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_udp_payload_bytes: Option<u16>,
+    /// The nodes' background scrub rate in bytes/s (0: off; unset: the daemon's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_bytes_per_s: Option<u64>,
 }
 
 impl StoragedSettings {
@@ -93,6 +96,9 @@ impl StoragedSettings {
         }
         if let Some(bytes) = self.max_udp_payload_bytes {
             args.extend(["--max-udp-payload-bytes".to_string(), bytes.to_string()]);
+        }
+        if let Some(rate) = self.scrub_bytes_per_s {
+            args.extend(["--scrub-bytes-per-s".to_string(), rate.to_string()]);
         }
         args
     }

@@ -6,11 +6,11 @@ mod heal;
 
 use std::time::Duration;
 
-use client::{ClientConfig, VolumeGeometry, Writer};
-use heal::{expected, metric, metrics, read_all, segments, wait_for, writes, PAGE_BYTES};
+use heal::{
+    expected, metric, metrics, open_writer, read_all, segments, start_cluster, wait_for, write_rounds,
+};
 use protocol::VolumeId;
-use tools::cluster::Launcher;
-use tools::local::{stop_all, LocalCluster};
+use tools::local::stop_all;
 
 const VOLUME: VolumeId = VolumeId(0x4d7a);
 const PAGES: u64 = 32;
@@ -32,19 +32,11 @@ fn cluster_status(dir: &std::path::Path) -> String {
 #[test]
 fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
     let root = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::load_or_create(root.path()).unwrap();
-    let prefix = ["storaged", "--apply-max", "2"];
-    let launcher =
-        Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix: prefix.map(String::from).to_vec() };
-    let mut nodes = cluster.start_all(&launcher).unwrap();
+    let (cluster, mut nodes) = start_cluster(root.path(), &["--apply-max", "2"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let geometry = VolumeGeometry::new(VOLUME, PAGE_BYTES, 64).unwrap();
-    let config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
     runtime.block_on(async {
-        let writer = Writer::open(config, geometry).await.unwrap();
-        for round in 0..ROUNDS {
-            writer.append(writes(PAGES, round)).await.unwrap().durable().await.unwrap();
-        }
+        let writer = open_writer(&cluster, VOLUME).await;
+        write_rounds(&writer, PAGES, ROUNDS).await;
         // The writer reports its floor (its VDL) each second: the nodes' floors move up, so a
         // rebuild takes page versions, not just records.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -9,13 +9,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use client::{ClientConfig, VolumeGeometry, Writer};
-use heal::{expected, metric, metrics, read_all, wait_for, writes, PAGE_BYTES};
+use heal::{expected, metric, metrics, open_writer, read_all, start_cluster, wait_for, write_rounds};
 use protocol::VolumeId;
 use storaged::journal::format::{EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use storaged::journal::group::find_entries;
-use tools::cluster::Launcher;
-use tools::local::{stop_all, LocalCluster};
+use tools::local::stop_all;
 
 const VOLUME: VolumeId = VolumeId(0x5c2b);
 const PAGES: u64 = 16;
@@ -59,19 +57,12 @@ fn flip_first_entry(dir: &Path, prefix: &str, kind: EntryKind) -> (String, u64) 
 #[test]
 fn scrub_finds_and_repairs_rot_in_a_journal_entry_and_a_page_image_within_one_pass() {
     let root = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::load_or_create(root.path()).unwrap();
-    let prefix = ["storaged", "--scrub-bytes-per-s", "4194304", "--apply-max", "2"];
-    let launcher =
-        Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix: prefix.map(String::from).to_vec() };
-    let mut nodes = cluster.start_all(&launcher).unwrap();
+    let flags = ["--scrub-bytes-per-s", "4194304", "--apply-max", "2"];
+    let (cluster, mut nodes) = start_cluster(root.path(), &flags);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let geometry = VolumeGeometry::new(VOLUME, PAGE_BYTES, 64).unwrap();
-    let config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
     runtime.block_on(async {
-        let writer = Writer::open(config, geometry).await.unwrap();
-        for round in 0..ROUNDS {
-            writer.append(writes(PAGES, round)).await.unwrap().durable().await.unwrap();
-        }
+        let writer = open_writer(&cluster, VOLUME).await;
+        write_rounds(&writer, PAGES, ROUNDS).await;
         writer.close().await;
     });
     let node = cluster.node(NODE).unwrap().clone();

@@ -2,11 +2,10 @@
 //! without the segment (or below what its peer folded) is rebuilt from the peer's page
 //! versions, claims nothing before every page is stored, then catches up the tail by gossip.
 
-use bytes::Bytes;
 use protocol::messages::{FloorReport, GossipSummary, HydratePages, HydratedPage, ReadPage, Records};
-use protocol::{AzId, Epoch, Lsn, NodeId, PageId, PgRef, Record, RecordFlags, RecordKind, RecordMeta};
+use protocol::{AzId, Lsn, NodeId, PageId, PgRef, Record};
 
-use super::node_tests::{batch, epochs, flush, PG};
+use super::node_tests::{batch, epochs, flush, page_image, PG};
 use super::*;
 
 const LEASE_MS: u64 = 60_000;
@@ -24,17 +23,7 @@ fn members(_: PgRef) -> Vec<NodeId> {
 /// A full-page record of `page` whose bytes are all `lsn as u8` (so a version's bytes follow
 /// from its LSN).
 fn image(lsn: u64, prev: u64, page: u64) -> Record {
-    let meta = RecordMeta {
-        kind: RecordKind::PageImage,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(prev),
-        prev_pg_lsn: Lsn(prev),
-        prev_page_lsn: Lsn(0),
-        page_id: PageId(page),
-        epoch: Epoch(1),
-    };
-    Record::new(meta, Bytes::from(vec![lsn as u8; 4096])).unwrap()
+    page_image(lsn, prev, page, lsn as u8)
 }
 
 /// LSNs 10, 20, .. 10 * count, on pages 0, 1, 2, 0, 1, 2, ...
@@ -71,15 +60,7 @@ fn answer(source: &mut NodeCore, fetch: &protocol::messages::HydrateFetch, asker
         .pages
         .iter()
         .map(|page| {
-            let read = ReadPage {
-                pg: plan.pg,
-                epochs: plan.epochs,
-                page_id: *page,
-                read_lsn: plan.read_lsn,
-                pg_newest_lsn: plan.pg_newest_lsn,
-                page_bytes: plan.page_bytes,
-            };
-            let version_lsn = match source.plan_read_page(&read).unwrap() {
+            let version_lsn = match source.plan_read_page(&plan.page_read(*page)).unwrap() {
                 PageAnswer::Build(build) => build.version_lsn,
                 PageAnswer::Ready(page) => page.version_lsn,
                 PageAnswer::NotYet => panic!("the source is complete through its floor"),

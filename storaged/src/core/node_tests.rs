@@ -33,6 +33,21 @@ pub(super) fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     Record::new(meta, Bytes::from_static(b"row")).unwrap()
 }
 
+/// A full-page record at epoch 1 of `page`, every byte `fill`, chained after `prev`.
+pub(super) fn page_image(lsn: u64, prev: u64, page: u64, fill: u8) -> Record {
+    let meta = RecordMeta {
+        kind: RecordKind::PageImage,
+        flags: RecordFlags::CPL,
+        lsn: Lsn(lsn),
+        prev_volume_lsn: Lsn(prev),
+        prev_pg_lsn: Lsn(prev),
+        prev_page_lsn: Lsn(0),
+        page_id: PageId(page),
+        epoch: Epoch(1),
+    };
+    Record::new(meta, Bytes::from(vec![fill; 4096])).unwrap()
+}
+
 pub(super) fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
     let records = chain.iter().map(|(l, p)| record(*l, *p, epoch)).collect();
     AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), page_bytes: 4096, records }

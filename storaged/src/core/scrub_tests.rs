@@ -2,11 +2,10 @@
 //! a failed entry does (records forgotten and fetched again by gossip; a damaged image never
 //! used, fetched from a peer and stored again). The I/O is played by hand.
 
-use bytes::Bytes;
 use protocol::messages::{ErrorCode, Page, ReadPage};
-use protocol::{AzId, Epoch, Lsn, NodeId, PageId, PgRef, Record, RecordFlags, RecordKind, RecordMeta};
+use protocol::{AzId, Lsn, NodeId, PageId, PgRef, Record};
 
-use super::node_tests::{batch, epochs, flush, PG};
+use super::node_tests::{batch, epochs, flush, page_image, PG};
 use super::*;
 
 const RATE: u64 = 8192;
@@ -126,17 +125,7 @@ fn a_fault_in_an_entry_nothing_refers_to_any_more_is_no_fault() {
 const PAGE: PageId = PageId(1);
 
 fn image_record(lsn: u64, prev: u64, fill: u8) -> Record {
-    let meta = RecordMeta {
-        kind: RecordKind::PageImage,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(prev),
-        prev_pg_lsn: Lsn(prev),
-        prev_page_lsn: Lsn(prev),
-        page_id: PAGE,
-        epoch: Epoch(1),
-    };
-    Record::new(meta, Bytes::from(vec![fill; 4096])).unwrap()
+    page_image(lsn, prev, PAGE.0, fill)
 }
 
 fn read_at(lsn: u64) -> ReadPage {

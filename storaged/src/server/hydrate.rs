@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use protocol::messages::{ErrorCode, HydratedPage, ReadPage};
+use protocol::messages::{ErrorCode, HydratedPage};
 use protocol::{Message, NodeId};
 
 use super::shared::Shared;
@@ -20,15 +20,7 @@ pub const HYDRATE_POLL: Duration = Duration::from_millis(5);
 pub async fn answer(shared: Rc<Shared>, plan: HydratePlan) -> Message {
     let mut pages = Vec::with_capacity(plan.pages.len());
     for page_id in plan.pages.iter().copied() {
-        let read = ReadPage {
-            pg: plan.pg,
-            epochs: plan.epochs,
-            page_id,
-            read_lsn: plan.read_lsn,
-            pg_newest_lsn: plan.pg_newest_lsn,
-            page_bytes: plan.page_bytes,
-        };
-        match read_page(&shared, read).await {
+        match read_page(&shared, plan.page_read(page_id)).await {
             Message::Page(page) => {
                 pages.push(HydratedPage { page_id, version_lsn: page.version_lsn, bytes: page.bytes })
             }

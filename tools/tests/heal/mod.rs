@@ -6,9 +6,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use client::NewRecord;
+use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
 use protocol::messages::{ReadPage, SegmentStatus};
 use protocol::{Message, PageId, PgId, PgRef, RecordKind, VolumeId};
+use tools::cluster::{Launcher, NodeProcess};
 use tools::local::LocalCluster;
 use tools::probe::{self, Target};
 
@@ -35,6 +36,29 @@ pub fn writes(pages: u64, round: u64) -> Vec<NewRecord> {
 /// What every page holds after `rounds` rounds.
 pub fn expected(pages: u64, rounds: u64) -> Vec<(u64, Vec<u8>)> {
     (0..pages).map(|p| (p, vec![fill(p, rounds - 1); PAGE_BYTES as usize])).collect()
+}
+
+/// A local six-node cluster under `root`, every node started with `flags` besides its own.
+pub fn start_cluster(root: &std::path::Path, flags: &[&str]) -> (LocalCluster, Vec<NodeProcess>) {
+    let cluster = LocalCluster::load_or_create(root).unwrap();
+    let prefix = std::iter::once("storaged").chain(flags.iter().copied()).map(String::from).collect();
+    let launcher = Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix };
+    let nodes = cluster.start_all(&launcher).unwrap();
+    (cluster, nodes)
+}
+
+/// A writer of `volume` (4 KiB pages, 64 pages per PG) on the local cluster.
+pub async fn open_writer(cluster: &LocalCluster, volume: VolumeId) -> Writer {
+    let geometry = VolumeGeometry::new(volume, PAGE_BYTES, 64).unwrap();
+    let config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
+    Writer::open(config, geometry).await.unwrap()
+}
+
+/// `rounds` rounds of full-page writes of `pages` pages, each round durable before the next.
+pub async fn write_rounds(writer: &Writer, pages: u64, rounds: u64) {
+    for round in 0..rounds {
+        writer.append(writes(pages, round)).await.unwrap().durable().await.unwrap();
+    }
 }
 
 /// Prometheus text from a node's admin port (empty if it does not answer).

@@ -64,6 +64,19 @@ pub struct HydratePlan {
 }
 
 impl HydratePlan {
+    /// The page read that builds `page_id` for this plan (as of the PG's newest LSN at the
+    /// read point, at the source's epochs).
+    pub fn page_read(&self, page_id: PageId) -> protocol::messages::ReadPage {
+        protocol::messages::ReadPage {
+            pg: self.pg,
+            epochs: self.epochs,
+            page_id,
+            read_lsn: self.read_lsn,
+            pg_newest_lsn: self.pg_newest_lsn,
+            page_bytes: self.page_bytes,
+        }
+    }
+
     /// The answer, once the driver built every page (in `pages` order).
     pub fn answer(self, node: NodeId, pages: Vec<protocol::messages::HydratedPage>) -> HydratePages {
         HydratePages {

@@ -29,6 +29,15 @@ pub struct CoalesceJob {
     pub fetched: Option<Bytes>,
 }
 
+impl CoalesceJob {
+    /// Storing a page version fetched from a peer, as it is.
+    fn fetched(pg: PgRef, page_id: PageId, target: Lsn, bytes: Bytes) -> CoalesceJob {
+        let page_bytes = u32::try_from(bytes.len()).expect("a page is at most 64 KiB");
+        let (base, records, relocate) = (None, Vec::new(), None);
+        CoalesceJob { pg, page_id, page_bytes, target, base, records, relocate, fetched: Some(bytes) }
+    }
+}
+
 /// Where a page read starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Base {
@@ -379,36 +388,19 @@ impl NodeCore {
     /// Page versions fetched from peers (hydration, and scrub repairs of damaged images):
     /// stored first, as they are.
     fn repair_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
-        for (pg, page_id, target, bytes) in self.take_hydrated_pages(max) {
-            let page_bytes = bytes.len() as u32;
-            jobs.push(CoalesceJob {
-                pg,
-                page_id,
-                page_bytes,
-                target,
-                base: None,
-                records: Vec::new(),
-                relocate: None,
-                fetched: Some(bytes),
-            });
-        }
+        let hydrated = self.take_hydrated_pages(max);
+        jobs.extend(
+            hydrated
+                .into_iter()
+                .map(|(pg, page, target, bytes)| CoalesceJob::fetched(pg, page, target, bytes)),
+        );
         for (pg, page_id) in self.scrub.fetched_pages() {
             if jobs.len() >= max || self.coalescing.contains(&(pg, page_id)) {
                 continue;
             }
-            let Some(page_bytes) = self.segments.get(&pg).map(Segment::page_bytes) else { continue };
             let Some((_, target, bytes)) = self.scrub.take_fetched(pg, page_id) else { continue };
             self.coalescing.insert((pg, page_id));
-            jobs.push(CoalesceJob {
-                pg,
-                page_id,
-                page_bytes,
-                target,
-                base: None,
-                records: Vec::new(),
-                relocate: None,
-                fetched: Some(bytes),
-            });
+            jobs.push(CoalesceJob::fetched(pg, page_id, target, bytes));
         }
     }
 

@@ -261,3 +261,15 @@ fn rebuilds_of_several_pgs_are_spread_over_the_peers_that_can_serve_them() {
     let second = b.poll_hydrate(c, 0).expect("C serves the other");
     assert_ne!(first.pg, second.pg);
 }
+
+#[test]
+fn a_segment_being_rebuilt_is_no_source() {
+    let mut a = folded_source();
+    let mut b = node(B);
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    let fetch = b.poll_hydrate(A, 0).unwrap();
+    b.handle_hydrate_pages(answer(&mut a, &fetch, B), 0);
+    let asks_b = protocol::messages::HydrateFetch { read_lsn: Lsn::ZERO, ..fetch };
+    let refused = b.plan_hydrate(&asks_b, NodeId(3), 0).expect_err("b is hydrating");
+    assert_eq!(refused.code, protocol::messages::ErrorCode::NotYet);
+}

@@ -170,6 +170,10 @@ impl NodeCore {
         asker: NodeId,
         now: u64,
     ) -> Result<HydratePlan, ErrorReply> {
+        if self.is_hydrating(fetch.pg) {
+            // A segment being rebuilt holds nothing it could vouch for yet.
+            return Err(self.error(ErrorCode::NotYet, fetch.pg, "this segment is itself being rebuilt"));
+        }
         let Some(segment) = self.segments.get_mut(&fetch.pg) else {
             return Err(self.error(ErrorCode::EpochNotOpen, fetch.pg, "no such segment here"));
         };

@@ -10,7 +10,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use protocol::{Epochs, Lsn, NodeId, PgId, PgRef};
+use protocol::messages::{AppendBatch, ReadRecords};
+use protocol::{Epochs, Lsn, LsnRange, NodeId, PgId, PgRef, Record};
 
 /// Copy the records `node` misses in `(from, target]` of `pg` from `source`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,24 @@ pub struct RepairJob {
     pub epochs: Epochs,
     pub vdl: Lsn,
     pub page_bytes: u32,
+}
+
+/// Record bytes one repair read asks for.
+pub const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
+
+impl RepairJob {
+    /// The read of the records the node still misses after `from` (`None` once `from`
+    /// reaches the target).
+    pub fn read_after(&self, from: Lsn) -> Option<ReadRecords> {
+        let range = LsnRange::new(from, self.target).ok()?;
+        Some(ReadRecords { pg: self.pg, epochs: self.epochs, range, bytes_max: REPAIR_READ_BYTES_MAX })
+    }
+
+    /// The batch that appends `records`, read from the source, to the lagging node.
+    pub fn batch(&self, records: Vec<Record>) -> AppendBatch {
+        let (pg, epochs, vdl, page_bytes) = (self.pg, self.epochs, self.vdl, self.page_bytes);
+        AppendBatch { pg, epochs, vdl, pg_vdl_lsn: Lsn::ZERO, page_bytes, records }
+    }
 }
 
 /// What the repair rule remembers between ticks.

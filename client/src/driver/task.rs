@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use protocol::messages::{AppendBatch, ReadRecords, Records};
-use protocol::{Lsn, LsnRange, Message, NodeId, PgId, Record};
+use protocol::messages::Records;
+use protocol::{Lsn, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::links::{open_stream, watch_closed, Connections, Dialer, Event};
@@ -25,8 +25,6 @@ use crate::core::WriterCore;
 pub const TICK: Duration = Duration::from_millis(100);
 /// How long a closing writer lets its final VDL heartbeats reach the nodes.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(100);
-/// Record bytes per repair read.
-const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
 
 /// What the writer handle asks of the driver.
 #[derive(Debug)]
@@ -330,28 +328,14 @@ async fn repair(
 ) {
     let mut from = job.from;
     while from < job.target {
-        let Ok(range) = LsnRange::new(from, job.target) else { break };
-        let read = Message::ReadRecords(ReadRecords {
-            pg: job.pg,
-            epochs: job.epochs,
-            range,
-            bytes_max: REPAIR_READ_BYTES_MAX,
-        });
+        let Some(read) = job.read_after(from).map(Message::ReadRecords) else { break };
         let Some(Message::Records(Records { records, .. })) =
             ask(&connections, job.source, &read, timeout).await
         else {
             break;
         };
         let Some(last) = records.last().map(Record::lsn) else { break };
-        let batch = AppendBatch {
-            pg: job.pg,
-            epochs: job.epochs,
-            vdl: job.vdl,
-            pg_vdl_lsn: Lsn::ZERO,
-            page_bytes: job.page_bytes,
-            records,
-        };
-        match ask(&connections, job.node, &Message::AppendBatch(batch), timeout).await {
+        match ask(&connections, job.node, &Message::AppendBatch(job.batch(records)), timeout).await {
             Some(reply) => {
                 let _ = events.send(Event::Reply(job.node, reply));
             }

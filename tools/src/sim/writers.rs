@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::messages::{AppendBatch, ReadRecords, Records};
-use protocol::{Lsn, LsnRange, Message, NodeId, PageId, PgId, RecordKind};
+use protocol::messages::Records;
+use protocol::{Lsn, Message, NodeId, PageId, PgId, RecordKind};
 use rand::Rng;
 
 use client::core::links::{LinkLimits, Links, Lost};
@@ -38,8 +38,6 @@ const SIM_RTT: Duration = Duration::from_micros(320);
 /// A repair whose read or append is not answered within this is given up (the core decides
 /// again at a later tick if the segment is still behind).
 const REPAIR_TIMEOUT_US: u64 = 20_000;
-/// Record bytes per repair read (the simulated volumes are small: one read covers a gap).
-const REPAIR_READ_BYTES_MAX: u32 = 2 * 1024 * 1024;
 
 /// A repair being carried out: its job, when its last step was sent, and whether the records
 /// were read and appended (then the lagging node's ack ends it).
@@ -340,12 +338,10 @@ impl World {
             self.writer.handle_repair_done(repair.job.pg.pg_id, repair.job.node);
         }
         while let Some(job) = self.writer.poll_repair() {
-            let Ok(range) = LsnRange::new(job.from, job.target) else {
+            let Some(read) = job.read_after(job.from) else {
                 self.writer.handle_repair_done(job.pg.pg_id, job.node);
                 continue;
             };
-            let read =
-                ReadRecords { pg: job.pg, epochs: job.epochs, range, bytes_max: REPAIR_READ_BYTES_MAX };
             self.send(
                 Endpoint::Writer(self.writer_gen),
                 Endpoint::Node(job.source),
@@ -370,14 +366,7 @@ impl World {
         }
         repair.appended = true;
         repair.since_us = self.clock.now_us;
-        let batch = AppendBatch {
-            pg: job.pg,
-            epochs: job.epochs,
-            vdl: job.vdl,
-            pg_vdl_lsn: Lsn::ZERO,
-            page_bytes: job.page_bytes,
-            records: answer.records,
-        };
+        let batch = job.batch(answer.records);
         self.send(Endpoint::Writer(self.writer_gen), Endpoint::Node(job.node), Message::AppendBatch(batch));
     }
 

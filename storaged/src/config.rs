@@ -228,17 +228,7 @@ impl Config {
         if limits.apply_max == 0 {
             return Err(ConfigError::Invalid("apply_max must be at least 1".into()));
         }
-        limits.scrub_bytes_per_s = cli
-            .scrub_bytes_per_s
-            .or(file.limits.scrub_bytes_per_s)
-            .unwrap_or(crate::core::SCRUB_BYTES_PER_S_DEFAULT);
-        limits.hydrate_bytes_per_s = cli
-            .hydrate_bytes_per_s
-            .or(file.limits.hydrate_bytes_per_s)
-            .unwrap_or(crate::core::HYDRATE_BYTES_PER_S_DEFAULT);
-        if limits.hydrate_bytes_per_s == 0 {
-            return Err(ConfigError::Invalid("hydrate_bytes_per_s must be at least 1".into()));
-        }
+        set_healing_rates(&mut limits, cli, &file.limits)?;
         let peer_specs =
             if cli.peers.is_empty() { file.peers.unwrap_or_default() } else { cli.peers.clone() };
         let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;
@@ -283,6 +273,20 @@ impl Config {
             peers,
         })
     }
+}
+
+/// The background scrub and hydration rates, from the flags over the file.
+fn set_healing_rates(limits: &mut Limits, cli: &Cli, file: &LimitsSection) -> Result<(), ConfigError> {
+    limits.scrub_bytes_per_s =
+        cli.scrub_bytes_per_s.or(file.scrub_bytes_per_s).unwrap_or(crate::core::SCRUB_BYTES_PER_S_DEFAULT);
+    limits.hydrate_bytes_per_s = cli
+        .hydrate_bytes_per_s
+        .or(file.hydrate_bytes_per_s)
+        .unwrap_or(crate::core::HYDRATE_BYTES_PER_S_DEFAULT);
+    if limits.hydrate_bytes_per_s == 0 {
+        return Err(ConfigError::Invalid("hydrate_bytes_per_s must be at least 1".into()));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -372,5 +376,22 @@ mod tests {
             bad.contains("bad peer `7:node-7@127.0.0.1:7007`") && bad.contains("ID:AZ:NAME@IP:PORT"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn healing_rates_default_come_from_flags_and_a_zero_hydration_rate_is_refused() {
+        let base = ["--node-id", "1", "--az", "0", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x"];
+        let keys = ["--key-file", "k", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"];
+        let mut args: Vec<&str> = base.iter().chain(&keys).copied().collect();
+        let defaults = Config::load(&cli(&args)).unwrap();
+        assert_eq!(defaults.limits.scrub_bytes_per_s, crate::core::SCRUB_BYTES_PER_S_DEFAULT);
+        assert_eq!(defaults.limits.hydrate_bytes_per_s, crate::core::HYDRATE_BYTES_PER_S_DEFAULT);
+        args.extend(["--scrub-bytes-per-s", "0", "--hydrate-bytes-per-s", "1000"]);
+        let set = Config::load(&cli(&args)).unwrap();
+        assert_eq!((set.limits.scrub_bytes_per_s, set.limits.hydrate_bytes_per_s), (0, 1000));
+        let last = args.len() - 1;
+        args[last] = "0";
+        let refused = Config::load(&cli(&args)).unwrap_err().to_string();
+        assert!(refused.contains("hydrate_bytes_per_s must be at least 1"), "{refused}");
     }
 }

@@ -273,3 +273,39 @@ fn a_segment_being_rebuilt_is_no_source() {
     let refused = b.plan_hydrate(&asks_b, NodeId(3), 0).expect_err("b is hydrating");
     assert_eq!(refused.code, protocol::messages::ErrorCode::NotYet);
 }
+
+#[test]
+fn a_rebuild_resumes_at_the_same_read_point_after_its_source_went_silent() {
+    use node::hydrate::{HYDRATE_RESUME_MS, HYDRATE_RETRY_MS};
+    let mut a = folded_source();
+    let mut b = node(B);
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    let fetch = b.poll_hydrate(A, 0).unwrap();
+    let first = answer(&mut a, &protocol::messages::HydrateFetch { bytes_max: 4096, ..fetch }, B);
+    b.handle_hydrate_pages(first, 0);
+    store_fetched(&mut b);
+    // The next ask goes unanswered: the source crashed.
+    let lost = b.poll_hydrate(A, 100).unwrap();
+    b.handle_hydrate_unanswered(PG, A, 200);
+    assert!(b.is_hydrating(PG), "what was stored is kept");
+    assert!(b.poll_hydrate(A, 200 + HYDRATE_RETRY_MS - 1).is_none(), "not asked again at once");
+    let again = b.poll_hydrate(A, 200 + HYDRATE_RETRY_MS).expect("asked again");
+    assert_eq!((again.read_lsn, again.from_page), (lost.read_lsn, lost.from_page), "where it stopped");
+    // The source is back and still holds the read point: the rebuild completes.
+    let rest = answer(&mut a, &again, B);
+    b.handle_hydrate_pages(rest, 2_000);
+    store_fetched(&mut b);
+    assert_eq!(b.segment(&PG).unwrap().scl(), Lsn(240));
+    assert_eq!(b.hydrate_stats().abandoned, 0);
+    // A source silent for too long is given up.
+    let mut c = node(B);
+    c.answer_gossip_summary(&summary(&mut a), 0);
+    let fetch = c.poll_hydrate(A, 0).unwrap();
+    c.handle_hydrate_pages(
+        answer(&mut a, &protocol::messages::HydrateFetch { bytes_max: 4096, ..fetch }, B),
+        0,
+    );
+    c.poll_hydrate(A, 1).unwrap();
+    c.handle_hydrate_unanswered(PG, A, HYDRATE_RESUME_MS);
+    assert!(!c.is_hydrating(PG));
+}

@@ -62,11 +62,11 @@ pub async fn run_from(
                 return Ok(());
             }
             Ok(Err(error)) => {
-                shared.with_core(|core| core.handle_hydrate_failed(pg, peer));
+                shared.with_core(|core| core.handle_hydrate_unanswered(pg, peer, shared.now_ms()));
                 return Err(error.to_string());
             }
             Err(_) => {
-                shared.with_core(|core| core.handle_hydrate_failed(pg, peer));
+                shared.with_core(|core| core.handle_hydrate_unanswered(pg, peer, shared.now_ms()));
                 return Err(format!("no hydration answer within {timeout:?}"));
             }
         }

@@ -20,8 +20,10 @@
 //!
 //! Invariants: nothing is claimed before every page of the hydration is durable; a hydration
 //! whose source fails, times out, restarts (another read point) or changes epochs is dropped
-//! whole and started again later (its stored pages are garbage the page store recycles); a
-//! crash of the target loses only the unfinished hydration (restart, not resume).
+//! whole and started again later (its stored pages are garbage the page store recycles); an
+//! ask that goes unanswered (the source crashed) is retried at the same read point, so the
+//! rebuild resumes once the source is back and still holds it; a crash of the target loses
+//! the unfinished hydration (restart, not resume).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +46,12 @@ pub const HYDRATE_TIMEOUT_MS: u64 = 15_000;
 pub const HYDRATE_BYTES_PER_S_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Fetched pages waiting to be stored before the next ask waits (bounds the target's memory).
 pub const HYDRATE_PENDING_PAGES_MAX: usize = 4096;
+/// After an ask went unanswered (the source crashed, the network dropped it), the same
+/// source is asked again this much later, at the same read point: the rebuild resumes if the
+/// source still holds it.
+pub const HYDRATE_RETRY_MS: u64 = 1_000;
+/// A rebuild whose source has answered nothing for this long is abandoned.
+pub const HYDRATE_RESUME_MS: u64 = 60_000;
 /// Rebuilds one source serves at once: the PGs of a lost node are spread over its peers.
 pub const HYDRATIONS_PER_SOURCE_MAX: usize = 1;
 /// Floor-report client ids of hydrations: this tag, with the asking node's id below it.
@@ -114,6 +122,10 @@ struct Hydration {
     listed_all: bool,
     /// An ask is out until then.
     asked_until: Option<u64>,
+    /// No ask before then (after one went unanswered).
+    retry_at_ms: u64,
+    /// When the source last answered (or the rebuild started).
+    progress_ms: u64,
     to_store: BTreeMap<PageId, (Lsn, Bytes)>,
     storing: BTreeSet<PageId>,
     stored: BTreeMap<PageId, (Lsn, Stored)>,
@@ -275,6 +287,8 @@ impl NodeCore {
                 next_page: PageId(0),
                 listed_all: false,
                 asked_until: None,
+                retry_at_ms: 0,
+                progress_ms: now,
                 to_store: BTreeMap::new(),
                 storing: BTreeSet::new(),
                 stored: BTreeMap::new(),
@@ -285,6 +299,7 @@ impl NodeCore {
         let (pg, hydration) = self.hydrations.running.iter_mut().find(|(_, h)| {
             h.source == peer
                 && h.asked_until.is_none()
+                && h.retry_at_ms <= now
                 && !h.listed_all
                 && h.to_store.len() < HYDRATE_PENDING_PAGES_MAX
         })?;
@@ -311,6 +326,7 @@ impl NodeCore {
             return;
         }
         hydration.asked_until = None;
+        hydration.progress_ms = now;
         let point = (answer.epochs, answer.read_lsn, answer.pg_newest_lsn);
         match hydration.started {
             Some(started) if started != point => {
@@ -339,7 +355,24 @@ impl NodeCore {
         self.install_if_hydrated(pg);
     }
 
-    /// An ask failed (an error answer, or none): the hydration starts over later.
+    /// An ask got no answer (no connection, a timeout): a rebuild under way keeps what it
+    /// stored and asks the same source again after `HYDRATE_RETRY_MS`, at the same read point
+    /// (it resumes if the source, perhaps restarted, still holds it); one that has not started,
+    /// or heard nothing for `HYDRATE_RESUME_MS`, is abandoned.
+    pub fn handle_hydrate_unanswered(&mut self, pg: PgRef, peer: NodeId, now: u64) {
+        let Some(hydration) = self.hydrations.running.get_mut(&pg).filter(|h| h.source == peer) else {
+            return;
+        };
+        let stale = now.saturating_sub(hydration.progress_ms) >= HYDRATE_RESUME_MS;
+        if hydration.started.is_none() || stale {
+            return self.hydrations.abandon(pg, "the source did not answer");
+        }
+        hydration.asked_until = None;
+        hydration.retry_at_ms = now.saturating_add(HYDRATE_RETRY_MS);
+    }
+
+    /// The source answered an ask with an error (it refuses, or no longer holds the read
+    /// point): the rebuild starts over later.
     pub fn handle_hydrate_failed(&mut self, pg: PgRef, peer: NodeId) {
         if self.hydrations.running.get(&pg).is_some_and(|h| h.source == peer) {
             self.hydrations.abandon(pg, "the source refused or did not answer");
@@ -449,7 +482,8 @@ impl NodeCore {
             .map(|(pg, _)| *pg)
             .collect();
         for pg in expired {
-            self.hydrations.abandon(pg, "the source did not answer in time");
+            let source = self.hydrations.running[&pg].source;
+            self.handle_hydrate_unanswered(pg, source, now);
         }
     }
 }

@@ -191,6 +191,42 @@ fn a_damaged_image_is_never_read_and_is_replaced_by_a_peers_version() {
 }
 
 #[test]
+fn a_repair_refused_below_a_peers_floor_is_asked_again_as_of_the_complete_point() {
+    // Found by the simulator (seeds 80, 10677, 10710): a restarted segment's floor stayed
+    // below its peers', and its repair read at its own floor was refused by every peer forever.
+    let damaged = Location { file: 3, offset: 0, len: 4200 };
+    let mut core = with_image(damaged);
+    let mut append = batch(1, &[]);
+    append.records = vec![image_record(30, 20, 3)];
+    core.handle_append(RequestId(1), append).unwrap();
+    flush(&mut core);
+    core.handle_corrupt_entry(Store::Pages, damaged);
+    let members = |_| vec![NodeId(1), NodeId(2)];
+    let first = core.poll_image_repair(NodeId(2), 0, members).expect("a repair read");
+    assert_eq!((first.read_lsn, first.pg_newest_lsn), (Lsn(20), Lsn(20)), "first as of the image");
+    core.handle_image_fetch_failed(PG, PAGE);
+    let again = core.poll_image_repair(NodeId(2), 0, members).expect("asked again");
+    assert_eq!(again.pg_newest_lsn, Lsn(30), "as of what the segment holds completely");
+    assert!(again.read_lsn >= Lsn(30));
+    let page = Page {
+        pg: PG,
+        page_id: PAGE,
+        read_lsn: again.read_lsn,
+        version_lsn: Lsn(30),
+        bytes: vec![3u8; 4096].into(),
+    };
+    core.handle_image_fetched(page);
+    let jobs = core.poll_coalesce(8);
+    assert_eq!(jobs.len(), 1);
+    let repaired = Location { file: 3, offset: 8192, len: 4200 };
+    core.handle_coalesced(&jobs[0], Some(repaired));
+    assert_eq!((core.scrub_stats().faults_repaired, core.scrub_faults_open()), (1, 0));
+    let below = core.plan_read_page(&read_at(25)).expect_err("below the repaired version");
+    assert_eq!(below.code, ErrorCode::TooOld, "never built without the records the damaged image held");
+    assert!(matches!(core.plan_read_page(&read_at(30)), Ok(PageAnswer::Build(_)) | Ok(PageAnswer::Ready(_))));
+}
+
+#[test]
 fn a_repair_answer_of_the_wrong_size_or_an_older_version_is_refused() {
     let damaged = Location { file: 3, offset: 0, len: 4200 };
     let mut core = with_image(damaged);

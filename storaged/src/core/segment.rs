@@ -338,6 +338,11 @@ impl Segment {
         self.refresh_floor(now)
     }
 
+    /// Raises the floor to `lsn` (no read below it is served from now on).
+    pub fn raise_floor(&mut self, lsn: Lsn) {
+        self.floor = self.floor.max(lsn);
+    }
+
     /// Drops expired reports and raises the floor to the minimum of the live ones, if any.
     pub fn refresh_floor(&mut self, now: u64) -> Lsn {
         self.reports.retain(|_, (_, until)| *until > now);

@@ -87,8 +87,9 @@ pub struct ScrubStats {
 enum Fault {
     /// The records it held, forgotten by their segment until fetched again.
     Records { pg: PgRef, lsns: Vec<Lsn> },
-    /// A damaged image, and the peer asked for its version (with when that ask expires).
-    Image { pg: PgRef, page: PageId, version: Lsn, asked: Option<(NodeId, u64)> },
+    /// A damaged image, and the peer asked for its version (with when that ask expires);
+    /// `refused` once an ask failed (see `repair_read`).
+    Image { pg: PgRef, page: PageId, version: Lsn, asked: Option<(NodeId, u64)>, refused: bool },
 }
 
 /// The scrubber's state inside `NodeCore`.
@@ -219,10 +220,10 @@ impl NodeCore {
             }
             Fault::Records { .. } => false,
         })?;
-        let Fault::Image { pg, page, version, asked } = fault else { unreachable!("matched above") };
+        let Fault::Image { pg, page, version, asked, refused } = fault else { unreachable!("matched above") };
         let segment = segments.get(pg)?;
         *asked = Some((peer, now.saturating_add(IMAGE_REPAIR_TIMEOUT_MS)));
-        Some(repair_read(segment, *page, *version))
+        Some(repair_read(segment, *page, *version, *refused))
     }
 
     /// A peer's answer to a repair read: kept for the coalescer to store, if it is the version
@@ -247,12 +248,14 @@ impl NodeCore {
         }
     }
 
-    /// A repair read failed: the image may be asked of another peer at once.
+    /// A repair read failed: the image may be asked of another peer at once, from then on as
+    /// of the newest point this segment holds completely (see `repair_read`).
     pub fn handle_image_fetch_failed(&mut self, pg: PgRef, page: PageId) {
         for fault in self.scrub.faults.values_mut() {
-            if let Fault::Image { pg: p, page: q, asked, .. } = fault {
+            if let Fault::Image { pg: p, page: q, asked, refused, .. } = fault {
                 if *p == pg && *q == page {
                     *asked = None;
+                    *refused = true;
                 }
             }
         }
@@ -304,6 +307,9 @@ impl NodeCore {
         let folded: Vec<Lsn> = segment.page(page).map(|v| v.records_in(damaged, version)).unwrap_or_default();
         if segment.add_image(page, version, Stored::At(stored), &folded) && version != damaged {
             segment.drop_image(page, damaged);
+            // Below the new version the page would now be built without the damaged image,
+            // from older versions that lack the records it had folded: no read goes there.
+            segment.raise_floor(version);
         }
         self.settle_scrub_faults();
     }
@@ -378,7 +384,7 @@ impl NodeCore {
             s.pages().find_map(|(page, versions)| {
                 versions.images().find(|(_, stored)| *stored == Stored::At(location)).map(|(version, _)| {
                     tracing::warn!(pg = ?s.pg(), ?page, %version, "page image failed verification: fetching it from a peer");
-                    Fault::Image { pg: s.pg(), page, version, asked: None }
+                    Fault::Image { pg: s.pg(), page, version, asked: None, refused: false }
                 })
             })
         })
@@ -388,15 +394,25 @@ impl NodeCore {
 /// The read that fetches the damaged image's version of `page` from a peer: as of the image's
 /// LSN, or as of the floor if that is above it (no read below the floor is served, and the page
 /// does not change between the two unless this segment holds the records that change it; those
-/// the fetched version then covers).
-fn repair_read(segment: &Segment, page: PageId, version: Lsn) -> ReadPage {
-    let read_lsn = version.max(segment.floor()).min(segment.scl().max(version));
+/// the fetched version then covers). Once an ask was `refused` (a peer's floor may be above
+/// this segment's, which a restarted segment has not learnt yet, and a read below it is
+/// refused forever), it asks as of the newest point this segment holds completely, at a read
+/// point at least the newest VDL it was told; the floor then rises to the version installed.
+fn repair_read(segment: &Segment, page: PageId, version: Lsn, refused: bool) -> ReadPage {
+    let low = version.max(segment.floor());
+    let complete = segment.scl().max(version);
+    let (read_lsn, newest) = if refused {
+        (low.max(segment.vdl_hint()).max(complete), segment.newest_at_or_below(complete))
+    } else {
+        let read_lsn = low.min(complete);
+        (read_lsn, segment.newest_at_or_below(read_lsn))
+    };
     ReadPage {
         pg: segment.pg(),
         epochs: segment.epochs(),
         page_id: page,
         read_lsn,
-        pg_newest_lsn: segment.newest_at_or_below(read_lsn),
+        pg_newest_lsn: newest,
         page_bytes: segment.page_bytes(),
     }
 }

@@ -1,6 +1,8 @@
-//! The simulator in every test run: determinism, the pinned seeds that once failed, and a
-//! thousand fresh seeds.
+//! The simulator in every test run: determinism, the pinned seeds that once failed, a
+//! thousand fresh seeds (with scrub and hydration at work), and the planted bugs each caught.
 
+use storaged::core::PlantedBug;
+use tools::sim::node::HealCounts;
 use tools::sim::{run, SimConfig};
 
 /// Seeds that once failed, each a real bug:
@@ -38,10 +40,14 @@ use tools::sim::{run, SimConfig};
 /// - 1712: recovery continued a PG's chain from the link of its oldest gathered record, which
 ///   pointed at a record no responder held (never durable, truncated), so no segment could
 ///   chain the new writer's records (the plan now takes a link that crosses VDL, or probes the
-///   responders' records below the gathered range).
+///   responders' records below the gathered range);
+/// - 80, 517, 525, 763, 1683 (found once the simulator drove scrub): a restarted segment's
+///   floor stayed below its peers', so its repair read of a damaged image, at its own floor, was
+///   refused by every peer forever (a refused repair now asks as of the segment's complete point
+///   and raises its floor to the version installed).
 const PINNED: &[u64] = &[
-    59, 148, 153, 187, 208, 250, 277, 300, 334, 359, 366, 642, 712, 1131, 1712, 3685, 3855, 4743, 4842,
-    100_679, 103_068, 401_532, 401_544, 411_704,
+    59, 80, 148, 153, 187, 208, 250, 277, 300, 334, 359, 366, 517, 525, 642, 712, 763, 1131, 1683, 1712,
+    3685, 3855, 4743, 4842, 100_679, 103_068, 401_532, 401_544, 411_704,
 ];
 
 #[test]
@@ -69,14 +75,30 @@ fn the_pinned_seeds_pass() {
 }
 
 #[test]
-fn a_thousand_seeds_pass() {
+fn a_thousand_seeds_pass_with_scrub_and_hydration_at_work() {
     let config = SimConfig::default();
-    let failed: Vec<String> = (10_000..11_000)
-        .map(|seed| run(seed, &config))
+    let outcomes: Vec<_> = (10_000..11_000).map(|seed| run(seed, &config)).collect();
+    let failed: Vec<String> = outcomes
+        .iter()
         .filter(|o| !o.failures.is_empty())
         .map(|o| format!("seed {} ({}): borealis-sim --seed {}", o.seed, o.failures.join("; "), o.seed))
         .collect();
     assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    let mut heal = HealCounts::default();
+    outcomes.iter().for_each(|o| heal.add(o.heal));
+    assert!(heal.scrub_passes > 1000 && heal.scrub_faults_found > 100, "scrub ran and found rot: {heal:?}");
+    assert!(heal.scrub_faults_repaired > 100, "scrub faults were repaired: {heal:?}");
+    assert!(heal.hydrations_completed > 50, "segments were rebuilt by hydration: {heal:?}");
+}
+
+/// Each planted bug must make some seed of a small fixed range fail: the checkers see it.
+#[test]
+fn the_checkers_catch_each_planted_bug() {
+    for (name, bug) in PlantedBug::ALL {
+        let config = SimConfig { planted: Some(bug), ..SimConfig::default() };
+        let caught = (10_000..10_020).filter(|seed| !run(*seed, &config).failures.is_empty()).count();
+        assert!(caught > 0, "no seed of 20 caught the planted bug {name}");
+    }
 }
 
 #[test]

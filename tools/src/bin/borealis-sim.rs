@@ -1,9 +1,12 @@
 //! `borealis-sim`: runs the real storage and writer cores under the deterministic simulator.
 //! `--seed S` replays one seed and prints its trace hash (the same seed always gives the same
 //! hash); `--seeds N` runs N seeds from `--first` and prints every failing one with the command
-//! that replays it. Exit status 1 if any seed failed.
+//! that replays it, then the scrub and hydration counters summed over the run. `--plant NAME`
+//! plants a deliberate bug in every node's core (test-only) to show the checkers catch it.
+//! Exit status 1 if any seed failed.
 
 use clap::Parser;
+use storaged::core::PlantedBug;
 use tools::sim::{run, SimConfig};
 
 #[derive(Debug, Parser)]
@@ -30,44 +33,69 @@ struct Cli {
     /// durable counts as a clean "unavailable" stop.
     #[arg(long)]
     over_budget: bool,
+    /// Plant a deliberate bug in every node's core (hydrate-claims-early, scrub-serves-failed);
+    /// the checkers must then fail seeds.
+    #[arg(long, value_parser = parse_planted)]
+    plant: Option<PlantedBug>,
+}
+
+fn parse_planted(name: &str) -> Result<PlantedBug, String> {
+    PlantedBug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = PlantedBug::ALL.iter().map(|(n, _)| *n).collect();
+        format!("unknown bug {name:?}; one of {}", names.join(", "))
+    })
 }
 
 fn main() {
     let cli = Cli::parse();
-    let config =
-        SimConfig { faulty_us: cli.faulty_ms * 1000, over_budget: cli.over_budget, ..SimConfig::default() };
+    let config = SimConfig {
+        faulty_us: cli.faulty_ms * 1000,
+        over_budget: cli.over_budget,
+        planted: cli.plant,
+        ..SimConfig::default()
+    };
     let seeds: Vec<u64> = match cli.seed {
         Some(seed) => vec![seed],
         None => (cli.first..cli.first + cli.seeds).collect(),
     };
-    let (mut failed, mut unavailable, mut hydration) = (0, 0, 0);
+    let (mut failed, mut unavailable, mut heal) = (0, 0, tools::sim::node::HealCounts::default());
     for seed in &seeds {
         let outcome = run(*seed, &config);
         unavailable += u64::from(outcome.unavailable);
-        hydration += outcome.awaiting_hydration;
+        heal.add(outcome.heal);
         if cli.seed.is_some() {
             println!(
-                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked, {} segments awaiting hydration",
+                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked",
                 outcome.trace_hash,
                 outcome.events,
                 outcome.records_appended,
                 outcome.vdl,
                 outcome.reads_checked,
-                outcome.awaiting_hydration
             );
         }
         if !outcome.failures.is_empty() {
             failed += 1;
             println!("FAILED seed {seed}: {}", outcome.failures.join("; "));
             let over = if cli.over_budget { " --over-budget" } else { "" };
-            println!("  replay: borealis-sim --seed {seed} --faulty-ms {}{over}", cli.faulty_ms);
+            let plant = cli.plant.and_then(|bug| PlantedBug::ALL.iter().find(|(_, b)| *b == bug));
+            let plant = plant.map_or(String::new(), |(name, _)| format!(" --plant {name}"));
+            println!("  replay: borealis-sim --seed {seed} --faulty-ms {}{over}{plant}", cli.faulty_ms);
         }
     }
     let stopped = if cli.over_budget {
         format!(" ({unavailable} stopped unavailable, cleanly)")
     } else {
-        format!(" ({hydration} damaged segments left awaiting hydration)")
+        String::new()
     };
     println!("{} passed, {failed} failed{stopped}", seeds.len() - failed);
+    println!(
+        "scrub: {} passes, {} faults found, {} repaired; hydration: {} started, {} completed, {} abandoned",
+        heal.scrub_passes,
+        heal.scrub_faults_found,
+        heal.scrub_faults_repaired,
+        heal.hydrations_started,
+        heal.hydrations_completed,
+        heal.hydrations_abandoned
+    );
     std::process::exit(i32::from(failed > 0));
 }

@@ -20,19 +20,25 @@
 //! without healing: it must then stop cleanly (records simply stay not durable), never with a
 //! wrong answer.
 //! Nodes gossip with their PGs' other members every few milliseconds over the same faulty
-//! network (the core's `poll_gossip` / `handle_gossip_*`).
+//! network (the core's `poll_gossip` / `handle_gossip_*`), scrub what they store, repair
+//! damaged images from peers and hydrate segments, all through the daemon's core calls
+//! (`node/heal.rs`).
 //!
 //! Checkers: VDL never goes back, and covers a record only once four disks have it; every page
 //! a read returns equals the model's page at that LSN, version included; every record VDL
 //! covered is, at the end, stored intact (same CRC) on at least four nodes minus those that
 //! rotted; with every node up and the network healed the writer makes everything durable
 //! (progress); then, with the workload stopped, every live segment of each PG converges to
-//! the same records (complete through the PG's newest record), except a damaged segment that
-//! lost records every peer has folded into images, which only hydration could rebuild (not
-//! built; such segments are counted and reported).
+//! the same records (complete through the PG's newest record; a damaged segment below its
+//! peers' folded point too, rebuilt by hydration), once every live node finished a scrub pass
+//! begun after the faults stopped, no node runs a hydration, and no node claims a record or
+//! image whose stored copy is damaged; then every live node serves every written page at VDL
+//! as the model has it, and no scrub fault is left open. The run reports the scrub and
+//! hydration counters, so a reader sees they ran.
 
 pub mod net;
 pub mod node;
+mod settle;
 mod writers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,7 +52,8 @@ use rand::{Rng, SeedableRng};
 use client::core::writer::{WriterCore, WriterStart};
 use client::{NewRecord, VolumeGeometry, WriterLimits};
 use net::{Clock, Endpoint, Event};
-use node::SimNode;
+use node::{HealCounts, SimNode};
+use storaged::core::PlantedBug;
 
 /// Virtual microseconds between writer ticks (workload, faults, failure detection).
 const TICK_US: u64 = 1_000;
@@ -112,6 +119,8 @@ pub struct SimConfig {
     pub pages: u64,
     /// Exceed the availability budget on purpose (see the module docs).
     pub over_budget: bool,
+    /// Test-only: a bug planted in every node's core, which the checkers must catch.
+    pub planted: Option<PlantedBug>,
 }
 
 impl Default for SimConfig {
@@ -126,6 +135,7 @@ impl Default for SimConfig {
             disk_full_per_mille: 4,
             pages: 300,
             over_budget: false,
+            planted: None,
         }
     }
 }
@@ -140,8 +150,8 @@ pub struct Outcome {
     pub reads_checked: u64,
     /// The run ended with records that could not become durable (over-budget runs only).
     pub unavailable: bool,
-    /// Damaged segments left behind after healing that only hydration could rebuild.
-    pub awaiting_hydration: u64,
+    /// Scrub and hydration counters, summed over the nodes.
+    pub heal: HealCounts,
     pub vdl: Lsn,
     pub events: u64,
 }
@@ -177,6 +187,9 @@ struct World {
     reads_refused: u64,
     /// Every ack a node sent: (node, PG, first LSN, last LSN).
     acks: Vec<(NodeId, PgId, Lsn, Lsn)>,
+    /// The LSNs of each batch a node received from a writer, by (node, PG, first, last): a
+    /// repair batch holds only what its source could read, so it may skip LSNs of the range.
+    batches: HashMap<(NodeId, PgId, Lsn, Lsn), Vec<Lsn>>,
     rotted_nodes: Vec<NodeId>,
     /// Nodes cut off, until when, and which of their traffic is dropped.
     cut_off: BTreeMap<NodeId, (u64, Cut)>,
@@ -191,8 +204,6 @@ struct World {
     faults_on: bool,
     /// The workload has stopped (the convergence phase).
     quiet: bool,
-    /// Segments left behind that only hydration could rebuild (see `divergence`).
-    awaiting_hydration: u64,
 }
 
 /// Runs one seed.
@@ -225,6 +236,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         world.converge();
     }
     world.check_durability();
+    let heal = world.heal_counts();
     Outcome {
         seed,
         trace_hash: world.trace,
@@ -232,7 +244,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         records_appended: world.appended.len() as u64,
         reads_checked: world.reads_checked,
         unavailable,
-        awaiting_hydration: world.awaiting_hydration,
+        heal,
         vdl: world.writer.vdl(),
         events: world.events,
     }
@@ -254,7 +266,7 @@ impl World {
         World {
             rng: SmallRng::seed_from_u64(seed),
             clock: Clock::default(),
-            nodes: (1..=6).map(|id| SimNode::new(NodeId(id))).collect(),
+            nodes: (1..=6).map(|id| SimNode::new(NodeId(id), config.planted)).collect(),
             writer: WriterCore::new(geometry, cluster.clone(), limits, WriterStart::fresh()),
             geometry,
             cluster,
@@ -271,6 +283,7 @@ impl World {
             reads_checked: 0,
             reads_refused: 0,
             acks: Vec::new(),
+            batches: HashMap::new(),
             rotted_nodes: Vec::new(),
             cut_off: BTreeMap::new(),
             full_until: BTreeMap::new(),
@@ -281,7 +294,6 @@ impl World {
             failures: Vec::new(),
             faults_on: true,
             quiet: false,
-            awaiting_hydration: 0,
         }
     }
 
@@ -299,7 +311,7 @@ impl World {
     fn handle(&mut self, event: Event) {
         self.events += 1;
         match event {
-            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Deliver { from, to, message, tag } => self.deliver(from, to, message, tag),
             Event::Flushed { node, life } => {
                 let misdirected = self.faults_on
                     && self.rng.random_range(0..1000) < self.config.rot_per_mille
@@ -331,7 +343,7 @@ impl World {
         }
     }
 
-    fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+    fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message, tag: Option<u64>) {
         self.record_trace(&trace_bytes(from, to, &message));
         match to {
             Endpoint::Reader => {
@@ -366,7 +378,10 @@ impl World {
                 let flaky = self.faults_on
                     && matches!(
                         message,
-                        Message::ReadPage(_) | Message::ReadRecords(_) | Message::GossipFetch(_)
+                        Message::ReadPage(_)
+                            | Message::ReadRecords(_)
+                            | Message::GossipFetch(_)
+                            | Message::HydrateFetch(_)
                     )
                     && self.rng.random_range(0..1000) < self.config.rot_per_mille * 4
                     && self.may_damage(node);
@@ -374,10 +389,25 @@ impl World {
                     self.damaged(node);
                     self.node(node).flaky_next_read = true;
                 }
+                if let (Endpoint::Writer(_), Message::AppendBatch(batch)) = (from, &message) {
+                    let lsns: Vec<Lsn> = batch.records.iter().map(protocol::Record::lsn).collect();
+                    if let (Some(first), Some(last)) = (lsns.first().copied(), lsns.last().copied()) {
+                        self.batches.entry((node, batch.pg.pg_id, first, last)).or_insert(lsns);
+                    }
+                }
                 let reply = match from {
                     Endpoint::Writer(gen) => self.node(node).receive(gen, message, now),
                     Endpoint::Reader => self.node(node).receive(0, message, now),
-                    Endpoint::Node(peer) => self.node(node).receive_from_peer(peer, message, now),
+                    Endpoint::Node(peer) => {
+                        let cluster = &self.cluster;
+                        let members_of =
+                            |pg: protocol::PgRef| cluster.place(pg.volume_id, pg.pg_id).members().to_vec();
+                        let n = &mut self.nodes[node.0 as usize - 1];
+                        for (to, message, tag) in n.receive_from_peer(peer, message, tag, now, members_of) {
+                            self.send_tagged(Endpoint::Node(node), Endpoint::Node(to), message, tag);
+                        }
+                        None
+                    }
                 };
                 if let Some(reply) = reply {
                     self.send(Endpoint::Node(node), from, reply);
@@ -400,6 +430,10 @@ impl World {
     }
 
     fn send(&mut self, from: Endpoint, to: Endpoint, message: Message) {
+        self.send_tagged(from, to, message, None);
+    }
+
+    fn send_tagged(&mut self, from: Endpoint, to: Endpoint, message: Message, tag: Option<u64>) {
         if self.faults_on && self.rng.random_range(0..1000) < self.config.drop_per_mille {
             return;
         }
@@ -413,7 +447,7 @@ impl World {
         };
         for _ in 0..copies {
             let delay = self.rng.random_range(20..300);
-            self.clock.schedule(delay, Event::Deliver { from, to, message: message.clone() });
+            self.clock.schedule(delay, Event::Deliver { from, to, message: message.clone(), tag });
         }
     }
 
@@ -447,48 +481,68 @@ impl World {
         self.check_vdl();
     }
 
-    /// Every live node's gossip round, over the same faulty network.
+    /// Every live node's gossip round (with its image repairs and hydration asks), over the
+    /// same faulty network, after its scrubber's turn and its asks' timeouts.
     fn gossip(&mut self) {
         let now = self.clock.now_us;
         let cluster = &self.cluster;
         let members_of = |pg: protocol::PgRef| cluster.place(pg.volume_id, pg.pg_id).members().to_vec();
         let mut out = Vec::new();
         for node in self.nodes.iter_mut().filter(|n| n.up) {
-            for (peer, message) in node.gossip(now, members_of) {
-                out.push((node.id, peer, message));
+            node.scrub(now / 1000);
+            node.expire_asks(now / 1000);
+            for (peer, message, tag) in node.gossip(now, members_of) {
+                out.push((node.id, peer, message, tag));
             }
         }
-        for (from, to, message) in out {
-            self.send(Endpoint::Node(from), Endpoint::Node(to), message);
+        for (from, to, message, tag) in out {
+            self.send_tagged(Endpoint::Node(from), Endpoint::Node(to), message, tag);
         }
     }
 
     /// After healing, with the workload stopped: runs until every live segment of each PG
-    /// holds the same records (gossip fills what the writer's quorum left behind), or fails.
+    /// holds the same records (gossip fills what the writer's quorum left behind, hydration
+    /// rebuilds what its peers folded), claims only entries its disk holds intact, and every
+    /// live node finished a scrub pass begun after the faults stopped (so all rot is found)
+    /// and runs no hydration; then every node must serve every page right.
     fn converge(&mut self) {
         self.quiet = true;
+        let healed_ms = self.clock.now_us / 1000;
         let deadline = self.clock.now_us + CONVERGE_US;
-        while self.divergence().0.is_some() && self.clock.now_us < deadline && self.events < EVENTS_MAX {
+        while self.unsettled(healed_ms).is_some() && self.clock.now_us < deadline && self.events < EVENTS_MAX
+        {
             self.step();
         }
-        let (divergence, awaiting_hydration) = self.divergence();
-        if let Some(divergence) = divergence {
-            self.failures.push(format!("segments did not converge after healing: {divergence}"));
+        if let Some(unsettled) = self.unsettled(healed_ms) {
+            self.failures.push(format!("segments did not converge after healing: {unsettled}"));
+            return;
         }
-        self.awaiting_hydration = awaiting_hydration;
+        self.check_every_page();
+        self.check_faults_repaired();
+    }
+
+    /// What still keeps the healed cluster from having converged, if anything.
+    fn unsettled(&self, healed_ms: u64) -> Option<String> {
+        let live = || self.nodes.iter().filter(|n| n.up && !self.dead.contains(&n.id));
+        if let Some(node) = live().find(|n| n.scrub_pass_started_ms.is_none_or(|at| at < healed_ms)) {
+            return Some(format!("{} has not finished a scrub pass begun after healing", node.id));
+        }
+        if let Some(node) = live().find(|n| n.is_hydrating()) {
+            return Some(format!("{} is still hydrating", node.id));
+        }
+        if let Some(claim) = live().find_map(SimNode::damaged_claim) {
+            return Some(claim);
+        }
+        self.divergence()
     }
 
     /// How the live segments of some PG still differ: each must be complete through the PG's
     /// newest record and hold the same records above the highest point any of them folded.
-    /// Exempt, and counted, is a damaged segment that lost records below the point where every
-    /// peer folded them into images: only hydration (copying a peer's images, not built yet)
-    /// can rebuild it; it stays behind, serving only what it still holds completely.
-    fn divergence(&self) -> (Option<String>, u64) {
+    fn divergence(&self) -> Option<String> {
         let mut newest: BTreeMap<PgId, Lsn> = BTreeMap::new();
         for (lsn, appended) in &self.appended {
             newest.insert(appended.pg, *lsn);
         }
-        let mut awaiting_hydration = 0;
         for (pg, newest) in newest {
             let pg_ref = self.geometry.pg_ref(pg);
             let members = self.cluster.place(pg_ref.volume_id, pg);
@@ -499,24 +553,11 @@ impl World {
                 .filter(|n| n.up && !self.dead.contains(&n.id))
                 .map(|n| (n.id, n.core().segment(&pg_ref)))
                 .collect();
-            let is_behind = |s: &Option<&storaged::core::Segment>| s.is_none_or(|s| s.scl() < newest);
-            let peers_folded = segments
-                .iter()
-                .filter(|(_, s)| !is_behind(s))
-                .filter_map(|(_, s)| s.map(|s| s.folded_through()))
-                .min()
-                .unwrap_or(Lsn::ZERO);
-            let needs_hydration = |id: &NodeId, s: &Option<&storaged::core::Segment>| {
-                self.rotted_nodes.contains(id) && s.is_some_and(|s| s.scl() < peers_folded)
-            };
             let mut compared = Vec::new();
             for (id, segment) in &segments {
-                if needs_hydration(id, segment) {
-                    awaiting_hydration += 1;
-                } else if is_behind(segment) {
-                    return (Some(self.behind_report(pg, newest, *id, &segments)), awaiting_hydration);
-                } else if let Some(segment) = segment {
-                    compared.push((*id, *segment));
+                match segment {
+                    Some(segment) if segment.scl() >= newest => compared.push((*id, *segment)),
+                    _ => return Some(self.behind_report(pg, newest, *id, &segments)),
                 }
             }
             let above = compared.iter().map(|(_, s)| s.folded_through()).max().unwrap_or(Lsn::ZERO);
@@ -531,10 +572,10 @@ impl World {
                     set.len(),
                     first_set.len()
                 );
-                return (Some(report), awaiting_hydration);
+                return Some(report);
             }
         }
-        (None, awaiting_hydration)
+        None
     }
 
     /// Why the segment on `id` is behind, with its peers' state.
@@ -646,6 +687,13 @@ impl World {
             return;
         };
         self.reads_checked += 1;
+        if let Some(wrong) = self.wrong_page(node, &page) {
+            self.failures.push(wrong);
+        }
+    }
+
+    /// Why `page`, served by `node`, is not the model's page at its read point, if it is not.
+    fn wrong_page(&self, node: NodeId, page: &protocol::messages::Page) -> Option<String> {
         let records: Vec<protocol::Record> = self
             .appended
             .range(..=page.read_lsn)
@@ -655,15 +703,15 @@ impl World {
         let version = records.last().map_or(Lsn::ZERO, protocol::Record::lsn);
         let expected = protocol::apply::materialize(self.geometry.page_bytes, None, &records);
         let expected = expected.expect("the workload writes records that apply");
-        if page.version_lsn != version || page.bytes[..] != expected[..] {
-            self.failures.push(format!(
+        (page.version_lsn != version || page.bytes[..] != expected[..]).then(|| {
+            format!(
                 "{node} served page {} at {} as version {} (model: version {version}{})",
                 page.page_id.0,
                 page.read_lsn,
                 page.version_lsn,
                 if page.bytes[..] == expected[..] { ", same bytes" } else { ", other bytes" }
-            ));
-        }
+            )
+        })
     }
 
     /// Crashes, partitions, full disks and rot, within the fault budget.
@@ -776,6 +824,8 @@ impl World {
 
     fn heal(&mut self) {
         self.faults_on = false;
+        // A transient read failure pending from the faulty phase ends with it.
+        self.nodes.iter_mut().for_each(|n| n.flaky_next_read = false);
         self.cut_off.clear();
         for id in 1..=6 {
             if !self.node(NodeId(id)).up {
@@ -834,7 +884,9 @@ impl World {
     }
 
     /// A node never acknowledges what it has not stored: every record of every batch a node
-    /// acknowledged is on its disk at the end (unless that disk rotted).
+    /// acknowledged is on its disk at the end (unless that disk rotted), or at or below the
+    /// point a hydration of its segment installed page images through. A batch is the LSNs
+    /// the node received in it (a repair batch skips what its source could not read).
     fn check_acks_were_stored(&mut self) {
         for (node, pg, first, last) in std::mem::take(&mut self.acks) {
             if first == Lsn::ZERO || self.rotted_nodes.contains(&node) {
@@ -842,8 +894,15 @@ impl World {
             }
             let stored: std::collections::HashSet<Lsn> =
                 self.node(node).readable_records().map(|(_, r)| r.lsn()).collect();
-            let missing =
-                self.appended.range(first..=last).find(|(lsn, a)| a.pg == pg && !stored.contains(lsn));
+            // A record a hydration brought in is held inside the images it installed.
+            let hydrated = self.nodes[node.0 as usize - 1].hydrated_through(self.geometry.pg_ref(pg));
+            let sent = self.batches.get(&(node, pg, first, last));
+            let missing = self.appended.range(first..=last).find(|(lsn, a)| {
+                a.pg == pg
+                    && sent.is_none_or(|lsns| lsns.contains(lsn))
+                    && !stored.contains(lsn)
+                    && **lsn > hydrated
+            });
             if let Some((lsn, _)) = missing {
                 self.failures.push(format!("{node} acknowledged {lsn} but does not hold it"));
                 return;

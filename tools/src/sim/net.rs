@@ -19,10 +19,12 @@ pub enum Endpoint {
 /// Something that happens at a virtual time.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// A message; `tag` pairs a node's ask to a peer with its answer (a stream, in the daemon).
     Deliver {
         from: Endpoint,
         to: Endpoint,
         message: Message,
+        tag: Option<u64>,
     },
     /// A node's in-flight journal group reached the disk (if the node still runs that life).
     Flushed {

@@ -5,22 +5,37 @@
 //! CRC or tag. A rotten entry's bytes really are damaged (a payload byte flipped): a node that
 //! served them anyway would hand out wrong data, which the read checkers catch.
 //!
-//! The node also runs the core's coalescer (images are stored at once) and answers `ReadPage`
-//! and `FloorReport` as the real driver does. Each life of the node writes its own "journal
-//! file", so records from before a restart can be folded.
+//! The node also runs the core's coalescer (images are stored at once, fetched versions as
+//! they are) and answers `ReadPage` and `FloorReport` as the real driver does; its scrubber,
+//! image repairs and hydrations are driven as the daemon drives them (`heal.rs`). Each life of
+//! the node writes its own "journal file", so records from before a restart can be folded.
 
 use bytes::Bytes;
 use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, Records};
 use protocol::{AzId, Epochs, Lsn, Message, NodeId, PgRef, Record};
 use storaged::core::{
-    Base, CoalesceJob, EntryBody, JournalEntry, Limits, Location, NodeCore, PageAnswer, ReadPlan,
+    Base, CoalesceJob, EntryBody, JournalEntry, Limits, Location, NodeCore, PageAnswer, PlantedBug, ReadPlan,
     RecordsAnswer, RequestId,
 };
+
+mod heal;
+
+pub use heal::HealCounts;
+use heal::PeerAsk;
 
 /// Virtual milliseconds between a node's gossip rounds (the core keeps the timer).
 const GOSSIP_INTERVAL_MS: u64 = 5;
 /// The "file" number of image locations (journal files are numbered by the node's life).
 const IMAGE_FILE: u64 = u64::MAX;
+/// Scrub rate: every location's `len` is 1 here, so this is 64 entries per virtual ms (a full
+/// job of 256 entries every 4 ms), and a pass over a node's few hundred entries takes a few ms.
+const SCRUB_BYTES_PER_S: u64 = 64_000;
+/// Rest between scrub passes: several passes run while faults are injected.
+const SCRUB_PASS_PAUSE_MS: u64 = 20;
+
+/// A message for peer `.0`, tagged `.2` if it is a request whose answer is awaited (a stream,
+/// in the daemon) or the answer to one.
+pub type ToPeer = (NodeId, Message, Option<u64>);
 
 /// One entry the disk holds.
 #[derive(Clone, Debug)]
@@ -64,15 +79,28 @@ pub struct SimNode {
     pub flaky_next_read: bool,
     /// Gossip summaries sent and not yet answered: (peer, PG).
     asked: std::collections::HashSet<(NodeId, PgRef)>,
+    /// The test-only bug planted in every core of this node (`--plant`).
+    planted: Option<PlantedBug>,
+    /// Image repair reads and hydration asks sent to peers and not yet answered, by tag.
+    asks: std::collections::BTreeMap<u64, PeerAsk>,
+    /// The next tag (never reused, across lives).
+    next_tag: u64,
+    /// Scrub passes this life's core completed, and when the last of them started.
+    scrub_passes_seen: u64,
+    pub scrub_pass_started_ms: Option<u64>,
+    /// Scrub and hydration counters of earlier lives (a crash resets the core's).
+    past_heal: HealCounts,
+    /// Per PG, the point through which a completed hydration installed page images.
+    hydrated: std::collections::BTreeMap<PgRef, Lsn>,
 }
 
 impl SimNode {
-    pub fn new(id: NodeId) -> SimNode {
+    pub fn new(id: NodeId, planted: Option<PlantedBug>) -> SimNode {
         SimNode {
             id,
             up: true,
             life: 0,
-            core: new_core(id),
+            core: new_core(id, planted),
             durable: Vec::new(),
             images: Vec::new(),
             flushing: Vec::new(),
@@ -82,6 +110,13 @@ impl SimNode {
             written: std::collections::HashSet::new(),
             flaky_next_read: false,
             asked: std::collections::HashSet::new(),
+            planted,
+            asks: std::collections::BTreeMap::new(),
+            next_tag: 0,
+            scrub_passes_seen: 0,
+            scrub_pass_started_ms: None,
+            past_heal: HealCounts::default(),
+            hydrated: std::collections::BTreeMap::new(),
         }
     }
 
@@ -146,22 +181,59 @@ impl SimNode {
         }
     }
 
-    /// This node's gossip round: a summary of each segment for each other member of its PG.
-    pub fn gossip(
-        &mut self,
-        now_us: u64,
-        members_of: impl Fn(PgRef) -> Vec<NodeId>,
-    ) -> Vec<(NodeId, Message)> {
-        let summaries = self.core.poll_gossip(now_us / 1000, members_of);
+    /// This node's gossip round, if its core says one is due (as the daemon sleeps until
+    /// `poll_gossip_timeout`): a summary of each segment for each other member of its PG, then,
+    /// as each exchange of the daemon's does, the first image repair or hydration ask for each
+    /// peer that has no ask of this node outstanding (`heal.rs`).
+    pub fn gossip(&mut self, now_us: u64, members_of: impl Fn(PgRef) -> Vec<NodeId> + Copy) -> Vec<ToPeer> {
+        let now = now_us / 1000;
+        if self.core.poll_gossip_timeout().is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let summaries = self.core.poll_gossip(now, members_of);
         self.asked.extend(summaries.iter().map(|(peer, s)| (*peer, s.pg)));
-        summaries.into_iter().map(|(peer, summary)| (peer, Message::GossipSummary(summary))).collect()
+        let mut peers: Vec<NodeId> = summaries.iter().map(|(peer, _)| *peer).collect();
+        let mut out: Vec<ToPeer> = summaries
+            .into_iter()
+            .map(|(peer, summary)| (peer, Message::GossipSummary(summary), None))
+            .collect();
+        // A node rebuilding a segment it does not hold yet has no summary of it to send, but
+        // still runs an exchange with the peer it hydrates from.
+        peers.extend((1..=6).map(NodeId).filter(|p| *p != self.id && self.core.hydrating_from(*p)));
+        peers.sort();
+        peers.dedup();
+        for peer in peers {
+            out.extend(self.start_exchange(peer, now, members_of));
+        }
+        out
     }
 
-    /// A message from peer `from`; returns the answer to send back to it, if any. A summary is
-    /// a reply if this node asked that peer about that PG (as a stream's order tells the real
-    /// driver), else a request to answer.
-    pub fn receive_from_peer(&mut self, from: NodeId, message: Message, now_us: u64) -> Option<Message> {
+    /// A message from peer `from` (tagged `tag` if it is a request awaiting an answer, or the
+    /// answer to one of this node's); returns what to send. A summary is a reply if this node
+    /// asked that peer about that PG (as a stream's order tells the real driver), else a
+    /// request to answer.
+    pub fn receive_from_peer(
+        &mut self,
+        from: NodeId,
+        message: Message,
+        tag: Option<u64>,
+        now_us: u64,
+        members_of: impl Fn(PgRef) -> Vec<NodeId> + Copy,
+    ) -> Vec<ToPeer> {
         let now = now_us / 1000;
+        if let Some(tag) = tag.filter(|t| self.asks.get(t).is_some_and(|a| a.peer == from)) {
+            return self.answered(tag, message, now, members_of);
+        }
+        let answer = match message {
+            Message::ReadPage(read) => Some(self.read_page(&read)),
+            Message::HydrateFetch(fetch) => Some(self.answer_hydrate(from, &fetch, now)),
+            other => self.receive_gossip(from, other, now),
+        };
+        answer.map(|message| (from, message, tag)).into_iter().collect()
+    }
+
+    /// Gossip from peer `from`: the answer to send back to it, if any.
+    fn receive_gossip(&mut self, from: NodeId, message: Message, now: u64) -> Option<Message> {
         match message {
             Message::GossipSummary(summary) if self.asked.remove(&(from, summary.pg)) => {
                 self.core.handle_gossip_summary(&summary, now).map(Message::GossipFetch)
@@ -214,7 +286,7 @@ impl SimNode {
 
     /// A page read, as `storaged::server::streams::read_page` answers it (without the wait for
     /// SCL: a node that is not yet complete answers `NotYet` at once).
-    fn read_page(&mut self, read: &ReadPage) -> Message {
+    pub fn read_page(&mut self, read: &ReadPage) -> Message {
         for _ in 0..2 {
             let build = match self.core.plan_read_page(read) {
                 Err(refusal) => return Message::Error(refusal),
@@ -277,13 +349,20 @@ impl SimNode {
         let jobs: Vec<CoalesceJob> = self.core.poll_coalesce(max);
         for job in jobs {
             let base = job.base.map_or(Base::Zeros, Base::Image);
-            match self.build(job.page_bytes, &base, &job.records) {
+            // A version fetched from a peer (hydration, scrub repair) is stored as it is.
+            let built = match &job.fetched {
+                Some(fetched) => Ok(fetched.to_vec()),
+                None => self.build(job.page_bytes, &base, &job.records),
+            };
+            match built {
                 Ok(page) => {
                     let location = Location { file: IMAGE_FILE, offset: self.images.len() as u64, len: 1 };
                     let body =
                         EntryBody::Image { page_id: job.page_id, version_lsn: job.target, page: page.into() };
                     self.images.push(Stored { pg: job.pg, body, location, rotten: false });
+                    let completed = self.core.hydrate_stats().completed;
                     self.core.handle_coalesced(&job, Some(location));
+                    self.note_hydrated(job.pg, completed);
                 }
                 Err(fault) => {
                     self.report(job.pg, fault);
@@ -357,7 +436,9 @@ impl SimNode {
         self.full = false;
         self.senders.clear();
         self.asked.clear();
-        self.core = new_core(self.id);
+        self.asks.clear();
+        self.end_life();
+        self.core = new_core(self.id, self.planted);
     }
 
     /// Restart: replay what the disk holds, skipping rotten entries (their records are then
@@ -367,7 +448,7 @@ impl SimNode {
             return;
         }
         self.up = true;
-        self.core = new_core(self.id);
+        self.core = new_core(self.id, self.planted);
         for stored in self.durable.iter().chain(&self.images).filter(|s| !s.rotten) {
             self.core.replay(stored.pg, &stored.body, stored.location);
         }
@@ -422,7 +503,7 @@ fn damaged(record: &Record) -> Record {
     Record::new(*record.meta(), payload.into()).unwrap_or_else(|_| record.clone())
 }
 
-fn new_core(id: NodeId) -> NodeCore {
+fn new_core(id: NodeId, planted: Option<PlantedBug>) -> NodeCore {
     // A small apply bound makes the coalescer image pages often within a short run.
     // Peers' records are kept for 100 ms of virtual time: longer than any outage the fault
     // budget allows.
@@ -431,6 +512,9 @@ fn new_core(id: NodeId) -> NodeCore {
         peer_lease_ms: 100,
         gossip_timeout_ms: 20,
         gossip_interval_ms: GOSSIP_INTERVAL_MS,
+        scrub_bytes_per_s: SCRUB_BYTES_PER_S,
+        scrub_pass_pause_ms: SCRUB_PASS_PAUSE_MS,
+        planted,
         ..Limits::default()
     };
     NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), limits)

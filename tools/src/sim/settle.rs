@@ -1,0 +1,79 @@
+//! The end-of-run checks of a healed cluster, beside `World::converge`: every live node serves
+//! every written page right (a hydration that claimed pages it never stored, or a repair that
+//! stored a wrong version, shows here even if no read happened to ask), and every scrub fault
+//! found was repaired; and the scrub and hydration counters the run reports.
+
+use protocol::messages::ReadPage;
+use protocol::{Message, NodeId, PageId};
+
+use super::node::HealCounts;
+use super::World;
+
+impl World {
+    /// Every live member of each written page's PG answers a read of it at VDL with the model's
+    /// page.
+    pub(super) fn check_every_page(&mut self) {
+        let vdl = self.writer.vdl();
+        let mut pages: Vec<PageId> = self.appended.values().map(|a| a.page).collect();
+        pages.sort();
+        pages.dedup();
+        for page in pages {
+            let pg = self.geometry.pg_of(page);
+            let Ok((need, _)) = self.writer.read_route(pg, vdl) else { continue };
+            let read = ReadPage {
+                pg: self.geometry.pg_ref(pg),
+                epochs: self.writer.epochs(),
+                page_id: page,
+                read_lsn: vdl,
+                pg_newest_lsn: need,
+                page_bytes: self.geometry.page_bytes,
+            };
+            let mut members = self.cluster.place(read.pg.volume_id, pg).members().to_vec();
+            members.retain(|id| !self.dead.contains(id));
+            for id in members {
+                if let Some(wrong) = self.read_after_healing(id, &read) {
+                    self.failures.push(wrong);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Why `id`'s answer to `read` is wrong, if it is.
+    fn read_after_healing(&mut self, id: NodeId, read: &ReadPage) -> Option<String> {
+        match self.node(id).read_page(read) {
+            Message::Page(page) => self.wrong_page(id, &page).map(|w| format!("after healing, {w}")),
+            Message::Error(error) => {
+                let scl = self.node(id).core().segment(&read.pg).map(|s| s.scl());
+                Some(format!(
+                    "after healing, {id} could not serve page {} at {} (PG newest {}, SCL {scl:?}): {:?} ({})",
+                    read.page_id.0, read.read_lsn, read.pg_newest_lsn, error.code, error.message
+                ))
+            }
+            other => {
+                Some(format!("after healing, {id} answered a page read with type {}", other.type_code()))
+            }
+        }
+    }
+
+    /// Every scrub fault found is repaired once the cluster converged: each node's bookkeeping
+    /// runs once (as its maintenance timer would) so the core settles its faults, then none may
+    /// be open.
+    pub(super) fn check_faults_repaired(&mut self) {
+        let now_ms = self.clock.now_us / 1000;
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            let open = node.settle_scrub_faults(now_ms);
+            if open > 0 {
+                self.failures.push(format!("{} has {open} scrub faults still open after healing", node.id));
+                return;
+            }
+        }
+    }
+
+    /// Scrub and hydration counters over every node and life.
+    pub(super) fn heal_counts(&self) -> HealCounts {
+        let mut counts = HealCounts::default();
+        self.nodes.iter().for_each(|n| counts.add(n.heal_counts()));
+        counts
+    }
+}

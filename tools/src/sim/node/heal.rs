@@ -173,7 +173,8 @@ impl SimNode {
         next.into_iter().collect()
     }
 
-    /// Asks whose answer did not come in time fail, as the daemon's request timeout fails them.
+    /// Asks whose answer did not come in time fail, as the daemon's request timeout fails them
+    /// (a hydration ask as unanswered: the core may resume it from the same source).
     pub fn expire_asks(&mut self, now_ms: u64) {
         let expired: Vec<u64> =
             self.asks.iter().filter(|(_, a)| a.until_ms <= now_ms).map(|(tag, _)| *tag).collect();
@@ -181,7 +182,7 @@ impl SimNode {
             let Some(PeerAsk { peer, ask, .. }) = self.asks.remove(&tag) else { continue };
             match ask {
                 Ask::ImageRepair { pg, page } => self.core.handle_image_fetch_failed(pg, page),
-                Ask::Hydrate { pg } => self.core.handle_hydrate_failed(pg, peer),
+                Ask::Hydrate { pg } => self.core.handle_hydrate_unanswered(pg, peer, now_ms),
             }
         }
     }

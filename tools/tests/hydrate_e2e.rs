@@ -29,6 +29,24 @@ fn cluster_status(dir: &std::path::Path) -> String {
     text
 }
 
+/// The writer reports its floor (its VDL) each second: once the nodes' floors moved up, a
+/// rebuild takes page versions, not just records.
+async fn wait_for_floor(cluster: &tools::local::LocalCluster) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while segments(cluster, 1, VOLUME).await[0].floor == protocol::Lsn::ZERO {
+        assert!(tokio::time::Instant::now() < deadline, "the writer's floor never reached the nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills node `LOST` with SIGKILL, deletes its data directory and starts it again, empty.
+fn lose_and_restart(cluster: &tools::local::LocalCluster, nodes: &mut [tools::cluster::NodeProcess]) {
+    let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
+    nodes[lost].kill9();
+    std::fs::remove_dir_all(&cluster.node(LOST).unwrap().data_dir).unwrap();
+    nodes[lost].restart().unwrap();
+}
+
 #[test]
 fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
     let root = tempfile::tempdir().unwrap();
@@ -37,21 +55,12 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
     runtime.block_on(async {
         let writer = open_writer(&cluster, VOLUME).await;
         write_rounds(&writer, PAGES, ROUNDS).await;
-        // The writer reports its floor (its VDL) each second: the nodes' floors move up, so a
-        // rebuild takes page versions, not just records.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while segments(&cluster, 1, VOLUME).await[0].floor == protocol::Lsn::ZERO {
-            assert!(tokio::time::Instant::now() < deadline, "the writer's floor never reached the nodes");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_floor(&cluster).await;
         writer.close().await;
     });
     let peers_scl = runtime.block_on(segments(&cluster, 1, VOLUME))[0].scl;
+    lose_and_restart(&cluster, &mut nodes);
     let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
-    nodes[lost].kill9();
-    let data_dir = cluster.node(LOST).unwrap().data_dir.clone();
-    std::fs::remove_dir_all(&data_dir).unwrap();
-    nodes[lost].restart().unwrap();
     assert!(runtime.block_on(segments(&cluster, LOST, VOLUME)).is_empty(), "the node starts empty");
 
     let admin = cluster.node(LOST).unwrap().admin;
@@ -78,6 +87,49 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
         runtime.block_on(read_all(&cluster, LOST, VOLUME, PAGES)),
         expected(PAGES, ROUNDS),
         "and after a restart, from what it stored"
+    );
+    stop_all(&mut nodes);
+}
+
+#[test]
+fn a_node_rebuilt_while_the_writer_keeps_appending_ends_whole_and_nothing_acked_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, mut nodes) = start_cluster(root.path(), &["--apply-max", "2"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let writer = runtime.block_on(async {
+        let writer = open_writer(&cluster, VOLUME).await;
+        write_rounds(&writer, PAGES, 3).await;
+        wait_for_floor(&cluster).await;
+        writer
+    });
+    lose_and_restart(&cluster, &mut nodes);
+    let rounds = 9;
+    runtime.block_on(async {
+        // Every round is acknowledged durable while the node rebuilds.
+        for round in 3..rounds {
+            writer.append(heal::writes(PAGES, round)).await.unwrap().durable().await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let peers = segments(&cluster, 1, VOLUME).await;
+            let mine = segments(&cluster, LOST, VOLUME).await;
+            if mine.first().zip(peers.first()).is_some_and(|(m, p)| m.scl >= p.scl) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the rebuilt node never caught up: {mine:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let vdl = writer.vdl();
+        for (page, bytes) in expected(PAGES, rounds) {
+            let read = writer.read_page(protocol::PageId(page), vdl).await.unwrap();
+            assert_eq!(read.bytes.to_vec(), bytes, "page {page} through the writer at VDL");
+        }
+        writer.close().await;
+    });
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, LOST, VOLUME, PAGES)),
+        expected(PAGES, rounds),
+        "every page from the rebuilt node"
     );
     stop_all(&mut nodes);
 }

@@ -11,6 +11,7 @@ use crate::apply::check_page_bytes;
 use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
 use crate::error::{FormatError, FormatResult};
 use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId};
+use crate::quorum::Membership;
 use crate::record::{Record, PAGE_BYTES_MAX, RECORD_HEADER_BYTES};
 use crate::wire::{get_list, put_list, LsnRange, PgRef, Wire};
 
@@ -25,8 +26,9 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 1024;
 /// Most truncation ranges an epoch ack reports.
 pub const TRUNCATIONS_REPORTED_MAX: usize = 64;
 /// Layout of a `Status` body's segment entries, written in its header: 1 = entries carrying a
-/// [`SegmentState`]. A body of another layout is refused (`UnsupportedVersion`), never misread.
-pub const STATUS_LAYOUT: u16 = 1;
+/// [`SegmentState`]; 2 = and the segment's stored membership. A body of another layout is
+/// refused (`UnsupportedVersion`), never misread.
+pub const STATUS_LAYOUT: u16 = 2;
 /// Most page versions in one hydration answer.
 pub const HYDRATE_PAGES_MAX: usize = 2048;
 /// Most page bytes one hydration answer carries (at least one page is always sent): well
@@ -206,6 +208,28 @@ pub struct EpochBump {
     pub epochs: Epochs,
 }
 
+/// The writer moving a PG to new quorum sets (a step of a membership change, `docs/membership.md`):
+/// every node of `membership` stores it durably (creating an empty segment if it has none, to
+/// be hydrated) and answers with an `EpochAck`. A node that holds a newer membership refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub membership: Membership,
+}
+
+/// A node's answer to `MembershipChange`: it durably holds the membership of `epoch` (or a
+/// newer one) for `pg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipAck {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub epochs: Epochs,
+    /// The epoch of the membership the segment stores.
+    pub membership_epoch: Epoch,
+    pub scl: Lsn,
+}
+
 /// The segment's state after an epoch bump.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochAck {
@@ -249,12 +273,15 @@ pub enum SegmentState {
     Hydrating,
     /// Scrub found entries that fail verification; they are being fetched from a peer again.
     ScrubRepairing,
+    /// Left out of its PG's stored membership (the node it replaced came back, or it was
+    /// replaced): no longer written, read or gossiped; kept until deleted.
+    Retired,
     /// A state this build does not know (a newer node); kept so it re-encodes unchanged.
     Unknown(u16),
 }
 
-const SEGMENT_STATES: [SegmentState; 3] =
-    [SegmentState::Serving, SegmentState::Hydrating, SegmentState::ScrubRepairing];
+const SEGMENT_STATES: [SegmentState; 4] =
+    [SegmentState::Serving, SegmentState::Hydrating, SegmentState::ScrubRepairing, SegmentState::Retired];
 
 impl SegmentState {
     pub fn to_u16(self) -> u16 {
@@ -279,10 +306,12 @@ pub struct SegmentStatus {
     /// The GC floor: reads below it are refused.
     pub floor: Lsn,
     pub state: SegmentState,
+    /// The PG's quorum sets as this segment stores them (`None`: its placement, never changed).
+    pub membership: Option<Membership>,
 }
 
 impl Wire for SegmentStatus {
-    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 3 * Lsn::BYTES + 4;
+    const BYTES: usize = PgRef::BYTES + Epochs::BYTES + 3 * Lsn::BYTES + 4 + <Option<Membership>>::BYTES;
     fn put(&self, out: &mut impl BufMut) {
         self.pg.put(out);
         self.epochs.put(out);
@@ -291,12 +320,14 @@ impl Wire for SegmentStatus {
         self.floor.put(out);
         out.put_u16_le(self.state.to_u16());
         out.put_u16_le(0);
+        self.membership.put(out);
     }
     fn read(reader: &mut Reader) -> FormatResult<Self> {
         let (pg, epochs, scl, highest_lsn, floor) = Wire::read(reader)?;
         let state = SegmentState::from_u16(reader.u16("segment state")?);
         expect_zero(u64::from(reader.u16("segment reserved")?), "segment reserved")?;
-        Ok(SegmentStatus { pg, epochs, scl, highest_lsn, floor, state })
+        let membership = Wire::read(reader)?;
+        Ok(SegmentStatus { pg, epochs, scl, highest_lsn, floor, state, membership })
     }
 }
 
@@ -391,6 +422,8 @@ pub enum Message {
     FloorAck(FloorAck),
     HydrateFetch(HydrateFetch),
     HydratePages(HydratePages),
+    MembershipChange(MembershipChange),
+    MembershipAck(MembershipAck),
 }
 
 impl Message {
@@ -416,6 +449,8 @@ impl Message {
             Message::FloorAck(_) => 17,
             Message::HydrateFetch(_) => 18,
             Message::HydratePages(_) => 19,
+            Message::MembershipChange(_) => 20,
+            Message::MembershipAck(_) => 21,
         }
     }
 
@@ -484,6 +519,11 @@ impl Message {
                 put_list(out, &f.ranges);
             }
             Message::EpochBump(e) => (e.pg, e.epochs).put(out),
+            Message::MembershipChange(c) => {
+                (c.pg, c.epochs).put(out);
+                Some(c.membership).put(out);
+            }
+            Message::MembershipAck(a) => (a.pg, a.node, a.epochs, a.membership_epoch, a.scl).put(out),
             Message::EpochAck(e) => {
                 (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
@@ -627,6 +667,17 @@ impl Message {
                 Message::HydrateFetch(HydrateFetch { pg, epochs, read_lsn, from_page, bytes_max })
             }
             19 => Message::HydratePages(get_hydrate_pages(r)?),
+            20 => {
+                let (pg, epochs) = Wire::read(r)?;
+                let membership: Option<Membership> = Wire::read(r)?;
+                let membership =
+                    membership.ok_or(FormatError::Invalid { what: "membership change without sets" })?;
+                Message::MembershipChange(MembershipChange { pg, epochs, membership })
+            }
+            21 => {
+                let (pg, node, epochs, membership_epoch, scl) = Wire::read(r)?;
+                Message::MembershipAck(MembershipAck { pg, node, epochs, membership_epoch, scl })
+            }
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;
@@ -778,6 +829,7 @@ mod tests {
             highest_lsn: Lsn(42),
             floor: Lsn(1),
             state,
+            membership: None,
         };
         Message::Status(Status { node: NodeId(3), az: AzId(1), segments: vec![segment] })
     }
@@ -790,12 +842,13 @@ mod tests {
 
     #[test]
     fn segment_states_round_trip_and_unknown_ones_are_kept() {
-        for code in 0..=5u16 {
+        for code in 0..=6u16 {
             assert_eq!(SegmentState::from_u16(code).to_u16(), code);
         }
         assert_eq!(SegmentState::from_u16(1), SegmentState::Serving);
         assert_eq!(SegmentState::from_u16(3), SegmentState::ScrubRepairing);
-        assert_eq!(SegmentState::from_u16(4), SegmentState::Unknown(4));
+        assert_eq!(SegmentState::from_u16(4), SegmentState::Retired);
+        assert_eq!(SegmentState::from_u16(5), SegmentState::Unknown(5));
         for state in [SegmentState::Serving, SegmentState::Hydrating, SegmentState::Unknown(77)] {
             let message = status(state);
             let decoded = Message::decode_body(14, Bytes::from(body(&message))).unwrap();
@@ -811,7 +864,8 @@ mod tests {
         bytes[6..8].copy_from_slice(&0u16.to_le_bytes());
         let refused = Message::decode_body(14, Bytes::from(bytes)).unwrap_err();
         assert!(matches!(refused, FormatError::UnsupportedVersion { what: "status layout", found: 0 }));
-        // An earlier build's 76-byte entry (no state) is refused too, whatever the layout says.
+        // An earlier build's entry (no state, or no membership) is refused too, whatever the
+        // layout says.
         let mut short = body(&status(SegmentState::Serving));
         short.truncate(short.len() - 4);
         assert!(Message::decode_body(14, Bytes::from(short)).is_err());
@@ -820,8 +874,9 @@ mod tests {
     #[test]
     fn a_segment_entry_with_reserved_bits_is_refused() {
         let mut bytes = body(&status(SegmentState::Serving));
-        let last = bytes.len() - 1;
-        bytes[last] = 1;
+        // The reserved u16 is just before the membership.
+        let reserved = bytes.len() - <Option<Membership> as Wire>::BYTES - 1;
+        bytes[reserved] = 1;
         let refused = Message::decode_body(14, Bytes::from(bytes)).unwrap_err();
         assert!(matches!(refused, FormatError::ReservedNonZero { what: "segment reserved" }));
     }

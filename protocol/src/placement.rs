@@ -82,6 +82,24 @@ impl ClusterMap {
         SegmentSet::new(members).expect("node ids are unique in a cluster map")
     }
 
+    /// The node that takes `leaving`'s segment of `pg` in `set`: the highest-scoring node of
+    /// `leaving`'s AZ that is not in `set` and not in `excluded` (down or retired nodes), so the
+    /// PG keeps two segments per AZ. `None` if that AZ has no spare node.
+    pub fn replacement(
+        &self,
+        volume: VolumeId,
+        pg: PgId,
+        set: &SegmentSet,
+        leaving: NodeId,
+        excluded: &[NodeId],
+    ) -> Option<NodeId> {
+        let az = self.node(leaving)?.az;
+        self.in_zone(az)
+            .filter(|n| !set.contains(n.id) && !excluded.contains(&n.id))
+            .max_by_key(|n| (rendezvous_score(volume, pg, n.id), n.id))
+            .map(|n| n.id)
+    }
+
     fn zones(&self) -> Vec<AzId> {
         let mut zones: Vec<AzId> = self.nodes.iter().map(|n| n.az).collect();
         zones.sort();
@@ -152,6 +170,27 @@ mod tests {
             let share = sets.iter().filter(|s| s.contains(node.id)).count();
             assert!((100..=200).contains(&share), "node {} holds {share} of 300 PGs (expect ~150)", node.id);
         }
+    }
+
+    #[test]
+    fn a_replacement_is_a_spare_of_the_leaving_nodes_zone() {
+        let map = map(&[3, 3, 3]);
+        for pg in 0..50 {
+            let set = map.place(VolumeId(4), PgId(pg));
+            let leaving = set.members()[0];
+            let az = map.node(leaving).unwrap().az;
+            let spare = map.replacement(VolumeId(4), PgId(pg), &set, leaving, &[]).unwrap();
+            assert!(!set.contains(spare));
+            assert_eq!(map.node(spare).unwrap().az, az);
+            assert_eq!(
+                map.replacement(VolumeId(4), PgId(pg), &set, leaving, &[spare]),
+                None,
+                "one spare per zone"
+            );
+        }
+        let six = self::map(&[2, 2, 2]);
+        let set = six.place(VolumeId(4), PgId(0));
+        assert_eq!(six.replacement(VolumeId(4), PgId(0), &set, set.members()[0], &[]), None);
     }
 
     #[test]

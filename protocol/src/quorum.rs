@@ -10,7 +10,12 @@
 //! Counting is by distinct member: an ack from a node outside the set, or a second ack from the
 //! same node, never counts twice.
 
+use bytes::BufMut;
+
+use crate::codec::{expect_zero, Reader};
+use crate::error::{FormatError, FormatResult};
 use crate::ids::{Epoch, Lsn, NodeId};
+use crate::wire::Wire;
 
 /// Segments per protection group.
 pub const SEGMENTS_PER_PG: usize = 6;
@@ -105,6 +110,38 @@ impl Membership {
         self.epoch
     }
 
+    /// The set the PG is leaving (or its only set).
+    pub fn current(&self) -> &SegmentSet {
+        &self.current
+    }
+
+    /// The set the PG is moving to, during a change.
+    pub fn next(&self) -> Option<&SegmentSet> {
+        self.next.as_ref()
+    }
+
+    /// True during a change (two sets).
+    pub fn is_joint(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// True if `node` holds a segment in either set.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.sets().any(|set| set.contains(node))
+    }
+
+    /// The same sets at another epoch.
+    pub fn at(self, epoch: Epoch) -> Membership {
+        Membership { epoch, ..self }
+    }
+
+    /// True if `answered` holds a read quorum of *every* set. A recovering writer needs this
+    /// much: reading 3/6 of one set of a change can miss a write the old writer made under the
+    /// next step (the final set alone), whose quorum the other set need not meet.
+    pub fn read_quorum_of_every_set(&self, answered: &[NodeId]) -> bool {
+        self.sets().all(|set| set.count_in(answered) >= READ_QUORUM)
+    }
+
     /// The one or two quorum sets.
     pub fn sets(&self) -> impl Iterator<Item = &SegmentSet> {
         std::iter::once(&self.current).chain(self.next.as_ref())
@@ -138,6 +175,50 @@ impl Membership {
     /// The highest LSN durable at a write quorum of every set, from each node's SCL: the PGCL.
     pub fn pgcl(&self, scl_of: impl Fn(NodeId) -> Option<Lsn> + Copy) -> Lsn {
         self.sets().map(|set| set.lsn_reached_by(WRITE_QUORUM, scl_of)).min().expect("at least one set")
+    }
+}
+
+/// The wire form of a PG's stored membership, or of none (the PG is still on its placement):
+/// epoch u64, set count u16 (0, 1 or 2), reserved u16, then 2 × 6 node ids u32 (unused ids 0).
+impl Wire for Option<Membership> {
+    const BYTES: usize = Epoch::BYTES + 4 + 2 * SEGMENTS_PER_PG * NodeId::BYTES;
+    fn put(&self, out: &mut impl BufMut) {
+        let (epoch, count) = match self {
+            None => (Epoch(0), 0u16),
+            Some(m) => (m.epoch, if m.next.is_some() { 2 } else { 1 }),
+        };
+        epoch.put(out);
+        out.put_u16_le(count);
+        out.put_u16_le(0);
+        let sets = [self.map(|m| m.current), self.and_then(|m| m.next)];
+        for set in sets {
+            let ids = set.map_or([NodeId(0); SEGMENTS_PER_PG], |s| s.0);
+            for id in ids {
+                id.put(out);
+            }
+        }
+    }
+    fn read(reader: &mut Reader) -> FormatResult<Self> {
+        let epoch = Epoch::read(reader)?;
+        let count = reader.u16("membership sets")?;
+        expect_zero(u64::from(reader.u16("membership reserved")?), "membership reserved")?;
+        let mut sets = [[NodeId(0); SEGMENTS_PER_PG]; 2];
+        for set in &mut sets {
+            for id in set.iter_mut() {
+                *id = NodeId::read(reader)?;
+            }
+        }
+        let set = |ids: [NodeId; SEGMENTS_PER_PG]| {
+            SegmentSet::new(ids).map_err(|_| FormatError::Invalid { what: "membership set repeats a node" })
+        };
+        match count {
+            0 => Ok(None),
+            1 => Ok(Some(Membership::stable(epoch, set(sets[0])?))),
+            2 => Membership::transition(epoch, set(sets[0])?, set(sets[1])?)
+                .map(Some)
+                .map_err(|_| FormatError::Invalid { what: "membership change to the same set" }),
+            _ => Err(FormatError::Invalid { what: "membership set count" }),
+        }
     }
 }
 
@@ -203,6 +284,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn memberships_round_trip_on_the_wire() {
+        use bytes::Bytes;
+        let stable = Membership::stable(Epoch(3), set([1, 2, 3, 4, 5, 6]));
+        let joint =
+            Membership::transition(Epoch(4), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
+        for m in [None, Some(stable), Some(joint)] {
+            let mut out = Vec::new();
+            m.put(&mut out);
+            assert_eq!(out.len(), <Option<Membership> as Wire>::BYTES);
+            assert_eq!(Option::<Membership>::read(&mut Reader::new(Bytes::from(out))).unwrap(), m);
+        }
+        let mut out = Vec::new();
+        Some(stable).put(&mut out);
+        out[8] = 3;
+        assert!(Option::<Membership>::read(&mut Reader::new(Bytes::from(out))).is_err());
+    }
+
+    #[test]
+    fn recovery_during_a_change_needs_a_read_quorum_of_both_sets() {
+        let m = Membership::transition(Epoch(2), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
+        assert!(m.read_quorum_met(&nodes(&[4, 5, 6])));
+        assert!(!m.read_quorum_of_every_set(&nodes(&[4, 5, 6])), "7's set has only 4 and 5");
+        assert!(m.read_quorum_of_every_set(&nodes(&[4, 5, 6, 7])));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! same place, epochs only rise, truncations re-apply), so a checkpoint may safely include the
 //! effects of entries queued after its position.
 //!
-//! Body, version 2 (little-endian): journal position (file u64, offset u64, next_group_seq
+//! Body, version 3 (little-endian): journal position (file u64, offset u64, next_group_seq
 //! u64), page store position (same three), segment count u32, then per segment: volume u128,
-//! pg u32, epochs 3×u64, page_bytes u32, floor u64, folded_through u64, truncation count u32
+//! pg u32, epochs 3×u64, membership (60 bytes, `docs/format.md`; absent in version 2, which is
+//! still read), page_bytes u32, floor u64, folded_through u64, truncation count u32
 //! and per truncation epoch u64 / after u64 / through u64, record count u64 and per record
 //! lsn u64, prev_pg_lsn u64, page u64, file u64, offset u64, len u32, flags u32 (bit 0: CPL,
 //! bit 1: folded, bits 8..16: record kind), image count u64 and per image page u64, lsn u64, file u64,
@@ -20,6 +21,7 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes};
 use protocol::codec::Reader;
+use protocol::quorum::Membership;
 use protocol::wire::Wire;
 use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, PageId, PgRef, RecordKind};
 
@@ -28,7 +30,9 @@ use crate::dual::{DualFile, Loaded};
 use crate::journal::writer::JournalPosition;
 
 const MAGIC: [u8; 4] = *b"BRCP";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The version before stored memberships: read as segments without one.
+const VERSION_WITHOUT_MEMBERSHIP: u8 = 2;
 const RECORD_BYTES: usize = 48;
 const IMAGE_BYTES: usize = 40;
 const TRUNCATION_BYTES: usize = 24;
@@ -69,8 +73,10 @@ impl CheckpointStore {
         let checkpoint = match loaded {
             Loaded::Fresh => Ok(None),
             Loaded::Damaged => Err(CheckpointError::Damaged),
-            Loaded::Copy { version, .. } if version != VERSION => Err(CheckpointError::Version(version)),
-            Loaded::Copy { body, .. } => decode(Bytes::from(body)).map(Some),
+            Loaded::Copy { version, body } if version == VERSION || version == VERSION_WITHOUT_MEMBERSHIP => {
+                decode(Bytes::from(body), version == VERSION).map(Some)
+            }
+            Loaded::Copy { version, .. } => Err(CheckpointError::Version(version)),
         };
         (CheckpointStore { file }, checkpoint)
     }
@@ -102,6 +108,7 @@ pub(crate) fn encode<'a>(
         count += 1;
         segment.pg().put(&mut out);
         segment.epochs().put(&mut out);
+        segment.membership().put(&mut out);
         let pages = segment.page_state();
         out.put_u32_le(pages.page_bytes);
         pages.floor.put(&mut out);
@@ -141,12 +148,12 @@ pub(crate) fn encode<'a>(
     out
 }
 
-pub(crate) fn decode(body: Bytes) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn decode(body: Bytes, with_membership: bool) -> Result<Checkpoint, CheckpointError> {
     let r = &mut Reader::new(body);
     let position = get_position(r)?;
     let pages_position = get_position(r)?;
     let count = r.count(SEGMENTS_MAX, 1, "segments")?;
-    let segments = (0..count).map(|_| decode_segment(r)).collect::<Result<Vec<_>, _>>()?;
+    let segments = (0..count).map(|_| decode_segment(r, with_membership)).collect::<Result<Vec<_>, _>>()?;
     r.finish("checkpoint")?;
     Ok(Checkpoint { position, pages_position, segments })
 }
@@ -178,9 +185,10 @@ fn get_count(r: &mut Reader, item_bytes: usize, what: &'static str) -> Result<us
     Ok(count)
 }
 
-fn decode_segment(r: &mut Reader) -> Result<Segment, CheckpointError> {
+fn decode_segment(r: &mut Reader, with_membership: bool) -> Result<Segment, CheckpointError> {
     let pg = PgRef::read(r)?;
     let epochs = Epochs::read(r)?;
+    let membership: Option<Membership> = if with_membership { Wire::read(r)? } else { None };
     let page_bytes = r.u32("page_bytes")?;
     let floor = Lsn::read(r)?;
     let folded_through = Lsn::read(r)?;
@@ -210,7 +218,11 @@ fn decode_segment(r: &mut Reader) -> Result<Segment, CheckpointError> {
         images.push((page, lsn, stored));
     }
     let state = PageState { page_bytes, floor, folded_through, images };
-    Ok(Segment::restore(pg, epochs, truncations, records, state))
+    let mut segment = Segment::restore(pg, epochs, truncations, records, state);
+    if let Some(membership) = membership {
+        segment.store_membership(membership);
+    }
+    Ok(segment)
 }
 
 #[cfg(test)]
@@ -243,6 +255,10 @@ mod tests {
             &[]
         ));
         segment.truncate(Epoch(2), LsnRange::new(Lsn(50), Lsn(60)).unwrap());
+        let set = |ids: [u32; 6]| protocol::quorum::SegmentSet::new(ids.map(protocol::NodeId)).unwrap();
+        let joint =
+            Membership::transition(Epoch(5), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
+        assert!(segment.store_membership(joint));
         let dir = tempfile::tempdir().unwrap();
         let (mut store, none) = CheckpointStore::open(dir.path());
         assert!(none.unwrap().is_none());
@@ -258,5 +274,6 @@ mod tests {
         assert_eq!(restored.all_records().collect::<Vec<_>>(), segment.all_records().collect::<Vec<_>>());
         assert_eq!(restored.page_state(), segment.page_state());
         assert_eq!(restored.floor(), Lsn(10));
+        assert_eq!(restored.membership(), Some(joint));
     }
 }

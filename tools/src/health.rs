@@ -1,9 +1,10 @@
-//! Replication health for `borealis cluster status`: per PG its six members by placement, each
-//! member's state and SCL as its node reports them, and one verdict for the cluster.
+//! Replication health for `borealis cluster status`: per PG its six members, each member's
+//! state and SCL as its node reports them, and one verdict for the cluster.
 //!
 //! Which PGs exist: the union of the segments the answering nodes list in their status answers.
-//! A PG's members are computed by placement from the cluster map, never taken from the answers,
-//! so a member that lost its segment (or whose node is down) still shows where it should be.
+//! A PG's members are the newest membership its segments store (during a change, the set it
+//! is moving to), else its placement by the cluster map, so a member that lost its segment (or
+//! whose node is down) still shows where it should be.
 //! A PG whose six members are all down is invisible (no answering node reports it); the
 //! node-level rule below keeps the verdict at least `HEALTH_WARN` then.
 //!
@@ -22,8 +23,9 @@
 //!
 //! The verdict ([`verdict`]): `HEALTH_ERR` if some PG has fewer than a write quorum (4) of
 //! healthy members, or fewer than 4 nodes serve at all (then no PG, known or not, can reach a
-//! write quorum); else `HEALTH_WARN` if some PG has fewer than 6, or some node is not serving;
-//! else `HEALTH_OK`.
+//! write quorum); else `HEALTH_WARN` if some PG has fewer than 6, or some node is not serving
+//! (unless it is down and *replaced*: a membership change took it out of every PG placement gave
+//! it, so it costs no PG a copy); else `HEALTH_OK`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,6 +167,9 @@ pub struct NodeHealth {
     pub serving: bool,
     /// Segments it listed; `None` if it did not answer.
     pub segments: Option<usize>,
+    /// Down, and replaced by a membership change in every PG placement gave it: its loss no
+    /// longer costs any PG a copy, so it does not hold the verdict at `HEALTH_WARN`.
+    pub replaced: bool,
 }
 
 /// Everything `cluster status` says about replication; serialized as its `--json` file.
@@ -197,10 +202,18 @@ pub fn assess(map: &ClusterMap, probes: &[Probe]) -> ClusterHealth {
     let nodes: Vec<NodeHealth> = map.nodes().iter().map(|n| node_health(n.id, n.az.0, probes)).collect();
     let reports = segment_reports(probes);
     let pgs: Vec<PgHealth> = reports.iter().map(|(pg, held)| pg_health(map, &nodes, *pg, held)).collect();
+    let mut nodes = nodes;
+    for node in &mut nodes {
+        let member_somewhere = pgs.iter().any(|p| p.members.iter().any(|m| m.node == node.id));
+        let placed_somewhere =
+            reports.keys().any(|pg| map.place(pg.volume_id, pg.pg_id).contains(NodeId(node.id)));
+        node.replaced = !node.up && placed_somewhere && !member_somewhere;
+    }
     let healthy: Vec<usize> = pgs.iter().map(|p| p.healthy).collect();
     let nodes_serving = nodes.iter().filter(|n| n.serving).count();
+    let nodes_counted = nodes.iter().filter(|n| !n.replaced).count();
     ClusterHealth {
-        health: verdict(&healthy, nodes.len(), nodes_serving),
+        health: verdict(&healthy, nodes_counted, nodes_serving),
         pgs_total: pgs.len(),
         pgs_fully_replicated: healthy.iter().filter(|h| **h >= SEGMENTS_PER_PG).count(),
         pgs_degraded: healthy.iter().filter(|h| (WRITE_QUORUM..SEGMENTS_PER_PG).contains(*h)).count(),
@@ -222,6 +235,7 @@ fn node_health(id: NodeId, az: u16, probes: &[Probe]) -> NodeHealth {
         az,
         up: status.is_some(),
         serving: status.is_some() && !refuses,
+        replaced: false,
         segments: status.map(|s| s.segments.len()),
     }
 }
@@ -243,7 +257,10 @@ fn pg_health(
     pg: PgRef,
     held: &BTreeMap<u32, SegmentStatus>,
 ) -> PgHealth {
-    let set = map.place(pg.volume_id, pg.pg_id);
+    // The PG's members: the newest membership its segments store (the set a change is moving
+    // to, while it is under way), else its placement.
+    let stored = held.values().filter_map(|s| s.membership).max_by_key(|m| m.epoch());
+    let set = stored.map_or_else(|| map.place(pg.volume_id, pg.pg_id), |m| *m.next().unwrap_or(m.current()));
     let quorum_scl = set.lsn_reached_by(WRITE_QUORUM, |id| held.get(&id.0).map(|s| s.scl));
     let mut members: Vec<Member> = set
         .members()
@@ -283,6 +300,9 @@ fn member_state(node: Option<&NodeHealth>, segment: Option<&SegmentStatus>, quor
             SegmentState::Serving => MemberState::Serving,
             SegmentState::Hydrating => MemberState::Hydrating,
             SegmentState::ScrubRepairing => MemberState::ScrubRepairing,
+            // A member by the newest membership, retired by an older one it still holds: it has
+            // not stored the step that named it again.
+            SegmentState::Retired => MemberState::Missing,
             SegmentState::Unknown(code) => MemberState::UnknownState(code),
         },
     }
@@ -399,6 +419,7 @@ mod tests {
             highest_lsn: Lsn(scl + 5),
             floor: Lsn(0),
             state,
+            membership: None,
         }
     }
 

@@ -103,6 +103,7 @@ mod tests {
                     highest_lsn: Lsn(42),
                     floor: Lsn(0),
                     state: SegmentState::Serving,
+                    membership: None,
                 };
                 let status = match n.id {
                     2 => Err(ProbeError::Timeout(Duration::from_secs(2))),

@@ -16,6 +16,8 @@ pub use geometry::VolumeGeometry;
 pub use writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits};
 
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod takeover_tests;
 #[cfg(test)]
 mod writer_tests;

@@ -83,6 +83,8 @@ pub struct Takeover {
     plan: Option<RecoveryPlan>,
     /// Positive answers per (PG, batch last LSN or zero for a truncate).
     acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
+    /// Per PG, the newest stored membership any node reported (none: its placement).
+    memberships: BTreeMap<PgId, Membership>,
     outcome: Option<Result<WriterStart, TakeoverError>>,
 }
 
@@ -108,6 +110,7 @@ impl Takeover {
             probed: BTreeMap::new(),
             plan: None,
             acks: BTreeMap::new(),
+            memberships: BTreeMap::new(),
             outcome: None,
         };
         let nodes: Vec<NodeId> = takeover.cluster.nodes().iter().map(|n| n.id).collect();
@@ -220,6 +223,12 @@ impl Takeover {
                     e.volume = e.volume.max(segment.epochs.volume);
                     e.membership = e.membership.max(segment.epochs.membership);
                     e.geometry = e.geometry.max(segment.epochs.geometry);
+                    if let Some(found) = segment.membership {
+                        let known = self.memberships.entry(segment.pg.pg_id).or_insert(found);
+                        if found.epoch() > known.epoch() {
+                            *known = found;
+                        }
+                    }
                 }
             }
             (Round::Bump, Message::EpochAck(ack)) => {
@@ -284,7 +293,11 @@ impl Takeover {
         // PGs are created in order: the one after the last seen must be absent at a read quorum.
         self.require(PgId(self.pg_count), &self.answered.clone(), READ_QUORUM)?;
         if self.bumped_through == 0 {
-            self.epochs = Epochs { volume: seen.volume.next(), ..seen };
+            // Membership epochs carry the volume epoch in their high bits, so this writer's
+            // are above any the old writer stored, even where this survey did not see them.
+            let volume = seen.volume.next();
+            let membership = seen.membership.max(Epoch(volume.0 << 32));
+            self.epochs = Epochs { volume, membership, ..seen };
         } else if self.bumped_through == self.pg_count {
             return self.start_gather();
         }
@@ -302,15 +315,10 @@ impl Takeover {
 
     fn after_bump(&mut self) -> Result<(), TakeoverError> {
         for pg in (0..self.pg_count).map(PgId) {
+            // The old writer may have been counting under either set of a change: it is
+            // fenced only once a fence quorum of every set holds the new epoch.
             let responders = self.responders.get(&pg).cloned().unwrap_or_default();
-            let members = self.cluster.place(self.geometry.volume, pg);
-            if !Membership::stable(Epoch::INITIAL, members).fenced_by(&responders) {
-                return Err(TakeoverError::Unavailable {
-                    pg,
-                    answered: responders.len(),
-                    needed: READ_QUORUM,
-                });
-            }
+            self.require(pg, &responders, READ_QUORUM)?;
         }
         self.answered.clear();
         self.round = Round::Survey;
@@ -447,16 +455,28 @@ impl Takeover {
             truncation: Some(plan.truncation),
             earlier_truncations: plan.earlier_truncations,
             pgs: plan.pg_newest,
+            memberships: self.memberships.iter().map(|(pg, m)| (*pg, *m)).collect(),
         }));
         Ok(())
     }
 
-    fn members(&self, pg: PgId) -> Vec<NodeId> {
-        self.cluster.place(self.geometry.volume, pg).members().to_vec()
+    /// The PG's quorum sets: the newest stored membership found, else its placement.
+    fn membership(&self, pg: PgId) -> Membership {
+        self.memberships.get(&pg).copied().unwrap_or_else(|| {
+            Membership::stable(Epoch::INITIAL, self.cluster.place(self.geometry.volume, pg))
+        })
     }
 
+    fn members(&self, pg: PgId) -> Vec<NodeId> {
+        self.membership(pg).nodes()
+    }
+
+    /// `needed` (a read or a write quorum) distinct members of *every* set of the PG's
+    /// membership in `answered`: during a change a read of one set could miss what the old
+    /// writer wrote under the next step.
     fn require(&self, pg: PgId, answered: &[NodeId], needed: usize) -> Result<(), TakeoverError> {
-        let count = self.cluster.place(self.geometry.volume, pg).count_in(answered);
+        let membership = self.membership(pg);
+        let count = membership.sets().map(|set| set.count_in(answered)).min().expect("one set at least");
         if count < needed {
             return Err(TakeoverError::Unavailable { pg, answered: count, needed });
         }

@@ -23,7 +23,7 @@ use protocol::messages::{
     AppendAck, AppendBatch, EpochBump, ErrorCode, ErrorReply, FloorReport, Truncate, TruncateAck,
 };
 use protocol::placement::ClusterMap;
-use protocol::quorum::{Membership, SegmentSet};
+use protocol::quorum::Membership;
 use protocol::{
     Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta,
 };
@@ -32,6 +32,10 @@ use super::floor::{ReadPointRefusal, ReadPoints, FLOOR_LEASE_MS};
 use super::geometry::VolumeGeometry;
 use super::ladder::Ladder;
 use super::repair::{RepairJob, Repairs};
+
+mod membership;
+use membership::Change;
+pub use membership::ChangeState;
 
 /// One record as the engine hands it over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,14 @@ pub struct WriterLimits {
     /// members that have not answered: frames dropped on the way (a full queue, a lost
     /// connection) must not stall a PG.
     pub resend_after_ticks: u32,
+    /// Ticks a node stays unreachable before the writer replaces it in every PG it serves
+    /// (`writer::membership`); `None`: only `WriterCore::replace_node` replaces one.
+    pub replace_after_ticks: Option<u32>,
+    /// Test-only (the simulator's `--plant change-counts-new-set-only`): during a membership
+    /// change, count a batch durable at a write quorum of the new set alone. Never set
+    /// outside tests.
+    #[doc(hidden)]
+    pub plant_change_counts_new_set_only: bool,
 }
 
 impl Default for WriterLimits {
@@ -73,6 +85,8 @@ impl Default for WriterLimits {
             batches_in_flight_max: 8,
             page_backlinks_max: 1 << 20,
             resend_after_ticks: 5,
+            replace_after_ticks: None,
+            plant_change_counts_new_set_only: false,
         }
     }
 }
@@ -108,7 +122,10 @@ struct Batch {
 
 #[derive(Debug)]
 struct PgState {
-    members: SegmentSet,
+    /// The quorum sets batches are counted against: two during a change.
+    members: Membership,
+    /// The membership change in progress, if any.
+    change: Option<Change>,
     /// True once a write quorum holds the PG's segment; records wait until then.
     open: bool,
     /// Members known to hold the segment open at this writer's epoch (they acknowledged its
@@ -155,6 +172,14 @@ pub struct WriterCore {
     transmits: VecDeque<Transmit>,
     read_points: ReadPoints,
     repairs: Repairs,
+    /// Ticks since this writer started.
+    ticks: u64,
+    /// When each unreachable node went down (in ticks).
+    down_since: HashMap<NodeId, u64>,
+    /// Nodes an operator asked to replace: never chosen as a new member.
+    retired: Vec<NodeId>,
+    /// (PG, node) pairs already reported as having no spare to replace them.
+    no_spare: Vec<(PgId, NodeId)>,
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -169,6 +194,8 @@ pub struct WriterStart {
     pub earlier_truncations: Vec<(Epoch, LsnRange)>,
     /// Each existing PG with its newest LSN at or below VDL.
     pub pgs: Vec<(PgId, Lsn)>,
+    /// PGs whose stored membership is not their placement (a change happened or is under way).
+    pub memberships: Vec<(PgId, Membership)>,
 }
 
 impl WriterStart {
@@ -181,6 +208,7 @@ impl WriterStart {
             truncation: None,
             earlier_truncations: Vec::new(),
             pgs: Vec::new(),
+            memberships: Vec::new(),
         }
     }
 }
@@ -210,10 +238,17 @@ impl WriterCore {
             transmits: VecDeque::new(),
             read_points: ReadPoints::new(start.vdl, start.pgs.iter().copied()),
             repairs: Repairs::default(),
+            ticks: 0,
+            down_since: HashMap::new(),
+            retired: Vec::new(),
+            no_spare: Vec::new(),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
             core.pgs.insert(pg, state);
+        }
+        for (pg, membership) in start.memberships {
+            core.adopt_membership(pg, membership);
         }
         core
     }
@@ -241,9 +276,10 @@ impl WriterCore {
         self.ladder.tracked()
     }
 
-    /// The six segments of `pg`.
-    pub fn members(&self, pg: PgId) -> SegmentSet {
-        self.pgs.get(&pg).map_or_else(|| self.cluster.place(self.geometry.volume, pg), |s| s.members)
+    /// Every node holding a segment of `pg` this writer writes to: six, or seven during a
+    /// membership change.
+    pub fn members(&self, pg: PgId) -> Vec<NodeId> {
+        self.membership(pg).nodes()
     }
 
     /// The last SCL each member of `pg` reported.
@@ -370,7 +406,8 @@ impl WriterCore {
 
     fn new_pg(&self, pg: PgId, open: bool, newest: Lsn) -> PgState {
         PgState {
-            members: self.cluster.place(self.geometry.volume, pg),
+            members: Membership::stable(Epoch::INITIAL, self.cluster.place(self.geometry.volume, pg)),
+            change: None,
             open,
             opening_acks: Vec::new(),
             last_lsn: newest,
@@ -389,9 +426,8 @@ impl WriterCore {
     /// A new PG's segments: at the first epoch an empty batch creates them; later, the
     /// writer's epoch and truncation range open them.
     fn send_open(&mut self, pg: PgId) {
-        let members = self.pgs[&pg].members;
-        for node in members.members() {
-            self.transmit_open(pg, *node);
+        for node in self.pgs[&pg].members.nodes() {
+            self.transmit_open(pg, node);
         }
     }
 
@@ -476,9 +512,8 @@ impl WriterCore {
         });
         let targets: Vec<NodeId> = state
             .members
-            .members()
-            .iter()
-            .copied()
+            .nodes()
+            .into_iter()
             .filter(|n| only.is_none_or(|o| o == *n) && !batch.acked.contains(n))
             .collect();
         for node in targets {
@@ -500,6 +535,7 @@ impl WriterCore {
             // stands, so it is repaired even if nothing is in flight for it.
             Message::EpochAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
             Message::FloorAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
+            Message::MembershipAck(ack) => self.handle_membership_ack(node, ack),
             Message::Error(error) => self.handle_error(node, error),
             other => tracing::debug!(%node, kind = other.type_code(), "unexpected reply"),
         }
@@ -530,7 +566,8 @@ impl WriterCore {
         if !batch.acked.contains(&node) {
             batch.acked.push(node);
         }
-        if Membership::stable(self.epochs.membership, state.members).write_quorum_met(&batch.acked) {
+        let members = state.members;
+        if self.quorum_met(&members, &self.pgs[&pg].in_flight[&ack.last_lsn].acked) {
             self.batch_durable(pg, ack.last_lsn);
         }
     }
@@ -555,9 +592,7 @@ impl WriterCore {
         if !state.opening_acks.contains(&node) {
             state.opening_acks.push(node);
         }
-        if !state.open
-            && Membership::stable(self.epochs.membership, state.members).write_quorum_met(&state.opening_acks)
-        {
+        if !state.open && state.members.write_quorum_met(&state.opening_acks) {
             state.open = true;
             self.flush_pg(pg);
         }
@@ -587,13 +622,15 @@ impl WriterCore {
     fn handle_error(&mut self, node: NodeId, error: ErrorReply) {
         let pg = error.pg.pg_id;
         match error.code {
-            ErrorCode::StaleEpoch => {
-                let members = self.members(pg);
+            // Only a newer volume epoch fences this writer; a segment retired by a membership
+            // change refuses too, and is simply no longer written.
+            ErrorCode::StaleEpoch if error.epochs.volume > self.epochs.volume => {
+                let members = self.membership(pg);
                 let stale = self.stale.entry(pg).or_default();
                 if !stale.contains(&node) {
                     stale.push(node);
                 }
-                if Membership::stable(self.epochs.membership, members).fenced_by(stale) {
+                if members.fenced_by(stale) {
                     self.fenced = true;
                 }
             }
@@ -610,6 +647,7 @@ impl WriterCore {
     pub fn handle_node_down(&mut self, node: NodeId) {
         if !self.down.contains(&node) {
             self.down.push(node);
+            self.down_since.insert(node, self.ticks);
         }
         self.transmits.retain(|t| t.node != node);
     }
@@ -617,6 +655,7 @@ impl WriterCore {
     /// `node` is reachable again: resend what it has not acknowledged.
     pub fn handle_node_up(&mut self, node: NodeId) {
         self.down.retain(|n| *n != node);
+        self.down_since.remove(&node);
         let pgs: Vec<PgId> =
             self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
         for pg in pgs {
@@ -637,7 +676,9 @@ impl WriterCore {
     /// Periodic work: resends what has waited too long for a quorum, tells idle PGs the VDL,
     /// decides repairs.
     pub fn handle_tick(&mut self) {
+        self.ticks += 1;
         self.resend_overdue();
+        self.tick_changes();
         self.plan_repairs();
         let vdl = self.ladder.vdl();
         if self.read_points.tick(vdl) {
@@ -651,9 +692,8 @@ impl WriterCore {
             .collect();
         for pg in idle {
             let heartbeat = self.heartbeat(pg);
-            let members = self.pgs[&pg].members;
-            for node in members.members() {
-                self.push(*node, heartbeat.clone());
+            for node in self.pgs[&pg].members.nodes() {
+                self.push(node, heartbeat.clone());
             }
             self.pgs.get_mut(&pg).expect("known").told_vdl = vdl;
         }
@@ -673,7 +713,7 @@ impl WriterCore {
             }
             if !state.open {
                 overdue_opens.push(*pg);
-            } else if state.opening_acks.len() < state.members.members().len() {
+            } else if state.opening_acks.len() < state.members.nodes().len() {
                 // A member that missed the opening (down, or its reply lost) would otherwise
                 // hear of it only from a batch it refuses, and an idle PG sends none.
                 state.open_age_ticks += 1;
@@ -687,11 +727,10 @@ impl WriterCore {
             self.send_batch(pg, last, None);
         }
         for pg in overdue_opens {
-            let members = self.pgs[&pg].members;
-            let waiting: Vec<NodeId> = members
-                .members()
-                .iter()
-                .copied()
+            let waiting: Vec<NodeId> = self.pgs[&pg]
+                .members
+                .nodes()
+                .into_iter()
                 .filter(|n| !self.pgs[&pg].opening_acks.contains(n))
                 .collect();
             for node in waiting {
@@ -728,8 +767,8 @@ impl WriterCore {
     /// volume epoch: unique among writers, and the same across the writer's reports.
     fn report_floor(&mut self) {
         let floor = self.read_points.floor();
-        let open: Vec<(PgId, SegmentSet)> =
-            self.pgs.iter().filter(|(_, s)| s.open).map(|(pg, s)| (*pg, s.members)).collect();
+        let open: Vec<(PgId, Vec<NodeId>)> =
+            self.pgs.iter().filter(|(_, s)| s.open).map(|(pg, s)| (*pg, s.members.nodes())).collect();
         for (pg, members) in open {
             let report = Message::FloorReport(FloorReport {
                 pg: self.geometry.pg_ref(pg),
@@ -737,8 +776,8 @@ impl WriterCore {
                 floor,
                 lease_ms: FLOOR_LEASE_MS,
             });
-            for node in members.members() {
-                self.push(*node, report.clone());
+            for node in members {
+                self.push(node, report.clone());
             }
         }
     }
@@ -746,7 +785,6 @@ impl WriterCore {
     fn read_candidates_for(&self, pg: PgId, need: Lsn) -> Vec<NodeId> {
         let mut candidates: Vec<(bool, Lsn, NodeId)> = self
             .members(pg)
-            .members()
             .iter()
             .filter(|n| !self.down.contains(n))
             .map(|n| {
@@ -762,11 +800,13 @@ impl WriterCore {
     pub fn lagging_members(&self, pg: PgId) -> Vec<(NodeId, Lsn)> {
         let Some(state) = self.pgs.get(&pg) else { return Vec::new() };
         let target = state.durable_through;
+        // A joining segment is rebuilt by hydration, not by replaying the log to it.
+        let joining = state.change.as_ref().map(|c| c.joining);
         state
             .members
-            .members()
+            .nodes()
             .iter()
-            .filter(|n| !self.down.contains(n))
+            .filter(|n| !self.down.contains(n) && Some(**n) != joining)
             .filter_map(|n| state.scl.get(n).map(|scl| (*n, *scl)))
             .filter(|(_, scl)| *scl < target)
             .collect()
@@ -811,6 +851,31 @@ impl WriterCore {
     /// The epoch this writer writes at.
     pub fn volume_epoch(&self) -> Epoch {
         self.epochs.volume
+    }
+
+    /// Takes over `pg`'s membership as recovery found it; a change found half-way goes on
+    /// (it is completed, never reversed: the reason it started is not known).
+    fn adopt_membership(&mut self, pg: PgId, membership: Membership) {
+        self.epochs.membership = self.epochs.membership.max(membership.epoch());
+        let Some(state) = self.pgs.get_mut(&pg) else { return };
+        state.members = membership;
+        if let Some(next) = membership.next() {
+            let current = membership.current();
+            let leaving = current.members().iter().copied().find(|n| !next.contains(*n));
+            let joining = next.members().iter().copied().find(|n| !current.contains(*n));
+            if let (Some(leaving), Some(joining)) = (leaving, joining) {
+                state.change = Some(Change {
+                    leaving,
+                    joining,
+                    step: membership::Step::Joint,
+                    target: membership,
+                    acks: Vec::new(),
+                    age_ticks: 0,
+                    complete_at: None,
+                    forced: true,
+                });
+            }
+        }
     }
 }
 

@@ -144,9 +144,13 @@ fn three_stale_epoch_refusals_fence_the_writer() {
         let error = ErrorReply {
             code: ErrorCode::StaleEpoch,
             pg: w.geometry().pg_ref(PgId(0)),
-            epochs: Epochs::INITIAL,
+            epochs: Epochs { volume: protocol::Epoch(2), ..Epochs::INITIAL },
             message: String::new(),
         };
+        // A refusal at this writer's own volume epoch (a retired segment) fences nothing.
+        let retired = ErrorReply { epochs: Epochs::INITIAL, ..error.clone() };
+        w.handle_reply(t.node, Message::Error(retired));
+        assert!(!w.is_fenced());
         w.handle_reply(t.node, Message::Error(error.clone()));
         w.handle_reply(t.node, Message::Error(error));
     }

@@ -33,12 +33,16 @@ use transport::{TlsFiles, Tuning};
 
 pub use error::{AppendError, OpenError, ReadError};
 use links::{Connections, Dialer};
-pub use task::SegmentScls;
 use task::{Command, Driver, Progress};
+pub use task::{Memberships, SegmentScls};
 
 use crate::core::links::{LinkLimits, Links};
 use crate::core::writer::{AppendRefusal, NewRecord, WriterLimits};
 use crate::core::{VolumeGeometry, WriterCore};
+
+/// How long a node stays unreachable before the writer replaces it (Aurora's choice is of the
+/// same order: long enough that a restart or a network blip never moves data).
+pub const REPLACE_AFTER_DEFAULT: Duration = Duration::from_secs(600);
 
 /// Commands queued to the driver task before `append` waits.
 const COMMANDS_QUEUED_MAX: usize = 1024;
@@ -60,6 +64,9 @@ pub struct ClientConfig {
     /// When a node counts as silent and how it is dialled again (`connect_timeout` bounds each
     /// dial attempt).
     pub links: LinkLimits,
+    /// How long a node may stay unreachable before this writer replaces it in every PG it
+    /// serves by a spare node of its AZ (`docs/membership.md`); `None`: never automatically.
+    pub replace_after: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -76,6 +83,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             hedge_after_min: Duration::from_millis(5),
             links: LinkLimits::default(),
+            replace_after: Some(REPLACE_AFTER_DEFAULT),
         }
     }
 }
@@ -127,7 +135,11 @@ impl Writer {
         let mut links = Links::new(nodes, limits, recovery::now());
         let (lal, timeout) = (config.limits.lal, config.request_timeout);
         let start = recovery::recover(&dialer, &connections, &mut links, geometry, lal, timeout).await?;
-        let core = WriterCore::new(geometry, config.cluster.clone(), config.limits, start);
+        let mut limits = config.limits;
+        limits.replace_after_ticks = config.replace_after.map(|after| {
+            u32::try_from(after.as_millis().div_ceil(task::TICK.as_millis())).unwrap_or(u32::MAX)
+        });
+        let core = WriterCore::new(geometry, config.cluster.clone(), limits, start);
         let (progress_tx, progress) = watch::channel(Progress { vdl: core.vdl(), ..Progress::default() });
         let (driver, events) =
             Driver::new(core, links, dialer, connections.clone(), progress_tx, config.request_timeout);
@@ -192,6 +204,22 @@ impl Writer {
 
     pub fn geometry(&self) -> VolumeGeometry {
         self.geometry
+    }
+
+    /// Replaces `node` now in every PG it serves, by a spare node of its AZ (the operator's
+    /// `borealis cluster replace-node`): returns the PGs whose change started. The writer keeps
+    /// writing through the change; it is not reversed if the node answers again.
+    pub async fn replace_node(&self, node: protocol::NodeId) -> Result<Vec<protocol::PgId>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::ReplaceNode { node, reply }).await.map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)
+    }
+
+    /// Every PG's quorum sets as this writer counts them, with the change under way, if any.
+    pub async fn memberships(&self) -> Result<Memberships, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Memberships { reply }).await.map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)
     }
 
     /// Waits (up to the append timeout) until everything appended is durable, then stops the

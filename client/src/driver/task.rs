@@ -49,6 +49,15 @@ pub enum Command {
     SegmentScls {
         reply: oneshot::Sender<SegmentScls>,
     },
+    /// Replace a node in every PG it serves (an operator's decision).
+    ReplaceNode {
+        node: NodeId,
+        reply: oneshot::Sender<Vec<PgId>>,
+    },
+    /// Every PG's quorum sets as the writer counts them, and its change in progress.
+    Memberships {
+        reply: oneshot::Sender<Memberships>,
+    },
     /// Keep versions from this LSN on readable (`None`: follow VDL).
     PinFloor {
         lsn: Option<Lsn>,
@@ -58,6 +67,12 @@ pub enum Command {
 
 /// Per PG, each member and the SCL it last reported to this writer.
 pub type SegmentScls = std::collections::BTreeMap<PgId, Vec<(NodeId, Option<Lsn>)>>;
+
+/// Per PG, its quorum sets and the membership change under way, if any.
+pub type Memberships = std::collections::BTreeMap<
+    PgId,
+    (protocol::quorum::Membership, Option<crate::core::writer::ChangeState>),
+>;
 
 /// The newest LSN of the PG at or below a read point, with the nodes to ask.
 pub type RouteResult = Result<(Lsn, Vec<NodeId>), ReadPointRefusal>;
@@ -212,6 +227,15 @@ impl Driver {
             Command::PinFloor { lsn, reply } => {
                 let _ = reply.send(self.core.pin_floor(lsn));
             }
+            Command::ReplaceNode { node, reply } => {
+                let _ = reply.send(self.core.replace_node(node));
+            }
+            Command::Memberships { reply } => {
+                let core = &self.core;
+                let all =
+                    core.pgs().into_iter().map(|pg| (pg, (core.membership(pg), core.change(pg)))).collect();
+                let _ = reply.send(all);
+            }
         }
     }
 
@@ -267,7 +291,7 @@ impl Driver {
     fn segment_scls(&self) -> SegmentScls {
         let scls_of = |pg: PgId| {
             let members = self.core.members(pg);
-            members.members().iter().map(|n| (*n, self.core.known_scl(pg, *n))).collect()
+            members.iter().map(|n| (*n, self.core.known_scl(pg, *n))).collect()
         };
         self.core.pgs().into_iter().map(|pg| (pg, scls_of(pg))).collect()
     }
@@ -300,6 +324,7 @@ fn pg_of(message: &Message) -> Option<PgId> {
     match message {
         Message::AppendBatch(b) => Some(b.pg.pg_id),
         Message::EpochBump(b) => Some(b.pg.pg_id),
+        Message::MembershipChange(c) => Some(c.pg.pg_id),
         Message::Truncate(t) => Some(t.pg.pg_id),
         Message::FloorReport(f) => Some(f.pg.pg_id),
         _ => None,

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use protocol::messages::*;
 use protocol::patch::{self, PatchEdit};
+use protocol::quorum::{Membership, SegmentSet};
 use protocol::{
     AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, PgRef, Record, RecordFlags,
     RecordKind, RecordMeta, VolumeId,
@@ -88,7 +89,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=19u8) {
+    match rng.random_range(1..=21u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -184,6 +185,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                     highest_lsn: lsn(rng),
                     floor: lsn(rng),
                     state: SegmentState::from_u16(rng.random_range(0..5)),
+                    membership: membership(rng),
                 })
                 .collect();
             Message::Status(Status { node, az: AzId(rng.random_range(0..3)), segments })
@@ -229,9 +231,40 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 pages,
             })
         }
+        20 => Message::MembershipChange(MembershipChange {
+            pg,
+            epochs,
+            membership: membership(rng).unwrap_or_else(|| Membership::stable(Epoch(2), six(rng, 1))),
+        }),
+        21 => Message::MembershipAck(MembershipAck {
+            pg,
+            node,
+            epochs,
+            membership_epoch: Epoch(rng.random_range(1..1 << 40)),
+            scl: lsn(rng),
+        }),
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=11));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })
         }
+    }
+}
+
+/// Six distinct node ids starting at `first`, shuffled by the rng.
+fn six(rng: &mut impl Rng, first: u32) -> SegmentSet {
+    let mut ids: [u32; 6] = std::array::from_fn(|i| first + i as u32);
+    if rng.random::<bool>() {
+        ids.reverse();
+    }
+    SegmentSet::new(ids.map(NodeId)).expect("distinct")
+}
+
+/// No stored membership, a stable one or a change.
+fn membership(rng: &mut impl Rng) -> Option<Membership> {
+    let epoch = Epoch(rng.random_range(1..1 << 40));
+    match rng.random_range(0..3) {
+        0 => None,
+        1 => Some(Membership::stable(epoch, six(rng, 1))),
+        _ => Some(Membership::transition(epoch, six(rng, 1), six(rng, 2)).expect("different sets")),
     }
 }

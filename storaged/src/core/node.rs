@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use protocol::messages::{AppendAck, AppendBatch, EpochAck, EpochBump, ErrorCode, ErrorReply, ReadRecords};
-use protocol::messages::{SegmentState, SegmentStatus, Status, Truncate, TruncateAck};
+use protocol::messages::{
+    MembershipAck, MembershipChange, SegmentState, SegmentStatus, Status, Truncate, TruncateAck,
+};
+use protocol::quorum::Membership;
 use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record};
 
 mod gossip;
@@ -119,6 +122,9 @@ pub enum EntryBody {
     /// A change of the segment's stored epochs, and possibly a truncation range that the
     /// writer of `epochs.volume` declared.
     Meta { epochs: Epochs, truncation: Option<LsnRange> },
+    /// The PG's quorum sets, as a step of a membership change stored them (with the epochs
+    /// the segment held then).
+    Membership { epochs: Epochs, membership: Membership },
 }
 
 /// One entry for the journal, in queue order (`seq` increases by one per entry).
@@ -134,7 +140,7 @@ impl JournalEntry {
     pub fn record_bytes(&self) -> u64 {
         match &self.body {
             EntryBody::Records { records, .. } => records.iter().map(|r| r.encoded_len() as u64).sum(),
-            EntryBody::Meta { .. } | EntryBody::Image { .. } => 0,
+            EntryBody::Meta { .. } | EntryBody::Membership { .. } | EntryBody::Image { .. } => 0,
         }
     }
 }
@@ -194,6 +200,7 @@ enum PendingReply {
     Append { pg: PgRef, first_lsn: Lsn, last_lsn: Lsn },
     Epoch { pg: PgRef },
     Truncate { pg: PgRef, range: LsnRange },
+    Membership { pg: PgRef },
 }
 
 #[derive(Debug)]
@@ -291,8 +298,12 @@ impl NodeCore {
     /// An append batch: refused at once, or queued with its ack waiting on durability.
     pub fn handle_append(&mut self, request: RequestId, batch: AppendBatch) -> Result<(), ErrorReply> {
         self.check_writable(batch.pg)?;
+        let node = self.node;
         let segment = self.segment_for(batch.pg, &batch.epochs)?;
         segment.check_append(&batch.epochs).map_err(|r| refusal(segment, r))?;
+        if segment.is_retired(node) {
+            return Err(refusal(segment, EpochRefusal::Stale));
+        }
         if !segment.learn_page_bytes(batch.page_bytes) {
             let message =
                 format!("page size {} differs from the volume's {}", batch.page_bytes, segment.page_bytes());
@@ -362,6 +373,37 @@ impl NodeCore {
             EntryBody::Meta { epochs: truncate.epochs, truncation: Some(truncate.range) },
         );
         self.wait(request, PendingReply::Truncate { pg: truncate.pg, range: truncate.range });
+        Ok(())
+    }
+
+    /// A step of a membership change: the PG's new quorum sets, stored durably, then
+    /// acknowledged with the segment's state. A node named for the first time gets an empty
+    /// segment, which gossip and hydration then fill (`docs/membership.md`).
+    pub fn handle_membership_change(
+        &mut self,
+        request: RequestId,
+        change: MembershipChange,
+    ) -> Result<(), ErrorReply> {
+        self.check_writable(change.pg)?;
+        if !change.membership.contains(self.node) && !self.segments.contains_key(&change.pg) {
+            return Err(self.error(ErrorCode::BadRequest, change.pg, "not a member of that membership"));
+        }
+        let node = self.node;
+        let segment = self.segment_entry(change.pg, change.epochs);
+        segment.check_not_stale(&change.epochs).map_err(|r| refusal(segment, r))?;
+        if segment.membership().is_some_and(|m| m.epoch() > change.membership.epoch()) {
+            return Err(refusal(segment, EpochRefusal::Stale));
+        }
+        segment.raise_epochs(&change.epochs);
+        segment.store_membership(change.membership);
+        let retired = segment.is_retired(node);
+        let epochs = segment.epochs();
+        if retired {
+            // Replaced, or the change that named this node was reversed: nothing to rebuild.
+            self.stop_hydration(change.pg);
+        }
+        self.queue(change.pg, EntryBody::Membership { epochs, membership: change.membership });
+        self.wait(request, PendingReply::Membership { pg: change.pg });
         Ok(())
     }
 
@@ -496,6 +538,11 @@ impl NodeCore {
                     segment.truncate(epochs.volume, *range);
                 }
             }
+            EntryBody::Membership { epochs, membership } => {
+                let segment = self.segment_entry(pg, *epochs);
+                segment.raise_epochs(epochs);
+                segment.store_membership(*membership);
+            }
         }
     }
 
@@ -519,6 +566,7 @@ impl NodeCore {
             highest_lsn: s.highest_lsn(),
             floor: s.floor(),
             state: self.segment_state(s),
+            membership: s.membership(),
         };
         let segments =
             self.segments.values().take(protocol::messages::STATUS_SEGMENTS_MAX).map(status).collect();
@@ -529,7 +577,9 @@ impl NodeCore {
     /// repairing while scrub found stored bytes of it that failed verification and they are
     /// not fetched again yet.
     fn segment_state(&self, segment: &Segment) -> SegmentState {
-        if self.is_hydrating(segment.pg()) {
+        if segment.is_retired(self.node) {
+            SegmentState::Retired
+        } else if self.is_hydrating(segment.pg()) {
             SegmentState::Hydrating
         } else if self.is_repairing(segment.pg()) {
             SegmentState::ScrubRepairing
@@ -592,6 +642,15 @@ impl NodeCore {
         })
     }
 
+    /// The members of `segment`'s PG: its stored membership, or else its placement as
+    /// `placement` names it.
+    fn members_of(segment: &Segment, placement: impl Fn(PgRef) -> Vec<NodeId>) -> Vec<NodeId> {
+        match segment.membership() {
+            Some(membership) => membership.nodes(),
+            None => placement(segment.pg()),
+        }
+    }
+
     /// Raises stored membership/geometry epochs to a request's, durably.
     fn raise_epochs(&mut self, pg: PgRef, epochs: &Epochs) {
         let segment = self.segments.get_mut(&pg).expect("segment exists");
@@ -612,7 +671,7 @@ impl NodeCore {
             EntryBody::Records { records, .. } => {
                 records.iter().map(|r| (r.lsn(), IndexedRecord::of(r, unplaced))).collect()
             }
-            EntryBody::Meta { .. } | EntryBody::Image { .. } => Vec::new(),
+            EntryBody::Meta { .. } | EntryBody::Membership { .. } | EntryBody::Image { .. } => Vec::new(),
         };
         self.pending_bytes += bytes;
         self.in_journal.push_back(InJournal { seq: entry.seq, pg, bytes, records });
@@ -670,6 +729,17 @@ impl NodeCore {
             PendingReply::Truncate { pg, range } => {
                 Message::TruncateAck(TruncateAck { pg, node, epochs: segment(&pg).epochs(), range })
             }
+            PendingReply::Membership { pg } => {
+                let s = segment(&pg);
+                let membership_epoch = s.membership().map_or(Epoch(0), |m| m.epoch());
+                Message::MembershipAck(MembershipAck {
+                    pg,
+                    node,
+                    epochs: s.epochs(),
+                    membership_epoch,
+                    scl: s.scl(),
+                })
+            }
         }
     }
 
@@ -682,6 +752,7 @@ impl NodeCore {
             let pg = match waiter.reply {
                 PendingReply::Append { pg, .. }
                 | PendingReply::Epoch { pg }
+                | PendingReply::Membership { pg }
                 | PendingReply::Truncate { pg, .. } => pg,
             };
             let reply = self.error(code, pg, message);

@@ -286,7 +286,7 @@ impl Harness {
         let (journal_from, pages_from) = match &self.checkpoint {
             Some(bytes) => {
                 let checkpoint =
-                    crate::checkpoint::decode(Bytes::from(bytes.clone())).expect("checkpoint decodes");
+                    crate::checkpoint::decode(Bytes::from(bytes.clone()), true).expect("checkpoint decodes");
                 checkpoint.segments.into_iter().for_each(|s| core.restore_segment(s));
                 (checkpoint.position, checkpoint.pages_position)
             }

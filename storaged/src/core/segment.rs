@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
+use protocol::quorum::Membership;
 use protocol::{Epoch, Epochs, Lsn, LsnRange, NodeId, PageId, PgRef, RecordKind};
 
 use super::pages::{PageVersions, Stored, VersionPlan};
@@ -104,6 +105,8 @@ pub struct Segment {
     peers: PeerHold,
     /// Indexed records per journal file, so the oldest file in use is found without a walk.
     records_per_file: BTreeMap<u64, u64>,
+    /// The PG's quorum sets as the writer last stored them here (`None`: its placement).
+    membership: Option<Membership>,
 }
 
 /// What a segment knows of its peers' SCLs, so it keeps the records a lagging peer still
@@ -155,7 +158,28 @@ impl Segment {
             folded_through: Lsn::ZERO,
             peers: PeerHold::default(),
             records_per_file: BTreeMap::new(),
+            membership: None,
         }
+    }
+
+    /// The PG's stored quorum sets (`None`: never changed, its placement).
+    pub fn membership(&self) -> Option<Membership> {
+        self.membership
+    }
+
+    /// Stores `membership` if it is newer than the stored one; true if it was.
+    pub fn store_membership(&mut self, membership: Membership) -> bool {
+        if self.membership.is_some_and(|m| m.epoch() >= membership.epoch()) {
+            return false;
+        }
+        self.membership = Some(membership);
+        true
+    }
+
+    /// True if the stored membership leaves `node` (this segment's own) out: the segment is
+    /// no longer written, read or gossiped.
+    pub fn is_retired(&self, node: NodeId) -> bool {
+        self.membership.is_some_and(|m| !m.contains(node))
     }
 
     /// The oldest journal file an indexed record is in.

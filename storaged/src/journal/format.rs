@@ -26,6 +26,9 @@
 //! version, epoch, LSN range and nonce, so sealed bytes moved to another volume, PG, LSN range or
 //! epoch fail to open. Encoded records keep their own CRC32C inside the ciphertext (end to end).
 
+use protocol::codec::Reader;
+use protocol::quorum::Membership;
+use protocol::wire::Wire;
 use protocol::{Epoch, Epochs, KeyVersion, Lsn, LsnRange, PgId, PgRef, VolumeId};
 
 use crate::seal::{NONCE_BYTES, TAG_BYTES};
@@ -36,6 +39,8 @@ pub const GROUP_HEADER_BYTES: usize = 64;
 pub const ENTRY_HEADER_BYTES: usize = 80;
 /// Bytes of a meta entry's body.
 pub const META_BODY_BYTES: usize = 48;
+/// Bytes of a membership entry's body: the epochs, then the membership (`docs/format.md`).
+pub const MEMBERSHIP_BODY_BYTES: usize = Epochs::WIRE_BYTES + <Option<Membership> as Wire>::BYTES;
 pub const JOURNAL_VERSION: u8 = 1;
 const GROUP_MAGIC: [u8; 4] = *b"BRJG";
 
@@ -124,6 +129,7 @@ pub enum EntryKind {
     Records = 1,
     Meta = 2,
     Image = 3,
+    Membership = 4,
 }
 
 /// A verified entry header.
@@ -179,6 +185,7 @@ impl EntryHeader {
             1 => EntryKind::Records,
             2 => EntryKind::Meta,
             3 => EntryKind::Image,
+            4 => EntryKind::Membership,
             other => return Err(JournalFault::Kind(other)),
         };
         let mut nonce = [0u8; NONCE_BYTES];
@@ -232,6 +239,27 @@ pub fn decode_meta(body: &[u8]) -> Result<(Epochs, Option<LsnRange>), JournalFau
         _ => return Err(JournalFault::Length("meta flags")),
     };
     Ok((epochs, truncation))
+}
+
+/// Encodes a membership entry's body.
+pub fn encode_membership(epochs: &Epochs, membership: &Membership) -> [u8; MEMBERSHIP_BODY_BYTES] {
+    let mut out = Vec::with_capacity(MEMBERSHIP_BODY_BYTES);
+    epochs.put(&mut out);
+    Some(*membership).put(&mut out);
+    out.try_into().expect("fixed size")
+}
+
+/// Decodes a membership entry's body.
+pub fn decode_membership(body: &[u8]) -> Result<(Epochs, Membership), JournalFault> {
+    if body.len() != MEMBERSHIP_BODY_BYTES {
+        return Err(JournalFault::Length("membership body"));
+    }
+    let r = &mut Reader::new(bytes::Bytes::copy_from_slice(body));
+    let epochs = Epochs::read(r).map_err(|_| JournalFault::Length("membership epochs"))?;
+    match Option::<Membership>::read(r) {
+        Ok(Some(membership)) => Ok((epochs, membership)),
+        _ => Err(JournalFault::Length("membership sets")),
+    }
 }
 
 /// Bytes a records entry of `plaintext` bytes occupies.

@@ -35,6 +35,7 @@ pub fn entry_len(entry: &JournalEntry) -> usize {
             records_entry_len(records.iter().map(Record::encoded_len).sum())
         }
         EntryBody::Meta { .. } => ENTRY_HEADER_BYTES + META_BODY_BYTES,
+        EntryBody::Membership { .. } => ENTRY_HEADER_BYTES + MEMBERSHIP_BODY_BYTES,
         EntryBody::Image { page, .. } => ENTRY_HEADER_BYTES + page.len() + TAG_BYTES,
     }
 }
@@ -134,25 +135,39 @@ fn write_entry<'k>(
         }
         EntryBody::Meta { epochs, truncation } => {
             body.copy_from_slice(&encode_meta(epochs, *truncation));
-            let volume_epoch = epochs.volume;
-            EntryHeader {
-                kind: EntryKind::Meta,
-                entry_len: out_len(header_bytes, body),
-                record_count: 0,
-                pg: entry.pg,
-                key_version: protocol::KeyVersion(0),
-                epoch: volume_epoch,
-                first_lsn: Lsn::ZERO,
-                last_lsn: Lsn::ZERO,
-                nonce: [0; 12],
-                page_bytes: 0,
-            }
+            unsealed_header(EntryKind::Meta, entry, epochs.volume, out_len(header_bytes, body))
+        }
+        EntryBody::Membership { epochs, membership } => {
+            body.copy_from_slice(&encode_membership(epochs, membership));
+            unsealed_header(EntryKind::Membership, entry, epochs.volume, out_len(header_bytes, body))
         }
     };
     header_bytes.copy_from_slice(&header.encode());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header_bytes[4..]), body);
     header_bytes[..4].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// The header of an entry stored in the clear (epochs and memberships are not secret; the
+/// entry CRC still covers them).
+fn unsealed_header(
+    kind: EntryKind,
+    entry: &JournalEntry,
+    epoch: protocol::Epoch,
+    entry_len: u32,
+) -> EntryHeader {
+    EntryHeader {
+        kind,
+        entry_len,
+        record_count: 0,
+        pg: entry.pg,
+        key_version: protocol::KeyVersion(0),
+        epoch,
+        first_lsn: Lsn::ZERO,
+        last_lsn: Lsn::ZERO,
+        nonce: [0; 12],
+        page_bytes: 0,
+    }
 }
 
 fn out_len(header: &[u8], body: &[u8]) -> u32 {
@@ -215,6 +230,10 @@ pub fn open_entry(
         EntryKind::Meta => {
             let (epochs, truncation) = decode_meta(body)?;
             Ok(EntryBody::Meta { epochs, truncation })
+        }
+        EntryKind::Membership => {
+            let (epochs, membership) = decode_membership(body)?;
+            Ok(EntryBody::Membership { epochs, membership })
         }
         EntryKind::Records => {
             let plain = open_sealed(body, header, key)?;

@@ -106,6 +106,9 @@ fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pendin
     match message {
         Message::AppendBatch(batch) => shared.submit(|core, id| core.handle_append(id, batch)),
         Message::EpochBump(bump) => shared.submit(|core, id| core.handle_epoch_bump(id, bump)),
+        Message::MembershipChange(change) => {
+            shared.submit(|core, id| core.handle_membership_change(id, change))
+        }
         Message::Truncate(truncate) => shared.submit(|core, id| core.handle_truncate(id, truncate)),
         Message::StatusRequest => Pending::Ready(Message::Status(shared.with_core(|core| core.status()))),
         Message::ReadRecords(read) => spawn_read(shared, read),

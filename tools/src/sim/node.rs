@@ -158,6 +158,7 @@ impl SimNode {
         let result = match message {
             Message::AppendBatch(b) => self.core.handle_append(request, b),
             Message::EpochBump(b) => self.core.handle_epoch_bump(request, b),
+            Message::MembershipChange(c) => self.core.handle_membership_change(request, c),
             Message::Truncate(t) => self.core.handle_truncate(request, t),
             Message::StatusRequest => return Some(Message::Status(self.core.status())),
             Message::ReadRecords(read) => {
@@ -481,7 +482,7 @@ impl SimNode {
                 bytes[0] ^= 0x40;
                 *page = bytes.into();
             }
-            EntryBody::Meta { .. } => {}
+            EntryBody::Meta { .. } | EntryBody::Membership { .. } => {}
         }
     }
 
@@ -489,7 +490,7 @@ impl SimNode {
     pub fn readable_records(&self) -> impl Iterator<Item = (&PgRef, &protocol::Record)> {
         self.durable.iter().filter(|s| !s.rotten).flat_map(|s| match &s.body {
             EntryBody::Records { records, .. } => records.iter().map(move |r| (&s.pg, r)).collect::<Vec<_>>(),
-            EntryBody::Meta { .. } | EntryBody::Image { .. } => Vec::new(),
+            EntryBody::Meta { .. } | EntryBody::Membership { .. } | EntryBody::Image { .. } => Vec::new(),
         })
     }
 }

@@ -36,7 +36,8 @@ pub const GOSSIP_FETCH_BYTES: u32 = 1024 * 1024;
 impl NodeCore {
     /// One gossip round, if one is due at `now` (every `Limits::gossip_interval_ms`; see
     /// `poll_gossip_timeout`): this node's summary of each segment, addressed to each other
-    /// member of its PG (`members_of` names a PG's members, this node among them). `now` is the
+    /// member of its PG (its stored membership, else `members_of`: the PG's placement, this
+    /// node among them); a retired segment does not gossip. `now` is the
     /// driver's milliseconds; the first round after a start also names each segment's peers.
     pub fn poll_gossip(
         &mut self,
@@ -48,9 +49,9 @@ impl NodeCore {
         }
         let lease = self.limits.peer_lease_ms;
         let mut out = Vec::new();
-        for segment in self.segments.values_mut() {
+        for segment in self.segments.values_mut().filter(|s| !s.is_retired(self.node)) {
             let peers: Vec<NodeId> =
-                members_of(segment.pg()).into_iter().filter(|n| *n != self.node).collect();
+                NodeCore::members_of(segment, &members_of).into_iter().filter(|n| *n != self.node).collect();
             segment.register_peers(peers.iter().copied(), now.saturating_add(lease));
             let summary = summary_of(self.node, segment);
             out.extend(peers.into_iter().map(|peer| (peer, summary.clone())));
@@ -94,7 +95,7 @@ impl NodeCore {
         let hydrating = self.is_hydrating(summary.pg);
         let segment = self.segments.get_mut(&summary.pg)?;
         segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
-        if hydrating {
+        if hydrating || segment.is_retired(self.node) {
             return None;
         }
         if needs_hydration(segment, summary) {

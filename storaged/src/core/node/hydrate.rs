@@ -242,6 +242,12 @@ impl NodeCore {
 
     /// Target side: gossip shows `peer` can rebuild `pg` here (called by the gossip decisions).
     /// A PG waiting for a source moves to a less busy peer that can serve it too.
+    /// The segment of `pg` no longer wants rebuilding (it was retired).
+    pub(super) fn stop_hydration(&mut self, pg: PgRef) {
+        self.hydrations.wanted.remove(&pg);
+        self.hydrations.abandon(pg, "the segment was retired");
+    }
+
     pub(super) fn want_hydration(&mut self, pg: PgRef, peer: NodeId) {
         if self.hydrations.running.contains_key(&pg) {
             return;

@@ -206,7 +206,8 @@ impl NodeCore {
     }
 
     /// A page version to ask `peer` for, repairing a damaged image of a PG `peer` is a member
-    /// of (`members_of` names a PG's members), if one is not asked of anyone already.
+    /// of (its stored membership, else `members_of`: its placement), if one is not asked of
+    /// anyone already.
     pub fn poll_image_repair(
         &mut self,
         peer: NodeId,
@@ -216,7 +217,8 @@ impl NodeCore {
         let segments = &self.segments;
         let (_, fault) = self.scrub.faults.iter_mut().find(|(_, fault)| match fault {
             Fault::Image { pg, asked, .. } => {
-                asked.is_none_or(|(_, until)| until <= now) && members_of(*pg).contains(&peer)
+                asked.is_none_or(|(_, until)| until <= now)
+                    && segments.get(pg).is_some_and(|s| NodeCore::members_of(s, &members_of).contains(&peer))
             }
             Fault::Records { .. } => false,
         })?;

@@ -87,7 +87,7 @@ impl SimNode {
         let kind_fits = match &stored.body {
             EntryBody::Records { .. } => store == Store::Journal,
             EntryBody::Image { .. } => store == Store::Pages,
-            EntryBody::Meta { .. } => false,
+            EntryBody::Meta { .. } | EntryBody::Membership { .. } => false,
         };
         if stored.rotten || stored.location != location || !kind_fits {
             ScrubOutcome::Corrupt

@@ -40,7 +40,18 @@ pub fn expected(pages: u64, rounds: u64) -> Vec<(u64, Vec<u8>)> {
 
 /// A local six-node cluster under `root`, every node started with `flags` besides its own.
 pub fn start_cluster(root: &std::path::Path, flags: &[&str]) -> (LocalCluster, Vec<NodeProcess>) {
-    let cluster = LocalCluster::load_or_create(root).unwrap();
+    start_cluster_of(root, 2, flags)
+}
+
+/// A local cluster of `per_az` nodes in each of three AZs under `root`, every node started
+/// with `flags` besides its own.
+pub fn start_cluster_of(
+    root: &std::path::Path,
+    per_az: u32,
+    flags: &[&str],
+) -> (LocalCluster, Vec<NodeProcess>) {
+    let per_az = tools::local::map::NodesPerAz::new(per_az).unwrap();
+    let cluster = LocalCluster::load_or_create_with(root, Some(per_az)).unwrap();
     let prefix = std::iter::once("storaged").chain(flags.iter().copied()).map(String::from).collect();
     let launcher = Launcher { exe: env!("CARGO_BIN_EXE_borealis").into(), prefix };
     let nodes = cluster.start_all(&launcher).unwrap();
@@ -49,9 +60,31 @@ pub fn start_cluster(root: &std::path::Path, flags: &[&str]) -> (LocalCluster, V
 
 /// A writer of `volume` (4 KiB pages, 64 pages per PG) on the local cluster.
 pub async fn open_writer(cluster: &LocalCluster, volume: VolumeId) -> Writer {
+    open_writer_replacing(cluster, volume, None).await
+}
+
+/// A writer as `open_writer`, replacing a node that stays unreachable for `replace_after`.
+pub async fn open_writer_replacing(
+    cluster: &LocalCluster,
+    volume: VolumeId,
+    replace_after: Option<Duration>,
+) -> Writer {
     let geometry = VolumeGeometry::new(volume, PAGE_BYTES, 64).unwrap();
-    let config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
+    let mut config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
+    config.replace_after = replace_after;
     Writer::open(config, geometry).await.unwrap()
+}
+
+/// `borealis cluster status --dir DIR`: its exit status and output.
+pub fn cluster_status(dir: &std::path::Path) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
+        .args(["cluster", "status", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), text)
 }
 
 /// `rounds` rounds of full-page writes of `pages` pages, each round durable before the next.

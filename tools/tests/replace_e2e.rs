@@ -1,0 +1,199 @@
+//! Node replacement on real storage nodes (`docs/membership.md`): on a nine-node cluster, a
+//! node killed with SIGKILL and its data directory deleted is replaced in every PG it served by
+//! a spare of its AZ while appends run, and `cluster status` ends at HEALTH_OK with every
+//! acknowledged page readable byte for byte; and a replacement is reversed when the node
+//! answers again while its replacement is still being rebuilt.
+
+mod heal;
+
+use std::time::{Duration, Instant};
+
+use client::Writer;
+use heal::{
+    cluster_status, expected, open_writer_replacing, read_all, segments, start_cluster_of, wait_for, writes,
+};
+use protocol::messages::SegmentState;
+use protocol::{Lsn, NodeId, PageId, PgId, VolumeId};
+use tools::cluster::NodeProcess;
+use tools::local::{stop_all, LocalCluster};
+
+/// 96 pages of 64 per PG: two PGs.
+const PAGES: u64 = 96;
+const REPLACE_AFTER: Duration = Duration::from_secs(1);
+/// A round must never take this long: appends go on through every step of a change.
+const ROUND_MAX: Duration = Duration::from_secs(5);
+
+/// Appends round `round` and waits until it is durable; returns how long that took.
+async fn round(writer: &Writer, round: u64) -> Duration {
+    let started = Instant::now();
+    writer.append(writes(PAGES, round)).await.unwrap().durable().await.unwrap();
+    started.elapsed()
+}
+
+/// The members the writer counts PG `pg` against, and whether a change is under way.
+async fn members(writer: &Writer, pg: u32) -> (Vec<NodeId>, bool) {
+    let all = writer.memberships().await.unwrap();
+    let (membership, change) = all[&PgId(pg)];
+    let mut nodes = membership.nodes();
+    nodes.sort();
+    (nodes, change.is_some())
+}
+
+/// Every page at VDL through the writer, as the last round wrote it.
+async fn check_pages(writer: &Writer, rounds: u64) {
+    let vdl = writer.vdl();
+    for (page, bytes) in expected(PAGES, rounds) {
+        let read = writer.read_page(PageId(page), vdl).await.unwrap();
+        assert_eq!(read.bytes.to_vec(), bytes, "page {page} through the writer at VDL");
+    }
+}
+
+/// The writer reports its floor each second: once the nodes' floors move, a rebuild takes
+/// page versions, not just records.
+async fn wait_for_floor(cluster: &LocalCluster, node: u32, volume: VolumeId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while segments(cluster, node, volume).await.iter().all(|s| s.floor == Lsn::ZERO) {
+        assert!(tokio::time::Instant::now() < deadline, "the writer's floor never reached the nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn process(nodes: &mut [NodeProcess], id: u32) -> &mut NodeProcess {
+    nodes.iter_mut().find(|n| n.spec.node_id == id).unwrap()
+}
+
+#[test]
+fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
+    const VOLUME: VolumeId = VolumeId(0x7e91);
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, mut nodes) = start_cluster_of(root.path(), 3, &["--apply-max", "2"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (writer, before, dead, mut rounds) = runtime.block_on(async {
+        let writer = open_writer_replacing(&cluster, VOLUME, Some(REPLACE_AFTER)).await;
+        for r in 0..3 {
+            round(&writer, r).await;
+        }
+        let (before, _) = members(&writer, 0).await;
+        wait_for_floor(&cluster, before[0].0, VOLUME).await;
+        let dead = before[1].0;
+        (writer, before, dead, 3)
+    });
+    // Lost for good: killed, its data directory deleted, never started again.
+    process(&mut nodes, dead).kill9();
+    std::fs::remove_dir_all(&cluster.node(dead).unwrap().data_dir).unwrap();
+
+    let after = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut slowest = Duration::ZERO;
+        loop {
+            slowest = slowest.max(round(&writer, rounds).await);
+            rounds += 1;
+            let (now0, changing0) = members(&writer, 0).await;
+            let (now1, changing1) = members(&writer, 1).await;
+            let gone = !now0.contains(&NodeId(dead)) && !now1.contains(&NodeId(dead));
+            if gone && !changing0 && !changing1 {
+                assert!(slowest < ROUND_MAX, "a round took {slowest:?} during the change");
+                break now0;
+            }
+            assert!(Instant::now() < deadline, "the replacement never completed: {now0:?} {now1:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(after.len(), 6);
+    let joined: Vec<NodeId> = after.iter().copied().filter(|n| !before.contains(n)).collect();
+    assert_eq!(joined.len(), 1, "one new member in PG 0: {before:?} -> {after:?}");
+    let joined = joined[0].0;
+    assert_eq!(cluster.node(joined).unwrap().az, cluster.node(dead).unwrap().az, "a spare of the same AZ");
+
+    runtime.block_on(check_pages(&writer, rounds));
+    // Every PG back at six healthy members; the dead node no longer holds the cluster at WARN.
+    let mut last = String::new();
+    wait_for("HEALTH_OK after the replacement", Duration::from_secs(60), || {
+        let (code, text) = cluster_status(root.path());
+        last = text;
+        code == Some(0)
+    });
+    assert!(last.contains("HEALTH_OK"), "{last}");
+    runtime.block_on(writer.close());
+    assert_eq!(
+        runtime.block_on(read_all(&cluster, joined, VOLUME, 64)),
+        expected(PAGES, rounds)[..64].to_vec(),
+        "PG 0 byte for byte from the new member itself"
+    );
+    stop_all(&mut nodes);
+}
+
+#[test]
+fn a_replacement_is_reversed_when_the_node_returns_during_the_rebuild() {
+    const VOLUME: VolumeId = VolumeId(0x7e92);
+    let root = tempfile::tempdir().unwrap();
+    // A slow rebuild (16 KiB/s: 64 pages of 4 KiB take 16 s), so the node is back before it ends.
+    let (cluster, mut nodes) =
+        start_cluster_of(root.path(), 3, &["--apply-max", "2", "--hydrate-bytes-per-s", "16384"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (writer, before, away, mut rounds) = runtime.block_on(async {
+        let writer = open_writer_replacing(&cluster, VOLUME, Some(REPLACE_AFTER)).await;
+        for r in 0..3 {
+            round(&writer, r).await;
+        }
+        let (before, _) = members(&writer, 0).await;
+        wait_for_floor(&cluster, before[0].0, VOLUME).await;
+        let away = before[2].0;
+        (writer, before, away, 3)
+    });
+    process(&mut nodes, away).kill9();
+    let joining = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            round(&writer, rounds).await;
+            rounds += 1;
+            let all = writer.memberships().await.unwrap();
+            if let (_, Some(change)) = all[&PgId(0)] {
+                if change.joint_counted {
+                    assert_eq!(change.leaving, NodeId(away));
+                    break change.joining;
+                }
+            }
+            assert!(Instant::now() < deadline, "no change started for the node that went away");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Back, with its data, while the joining node is still being rebuilt.
+    // (Had the rebuild finished first, the change would complete instead of going back, and
+    // the membership checked below would not be the old one.)
+    let pg0 = |segments: Vec<protocol::messages::SegmentStatus>| {
+        segments.into_iter().find(|s| s.pg.pg_id == PgId(0))
+    };
+    let peer = runtime.block_on(segments(&cluster, before[0].0, VOLUME));
+    let mine = runtime.block_on(segments(&cluster, joining.0, VOLUME));
+    let (peer, mine) = (pg0(peer).unwrap(), pg0(mine).unwrap());
+    assert!(mine.scl < peer.scl, "not rebuilt yet: {mine:?} (a member: {peer:?})");
+    process(&mut nodes, away).restart().unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let slow = round(&writer, rounds).await;
+            assert!(slow < ROUND_MAX, "a round took {slow:?} during the reversal");
+            rounds += 1;
+            let (now, changing) = members(&writer, 0).await;
+            if !changing && now == before {
+                break;
+            }
+            assert!(!changing || !now.is_empty());
+            assert!(Instant::now() < deadline, "the change was never reversed: {now:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        check_pages(&writer, rounds).await;
+        let retired = segments(&cluster, joining.0, VOLUME).await;
+        let pg0 = retired.iter().find(|s| s.pg.pg_id == PgId(0)).expect("the joining node's segment");
+        assert_eq!(pg0.state, SegmentState::Retired, "the joining node's segment is out: {pg0:?}");
+        writer.close().await;
+    });
+    let mut last = String::new();
+    wait_for("HEALTH_OK after the reversal", Duration::from_secs(60), || {
+        let (code, text) = cluster_status(root.path());
+        last = text;
+        code == Some(0)
+    });
+    stop_all(&mut nodes);
+}

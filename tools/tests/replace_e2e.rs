@@ -115,6 +115,15 @@ fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
     });
     assert!(last.contains("HEALTH_OK"), "{last}");
     runtime.block_on(writer.close());
+    // The last round may have been acknowledged without the new member: gossip brings it.
+    let pg0_scl = |node: u32| {
+        let all = runtime.block_on(segments(&cluster, node, VOLUME));
+        all.into_iter().find(|s| s.pg.pg_id == PgId(0)).map_or(Lsn::ZERO, |s| s.scl)
+    };
+    let peer = after.iter().find(|n| n.0 != joined).unwrap().0;
+    wait_for("the new member to catch up by gossip", Duration::from_secs(30), || {
+        pg0_scl(joined) >= pg0_scl(peer)
+    });
     assert_eq!(
         runtime.block_on(read_all(&cluster, joined, VOLUME, 64)),
         expected(PAGES, rounds)[..64].to_vec(),
@@ -195,5 +204,71 @@ fn a_replacement_is_reversed_when_the_node_returns_during_the_rebuild() {
         last = text;
         code == Some(0)
     });
+    stop_all(&mut nodes);
+}
+
+#[test]
+fn an_operator_replaces_a_live_node_with_the_cli() {
+    const VOLUME: VolumeId = VolumeId(0x7e93);
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, mut nodes) = start_cluster_of(root.path(), 3, &["--apply-max", "2"]);
+    let borealis = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
+            .args(["cluster", "--dir"])
+            .arg(root.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), text)
+    };
+    let (code, text) = borealis(&["replace-node", "42", "--wait-s", "1"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no node 42"), "{text}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let writer = runtime.block_on(open_writer_replacing(&cluster, VOLUME, None));
+    let mut rounds = 0;
+    runtime.block_on(async {
+        round(&writer, rounds).await;
+        rounds += 1;
+    });
+    let (before, _) = runtime.block_on(members(&writer, 0));
+    let target = before[4].0;
+    // The CLI blocks until the writer answers: run it beside the writer's runtime.
+    let cli = std::thread::spawn({
+        let dir = root.path().to_path_buf();
+        move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
+                .args(["cluster", "--dir"])
+                .arg(dir)
+                .args(["replace-node", &target.to_string()])
+                .output()
+                .unwrap();
+            (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+    });
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            round(&writer, rounds).await;
+            rounds += 1;
+            let (now, changing) = members(&writer, 0).await;
+            if !changing && !now.contains(&NodeId(target)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the operator's replacement never completed: {now:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        check_pages(&writer, rounds).await;
+    });
+    let (code, text) = cli.join().unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("started replacing node {target} in PG(s) 0")), "{text}");
+    wait_for("HEALTH_OK after the operator's replacement", Duration::from_secs(60), || {
+        cluster_status(root.path()).0 == Some(0)
+    });
+    runtime.block_on(writer.close());
     stop_all(&mut nodes);
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod links;
 pub mod reads;
 pub mod recovery;
+pub mod requests;
 pub mod task;
 
 use std::time::Duration;
@@ -67,6 +68,10 @@ pub struct ClientConfig {
     /// How long a node may stay unreachable before this writer replaces it in every PG it
     /// serves by a spare node of its AZ (`docs/membership.md`); `None`: never automatically.
     pub replace_after: Option<Duration>,
+    /// A directory where operators drop replacement requests (`replace-node-ID` files, what
+    /// `borealis cluster replace-node` writes): the writer checks it every second, replaces
+    /// the node, and answers in `replace-node-ID.done`. `None`: only `Writer::replace_node`.
+    pub requests_dir: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -84,6 +89,7 @@ impl ClientConfig {
             hedge_after_min: Duration::from_millis(5),
             links: LinkLimits::default(),
             replace_after: Some(REPLACE_AFTER_DEFAULT),
+            requests_dir: None,
         }
     }
 }
@@ -145,6 +151,9 @@ impl Writer {
             Driver::new(core, links, dialer, connections.clone(), progress_tx, config.request_timeout);
         let (commands, command_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         tokio::spawn(driver.run(command_rx, events));
+        if let Some(dir) = config.requests_dir.clone() {
+            tokio::spawn(requests::watch(dir, commands.clone()));
+        }
         Ok(Writer { commands, progress, connections, geometry, config, reads: reads::ReadLatency::default() })
     }
 

@@ -198,6 +198,18 @@ enum ClusterAction {
     },
     /// Stops the nodes: SIGTERM, then SIGKILL for any still running after 10 s.
     Down,
+    /// Replaces a node in every PG it serves by a spare node of its AZ (clusters of more than
+    /// six nodes: `up --nodes-per-az 3`). The volume's writer decides and runs the change
+    /// while it keeps writing: this command leaves the request in DIR/requests, where a
+    /// writer opened on this cluster finds it within a second, and waits for its answer. A
+    /// request no writer takes stays queued for the next one. See docs/membership.md.
+    ReplaceNode {
+        /// The node to replace (its id in the cluster map, as `status` shows it).
+        node: u32,
+        /// How long to wait for a writer to take the request, in seconds.
+        #[arg(long, value_name = "S", default_value_t = 30)]
+        wait_s: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -314,7 +326,49 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClusterAction::Down => cluster_down(&args.dir),
+        ClusterAction::ReplaceNode { node, wait_s } => {
+            replace_node(&args.dir, node, Duration::from_secs(wait_s))
+        }
     }
+}
+
+fn replace_node(dir: &std::path::Path, node: u32, wait: Duration) -> anyhow::Result<ExitCode> {
+    let cluster = LocalCluster::load(dir)?;
+    if cluster.node(node).is_none() {
+        let ids: Vec<String> = cluster.nodes().iter().map(|n| n.id.to_string()).collect();
+        anyhow::bail!("no node {node} in the cluster map of {} (nodes: {})", dir.display(), ids.join(", "));
+    }
+    let requests = cluster.requests_dir();
+    std::fs::create_dir_all(&requests)?;
+    let (request, answer) = (
+        client::driver::requests::replace_request(&requests, protocol::NodeId(node)),
+        client::driver::requests::replace_answer(&requests, protocol::NodeId(node)),
+    );
+    let _ = std::fs::remove_file(&answer);
+    std::fs::write(&request, b"")?;
+    println!("asked the writer to replace node {node} ({})", request.display());
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if interrupt::requested() {
+            anyhow::bail!(Interrupted);
+        }
+        if let Ok(text) = std::fs::read_to_string(&answer) {
+            let pgs: Vec<&str> = text.lines().collect();
+            if pgs.is_empty() {
+                println!("the writer serves no PG of node {node} that it could move (no spare in its AZ, or a change already under way)");
+            } else {
+                println!("the writer started replacing node {node} in PG(s) {}; follow it with `borealis cluster status`", pgs.join(", "));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "borealis: no writer took the request within {}s; it stays queued in {} for the next writer opened on this cluster",
+        wait.as_secs(),
+        request.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn cluster_up(dir: &std::path::Path, nodes_per_az: Option<NodesPerAz>) -> anyhow::Result<ExitCode> {

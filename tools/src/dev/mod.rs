@@ -177,6 +177,7 @@ fn exercise(cluster: &LocalCluster, options: &DevOptions, mut orders: Orders) ->
     runtime.block_on(async {
         let mut config = ClientConfig::new(cluster.placement()?, cluster.client_tls());
         config.tuning.max_udp_payload_bytes = options.udp_payload_bytes;
+        config.requests_dir = Some(cluster.requests_dir());
         let plan = Plan {
             duration: options.duration,
             in_flight: options.in_flight,

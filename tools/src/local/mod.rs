@@ -184,6 +184,12 @@ impl LocalCluster {
     }
 
     /// The TLS files a client of this cluster presents.
+    /// Where operators' requests to a running writer go (`borealis cluster replace-node`);
+    /// writers opened by the local tools watch it (`ClientConfig::requests_dir`).
+    pub fn requests_dir(&self) -> PathBuf {
+        self.dir.join("requests")
+    }
+
     pub fn client_tls(&self) -> TlsFiles {
         self.pki.files_for(CLIENT_NAME)
     }

@@ -72,6 +72,7 @@ pub async fn open_writer_replacing(
     let geometry = VolumeGeometry::new(volume, PAGE_BYTES, 64).unwrap();
     let mut config = ClientConfig::new(cluster.placement().unwrap(), cluster.client_tls());
     config.replace_after = replace_after;
+    config.requests_dir = Some(cluster.requests_dir());
     Writer::open(config, geometry).await.unwrap()
 }
 
@@ -137,7 +138,9 @@ pub async fn segments(cluster: &LocalCluster, node: u32, volume: VolumeId) -> Ve
     }
 }
 
-/// Reads pages `0..pages` of PG 0 of `volume` from `node` itself, at its SCL.
+/// Reads pages `0..pages` of PG 0 of `volume` from `node` itself, at its SCL (or at its floor,
+/// where the floor is above: another PG's records moved it, and this segment, caught up,
+/// holds nothing of its own between the two).
 pub async fn read_all(
     cluster: &LocalCluster,
     node: u32,
@@ -157,7 +160,7 @@ pub async fn read_all(
             pg,
             epochs: segment.epochs,
             page_id: PageId(page),
-            read_lsn: segment.scl,
+            read_lsn: segment.scl.max(segment.floor),
             pg_newest_lsn: segment.scl,
             page_bytes: PAGE_BYTES,
         };

@@ -104,3 +104,107 @@ fn a_request_is_waited_for_until_it_is_answered_or_failed() {
     assert!(!takeover.is_waiting_for(*second, also_asked), "failed");
     assert!(takeover.is_waiting_for(requests[2].0, &requests[2].1));
 }
+
+mod during_a_change {
+    use protocol::messages::{EpochAck, SegmentState, SegmentStatus, Status};
+    use protocol::placement::{ClusterMap, NodeInfo};
+    use protocol::quorum::{Membership, SegmentSet};
+    use protocol::{AzId, Epoch, Epochs, Lsn, Message, NodeId, PgId, VolumeId};
+
+    use super::super::takeover::{Takeover, TakeoverError};
+    use super::super::VolumeGeometry;
+
+    /// Nine nodes, three per AZ.
+    fn cluster() -> ClusterMap {
+        let nodes = (1..=9)
+            .map(|id| NodeInfo {
+                id: NodeId(id),
+                az: AzId(((id - 1) / 3) as u16),
+                addr: ([127, 0, 0, 1], 7000).into(),
+                name: format!("node-{id}"),
+            })
+            .collect();
+        ClusterMap::new(nodes).unwrap()
+    }
+
+    /// A takeover whose survey found PG 0 half-way through replacing a placement member by a
+    /// spare of its AZ (reported by every node of either set); returns it with the two sets.
+    fn surveyed() -> (Takeover, SegmentSet, SegmentSet) {
+        let geometry = VolumeGeometry::new(VolumeId(1), 4096, 100).unwrap();
+        let map = cluster();
+        let old = map.place(VolumeId(1), PgId(0));
+        let leaving = old.members()[5];
+        let joining = map.replacement(VolumeId(1), PgId(0), &old, leaving, &[]).unwrap();
+        let new = SegmentSet::new(old.members().map(|n| if n == leaving { joining } else { n })).unwrap();
+        let joint = Membership::transition(Epoch((1 << 32) + 1), old, new).unwrap();
+        let mut takeover = Takeover::new(geometry, map, 1000);
+        let requests: Vec<(NodeId, Message)> = std::iter::from_fn(|| takeover.poll_request()).collect();
+        assert_eq!(requests.len(), 9);
+        for (node, _) in &requests {
+            let mut segments = Vec::new();
+            if joint.contains(*node) {
+                segments.push(SegmentStatus {
+                    pg: geometry.pg_ref(PgId(0)),
+                    epochs: Epochs { membership: joint.epoch(), ..Epochs::INITIAL },
+                    scl: Lsn(0),
+                    highest_lsn: Lsn(0),
+                    floor: Lsn(0),
+                    state: SegmentState::Serving,
+                    membership: Some(joint),
+                });
+            }
+            takeover.handle_reply(*node, Message::Status(Status { node: *node, az: AzId(0), segments }));
+        }
+        (takeover, old, new)
+    }
+
+    fn bump_answers(takeover: &mut Takeover, answering: &[NodeId]) -> Vec<NodeId> {
+        let bumps: Vec<(NodeId, Message)> = std::iter::from_fn(|| takeover.poll_request()).collect();
+        let mut bumped: Vec<NodeId> = bumps.iter().map(|(n, _)| *n).collect();
+        bumped.sort();
+        for (node, request) in &bumps {
+            let Message::EpochBump(bump) = request else { panic!("{request:?}") };
+            if answering.contains(node) {
+                let ack = EpochAck {
+                    pg: bump.pg,
+                    node: *node,
+                    epochs: bump.epochs,
+                    scl: Lsn(0),
+                    highest_lsn: Lsn(0),
+                    vdl_hint: Lsn(0),
+                    truncations: Vec::new(),
+                };
+                takeover.handle_reply(*node, Message::EpochAck(ack));
+            } else {
+                takeover.handle_failure(*node, request);
+            }
+        }
+        bumped
+    }
+
+    #[test]
+    fn the_new_epoch_goes_to_both_sets_and_a_fence_needs_three_of_each() {
+        let (mut takeover, old, new) = surveyed();
+        assert!(
+            takeover.epochs().membership > Epoch((1 << 32) + 1),
+            "above the old writer's membership epochs"
+        );
+        let leaving = *old.members().iter().find(|n| !new.contains(**n)).unwrap();
+        let joining = *new.members().iter().find(|n| !old.contains(**n)).unwrap();
+        // Three of the old set, only two of them in the new one: the old writer might still
+        // collect four of the new set.
+        let (a, b) = (old.members()[0], old.members()[1]);
+        let bumped = bump_answers(&mut takeover, &[a, b, leaving]);
+        assert_eq!(bumped.len(), 7, "both sets are bumped");
+        assert!(
+            matches!(takeover.outcome(), Some(Err(TakeoverError::Unavailable { pg: PgId(0), .. }))),
+            "{:?}",
+            takeover.outcome()
+        );
+
+        let (mut takeover, _, _) = surveyed();
+        bump_answers(&mut takeover, &[a, b, leaving, joining]);
+        assert!(takeover.outcome().is_none(), "fenced in both sets: {:?}", takeover.outcome());
+        assert!(takeover.has_requests(), "the next survey round");
+    }
+}

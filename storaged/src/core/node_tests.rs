@@ -221,3 +221,78 @@ fn a_fenced_writer_cannot_create_a_new_segment_of_the_volume() {
     };
     assert_eq!(core.handle_append(RequestId(3), create).unwrap_err().code, ErrorCode::StaleEpoch);
 }
+
+fn set(ids: [u32; 6]) -> protocol::quorum::SegmentSet {
+    protocol::quorum::SegmentSet::new(ids.map(NodeId)).unwrap()
+}
+
+fn change(
+    membership_epoch: u64,
+    membership: protocol::quorum::Membership,
+) -> protocol::messages::MembershipChange {
+    let epochs = Epochs { membership: Epoch(membership_epoch), ..Epochs::INITIAL };
+    protocol::messages::MembershipChange { pg: PG, epochs, membership }
+}
+
+#[test]
+fn a_node_named_by_a_membership_change_gets_an_empty_segment_that_survives_a_restart() {
+    use protocol::quorum::Membership;
+    // Node 1 joins {2..7} in place of 7's set-mate: it has nothing of the PG yet.
+    let joint = Membership::transition(Epoch(5), set([2, 3, 4, 5, 6, 7]), set([2, 3, 4, 5, 6, 1])).unwrap();
+    let mut live = core();
+    live.handle_membership_change(RequestId(1), change(5, joint)).unwrap();
+    assert!(replies(&mut live).is_empty(), "acknowledged once durable");
+    let entries: Vec<_> = std::iter::from_fn(|| live.poll_journal()).collect();
+    let placed: Vec<_> =
+        entries.iter().map(|e| (e.seq, Location { file: 1, offset: e.seq * 4096, len: 1 })).collect();
+    live.handle_durable(placed.last().unwrap().0, &placed);
+    let got = replies(&mut live);
+    let [(RequestId(1), Message::MembershipAck(ack))] = got.as_slice() else { panic!("{got:?}") };
+    assert_eq!((ack.membership_epoch, ack.scl), (Epoch(5), Lsn(0)));
+    let segment = live.segment(&PG).unwrap();
+    assert_eq!((segment.membership(), segment.scl()), (Some(joint), Lsn(0)));
+    assert_eq!(live.status().segments[0].membership, Some(joint));
+
+    let mut restarted = core();
+    for entry in &entries {
+        restarted.replay(entry.pg, &entry.body, Location { file: 1, offset: entry.seq, len: 1 });
+    }
+    assert_eq!(restarted.segment(&PG).unwrap().membership(), Some(joint));
+    assert_eq!(restarted.segment(&PG).unwrap().epochs().membership, Epoch(5));
+
+    // An older membership, or a request at an older membership epoch, is refused.
+    let older = Membership::stable(Epoch(4), set([2, 3, 4, 5, 6, 1]));
+    let refused = restarted.handle_membership_change(RequestId(2), change(5, older)).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::StaleEpoch);
+    let stale = restarted.handle_membership_change(RequestId(3), change(4, joint)).unwrap_err();
+    assert_eq!(stale.code, ErrorCode::StaleEpoch);
+}
+
+#[test]
+fn a_segment_left_out_of_its_membership_is_retired() {
+    use protocol::quorum::Membership;
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    let placement = |_| vec![NodeId(1), NodeId(2)];
+    assert!(!core.poll_gossip(1_000_000, placement).is_empty(), "a member gossips");
+    // Node 1 is replaced by node 7.
+    let after = Membership::stable(Epoch(6), set([2, 3, 4, 5, 6, 7]));
+    core.handle_membership_change(RequestId(2), change(6, after)).unwrap();
+    flush(&mut core);
+    let got = replies(&mut core);
+    assert!(got.iter().any(|(_, m)| matches!(m, Message::MembershipAck(_))), "{got:?}");
+    assert_eq!(core.status().segments[0].state, protocol::messages::SegmentState::Retired);
+    let mut more = batch(1, &[(20, 10)]);
+    more.epochs.membership = Epoch(6);
+    assert_eq!(core.handle_append(RequestId(3), more).unwrap_err().code, ErrorCode::StaleEpoch);
+    let summaries = core.poll_gossip(2_000_000, placement);
+    assert!(summaries.is_empty(), "a retired segment does not gossip: {summaries:?}");
+    // A node that never held the PG and is not named is refused, not given a segment.
+    let mut stranger = NodeCore::new(NodeId(9), AzId(0), Limits::default());
+    assert_eq!(
+        stranger.handle_membership_change(RequestId(1), change(6, after)).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
+    assert!(stranger.segment(&PG).is_none());
+}

@@ -272,3 +272,62 @@ fn an_operator_replaces_a_live_node_with_the_cli() {
     runtime.block_on(writer.close());
     stop_all(&mut nodes);
 }
+
+#[test]
+fn a_writer_that_crashes_mid_change_is_followed_by_one_that_completes_it() {
+    const VOLUME: VolumeId = VolumeId(0x7e94);
+    let root = tempfile::tempdir().unwrap();
+    let (cluster, mut nodes) =
+        start_cluster_of(root.path(), 3, &["--apply-max", "2", "--hydrate-bytes-per-s", "16384"]);
+    let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (before, leaving, rounds) = first.block_on(async {
+        let writer = open_writer_replacing(&cluster, VOLUME, None).await;
+        for r in 0..3 {
+            round(&writer, r).await;
+        }
+        let (before, _) = members(&writer, 0).await;
+        wait_for_floor(&cluster, before[0].0, VOLUME).await;
+        let leaving = before[3];
+        assert!(writer.replace_node(leaving).await.unwrap().contains(&PgId(0)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut rounds = 3;
+        loop {
+            round(&writer, rounds).await;
+            rounds += 1;
+            let all = writer.memberships().await.unwrap();
+            if all[&PgId(0)].1.is_some_and(|c| c.joint_counted) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the joint step never counted");
+        }
+        std::mem::forget(writer);
+        (before, leaving, rounds)
+    });
+    // The writer dies mid-change: its tasks stop where they are, nothing is closed cleanly.
+    first.shutdown_background();
+
+    let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    second.block_on(async {
+        let writer = open_writer_replacing(&cluster, VOLUME, None).await;
+        let all = writer.memberships().await.unwrap();
+        let (membership, change) = all[&PgId(0)];
+        assert!(membership.is_joint(), "recovery found the change under way: {membership:?}");
+        assert_eq!(change.map(|c| c.leaving), Some(leaving));
+        let mut rounds = rounds;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            round(&writer, rounds).await;
+            rounds += 1;
+            let (now, changing) = members(&writer, 0).await;
+            if !changing && !now.contains(&leaving) {
+                assert_eq!(now.iter().filter(|n| !before.contains(n)).count(), 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the new writer never completed the change: {now:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        check_pages(&writer, rounds).await;
+        writer.close().await;
+    });
+    stop_all(&mut nodes);
+}

@@ -181,6 +181,19 @@ fn a_change_completes_once_the_joining_segment_is_complete() {
     assert!(!batch.iter().any(|t| t.node == leaving), "the replaced node is written no more");
     ack(&mut w, &batch, &new_set[..4], None);
     assert_eq!(w.vdl(), Lsn(2));
+    // The replaced node never stored the final step: when it answers again it is told.
+    w.handle_node_down(leaving);
+    w.handle_node_up(leaving);
+    let told = drain(&mut w);
+    let to_it: Vec<&Transmit> = told.iter().filter(|t| t.node == leaving).collect();
+    assert!(
+        matches!(to_it.as_slice(), [Transmit { message: Message::MembershipChange(c), .. }] if c.membership == stored),
+        "{to_it:?}"
+    );
+    store_step(&mut w, &told, &[leaving], Lsn(0));
+    w.handle_node_down(leaving);
+    w.handle_node_up(leaving);
+    assert!(drain(&mut w).iter().all(|t| t.node != leaving), "told once it stored it");
 }
 
 #[test]

@@ -180,6 +180,8 @@ pub struct WriterCore {
     retired: Vec<NodeId>,
     /// (PG, node) pairs already reported as having no spare to replace them.
     no_spare: Vec<(PgId, NodeId)>,
+    /// (PG, node) pairs of nodes a finished change left out that have not stored it.
+    left_out: Vec<(PgId, NodeId)>,
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -242,6 +244,7 @@ impl WriterCore {
             down_since: HashMap::new(),
             retired: Vec::new(),
             no_spare: Vec::new(),
+            left_out: Vec::new(),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
@@ -656,6 +659,7 @@ impl WriterCore {
     pub fn handle_node_up(&mut self, node: NodeId) {
         self.down.retain(|n| *n != node);
         self.down_since.remove(&node);
+        self.tell_left_out(node);
         let pgs: Vec<PgId> =
             self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
         for pg in pgs {

@@ -151,3 +151,43 @@ fn an_earlier_epochs_truncation_is_stored_without_reopening_anything() {
 fn range(after: u64, through: u64) -> LsnRange {
     LsnRange::new(Lsn(after), Lsn(through)).unwrap()
 }
+
+#[test]
+fn a_node_left_out_of_the_membership_does_not_pin_records() {
+    use protocol::quorum::{Membership, SegmentSet};
+    let mut a = gossiping(1);
+    let mut chain = batch(1, &[(10, 0), (20, 10), (30, 20)]);
+    chain.vdl = Lsn(30);
+    a.handle_append(RequestId(0), chain).unwrap();
+    flush(&mut a);
+    let report = FloorReport { pg: PG, client: 7, floor: Lsn(30), lease_ms: 10 * LEASE_MS as u32 };
+    a.handle_floor_report(&report, 0);
+    // Node 3 was replaced by node 7; node 2 holds everything.
+    let set = SegmentSet::new([1, 2, 4, 5, 6, 7].map(NodeId)).unwrap();
+    let epochs = protocol::Epochs { membership: Epoch(9), ..protocol::Epochs::INITIAL };
+    let change = protocol::messages::MembershipChange {
+        pg: PG,
+        epochs,
+        membership: Membership::stable(Epoch(9), set),
+    };
+    a.handle_membership_change(RequestId(1), change).unwrap();
+    flush(&mut a);
+    let peers = a.poll_gossip(0, members);
+    assert_eq!(peers.len(), 5, "the stored membership names the peers, not placement: {peers:?}");
+    let summary = |node: u32, scl: u64| protocol::messages::GossipSummary {
+        pg: PG,
+        node: NodeId(node),
+        epochs,
+        scl: Lsn(scl),
+        highest_lsn: Lsn(scl),
+        folded_through: Lsn(0),
+        holes: Vec::new(),
+    };
+    for node in [2, 4, 5, 6, 7] {
+        a.answer_gossip_summary(&summary(node, 30), 0);
+    }
+    assert_eq!(a.segment(&PG).unwrap().gc_floor(), Lsn(30));
+    a.answer_gossip_summary(&summary(3, 0), 0);
+    assert!(a.handle_gossip_summary(&summary(3, 0), 0).is_none());
+    assert_eq!(a.segment(&PG).unwrap().gc_floor(), Lsn(30), "the replaced node holds nothing back");
+}

@@ -176,6 +176,12 @@ impl Segment {
         true
     }
 
+    /// True unless the stored membership leaves `node` out (without one, placement decides and
+    /// the caller knows it).
+    pub fn counts_as_member(&self, node: NodeId) -> bool {
+        self.membership.is_none_or(|m| m.contains(node))
+    }
+
     /// True if the stored membership leaves `node` (this segment's own) out: the segment is
     /// no longer written, read or gossiped.
     pub fn is_retired(&self, node: NodeId) -> bool {

@@ -178,7 +178,12 @@ impl WriterCore {
 
     pub(super) fn handle_membership_ack(&mut self, node: NodeId, ack: MembershipAck) {
         let pg = ack.pg.pg_id;
-        self.note_scl(pg, node, ack.scl);
+        let Some(members) = self.pgs.get(&pg).map(|s| s.members) else { return };
+        if members.contains(node) {
+            self.note_scl(pg, node, ack.scl);
+        }
+        let current = members.epoch();
+        self.left_out.retain(|(p, n)| !(*p == pg && *n == node && ack.membership_epoch >= current));
         let Some(change) = self.pgs.get_mut(&pg).and_then(|s| s.change.as_mut()) else { return };
         if ack.membership_epoch >= change.target.epoch() && !change.acks.contains(&node) {
             change.acks.push(node);
@@ -227,6 +232,11 @@ impl WriterCore {
                 }
                 tracing::info!(%pg, step = ?change.step, "membership change: done");
                 let gone = if change.step == Step::Final { change.leaving } else { change.joining };
+                if !change.acks.contains(&gone) && !self.left_out.contains(&(pg, gone)) {
+                    // It did not store the step (down): told when it answers again, so it stops
+                    // gossiping a segment nobody counts.
+                    self.left_out.push((pg, gone));
+                }
                 state.members = change.target;
                 state.change = None;
                 state.scl.remove(&gone);
@@ -247,6 +257,19 @@ impl WriterCore {
                     }
                 }
             }
+        }
+    }
+
+    /// `node` answers again: each PG that left it out while it was away tells it so.
+    pub(super) fn tell_left_out(&mut self, node: NodeId) {
+        let pgs: Vec<PgId> = self.left_out.iter().filter(|(_, n)| *n == node).map(|(pg, _)| *pg).collect();
+        for pg in pgs {
+            let message = Message::MembershipChange(MembershipChange {
+                pg: self.geometry.pg_ref(pg),
+                epochs: self.epochs,
+                membership: self.pgs[&pg].members,
+            });
+            self.push(node, message);
         }
     }
 

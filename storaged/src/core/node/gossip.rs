@@ -66,7 +66,11 @@ impl NodeCore {
         let lease = self.limits.peer_lease_ms;
         match self.segments.get_mut(&summary.pg) {
             Some(segment) => {
-                segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+                // Records are held for members only: a replaced node that came back unaware of
+                // it would otherwise pin them forever.
+                if segment.counts_as_member(summary.node) {
+                    segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+                }
                 summary_of(self.node, segment)
             }
             None => {
@@ -94,8 +98,10 @@ impl NodeCore {
         let lease = self.limits.peer_lease_ms;
         let hydrating = self.is_hydrating(summary.pg);
         let segment = self.segments.get_mut(&summary.pg)?;
-        segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
-        if hydrating || segment.is_retired(self.node) {
+        if segment.counts_as_member(summary.node) {
+            segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+        }
+        if hydrating || segment.is_retired(self.node) || !segment.counts_as_member(summary.node) {
             return None;
         }
         if needs_hydration(segment, summary) {

@@ -180,8 +180,9 @@ pub struct WriterCore {
     retired: Vec<NodeId>,
     /// (PG, node) pairs already reported as having no spare to replace them.
     no_spare: Vec<(PgId, NodeId)>,
-    /// (PG, node) pairs of nodes a finished change left out that have not stored it.
-    left_out: Vec<(PgId, NodeId)>,
+    /// (PG, node) pairs where a finished change's membership is not yet stored by the node
+    /// (a member, or the node it left out).
+    untold: Vec<(PgId, NodeId)>,
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -244,7 +245,7 @@ impl WriterCore {
             down_since: HashMap::new(),
             retired: Vec::new(),
             no_spare: Vec::new(),
-            left_out: Vec::new(),
+            untold: Vec::new(),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
@@ -637,7 +638,7 @@ impl WriterCore {
                     self.fenced = true;
                 }
             }
-            ErrorCode::EpochNotOpen if self.pgs.contains_key(&pg) => {
+            ErrorCode::EpochNotOpen if self.pgs.get(&pg).is_some_and(|s| s.members.contains(node)) => {
                 // The node missed this writer's recovery: open its segment, then resend.
                 self.transmit_open(pg, node);
                 self.resend_to(pg, node);
@@ -659,7 +660,7 @@ impl WriterCore {
     pub fn handle_node_up(&mut self, node: NodeId) {
         self.down.retain(|n| *n != node);
         self.down_since.remove(&node);
-        self.tell_left_out(node);
+        self.tell_untold(Some(node));
         let pgs: Vec<PgId> =
             self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
         for pg in pgs {

@@ -183,7 +183,7 @@ impl WriterCore {
             self.note_scl(pg, node, ack.scl);
         }
         let current = members.epoch();
-        self.left_out.retain(|(p, n)| !(*p == pg && *n == node && ack.membership_epoch >= current));
+        self.untold.retain(|(p, n)| !(*p == pg && *n == node && ack.membership_epoch >= current));
         let Some(change) = self.pgs.get_mut(&pg).and_then(|s| s.change.as_mut()) else { return };
         if ack.membership_epoch >= change.target.epoch() && !change.acks.contains(&node) {
             change.acks.push(node);
@@ -232,10 +232,15 @@ impl WriterCore {
                 }
                 tracing::info!(%pg, step = ?change.step, "membership change: done");
                 let gone = if change.step == Step::Final { change.leaving } else { change.joining };
-                if !change.acks.contains(&gone) && !self.left_out.contains(&(pg, gone)) {
-                    // It did not store the step (down): told when it answers again, so it stops
-                    // gossiping a segment nobody counts.
-                    self.left_out.push((pg, gone));
+                // Nodes that did not store the step (down, or their answer lost) are told until
+                // they do: a member keeping the joint sets would gossip with the node that left,
+                // and the node that left would go on gossiping a segment nobody counts.
+                let mut untold: Vec<NodeId> = change.target.nodes();
+                untold.push(gone);
+                for node in untold {
+                    if !change.acks.contains(&node) && !self.untold.contains(&(pg, node)) {
+                        self.untold.push((pg, node));
+                    }
                 }
                 state.members = change.target;
                 state.change = None;
@@ -260,10 +265,16 @@ impl WriterCore {
         }
     }
 
-    /// `node` answers again: each PG that left it out while it was away tells it so.
-    pub(super) fn tell_left_out(&mut self, node: NodeId) {
-        let pgs: Vec<PgId> = self.left_out.iter().filter(|(_, n)| *n == node).map(|(pg, _)| *pg).collect();
-        for pg in pgs {
+    /// Sends the PG's current membership to `node` wherever a finished change has not been
+    /// stored by it (`None`: to every such node that is not down).
+    pub(super) fn tell_untold(&mut self, node: Option<NodeId>) {
+        let pairs: Vec<(PgId, NodeId)> = self
+            .untold
+            .iter()
+            .copied()
+            .filter(|(_, n)| node.is_none_or(|only| only == *n) && !self.down.contains(n))
+            .collect();
+        for (pg, node) in pairs {
             let message = Message::MembershipChange(MembershipChange {
                 pg: self.geometry.pg_ref(pg),
                 epochs: self.epochs,
@@ -276,6 +287,9 @@ impl WriterCore {
     /// Periodic work of changes: starts the replacement of nodes down too long, resends steps
     /// not yet stored, asks the joining segment where it stands.
     pub(super) fn tick_changes(&mut self) {
+        if self.ticks % u64::from(self.limits.resend_after_ticks.max(1)) == 0 {
+            self.tell_untold(None);
+        }
         if let Some(after) = self.limits.replace_after_ticks {
             let overdue: Vec<NodeId> = self
                 .down_since

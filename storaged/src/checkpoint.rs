@@ -15,7 +15,10 @@
 //! and per truncation epoch u64 / after u64 / through u64, record count u64 and per record
 //! lsn u64, prev_pg_lsn u64, page u64, file u64, offset u64, len u32, flags u32 (bit 0: CPL,
 //! bit 1: folded, bits 8..16: record kind), image count u64 and per image page u64, lsn u64, file u64,
-//! offset u64, len u32, flags u32 (bit 0: zeros, nothing stored).
+//! offset u64, len u32, flags u32 (bit 0: zeros, nothing stored). Version 3 then lists the
+//! started rebuilds (`HydrationCheckpoint`): count u32, and per rebuild volume u128, pg u32,
+//! source u32, epochs 3×u64, read_lsn u64, pg_newest_lsn u64, resume_from u64, stored count u64
+//! and per stored page: page u64, lsn u64, file u64, offset u64, len u32.
 
 use std::path::Path;
 
@@ -23,9 +26,9 @@ use bytes::{BufMut, Bytes};
 use protocol::codec::Reader;
 use protocol::quorum::Membership;
 use protocol::wire::Wire;
-use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, PageId, PgRef, RecordKind};
+use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, NodeId, PageId, PgRef, RecordKind};
 
-use crate::core::{IndexedRecord, Location, PageState, Segment, Stored};
+use crate::core::{HydrationCheckpoint, IndexedRecord, Location, PageState, Segment, Stored};
 use crate::dual::{DualFile, Loaded};
 use crate::journal::writer::JournalPosition;
 
@@ -36,6 +39,9 @@ const VERSION_WITHOUT_MEMBERSHIP: u8 = 2;
 const RECORD_BYTES: usize = 48;
 const IMAGE_BYTES: usize = 40;
 const TRUNCATION_BYTES: usize = 24;
+/// A rebuild's fixed part, and each of its stored pages.
+const HYDRATION_BYTES: usize = 20 + 4 + 24 + 8 + 8 + 8 + 8;
+const STORED_PAGE_BYTES: usize = 8 + 8 + 20;
 /// Most segments and truncation ranges a checkpoint may list (bounds decoding).
 pub const SEGMENTS_MAX: usize = 1 << 20;
 pub const TRUNCATIONS_MAX: usize = 1 << 16;
@@ -46,6 +52,8 @@ pub struct Checkpoint {
     pub position: JournalPosition,
     pub pages_position: JournalPosition,
     pub segments: Vec<Segment>,
+    /// Rebuilds under way, to resume after the segments are restored and replayed.
+    pub hydrations: Vec<HydrationCheckpoint>,
 }
 
 /// Why a checkpoint could not be used.
@@ -86,14 +94,16 @@ impl CheckpointStore {
         &mut self,
         positions: (JournalPosition, JournalPosition),
         segments: impl Iterator<Item = &'a Segment>,
+        hydrations: &[HydrationCheckpoint],
     ) -> std::io::Result<()> {
-        self.file.store(VERSION, &encode(positions, segments))
+        self.file.store(VERSION, &encode(positions, segments, hydrations))
     }
 }
 
 pub(crate) fn encode<'a>(
     (position, pages_position): (JournalPosition, JournalPosition),
     segments: impl Iterator<Item = &'a Segment>,
+    hydrations: &[HydrationCheckpoint],
 ) -> Vec<u8> {
     let mut out = Vec::new();
     for p in [position, pages_position] {
@@ -145,6 +155,21 @@ pub(crate) fn encode<'a>(
         }
     }
     out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    out.put_u32_le(hydrations.len() as u32);
+    for h in hydrations {
+        h.pg.put(&mut out);
+        h.source.put(&mut out);
+        h.epochs.put(&mut out);
+        h.read_lsn.put(&mut out);
+        h.pg_newest_lsn.put(&mut out);
+        out.put_u64_le(h.resume_from.0);
+        out.put_u64_le(h.stored.len() as u64);
+        for (page, lsn, location) in &h.stored {
+            out.put_u64_le(page.0);
+            lsn.put(&mut out);
+            put_location(&mut out, *location);
+        }
+    }
     out
 }
 
@@ -154,8 +179,29 @@ pub(crate) fn decode(body: Bytes, with_membership: bool) -> Result<Checkpoint, C
     let pages_position = get_position(r)?;
     let count = r.count(SEGMENTS_MAX, 1, "segments")?;
     let segments = (0..count).map(|_| decode_segment(r, with_membership)).collect::<Result<Vec<_>, _>>()?;
+    let hydrations = if with_membership { decode_hydrations(r)? } else { Vec::new() };
     r.finish("checkpoint")?;
-    Ok(Checkpoint { position, pages_position, segments })
+    Ok(Checkpoint { position, pages_position, segments, hydrations })
+}
+
+fn decode_hydrations(r: &mut Reader) -> Result<Vec<HydrationCheckpoint>, CheckpointError> {
+    let count = r.count(SEGMENTS_MAX, HYDRATION_BYTES, "hydrations")?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let pg = PgRef::read(r)?;
+        let source = NodeId::read(r)?;
+        let epochs = Epochs::read(r)?;
+        let (read_lsn, pg_newest_lsn) = (Lsn::read(r)?, Lsn::read(r)?);
+        let resume_from = PageId(r.u64("resume_from")?);
+        let stored_count = get_count(r, STORED_PAGE_BYTES, "hydration pages")?;
+        let mut stored = Vec::with_capacity(stored_count);
+        for _ in 0..stored_count {
+            let page = PageId(r.u64("page")?);
+            stored.push((page, Lsn::read(r)?, get_location(r)?));
+        }
+        out.push(HydrationCheckpoint { pg, source, epochs, read_lsn, pg_newest_lsn, resume_from, stored });
+    }
+    Ok(out)
 }
 
 fn get_position(r: &mut Reader) -> Result<JournalPosition, FormatError> {
@@ -264,7 +310,18 @@ mod tests {
         assert!(none.unwrap().is_none());
         let position = JournalPosition { file: 2, offset: 8192, next_group_seq: 7 };
         let pages_position = JournalPosition { file: 4, offset: 8192, next_group_seq: 3 };
-        store.store((position, pages_position), std::iter::once(&segment)).unwrap();
+        let rebuild = HydrationCheckpoint {
+            pg,
+            source: protocol::NodeId(4),
+            epochs: segment.epochs(),
+            read_lsn: Lsn(30),
+            pg_newest_lsn: Lsn(20),
+            resume_from: PageId(9),
+            stored: vec![(PageId(2), Lsn(20), Location { file: 5, offset: 8192, len: 4192 })],
+        };
+        store
+            .store((position, pages_position), std::iter::once(&segment), std::slice::from_ref(&rebuild))
+            .unwrap();
         let (_, loaded) = CheckpointStore::open(dir.path());
         let loaded = loaded.unwrap().unwrap();
         assert_eq!((loaded.position, loaded.pages_position), (position, pages_position));
@@ -275,5 +332,6 @@ mod tests {
         assert_eq!(restored.page_state(), segment.page_state());
         assert_eq!(restored.floor(), Lsn(10));
         assert_eq!(restored.membership(), Some(joint));
+        assert_eq!(loaded.hydrations, vec![rebuild]);
     }
 }

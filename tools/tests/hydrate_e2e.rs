@@ -133,3 +133,45 @@ fn a_node_rebuilt_while_the_writer_keeps_appending_ends_whole_and_nothing_acked_
     );
     stop_all(&mut nodes);
 }
+
+#[test]
+fn a_rebuild_interrupted_by_a_crash_of_the_rebuilt_node_resumes_where_it_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    // 8 KiB/s: two pages a second, and a checkpoint every few pages stored.
+    let flags = ["--apply-max", "2", "--hydrate-bytes-per-s", "8192", "--checkpoint-interval-bytes", "16384"];
+    let (cluster, mut nodes) = start_cluster(root.path(), &flags);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let writer = open_writer(&cluster, VOLUME).await;
+        write_rounds(&writer, PAGES, ROUNDS).await;
+        wait_for_floor(&cluster).await;
+        writer.close().await;
+    });
+    let peers_scl = runtime.block_on(segments(&cluster, 1, VOLUME))[0].scl;
+    lose_and_restart(&cluster, &mut nodes);
+    let admin = cluster.node(LOST).unwrap().admin;
+    wait_for("a third of the pages fetched", Duration::from_secs(60), || {
+        metric(&metrics(admin), "borealis_hydrate_pages_total") >= PAGES / 3
+    });
+    let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
+    let before_crash = metric(&metrics(admin), "borealis_hydrate_pages_total");
+    nodes[lost].kill9();
+    nodes[lost].restart().unwrap();
+    wait_for("the rebuild to resume and finish", Duration::from_secs(90), || {
+        let mine = runtime.block_on(segments(&cluster, LOST, VOLUME));
+        mine.first().is_some_and(|s| s.scl >= peers_scl)
+    });
+    wait_for("the metrics to show it", Duration::from_secs(5), || {
+        metric(&metrics(admin), "borealis_hydrations_completed_total") >= 1
+    });
+    let text = metrics(admin);
+    assert_eq!(metric(&text, "borealis_hydrations_resumed_total"), 1, "{text}");
+    assert_eq!(metric(&text, "borealis_hydrations_started_total"), 0, "not started over:\n{text}");
+    let after_restart = metric(&text, "borealis_hydrate_pages_total");
+    assert!(
+        after_restart < PAGES && after_restart + before_crash >= PAGES,
+        "{before_crash} pages before the crash, {after_restart} after: only what was not stored is fetched again"
+    );
+    assert_eq!(runtime.block_on(read_all(&cluster, LOST, VOLUME, PAGES)), expected(PAGES, ROUNDS));
+    stop_all(&mut nodes);
+}

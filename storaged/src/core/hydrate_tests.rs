@@ -309,3 +309,45 @@ fn a_rebuild_resumes_at_the_same_read_point_after_its_source_went_silent() {
     c.handle_hydrate_unanswered(PG, A, HYDRATE_RESUME_MS);
     assert!(!c.is_hydrating(PG));
 }
+
+#[test]
+fn a_rebuild_interrupted_by_a_restart_of_the_target_resumes_from_its_checkpoint() {
+    let mut a = folded_source();
+    // One 4 KiB page per answer.
+    let slow = Limits { peer_lease_ms: LEASE_MS, hydrate_bytes_per_s: 4096, ..Limits::default() };
+    let mut b = NodeCore::new(B, AzId(0), slow);
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    let first = b.poll_hydrate(A, 0).unwrap();
+    let pages = answer(&mut a, &first, B);
+    assert_eq!(pages.pages.len(), 1);
+    b.handle_hydrate_pages(pages, 0);
+    flush(&mut b);
+    assert_eq!(store_fetched(&mut b), 1, "page 0 is durable");
+    let second = b.poll_hydrate(A, 2_000).unwrap();
+    b.handle_hydrate_pages(answer(&mut a, &second, B), 2_000);
+    // The node crashes with page 1 fetched but not stored: its checkpoint keeps page 0.
+    let kept = b.hydration_checkpoints();
+    let [rebuild] = kept.as_slice() else { panic!("{kept:?}") };
+    assert_eq!((rebuild.source, rebuild.read_lsn, rebuild.resume_from), (A, Lsn(240), PageId(1)));
+    assert_eq!(rebuild.stored.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(), vec![PageId(0)]);
+
+    let mut restarted = NodeCore::new(B, AzId(0), slow);
+    restarted.restore_segment(b.segment(&PG).unwrap().clone());
+    restarted.resume_hydration(rebuild.clone(), 0);
+    assert_eq!(restarted.hydrate_stats().resumed, 1);
+    assert!(restarted.is_hydrating(PG) && restarted.hydrating_from(A));
+    let mut now = 0;
+    let mut asked = Vec::new();
+    while restarted.is_hydrating(PG) {
+        now += 2_000;
+        let fetch = restarted.poll_hydrate(A, now).expect("an ask");
+        assert_eq!(fetch.read_lsn, Lsn(240), "the same read point");
+        asked.push(fetch.from_page);
+        restarted.handle_hydrate_pages(answer(&mut a, &fetch, B), now);
+        store_fetched(&mut restarted);
+    }
+    assert_eq!(asked, vec![PageId(1), PageId(2)], "page 0 is not fetched again");
+    let segment = restarted.segment(&PG).unwrap();
+    assert_eq!(segment.scl(), Lsn(240));
+    assert_eq!(segment.page_count(), 3);
+}

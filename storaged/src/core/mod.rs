@@ -11,7 +11,7 @@ pub mod segment;
 
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
-pub use node::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
+pub use node::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};

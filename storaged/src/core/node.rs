@@ -28,7 +28,7 @@ mod maintain;
 mod page_plans;
 mod scrub;
 
-pub use hydrate::{HydratePlan, HydrateStats, HYDRATE_BYTES_PER_S_DEFAULT};
+pub use hydrate::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use maintain::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 use page_plans::note_over_apply;
 pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};

@@ -265,7 +265,7 @@ impl Harness {
     }
 
     fn store_checkpoint(&mut self) {
-        self.checkpoint = Some(crate::checkpoint::encode(self.positions(), self.core.segments()));
+        self.checkpoint = Some(crate::checkpoint::encode(self.positions(), self.core.segments(), &[]));
     }
 
     /// Deletes files nothing refers to, after a checkpoint, as the coalescer task does.

@@ -139,6 +139,11 @@ fn metrics(s: &Snapshot) -> String {
     let hydrate_counters = [
         ("borealis_hydrations_started_total", "Segments this node began to rebuild from a peer.", h.started),
         ("borealis_hydrations_completed_total", "Segments rebuilt from a peer.", h.completed),
+        (
+            "borealis_hydrations_resumed_total",
+            "Rebuilds taken up again after this node restarted.",
+            h.resumed,
+        ),
         ("borealis_hydrations_abandoned_total", "Rebuilds dropped (source failed or moved on).", h.abandoned),
         ("borealis_hydrate_pages_total", "Page versions fetched by rebuilds.", h.pages_fetched),
         ("borealis_hydrate_bytes_total", "Page bytes fetched by rebuilds.", h.bytes_fetched),

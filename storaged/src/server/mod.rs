@@ -57,9 +57,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let mut core = NodeCore::new(config.node_id, config.az, config.limits);
     let started = Instant::now();
     let (checkpoints, checkpoint) = CheckpointStore::open(&config.data_dir);
+    let mut rebuilds = Vec::new();
     let (start, pages_start) = match checkpoint {
         Ok(Some(checkpoint)) => {
             checkpoint.segments.into_iter().for_each(|segment| core.restore_segment(segment));
+            rebuilds = checkpoint.hydrations;
             (Some(checkpoint.position), Some(checkpoint.pages_position))
         }
         Ok(None) => (None, None),
@@ -91,6 +93,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let pages =
         Journal::open(log_config(pages_dir, PAGES_PREFIX), &pages_replayed).map_err(StartError::Journal)?;
     core.set_journal_head(journal.position().file);
+    // Rebuilds the crash interrupted go on where the checkpoint left them (time starts at 0).
+    rebuilds.into_iter().for_each(|kept| core.resume_hydration(kept, 0));
     // Counts what replay indexed, so the memory cap holds from the first append.
     core.handle_tick(0);
     let endpoint =

@@ -132,7 +132,10 @@ impl Shared {
             return true;
         }
         let positions = (checkpoints.journal, checkpoints.pages);
-        let stored = self.with_core(|core| checkpoints.store.store(positions, core.segments()));
+        let stored = self.with_core(|core| {
+            let rebuilds = core.hydration_checkpoints();
+            checkpoints.store.store(positions, core.segments(), &rebuilds)
+        });
         match stored {
             Ok(()) => {
                 checkpoints.bytes_since = 0;

@@ -22,8 +22,10 @@
 //! whose source fails, times out, restarts (another read point) or changes epochs is dropped
 //! whole and started again later (its stored pages are garbage the page store recycles); an
 //! ask that goes unanswered (the source crashed) is retried at the same read point, so the
-//! rebuild resumes once the source is back and still holds it; a crash of the target loses
-//! the unfinished hydration (restart, not resume).
+//! rebuild resumes once the source is back and still holds it; a crash of the target resumes
+//! from its last checkpoint, which keeps each started rebuild's read point and the pages it
+//! had durably stored (`HydrationCheckpoint`): the pages after the first one not yet stored
+//! then are asked again, at the same read point, from the same source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -106,10 +108,27 @@ impl HydratePlan {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HydrateStats {
     pub started: u64,
+    /// Rebuilds taken up again from a checkpoint after this node restarted.
+    pub resumed: u64,
     pub completed: u64,
     pub abandoned: u64,
     pub pages_fetched: u64,
     pub bytes_fetched: u64,
+}
+
+/// A started rebuild as a checkpoint keeps it, so a restart resumes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HydrationCheckpoint {
+    pub pg: PgRef,
+    pub source: NodeId,
+    /// The source's epochs, read point and PG newest LSN at it.
+    pub epochs: Epochs,
+    pub read_lsn: Lsn,
+    pub pg_newest_lsn: Lsn,
+    /// Every page from here on is asked for again.
+    pub resume_from: PageId,
+    /// Pages below `resume_from` durably stored in the page store, with their versions.
+    pub stored: Vec<(PageId, Lsn, Location)>,
 }
 
 /// One segment being rebuilt.
@@ -386,6 +405,64 @@ impl NodeCore {
         if self.hydrations.wanted.get(&pg) == Some(&peer) {
             self.hydrations.wanted.remove(&pg);
         }
+    }
+
+    /// The started rebuilds, for a checkpoint: where each resumes after a restart.
+    pub fn hydration_checkpoints(&self) -> Vec<HydrationCheckpoint> {
+        let mut out = Vec::new();
+        for (pg, h) in &self.hydrations.running {
+            let Some((epochs, read_lsn, pg_newest_lsn)) = h.started else { continue };
+            // Pages listed but not yet durable are asked again, and everything after them.
+            let pending = h.to_store.keys().chain(h.storing.iter()).min().copied();
+            let resume_from = pending.map_or(h.next_page, |p| p.min(h.next_page));
+            let stored = h
+                .stored
+                .range(..resume_from)
+                .filter_map(|(page, (version, stored))| match stored {
+                    Stored::At(location) => Some((*page, *version, *location)),
+                    Stored::Zeros => None,
+                })
+                .collect();
+            out.push(HydrationCheckpoint {
+                pg: *pg,
+                source: h.source,
+                epochs,
+                read_lsn,
+                pg_newest_lsn,
+                resume_from,
+                stored,
+            });
+        }
+        out
+    }
+
+    /// Takes up a rebuild a checkpoint kept (after `restore_segment` and replay, before
+    /// serving): it asks its source again from `resume_from`, at the same read point. Dropped
+    /// if the segment is gone or retired.
+    pub fn resume_hydration(&mut self, kept: HydrationCheckpoint, now: u64) {
+        let node = self.node;
+        if self.segments.get(&kept.pg).is_none_or(|s| s.is_retired(node)) {
+            return;
+        }
+        let hydration = Hydration {
+            source: kept.source,
+            started: Some((kept.epochs, kept.read_lsn, kept.pg_newest_lsn)),
+            next_page: kept.resume_from,
+            listed_all: false,
+            asked_until: None,
+            retry_at_ms: 0,
+            progress_ms: now,
+            to_store: BTreeMap::new(),
+            storing: BTreeSet::new(),
+            stored: kept
+                .stored
+                .into_iter()
+                .map(|(page, version, at)| (page, (version, Stored::At(at))))
+                .collect(),
+        };
+        tracing::info!(pg = ?kept.pg, source = %kept.source, pages = hydration.stored.len(), "hydration resumed");
+        self.hydrations.running.insert(kept.pg, hydration);
+        self.hydrations.stats.resumed += 1;
     }
 
     /// Hydration counters, for `/metrics`.

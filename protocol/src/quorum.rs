@@ -211,7 +211,13 @@ impl Wire for Option<Membership> {
         let set = |ids: [NodeId; SEGMENTS_PER_PG]| {
             SegmentSet::new(ids).map_err(|_| FormatError::Invalid { what: "membership set repeats a node" })
         };
+        // An unused set is zeros: anything else would not re-encode to the same bytes.
+        let unused = sets.iter().skip(usize::from(count.min(2)));
+        if unused.flatten().any(|id| id.0 != 0) {
+            return Err(FormatError::ReservedNonZero { what: "unused membership set" });
+        }
         match count {
+            0 if epoch != Epoch(0) => Err(FormatError::ReservedNonZero { what: "epoch of no membership" }),
             0 => Ok(None),
             1 => Ok(Some(Membership::stable(epoch, set(sets[0])?))),
             2 => Membership::transition(epoch, set(sets[0])?, set(sets[1])?)
@@ -302,6 +308,13 @@ mod tests {
         Some(stable).put(&mut out);
         out[8] = 3;
         assert!(Option::<Membership>::read(&mut Reader::new(Bytes::from(out))).is_err());
+        let mut out = Vec::new();
+        Some(stable).put(&mut out);
+        out[40] = 1;
+        assert!(
+            Option::<Membership>::read(&mut Reader::new(Bytes::from(out))).is_err(),
+            "a stray id in the unused set"
+        );
     }
 
     #[test]

@@ -62,22 +62,40 @@ fn process(nodes: &mut [NodeProcess], id: u32) -> &mut NodeProcess {
     nodes.iter_mut().find(|n| n.spec.node_id == id).unwrap()
 }
 
-#[test]
-fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
-    const VOLUME: VolumeId = VolumeId(0x7e91);
+/// A nine-node cluster started with `flags`, and a writer replacing a node unreachable for
+/// `replace_after` that wrote three rounds and waited for the nodes' floor: with PG 0's
+/// members before any change.
+struct Started {
+    root: tempfile::TempDir,
+    cluster: LocalCluster,
+    nodes: Vec<NodeProcess>,
+    runtime: tokio::runtime::Runtime,
+    writer: Writer,
+    before: Vec<NodeId>,
+}
+
+fn start(volume: VolumeId, flags: &[&str], replace_after: Option<Duration>) -> Started {
     let root = tempfile::tempdir().unwrap();
-    let (cluster, mut nodes) = start_cluster_of(root.path(), 3, &["--apply-max", "2"]);
+    let (cluster, nodes) = start_cluster_of(root.path(), 3, flags);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (writer, before, dead, mut rounds) = runtime.block_on(async {
-        let writer = open_writer_replacing(&cluster, VOLUME, Some(REPLACE_AFTER)).await;
+    let (writer, before) = runtime.block_on(async {
+        let writer = open_writer_replacing(&cluster, volume, replace_after).await;
         for r in 0..3 {
             round(&writer, r).await;
         }
         let (before, _) = members(&writer, 0).await;
-        wait_for_floor(&cluster, before[0].0, VOLUME).await;
-        let dead = before[1].0;
-        (writer, before, dead, 3)
+        wait_for_floor(&cluster, before[0].0, volume).await;
+        (writer, before)
     });
+    Started { root, cluster, nodes, runtime, writer, before }
+}
+
+#[test]
+fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
+    const VOLUME: VolumeId = VolumeId(0x7e91);
+    let Started { root, cluster, mut nodes, runtime, writer, before } =
+        start(VOLUME, &["--apply-max", "2"], Some(REPLACE_AFTER));
+    let (dead, mut rounds) = (before[1].0, 3);
     // Lost for good: killed, its data directory deleted, never started again.
     process(&mut nodes, dead).kill9();
     std::fs::remove_dir_all(&cluster.node(dead).unwrap().data_dir).unwrap();
@@ -135,21 +153,10 @@ fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
 #[test]
 fn a_replacement_is_reversed_when_the_node_returns_during_the_rebuild() {
     const VOLUME: VolumeId = VolumeId(0x7e92);
-    let root = tempfile::tempdir().unwrap();
     // A slow rebuild (16 KiB/s: 64 pages of 4 KiB take 16 s), so the node is back before it ends.
-    let (cluster, mut nodes) =
-        start_cluster_of(root.path(), 3, &["--apply-max", "2", "--hydrate-bytes-per-s", "16384"]);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (writer, before, away, mut rounds) = runtime.block_on(async {
-        let writer = open_writer_replacing(&cluster, VOLUME, Some(REPLACE_AFTER)).await;
-        for r in 0..3 {
-            round(&writer, r).await;
-        }
-        let (before, _) = members(&writer, 0).await;
-        wait_for_floor(&cluster, before[0].0, VOLUME).await;
-        let away = before[2].0;
-        (writer, before, away, 3)
-    });
+    let Started { root, cluster, mut nodes, runtime, writer, before } =
+        start(VOLUME, &["--apply-max", "2", "--hydrate-bytes-per-s", "16384"], Some(REPLACE_AFTER));
+    let (away, mut rounds) = (before[2].0, 3);
     process(&mut nodes, away).kill9();
     let joining = runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -3,23 +3,15 @@
 
 use bytes::Bytes;
 use protocol::messages::{AppendAck, MembershipAck};
-use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::placement::ClusterMap;
 use protocol::quorum::Membership;
-use protocol::{AzId, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
+use protocol::{Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
 
 use super::writer::{NewRecord, Transmit, WriterCore, WriterLimits, WriterStart};
 use super::VolumeGeometry;
 
 fn cluster() -> ClusterMap {
-    let nodes = (1..=9)
-        .map(|id| NodeInfo {
-            id: NodeId(id),
-            az: AzId(((id - 1) / 3) as u16),
-            addr: ([127, 0, 0, 1], 7000).into(),
-            name: format!("node-{id}"),
-        })
-        .collect();
-    ClusterMap::new(nodes).unwrap()
+    super::test_cluster(3)
 }
 
 fn record(cpl: bool) -> NewRecord {

@@ -15,6 +15,22 @@ pub mod writer;
 pub use geometry::VolumeGeometry;
 pub use writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits};
 
+/// A cluster map for tests: `per_az` nodes in each of three AZs, ids from 1, AZ by id.
+#[cfg(test)]
+pub(crate) fn test_cluster(per_az: u32) -> protocol::placement::ClusterMap {
+    use protocol::placement::{ClusterMap, NodeInfo};
+    use protocol::{AzId, NodeId};
+    let nodes = (1..=3 * per_az)
+        .map(|id| NodeInfo {
+            id: NodeId(id),
+            az: AzId(((id - 1) / per_az) as u16),
+            addr: ([127, 0, 0, 1], 7000).into(),
+            name: format!("node-{id}"),
+        })
+        .collect();
+    ClusterMap::new(nodes).expect("three zones")
+}
+
 #[cfg(test)]
 mod membership_tests;
 #[cfg(test)]

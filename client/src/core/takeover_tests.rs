@@ -2,22 +2,14 @@
 //! answered or known failed, without waiting for a timer.
 
 use protocol::messages::Status;
-use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::placement::ClusterMap;
 use protocol::{AzId, Message, NodeId, VolumeId};
 
 use super::takeover::{Takeover, TakeoverError};
 use super::VolumeGeometry;
 
 fn cluster() -> ClusterMap {
-    let nodes = (1..=6)
-        .map(|id| NodeInfo {
-            id: NodeId(id),
-            az: AzId(((id - 1) / 2) as u16),
-            addr: ([127, 0, 0, 1], 7000).into(),
-            name: format!("node-{id}"),
-        })
-        .collect();
-    ClusterMap::new(nodes).unwrap()
+    super::test_cluster(2)
 }
 
 fn takeover() -> Takeover {
@@ -107,7 +99,7 @@ fn a_request_is_waited_for_until_it_is_answered_or_failed() {
 
 mod during_a_change {
     use protocol::messages::{EpochAck, SegmentState, SegmentStatus, Status};
-    use protocol::placement::{ClusterMap, NodeInfo};
+    use protocol::placement::ClusterMap;
     use protocol::quorum::{Membership, SegmentSet};
     use protocol::{AzId, Epoch, Epochs, Lsn, Message, NodeId, PgId, VolumeId};
 
@@ -116,15 +108,7 @@ mod during_a_change {
 
     /// Nine nodes, three per AZ.
     fn cluster() -> ClusterMap {
-        let nodes = (1..=9)
-            .map(|id| NodeInfo {
-                id: NodeId(id),
-                az: AzId(((id - 1) / 3) as u16),
-                addr: ([127, 0, 0, 1], 7000).into(),
-                name: format!("node-{id}"),
-            })
-            .collect();
-        ClusterMap::new(nodes).unwrap()
+        super::super::test_cluster(3)
     }
 
     /// A takeover whose survey found PG 0 half-way through replacing a placement member by a

@@ -2,23 +2,15 @@
 
 use bytes::Bytes;
 use protocol::messages::{AppendAck, EpochAck, ErrorCode, ErrorReply};
-use protocol::placement::{ClusterMap, NodeInfo};
-use protocol::{AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
+use protocol::placement::ClusterMap;
+use protocol::{Epochs, Lsn, Message, NodeId, PageId, PgId, RecordKind, VolumeId};
 
 use super::repair::RepairJob;
 use super::writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits, WriterStart};
 use super::VolumeGeometry;
 
 fn cluster() -> ClusterMap {
-    let nodes = (1..=6)
-        .map(|id| NodeInfo {
-            id: NodeId(id),
-            az: AzId(((id - 1) / 2) as u16),
-            addr: ([127, 0, 0, 1], 7000).into(),
-            name: format!("node-{id}"),
-        })
-        .collect();
-    ClusterMap::new(nodes).unwrap()
+    super::test_cluster(2)
 }
 
 fn writer(limits: WriterLimits) -> WriterCore {

@@ -150,6 +150,24 @@ struct Hydration {
     stored: BTreeMap<PageId, (Lsn, Stored)>,
 }
 
+impl Hydration {
+    /// A rebuild from `source` that has asked nothing yet.
+    fn new(source: NodeId, now: u64) -> Hydration {
+        Hydration {
+            source,
+            started: None,
+            next_page: PageId(0),
+            listed_all: false,
+            asked_until: None,
+            retry_at_ms: 0,
+            progress_ms: now,
+            to_store: BTreeMap::new(),
+            storing: BTreeSet::new(),
+            stored: BTreeMap::new(),
+        }
+    }
+}
+
 /// The target side's state inside `NodeCore`.
 #[derive(Debug)]
 pub(super) struct Hydrations {
@@ -306,18 +324,7 @@ impl NodeCore {
             .collect();
         for pg in starting {
             self.hydrations.wanted.remove(&pg);
-            let hydration = Hydration {
-                source: peer,
-                started: None,
-                next_page: PageId(0),
-                listed_all: false,
-                asked_until: None,
-                retry_at_ms: 0,
-                progress_ms: now,
-                to_store: BTreeMap::new(),
-                storing: BTreeSet::new(),
-                stored: BTreeMap::new(),
-            };
+            let hydration = Hydration::new(peer, now);
             self.hydrations.running.insert(pg, hydration);
             self.hydrations.stats.started += 1;
         }
@@ -444,21 +451,12 @@ impl NodeCore {
         if self.segments.get(&kept.pg).is_none_or(|s| s.is_retired(node)) {
             return;
         }
+        let stored = kept.stored.into_iter().map(|(page, version, at)| (page, (version, Stored::At(at))));
         let hydration = Hydration {
-            source: kept.source,
             started: Some((kept.epochs, kept.read_lsn, kept.pg_newest_lsn)),
             next_page: kept.resume_from,
-            listed_all: false,
-            asked_until: None,
-            retry_at_ms: 0,
-            progress_ms: now,
-            to_store: BTreeMap::new(),
-            storing: BTreeSet::new(),
-            stored: kept
-                .stored
-                .into_iter()
-                .map(|(page, version, at)| (page, (version, Stored::At(at))))
-                .collect(),
+            stored: stored.collect(),
+            ..Hydration::new(kept.source, now)
         };
         tracing::info!(pg = ?kept.pg, source = %kept.source, pages = hydration.stored.len(), "hydration resumed");
         self.hydrations.running.insert(kept.pg, hydration);

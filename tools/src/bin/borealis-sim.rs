@@ -1,13 +1,15 @@
 //! `borealis-sim`: runs the real storage and writer cores under the deterministic simulator.
 //! `--seed S` replays one seed and prints its trace hash (the same seed always gives the same
 //! hash); `--seeds N` runs N seeds from `--first` and prints every failing one with the command
-//! that replays it, then the scrub and hydration counters summed over the run. `--plant NAME`
-//! plants a deliberate bug in every node's core (test-only) to show the checkers catch it.
+//! that replays it, then the scrub, hydration and membership-change counters summed over the
+//! run. `--plant NAME` plants a deliberate bug in every node's core or in the writer's
+//! (test-only) to show the checkers catch it. `--nodes-per-az 2|3` fixes the cluster's size
+//! (by default each seed picks six or nine nodes; nine have spares, so nodes lost for good are
+//! replaced by membership changes).
 //! Exit status 1 if any seed failed.
 
 use clap::Parser;
-use storaged::core::PlantedBug;
-use tools::sim::{run, SimConfig};
+use tools::sim::{run, Plant, SimConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,15 +35,20 @@ struct Cli {
     /// durable counts as a clean "unavailable" stop.
     #[arg(long)]
     over_budget: bool,
-    /// Plant a deliberate bug in every node's core (hydrate-claims-early, scrub-serves-failed);
-    /// the checkers must then fail seeds.
+    /// Plant a deliberate bug (hydrate-claims-early, scrub-serves-failed: in every node's core;
+    /// change-counts-new-set-only: in the writer's, on nine nodes); the checkers must then fail
+    /// seeds.
     #[arg(long, value_parser = parse_planted)]
-    plant: Option<PlantedBug>,
+    plant: Option<Plant>,
+    /// Nodes in each of the 3 AZs: 2 (no spare) or 3 (a spare per PG in each AZ). By default
+    /// each seed picks one.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=3))]
+    nodes_per_az: Option<u32>,
 }
 
-fn parse_planted(name: &str) -> Result<PlantedBug, String> {
-    PlantedBug::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = PlantedBug::ALL.iter().map(|(n, _)| *n).collect();
+fn parse_planted(name: &str) -> Result<Plant, String> {
+    Plant::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Plant::all().iter().map(|(n, _)| *n).collect();
         format!("unknown bug {name:?}; one of {}", names.join(", "))
     })
 }
@@ -52,6 +59,7 @@ fn main() {
         faulty_us: cli.faulty_ms * 1000,
         over_budget: cli.over_budget,
         planted: cli.plant,
+        nodes_per_az: cli.nodes_per_az,
         ..SimConfig::default()
     };
     let seeds: Vec<u64> = match cli.seed {
@@ -59,27 +67,35 @@ fn main() {
         None => (cli.first..cli.first + cli.seeds).collect(),
     };
     let (mut failed, mut unavailable, mut heal) = (0, 0, tools::sim::node::HealCounts::default());
+    let (mut changes, mut nine) = (tools::sim::ChangeCounts::default(), 0);
     for seed in &seeds {
         let outcome = run(*seed, &config);
         unavailable += u64::from(outcome.unavailable);
         heal.add(outcome.heal);
+        changes.add(outcome.changes);
+        nine += u64::from(outcome.nodes > 6);
         if cli.seed.is_some() {
             println!(
-                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked",
+                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked, {} nodes, {:?}",
                 outcome.trace_hash,
                 outcome.events,
                 outcome.records_appended,
                 outcome.vdl,
                 outcome.reads_checked,
+                outcome.nodes,
+                outcome.changes,
             );
         }
         if !outcome.failures.is_empty() {
             failed += 1;
             println!("FAILED seed {seed}: {}", outcome.failures.join("; "));
             let over = if cli.over_budget { " --over-budget" } else { "" };
-            let plant = cli.plant.and_then(|bug| PlantedBug::ALL.iter().find(|(_, b)| *b == bug));
-            let plant = plant.map_or(String::new(), |(name, _)| format!(" --plant {name}"));
-            println!("  replay: borealis-sim --seed {seed} --faulty-ms {}{over}{plant}", cli.faulty_ms);
+            let plant = cli.plant.map_or(String::new(), |bug| format!(" --plant {}", bug.name()));
+            let layout = cli.nodes_per_az.map_or(String::new(), |n| format!(" --nodes-per-az {n}"));
+            println!(
+                "  replay: borealis-sim --seed {seed} --faulty-ms {}{over}{plant}{layout}",
+                cli.faulty_ms
+            );
         }
     }
     let stopped = if cli.over_budget {
@@ -96,6 +112,10 @@ fn main() {
         heal.hydrations_started,
         heal.hydrations_completed,
         heal.hydrations_abandoned
+    );
+    println!(
+        "membership: {nine} seeds on nine nodes, {} nodes lost, {} changes started, {} completed, {} reversed",
+        changes.lost_nodes, changes.started, changes.completed, changes.reversed
     );
     std::process::exit(i32::from(failed > 0));
 }

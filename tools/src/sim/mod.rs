@@ -1,7 +1,10 @@
 //! The deterministic simulator: the unchanged `storaged` core on six simulated nodes (3 AZs × 2)
-//! and the unchanged client `WriterCore`, under virtual time, a network that delays, drops,
+//! or nine (3 AZs × 3, the layout of `--nodes-per-az 3`: a spare for every PG in each AZ), and
+//! the unchanged client `WriterCore`, under virtual time, a network that delays, drops,
 //! duplicates and reorders, disks that lose unflushed writes on a crash and rot, and node
 //! crashes. One seed drives every choice, so a seed replays exactly; the trace hash proves it.
+//! Each seed picks its layout from a stream of its own (`SimConfig::nodes_per_az` fixes it), so
+//! a six-node seed replays the history it had before nine-node runs existed.
 //!
 //! The workload writes page images, patches, zeroings, trims and commit markers; the nodes
 //! coalesce them into images as they go, and a reader reads pages at random points in [floor,
@@ -11,10 +14,13 @@
 //! AZ, or one direction of a node's traffic, then heals; disks lose unflushed writes on a
 //! crash (keeping a random prefix of the group in flight, its next entry torn), misdirect a
 //! flushed group (it lands on another entry), rot at rest, fail a read once, and fill up; nodes
-//! crash and restart; writers are taken over.
+//! crash and restart; writers are taken over. On nine nodes a node may also be lost for good (or
+//! come back empty, or after a long outage), and the writer's core replaces nodes it has not
+//! reached for a while through membership changes, which face their own faults (`changes.rs`).
 //!
 //! Fault budget: at most two nodes unavailable at once (down, cut off in either direction, or
-//! with a full disk) and at most two nodes ever damaged (rot, misdirected or failed reads), so
+//! with a full disk; more only if all in one AZ, which leaves every quorum set two short at
+//! most) and at most two nodes ever damaged (rot, misdirected or failed reads, a disk lost), so
 //! every acknowledged record keeps at least two intact copies of the four it was acknowledged
 //! on. With `over_budget`, up to four nodes may be unavailable at once and the run ends
 //! without healing: it must then stop cleanly (records simply stay not durable), never with a
@@ -24,7 +30,9 @@
 //! damaged images from peers and hydrate segments, all through the daemon's core calls
 //! (`node/heal.rs`).
 //!
-//! Checkers: VDL never goes back, and covers a record only once four disks have it; every page
+//! Checkers: VDL never goes back, and covers a record only once four disks of its PG's quorum
+//! set have it (the first set of the writer's membership: the check of a change's counting);
+//! every page
 //! a read returns equals the model's page at that LSN, version included; every record VDL
 //! covered is, at the end, stored intact (same CRC) on at least four nodes minus those that
 //! rotted; with every node up and the network healed the writer makes everything durable
@@ -32,10 +40,14 @@
 //! the same records (complete through the PG's newest record; a damaged segment below its
 //! peers' folded point too, rebuilt by hydration), once every live node finished a scrub pass
 //! begun after the faults stopped, no node runs a hydration, and no node claims a record or
-//! image whose stored copy is damaged; then every live node serves every written page at VDL
-//! as the model has it, and no scrub fault is left open. The run reports the scrub and
-//! hydration counters, so a reader sees they ran.
+//! image whose stored copy is damaged, and every PG's membership settled (no change left in
+//! progress, one set of six in the writer, stored alike by every live member: `changes.rs`);
+//! then every live member (the writer's members, not placement) serves every written page at
+//! VDL as the model has it, and no scrub fault is left open. The run reports the scrub,
+//! hydration and membership-change counters, so a reader sees they ran. `BOREALIS_SIM_LOG` set
+//! prints membership messages, refusals to writers, crashes and takeovers as they happen.
 
+mod changes;
 pub mod net;
 pub mod node;
 mod settle;
@@ -53,7 +65,8 @@ use client::core::writer::{WriterCore, WriterStart};
 use client::{NewRecord, VolumeGeometry, WriterLimits};
 use net::{Clock, Endpoint, Event};
 use node::{HealCounts, SimNode};
-use storaged::core::PlantedBug;
+
+pub use changes::{ChangeCounts, Plant};
 
 /// Virtual microseconds between writer ticks (workload, faults, failure detection).
 const TICK_US: u64 = 1_000;
@@ -119,8 +132,13 @@ pub struct SimConfig {
     pub pages: u64,
     /// Exceed the availability budget on purpose (see the module docs).
     pub over_budget: bool,
-    /// Test-only: a bug planted in every node's core, which the checkers must catch.
-    pub planted: Option<PlantedBug>,
+    /// Test-only: a bug planted in every node's core or in the writer's, which the checkers
+    /// must catch.
+    pub planted: Option<Plant>,
+    /// Nodes per AZ: 2 (six nodes, no spare) or 3 (nine: a spare per PG in each AZ, so nodes
+    /// lost for good are replaced by membership changes); `None` picks per seed
+    /// (`changes::nodes_per_az`).
+    pub nodes_per_az: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -136,6 +154,7 @@ impl Default for SimConfig {
             pages: 300,
             over_budget: false,
             planted: None,
+            nodes_per_az: None,
         }
     }
 }
@@ -154,6 +173,11 @@ pub struct Outcome {
     pub heal: HealCounts,
     pub vdl: Lsn,
     pub events: u64,
+    /// Nodes in the cluster (6, or 9 with spares).
+    pub nodes: u32,
+    /// Membership changes the writers started, finished (the leaving node replaced) and
+    /// reversed (it came back first), as the writers' cores reported them.
+    pub changes: ChangeCounts,
 }
 
 struct World {
@@ -204,6 +228,10 @@ struct World {
     faults_on: bool,
     /// The workload has stopped (the convergence phase).
     quiet: bool,
+    /// Membership changes: the node lost for good, and what the writers did (`changes.rs`).
+    spares: changes::Spares,
+    /// `BOREALIS_SIM_LOG` is set: membership events, crashes and takeovers go to stderr.
+    log_on: bool,
 }
 
 /// Runs one seed.
@@ -237,6 +265,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
     }
     world.check_durability();
     let heal = world.heal_counts();
+    let nodes = world.node_count();
     Outcome {
         seed,
         trace_hash: world.trace,
@@ -247,26 +276,41 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         heal,
         vdl: world.writer.vdl(),
         events: world.events,
+        nodes,
+        changes: world.spares.counts,
     }
 }
 
 impl World {
     fn new(seed: u64, config: SimConfig) -> World {
-        let infos: Vec<NodeInfo> = (1..=6)
+        // Nodes 1..=N, AZ (N-1)/per_az: the layout of `borealis cluster up --nodes-per-az`.
+        let per_az = changes::nodes_per_az(seed, &config);
+        let az = |id: u32| AzId(((id - 1) / per_az) as u16);
+        let infos: Vec<NodeInfo> = (1..=3 * per_az)
             .map(|id| NodeInfo {
                 id: NodeId(id),
-                az: AzId(((id - 1) / 2) as u16),
+                az: az(id),
                 addr: ([127, 0, 0, 1], 7000).into(),
                 name: format!("node-{id}"),
             })
             .collect();
-        let cluster = ClusterMap::new(infos).expect("six nodes in three zones");
+        let cluster = ClusterMap::new(infos).expect("two or three nodes in each of three zones");
         let geometry = VolumeGeometry::new(VolumeId(1), 4096, 64).expect("valid geometry");
-        let limits = WriterLimits { lal: 5_000, pending_records_max: 2_000, ..WriterLimits::default() };
+        let spares = changes::Spares::new(seed, per_az, &config);
+        let limits = WriterLimits {
+            lal: 5_000,
+            pending_records_max: 2_000,
+            replace_after_ticks: spares.replace_after_ticks,
+            plant_change_counts_new_set_only: config.planted == Some(Plant::ChangeCountsNewSetOnly),
+            ..WriterLimits::default()
+        };
+        let node_bug = config.planted.and_then(Plant::node_bug);
         World {
             rng: SmallRng::seed_from_u64(seed),
             clock: Clock::default(),
-            nodes: (1..=6).map(|id| SimNode::new(NodeId(id), config.planted)).collect(),
+            nodes: (1..=3 * per_az)
+                .map(|id| SimNode::new(NodeId(id), az(id), 3 * per_az, node_bug))
+                .collect(),
             writer: WriterCore::new(geometry, cluster.clone(), limits, WriterStart::fresh()),
             geometry,
             cluster,
@@ -277,7 +321,7 @@ impl World {
             old: None,
             config,
             writer_view_down: Vec::new(),
-            links: writers::new_links(),
+            links: writers::new_links(3 * per_az),
             repairs: Vec::new(),
             appended: BTreeMap::new(),
             reads_checked: 0,
@@ -294,7 +338,14 @@ impl World {
             failures: Vec::new(),
             faults_on: true,
             quiet: false,
+            spares,
+            log_on: std::env::var_os("BOREALIS_SIM_LOG").is_some(),
         }
+    }
+
+    /// How many nodes the cluster has (ids 1..=N).
+    fn node_count(&self) -> u32 {
+        self.nodes.len() as u32
     }
 
     /// Processes events up to the next tick, then ticks.
@@ -329,6 +380,7 @@ impl World {
             }
             Event::Restart { node } if !self.node(node).up && !self.dead.contains(&node) => {
                 self.record_trace(&[9, node.0 as u8]);
+                self.log(|| format!("{node} restarts"));
                 // The writer finds it back when its link core next dials it.
                 self.node(node).restart();
             }
@@ -345,6 +397,11 @@ impl World {
 
     fn deliver(&mut self, from: Endpoint, to: Endpoint, message: Message, tag: Option<u64>) {
         self.record_trace(&trace_bytes(from, to, &message));
+        let refusal = matches!((&message, to), (Message::Error(_), Endpoint::Writer(_)));
+        if refusal || matches!(message, Message::MembershipChange(_) | Message::MembershipAck(_)) {
+            self.log(|| format!("{from:?} -> {to:?}: {message:?}"));
+        }
+
         match to {
             Endpoint::Reader => {
                 if let Endpoint::Node(node) = from {
@@ -460,6 +517,7 @@ impl World {
 
     fn tick(&mut self) {
         self.writer.handle_tick();
+        self.observe_changes();
         if self.writer.is_fenced() {
             self.maybe_start_takeover();
         }
@@ -524,14 +582,28 @@ impl World {
     /// What still keeps the healed cluster from having converged, if anything.
     fn unsettled(&self, healed_ms: u64) -> Option<String> {
         let live = || self.nodes.iter().filter(|n| n.up && !self.dead.contains(&n.id));
-        if let Some(node) = live().find(|n| n.scrub_pass_started_ms.is_none_or(|at| at < healed_ms)) {
-            return Some(format!("{} has not finished a scrub pass begun after healing", node.id));
+        // A node that stores nothing (a spare, or a node replaced everywhere) has nothing to
+        // scrub, and its scrubber counts no pass over nothing.
+        let unscrubbed =
+            |n: &&SimNode| n.scrub_pass_started_ms.is_none_or(|at| at < healed_ms) && !n.stores_nothing();
+        if let Some(node) = live().find(unscrubbed) {
+            return Some(format!(
+                "{} has not finished a scrub pass begun after healing (healed at {healed_ms} ms, now {} ms, last pass started {:?}, next job at {:?}, {:?})",
+                node.id,
+                self.clock.now_us / 1000,
+                node.scrub_pass_started_ms,
+                node.core().poll_scrub_timeout(),
+                node.core().scrub_stats()
+            ));
         }
         if let Some(node) = live().find(|n| n.is_hydrating()) {
             return Some(format!("{} is still hydrating", node.id));
         }
         if let Some(claim) = live().find_map(SimNode::damaged_claim) {
             return Some(claim);
+        }
+        if let Some(unsettled) = self.membership_unsettled() {
+            return Some(unsettled);
         }
         self.divergence()
     }
@@ -545,9 +617,9 @@ impl World {
         }
         for (pg, newest) in newest {
             let pg_ref = self.geometry.pg_ref(pg);
-            let members = self.cluster.place(pg_ref.volume_id, pg);
+            // The writer's members, not placement: a membership change may have replaced some.
+            let members = self.writer.members(pg);
             let segments: Vec<(NodeId, Option<&storaged::core::Segment>)> = members
-                .members()
                 .iter()
                 .map(|id| &self.nodes[id.0 as usize - 1])
                 .filter(|n| n.up && !self.dead.contains(&n.id))
@@ -718,11 +790,13 @@ impl World {
     fn faults(&mut self) {
         self.maybe_start_takeover();
         let now = self.clock.now_us;
+        let count = self.node_count();
         self.cut_off.retain(|_, (until, _)| *until > now);
         if self.rng.random_range(0..1000) < self.config.crash_per_mille {
-            let node = NodeId(self.rng.random_range(1..=6));
+            let node = NodeId(self.rng.random_range(1..=count));
             if self.node(node).up && self.may_take_down(&[node]) {
                 self.record_trace(&[8, node.0 as u8]);
+                self.log(|| format!("{node} crashes"));
                 let kept = self.rng.random_range(0..4);
                 let torn = self.rng.random();
                 self.node(node).crash(kept, torn);
@@ -734,7 +808,7 @@ impl World {
             self.partition();
         }
         if self.rng.random_range(0..1000) < self.config.disk_full_per_mille {
-            let node = NodeId(self.rng.random_range(1..=6));
+            let node = NodeId(self.rng.random_range(1..=count));
             if self.node(node).up && self.may_take_down(&[node]) {
                 self.record_trace(&[12, node.0 as u8]);
                 let until = now + self.rng.random_range(1_000..20_000);
@@ -744,25 +818,30 @@ impl World {
             }
         }
         if self.rng.random_range(0..1000) < self.config.rot_per_mille {
-            let node = NodeId(self.rng.random_range(1..=6));
+            let node = NodeId(self.rng.random_range(1..=count));
             let index = self.rng.random_range(0..usize::MAX);
             if self.may_damage(node) && self.node(node).rot(index) {
                 self.record_trace(&[7, node.0 as u8]);
                 self.damaged(node);
             }
         }
+        if self.spares.enabled {
+            self.change_faults();
+        }
     }
 
     /// Cuts off a node (both ways, or one direction only) or a whole AZ for a while.
-    fn partition(&mut self) {
-        let first = NodeId(self.rng.random_range(1..=6));
+    pub(crate) fn partition(&mut self) {
+        let first = NodeId(self.rng.random_range(1..=self.node_count()));
         let (nodes, cut) = match self.rng.random_range(0..4) {
             0 => (vec![first], Cut::Both),
             1 => (vec![first], if self.rng.random() { Cut::Outgoing } else { Cut::Incoming }),
             _ => {
-                // The node's whole AZ: nodes 1-2, 3-4, 5-6.
-                let mate = NodeId(if first.0 % 2 == 1 { first.0 + 1 } else { first.0 - 1 });
-                (vec![first, mate], Cut::Both)
+                // The node's whole AZ (nodes 1-2, 3-4, 5-6 of six; 1-3, 4-6, 7-9 of nine).
+                let az = self.node(first).az;
+                let mut nodes = vec![first];
+                nodes.extend(self.nodes.iter().filter(|n| n.az == az && n.id != first).map(|n| n.id));
+                (nodes, Cut::Both)
             }
         };
         if !self.may_take_down(&nodes) {
@@ -775,18 +854,22 @@ impl World {
         }
     }
 
-    /// True if `nodes` may become unavailable without exceeding the budget.
+    /// True if `nodes` may become unavailable without exceeding the budget: at most two nodes
+    /// unavailable, or more only if all in one AZ (nine nodes: every quorum set has two nodes
+    /// per AZ, so either way no set has more than two unavailable).
     fn may_take_down(&self, nodes: &[NodeId]) -> bool {
         let now = self.clock.now_us;
-        let unavailable = |id: NodeId| {
-            let node = &self.nodes[id.0 as usize - 1];
+        let unavailable = |node: &SimNode| {
             !node.up
-                || self.cut_off.get(&id).is_some_and(|(until, _)| *until > now)
-                || self.full_until.contains_key(&id)
+                || self.cut_off.get(&node.id).is_some_and(|(until, _)| *until > now)
+                || self.full_until.contains_key(&node.id)
         };
-        let mut count = (1..=6).map(NodeId).filter(|n| unavailable(*n)).count();
-        count += nodes.iter().filter(|n| !unavailable(**n)).count();
-        count <= if self.config.over_budget { 4 } else { 2 }
+        let mut down: Vec<&SimNode> = self.nodes.iter().filter(|n| unavailable(n)).collect();
+        down.extend(nodes.iter().map(|id| &self.nodes[id.0 as usize - 1]).filter(|n| !unavailable(n)));
+        if self.config.over_budget {
+            return down.len() <= 4;
+        }
+        down.len() <= 2 || down.iter().all(|n| n.az == down[0].az)
     }
 
     /// True if `node` may be (or already was) damaged within the budget of two damaged nodes.
@@ -811,7 +894,7 @@ impl World {
     /// Over budget: three nodes crash and never come back, so no PG can gather a write quorum.
     fn lose_three_nodes(&mut self) {
         while self.dead.len() < 3 {
-            let node = NodeId(self.rng.random_range(1..=6));
+            let node = NodeId(self.rng.random_range(1..=self.node_count()));
             if !self.dead.contains(&node) {
                 self.record_trace(&[13, node.0 as u8]);
                 self.dead.push(node);
@@ -827,7 +910,7 @@ impl World {
         // A transient read failure pending from the faulty phase ends with it.
         self.nodes.iter_mut().for_each(|n| n.flaky_next_read = false);
         self.cut_off.clear();
-        for id in 1..=6 {
+        for id in 1..=self.node_count() {
             if !self.node(NodeId(id)).up {
                 self.clock.schedule(1, Event::Restart { node: NodeId(id) });
             }
@@ -837,22 +920,36 @@ impl World {
         }
     }
 
-    /// VDL never goes back, and covers a record only once a write quorum (4 of 6) has it on
-    /// disk: the writer counted acks right.
+    /// VDL never goes back, and covers a record only once a write quorum (4 of 6) of its PG's
+    /// set has it on disk: the writer counted acks right. The set is the first of the writer's
+    /// membership when VDL covers it (the only one, or the one a change leaves): whatever the
+    /// steps since the record's batch counted, it counted at 4 of that set (4 of both during a
+    /// change; after the final step, the new set's members all hold it, the joining one from
+    /// the batch itself or by hydration).
     fn check_vdl(&mut self) {
         let vdl = self.writer.vdl();
         if vdl < self.vdl_seen {
             self.failures.push(format!("VDL went back from {} to {vdl}", self.vdl_seen));
         }
-        let newly: Vec<Lsn> = if vdl > self.vdl_seen {
-            self.appended.range(Lsn(self.vdl_seen.0 + 1)..=vdl).map(|(l, _)| *l).collect()
+        let newly: Vec<(Lsn, PgId)> = if vdl > self.vdl_seen {
+            self.appended.range(Lsn(self.vdl_seen.0 + 1)..=vdl).map(|(l, a)| (*l, a.pg)).collect()
         } else {
             Vec::new()
         };
-        for lsn in newly {
-            let copies = self.nodes.iter().filter(|n| n.has_written(lsn)).count();
+        for (lsn, pg) in newly {
+            let membership = self.writer.membership(pg);
+            let pg_ref = self.geometry.pg_ref(pg);
+            let set = membership.current().members();
+            let holds = |n: &&NodeId| {
+                let node = &self.nodes[n.0 as usize - 1];
+                node.has_written(lsn) || node.hydrated_through(pg_ref) >= lsn
+            };
+            let copies = set.iter().filter(holds).count();
             if copies < 4 {
-                self.failures.push(format!("VDL {vdl} covered {lsn} while only {copies} disks had it"));
+                let during = if membership.is_joint() { " (during a membership change)" } else { "" };
+                self.failures.push(format!(
+                    "VDL {vdl} covered {lsn} while only {copies} disks of {pg}'s set {set:?} had it{during}"
+                ));
                 break;
             }
         }
@@ -914,6 +1011,13 @@ impl World {
         &mut self.nodes[id.0 as usize - 1]
     }
 
+    /// With `BOREALIS_SIM_LOG` set, prints `what` with the virtual time.
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.log_on {
+            eprintln!("[{:>7} us] {}", self.clock.now_us, what());
+        }
+    }
+
     fn record_trace(&mut self, bytes: &[u8]) {
         let mut with_time = self.clock.now_us.to_le_bytes().to_vec();
         with_time.extend_from_slice(bytes);
@@ -930,6 +1034,8 @@ fn trace_bytes(from: Endpoint, to: Endpoint, message: &Message) -> Vec<u8> {
     let lsn = match message {
         Message::AppendBatch(b) => b.records.last().map_or(0, |r| r.lsn().0),
         Message::AppendAck(a) => a.last_lsn.0 ^ (a.scl.0 << 1),
+        Message::MembershipChange(c) => c.membership.epoch().0,
+        Message::MembershipAck(a) => a.membership_epoch.0 ^ (a.scl.0 << 1),
         _ => 0,
     };
     let mut bytes = vec![id(from), id(to), message.type_code()];

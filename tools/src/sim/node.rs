@@ -58,6 +58,10 @@ enum Fault {
 #[derive(Debug)]
 pub struct SimNode {
     pub id: NodeId,
+    /// Its availability zone, as the cluster map has it.
+    pub az: AzId,
+    /// How many nodes the cluster has (ids 1..=nodes): the peers it may hydrate from.
+    nodes: u32,
     pub up: bool,
     /// Incremented at every crash: completions of an earlier life are ignored.
     pub life: u64,
@@ -95,12 +99,14 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, planted: Option<PlantedBug>) -> SimNode {
+    pub fn new(id: NodeId, az: AzId, nodes: u32, planted: Option<PlantedBug>) -> SimNode {
         SimNode {
             id,
+            az,
+            nodes,
             up: true,
             life: 0,
-            core: new_core(id, planted),
+            core: new_core(id, az, planted),
             durable: Vec::new(),
             images: Vec::new(),
             flushing: Vec::new(),
@@ -118,6 +124,11 @@ impl SimNode {
             past_heal: HealCounts::default(),
             hydrated: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Every other node of the cluster.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (1..=self.nodes).map(NodeId).filter(|p| *p != self.id)
     }
 
     /// True if record `lsn` ever reached this disk.
@@ -200,7 +211,7 @@ impl SimNode {
             .collect();
         // A node rebuilding a segment it does not hold yet has no summary of it to send, but
         // still runs an exchange with the peer it hydrates from.
-        peers.extend((1..=6).map(NodeId).filter(|p| *p != self.id && self.core.hydrating_from(*p)));
+        peers.extend(self.peers().filter(|p| self.core.hydrating_from(*p)));
         peers.sort();
         peers.dedup();
         for peer in peers {
@@ -439,7 +450,19 @@ impl SimNode {
         self.asked.clear();
         self.asks.clear();
         self.end_life();
-        self.core = new_core(self.id, self.planted);
+        self.core = new_core(self.id, self.az, self.planted);
+    }
+
+    /// The machine is lost with its disk (it crashes first if it runs): if it ever runs again
+    /// under its id, it starts empty, as a replacement machine would. What reached the disk
+    /// before still counts as written (`has_written`): the writer counted acks of it.
+    pub fn wipe(&mut self) {
+        if self.up {
+            self.crash(0, false);
+        }
+        self.durable.clear();
+        self.images.clear();
+        self.hydrated.clear();
     }
 
     /// Restart: replay what the disk holds, skipping rotten entries (their records are then
@@ -449,7 +472,7 @@ impl SimNode {
             return;
         }
         self.up = true;
-        self.core = new_core(self.id, self.planted);
+        self.core = new_core(self.id, self.az, self.planted);
         for stored in self.durable.iter().chain(&self.images).filter(|s| !s.rotten) {
             self.core.replay(stored.pg, &stored.body, stored.location);
         }
@@ -504,7 +527,7 @@ fn damaged(record: &Record) -> Record {
     Record::new(*record.meta(), payload.into()).unwrap_or_else(|_| record.clone())
 }
 
-fn new_core(id: NodeId, planted: Option<PlantedBug>) -> NodeCore {
+fn new_core(id: NodeId, az: AzId, planted: Option<PlantedBug>) -> NodeCore {
     // A small apply bound makes the coalescer image pages often within a short run.
     // Peers' records are kept for 100 ms of virtual time: longer than any outage the fault
     // budget allows.
@@ -518,5 +541,5 @@ fn new_core(id: NodeId, planted: Option<PlantedBug>) -> NodeCore {
         planted,
         ..Limits::default()
     };
-    NodeCore::new(id, AzId(((id.0 - 1) / 2) as u16), limits)
+    NodeCore::new(id, az, limits)
 }

@@ -28,7 +28,7 @@ impl World {
                 pg_newest_lsn: need,
                 page_bytes: self.geometry.page_bytes,
             };
-            let mut members = self.cluster.place(read.pg.volume_id, pg).members().to_vec();
+            let mut members = self.writer.members(pg);
             members.retain(|id| !self.dead.contains(id));
             for id in members {
                 if let Some(wrong) = self.read_after_healing(id, &read) {
@@ -44,10 +44,11 @@ impl World {
         match self.node(id).read_page(read) {
             Message::Page(page) => self.wrong_page(id, &page).map(|w| format!("after healing, {w}")),
             Message::Error(error) => {
-                let scl = self.node(id).core().segment(&read.pg).map(|s| s.scl());
+                let segment = self.node(id).core().segment(&read.pg);
+                let (scl, epochs) = (segment.map(|s| s.scl()), segment.map(|s| s.epochs()));
                 Some(format!(
-                    "after healing, {id} could not serve page {} at {} (PG newest {}, SCL {scl:?}): {:?} ({})",
-                    read.page_id.0, read.read_lsn, read.pg_newest_lsn, error.code, error.message
+                    "after healing, {id} could not serve page {} at {} (PG newest {}, SCL {scl:?}, segment epochs {epochs:?}, read epochs {:?}): {:?} ({})",
+                    read.page_id.0, read.read_lsn, read.pg_newest_lsn, read.epochs, error.code, error.message
                 ))
             }
             other => {

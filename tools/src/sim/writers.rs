@@ -81,14 +81,22 @@ impl World {
     /// (an earlier takeover bumped the epoch but failed to finish).
     pub(super) fn maybe_start_takeover(&mut self) {
         let wanted = self.writer.is_fenced() || self.rng.random_range(0..1000) < TAKEOVER_PER_MILLE;
-        if self.takeover.is_some() || self.next_gen > WRITER_GENERATIONS_MAX || !wanted {
+        if wanted {
+            self.start_takeover();
+        }
+    }
+
+    /// Starts a takeover unless one runs or the run used every writer generation.
+    pub(super) fn start_takeover(&mut self) {
+        if self.takeover.is_some() || self.next_gen > WRITER_GENERATIONS_MAX {
             return;
         }
         let gen = self.next_gen;
         self.next_gen += 1;
         self.record_trace(&[6, gen as u8]);
+        self.log(|| format!("takeover {gen} starts"));
         let takeover = Takeover::new(self.geometry, self.cluster.clone(), self.limits.lal);
-        let (since_us, links, sent) = (self.clock.now_us, new_links(), Vec::new());
+        let (since_us, links, sent) = (self.clock.now_us, new_links(self.node_count()), Vec::new());
         self.takeover = Some(SimTakeover { gen, takeover, since_us, links, sent });
     }
 
@@ -116,7 +124,10 @@ impl World {
                 t.links.abandon_in_flight(now);
                 self.install(t.gen, start, t.links);
             }
-            Some(Err(_)) => self.record_trace(&[4, t.gen as u8]),
+            Some(Err(error)) => {
+                self.record_trace(&[4, t.gen as u8]);
+                self.log(|| format!("takeover {} failed: {error:?}", t.gen));
+            }
         }
     }
 
@@ -138,7 +149,7 @@ impl World {
     /// The takeover's link decisions: a silent node is redialled and what it owes sent again
     /// on the new connection; a node not reached fails what it owes.
     fn drive_takeover_links(&mut self, t: &mut SimTakeover, now: Instant) {
-        for node in (1..=6).map(NodeId) {
+        for node in (1..=self.node_count()).map(NodeId) {
             if !self.node(node).up {
                 t.links.handle_closed(node, now);
             }
@@ -176,6 +187,9 @@ impl World {
     /// The new writer takes over; the old one is kept running to prove it is fenced.
     fn install(&mut self, gen: u32, start: WriterStart, links: Links) {
         self.record_trace(&[5, gen as u8]);
+        self.log(|| {
+            format!("writer {gen} takes over: VDL {}, memberships {:?}", start.vdl, start.memberships)
+        });
         if start.vdl < self.vdl_seen {
             self.failures
                 .push(format!("takeover recovered VDL {} below the reported {}", start.vdl, self.vdl_seen));
@@ -200,7 +214,7 @@ impl World {
         self.repairs.clear();
         // As the writer's driver takes the recovery's connections over: a node without one is
         // down until its link core dials it.
-        for node in (1..=6).map(NodeId) {
+        for node in (1..=self.node_count()).map(NodeId) {
             if !self.links.is_connected(node) {
                 self.writer_down(node);
             }
@@ -277,9 +291,9 @@ pub(super) fn instant(now_us: u64) -> Instant {
     *ORIGIN.get_or_init(Instant::now) + Duration::from_micros(now_us)
 }
 
-/// A writer's links before its first dials (made at its next tick).
-pub(super) fn new_links() -> Links {
-    Links::new((1..=6).map(NodeId), SIM_LINK_LIMITS, instant(0))
+/// A writer's links to the `nodes` nodes before its first dials (made at its next tick).
+pub(super) fn new_links(nodes: u32) -> Links {
+    Links::new((1..=nodes).map(NodeId), SIM_LINK_LIMITS, instant(0))
 }
 
 impl World {
@@ -289,7 +303,7 @@ impl World {
     /// again gets what it missed.
     pub(super) fn drive_links(&mut self) {
         let now = instant(self.clock.now_us);
-        for node in (1..=6).map(NodeId) {
+        for node in (1..=self.node_count()).map(NodeId) {
             if !self.node(node).up && self.links.handle_closed(node, now) {
                 self.writer_down(node);
             }
@@ -313,6 +327,7 @@ impl World {
 
     fn writer_down(&mut self, node: NodeId) {
         if !self.writer_view_down.contains(&node) {
+            self.log(|| format!("the writer finds {node} down"));
             self.writer_view_down.push(node);
             self.writer.handle_node_down(node);
         }
@@ -320,6 +335,7 @@ impl World {
 
     fn writer_up(&mut self, node: NodeId) {
         if self.writer_view_down.contains(&node) {
+            self.log(|| format!("the writer finds {node} up"));
             self.writer_view_down.retain(|n| *n != node);
             self.writer.handle_node_up(node);
         }

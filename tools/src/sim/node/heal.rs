@@ -240,6 +240,17 @@ impl SimNode {
         None
     }
 
+    /// True if the core refers to no stored record or image: its scrubber has nothing to
+    /// verify (and so completes no pass).
+    pub fn stores_nothing(&self) -> bool {
+        self.core.segments().all(|segment| {
+            segment.all_records().next().is_none()
+                && segment.pages().all(|(_, versions)| {
+                    versions.images().all(|(_, stored)| !matches!(stored, StoredAt::At(_)))
+                })
+        })
+    }
+
     /// Runs the core's periodic bookkeeping once (`handle_tick`, as its maintenance timer
     /// would), which settles scrub faults; returns the faults still open.
     pub fn settle_scrub_faults(&mut self, now_ms: u64) -> usize {
@@ -266,7 +277,7 @@ impl SimNode {
 
     /// True while the core wants or runs a hydration from some peer.
     pub fn is_hydrating(&self) -> bool {
-        (1..=6).map(NodeId).any(|p| self.core.hydrating_from(p))
+        self.peers().any(|p| self.core.hydrating_from(p))
     }
 
     /// Scrub and hydration counters over every life of this node.

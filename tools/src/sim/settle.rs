@@ -65,7 +65,21 @@ impl World {
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             let open = node.settle_scrub_faults(now_ms);
             if open > 0 {
-                self.failures.push(format!("{} has {open} scrub faults still open after healing", node.id));
+                let segments: Vec<String> = node
+                    .core()
+                    .segments()
+                    .map(|s| {
+                        let pg = s.pg().pg_id;
+                        let retired = if s.is_retired(node.id) { ", retired" } else { "" };
+                        let state = if node.core().is_repairing(s.pg()) { ", repairing" } else { "" };
+                        format!("{pg}: SCL {}{retired}{state}", s.scl())
+                    })
+                    .collect();
+                self.failures.push(format!(
+                    "{} has {open} scrub faults still open after healing (segments: {})",
+                    node.id,
+                    segments.join("; ")
+                ));
                 return;
             }
         }

@@ -69,14 +69,16 @@ const PINNED_NINE: &[u64] = &[];
 /// to `PINNED` (six nodes) or `PINNED_NINE` with a line on what it was.
 const OPEN_CORE_BUGS: &[(u64, u32, &str)] = &[
     (10_618, 2, "a node an unfinished takeover bumped refuses the live writer's reads for good: membership epochs carry the volume epoch, and a read's lower membership epoch is stale"),
-    (10_056, 3, "a joining segment never catches up: heartbeats raised its membership epoch above its peers', and gossip fetches only between equal epochs"),
-    (10_080, 3, "the same: the joining segment stays behind its peers, the change never ends"),
-    (10_084, 3, "a takeover adopts a membership but never stores it on the members that missed its step"),
-    (10_253, 3, "a takeover adopts a membership older than an uncounted step of the fenced writer that some members stored, and they keep it"),
+    (10_670, 3, "the same, on nine nodes"),
+    (10_648, 3, "a joining segment never catches up, so the change never ends: the writer's requests to it raised its membership epoch above its peers', and gossip fetches only between equal epochs"),
+    (10_854, 3, "the same for a lagging member: its membership epoch is ahead of its peers', it never fetches the records it lacks"),
+    (10_009, 3, "a takeover adopts a membership but never stores it on the members that missed its step"),
+    (10_108, 3, "a takeover adopts a membership older than an uncounted step of the fenced writer that some members stored, and they keep it"),
     (10_047, 3, "a member back with an empty disk never stores the PG's membership again"),
-    (10_252, 3, "the joining node of an adopted change stored a newer uncounted reversal that retires it: it refuses the adopted step and never catches up"),
-    (10_067, 3, "a change adopted by a takeover is never reversed, even when its joining node is lost for good"),
-    (10_419, 3, "scrub faults found in a retired segment stay open for good"),
+    (11_206, 3, "the joining node of an adopted change stored a newer uncounted step that retires it: it refuses the adopted step and never catches up"),
+    (10_087, 3, "a change adopted by a takeover is never reversed, even when its joining node is lost for good"),
+    (10_267, 3, "scrub faults found in a retired segment stay open for good"),
+    (10_301, 3, "a retired segment goes on claiming an image scrub found damaged"),
 ];
 
 #[test]

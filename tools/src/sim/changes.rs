@@ -43,9 +43,15 @@ const NINE_NODES_PERCENT: u64 = 50;
 const REPLACE_AFTER_TICKS: std::ops::RangeInclusive<u32> = 6..=24;
 /// Percent of nine-node seeds that lose a node.
 const LOSS_PERCENT: u64 = 85;
+/// Percent of the nodes lost with their disk that an operator replaces at once
+/// (`WriterCore::replace_node`: a forced change, never reversed) rather than the writer after
+/// `replace_after_ticks`.
+const OPERATOR_REPLACES_PERCENT: u32 = 30;
 /// Per-mille chances per tick, while some PG's change is under way, of crashing its joining
-/// node if it is hydrating, of a takeover, and of an extra partition.
-const JOINING_CRASH_PER_MILLE: u32 = 40;
+/// node (much higher while it hydrates: a hydration takes a few ticks), of a takeover, and of
+/// an extra partition.
+const JOINING_CRASH_PER_MILLE: u32 = 10;
+const HYDRATING_CRASH_PER_MILLE: u32 = 250;
 const CHANGE_TAKEOVER_PER_MILLE: u32 = 15;
 const CHANGE_PARTITION_PER_MILLE: u32 = 20;
 
@@ -195,17 +201,17 @@ impl World {
         if joining.is_empty() {
             return;
         }
-        if self.rng.random_range(0..1000) < JOINING_CRASH_PER_MILLE {
-            let node = joining[self.rng.random_range(0..joining.len())];
-            if self.node(node).up && self.node(node).is_hydrating() && self.may_take_down(&[node]) {
-                self.record_trace(&[14, node.0 as u8]);
-                self.log(|| format!("joining {node} crashes mid-hydration"));
-                let kept = self.rng.random_range(0..4);
-                let torn = self.rng.random();
-                self.node(node).crash(kept, torn);
-                let back_in = self.rng.random_range(1_000..30_000);
-                self.clock.schedule(back_in, Event::Restart { node });
-            }
+        let node = joining[self.rng.random_range(0..joining.len())];
+        let hydrating = self.node(node).up && self.node(node).is_hydrating();
+        let chance = if hydrating { HYDRATING_CRASH_PER_MILLE } else { JOINING_CRASH_PER_MILLE };
+        if self.rng.random_range(0..1000) < chance && self.node(node).up && self.may_take_down(&[node]) {
+            self.record_trace(&[14, node.0 as u8]);
+            self.log(|| format!("joining {node} crashes (hydrating: {hydrating})"));
+            let kept = self.rng.random_range(0..4);
+            let torn = self.rng.random();
+            self.node(node).crash(kept, torn);
+            let back_in = self.rng.random_range(1_000..30_000);
+            self.clock.schedule(back_in, Event::Restart { node });
         }
         if self.rng.random_range(0..1000) < CHANGE_TAKEOVER_PER_MILLE {
             self.start_takeover();
@@ -236,12 +242,14 @@ impl World {
                 self.dead.push(node);
                 self.node(node).wipe();
                 self.damaged(node);
+                self.maybe_operator_replaces(node);
             }
             Fate::BackEmpty { after_us } => {
                 self.record_trace(&[15, node.0 as u8, 1]);
                 self.node(node).wipe();
                 self.damaged(node);
                 self.clock.schedule(after_us, Event::Restart { node });
+                self.maybe_operator_replaces(node);
             }
             Fate::BackIntact { after_us } => {
                 self.record_trace(&[15, node.0 as u8, 2]);
@@ -250,6 +258,15 @@ impl World {
                 self.node(node).crash(kept, torn);
                 self.clock.schedule(after_us, Event::Restart { node });
             }
+        }
+    }
+
+    /// Now and then an operator who saw the disk go asks the writer to replace the node now.
+    fn maybe_operator_replaces(&mut self, node: NodeId) {
+        if self.rng.random_range(0..100) < OPERATOR_REPLACES_PERCENT {
+            let pgs = self.writer.replace_node(node);
+            self.record_trace(&[16, node.0 as u8, pgs.len() as u8]);
+            self.log(|| format!("an operator replaces {node}: changes start in {pgs:?}"));
         }
     }
 

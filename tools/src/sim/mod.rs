@@ -671,7 +671,17 @@ impl World {
         });
         let others: Vec<String> = segments
             .iter()
-            .filter_map(|(n, s)| s.map(|s| format!("{n}: SCL {}, folded {}", s.scl(), s.folded_through())))
+            .filter_map(|(n, s)| {
+                s.map(|s| {
+                    let epochs = s.epochs();
+                    let (volume, membership) = (epochs.volume, epochs.membership);
+                    format!(
+                        "{n}: SCL {}, folded {}, epochs {volume}/{membership}",
+                        s.scl(),
+                        s.folded_through()
+                    )
+                })
+            })
             .collect();
         let damaged = self.rotted_nodes.contains(&id);
         format!(

@@ -206,7 +206,8 @@ impl SimNode {
         Message::HydratePages(plan.answer(self.id, pages))
     }
 
-    /// A record or image this node's core still claims whose stored copy is damaged, if any:
+    /// A record or image this node's core still claims whose stored copy is damaged, if any
+    /// (in a segment a membership change retired too):
     /// after a scrub pass over the damage, none may be left.
     pub fn damaged_claim(&self) -> Option<String> {
         for segment in self.core.segments() {
@@ -219,9 +220,10 @@ impl SimNode {
                 };
                 if !intact {
                     return Some(format!(
-                        "{} claims record {lsn} of {:?}, but its copy is damaged",
+                        "{} claims record {lsn} of {:?}{}, but its copy is damaged",
                         self.id,
-                        segment.pg()
+                        segment.pg(),
+                        if segment.is_retired(self.id) { ", retired" } else { "" }
                     ));
                 }
             }
@@ -230,8 +232,11 @@ impl SimNode {
                     let StoredAt::At(location) = stored else { continue };
                     if self.images.get(location.offset as usize).is_none_or(|s| s.rotten) {
                         return Some(format!(
-                            "{} claims the image of page {} at {version}, but it is damaged",
-                            self.id, page.0
+                            "{} claims the image of page {} of {}{} at {version}, but it is damaged",
+                            self.id,
+                            page.0,
+                            segment.pg().pg_id,
+                            if segment.is_retired(self.id) { ", retired" } else { "" }
                         ));
                     }
                 }

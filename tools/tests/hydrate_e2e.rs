@@ -52,16 +52,20 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) = start_cluster(root.path(), &["--apply-max", "2"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+    // The writer stays open and idle: once the node is back it reopens the node's segment (an
+    // epoch bump creates it empty, without the page size), and the rebuild must not wait for
+    // it to write.
+    let writer = runtime.block_on(async {
         let writer = open_writer(&cluster, VOLUME).await;
         write_rounds(&writer, PAGES, ROUNDS).await;
         wait_for_floor(&cluster).await;
-        writer.close().await;
+        writer
     });
     let peers_scl = runtime.block_on(segments(&cluster, 1, VOLUME))[0].scl;
     lose_and_restart(&cluster, &mut nodes);
     let lost = nodes.iter().position(|n| n.spec.node_id == LOST).unwrap();
-    assert!(runtime.block_on(segments(&cluster, LOST, VOLUME)).is_empty(), "the node starts empty");
+    let at_start = runtime.block_on(segments(&cluster, LOST, VOLUME));
+    assert!(at_start.iter().all(|s| s.scl == protocol::Lsn::ZERO), "the node starts empty: {at_start:?}");
 
     let admin = cluster.node(LOST).unwrap().admin;
     wait_for("the lost node to reach its peers' SCL", Duration::from_secs(60), || {
@@ -88,6 +92,7 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
         expected(PAGES, ROUNDS),
         "and after a restart, from what it stored"
     );
+    runtime.block_on(writer.close());
     stop_all(&mut nodes);
 }
 

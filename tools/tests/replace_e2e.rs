@@ -219,10 +219,11 @@ fn an_operator_replaces_a_live_node_with_the_cli() {
     const VOLUME: VolumeId = VolumeId(0x7e93);
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) = start_cluster_of(root.path(), 3, &["--apply-max", "2"]);
-    let borealis = |args: &[&str]| {
+    let dir = root.path().to_path_buf();
+    let borealis = move |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
             .args(["cluster", "--dir"])
-            .arg(root.path())
+            .arg(&dir)
             .args(args)
             .output()
             .unwrap();
@@ -277,6 +278,16 @@ fn an_operator_replaces_a_live_node_with_the_cli() {
         cluster_status(root.path()).0 == Some(0)
     });
     runtime.block_on(writer.close());
+    // A closed writer takes no more requests (nothing of it keeps running), while its
+    // runtime goes on.
+    let next = before[0].0.to_string();
+    let (code, text) = runtime.block_on(async move {
+        tokio::task::spawn_blocking(move || borealis(&["replace-node", &next, "--wait-s", "3"]))
+            .await
+            .unwrap()
+    });
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no writer took the request"), "{text}");
     stop_all(&mut nodes);
 }
 

@@ -152,7 +152,7 @@ impl Writer {
         let (commands, command_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         tokio::spawn(driver.run(command_rx, events));
         if let Some(dir) = config.requests_dir.clone() {
-            tokio::spawn(requests::watch(dir, commands.clone()));
+            tokio::spawn(requests::watch(dir, commands.downgrade()));
         }
         Ok(Writer { commands, progress, connections, geometry, config, reads: reads::ReadLatency::default() })
     }

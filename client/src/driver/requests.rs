@@ -29,11 +29,13 @@ pub fn replace_answer(dir: &Path, node: NodeId) -> PathBuf {
     dir.join(format!("{REPLACE_PREFIX}{}{DONE_SUFFIX}", node.0))
 }
 
-/// Polls `dir` until the writer's command channel closes.
-pub(super) async fn watch(dir: PathBuf, commands: mpsc::Sender<Command>) {
+/// Polls `dir` until the writer closes. It holds the command channel weakly: a writer's
+/// `close` ends its driver by dropping the last sender.
+pub(super) async fn watch(dir: PathBuf, commands: mpsc::WeakSender<Command>) {
     let mut poll = tokio::time::interval(REQUESTS_POLL);
     loop {
         poll.tick().await;
+        let Some(commands) = commands.upgrade() else { return };
         for node in pending(&dir) {
             let (reply, answer) = oneshot::channel();
             if commands.send(Command::ReplaceNode { node, reply }).await.is_err() {

@@ -105,7 +105,9 @@ impl NodeCore {
             return None;
         }
         if needs_hydration(segment, summary) {
-            // The peer folded records this segment lacks: records cannot bring it up to date.
+            // The peer folded records this segment lacks, or this segment was created empty
+            // (by a writer's epoch bump) and knows nothing to fetch records with: records
+            // cannot bring it up to date.
             self.want_hydration(summary.pg, summary.node);
             return None;
         }
@@ -220,13 +222,16 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
 }
 
 /// True if `peer`'s summary shows it folded records this segment lacks (so only its page
-/// versions can bring the segment up to date), and the peer is not behind in any epoch.
+/// versions can bring the segment up to date), or this segment is empty and does not know the
+/// volume's page size (a writer's epoch bump created it after the node lost its data: records
+/// need the page size, hydration brings it), and the peer is not behind in any epoch.
 fn needs_hydration(segment: &Segment, peer: &GossipSummary) -> bool {
     let (mine, theirs) = (segment.epochs(), peer.epochs);
     let not_older = theirs.volume >= mine.volume
         && theirs.membership >= mine.membership
         && theirs.geometry >= mine.geometry;
-    not_older && peer.folded_through > segment.scl()
+    let empty_and_blind = segment.page_bytes() == 0 && segment.scl() == Lsn::ZERO && peer.scl > Lsn::ZERO;
+    not_older && (peer.folded_through > segment.scl() || empty_and_blind)
 }
 
 /// The ranges this segment lacks records in, up to a peer's SCL: its holes, then everything

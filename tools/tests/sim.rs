@@ -61,30 +61,29 @@ const PINNED: &[u64] = &[
     3685, 3855, 4743, 4842, 100_679, 103_068, 401_532, 401_544, 411_704,
 ];
 
-/// Nine-node seeds (membership changes) that once failed, each a real bug: none yet pinned.
-const PINNED_NINE: &[u64] = &[];
-
-/// Seeds that fail on core bugs the nine-node runs found, not fixed yet: (seed, nodes per AZ,
-/// the bug). `cargo test --test sim -- --ignored` runs them; once a bug is fixed, its seeds go
-/// to `PINNED` (six nodes) or `PINNED_NINE` with a line on what it was.
-const OPEN_CORE_BUGS: &[(u64, u32, &str)] = &[
-    (10_618, 2, "a node an unfinished takeover bumped refuses the live writer's reads for good: membership epochs carry the volume epoch, and a read's lower membership epoch is stale"),
+/// Seeds of core bugs the membership-change runs found, all fixed: (seed, nodes per AZ, what it
+/// was). Each must pass.
+const CORE_BUG_SEEDS: &[(u64, u32, &str)] = &[
+    (10_618, 2, "a node an unfinished takeover bumped refused the live writer's reads for good (a takeover raised the membership epoch; now the new writer does, once it runs)"),
     (10_670, 3, "the same, on nine nodes"),
-    (10_648, 3, "a joining segment never catches up, so the change never ends: the writer's requests to it raised its membership epoch above its peers', and gossip fetches only between equal epochs"),
-    (10_854, 3, "the same for a lagging member: its membership epoch is ahead of its peers', it never fetches the records it lacks"),
-    (10_009, 3, "a takeover adopts a membership but never stores it on the members that missed its step"),
-    (10_108, 3, "a takeover adopts a membership older than an uncounted step of the fenced writer that some members stored, and they keep it"),
-    (10_047, 3, "a member back with an empty disk never stores the PG's membership again"),
-    (11_206, 3, "the joining node of an adopted change stored a newer uncounted step that retires it: it refuses the adopted step and never catches up"),
-    (10_087, 3, "a change adopted by a takeover is never reversed, even when its joining node is lost for good"),
-    (10_267, 3, "scrub faults found in a retired segment stay open for good"),
-    (10_301, 3, "a retired segment goes on claiming an image scrub found damaged"),
+    (10_648, 3, "a joining segment never caught up: its membership epoch was ahead of its peers' and gossip fetched only between equal epochs (now: equal volume and geometry epochs)"),
+    (10_854, 3, "the same for a lagging member"),
+    (10_009, 3, "a takeover adopted a membership but never stored it on the members that missed its step (a recovered writer now stores every PG's sets again)"),
+    (10_108, 3, "members kept an uncounted step of the fenced writer newer than what the takeover adopted"),
+    (10_047, 3, "a member back with an empty disk never stored the PG's membership again (told on its return)"),
+    (11_206, 3, "the joining node of an adopted change refused the adopted step: it held a newer uncounted one"),
+    (10_087, 3, "a change whose joining node was lost for good stayed joint forever (it now goes back)"),
+    (10_267, 3, "scrub faults of a retired segment stayed open"),
+    (10_301, 3, "a retired segment went on claiming an image scrub found damaged"),
+    (10_245, 3, "a node away during recovery kept an uncounted joint step: the PG was on placement for the new writer, which told nobody"),
+    (10_367, 3, "the same"),
+    (10_545, 3, "the same"),
+    (10_741, 3, "the same"),
 ];
 
 #[test]
-#[ignore = "core bugs found by the nine-node runs, not fixed yet (OPEN_CORE_BUGS)"]
-fn the_open_core_bug_seeds_pass() {
-    let failed: Vec<String> = OPEN_CORE_BUGS
+fn the_core_bug_seeds_pass() {
+    let failed: Vec<String> = CORE_BUG_SEEDS
         .iter()
         .filter_map(|(seed, per_az, bug)| {
             let config = SimConfig { nodes_per_az: Some(*per_az), ..SimConfig::default() };
@@ -118,8 +117,7 @@ fn the_same_seed_gives_the_same_trace() {
 
 #[test]
 fn the_pinned_seeds_pass() {
-    let pinned =
-        PINNED.iter().map(|s| (*s, six_nodes())).chain(PINNED_NINE.iter().map(|s| (*s, nine_nodes())));
+    let pinned = PINNED.iter().map(|s| (*s, six_nodes()));
     for (seed, config) in pinned {
         let outcome = run(seed, &config);
         assert!(

@@ -239,3 +239,76 @@ fn an_operators_replacement_is_not_reversed() {
     );
     assert!(w.change(PgId(0)).is_some_and(|c| !c.reversing));
 }
+
+#[test]
+fn a_recovered_writer_stores_its_adopted_memberships_again_above_every_older_step() {
+    use protocol::{Epoch, Epochs, LsnRange};
+    let geometry = VolumeGeometry::new(VolumeId(1), 4096, 100).unwrap();
+    let map = cluster();
+    let old = map.place(VolumeId(1), PgId(0));
+    let leaving = old.members()[0];
+    let joining = map.replacement(VolumeId(1), PgId(0), &old, leaving, &[]).unwrap();
+    let new =
+        protocol::quorum::SegmentSet::new(old.members().map(|n| if n == leaving { joining } else { n }))
+            .unwrap();
+    // The old writer (volume epoch 2) finished a change at its third step.
+    let found = Membership::stable(Epoch((2 << 32) + 3), new);
+    let start = WriterStart {
+        epochs: Epochs { volume: Epoch(3), membership: found.epoch(), ..Epochs::INITIAL },
+        vdl: Lsn(10),
+        next_lsn: Lsn(21),
+        truncation: Some(LsnRange::new(Lsn(10), Lsn(20)).unwrap()),
+        earlier_truncations: Vec::new(),
+        pgs: vec![(PgId(0), Lsn(10))],
+        memberships: vec![(PgId(0), found)],
+    };
+    let mut w = WriterCore::new(geometry, map, WriterLimits::default(), start);
+    assert_eq!(w.epochs().membership, Epoch((3 << 32) + 1), "above anything a volume-epoch-2 writer stored");
+    let adopted = w.membership(PgId(0));
+    assert_eq!((adopted.current(), adopted.epoch()), (&new, Epoch((3 << 32) + 1)));
+    for _ in 0..WriterLimits::default().resend_after_ticks {
+        w.handle_tick();
+    }
+    let sent = drain(&mut w);
+    let told = ids(&sent, |m| matches!(m, Message::MembershipChange(c) if c.membership == adopted));
+    let mut members = new.members().to_vec();
+    members.sort();
+    assert_eq!(told, members, "every member stores it again");
+    // Each is told until it stored it, and again when it comes back (perhaps empty).
+    store_step(&mut w, &sent, &members, Lsn(10));
+    for _ in 0..WriterLimits::default().resend_after_ticks {
+        w.handle_tick();
+    }
+    assert!(!drain(&mut w).iter().any(|t| matches!(t.message, Message::MembershipChange(_))));
+    w.handle_node_down(members[2]);
+    w.handle_node_up(members[2]);
+    let again = drain(&mut w);
+    assert_eq!(ids(&again, |m| matches!(m, Message::MembershipChange(_))), vec![members[2]]);
+}
+
+#[test]
+fn a_change_whose_joining_node_is_lost_goes_back_even_if_an_operator_asked_for_it() {
+    let limits = WriterLimits { replace_after_ticks: Some(3), ..WriterLimits::default() };
+    let Opened { mut w, members } = opened(limits);
+    w.replace_node(members[4]);
+    let joining = w.change(PgId(0)).unwrap().joining;
+    let steps = drain(&mut w);
+    store_step(&mut w, &steps, &members, Lsn(1));
+    store_step(&mut w, &steps, &[joining], Lsn(0));
+    assert!(w.change(PgId(0)).unwrap().joint_counted);
+    w.handle_node_down(joining);
+    for _ in 0..2 {
+        w.handle_tick();
+        assert!(!w.change(PgId(0)).unwrap().reversing, "not lost long enough yet");
+    }
+    w.handle_tick();
+    assert!(w.change(PgId(0)).unwrap().reversing, "the joining node is lost: back to the old set");
+    let back = drain(&mut w);
+    store_step(&mut w, &back, &members[..4], Lsn(1));
+    assert_eq!(w.change(PgId(0)), None);
+    let mut now = w.members(PgId(0));
+    now.sort();
+    let mut expect = members.clone();
+    expect.sort();
+    assert_eq!(now, expect);
+}

@@ -293,11 +293,10 @@ impl Takeover {
         // PGs are created in order: the one after the last seen must be absent at a read quorum.
         self.require(PgId(self.pg_count), &self.answered.clone(), READ_QUORUM)?;
         if self.bumped_through == 0 {
-            // Membership epochs carry the volume epoch in their high bits, so this writer's
-            // are above any the old writer stored, even where this survey did not see them.
-            let volume = seen.volume.next();
-            let membership = seen.membership.max(Epoch(volume.0 << 32));
-            self.epochs = Epochs { volume, membership, ..seen };
+            // The membership epoch stays: a takeover that never finishes must not leave nodes
+            // refusing the live writer's reads. The new writer raises it once it runs
+            // (`WriterCore::new`).
+            self.epochs = Epochs { volume: seen.volume.next(), ..seen };
         } else if self.bumped_through == self.pg_count {
             return self.start_gather();
         }

@@ -169,9 +169,10 @@ mod during_a_change {
     #[test]
     fn the_new_epoch_goes_to_both_sets_and_a_fence_needs_three_of_each() {
         let (mut takeover, old, new) = surveyed();
-        assert!(
-            takeover.epochs().membership > Epoch((1 << 32) + 1),
-            "above the old writer's membership epochs"
+        assert_eq!(
+            takeover.epochs().membership,
+            Epoch((1 << 32) + 1),
+            "a takeover raises no membership epoch: one that never finishes must not lock the live writer out"
         );
         let leaving = *old.members().iter().find(|n| !new.contains(**n)).unwrap();
         let joining = *new.members().iter().find(|n| !old.contains(**n)).unwrap();

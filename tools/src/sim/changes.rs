@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use protocol::quorum::Membership;
-use protocol::{Epoch, NodeId, PgId};
+use protocol::{NodeId, PgId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use storaged::core::PlantedBug;
@@ -329,7 +329,13 @@ impl World {
                 return Some(format!("{pg}: the writer's membership is still joint: {membership:?}"));
             }
             let pg_ref = self.geometry.pg_ref(pg);
-            let placement = Membership::stable(Epoch::INITIAL, self.cluster.place(pg_ref.volume_id, pg));
+            // Nodes agree on the sets; the epoch a node stored them at may be an older one (a
+            // recovered writer counts a PG's sets at its own epoch), and storing none is being
+            // on placement.
+            let placement = self.cluster.place(pg_ref.volume_id, pg);
+            let on_placement = membership.current() == &placement && !membership.is_joint();
+            let same_sets =
+                |m: &Membership| m.current() == membership.current() && m.next() == membership.next();
             let live = membership
                 .nodes()
                 .into_iter()
@@ -337,7 +343,7 @@ impl World {
                 .filter(|n| n.up && !self.dead.contains(&n.id));
             for node in live {
                 let Some(segment) = node.core().segment(&pg_ref) else {
-                    if membership == placement {
+                    if on_placement {
                         // Never changed: a member that has no segment is one the PG's records
                         // never reached (the convergence check asks for them where there are).
                         continue;
@@ -345,7 +351,7 @@ impl World {
                     return Some(format!("{pg}: member {} holds no segment of {membership:?}", node.id));
                 };
                 let stored = segment.membership();
-                if stored != Some(membership) && !(stored.is_none() && membership == placement) {
+                if !stored.as_ref().map_or(on_placement, same_sets) {
                     return Some(format!(
                         "{pg}: member {} stores membership {stored:?}, the writer has {membership:?}",
                         node.id

@@ -204,12 +204,19 @@ impl WriterCore {
                     tracing::info!(%pg, complete_at = %state.last_lsn, "membership change: joint step counted");
                 }
                 let returned = !change.forced && !self.down.contains(&change.leaving);
+                // A joining node lost for as long as a member is replaced after: back to the
+                // old set (the leaving node, if it is gone too, is then replaced anew).
+                let joining_lost = self.limits.replace_after_ticks.is_some_and(|after| {
+                    self.down_since
+                        .get(&change.joining)
+                        .is_some_and(|since| self.ticks - since >= u64::from(after))
+                });
                 let joining_scl = state.scl.get(&change.joining).copied().unwrap_or(Lsn::ZERO);
                 let complete = change.complete_at.is_some_and(|at| joining_scl >= at);
                 let (old, new) = (*state.members.current(), *state.members.next().expect("joint"));
                 let next = if complete {
                     Some((Step::Final, new))
-                } else if returned && change.complete_at.is_some() {
+                } else if (returned || joining_lost) && change.complete_at.is_some() {
                     Some((Step::Reverse, old))
                 } else {
                     None

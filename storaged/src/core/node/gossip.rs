@@ -11,7 +11,9 @@
 //! Still sans-IO: the driver carries the messages and reads the planned records.
 //!
 //! Safety rules:
-//! - records move only between segments at the same epochs, both open (the truncation of
+//! - records move only between segments at the same volume and geometry epochs (the
+//!   membership epoch says which segments count, not which records are valid, and one PG's
+//!   members may hold different ones for a while: it is raised for the whole volume), both open (the truncation of
 //!   their volume epoch stored), and only records at or below the sender's SCL: a record a new
 //!   writer truncated cannot spread from a segment that has the truncation, and a segment
 //!   that lacks it neither sends nor takes. Folded records still indexed are sent too: their
@@ -25,7 +27,7 @@
 //!   every record for it until a writer opens its segment and it fetches them.
 
 use protocol::messages::{ErrorCode, ErrorReply, GossipFetch, GossipSummary, Records, GOSSIP_RANGES_MAX};
-use protocol::{Lsn, LsnRange, NodeId, PgRef, Record};
+use protocol::{Epochs, Lsn, LsnRange, NodeId, PgRef, Record};
 
 use super::{refusal, EntryBody, NodeCore, ReadPlan};
 use crate::core::segment::{EpochRefusal, Segment};
@@ -113,7 +115,7 @@ impl NodeCore {
         }
         let segment = self.segments.get_mut(&summary.pg)?;
         let may_fetch = self.state == super::NodeState::Serving
-            && segment.epochs() == summary.epochs
+            && same_records(segment.epochs(), summary.epochs)
             && segment.is_open()
             && segment.page_bytes() != 0
             && summary.scl > segment.scl();
@@ -144,8 +146,11 @@ impl NodeCore {
         let Some(segment) = self.segments.get(&fetch.pg) else {
             return Err(self.error(ErrorCode::EpochNotOpen, fetch.pg, "no such segment here"));
         };
-        segment.check_not_stale(&fetch.epochs).map_err(|r| refusal(segment, r))?;
-        if fetch.epochs != segment.epochs() || !segment.is_open() {
+        let mine = segment.epochs();
+        if fetch.epochs.volume < mine.volume || fetch.epochs.geometry < mine.geometry {
+            return Err(refusal(segment, EpochRefusal::Stale));
+        }
+        if !same_records(fetch.epochs, mine) || !segment.is_open() {
             return Err(refusal(segment, EpochRefusal::NotOpen));
         }
         let scl = segment.scl();
@@ -180,7 +185,7 @@ impl NodeCore {
             return None;
         }
         let segment = self.segments.get(&answer.pg)?;
-        if segment.epochs() != epochs || !segment.is_open() {
+        if !same_records(segment.epochs(), epochs) || !segment.is_open() {
             return None;
         }
         let page_bytes = segment.page_bytes();
@@ -227,9 +232,7 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
 /// need the page size, hydration brings it), and the peer is not behind in any epoch.
 fn needs_hydration(segment: &Segment, peer: &GossipSummary) -> bool {
     let (mine, theirs) = (segment.epochs(), peer.epochs);
-    let not_older = theirs.volume >= mine.volume
-        && theirs.membership >= mine.membership
-        && theirs.geometry >= mine.geometry;
+    let not_older = theirs.volume >= mine.volume && theirs.geometry >= mine.geometry;
     let empty_and_blind = segment.page_bytes() == 0 && segment.scl() == Lsn::ZERO && peer.scl > Lsn::ZERO;
     not_older && (peer.folded_through > segment.scl() || empty_and_blind)
 }
@@ -245,4 +248,11 @@ fn wanted(segment: &Segment, peer_scl: Lsn) -> Vec<LsnRange> {
     let newest = segment.highest_lsn();
     ranges.extend(LsnRange::new(newest, peer_scl).ok());
     ranges
+}
+
+/// True if records may move between segments at `a` and `b`: the same volume epoch (the same
+/// truncations open it) and geometry. The membership epoch is left out: it names who counts,
+/// and the writer raises it volume-wide, so members of one PG may differ in it for a while.
+pub(super) fn same_records(a: Epochs, b: Epochs) -> bool {
+    a.volume == b.volume && a.geometry == b.geometry
 }

@@ -226,9 +226,8 @@ impl NodeCore {
         let Some(segment) = self.segments.get_mut(&fetch.pg) else {
             return Err(self.error(ErrorCode::EpochNotOpen, fetch.pg, "no such segment here"));
         };
-        let newer = |a: Epochs, b: Epochs| {
-            a.volume > b.volume || a.membership > b.membership || a.geometry > b.geometry
-        };
+        // The membership epoch says who counts, not what the pages hold (see `same_records`).
+        let newer = |a: Epochs, b: Epochs| a.volume > b.volume || a.geometry > b.geometry;
         if newer(fetch.epochs, segment.epochs()) || !segment.is_open() || segment.page_bytes() == 0 {
             return Err(refusal(segment, EpochRefusal::NotOpen));
         }
@@ -360,8 +359,12 @@ impl NodeCore {
         hydration.asked_until = None;
         hydration.progress_ms = now;
         let point = (answer.epochs, answer.read_lsn, answer.pg_newest_lsn);
+        let same_point = |(epochs, read, newest): (Epochs, Lsn, Lsn)| {
+            super::gossip::same_records(epochs, answer.epochs)
+                && (read, newest) == (answer.read_lsn, answer.pg_newest_lsn)
+        };
         match hydration.started {
-            Some(started) if started != point => {
+            Some(started) if !same_point(started) => {
                 return self.hydrations.abandon(pg, "the source's read point or epochs changed");
             }
             Some(_) => {}

@@ -281,6 +281,14 @@ impl NodeCore {
     /// Counts the faults whose records are held again (or no longer needed); call on ticks.
     pub(super) fn settle_scrub_faults(&mut self) {
         let segments = &self.segments;
+        let node = self.node;
+        // A retired segment is served to nobody and repaired by nobody: its faults go.
+        self.scrub.faults.retain(|_, fault| {
+            let pg = match fault {
+                Fault::Records { pg, .. } | Fault::Image { pg, .. } => pg,
+            };
+            segments.get(pg).is_none_or(|s| !s.is_retired(node))
+        });
         let before = self.scrub.faults.len();
         self.scrub.faults.retain(|(_, location), fault| match fault {
             Fault::Records { pg, lsns } => {

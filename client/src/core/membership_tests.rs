@@ -261,6 +261,7 @@ fn a_recovered_writer_stores_its_adopted_memberships_again_above_every_older_ste
         earlier_truncations: Vec::new(),
         pgs: vec![(PgId(0), Lsn(10))],
         memberships: vec![(PgId(0), found)],
+        retired: vec![(PgId(0), leaving)],
     };
     let mut w = WriterCore::new(geometry, map, WriterLimits::default(), start);
     assert_eq!(w.epochs().membership, Epoch((3 << 32) + 1), "above anything a volume-epoch-2 writer stored");
@@ -311,4 +312,27 @@ fn a_change_whose_joining_node_is_lost_goes_back_even_if_an_operator_asked_for_i
     let mut expect = members.clone();
     expect.sort();
     assert_eq!(now, expect);
+}
+
+#[test]
+fn a_node_that_refuses_to_join_again_is_never_asked_again_and_the_change_goes_back() {
+    use protocol::messages::{ErrorCode, ErrorReply};
+    let Opened { mut w, members } = opened(WriterLimits::default());
+    w.replace_node(members[1]);
+    let joining = w.change(PgId(0)).unwrap().joining;
+    let steps = drain(&mut w);
+    let refusal = ErrorReply {
+        code: ErrorCode::BadRequest,
+        pg: w.geometry().pg_ref(PgId(0)),
+        epochs: w.epochs(),
+        message: "this node holds a retired segment of the PG: it cannot join it again".into(),
+    };
+    w.handle_reply(joining, Message::Error(refusal));
+    store_step(&mut w, &steps, &members, Lsn(1));
+    assert!(w.change(PgId(0)).unwrap().reversing, "the joining node cannot join: back to the old set");
+    let back = drain(&mut w);
+    store_step(&mut w, &back, &members[..4], Lsn(1));
+    assert_eq!(w.change(PgId(0)), None);
+    // Asked again, the writer picks no node that refused (this AZ has no other spare).
+    assert!(w.replace_node(members[1]).is_empty());
 }

@@ -20,7 +20,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use protocol::messages::{AppendBatch, EpochBump, ReadRecords, Records, Truncate, BATCH_RECORDS_MAX};
+use protocol::messages::{
+    AppendBatch, EpochBump, ReadRecords, Records, SegmentState, Truncate, BATCH_RECORDS_MAX,
+};
 use protocol::placement::ClusterMap;
 use protocol::quorum::{Membership, READ_QUORUM, WRITE_QUORUM};
 use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PgId, Record};
@@ -85,6 +87,8 @@ pub struct Takeover {
     acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
     /// Per PG, the newest stored membership any node reported (none: its placement).
     memberships: BTreeMap<PgId, Membership>,
+    /// (PG, node) pairs whose node reported a retired segment of the PG.
+    retired: Vec<(PgId, NodeId)>,
     outcome: Option<Result<WriterStart, TakeoverError>>,
 }
 
@@ -111,6 +115,7 @@ impl Takeover {
             plan: None,
             acks: BTreeMap::new(),
             memberships: BTreeMap::new(),
+            retired: Vec::new(),
             outcome: None,
         };
         let nodes: Vec<NodeId> = takeover.cluster.nodes().iter().map(|n| n.id).collect();
@@ -223,6 +228,11 @@ impl Takeover {
                     e.volume = e.volume.max(segment.epochs.volume);
                     e.membership = e.membership.max(segment.epochs.membership);
                     e.geometry = e.geometry.max(segment.epochs.geometry);
+                    if segment.state == SegmentState::Retired
+                        && !self.retired.contains(&(segment.pg.pg_id, node))
+                    {
+                        self.retired.push((segment.pg.pg_id, node));
+                    }
                     if let Some(found) = segment.membership {
                         let known = self.memberships.entry(segment.pg.pg_id).or_insert(found);
                         if found.epoch() > known.epoch() {
@@ -455,6 +465,7 @@ impl Takeover {
             earlier_truncations: plan.earlier_truncations,
             pgs: plan.pg_newest,
             memberships: self.memberships.iter().map(|(pg, m)| (*pg, *m)).collect(),
+            retired: self.retired.clone(),
         }));
         Ok(())
     }

@@ -178,6 +178,9 @@ pub struct WriterCore {
     down_since: BTreeMap<NodeId, u64>,
     /// Nodes an operator asked to replace: never chosen as a new member.
     retired: Vec<NodeId>,
+    /// (PG, node) pairs where the node holds a retired segment of the PG (a change left it
+    /// out): its stale records and images must not come back, so it never joins that PG again.
+    held_retired: std::collections::BTreeSet<(PgId, NodeId)>,
     /// (PG, node) pairs already reported as having no spare to replace them.
     no_spare: Vec<(PgId, NodeId)>,
     /// (PG, node) pairs where a finished change's membership is not yet stored by the node
@@ -199,6 +202,8 @@ pub struct WriterStart {
     pub pgs: Vec<(PgId, Lsn)>,
     /// PGs whose stored membership is not their placement (a change happened or is under way).
     pub memberships: Vec<(PgId, Membership)>,
+    /// (PG, node) pairs where the node reported a retired segment of the PG.
+    pub retired: Vec<(PgId, NodeId)>,
 }
 
 impl WriterStart {
@@ -212,6 +217,7 @@ impl WriterStart {
             earlier_truncations: Vec::new(),
             pgs: Vec::new(),
             memberships: Vec::new(),
+            retired: Vec::new(),
         }
     }
 }
@@ -244,6 +250,7 @@ impl WriterCore {
             ticks: 0,
             down_since: BTreeMap::new(),
             retired: Vec::new(),
+            held_retired: start.retired.iter().copied().collect(),
             no_spare: Vec::new(),
             untold: Vec::new(),
         };
@@ -653,6 +660,12 @@ impl WriterCore {
                     self.fenced = true;
                 }
             }
+            // A joining node that holds a retired segment of the PG refuses to join it.
+            ErrorCode::BadRequest => {
+                if !self.joining_refused(pg, node) {
+                    tracing::debug!(%node, message = %error.message, "request refused");
+                }
+            }
             ErrorCode::EpochNotOpen if self.pgs.get(&pg).is_some_and(|s| s.members.contains(node)) => {
                 // The node missed this writer's recovery: open its segment, then resend.
                 self.transmit_open(pg, node);
@@ -909,6 +922,7 @@ impl WriterCore {
                     // Why it started is not known: it is completed, unless the joining node
                     // is lost (then it goes back, as any change does).
                     forced: true,
+                    abandon: false,
                 });
             }
         }

@@ -111,6 +111,10 @@ pub const PAGE_INDEX_BYTES: u64 = 128;
 /// Records the coalescer looks at per segment and call when folding toward the floor.
 pub const FOLD_SCAN_MAX: usize = 4096;
 
+/// The refusal of a membership change that names a node again for a PG whose segment there
+/// was retired (the writer then goes back and picks another node).
+pub const RETIRED_REJOIN: &str = "this node holds a retired segment of the PG: it cannot join it again";
+
 /// What one journal entry carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryBody {
@@ -389,6 +393,13 @@ impl NodeCore {
             return Err(self.error(ErrorCode::BadRequest, change.pg, "not a member of that membership"));
         }
         let node = self.node;
+        let rejoin = self.segments.get(&change.pg).is_some_and(|s| s.is_retired(node))
+            && change.membership.contains(node);
+        if rejoin {
+            // Its records and images are stale (truncations it never heard of may cover some):
+            // they must not serve again. The writer picks another node.
+            return Err(self.error(ErrorCode::BadRequest, change.pg, RETIRED_REJOIN));
+        }
         let segment = self.segment_entry(change.pg, change.epochs);
         segment.check_not_stale(&change.epochs).map_err(|r| refusal(segment, r))?;
         if segment.membership().is_some_and(|m| m.epoch() > change.membership.epoch()) {

@@ -626,9 +626,15 @@ impl World {
                 .map(|n| (n.id, n.core().segment(&pg_ref)))
                 .collect();
             let mut compared = Vec::new();
+            // Converged also means open at the writer's epoch: a member that missed the last
+            // takeover's truncation is opened by the writer (until then it refuses its reads).
+            let volume = self.writer.epochs().volume;
+            let opened = |s: &storaged::core::Segment| s.epochs().volume == volume && s.is_open();
             for (id, segment) in &segments {
                 match segment {
-                    Some(segment) if segment.scl() >= newest => compared.push((*id, *segment)),
+                    Some(segment) if segment.scl() >= newest && opened(segment) => {
+                        compared.push((*id, *segment))
+                    }
                     _ => return Some(self.behind_report(pg, newest, *id, &segments)),
                 }
             }

@@ -79,6 +79,13 @@ const CORE_BUG_SEEDS: &[(u64, u32, &str)] = &[
     (10_367, 3, "the same"),
     (10_545, 3, "the same"),
     (10_741, 3, "the same"),
+    (20_780, 3, "a node replaced out of a PG was later chosen to join it again and served its retired segment's stale page version (the writer no longer picks a node holding a retired segment of the PG, and a retired segment takes no epoch bump: its answer reported a stale SCL)"),
+    (21_722, 3, "a node an uncounted step of the old writer retired was a member again by the new writer's sets, but refused them for good"),
+    (20_909, 3, "the same"),
+    (30_534, 3, "a takeover's requests were refused as stale while the old writer went on changing memberships, and the takeover never finished (membership epochs now compare only within one volume epoch; a newer writer's requests are never stale by membership)"),
+    (30_521, 3, "the same class: a node an unfinished takeover bumped never caught up"),
+    (30_260, 3, "the same class: records never became durable"),
+    (21_035, 2, "pages were checked while a member had not been opened by the newest writer yet (convergence now waits for it)"),
 ];
 
 #[test]

@@ -313,26 +313,3 @@ fn a_change_whose_joining_node_is_lost_goes_back_even_if_an_operator_asked_for_i
     expect.sort();
     assert_eq!(now, expect);
 }
-
-#[test]
-fn a_node_that_refuses_to_join_again_is_never_asked_again_and_the_change_goes_back() {
-    use protocol::messages::{ErrorCode, ErrorReply};
-    let Opened { mut w, members } = opened(WriterLimits::default());
-    w.replace_node(members[1]);
-    let joining = w.change(PgId(0)).unwrap().joining;
-    let steps = drain(&mut w);
-    let refusal = ErrorReply {
-        code: ErrorCode::BadRequest,
-        pg: w.geometry().pg_ref(PgId(0)),
-        epochs: w.epochs(),
-        message: "this node holds a retired segment of the PG: it cannot join it again".into(),
-    };
-    w.handle_reply(joining, Message::Error(refusal));
-    store_step(&mut w, &steps, &members, Lsn(1));
-    assert!(w.change(PgId(0)).unwrap().reversing, "the joining node cannot join: back to the old set");
-    let back = drain(&mut w);
-    store_step(&mut w, &back, &members[..4], Lsn(1));
-    assert_eq!(w.change(PgId(0)), None);
-    // Asked again, the writer picks no node that refused (this AZ has no other spare).
-    assert!(w.replace_node(members[1]).is_empty());
-}

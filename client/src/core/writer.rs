@@ -660,12 +660,6 @@ impl WriterCore {
                     self.fenced = true;
                 }
             }
-            // A joining node that holds a retired segment of the PG refuses to join it.
-            ErrorCode::BadRequest => {
-                if !self.joining_refused(pg, node) {
-                    tracing::debug!(%node, message = %error.message, "request refused");
-                }
-            }
             ErrorCode::EpochNotOpen if self.pgs.get(&pg).is_some_and(|s| s.members.contains(node)) => {
                 // The node missed this writer's recovery: open its segment, then resend.
                 self.transmit_open(pg, node);
@@ -922,7 +916,6 @@ impl WriterCore {
                     // Why it started is not known: it is completed, unless the joining node
                     // is lost (then it goes back, as any change does).
                     forced: true,
-                    abandon: false,
                 });
             }
         }

@@ -111,10 +111,6 @@ pub const PAGE_INDEX_BYTES: u64 = 128;
 /// Records the coalescer looks at per segment and call when folding toward the floor.
 pub const FOLD_SCAN_MAX: usize = 4096;
 
-/// The refusal of a membership change that names a node again for a PG whose segment there
-/// was retired (the writer then goes back and picks another node).
-pub const RETIRED_REJOIN: &str = "this node holds a retired segment of the PG: it cannot join it again";
-
 /// What one journal entry carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryBody {
@@ -353,6 +349,7 @@ impl NodeCore {
     /// A new writer's epoch bump: stored durably, then acknowledged with the segment's state.
     pub fn handle_epoch_bump(&mut self, request: RequestId, bump: EpochBump) -> Result<(), ErrorReply> {
         self.check_writable(bump.pg)?;
+        self.check_not_retired(bump.pg)?;
         let segment = self.segment_entry(bump.pg, bump.epochs);
         segment.check_not_stale(&bump.epochs).map_err(|r| refusal(segment, r))?;
         segment.raise_epochs(&bump.epochs);
@@ -366,6 +363,7 @@ impl NodeCore {
     /// no writer ever commits inside a truncation range, so each stays binding.
     pub fn handle_truncate(&mut self, request: RequestId, truncate: Truncate) -> Result<(), ErrorReply> {
         self.check_writable(truncate.pg)?;
+        self.check_not_retired(truncate.pg)?;
         let segment = self.segment_entry(truncate.pg, truncate.epochs);
         let volume = segment.epochs().volume.max(truncate.epochs.volume);
         segment.check_not_stale(&Epochs { volume, ..truncate.epochs }).map_err(|r| refusal(segment, r))?;
@@ -393,13 +391,6 @@ impl NodeCore {
             return Err(self.error(ErrorCode::BadRequest, change.pg, "not a member of that membership"));
         }
         let node = self.node;
-        let rejoin = self.segments.get(&change.pg).is_some_and(|s| s.is_retired(node))
-            && change.membership.contains(node);
-        if rejoin {
-            // Its records and images are stale (truncations it never heard of may cover some):
-            // they must not serve again. The writer picks another node.
-            return Err(self.error(ErrorCode::BadRequest, change.pg, RETIRED_REJOIN));
-        }
         let segment = self.segment_entry(change.pg, change.epochs);
         segment.check_not_stale(&change.epochs).map_err(|r| refusal(segment, r))?;
         if segment.membership().is_some_and(|m| m.epoch() > change.membership.epoch()) {
@@ -596,6 +587,15 @@ impl NodeCore {
             SegmentState::ScrubRepairing
         } else {
             SegmentState::Serving
+        }
+    }
+
+    /// A retired segment takes no epoch bump or truncation: its answer would report a stale
+    /// SCL as if the segment were current.
+    fn check_not_retired(&self, pg: PgRef) -> Result<(), ErrorReply> {
+        match self.segments.get(&pg) {
+            Some(segment) if segment.is_retired(self.node) => Err(refusal(segment, EpochRefusal::Stale)),
+            _ => Ok(()),
         }
     }
 

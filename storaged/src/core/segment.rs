@@ -525,7 +525,7 @@ impl Segment {
     /// if it knows a volume epoch this segment has not opened: the truncation that opens it may
     /// still remove records this segment holds.
     pub fn check_read(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
-        if epochs.membership < self.epochs.membership || epochs.geometry < self.epochs.geometry {
+        if self.stale_membership(epochs) || epochs.geometry < self.epochs.geometry {
             return Err(EpochRefusal::Stale);
         }
         if epochs.volume > self.epochs.volume || (epochs.volume == self.epochs.volume && !self.is_open()) {
@@ -537,7 +537,7 @@ impl Segment {
     /// Refuses a request relying on any epoch older than the segment's.
     pub fn check_not_stale(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
         let stale = epochs.volume < self.epochs.volume
-            || epochs.membership < self.epochs.membership
+            || self.stale_membership(epochs)
             || epochs.geometry < self.epochs.geometry;
         if stale {
             Err(EpochRefusal::Stale)
@@ -546,10 +546,25 @@ impl Segment {
         }
     }
 
-    /// Raises each epoch to `epochs` where that is newer (an epoch never goes back).
+    /// True if `epochs` rely on an older membership than this segment holds, from the same
+    /// writer: membership epochs are compared only at the same volume epoch. A newer writer
+    /// supersedes whatever memberships an older one stored (it stores its own again once it
+    /// runs), and an older writer still reading from a segment an unfinished takeover bumped
+    /// reads as before.
+    fn stale_membership(&self, epochs: &Epochs) -> bool {
+        epochs.volume == self.epochs.volume && epochs.membership < self.epochs.membership
+    }
+
+    /// Raises the epochs to `epochs` where they are newer: volume and geometry never go back,
+    /// nor (volume, membership) taken together: the membership epoch is the newest writer's (it
+    /// follows a newer volume epoch as it is, and rises within one).
     pub fn raise_epochs(&mut self, epochs: &Epochs) {
-        self.epochs.volume = self.epochs.volume.max(epochs.volume);
-        self.epochs.membership = self.epochs.membership.max(epochs.membership);
+        if epochs.volume > self.epochs.volume {
+            self.epochs.volume = epochs.volume;
+            self.epochs.membership = epochs.membership;
+        } else if epochs.volume == self.epochs.volume {
+            self.epochs.membership = self.epochs.membership.max(epochs.membership);
+        }
         self.epochs.geometry = self.epochs.geometry.max(epochs.geometry);
     }
 

@@ -629,7 +629,11 @@ impl World {
             // Converged also means open at the writer's epoch: a member that missed the last
             // takeover's truncation is opened by the writer (until then it refuses its reads).
             let volume = self.writer.epochs().volume;
-            let opened = |s: &storaged::core::Segment| s.epochs().volume == volume && s.is_open();
+            // (A segment an abandoned takeover bumped above the writer's epoch refuses it; it is
+            // compared by SCL only, as before.)
+            let opened = |s: &storaged::core::Segment| {
+                s.epochs().volume > volume || (s.epochs().volume == volume && s.is_open())
+            };
             for (id, segment) in &segments {
                 match segment {
                     Some(segment) if segment.scl() >= newest && opened(segment) => {

@@ -39,8 +39,6 @@ pub(super) struct Change {
     pub(super) complete_at: Option<Lsn>,
     /// An operator asked for it: not reversed when the leaving node returns.
     pub(super) forced: bool,
-    /// The joining node cannot join (it refused): go back as soon as the joint step counted.
-    pub(super) abandon: bool,
 }
 
 /// The step a change is at.
@@ -138,7 +136,6 @@ impl WriterCore {
             age_ticks: 0,
             complete_at: None,
             forced,
-            abandon: false,
         });
         self.send_step(pg);
         // The joining segment takes every batch from now on; what was sent before reaches it
@@ -220,7 +217,7 @@ impl WriterCore {
                 let (old, new) = (*state.members.current(), *state.members.next().expect("joint"));
                 let next = if complete {
                     Some((Step::Final, new))
-                } else if (returned || joining_lost || change.abandon) && change.complete_at.is_some() {
+                } else if (returned || joining_lost) && change.complete_at.is_some() {
                     Some((Step::Reverse, old))
                 } else {
                     None
@@ -275,21 +272,6 @@ impl WriterCore {
                 }
             }
         }
-    }
-
-    /// The joining node of `pg`'s change refused the step (it holds a retired segment of the
-    /// PG, whose stale state must not serve again): it never joins that PG, and the change
-    /// goes back. True if that was the case.
-    pub(super) fn joining_refused(&mut self, pg: PgId, node: NodeId) -> bool {
-        let Some(change) = self.pgs.get_mut(&pg).and_then(|s| s.change.as_mut()) else { return false };
-        if change.joining != node || change.step != Step::Joint {
-            return false;
-        }
-        tracing::warn!(%pg, %node, "the joining node holds a retired segment of the PG: going back");
-        change.abandon = true;
-        self.held_retired.insert((pg, node));
-        self.advance_change(pg);
-        true
     }
 
     /// Sends the PG's current membership to `node` wherever a finished change has not been

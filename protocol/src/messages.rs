@@ -134,6 +134,9 @@ pub struct FloorAck {
     pub node: NodeId,
     pub floor: Lsn,
     pub scl: Lsn,
+    /// A node an operator asked, through this node's admin port, to have replaced
+    /// (`POST /replace-node?node=ID`); the writer that reads it replaces that node.
+    pub replace: Option<NodeId>,
 }
 
 /// A segment's state and holes, exchanged between the PG's segments.
@@ -548,7 +551,10 @@ impl Message {
                 out.put_u64_le(f.client);
                 out.put_u32_le(f.lease_ms);
             }
-            Message::FloorAck(f) => (f.pg, f.node, f.floor, f.scl).put(out),
+            Message::FloorAck(f) => {
+                (f.pg, f.node, f.floor, f.scl).put(out);
+                out.put_u32_le(f.replace.map_or(0, |n| n.0));
+            }
             Message::HydrateFetch(h) => {
                 (h.pg, h.epochs, h.read_lsn, h.from_page).put(out);
                 out.put_u32_le(h.bytes_max);
@@ -659,7 +665,11 @@ impl Message {
             }
             17 => {
                 let (pg, node, floor, scl) = Wire::read(r)?;
-                Message::FloorAck(FloorAck { pg, node, floor, scl })
+                let replace = match r.u32("floor ack replace")? {
+                    0 => None,
+                    id => Some(NodeId(id)),
+                };
+                Message::FloorAck(FloorAck { pg, node, floor, scl, replace })
             }
             18 => {
                 let (pg, epochs, read_lsn, from_page) = Wire::read(r)?;

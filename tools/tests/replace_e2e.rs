@@ -349,3 +349,47 @@ fn a_writer_that_crashes_mid_change_is_followed_by_one_that_completes_it() {
     });
     stop_all(&mut nodes);
 }
+
+/// `POST /replace-node?node=ID` to a node's admin port: the status and the body.
+fn post_replace(admin: std::net::SocketAddr, node: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
+    let request =
+        format!("POST /replace-node?node={node} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    (status, text)
+}
+
+#[test]
+fn an_admin_request_to_any_node_reaches_the_writer_and_replaces_the_node() {
+    const VOLUME: VolumeId = VolumeId(0x7e95);
+    let Started { root: _root, cluster, mut nodes, runtime, writer, before } =
+        start(VOLUME, &["--apply-max", "2"], None);
+    let target = before[2].0;
+    // Any node that serves the volume will do (the writer hears it in that node's floor acks).
+    let asked_at = cluster.node(before[0].0).unwrap().admin;
+    let (status, text) = post_replace(asked_at, "zero");
+    assert!(status.contains("400"), "{text}");
+    let (status, text) = post_replace(asked_at, &target.to_string());
+    assert!(status.contains("202"), "{text}");
+    let mut rounds = 3;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            round(&writer, rounds).await;
+            rounds += 1;
+            let (now, changing) = members(&writer, 0).await;
+            if !changing && !now.contains(&NodeId(target)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the admin request never reached the writer: {now:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        check_pages(&writer, rounds).await;
+        writer.close().await;
+    });
+    stop_all(&mut nodes);
+}

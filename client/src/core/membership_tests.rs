@@ -313,3 +313,25 @@ fn a_change_whose_joining_node_is_lost_goes_back_even_if_an_operator_asked_for_i
     expect.sort();
     assert_eq!(now, expect);
 }
+
+#[test]
+fn an_operators_request_passed_on_in_a_floor_ack_replaces_the_node_once() {
+    use protocol::messages::FloorAck;
+    let Opened { mut w, members } = opened(WriterLimits::default());
+    let pg = w.geometry().pg_ref(PgId(0));
+    let floor_ack = |replace| FloorAck { pg, node: members[0], floor: Lsn(0), scl: Lsn(1), replace };
+    let plain = floor_ack(None);
+    w.handle_reply(members[0], Message::FloorAck(plain));
+    assert_eq!(w.change(PgId(0)), None);
+    let asked = floor_ack(Some(members[3]));
+    w.handle_reply(members[0], Message::FloorAck(asked));
+    let change = w.change(PgId(0)).expect("the change started");
+    assert_eq!(change.leaving, members[3]);
+    drain(&mut w);
+    // Every floor ack repeats the request for a while: it is done once.
+    w.handle_reply(members[1], Message::FloorAck(asked));
+    assert!(drain(&mut w).is_empty());
+    // A node the cluster map does not name is ignored.
+    w.handle_reply(members[1], Message::FloorAck(floor_ack(Some(NodeId(77)))));
+    assert!(drain(&mut w).is_empty());
+}

@@ -560,7 +560,13 @@ impl WriterCore {
             // A member that missed this writer's opening (it was down) reports where it
             // stands, so it is repaired even if nothing is in flight for it.
             Message::EpochAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
-            Message::FloorAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
+            Message::FloorAck(ack) => {
+                self.note_scl(ack.pg.pg_id, node, ack.scl);
+                // An operator asked a node's admin port to have a node replaced.
+                if let Some(asked) = ack.replace {
+                    self.replacement_asked(asked);
+                }
+            }
             Message::MembershipAck(ack) => self.handle_membership_ack(node, ack),
             Message::Error(error) => self.handle_error(node, error),
             other => tracing::debug!(%node, kind = other.type_code(), "unexpected reply"),

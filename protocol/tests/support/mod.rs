@@ -196,7 +196,13 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             floor: lsn(rng),
             lease_ms: rng.random(),
         }),
-        17 => Message::FloorAck(FloorAck { pg, node, floor: lsn(rng), scl: lsn(rng) }),
+        17 => Message::FloorAck(FloorAck {
+            pg,
+            node,
+            floor: lsn(rng),
+            scl: lsn(rng),
+            replace: rng.random::<bool>().then(|| NodeId(rng.random_range(1..100))),
+        }),
         18 => Message::HydrateFetch(HydrateFetch {
             pg,
             epochs,

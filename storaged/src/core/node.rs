@@ -108,6 +108,9 @@ pub const RECORD_INDEX_BYTES: u64 = 128;
 pub const IMAGE_INDEX_BYTES: u64 = 64;
 /// Estimated index bytes per page with versions held (the page map entry and its two trees).
 pub const PAGE_INDEX_BYTES: u64 = 128;
+/// How long an operator's replacement request (`NodeCore::ask_replacement`) is passed on to
+/// the writer in floor acks: it reports its floor every second.
+pub const REPLACE_ASK_MS: u64 = 60_000;
 /// Records the coalescer looks at per segment and call when folding toward the floor.
 pub const FOLD_SCAN_MAX: usize = 4096;
 
@@ -252,6 +255,8 @@ pub struct NodeCore {
     index_estimate: u64,
     scrub: scrub::Scrub,
     hydrations: hydrate::Hydrations,
+    /// A node an operator asked to have replaced, until when (driver milliseconds).
+    replacement_asked: Option<(NodeId, u64)>,
     timers: maintain::Timers,
 }
 
@@ -278,6 +283,7 @@ impl NodeCore {
             index_estimate: 0,
             scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),
             hydrations: hydrate::Hydrations::new(limits.hydrate_bytes_per_s),
+            replacement_asked: None,
             timers: maintain::Timers::default(),
         }
     }

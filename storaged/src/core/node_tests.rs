@@ -303,3 +303,25 @@ fn a_segment_left_out_of_its_membership_is_retired() {
     );
     assert!(stranger.segment(&PG).is_none());
 }
+
+#[test]
+fn an_operators_replacement_request_rides_on_floor_acks_for_a_minute() {
+    use protocol::messages::FloorReport;
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    flush(&mut core);
+    let report = FloorReport { pg: PG, client: 7, floor: Lsn(0), lease_ms: 1000 };
+    let replace_in = |core: &mut NodeCore, now| match core.handle_floor_report(&report, now) {
+        Message::FloorAck(ack) => ack.replace,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replace_in(&mut core, 0), None);
+    core.ask_replacement(NodeId(5), 1_000);
+    assert_eq!(replace_in(&mut core, 1_000), Some(NodeId(5)));
+    assert_eq!(replace_in(&mut core, 1_000 + node::REPLACE_ASK_MS - 1), Some(NodeId(5)));
+    assert_eq!(
+        replace_in(&mut core, 1_000 + node::REPLACE_ASK_MS),
+        None,
+        "passed on for a minute, then dropped"
+    );
+}

@@ -1,7 +1,9 @@
-//! The admin port: `GET /health` (200 when taking writes, 503 with the reason otherwise) and
-//! `GET /metrics` (Prometheus text). It runs on its own thread with a small blocking HTTP
-//! server, reading a snapshot the node thread refreshes, so a slow scraper can never stall
-//! the data path.
+//! The admin port: `GET /health` (200 when taking writes, 503 with the reason otherwise),
+//! `GET /metrics` (Prometheus text), and `POST /replace-node?node=ID` (an operator asks the
+//! volume's writer to replace node ID: this node passes it on in its floor acks for a minute,
+//! `docs/membership.md`). It runs on its own thread with a small blocking HTTP server, reading a
+//! snapshot the node thread refreshes and leaving requests for it, so a slow scraper can never
+//! stall the data path.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::messages::SegmentStatus;
+use protocol::NodeId;
 
 use crate::core::{HydrateStats, NodeState, ScrubStats};
 
@@ -51,20 +54,47 @@ pub struct PageMetrics {
 
 /// The snapshot shared between the node thread (writer) and the admin thread (reader).
 pub type SharedSnapshot = Arc<Mutex<Snapshot>>;
+/// Replacement requests the admin thread received, for the node thread to take.
+pub type ReplaceAsks = Arc<Mutex<Vec<NodeId>>>;
 
 /// Serves the admin port on a thread of its own.
-pub fn start(addr: SocketAddr, snapshot: SharedSnapshot) -> Result<(), String> {
+pub fn start(addr: SocketAddr, snapshot: SharedSnapshot, asks: ReplaceAsks) -> Result<(), String> {
     let server = tiny_http::Server::http(addr).map_err(|e| format!("admin address {addr}: {e}"))?;
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
             for request in server.incoming_requests() {
-                let (status, body) = respond(request.url(), &snapshot.lock().expect("snapshot lock").clone());
+                let (status, body) = if *request.method() == tiny_http::Method::Post {
+                    ask_replacement(request.url(), &asks)
+                } else {
+                    respond(request.url(), &snapshot.lock().expect("snapshot lock").clone())
+                };
                 let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
             }
         })
         .map_err(|e| format!("admin thread: {e}"))?;
     Ok(())
+}
+
+/// `POST /replace-node?node=ID`: 202 once queued for the node thread, 400 for a bad id.
+fn ask_replacement(url: &str, asks: &ReplaceAsks) -> (u16, String) {
+    let Some(query) = url.strip_prefix("/replace-node?node=") else {
+        return (404, "not found: POST /replace-node?node=ID\n".into());
+    };
+    match query.parse::<u32>() {
+        Ok(id) if id > 0 => {
+            asks.lock().expect("asks lock").push(NodeId(id));
+            let text = format!(
+                "asked: the volume's writer replaces node {id} in every PG it serves at its next floor report \
+                 (within seconds), by a spare of its AZ; follow it with `borealis cluster status`\n"
+            );
+            (202, text)
+        }
+        _ => (
+            400,
+            format!("bad node id {query:?}: POST /replace-node?node=ID with ID a node of the cluster map\n"),
+        ),
+    }
 }
 
 fn respond(url: &str, snapshot: &Snapshot) -> (u16, String) {
@@ -76,7 +106,7 @@ fn respond(url: &str, snapshot: &Snapshot) -> (u16, String) {
             None => (503, "starting\n".into()),
         },
         "/metrics" => (200, metrics(snapshot)),
-        _ => (404, "not found: try /health or /metrics\n".into()),
+        _ => (404, "not found: try /health, /metrics or POST /replace-node?node=ID\n".into()),
     }
 }
 

@@ -111,7 +111,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let readers = (journal.reader(), pages.reader());
     let shared = shared::Shared::new(core, readers, keyring, checkpoints, config.entry_cache_bytes);
     if let Some(addr) = config.admin {
-        admin::start(addr, Rc::clone(&shared).admin_snapshot()).map_err(StartError::Admin)?;
+        let (snapshot, asks) = Rc::clone(&shared).admin_snapshot();
+        admin::start(addr, snapshot, asks).map_err(StartError::Admin)?;
     }
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
     tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));

@@ -10,7 +10,9 @@ use protocol::messages::ErrorReply;
 use protocol::Message;
 use tokio::sync::{oneshot, Notify};
 
-use super::admin::{PageMetrics, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL};
+use super::admin::{
+    PageMetrics, ReplaceAsks, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL,
+};
 use super::pages::EntryCache;
 use crate::checkpoint::CheckpointStore;
 use crate::core::{NodeCore, RequestId};
@@ -151,13 +153,22 @@ impl Shared {
     /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`; the count of
     /// records held for the floor (a walk over the held records) only every
     /// `HELD_RECOUNT_SNAPSHOTS`-th time.
-    pub fn admin_snapshot(self: Rc<Self>) -> SharedSnapshot {
+    /// Replacement requests left at the admin port are handed to the core on the same beat.
+    pub fn admin_snapshot(self: Rc<Self>) -> (SharedSnapshot, ReplaceAsks) {
         let snapshot = SharedSnapshot::default();
+        let asks = ReplaceAsks::default();
         let writer = std::sync::Arc::clone(&snapshot);
+        let taken = std::sync::Arc::clone(&asks);
         tokio::task::spawn_local(async move {
             let mut rounds = 0u64;
             let mut held = 0;
             loop {
+                let asked: Vec<_> = std::mem::take(&mut *taken.lock().expect("asks lock"));
+                for node in asked {
+                    let now = self.now_ms();
+                    tracing::info!(%node, "an operator asks to replace a node: passed on to the writer");
+                    self.with_core(|core| core.ask_replacement(node, now));
+                }
                 if rounds % HELD_RECOUNT_SNAPSHOTS == 0 {
                     held = self.core.borrow().records_held_for_floor();
                 }
@@ -184,7 +195,7 @@ impl Shared {
                 tokio::time::sleep(SNAPSHOT_INTERVAL).await;
             }
         });
-        snapshot
+        (snapshot, asks)
     }
 
     fn page_metrics(&self, core: &NodeCore, records_held_for_floor: u64) -> PageMetrics {

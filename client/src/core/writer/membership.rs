@@ -74,6 +74,15 @@ impl WriterCore {
         self.replace_everywhere(node, true)
     }
 
+    /// A node's floor ack passes on an operator's request to replace `node` (`POST
+    /// /replace-node` on its admin port): done once, as `replace_node`.
+    pub(super) fn replacement_asked(&mut self, node: NodeId) {
+        if self.cluster.node(node).is_some() && !self.retired.contains(&node) {
+            tracing::info!(%node, "an operator asked to replace a node");
+            self.replace_node(node);
+        }
+    }
+
     /// The PG's quorum sets as this writer counts them.
     pub fn membership(&self, pg: PgId) -> Membership {
         self.pgs.get(&pg).map_or_else(

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use protocol::messages::{ErrorCode, ErrorReply, FloorAck, FloorReport, Page, ReadPage};
-use protocol::{Lsn, Message, PageId, PgRef, RecordKind};
+use protocol::{Lsn, Message, NodeId, PageId, PgRef, RecordKind};
 
-use super::{refusal, NodeCore, FOLD_SCAN_MAX, IMAGE_INDEX_BYTES, PAGE_INDEX_BYTES, RECORD_INDEX_BYTES};
+use super::{
+    refusal, NodeCore, FOLD_SCAN_MAX, IMAGE_INDEX_BYTES, PAGE_INDEX_BYTES, RECORD_INDEX_BYTES, REPLACE_ASK_MS,
+};
 use crate::core::pages::Stored;
 use crate::core::segment::{Location, Segment};
 
@@ -153,12 +155,21 @@ impl NodeCore {
     /// A client's oldest read point; `now` is the driver's clock in milliseconds.
     pub fn handle_floor_report(&mut self, report: &FloorReport, now: u64) -> Message {
         let node = self.node;
+        let replace = self.replacement_asked.filter(|(_, until)| now < *until).map(|(node, _)| node);
         let Some(segment) = self.segments.get_mut(&report.pg) else {
-            return Message::FloorAck(FloorAck { pg: report.pg, node, floor: Lsn::ZERO, scl: Lsn::ZERO });
+            let (floor, scl) = (Lsn::ZERO, Lsn::ZERO);
+            return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, replace });
         };
         let expires = now.saturating_add(u64::from(report.lease_ms));
         let floor = segment.report_floor(report.client, report.floor, now, expires);
-        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl() })
+        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl(), replace })
+    }
+
+    /// An operator asks (through the admin port) to have `node` replaced: every floor ack for
+    /// the next `REPLACE_ASK_MS` says so, and the volume's writer, which reports its floor each
+    /// second, replaces it (`docs/membership.md`).
+    pub fn ask_replacement(&mut self, node: NodeId, now: u64) {
+        self.replacement_asked = Some((node, now.saturating_add(REPLACE_ASK_MS)));
     }
 
     /// Lets floor reports expire and recounts the index estimate; call about once a second.

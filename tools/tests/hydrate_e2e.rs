@@ -49,6 +49,7 @@ fn lose_and_restart(cluster: &tools::local::LocalCluster, nodes: &mut [tools::cl
 
 #[test]
 fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
+    let _serial = heal::one_at_a_time();
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) = start_cluster(root.path(), &["--apply-max", "2"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -98,6 +99,7 @@ fn a_node_that_lost_its_data_directory_is_rebuilt_from_its_peers() {
 
 #[test]
 fn a_node_rebuilt_while_the_writer_keeps_appending_ends_whole_and_nothing_acked_is_lost() {
+    let _serial = heal::one_at_a_time();
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) = start_cluster(root.path(), &["--apply-max", "2"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -141,6 +143,7 @@ fn a_node_rebuilt_while_the_writer_keeps_appending_ends_whole_and_nothing_acked_
 
 #[test]
 fn a_rebuild_interrupted_by_a_crash_of_the_rebuilt_node_resumes_where_it_stopped() {
+    let _serial = heal::one_at_a_time();
     let root = tempfile::tempdir().unwrap();
     // 8 KiB/s: two pages a second, and a checkpoint every few pages stored.
     let flags = ["--apply-max", "2", "--hydrate-bytes-per-s", "8192", "--checkpoint-interval-bytes", "16384"];

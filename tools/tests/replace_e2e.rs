@@ -92,6 +92,7 @@ fn start(volume: VolumeId, flags: &[&str], replace_after: Option<Duration>) -> S
 
 #[test]
 fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
+    let _serial = heal::one_at_a_time();
     const VOLUME: VolumeId = VolumeId(0x7e91);
     let Started { root, cluster, mut nodes, runtime, writer, before } =
         start(VOLUME, &["--apply-max", "2"], Some(REPLACE_AFTER));
@@ -152,6 +153,7 @@ fn a_dead_node_is_replaced_while_appends_run_and_the_cluster_ends_healthy() {
 
 #[test]
 fn a_replacement_is_reversed_when_the_node_returns_during_the_rebuild() {
+    let _serial = heal::one_at_a_time();
     const VOLUME: VolumeId = VolumeId(0x7e92);
     // A slow rebuild (16 KiB/s: 64 pages of 4 KiB take 16 s), so the node is back before it ends.
     let Started { root, cluster, mut nodes, runtime, writer, before } =
@@ -216,6 +218,7 @@ fn a_replacement_is_reversed_when_the_node_returns_during_the_rebuild() {
 
 #[test]
 fn an_operator_replaces_a_live_node_with_the_cli() {
+    let _serial = heal::one_at_a_time();
     const VOLUME: VolumeId = VolumeId(0x7e93);
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) = start_cluster_of(root.path(), 3, &["--apply-max", "2"]);
@@ -293,6 +296,7 @@ fn an_operator_replaces_a_live_node_with_the_cli() {
 
 #[test]
 fn a_writer_that_crashes_mid_change_is_followed_by_one_that_completes_it() {
+    let _serial = heal::one_at_a_time();
     const VOLUME: VolumeId = VolumeId(0x7e94);
     let root = tempfile::tempdir().unwrap();
     let (cluster, mut nodes) =
@@ -365,6 +369,7 @@ fn post_replace(admin: std::net::SocketAddr, node: &str) -> (String, String) {
 
 #[test]
 fn an_admin_request_to_any_node_reaches_the_writer_and_replaces_the_node() {
+    let _serial = heal::one_at_a_time();
     const VOLUME: VolumeId = VolumeId(0x7e95);
     let Started { root: _root, cluster, mut nodes, runtime, writer, before } =
         start(VOLUME, &["--apply-max", "2"], None);

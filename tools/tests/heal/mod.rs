@@ -15,6 +15,14 @@ use tools::probe::{self, Target};
 
 pub const PAGE_BYTES: u32 = 4096;
 
+/// Held for a whole test: the tests of one binary run on threads of one process, and a local
+/// cluster picks its ports when it is created, so a cluster created while another test's node
+/// is down (or not yet listening) could pick that node's port. One test at a time avoids it.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CLUSTERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The byte every position of `page` holds after write round `round`.
 pub fn fill(page: u64, round: u64) -> u8 {
     (page * 16 + round) as u8

@@ -83,6 +83,11 @@ impl JournalReader {
     }
 
     /// Reads the bytes of one entry.
+    /// True while file `file` is open for reading (not recycled).
+    pub fn has_file(&self, file: u64) -> bool {
+        self.files.borrow().contains_key(&file)
+    }
+
     pub async fn read(&self, location: Location) -> std::io::Result<Vec<u8>> {
         let file = self.files.borrow().get(&location.file).cloned();
         let file = file.ok_or_else(|| std::io::Error::other(format!("no journal file {}", location.file)))?;

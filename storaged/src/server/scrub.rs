@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::pages::{read_verified, ReadFault};
+use super::pages::read_verified;
 use super::shared::Shared;
 use crate::core::{EntryBody, Location, NodeState, ScrubOutcome, Store};
 
@@ -46,13 +46,13 @@ async fn verify(shared: &Shared, store: Store, location: Location) -> ScrubOutco
         Ok(EntryBody::Image { .. }) if store == Store::Pages => ScrubOutcome::Verified,
         // A misdirected write: the bytes verify but are another entry's kind.
         Ok(_) => ScrubOutcome::Corrupt,
-        Err(ReadFault::Io(error)) => {
-            tracing::warn!(?store, ?location, %error, "scrub read failed; tried again next pass");
-            ScrubOutcome::Unreadable
-        }
-        Err(ReadFault::Corrupt(fault)) => {
+        Err(fault) if fault.is_corruption() => {
             tracing::warn!(?store, ?location, %fault, "stored entry failed verification");
             ScrubOutcome::Corrupt
+        }
+        Err(fault) => {
+            tracing::warn!(?store, ?location, %fault, "scrub read failed; tried again next pass");
+            ScrubOutcome::Unreadable
         }
     }
 }

@@ -188,10 +188,25 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
                     break;
                 }
             }
-            Err(reason) => {
-                tracing::error!(?location, %reason, "stored records failed verification; no longer claimed");
+            Err(fault) if fault.is_corruption() => {
+                tracing::error!(?location, %fault, "stored records failed verification; no longer claimed");
                 shared.with_core(|core| {
                     wanted.iter().for_each(|(lsn, _)| core.handle_corrupt_record(plan.pg, *lsn))
+                });
+            }
+            // Unreadable now (I/O, a recycled file): the records are still claimed, so a partial
+            // answer could pass for a complete one; the asker gets an error and tries again or
+            // asks another segment.
+            Err(fault) => {
+                tracing::warn!(?location, %fault, "stored records could not be read");
+                let message = truncate_message(&format!("stored records could not be read now: {fault}"));
+                let epochs =
+                    shared.with_core(|core| core.segment(&plan.pg).map_or(Epochs::default(), |s| s.epochs()));
+                return Message::Error(ErrorReply {
+                    code: ErrorCode::Internal,
+                    pg: plan.pg,
+                    epochs,
+                    message,
                 });
             }
         }

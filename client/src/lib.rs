@@ -9,6 +9,6 @@
 pub mod core;
 pub mod driver;
 
-pub use crate::core::{NewRecord, VolumeGeometry, WriterLimits};
+pub use crate::core::{GeometryError, NewRecord, VolumeGeometry, WriterLimits};
 pub use driver::reads::PageVersion;
 pub use driver::{AppendError, Appended, ClientConfig, OpenError, ReadError, Writer};

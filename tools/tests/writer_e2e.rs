@@ -165,6 +165,14 @@ fn six_nodes_make_records_durable_and_reads_return_the_bytes_written() {
         let written = append_durably(&writer, 0, 60).await;
         assert!(writer.vdl() >= written.last().unwrap().0);
         verify_reads(&writer, &written).await;
+        // Bad appends are refused for what is wrong with them, and nothing is lost.
+        assert_eq!(writer.append(Vec::new()).await.unwrap_err(), AppendError::Empty);
+        let last = written.last().unwrap().0;
+        let mut behind = records(9_999, 1);
+        behind[0].lsn = Some(last);
+        let refused = writer.append(behind).await.unwrap_err();
+        assert!(matches!(refused, AppendError::LsnNotIncreasing { lsn, .. } if lsn == last), "{refused:?}");
+        verify_reads(&writer, &written).await;
         writer.close().await;
     });
 }

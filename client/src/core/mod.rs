@@ -12,7 +12,7 @@ pub mod repair;
 pub mod takeover;
 pub mod writer;
 
-pub use geometry::VolumeGeometry;
+pub use geometry::{GeometryError, VolumeGeometry};
 pub use writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits};
 
 /// A cluster map for tests: `per_az` nodes in each of three AZs, ids from 1, AZ by id.

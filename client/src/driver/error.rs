@@ -24,8 +24,12 @@ pub enum AppendError {
         "not durable within the append timeout (VDL {vdl}, waiting for {lsn}); it may still become durable"
     )]
     Timeout { lsn: Lsn, vdl: Lsn },
+    #[error("an append needs at least one record")]
+    Empty,
+    #[error("engine LSN {lsn} is not above the last LSN {last}")]
+    LsnNotIncreasing { lsn: Lsn, last: Lsn },
     #[error("record rejected: {0}")]
-    Invalid(String),
+    Format(protocol::FormatError),
     #[error("the writer is closed")]
     Closed,
 }

@@ -161,7 +161,7 @@ impl Writer {
     /// the LAL window is full. Await [`Appended::durable`] to learn when they are durable.
     pub async fn append(&self, records: Vec<NewRecord>) -> Result<Appended, AppendError> {
         if records.is_empty() {
-            return Err(AppendError::Invalid("append needs at least one record".into()));
+            return Err(AppendError::Empty);
         }
         let deadline = tokio::time::Instant::now() + self.config.append_timeout;
         loop {
@@ -179,7 +179,10 @@ impl Writer {
                 }
                 Err(AppendRefusal::WindowFull) => self.wait_for_room(deadline).await?,
                 Err(AppendRefusal::Fenced) => return Err(AppendError::Fenced),
-                Err(other) => return Err(AppendError::Invalid(other.to_string())),
+                Err(AppendRefusal::LsnNotIncreasing { lsn, last }) => {
+                    return Err(AppendError::LsnNotIncreasing { lsn, last })
+                }
+                Err(AppendRefusal::Format(error)) => return Err(AppendError::Format(error)),
             }
         }
     }

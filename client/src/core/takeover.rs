@@ -44,7 +44,7 @@ pub enum TakeoverError {
     #[error("PG {pg}: only {answered} of its segments answered; recovery needs {needed}")]
     Unavailable { pg: PgId, answered: usize, needed: usize },
     #[error("recovery: {0}")]
-    Inconsistent(String),
+    Inconsistent(super::recovery::RecoveryError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,7 +374,7 @@ impl Takeover {
             let gathered = self.gathered.get(&pg).cloned().unwrap_or_default();
             self.require(pg, &gathered, READ_QUORUM)?;
         }
-        let plan = plan(&self.evidence, self.lal).map_err(|e| TakeoverError::Inconsistent(e.to_string()))?;
+        let plan = plan(&self.evidence, self.lal).map_err(TakeoverError::Inconsistent)?;
         if !plan.probe.is_empty() {
             return self.start_probe(&plan.probe);
         }

@@ -6,12 +6,14 @@ use protocol::{Lsn, PgId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The client's endpoint could not be set up (TLS files, a socket).
     #[error("client setup: {0}")]
-    Setup(String),
+    Setup(#[from] transport::TransportError),
     #[error("PG {pg}: only {answered} of its segments answered; recovery needs {needed}")]
     Unavailable { pg: PgId, answered: usize, needed: usize },
+    /// The segments' records contradict each other: recovery cannot decide (report it).
     #[error("recovery: {0}")]
-    Recovery(String),
+    Recovery(crate::core::recovery::RecoveryError),
 }
 
 /// Why an append did not become durable.

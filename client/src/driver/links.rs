@@ -72,11 +72,10 @@ impl Dialer {
         tls: &TlsFiles,
         tuning: &Tuning,
         connect_timeout: Duration,
-    ) -> Result<Dialer, String> {
+    ) -> Result<Dialer, transport::TransportError> {
         let any = cluster.nodes().first().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.addr);
-        let mut endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)
-            .map_err(|e| e.to_string())?;
-        endpoint.set_default_client_config(dial_config(tls, tuning).map_err(|e| e.to_string())?);
+        let mut endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)?;
+        endpoint.set_default_client_config(dial_config(tls, tuning)?);
         Ok(Dialer { endpoint, cluster, connect_timeout })
     }
 

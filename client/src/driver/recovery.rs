@@ -139,7 +139,7 @@ fn finish(
         TakeoverError::Unavailable { pg, answered, needed } => {
             OpenError::Unavailable { pg, answered, needed }
         }
-        other => OpenError::Recovery(other.to_string()),
+        TakeoverError::Inconsistent(error) => OpenError::Recovery(error),
     })
 }
 

@@ -10,7 +10,9 @@ pub mod planted;
 pub mod segment;
 
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
-pub use node::{EntryBody, JournalEntry, Limits, NodeCore, NodeState, ReadPlan, RecordsAnswer, RequestId};
+pub use node::{
+    EntryBody, JournalEntry, Limits, NodeCore, NodeFailure, NodeState, ReadPlan, RecordsAnswer, RequestId,
+};
 pub use node::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};

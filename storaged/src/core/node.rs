@@ -155,7 +155,33 @@ pub enum NodeState {
     /// The journal could not get space; reads still work; cleared by `handle_space_available`.
     DiskFull,
     /// An I/O error was latched; the node refuses writes until restarted.
-    Failed(String),
+    Failed(NodeFailure),
+}
+
+/// Why a node stopped taking writes until it is restarted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeFailure {
+    /// An operation on a journal or page store file failed (the file or its position named in
+    /// `at`): its bytes may or may not be on disk.
+    #[error("{op} {at}: {kind} ({message})")]
+    Io { op: &'static str, at: String, kind: std::io::ErrorKind, message: String },
+    /// The keyring had prepared a volume's data key, and it was gone when sealing.
+    #[error("no data key for volume {0} after preparing it")]
+    NoKey(protocol::VolumeId),
+    /// The keyring had reserved nonces, and they ran out when sealing.
+    #[error("nonce reservation exhausted after preparing it")]
+    NoNonce,
+    /// The node metadata (keys, nonce reservation) could not be stored.
+    #[error("node metadata: {0}")]
+    Metadata(String),
+}
+
+impl NodeFailure {
+    /// The failure of `op` on `at` with `error`.
+    pub fn io(op: &'static str, at: impl std::fmt::Display, error: &std::io::Error) -> NodeFailure {
+        NodeFailure::Io { op, at: at.to_string(), kind: error.kind(), message: error.to_string() }
+    }
 }
 
 /// The records a driver must read to answer a `ReadRecords`.
@@ -483,7 +509,7 @@ impl NodeCore {
     }
 
     /// The journal failed: latch, and refuse every waiting and future write.
-    pub fn handle_io_failed(&mut self, reason: String) {
+    pub fn handle_io_failed(&mut self, reason: NodeFailure) {
         self.state = NodeState::Failed(reason.clone());
         self.abandon_unwritten(ErrorCode::NodeFailed, &format!("node failed: {reason}"));
     }

@@ -124,7 +124,11 @@ fn a_latched_io_error_fails_waiting_acks_and_refuses_later_writes() {
     let mut core = core();
     core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
     let _ = core.poll_journal();
-    core.handle_io_failed("fdatasync: EIO".into());
+    core.handle_io_failed(NodeFailure::io(
+        "sync",
+        "journal file 1",
+        &std::io::Error::from_raw_os_error(libc::EIO),
+    ));
     let got = replies(&mut core);
     assert!(matches!(got.as_slice(), [(RequestId(1), Message::Error(e))] if e.code == ErrorCode::NodeFailed));
     let refused = core.handle_append(RequestId(2), batch(1, &[(10, 0)])).unwrap_err();

@@ -21,7 +21,7 @@ use tokio_uring::fs::File;
 
 use super::group::GroupImage;
 use super::replay::{log_file_name, ReplayOutcome};
-use crate::core::Location;
+use crate::core::{Location, NodeFailure};
 
 /// Smallest journal file: one frame of records must fit in a group, and a group in a file.
 pub const JOURNAL_FILE_BYTES_MIN: u64 = 16 * 1024 * 1024;
@@ -52,7 +52,7 @@ pub enum WriteError {
     #[error("no space for a new journal file")]
     NoSpace,
     #[error("journal failed: {0}")]
-    Failed(String),
+    Failed(NodeFailure),
 }
 
 /// Read descriptors of every journal file, shared with the tasks that serve reads while the
@@ -112,7 +112,7 @@ pub struct Journal {
     offset: u64,
     next_group_seq: u64,
     direct: bool,
-    failed: Option<String>,
+    failed: Option<NodeFailure>,
     bytes_written: u64,
 }
 
@@ -180,7 +180,8 @@ impl Journal {
             Err(e) => Err(e),
         };
         if let Err(error) = result {
-            return Err(self.latch(format!("journal file {} at offset {base}: {error}", self.current)));
+            let at = format!("{} at offset {base}", self.path(self.current).display());
+            return Err(self.latch(NodeFailure::io("write", at, &error)));
         }
         self.offset += len;
         self.bytes_written += len;
@@ -223,7 +224,7 @@ impl Journal {
     fn create_file(&mut self, file: u64) -> Result<(), WriteError> {
         let path = self.path(file);
         let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
-        let created = created.map_err(|e| self.latch(format!("create {}: {e}", path.display())))?;
+        let created = created.map_err(|e| self.latch(NodeFailure::io("create", path.display(), &e)))?;
         // SAFETY: fallocate on a descriptor we own, with a length that fits in off_t.
         let rc = unsafe { libc::fallocate(created.as_raw_fd(), 0, 0, self.config.file_bytes as libc::off_t) };
         if rc != 0 {
@@ -233,11 +234,11 @@ impl Journal {
             if error.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(WriteError::NoSpace);
             }
-            return Err(self.latch(format!("preallocate {}: {error}", path.display())));
+            return Err(self.latch(NodeFailure::io("preallocate", path.display(), &error)));
         }
         let synced = created.sync_all().and_then(|()| crate::dual::sync_dir(&self.config.dir));
-        synced.map_err(|e| self.latch(format!("sync {}: {e}", path.display())))?;
-        self.open_file(file, true).map_err(|e| self.latch(format!("open {}: {e}", path.display())))
+        synced.map_err(|e| self.latch(NodeFailure::io("sync", path.display(), &e)))?;
+        self.open_file(file, true).map_err(|e| self.latch(NodeFailure::io("open", path.display(), &e)))
     }
 
     fn open_file(&mut self, file: u64, writable: bool) -> std::io::Result<()> {
@@ -265,7 +266,7 @@ impl Journal {
         Ok(File::from_std(std::fs::OpenOptions::new().write(true).open(path)?))
     }
 
-    fn latch(&mut self, reason: String) -> WriteError {
+    fn latch(&mut self, reason: NodeFailure) -> WriteError {
         self.failed = Some(reason.clone());
         WriteError::Failed(reason)
     }

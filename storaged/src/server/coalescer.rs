@@ -73,7 +73,7 @@ pub async fn run(shared: Rc<Shared>, mut pages: Journal, file_bytes: u64) {
                     }
                     WriteError::Failed(reason) => {
                         tracing::error!(%reason, "page store failed; the node refuses writes until restarted");
-                        shared.with_core(|core| core.handle_io_failed(format!("page store: {reason}")));
+                        shared.with_core(|core| core.handle_io_failed(reason));
                         return;
                     }
                 }

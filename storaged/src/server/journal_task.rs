@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::core::{JournalEntry, NodeState};
+use crate::core::{JournalEntry, NodeFailure, NodeState};
 use crate::journal::format::GROUP_ALIGN;
 use crate::journal::group::{build_group, entry_len, group_len, is_sealed, nonces_needed, BuildError};
 use crate::journal::writer::{Journal, WriteError};
@@ -83,10 +83,8 @@ pub async fn commit(
         let (file, group_seq) = journal.prepare(group_len(entries))?;
         let (keys, nonces) = keyring.sealing();
         build_group(group_seq, file, entries, |v| keys.get(&v), nonces).map_err(|e| match e {
-            BuildError::NoKey(v) => WriteError::Failed(format!("no data key for {v} after preparing it")),
-            BuildError::NoNonce => {
-                WriteError::Failed("nonce reservation exhausted after preparing it".into())
-            }
+            BuildError::NoKey(v) => WriteError::Failed(NodeFailure::NoKey(v)),
+            BuildError::NoNonce => WriteError::Failed(NodeFailure::NoNonce),
         })?
     };
     journal.write(image).await
@@ -97,7 +95,7 @@ fn keyring_error(error: KeyringError) -> WriteError {
     if no_space {
         WriteError::NoSpace
     } else {
-        WriteError::Failed(format!("node metadata: {error}"))
+        WriteError::Failed(NodeFailure::Metadata(error.to_string()))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::messages::{ReadPage, ReadRecords};
+use protocol::messages::{ErrorCode, ReadPage, ReadRecords};
 use protocol::{Lsn, LsnRange, Message, NodeId, PageId, Record};
 use tokio::sync::oneshot;
 
@@ -17,6 +17,9 @@ use crate::core::floor::ReadPointRefusal;
 
 /// Record bytes asked for per read request.
 const READ_BYTES_MAX: u32 = 1024 * 1024;
+/// Times a page read is routed when segments refuse its membership epoch as stale (a step the
+/// writer took meanwhile).
+const READ_ROUTE_ATTEMPTS: u32 = 3;
 
 /// A smoothed read latency, to decide when to hedge.
 #[derive(Debug, Default)]
@@ -53,31 +56,48 @@ impl Writer {
             return Err(ReadError::NotDurable { read_lsn: at, vdl });
         }
         let pg = self.geometry.pg_of(page);
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::RoutePage { pg, at, reply }).await.map_err(|_| ReadError::Closed)?;
-        let (route, epochs) = answer.await.map_err(|_| ReadError::Closed)?;
-        let (need, candidates) = route.map_err(|refusal| match refusal {
-            ReadPointRefusal::BelowFloor { floor } => ReadError::TooOld { read_lsn: at, floor },
-        })?;
-        let read = Message::ReadPage(ReadPage {
-            pg: self.geometry.pg_ref(pg),
-            epochs,
-            page_id: page,
-            read_lsn: at,
-            pg_newest_lsn: need,
-            page_bytes: self.geometry.page_bytes,
-        });
-        let page_bytes = self.geometry.page_bytes as usize;
-        let answer = self
-            .hedged(&candidates, &read, |node, reply| match reply {
-                Message::Page(p) if p.page_id == page && p.read_lsn == at && p.bytes.len() == page_bytes => {
-                    Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
-                }
-                Message::Error(e) => Err(format!("{node}: {:?}: {}", e.code, e.message)),
-                other => Err(format!("{node} answered {other:?}")),
-            })
-            .await;
-        answer.map_err(|detail| ReadError::Unavailable { pg, detail })
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (reply, answer) = oneshot::channel();
+            self.commands.send(Command::RoutePage { pg, at, reply }).await.map_err(|_| ReadError::Closed)?;
+            let (route, epochs) = answer.await.map_err(|_| ReadError::Closed)?;
+            let (need, candidates) = route.map_err(|refusal| match refusal {
+                ReadPointRefusal::BelowFloor { floor } => ReadError::TooOld { read_lsn: at, floor },
+            })?;
+            let read = Message::ReadPage(ReadPage {
+                pg: self.geometry.pg_ref(pg),
+                epochs,
+                page_id: page,
+                read_lsn: at,
+                pg_newest_lsn: need,
+                page_bytes: self.geometry.page_bytes,
+            });
+            let page_bytes = self.geometry.page_bytes as usize;
+            // A membership step the writer took after routing this read may reach a segment
+            // first: it then refuses the read's older membership epoch. Routed again, the read
+            // carries the new one.
+            let stale = std::cell::Cell::new(false);
+            let answer = self
+                .hedged(&candidates, &read, |node, reply| match reply {
+                    Message::Page(p)
+                        if p.page_id == page && p.read_lsn == at && p.bytes.len() == page_bytes =>
+                    {
+                        Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
+                    }
+                    Message::Error(e) => {
+                        stale.set(stale.get() || e.code == ErrorCode::StaleEpoch);
+                        Err(format!("{node}: {:?}: {}", e.code, e.message))
+                    }
+                    other => Err(format!("{node} answered {other:?}")),
+                })
+                .await;
+            match answer {
+                Ok(version) => return Ok(version),
+                Err(_) if stale.get() && attempts < READ_ROUTE_ATTEMPTS => continue,
+                Err(detail) => return Err(ReadError::Unavailable { pg, detail }),
+            }
+        }
     }
 
     /// Keeps every page version from `lsn` on readable until unpinned (`None`); by default

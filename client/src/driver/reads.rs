@@ -17,7 +17,7 @@ use crate::core::floor::ReadPointRefusal;
 
 /// Record bytes asked for per read request.
 const READ_BYTES_MAX: u32 = 1024 * 1024;
-/// Times a page read is routed when segments refuse its membership epoch as stale (a step the
+/// Times a read is routed when segments refuse its membership epoch as stale (a step the
 /// writer took meanwhile).
 const READ_ROUTE_ATTEMPTS: u32 = 3;
 
@@ -126,12 +126,14 @@ impl Writer {
             return Err(ReadError::NotDurable { read_lsn: through, vdl });
         }
         let pg = self.geometry.pg_of(page);
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Route { pg, reply }).await.map_err(|_| ReadError::Closed)?;
-        let (candidates, need, epochs) = answer.await.map_err(|_| ReadError::Closed)?;
         let mut records = Vec::new();
         let mut from = after;
+        let mut stale_refusals = 0;
         while from < through {
+            // Routed for every request: a membership step taken meanwhile is carried along.
+            let (reply, answer) = oneshot::channel();
+            self.commands.send(Command::Route { pg, reply }).await.map_err(|_| ReadError::Closed)?;
+            let (candidates, need, epochs) = answer.await.map_err(|_| ReadError::Closed)?;
             let range = LsnRange::new(from, through).expect("from < through");
             let read = Message::ReadRecords(ReadRecords {
                 pg: self.geometry.pg_ref(pg),
@@ -139,16 +141,28 @@ impl Writer {
                 range,
                 bytes_max: READ_BYTES_MAX,
             });
+            let stale = std::cell::Cell::new(false);
             let got = self
                 .hedged(&candidates, &read, |node, reply| match reply {
                     Message::Records(records) if records.scl >= need => Ok(records),
                     Message::Records(records) => {
                         Err(format!("{node} is complete only through {}", records.scl))
                     }
+                    Message::Error(e) => {
+                        stale.set(stale.get() || e.code == ErrorCode::StaleEpoch);
+                        Err(format!("{node}: {:?}: {}", e.code, e.message))
+                    }
                     other => Err(format!("{node} answered {other:?}")),
                 })
-                .await
-                .map_err(|detail| ReadError::Unavailable { pg, detail })?;
+                .await;
+            let got = match got {
+                Ok(got) => got,
+                Err(_) if stale.get() && stale_refusals + 1 < READ_ROUTE_ATTEMPTS => {
+                    stale_refusals += 1;
+                    continue;
+                }
+                Err(detail) => return Err(ReadError::Unavailable { pg, detail }),
+            };
             let more = got.more;
             from = got.records.last().map_or(through, Record::lsn);
             records.extend(got.records.into_iter().filter(|r| r.meta().page_id == page));

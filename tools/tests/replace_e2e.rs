@@ -58,6 +58,25 @@ async fn wait_for_floor(cluster: &LocalCluster, node: u32, volume: VolumeId) {
     }
 }
 
+/// Appends rounds from `rounds` on until PG 0 no longer counts `node` and no change is under
+/// way there (within 60 s, else `what` failed); then reads every page back. Returns the next
+/// round.
+async fn rounds_until_replaced(writer: &Writer, node: u32, mut rounds: u64, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        round(writer, rounds).await;
+        rounds += 1;
+        let (now, changing) = members(writer, 0).await;
+        if !changing && !now.contains(&NodeId(node)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what} never completed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check_pages(writer, rounds).await;
+    rounds
+}
+
 fn process(nodes: &mut [NodeProcess], id: u32) -> &mut NodeProcess {
     nodes.iter_mut().find(|n| n.spec.node_id == id).unwrap()
 }
@@ -260,20 +279,7 @@ fn an_operator_replaces_a_live_node_with_the_cli() {
             (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
         }
     });
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            round(&writer, rounds).await;
-            rounds += 1;
-            let (now, changing) = members(&writer, 0).await;
-            if !changing && !now.contains(&NodeId(target)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the operator's replacement never completed: {now:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        check_pages(&writer, rounds).await;
-    });
+    runtime.block_on(rounds_until_replaced(&writer, target, rounds, "the operator's replacement"));
     let (code, text) = cli.join().unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&format!("started replacing node {target} in PG(s) 0")), "{text}");
@@ -380,20 +386,8 @@ fn an_admin_request_to_any_node_reaches_the_writer_and_replaces_the_node() {
     assert!(status.contains("400"), "{text}");
     let (status, text) = post_replace(asked_at, &target.to_string());
     assert!(status.contains("202"), "{text}");
-    let mut rounds = 3;
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            round(&writer, rounds).await;
-            rounds += 1;
-            let (now, changing) = members(&writer, 0).await;
-            if !changing && !now.contains(&NodeId(target)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the admin request never reached the writer: {now:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        check_pages(&writer, rounds).await;
+        rounds_until_replaced(&writer, target, 3, "the replacement the admin request asked for").await;
         writer.close().await;
     });
     stop_all(&mut nodes);

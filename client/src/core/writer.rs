@@ -259,22 +259,7 @@ impl WriterCore {
             core.pgs.insert(pg, state);
         }
         if core.truncation.is_some() {
-            // A recovered writer's membership epoch, volume epoch in its high bits, is above
-            // any step an older writer stored, seen by recovery or not: every member takes this
-            // writer's requests, and stores the memberships it adopted again (at that epoch),
-            // so a step the old writer left half-stored is overwritten everywhere.
-            let epoch = core.next_membership_epoch();
-            for (pg, state) in &mut core.pgs {
-                // A PG recovery found on its placement is on it at this epoch too, and every
-                // member is told so: one that was away during recovery may hold a step the old
-                // writer never counted. (One small message per segment, once per recovery.)
-                state.members = state.members.at(epoch);
-                core.untold.extend(state.members.nodes().into_iter().map(|node| (*pg, node)));
-            }
-            for (pg, membership) in start.memberships {
-                core.untold.retain(|(p, _)| *p != pg);
-                core.adopt_membership(pg, membership.at(epoch));
-            }
+            core.restore_memberships(start.memberships);
         }
         core
     }
@@ -688,16 +673,7 @@ impl WriterCore {
     pub fn handle_node_up(&mut self, node: NodeId) {
         self.down.retain(|n| *n != node);
         self.down_since.remove(&node);
-        // It may have come back empty (a lost disk), or holding a step an older writer never
-        // counted (it was away during recovery): a PG whose membership was changed or
-        // adopted tells it its sets again.
-        for (pg, state) in &self.pgs {
-            let changed = state.members.epoch() > Epoch::INITIAL && state.change.is_none();
-            if changed && state.members.contains(node) && !self.untold.contains(&(*pg, node)) {
-                self.untold.push((*pg, node));
-            }
-        }
-        self.tell_untold(Some(node));
+        self.tell_returned(node);
         let pgs: Vec<PgId> =
             self.pgs.iter().filter(|(_, s)| s.members.contains(node)).map(|(pg, _)| *pg).collect();
         for pg in pgs {
@@ -893,38 +869,6 @@ impl WriterCore {
     /// The epoch this writer writes at.
     pub fn volume_epoch(&self) -> Epoch {
         self.epochs.volume
-    }
-
-    /// Takes over `pg`'s membership as recovery found it, to be stored again by every node
-    /// of it; a change found half-way goes on (completed, or reversed if the joining node is
-    /// lost).
-    fn adopt_membership(&mut self, pg: PgId, membership: Membership) {
-        let Some(state) = self.pgs.get_mut(&pg) else { return };
-        state.members = membership;
-        if membership.next().is_none() {
-            for node in membership.nodes() {
-                self.untold.push((pg, node));
-            }
-        }
-        if let Some(next) = membership.next() {
-            let current = membership.current();
-            let leaving = current.members().iter().copied().find(|n| !next.contains(*n));
-            let joining = next.members().iter().copied().find(|n| !current.contains(*n));
-            if let (Some(leaving), Some(joining)) = (leaving, joining) {
-                state.change = Some(Change {
-                    leaving,
-                    joining,
-                    step: membership::Step::Joint,
-                    target: membership,
-                    acks: Vec::new(),
-                    age_ticks: 0,
-                    complete_at: None,
-                    // Why it started is not known: it is completed, unless the joining node
-                    // is lost (then it goes back, as any change does).
-                    forced: true,
-                });
-            }
-        }
     }
 }
 

@@ -74,10 +74,6 @@ impl Writer {
                 page_bytes: self.geometry.page_bytes,
             });
             let page_bytes = self.geometry.page_bytes as usize;
-            // A membership step the writer took after routing this read may reach a segment
-            // first: it then refuses the read's older membership epoch. Routed again, the read
-            // carries the new one.
-            let stale = std::cell::Cell::new(false);
             let answer = self
                 .hedged(&candidates, &read, |node, reply| match reply {
                     Message::Page(p)
@@ -85,17 +81,13 @@ impl Writer {
                     {
                         Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
                     }
-                    Message::Error(e) => {
-                        stale.set(stale.get() || e.code == ErrorCode::StaleEpoch);
-                        Err(format!("{node}: {:?}: {}", e.code, e.message))
-                    }
                     other => Err(format!("{node} answered {other:?}")),
                 })
                 .await;
             match answer {
                 Ok(version) => return Ok(version),
-                Err(_) if stale.get() && attempts < READ_ROUTE_ATTEMPTS => continue,
-                Err(detail) => return Err(ReadError::Unavailable { pg, detail }),
+                Err(failure) if failure.stale && attempts < READ_ROUTE_ATTEMPTS => continue,
+                Err(failure) => return Err(ReadError::Unavailable { pg, detail: failure.detail }),
             }
         }
     }
@@ -141,27 +133,22 @@ impl Writer {
                 range,
                 bytes_max: READ_BYTES_MAX,
             });
-            let stale = std::cell::Cell::new(false);
             let got = self
                 .hedged(&candidates, &read, |node, reply| match reply {
                     Message::Records(records) if records.scl >= need => Ok(records),
                     Message::Records(records) => {
                         Err(format!("{node} is complete only through {}", records.scl))
                     }
-                    Message::Error(e) => {
-                        stale.set(stale.get() || e.code == ErrorCode::StaleEpoch);
-                        Err(format!("{node}: {:?}: {}", e.code, e.message))
-                    }
                     other => Err(format!("{node} answered {other:?}")),
                 })
                 .await;
             let got = match got {
                 Ok(got) => got,
-                Err(_) if stale.get() && stale_refusals + 1 < READ_ROUTE_ATTEMPTS => {
+                Err(failure) if failure.stale && stale_refusals + 1 < READ_ROUTE_ATTEMPTS => {
                     stale_refusals += 1;
                     continue;
                 }
-                Err(detail) => return Err(ReadError::Unavailable { pg, detail }),
+                Err(failure) => return Err(ReadError::Unavailable { pg, detail: failure.detail }),
             };
             let more = got.more;
             from = got.records.last().map_or(through, Record::lsn);
@@ -173,16 +160,19 @@ impl Writer {
         Ok(records)
     }
 
-    /// Sends `read` to the first candidate, and to the next when the answer is late or `accept`
-    /// refuses it; returns the first accepted answer.
+    /// Sends `read` to the first candidate, and to the next when the answer is late, an error,
+    /// or one `accept` refuses; returns the first accepted answer.
     async fn hedged<T>(
         &self,
         candidates: &[NodeId],
         read: &Message,
         accept: impl Fn(NodeId, Message) -> Result<T, String>,
-    ) -> Result<T, String> {
+    ) -> Result<T, HedgeFailure> {
         let mut tries = candidates.iter().copied();
         let mut last_error = String::from("no reachable segment");
+        // A membership step the writer took after routing the read may reach a segment first:
+        // it then refuses the read's older membership epoch, and the read routed again succeeds.
+        let mut stale = false;
         let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
         let mut outstanding = 0;
         loop {
@@ -196,21 +186,35 @@ impl Writer {
                     let _ = done.send((node, reply, started.elapsed()));
                 });
             } else if outstanding == 0 {
-                return Err(last_error);
+                return Err(HedgeFailure { detail: last_error, stale });
             }
             let wait =
                 tokio::time::timeout(self.reads.hedge_after(self.config.hedge_after_min), results.recv())
                     .await;
             let Ok(Some((node, reply, took))) = wait else { continue };
             outstanding -= 1;
-            match reply.map(|reply| accept(node, reply)) {
-                Some(Ok(answer)) => {
-                    self.reads.observe(took);
-                    return Ok(answer);
+            match reply {
+                Some(Message::Error(e)) => {
+                    stale |= e.code == ErrorCode::StaleEpoch;
+                    last_error = format!("{node}: {:?}: {}", e.code, e.message);
                 }
-                Some(Err(error)) => last_error = error,
+                Some(reply) => match accept(node, reply) {
+                    Ok(answer) => {
+                        self.reads.observe(took);
+                        return Ok(answer);
+                    }
+                    Err(error) => last_error = error,
+                },
                 None => last_error = format!("{node} did not answer"),
             }
         }
     }
+}
+
+/// Why no candidate gave an accepted answer: the last reason, and whether some segment refused
+/// the read's membership epoch as stale (routing it again may then succeed).
+#[derive(Debug)]
+struct HedgeFailure {
+    detail: String,
+    stale: bool,
 }

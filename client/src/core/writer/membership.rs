@@ -283,6 +283,41 @@ impl WriterCore {
         }
     }
 
+    /// A recovered writer's memberships: its membership epoch, volume epoch in its high bits,
+    /// is above any step an older writer stored, seen by recovery or not, so every member takes
+    /// its requests; and every member of every PG is told the PG's sets again at that epoch (one
+    /// small message per segment, once per recovery), so a step the old writer left half-stored
+    /// is overwritten everywhere, also on a node that was away during recovery.
+    pub(super) fn restore_memberships(&mut self, adopted: Vec<(PgId, Membership)>) {
+        let epoch = self.next_membership_epoch();
+        for state in self.pgs.values_mut() {
+            state.members = state.members.at(epoch);
+        }
+        for (pg, membership) in adopted {
+            if let Some(state) = self.pgs.get_mut(&pg) {
+                state.members = membership.at(epoch);
+                state.change = adopted_change(membership.at(epoch));
+            }
+        }
+        let stable = self.pgs.iter().filter(|(_, s)| s.change.is_none());
+        let untold: Vec<(PgId, NodeId)> =
+            stable.flat_map(|(pg, s)| s.members.nodes().into_iter().map(move |node| (*pg, node))).collect();
+        self.untold.extend(untold);
+    }
+
+    /// `node` answers again. It may have come back empty (a lost disk), or holding a step an
+    /// older writer never counted (it was away during recovery): each PG whose membership was
+    /// changed or adopted tells it its sets again.
+    pub(super) fn tell_returned(&mut self, node: NodeId) {
+        for (pg, state) in &self.pgs {
+            let changed = state.members.epoch() > Epoch::INITIAL && state.change.is_none();
+            if changed && state.members.contains(node) && !self.untold.contains(&(*pg, node)) {
+                self.untold.push((*pg, node));
+            }
+        }
+        self.tell_untold(Some(node));
+    }
+
     /// Sends the PG's current membership to `node` wherever a finished change has not been
     /// stored by it (`None`: to every such node that is not down).
     pub(super) fn tell_untold(&mut self, node: Option<NodeId>) {
@@ -350,4 +385,23 @@ impl WriterCore {
             _ => members.write_quorum_met(acked),
         }
     }
+}
+
+/// A joint membership recovery found, taken up as a change under way (completed, unless its
+/// joining node is lost: then it goes back, as any change does); `None` for one set.
+fn adopted_change(membership: Membership) -> Option<Change> {
+    let (current, next) = (membership.current(), membership.next()?);
+    let leaving = current.members().iter().copied().find(|n| !next.contains(*n))?;
+    let joining = next.members().iter().copied().find(|n| !current.contains(*n))?;
+    Some(Change {
+        leaving,
+        joining,
+        step: Step::Joint,
+        target: membership,
+        acks: Vec::new(),
+        age_ticks: 0,
+        complete_at: None,
+        // Why it started is not known.
+        forced: true,
+    })
 }

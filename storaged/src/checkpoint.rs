@@ -20,8 +20,6 @@
 //! source u32, epochs 3×u64, read_lsn u64, pg_newest_lsn u64, resume_from u64, stored count u64
 //! and per stored page: page u64, lsn u64, file u64, offset u64, len u32.
 
-use std::path::Path;
-
 use bytes::{BufMut, Bytes};
 use protocol::codec::Reader;
 use protocol::quorum::Membership;
@@ -31,6 +29,7 @@ use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, NodeId, PageId, PgRef,
 use crate::core::{HydrationCheckpoint, IndexedRecord, Location, PageState, Segment, Stored};
 use crate::dual::{DualFile, Loaded};
 use crate::journal::writer::JournalPosition;
+use crate::storage::Storage;
 
 const MAGIC: [u8; 4] = *b"BRCP";
 const VERSION: u8 = 3;
@@ -70,14 +69,14 @@ pub enum CheckpointError {
 
 /// The checkpoint copies of one data directory.
 #[derive(Debug)]
-pub struct CheckpointStore {
-    file: DualFile,
+pub struct CheckpointStore<S> {
+    file: DualFile<S>,
 }
 
-impl CheckpointStore {
+impl<S: Storage> CheckpointStore<S> {
     /// Opens the copies and decodes the newest valid one, if any.
-    pub fn open(dir: &Path) -> (CheckpointStore, Result<Option<Checkpoint>, CheckpointError>) {
-        let (file, loaded) = DualFile::open(dir, "checkpoint", MAGIC);
+    pub async fn open(storage: &S) -> (CheckpointStore<S>, Result<Option<Checkpoint>, CheckpointError>) {
+        let (file, loaded) = DualFile::open(storage, "checkpoint", MAGIC).await;
         let checkpoint = match loaded {
             Loaded::Fresh => Ok(None),
             Loaded::Damaged => Err(CheckpointError::Damaged),
@@ -89,18 +88,15 @@ impl CheckpointStore {
         (CheckpointStore { file }, checkpoint)
     }
 
-    /// Durably stores a checkpoint of `segments` covering the journal up to `position`.
-    pub fn store<'a>(
-        &mut self,
-        positions: (JournalPosition, JournalPosition),
-        segments: impl Iterator<Item = &'a Segment>,
-        hydrations: &[HydrationCheckpoint],
-    ) -> std::io::Result<()> {
-        self.file.store(VERSION, &encode(positions, segments, hydrations))
+    /// Durably stores a checkpoint body made by `encode`.
+    pub async fn store(&mut self, body: &[u8]) -> std::io::Result<()> {
+        self.file.store(VERSION, body).await
     }
 }
 
-pub(crate) fn encode<'a>(
+/// A checkpoint of `segments` and rebuilds, covering the journal and page store up to
+/// `positions`.
+pub fn encode<'a>(
     (position, pages_position): (JournalPosition, JournalPosition),
     segments: impl Iterator<Item = &'a Segment>,
     hydrations: &[HydrationCheckpoint],
@@ -274,6 +270,7 @@ fn decode_segment(r: &mut Reader, with_membership: bool) -> Result<Segment, Chec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sim::complete;
     use protocol::{PgId, VolumeId};
 
     #[test]
@@ -305,8 +302,8 @@ mod tests {
         let joint =
             Membership::transition(Epoch(5), set([1, 2, 3, 4, 5, 6]), set([1, 2, 3, 4, 5, 7])).unwrap();
         assert!(segment.store_membership(joint));
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, none) = CheckpointStore::open(dir.path());
+        let disk = crate::storage::sim::SimDisk::new();
+        let (mut store, none) = complete(CheckpointStore::open(&disk));
         assert!(none.unwrap().is_none());
         let position = JournalPosition { file: 2, offset: 8192, next_group_seq: 7 };
         let pages_position = JournalPosition { file: 4, offset: 8192, next_group_seq: 3 };
@@ -319,10 +316,10 @@ mod tests {
             resume_from: PageId(9),
             stored: vec![(PageId(2), Lsn(20), Location { file: 5, offset: 8192, len: 4192 })],
         };
-        store
-            .store((position, pages_position), std::iter::once(&segment), std::slice::from_ref(&rebuild))
-            .unwrap();
-        let (_, loaded) = CheckpointStore::open(dir.path());
+        let body =
+            encode((position, pages_position), std::iter::once(&segment), std::slice::from_ref(&rebuild));
+        complete(store.store(&body)).unwrap();
+        let (_, loaded) = complete(CheckpointStore::open(&disk));
         let loaded = loaded.unwrap().unwrap();
         assert_eq!((loaded.position, loaded.pages_position), (position, pages_position));
         let restored = &loaded.segments[0];

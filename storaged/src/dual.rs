@@ -7,9 +7,7 @@
 //! Copy layout (little-endian): magic (4), format version u8, 3 zero bytes, generation u64,
 //! body length u32, CRC32C of bytes 0..20 followed by the body u32, then the body.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use crate::storage::Storage;
 
 const HEADER_BYTES: usize = 24;
 
@@ -26,18 +24,18 @@ pub enum Loaded {
 
 /// The pair of copies; see the module docs.
 #[derive(Debug)]
-pub struct DualFile {
-    dir: PathBuf,
+pub struct DualFile<S> {
+    storage: S,
     stem: &'static str,
     magic: [u8; 4],
     generation: u64,
 }
 
-impl DualFile {
-    /// Reads both copies of `stem` in `dir`.
-    pub fn open(dir: &Path, stem: &'static str, magic: [u8; 4]) -> (DualFile, Loaded) {
-        let mut file = DualFile { dir: dir.to_path_buf(), stem, magic, generation: 0 };
-        let copies = [0, 1].map(|i| file.read_copy(i));
+impl<S: Storage> DualFile<S> {
+    /// Reads both copies of `stem`.
+    pub async fn open(storage: &S, stem: &'static str, magic: [u8; 4]) -> (DualFile<S>, Loaded) {
+        let mut file = DualFile { storage: storage.clone(), stem, magic, generation: 0 };
+        let copies = [file.read_copy(0).await, file.read_copy(1).await];
         let any_file = copies.iter().any(|c| !matches!(c, Ok(None)));
         let newest =
             copies.into_iter().filter_map(|c| c.ok().flatten()).max_by_key(|(generation, _, _)| *generation);
@@ -53,7 +51,7 @@ impl DualFile {
     }
 
     /// Durably stores `body` over the older copy.
-    pub fn store(&mut self, version: u8, body: &[u8]) -> std::io::Result<()> {
+    pub async fn store(&mut self, version: u8, body: &[u8]) -> std::io::Result<()> {
         let generation = self.generation + 1;
         let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
         bytes.extend_from_slice(&self.magic);
@@ -63,26 +61,19 @@ impl DualFile {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes), body);
         bytes.extend_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(body);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.path((generation % 2) as u8))?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        sync_dir(&self.dir)?;
+        self.storage.put(&self.path((generation % 2) as u8), bytes).await?;
         self.generation = generation;
         Ok(())
     }
 
-    /// The path of copy `index`, for error messages and tests.
-    pub fn path(&self, index: u8) -> PathBuf {
-        self.dir.join(format!("{}.{index}", self.stem))
+    /// The path of copy `index` in the data directory, for error messages and tests.
+    pub fn path(&self, index: u8) -> String {
+        format!("{}.{index}", self.stem)
     }
 
     /// `Ok(None)` if missing, `Err(())` if damaged, else (generation, version, body).
-    fn read_copy(&self, index: u8) -> Result<Option<(u64, u8, Vec<u8>)>, ()> {
-        let bytes = match fs::read(self.path(index)) {
+    async fn read_copy(&self, index: u8) -> Result<Option<(u64, u8, Vec<u8>)>, ()> {
+        let bytes = match self.storage.read_all(&self.path(index)).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(_) => return Err(()),
@@ -99,38 +90,29 @@ impl DualFile {
     }
 }
 
-/// Makes a directory entry (a new or renamed file) durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sim::{complete, SimDisk};
 
     #[test]
     fn the_newest_valid_copy_wins_and_a_torn_one_is_survived() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut file, loaded) = DualFile::open(dir.path(), "state", *b"TEST");
+        let disk = SimDisk::new();
+        let open = || complete(DualFile::open(&disk, "state", *b"TEST"));
+        let (mut file, loaded) = open();
         assert_eq!(loaded, Loaded::Fresh);
-        file.store(1, b"first").unwrap();
-        file.store(1, b"second").unwrap();
-        assert_eq!(
-            DualFile::open(dir.path(), "state", *b"TEST").1,
-            Loaded::Copy { version: 1, body: b"second".to_vec() }
-        );
+        complete(file.store(1, b"first")).unwrap();
+        complete(file.store(1, b"second")).unwrap();
+        assert_eq!(open().1, Loaded::Copy { version: 1, body: b"second".to_vec() });
         let newest = file.path(0);
-        let len = fs::metadata(&newest).unwrap().len();
-        fs::OpenOptions::new().write(true).open(&newest).unwrap().set_len(len - 2).unwrap();
-        let (mut file, loaded) = DualFile::open(dir.path(), "state", *b"TEST");
+        let bytes = disk.contents(&newest).unwrap();
+        complete(disk.put(&newest, bytes[..bytes.len() - 2].to_vec())).unwrap();
+        let (mut file, loaded) = open();
         assert_eq!(loaded, Loaded::Copy { version: 1, body: b"first".to_vec() });
-        file.store(1, b"third").unwrap();
-        assert_eq!(
-            DualFile::open(dir.path(), "state", *b"TEST").1,
-            Loaded::Copy { version: 1, body: b"third".to_vec() }
-        );
-        fs::write(file.path(0), b"junk").unwrap();
-        fs::write(file.path(1), b"junk").unwrap();
-        assert_eq!(DualFile::open(dir.path(), "state", *b"TEST").1, Loaded::Damaged);
+        complete(file.store(1, b"third")).unwrap();
+        assert_eq!(open().1, Loaded::Copy { version: 1, body: b"third".to_vec() });
+        complete(disk.put(&file.path(0), b"junk".to_vec())).unwrap();
+        complete(disk.put(&file.path(1), b"junk".to_vec())).unwrap();
+        assert_eq!(open().1, Loaded::Damaged);
     }
 }

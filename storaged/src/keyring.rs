@@ -1,14 +1,19 @@
 //! The node's keys in use: the KEK, every volume's unwrapped data key, and the nonce counter,
 //! backed by the node metadata (`meta`). Creating a volume's key or extending the nonce
 //! reservation stores the metadata durably *before* the key or nonces are used.
+//!
+//! The journal and the page store seal groups concurrently (two tasks on the node's thread), so
+//! a seal holds the metadata lock from its reservation until its nonces are taken: a second
+//! seal waits instead of reserving against the same count.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
 
 use protocol::{KeyVersion, NodeId, VolumeId};
 
 use crate::meta::{MetaError, MetaStore, NodeMeta};
 use crate::seal::{DataKey, Kek, NonceCounter, SealError};
+use crate::storage::Storage;
 
 /// Why the keyring could not be opened or extended.
 #[derive(Debug, thiserror::Error)]
@@ -22,25 +27,37 @@ pub enum KeyringError {
     Seal(#[from] SealError),
 }
 
+impl KeyringError {
+    /// True if the metadata could not be stored because the disk is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, KeyringError::Meta(MetaError::Io { source, .. }) if crate::storage::is_no_space(source))
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
-pub struct Keyring {
+pub struct Keyring<S> {
     kek: Kek,
-    store: MetaStore,
+    store: tokio::sync::Mutex<MetaStore<S>>,
+    state: RefCell<KeyState>,
+}
+
+#[derive(Debug)]
+struct KeyState {
     meta: NodeMeta,
     keys: HashMap<VolumeId, DataKey>,
     nonces: NonceCounter,
 }
 
-impl Keyring {
-    /// Opens (or initialises) the metadata in `dir` for `node` and unwraps every data key.
-    pub fn open(dir: &Path, node: NodeId, kek: Kek) -> Result<Keyring, KeyringError> {
-        let (mut store, meta) = MetaStore::open(dir, node)?;
+impl<S: Storage> Keyring<S> {
+    /// Opens (or initialises) the metadata of `node` and unwraps every data key.
+    pub async fn open(storage: &S, node: NodeId, kek: Kek) -> Result<Keyring<S>, KeyringError> {
+        let (mut store, meta) = MetaStore::open(storage, node).await?;
         let meta = match meta {
             Some(meta) => meta,
             None => {
                 let fresh = NodeMeta { node, nonce_reserved_through: 0, keys: Vec::new() };
-                store.store(&fresh)?;
+                store.store(&fresh).await?;
                 fresh
             }
         };
@@ -52,44 +69,49 @@ impl Keyring {
             keys.insert(wrapped.volume, key);
         }
         let nonces = NonceCounter::resume(node, meta.nonce_reserved_through);
-        Ok(Keyring { kek, store, meta, keys, nonces })
+        let state = RefCell::new(KeyState { meta, keys, nonces });
+        Ok(Keyring { kek, store: tokio::sync::Mutex::new(store), state })
     }
 
-    /// The data key of `volume`, if one exists.
-    pub fn key(&self, volume: VolumeId) -> Option<&DataKey> {
-        self.keys.get(&volume)
+    /// Runs `f` with the data keys.
+    pub fn with_keys<T>(&self, f: impl FnOnce(&HashMap<VolumeId, DataKey>) -> T) -> T {
+        f(&self.state.borrow().keys)
     }
 
     /// Makes sure every volume in `volumes` has a key and that `nonces` more nonces are
-    /// reserved, storing the metadata once if anything changed.
-    pub fn prepare(
-        &mut self,
+    /// reserved (storing the metadata once if anything changed), then runs `f` with the keys
+    /// and the nonce counter.
+    pub async fn seal<T>(
+        &self,
         volumes: impl Iterator<Item = VolumeId>,
         nonces: u64,
-    ) -> Result<(), KeyringError> {
-        let mut changed = false;
-        for volume in volumes {
-            if !self.keys.contains_key(&volume) {
-                let (key, wrapped) = self.kek.new_data_key(volume, KeyVersion(1))?;
-                self.meta.keys.push(wrapped);
-                self.keys.insert(volume, key);
-                changed = true;
+        f: impl FnOnce(&HashMap<VolumeId, DataKey>, &mut NonceCounter) -> T,
+    ) -> Result<T, KeyringError> {
+        let mut store = self.store.lock().await;
+        let (meta, new_keys) = {
+            let state = self.state.borrow();
+            let mut meta = state.meta.clone();
+            let mut new_keys = Vec::new();
+            for volume in volumes {
+                if !state.keys.contains_key(&volume) && !new_keys.iter().any(|(v, _)| *v == volume) {
+                    let (key, wrapped) = self.kek.new_data_key(volume, KeyVersion(1))?;
+                    meta.keys.push(wrapped);
+                    new_keys.push((volume, key));
+                }
             }
+            if state.nonces.remaining() < nonces {
+                meta.nonce_reserved_through = state.nonces.reservation_after(nonces);
+            }
+            (meta, new_keys)
+        };
+        if meta != self.state.borrow().meta {
+            store.store(&meta).await?;
+            let mut state = self.state.borrow_mut();
+            state.keys.extend(new_keys);
+            state.nonces.reserved(meta.nonce_reserved_through);
+            state.meta = meta;
         }
-        if self.nonces.remaining() < nonces {
-            let through = self.nonces.reservation_after(nonces);
-            self.meta.nonce_reserved_through = through;
-            changed = true;
-        }
-        if changed {
-            self.store.store(&self.meta)?;
-            self.nonces.reserved(self.meta.nonce_reserved_through);
-        }
-        Ok(())
-    }
-
-    /// The keys and the nonce counter, for sealing a group.
-    pub fn sealing(&mut self) -> (&HashMap<VolumeId, DataKey>, &mut NonceCounter) {
-        (&self.keys, &mut self.nonces)
+        let state = &mut *self.state.borrow_mut();
+        Ok(f(&state.keys, &mut state.nonces))
     }
 }

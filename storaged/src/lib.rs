@@ -10,6 +10,8 @@ pub mod keyring;
 pub mod meta;
 pub mod seal;
 pub mod server;
+pub mod storage;
+pub mod store;
 
 use clap::Parser;
 

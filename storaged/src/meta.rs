@@ -5,9 +5,8 @@
 //! Body (little-endian): node id u32, nonce_reserved_through u64, key count u32, then per key
 //! volume u128, key version u32, nonce (12), sealed key (32), tag (16).
 
-use std::path::{Path, PathBuf};
-
 use crate::dual::{DualFile, Loaded};
+use crate::storage::Storage;
 
 use protocol::{KeyVersion, NodeId, VolumeId};
 
@@ -24,13 +23,13 @@ pub const KEYS_MAX: usize = 65_536;
 #[non_exhaustive]
 pub enum MetaError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{dir}: both metadata copies are damaged; the directory cannot be trusted")]
-    BothCopiesDamaged { dir: PathBuf },
-    #[error("{dir}: data directory format version {found}, this build reads version {DATA_FORMAT_VERSION}")]
-    FormatVersion { dir: PathBuf, found: u8 },
-    #[error("{dir}: data directory belongs to node {found}, not node {expected}")]
-    OtherNode { dir: PathBuf, found: NodeId, expected: NodeId },
+    Io { path: String, source: std::io::Error },
+    #[error("both metadata copies are damaged; the directory cannot be trusted")]
+    BothCopiesDamaged,
+    #[error("data directory format version {found}, this build reads version {DATA_FORMAT_VERSION}")]
+    FormatVersion { found: u8 },
+    #[error("data directory belongs to node {found}, not node {expected}")]
+    OtherNode { found: NodeId, expected: NodeId },
 }
 
 /// What the node keeps about itself.
@@ -94,35 +93,35 @@ impl Cursor<'_> {
 
 /// The node metadata's two copies.
 #[derive(Debug)]
-pub struct MetaStore {
-    file: DualFile,
+pub struct MetaStore<S> {
+    file: DualFile<S>,
 }
 
-impl MetaStore {
+impl<S: Storage> MetaStore<S> {
     /// Loads the newest valid copy from `dir`: `Ok(None)` for a fresh directory (no copy at
     /// all), an error if copies exist but none is valid, or if the directory belongs to another
     /// node or format version.
-    pub fn open(dir: &Path, expected: NodeId) -> Result<(MetaStore, Option<NodeMeta>), MetaError> {
-        let (file, loaded) = DualFile::open(dir, "node-meta", MAGIC);
-        let damaged = || MetaError::BothCopiesDamaged { dir: dir.to_path_buf() };
+    pub async fn open(storage: &S, expected: NodeId) -> Result<(MetaStore<S>, Option<NodeMeta>), MetaError> {
+        let (file, loaded) = DualFile::open(storage, "node-meta", MAGIC).await;
         let meta = match loaded {
             Loaded::Fresh => return Ok((MetaStore { file }, None)),
-            Loaded::Damaged => return Err(damaged()),
+            Loaded::Damaged => return Err(MetaError::BothCopiesDamaged),
             Loaded::Copy { version, .. } if version != DATA_FORMAT_VERSION => {
-                return Err(MetaError::FormatVersion { dir: dir.to_path_buf(), found: version })
+                return Err(MetaError::FormatVersion { found: version })
             }
-            Loaded::Copy { body, .. } => NodeMeta::decode(&body).ok_or_else(damaged)?,
+            Loaded::Copy { body, .. } => NodeMeta::decode(&body).ok_or(MetaError::BothCopiesDamaged)?,
         };
         if meta.node != expected {
-            return Err(MetaError::OtherNode { dir: dir.to_path_buf(), found: meta.node, expected });
+            return Err(MetaError::OtherNode { found: meta.node, expected });
         }
         Ok((MetaStore { file }, Some(meta)))
     }
 
     /// Durably stores `meta` over the older copy.
-    pub fn store(&mut self, meta: &NodeMeta) -> Result<(), MetaError> {
+    pub async fn store(&mut self, meta: &NodeMeta) -> Result<(), MetaError> {
         let path = self.file.path(0);
-        self.file.store(DATA_FORMAT_VERSION, &meta.encode()).map_err(|source| MetaError::Io { path, source })
+        let stored = self.file.store(DATA_FORMAT_VERSION, &meta.encode()).await;
+        stored.map_err(|source| MetaError::Io { path, source })
     }
 }
 
@@ -130,7 +129,7 @@ impl MetaStore {
 mod tests {
     use super::*;
     use crate::seal::Kek;
-    use std::fs;
+    use crate::storage::sim::{complete, SimDisk};
 
     fn meta(node: u32, reserved: u64) -> NodeMeta {
         let (_, key) = Kek::from_bytes([1; 32]).new_data_key(VolumeId(5), KeyVersion(1)).unwrap();
@@ -139,24 +138,24 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_through_its_copies() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, none) = MetaStore::open(dir.path(), NodeId(1)).unwrap();
+        let disk = SimDisk::new();
+        let (mut store, none) = complete(MetaStore::open(&disk, NodeId(1))).unwrap();
         assert!(none.is_none());
-        store.store(&meta(1, 10)).unwrap();
+        complete(store.store(&meta(1, 10))).unwrap();
         let newest = meta(1, 20);
-        store.store(&newest).unwrap();
-        let (_, got) = MetaStore::open(dir.path(), NodeId(1)).unwrap();
+        complete(store.store(&newest)).unwrap();
+        let (_, got) = complete(MetaStore::open(&disk, NodeId(1))).unwrap();
         assert_eq!(got.unwrap(), newest);
     }
 
     #[test]
     fn a_directory_of_another_node_or_with_both_copies_damaged_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        MetaStore::open(dir.path(), NodeId(1)).unwrap().0.store(&meta(1, 1)).unwrap();
-        let err = MetaStore::open(dir.path(), NodeId(2)).unwrap_err();
+        let disk = SimDisk::new();
+        complete(complete(MetaStore::open(&disk, NodeId(1))).unwrap().0.store(&meta(1, 1))).unwrap();
+        let err = complete(MetaStore::open(&disk, NodeId(2))).unwrap_err();
         assert!(err.to_string().contains("belongs to node node:1"), "{err}");
-        fs::write(dir.path().join("node-meta.1"), b"junk").unwrap();
-        fs::write(dir.path().join("node-meta.0"), b"junk").unwrap();
-        assert!(matches!(MetaStore::open(dir.path(), NodeId(1)), Err(MetaError::BothCopiesDamaged { .. })));
+        complete(disk.put("node-meta.1", b"junk".to_vec())).unwrap();
+        complete(disk.put("node-meta.0", b"junk".to_vec())).unwrap();
+        assert!(matches!(complete(MetaStore::open(&disk, NodeId(1))), Err(MetaError::BothCopiesDamaged)));
     }
 }

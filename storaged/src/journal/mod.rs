@@ -1,9 +1,10 @@
 //! The node-wide journal: preallocated files of 4 KiB-aligned groups, each group one write and
 //! one flush (group commit), with records sealed at rest. `format` draws the bytes, `group`
-//! builds and parses group images (pure), `writer` is the io_uring driver and `replay` rebuilds
-//! state at restart.
+//! builds and parses group images (pure), `commit` seals and writes a group, `writer` places
+//! groups in files over any `Storage`, and `replay` rebuilds state at restart.
 
 pub mod buf;
+pub mod commit;
 pub mod format;
 pub mod group;
 pub mod replay;

@@ -18,15 +18,14 @@
 //! hole, so the node does not claim them and a peer can supply them. A mid-log checksum error
 //! never truncates the log.
 
-use std::path::{Path, PathBuf};
-
 use protocol::PgRef;
 
 use super::format::{EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use super::group::{find_entries, image_page, open_entry};
-use super::writer::JournalPosition;
+use super::writer::{log_path, JournalPosition};
 use crate::core::{EntryBody, Location};
 use crate::keyring::Keyring;
+use crate::storage::Storage;
 
 /// File name prefix of the journal's files.
 pub const JOURNAL_PREFIX: &str = "journal";
@@ -43,16 +42,12 @@ pub fn log_file_name(prefix: &str, file: u64) -> String {
     format!("{prefix}-{file:016}.log")
 }
 
-/// File numbers of the log with `prefix` found in `dir`, ascending.
-pub fn list_files(dir: &Path, prefix: &str) -> std::io::Result<Vec<u64>> {
+/// File numbers of the log with `prefix` (in the subdirectory of that name), ascending.
+pub fn list_files(storage: &impl Storage, prefix: &str) -> std::io::Result<Vec<u64>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let number = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|n| n.strip_prefix('-'))
-            .and_then(|n| n.strip_suffix(".log"));
+    for name in storage.list(prefix)? {
+        let number =
+            name.strip_prefix(prefix).and_then(|n| n.strip_prefix('-')).and_then(|n| n.strip_suffix(".log"));
         files.extend(number.and_then(|n| n.parse::<u64>().ok()));
     }
     files.sort_unstable();
@@ -84,24 +79,18 @@ pub struct ReplayOutcome {
     pub report: ReplayReport,
 }
 
-/// Replays the journal in `dir` from `start` (a checkpoint's position; `None`: from the
+/// Replays the log with `prefix` from `start` (a checkpoint's position; `None`: from the
 /// first file), calling `visit` for each readable entry in order.
-pub fn replay(
-    dir: &Path,
+pub async fn replay<S: Storage>(
+    storage: &S,
     prefix: &'static str,
-    keyring: &Keyring,
+    keyring: &Keyring<S>,
     start: Option<JournalPosition>,
     mut visit: impl FnMut(PgRef, &EntryBody, Location),
 ) -> std::io::Result<ReplayOutcome> {
-    let files = list_files(dir, prefix)?;
+    let files = list_files(storage, prefix)?;
     let last_seq = start.map_or(0, |p| p.next_group_seq.saturating_sub(1));
-    let mut walk = Walk {
-        dir: dir.to_path_buf(),
-        prefix,
-        files: files.clone(),
-        report: ReplayReport::default(),
-        last_seq,
-    };
+    let mut walk = Walk { storage, prefix, files: files.clone(), report: ReplayReport::default(), last_seq };
     let mut step = match start {
         Some(p) if files.contains(&p.file) => Step::Next(p.file, p.offset),
         Some(p) => Step::End(p.file, p.offset),
@@ -109,14 +98,16 @@ pub fn replay(
     };
     loop {
         match step {
-            Step::Next(file, offset) => step = walk.walk_file(file, offset as usize, keyring, &mut visit)?,
+            Step::Next(file, offset) => {
+                step = walk.walk_file(file, offset as usize, keyring, &mut visit).await?
+            }
             Step::End(file, offset) => return Ok(walk.outcome(file, offset)),
         }
     }
 }
 
-struct Walk {
-    dir: PathBuf,
+struct Walk<'s, S> {
+    storage: &'s S,
     prefix: &'static str,
     files: Vec<u64>,
     report: ReplayReport,
@@ -129,7 +120,7 @@ enum Step {
     End(u64, u64),
 }
 
-impl Walk {
+impl<S: Storage> Walk<'_, S> {
     fn outcome(self, tail_file: u64, tail_offset: u64) -> ReplayOutcome {
         ReplayOutcome {
             next_group_seq: self.last_seq + 1,
@@ -141,23 +132,23 @@ impl Walk {
     }
 
     /// Replays one file from `offset`; says where to go next.
-    fn walk_file(
+    async fn walk_file(
         &mut self,
         file: u64,
         mut offset: usize,
-        keyring: &Keyring,
+        keyring: &Keyring<S>,
         visit: &mut impl FnMut(PgRef, &EntryBody, Location),
     ) -> std::io::Result<Step> {
-        let bytes = &std::fs::read(self.dir.join(log_file_name(self.prefix, file)))?[..];
+        let bytes = &self.storage.read_all(&log_path(self.prefix, file)).await?[..];
         self.report.bytes_scanned += bytes.len().saturating_sub(offset) as u64;
         while offset + GROUP_HEADER_BYTES <= bytes.len() {
             let header = self.expected_group(file, &bytes[offset..]);
             let Some(header) = header else {
-                return self.after_gap(file, offset);
+                return self.after_gap(file, offset).await;
             };
             let group = &bytes[offset..(offset + header.group_len()).min(bytes.len())];
             let (found, body_ok) = find_entries(group, &header);
-            if !body_ok && self.later_group(file, offset + GROUP_ALIGN, header.group_seq)?.is_none() {
+            if !body_ok && self.later_group(file, offset + GROUP_ALIGN, header.group_seq).await?.is_none() {
                 self.report.torn_tail_cut = true;
                 return Ok(Step::End(file, offset as u64));
             }
@@ -179,8 +170,8 @@ impl Walk {
     }
 
     /// Nothing valid at `offset`: resume at a later group if one exists, else the log ends here.
-    fn after_gap(&mut self, file: u64, offset: usize) -> std::io::Result<Step> {
-        match self.later_group(file, offset + GROUP_ALIGN, self.last_seq)? {
+    async fn after_gap(&mut self, file: u64, offset: usize) -> std::io::Result<Step> {
+        match self.later_group(file, offset + GROUP_ALIGN, self.last_seq).await? {
             Some((f, o, seq)) => {
                 self.report.missing_groups += seq - self.last_seq - 1;
                 self.last_seq = seq - 1;
@@ -191,14 +182,14 @@ impl Walk {
     }
 
     /// The first valid group after (`file`, `offset`) with a sequence number above `after_seq`.
-    fn later_group(
+    async fn later_group(
         &self,
         file: u64,
         offset: usize,
         after_seq: u64,
     ) -> std::io::Result<Option<(u64, u64, u64)>> {
         for f in self.files.iter().copied().filter(|f| *f >= file) {
-            let bytes = std::fs::read(self.dir.join(log_file_name(self.prefix, f)))?;
+            let bytes = self.storage.read_all(&log_path(self.prefix, f)).await?;
             let start = if f == file { offset } else { 0 };
             for at in (start..bytes.len().saturating_sub(GROUP_HEADER_BYTES - 1)).step_by(GROUP_ALIGN) {
                 let header = bytes[at..].first_chunk().and_then(|h| GroupHeader::decode(h).ok());
@@ -216,7 +207,7 @@ impl Walk {
         group_offset: usize,
         group: &[u8],
         found: &[super::group::FoundEntry],
-        keyring: &Keyring,
+        keyring: &Keyring<S>,
         visit: &mut impl FnMut(PgRef, &EntryBody, Location),
     ) {
         for entry in found {
@@ -231,7 +222,9 @@ impl Walk {
                     return Ok((header, body));
                 }
                 let bytes = &group[entry.offset..entry.offset + header.entry_len as usize];
-                open_entry(bytes, &header, keyring.key(header.pg.volume_id)).map(|body| (header, body))
+                let opened =
+                    keyring.with_keys(|keys| open_entry(bytes, &header, keys.get(&header.pg.volume_id)));
+                opened.map(|body| (header, body))
             });
             match opened {
                 Ok((header, body)) => {

@@ -1,7 +1,5 @@
 //! One test per row of the replay decision table, on journal files written by hand.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use protocol::{
     AzId, Epoch, Epochs, Lsn, NodeId, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta,
@@ -9,15 +7,24 @@ use protocol::{
 };
 
 use super::group::{build_group, GroupImage};
-use super::replay::{file_name, replay, ReplayOutcome, JOURNAL_PREFIX};
+use super::replay::{replay, ReplayOutcome, JOURNAL_PREFIX};
+use super::writer::log_path;
 use crate::core::{EntryBody, JournalEntry};
 use crate::keyring::Keyring;
 use crate::seal::Kek;
+use crate::storage::sim::{complete, SimDisk};
+use crate::storage::Storage;
+
+type Keys = Keyring<SimDisk>;
 
 const PG: PgRef = PgRef { volume_id: VolumeId(4), pg_id: PgId(0) };
 
-fn keyring(dir: &Path) -> Keyring {
-    Keyring::open(dir, NodeId(1), Kek::from_bytes([9; 32])).unwrap()
+fn keyring(disk: &SimDisk) -> Keys {
+    complete(Keyring::open(disk, NodeId(1), Kek::from_bytes([9; 32]))).unwrap()
+}
+
+fn path(file: u64) -> String {
+    log_path(JOURNAL_PREFIX, file)
 }
 
 fn record(lsn: u64) -> Record {
@@ -35,7 +42,7 @@ fn record(lsn: u64) -> Record {
 }
 
 /// Group `seq` of file 1 holding two entries: records `2*seq-1` and `2*seq`.
-fn group(keys: &mut Keyring, seq: u64) -> GroupImage {
+fn group(keys: &Keys, seq: u64) -> GroupImage {
     let entries: Vec<JournalEntry> = (0..2)
         .map(|i| JournalEntry {
             seq: 2 * seq + i,
@@ -47,13 +54,14 @@ fn group(keys: &mut Keyring, seq: u64) -> GroupImage {
             },
         })
         .collect();
-    keys.prepare(std::iter::once(PG.volume_id), 2).unwrap();
-    let (map, nonces) = keys.sealing();
-    build_group(seq, 1, &entries, |v| map.get(&v), nonces).unwrap()
+    let sealed = keys.seal(std::iter::once(PG.volume_id), 2, |map, nonces| {
+        build_group(seq, 1, &entries, |v| map.get(&v), nonces)
+    });
+    complete(sealed).unwrap().unwrap()
 }
 
 /// Writes groups 1..=count to journal file 1 and returns each group's offset.
-fn write_journal(dir: &Path, keys: &mut Keyring, count: u64) -> Vec<usize> {
+fn write_journal(disk: &SimDisk, keys: &Keys, count: u64) -> Vec<usize> {
     let mut bytes = vec![0u8; 1 << 20];
     let mut offsets = Vec::new();
     let mut at = 0;
@@ -63,35 +71,34 @@ fn write_journal(dir: &Path, keys: &mut Keyring, count: u64) -> Vec<usize> {
         offsets.push(at);
         at += image.bytes.len();
     }
-    std::fs::write(dir.join(file_name(1)), bytes).unwrap();
+    complete(disk.put(&path(1), bytes)).unwrap();
     offsets
 }
 
-fn damage(dir: &Path, offset: usize, len: usize) {
-    let path = dir.join(file_name(1));
-    let mut bytes = std::fs::read(&path).unwrap();
+fn damage(disk: &SimDisk, offset: usize, len: usize) {
+    let mut bytes = disk.contents(&path(1)).unwrap();
     bytes[offset..offset + len].iter_mut().for_each(|b| *b ^= 0x5a);
-    std::fs::write(path, bytes).unwrap();
+    complete(disk.put(&path(1), bytes)).unwrap();
 }
 
-fn run(dir: &Path, keys: &Keyring) -> (ReplayOutcome, Vec<u64>) {
+fn run(disk: &SimDisk, keys: &Keys) -> (ReplayOutcome, Vec<u64>) {
     let mut lsns = Vec::new();
-    let outcome = replay(dir, JOURNAL_PREFIX, keys, None, |pg, body, _| {
+    let outcome = complete(replay(disk, JOURNAL_PREFIX, keys, None, |pg, body, _| {
         assert_eq!(pg, PG);
         if let EntryBody::Records { records, .. } = body {
             lsns.extend(records.iter().map(|r| r.lsn().0));
         }
-    })
+    }))
     .unwrap();
     (outcome, lsns)
 }
 
 #[test]
 fn a_clean_journal_replays_every_group_and_resumes_after_the_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
-    let (outcome, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
+    let (outcome, lsns) = run(&disk, &keys);
     assert_eq!(lsns, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!((outcome.next_group_seq, outcome.tail_file), (4, 1));
     assert_eq!(outcome.tail_offset as usize, offsets[2] + 4096);
@@ -100,11 +107,11 @@ fn a_clean_journal_replays_every_group_and_resumes_after_the_last() {
 
 #[test]
 fn a_torn_last_group_is_cut_and_its_records_are_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
-    damage(dir.path(), offsets[2] + 200, 16);
-    let (outcome, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
+    damage(&disk, offsets[2] + 200, 16);
+    let (outcome, lsns) = run(&disk, &keys);
     assert_eq!(lsns, vec![1, 2, 3, 4]);
     assert!(outcome.report.torn_tail_cut);
     assert_eq!((outcome.tail_offset as usize, outcome.next_group_seq), (offsets[2], 3));
@@ -112,11 +119,11 @@ fn a_torn_last_group_is_cut_and_its_records_are_not_replayed() {
 
 #[test]
 fn a_damaged_entry_mid_log_is_skipped_and_everything_after_it_survives() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
-    damage(dir.path(), offsets[1] + 64 + 90, 1);
-    let (outcome, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
+    damage(&disk, offsets[1] + 64 + 90, 1);
+    let (outcome, lsns) = run(&disk, &keys);
     assert_eq!(lsns, vec![1, 2, 4, 5, 6], "record 3 is missing, nothing else");
     assert_eq!(outcome.report.corrupt_entries, 1);
     assert!(!outcome.report.torn_tail_cut);
@@ -125,11 +132,11 @@ fn a_damaged_entry_mid_log_is_skipped_and_everything_after_it_survives() {
 
 #[test]
 fn a_damaged_group_header_mid_log_loses_only_that_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
-    damage(dir.path(), offsets[1], 8);
-    let (outcome, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
+    damage(&disk, offsets[1], 8);
+    let (outcome, lsns) = run(&disk, &keys);
     assert_eq!(lsns, vec![1, 2, 5, 6]);
     assert_eq!(outcome.report.missing_groups, 1);
     assert_eq!(outcome.next_group_seq, 4);
@@ -137,34 +144,33 @@ fn a_damaged_group_header_mid_log_loses_only_that_group() {
 
 #[test]
 fn a_damaged_last_group_header_ends_the_log_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
-    damage(dir.path(), offsets[2], 8);
-    let (outcome, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
+    damage(&disk, offsets[2], 8);
+    let (outcome, lsns) = run(&disk, &keys);
     assert_eq!(lsns, vec![1, 2, 3, 4]);
     assert_eq!((outcome.tail_offset as usize, outcome.next_group_seq), (offsets[2], 3));
 }
 
 #[test]
 fn a_group_written_to_the_wrong_file_is_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    write_journal(dir.path(), &mut keys, 1);
-    std::fs::copy(dir.path().join(file_name(1)), dir.path().join(file_name(2))).unwrap();
-    std::fs::remove_file(dir.path().join(file_name(1))).unwrap();
-    let (_, lsns) = run(dir.path(), &keys);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    write_journal(&disk, &keys, 1);
+    complete(disk.put(&path(2), disk.contents(&path(1)).unwrap())).unwrap();
+    complete(disk.remove(&path(1))).unwrap();
+    let (_, lsns) = run(&disk, &keys);
     assert!(lsns.is_empty(), "a group claiming file 1 found in file 2 is misdirected");
 }
 
 #[test]
 fn sealed_entries_do_not_open_under_another_nodes_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    write_journal(dir.path(), &mut keys, 1);
-    let other = tempfile::tempdir().unwrap();
-    let stranger = Keyring::open(other.path(), NodeId(1), Kek::from_bytes([9; 32])).unwrap();
-    let (outcome, lsns) = run(dir.path(), &stranger);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    write_journal(&disk, &keys, 1);
+    let stranger = keyring(&SimDisk::new());
+    let (outcome, lsns) = run(&disk, &stranger);
     assert!(lsns.is_empty());
     assert_eq!(outcome.report.corrupt_entries, 2);
     let _ = Epochs::INITIAL;
@@ -172,16 +178,16 @@ fn sealed_entries_do_not_open_under_another_nodes_key() {
 
 #[test]
 fn replay_from_a_checkpoint_position_reads_only_the_groups_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut keys = keyring(dir.path());
-    let offsets = write_journal(dir.path(), &mut keys, 3);
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 3);
     let start = super::writer::JournalPosition { file: 1, offset: offsets[2] as u64, next_group_seq: 3 };
     let mut lsns = Vec::new();
-    let outcome = replay(dir.path(), JOURNAL_PREFIX, &keys, Some(start), |_, body, _| {
+    let outcome = complete(replay(&disk, JOURNAL_PREFIX, &keys, Some(start), |_, body, _| {
         if let EntryBody::Records { records, .. } = body {
             lsns.extend(records.iter().map(|r| r.lsn().0));
         }
-    })
+    }))
     .unwrap();
     assert_eq!(lsns, vec![5, 6]);
     assert_eq!(outcome.next_group_seq, 4);

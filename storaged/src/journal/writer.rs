@@ -1,41 +1,35 @@
-//! The io_uring journal driver: preallocated files, one write + `fdatasync` per group.
+//! The journal writer: preallocated files of 4 KiB-aligned groups, one write and one flush per
+//! group, over any `Storage` (io_uring on a node, the lying disk in the simulator).
 //!
-//! Files are created whole (`fallocate`) before the first group goes in, so a full disk shows
-//! up as `WriteError::NoSpace` when a file is created, never halfway through a group, and
-//! nothing already written is touched. Groups are written with O_DIRECT when the file system
-//! allows it (4 KiB-aligned buffers and offsets), buffered otherwise; either way the ack waits
-//! for `fdatasync`. Reads use a separate buffered descriptor.
+//! Files are created whole before the first group goes in, so a full disk shows up as
+//! `WriteError::NoSpace` when a file is created, never halfway through a group, and nothing
+//! already written is touched. A group is written (`write`) and then made durable (`flush`):
+//! two calls, so the simulator can crash a node between them; the daemon makes both at once.
 //!
 //! The first I/O error latches: the journal refuses every later write, so a failed flush is
 //! never retried as if it had worked (redb's rule; the kernel may already have dropped the
 //! dirty pages it could not write).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::rc::Rc;
-
-use tokio_uring::fs::File;
 
 use super::group::GroupImage;
 use super::replay::{log_file_name, ReplayOutcome};
 use crate::core::{Location, NodeFailure};
+use crate::storage::{is_no_space, Storage};
 
 /// Smallest journal file: one frame of records must fit in a group, and a group in a file.
 pub const JOURNAL_FILE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 
 /// Journal settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct JournalConfig {
-    pub dir: PathBuf,
-    /// File name prefix (`replay::JOURNAL_PREFIX` or `replay::PAGES_PREFIX`).
+    /// The log's subdirectory of the data directory (`replay::JOURNAL_PREFIX` or
+    /// `replay::PAGES_PREFIX`, which is also the file name prefix).
     pub prefix: &'static str,
     /// Size every journal file is preallocated to.
     pub file_bytes: u64,
-    /// Try O_DIRECT (falls back to buffered writes where the file system refuses it).
-    pub direct_io: bool,
 }
 
 /// Where the next group goes: what a checkpoint covers and where replay resumes.
@@ -55,118 +49,124 @@ pub enum WriteError {
     Failed(NodeFailure),
 }
 
-/// Read descriptors of every journal file, shared with the tasks that serve reads while the
-/// journal task writes.
+/// The path of file `file` of the log with `prefix`.
+pub fn log_path(prefix: &str, file: u64) -> String {
+    format!("{prefix}/{}", log_file_name(prefix, file))
+}
+
+/// Reads entries of a log's files while its writer writes, and deletes the files no longer
+/// needed. Clones share the set of files.
 #[derive(Clone)]
-pub struct JournalReader {
-    files: Rc<RefCell<BTreeMap<u64, Rc<File>>>>,
-    dir: PathBuf,
+pub struct JournalReader<S> {
+    files: Rc<RefCell<BTreeSet<u64>>>,
+    storage: S,
     prefix: &'static str,
 }
 
-impl JournalReader {
-    /// File numbers held (open for reading), ascending.
+impl<S: Storage> JournalReader<S> {
+    /// File numbers held (not recycled), ascending.
     pub fn files(&self) -> Vec<u64> {
-        self.files.borrow().keys().copied().collect()
+        self.files.borrow().iter().copied().collect()
+    }
+
+    /// True while file `file` is held (not recycled).
+    pub fn has_file(&self, file: u64) -> bool {
+        self.files.borrow().contains(&file)
     }
 
     /// Deletes a file no longer needed; the caller guarantees it is not the one being written.
-    /// Reads already holding its descriptor finish; later ones find no file.
-    pub fn remove_file(&self, file: u64) -> std::io::Result<()> {
+    /// Reads already under way finish or fail; later ones find no file.
+    pub async fn remove_file(&self, file: u64) -> std::io::Result<()> {
         self.files.borrow_mut().remove(&file);
-        let path = self.dir.join(log_file_name(self.prefix, file));
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        crate::dual::sync_dir(&self.dir)
+        self.storage.remove(&log_path(self.prefix, file)).await
     }
 
     /// Reads the bytes of one entry.
-    /// True while file `file` is open for reading (not recycled).
-    pub fn has_file(&self, file: u64) -> bool {
-        self.files.borrow().contains_key(&file)
-    }
-
     pub async fn read(&self, location: Location) -> std::io::Result<Vec<u8>> {
-        let file = self.files.borrow().get(&location.file).cloned();
-        let file = file.ok_or_else(|| std::io::Error::other(format!("no journal file {}", location.file)))?;
-        let (result, buf) = file.read_exact_at(vec![0u8; location.len as usize], location.offset).await;
-        result.map(|()| buf)
+        let path = log_path(self.prefix, location.file);
+        self.storage.read_at(&path, location.offset, location.len as usize).await
     }
 }
 
-impl std::fmt::Debug for JournalReader {
+impl<S> std::fmt::Debug for JournalReader<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "JournalReader({} files)", self.files.borrow().len())
+        write!(f, "JournalReader({} {} files)", self.prefix, self.files.borrow().len())
     }
+}
+
+/// A group written and not yet flushed.
+#[derive(Debug)]
+struct Unflushed {
+    len: u64,
+    placed: Vec<(u64, Location)>,
 }
 
 /// See the module docs.
-pub struct Journal {
+pub struct Journal<S> {
     config: JournalConfig,
-    reader: JournalReader,
-    /// The write descriptor of the current file.
-    writing: Option<File>,
+    storage: S,
+    reader: JournalReader<S>,
+    /// The current file exists (it is created before its first group).
+    created: bool,
     current: u64,
     offset: u64,
     next_group_seq: u64,
-    direct: bool,
+    unflushed: Option<Unflushed>,
     failed: Option<NodeFailure>,
     bytes_written: u64,
 }
 
-impl std::fmt::Debug for Journal {
+impl<S> std::fmt::Debug for Journal<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Journal(file {} offset {} next group {})", self.current, self.offset, self.next_group_seq)
     }
 }
 
-impl Journal {
-    /// Opens the files replay found and positions writing at the tail replay chose.
-    pub fn open(config: JournalConfig, replayed: &ReplayOutcome) -> std::io::Result<Journal> {
-        let reader = JournalReader { files: Rc::default(), dir: config.dir.clone(), prefix: config.prefix };
-        let mut journal = Journal {
-            direct: config.direct_io,
+impl<S: Storage> Journal<S> {
+    /// Takes over the files replay found and positions writing at the tail replay chose.
+    pub fn open(storage: S, config: JournalConfig, replayed: &ReplayOutcome) -> Journal<S> {
+        let files = Rc::new(RefCell::new(replayed.files.iter().copied().collect()));
+        let reader = JournalReader { files, storage: storage.clone(), prefix: config.prefix };
+        Journal {
+            created: replayed.files.contains(&replayed.tail_file),
             config,
+            storage,
             reader,
-            writing: None,
             current: replayed.tail_file,
             offset: replayed.tail_offset,
             next_group_seq: replayed.next_group_seq,
+            unflushed: None,
             failed: None,
             bytes_written: 0,
-        };
-        for file in &replayed.files {
-            journal.open_file(*file, *file == replayed.tail_file)?;
         }
-        Ok(journal)
     }
 
     /// The file number and sequence number the next group will carry, after creating the
     /// current file or rolling to a new one if `len` bytes do not fit.
-    pub fn prepare(&mut self, len: usize) -> Result<(u64, u64), WriteError> {
+    pub async fn prepare(&mut self, len: usize) -> Result<(u64, u64), WriteError> {
         self.check_failed()?;
+        assert!(self.unflushed.is_none(), "one group in flight at a time");
         assert!(len as u64 <= self.config.file_bytes, "a group never exceeds a journal file");
-        if self.writing.is_none() {
-            self.create_file(self.current)?;
+        if !self.created {
+            self.create_file(self.current).await?;
+            self.created = true;
         }
         if self.offset + len as u64 > self.config.file_bytes {
-            self.create_file(self.current + 1)?;
+            self.create_file(self.current + 1).await?;
             self.current += 1;
             self.offset = 0;
         }
         Ok((self.current, self.next_group_seq))
     }
 
-    /// Writes and flushes a group built for the position `prepare` returned; returns where each
-    /// entry landed.
-    pub async fn write(&mut self, image: GroupImage) -> Result<Vec<(u64, Location)>, WriteError> {
+    /// Writes a group built for the position `prepare` returned. Nothing of it is durable
+    /// until `flush`.
+    pub async fn write(&mut self, image: GroupImage) -> Result<(), WriteError> {
         self.check_failed()?;
+        assert!(self.unflushed.is_none(), "one group in flight at a time");
         assert_eq!((image.header.file, image.header.group_seq), (self.current, self.next_group_seq));
-        let file = self.writing.as_ref().expect("prepare opened the current file for writing");
         let base = self.offset;
-        let placed: Vec<(u64, Location)> = image
+        let placed = image
             .placed
             .iter()
             .map(|(seq, at, len)| {
@@ -174,14 +174,21 @@ impl Journal {
             })
             .collect();
         let len = image.bytes.len() as u64;
-        let (written, _) = file.write_all_at(image.bytes, base).await;
-        let result = match written {
-            Ok(()) => file.sync_data().await,
-            Err(e) => Err(e),
-        };
-        if let Err(error) = result {
-            let at = format!("{} at offset {base}", self.path(self.current).display());
-            return Err(self.latch(NodeFailure::io("write", at, &error)));
+        let path = log_path(self.config.prefix, self.current);
+        if let Err(error) = self.storage.write_at(&path, base, image.bytes).await {
+            return Err(self.latch(NodeFailure::io("write", format!("{path} at offset {base}"), &error)));
+        }
+        self.unflushed = Some(Unflushed { len, placed });
+        Ok(())
+    }
+
+    /// Makes the written group durable; returns where each of its entries landed.
+    pub async fn flush(&mut self) -> Result<Vec<(u64, Location)>, WriteError> {
+        self.check_failed()?;
+        let Unflushed { len, placed } = self.unflushed.take().expect("a group was written");
+        let path = log_path(self.config.prefix, self.current);
+        if let Err(error) = self.storage.sync(&path).await {
+            return Err(self.latch(NodeFailure::io("flush", path, &error)));
         }
         self.offset += len;
         self.bytes_written += len;
@@ -189,7 +196,7 @@ impl Journal {
         Ok(placed)
     }
 
-    /// Where the next group goes.
+    /// Where the next group goes (after the group in flight, once it is flushed).
     pub fn position(&self) -> JournalPosition {
         JournalPosition { file: self.current, offset: self.offset, next_group_seq: self.next_group_seq }
     }
@@ -200,13 +207,8 @@ impl Journal {
     }
 
     /// A handle for reading entries while this journal writes.
-    pub fn reader(&self) -> JournalReader {
+    pub fn reader(&self) -> JournalReader<S> {
         self.reader.clone()
-    }
-
-    /// True if writes go through O_DIRECT.
-    pub fn direct_io(&self) -> bool {
-        self.direct
     }
 
     fn check_failed(&self) -> Result<(), WriteError> {
@@ -216,54 +218,17 @@ impl Journal {
         }
     }
 
-    fn path(&self, file: u64) -> PathBuf {
-        self.config.dir.join(log_file_name(self.config.prefix, file))
-    }
-
     /// Creates and preallocates a journal file, durably (the directory entry too).
-    fn create_file(&mut self, file: u64) -> Result<(), WriteError> {
-        let path = self.path(file);
-        let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
-        let created = created.map_err(|e| self.latch(NodeFailure::io("create", path.display(), &e)))?;
-        // SAFETY: fallocate on a descriptor we own, with a length that fits in off_t.
-        let rc = unsafe { libc::fallocate(created.as_raw_fd(), 0, 0, self.config.file_bytes as libc::off_t) };
-        if rc != 0 {
-            let error = std::io::Error::last_os_error();
-            drop(created);
-            let _ = std::fs::remove_file(&path);
-            if error.raw_os_error() == Some(libc::ENOSPC) {
-                return Err(WriteError::NoSpace);
+    async fn create_file(&mut self, file: u64) -> Result<(), WriteError> {
+        let path = log_path(self.config.prefix, file);
+        match self.storage.create(&path, self.config.file_bytes).await {
+            Ok(()) => {
+                self.reader.files.borrow_mut().insert(file);
+                Ok(())
             }
-            return Err(self.latch(NodeFailure::io("preallocate", path.display(), &error)));
+            Err(error) if is_no_space(&error) => Err(WriteError::NoSpace),
+            Err(error) => Err(self.latch(NodeFailure::io("create", path, &error))),
         }
-        let synced = created.sync_all().and_then(|()| crate::dual::sync_dir(&self.config.dir));
-        synced.map_err(|e| self.latch(NodeFailure::io("sync", path.display(), &e)))?;
-        self.open_file(file, true).map_err(|e| self.latch(NodeFailure::io("open", path.display(), &e)))
-    }
-
-    fn open_file(&mut self, file: u64, writable: bool) -> std::io::Result<()> {
-        let path = self.path(file);
-        let read = Rc::new(File::from_std(std::fs::File::open(&path)?));
-        if writable {
-            // Only the newest file is ever written; the previous write descriptor closes here.
-            self.writing = Some(self.open_for_writing(&path)?);
-        }
-        self.reader.files.borrow_mut().insert(file, read);
-        Ok(())
-    }
-
-    fn open_for_writing(&mut self, path: &std::path::Path) -> std::io::Result<File> {
-        if self.direct {
-            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
-                Ok(file) => return Ok(File::from_std(file)),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(path = %path.display(), "file system refuses O_DIRECT; journal writes are buffered");
-                    self.direct = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(File::from_std(std::fs::OpenOptions::new().write(true).open(path)?))
     }
 
     fn latch(&mut self, reason: NodeFailure) -> WriteError {

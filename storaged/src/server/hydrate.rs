@@ -5,12 +5,12 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use protocol::messages::{ErrorCode, HydratedPage};
 use protocol::{Message, NodeId};
 
 use super::shared::Shared;
 use super::streams::read_page;
 use crate::core::HydratePlan;
+use crate::store::reads::answer_hydrate;
 
 /// How long the target waits before asking the core again when the rate or the pages still
 /// waiting to be stored hold the next ask back.
@@ -18,21 +18,8 @@ pub const HYDRATE_POLL: Duration = Duration::from_millis(5);
 
 /// Source side: builds every page of `plan` and answers with them, or with the first error.
 pub async fn answer(shared: Rc<Shared>, plan: HydratePlan) -> Message {
-    let mut pages = Vec::with_capacity(plan.pages.len());
-    for page_id in plan.pages.iter().copied() {
-        match read_page(&shared, plan.page_read(page_id)).await {
-            Message::Page(page) => {
-                pages.push(HydratedPage { page_id, version_lsn: page.version_lsn, bytes: page.bytes })
-            }
-            Message::Error(error) => return Message::Error(error),
-            other => {
-                let message = format!("page {page_id} answered with message type {}", other.type_code());
-                return super::streams::error_reply(ErrorCode::Internal, &message);
-            }
-        }
-    }
     let node = shared.with_core(|core| core.node());
-    Message::HydratePages(plan.answer(node, pages))
+    answer_hydrate(plan, node, |read| read_page(&shared, read)).await
 }
 
 /// Target side: asks `peer` for pages while the core hydrates a segment from it.

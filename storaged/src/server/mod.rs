@@ -6,7 +6,6 @@ pub mod coalescer;
 pub mod gossip;
 pub mod hydrate;
 pub mod journal_task;
-pub mod pages;
 pub mod scrub;
 pub mod shared;
 pub mod streams;
@@ -18,13 +17,12 @@ use std::time::Instant;
 
 use protocol::placement::NodeInfo;
 
-use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::core::NodeCore;
-use crate::journal::replay::{replay, JOURNAL_PREFIX, PAGES_PREFIX};
-use crate::journal::writer::{Journal, JournalConfig};
-use crate::keyring::{Keyring, KeyringError};
+use crate::journal::replay::{JOURNAL_PREFIX, PAGES_PREFIX};
 use crate::seal::{Kek, SealError};
+use crate::storage::uring::UringDir;
+use crate::store::{OpenError, StoreSettings};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +33,7 @@ pub enum StartError {
     #[error(transparent)]
     Key(#[from] SealError),
     #[error(transparent)]
-    Keyring(#[from] KeyringError),
-    #[error("journal: {0}")]
-    Journal(std::io::Error),
+    Store(#[from] OpenError),
     #[error("listen address {addr} is already in use")]
     AddrInUse { addr: std::net::SocketAddr },
     #[error(transparent)]
@@ -49,52 +45,31 @@ pub enum StartError {
 /// Starts the node and serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let _lock = lock_data_dir(&config.data_dir)?;
-    let journal_dir = config.data_dir.join("journal");
-    std::fs::create_dir_all(&journal_dir).map_err(|e| data_dir_error(&journal_dir, e))?;
-    let pages_dir = config.data_dir.join("pages");
-    std::fs::create_dir_all(&pages_dir).map_err(|e| data_dir_error(&pages_dir, e))?;
-    let keyring = Keyring::open(&config.data_dir, config.node_id, Kek::load(&config.key_file)?)?;
+    for log in [JOURNAL_PREFIX, PAGES_PREFIX] {
+        let dir = config.data_dir.join(log);
+        std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(&dir, e))?;
+    }
+    let storage = UringDir::new(&config.data_dir, config.direct_io);
+    let kek = Kek::load(&config.key_file)?;
     let mut core = NodeCore::new(config.node_id, config.az, config.limits);
     let started = Instant::now();
-    let (checkpoints, checkpoint) = CheckpointStore::open(&config.data_dir);
-    let mut rebuilds = Vec::new();
-    let (start, pages_start) = match checkpoint {
-        Ok(Some(checkpoint)) => {
-            checkpoint.segments.into_iter().for_each(|segment| core.restore_segment(segment));
-            rebuilds = checkpoint.hydrations;
-            (Some(checkpoint.position), Some(checkpoint.pages_position))
-        }
-        Ok(None) => (None, None),
-        Err(error) => {
-            tracing::warn!(%error, "no usable checkpoint; replaying the whole journal and page store");
-            (None, None)
-        }
+    let settings = StoreSettings {
+        file_bytes: config.journal_file_bytes,
+        checkpoint_interval_bytes: config.checkpoint_interval_bytes,
+        entry_cache_bytes: config.entry_cache_bytes,
     };
-    // Records first: an image found in the page store tail applies only to records held.
-    let mut visit = |pg, body: &_, location| core.replay(pg, body, location);
-    let replayed =
-        replay(&journal_dir, JOURNAL_PREFIX, &keyring, start, &mut visit).map_err(StartError::Journal)?;
-    let pages_replayed =
-        replay(&pages_dir, PAGES_PREFIX, &keyring, pages_start, &mut visit).map_err(StartError::Journal)?;
+    // Rebuilds the crash interrupted go on where the checkpoint left them (time starts at 0).
+    let opened = crate::store::open(storage.clone(), &mut core, kek, settings, 0).await?;
+    if let Some(error) = &opened.checkpoint_error {
+        tracing::warn!(%error, "no usable checkpoint; replayed the whole journal and page store");
+    }
     tracing::info!(
-        journal = ?replayed.report,
-        pages = ?pages_replayed.report,
+        journal = ?opened.journal_report,
+        pages = ?opened.pages_report,
+        direct_io = storage.direct_io(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal and page store replayed"
     );
-    let log_config = |dir, prefix| JournalConfig {
-        dir,
-        prefix,
-        file_bytes: config.journal_file_bytes,
-        direct_io: config.direct_io,
-    };
-    let journal =
-        Journal::open(log_config(journal_dir, JOURNAL_PREFIX), &replayed).map_err(StartError::Journal)?;
-    let pages =
-        Journal::open(log_config(pages_dir, PAGES_PREFIX), &pages_replayed).map_err(StartError::Journal)?;
-    core.set_journal_head(journal.position().file);
-    // Rebuilds the crash interrupted go on where the checkpoint left them (time starts at 0).
-    rebuilds.into_iter().for_each(|kept| core.resume_hydration(kept, 0));
     // Counts what replay indexed, so the memory cap holds from the first append.
     core.handle_tick(0);
     let endpoint =
@@ -102,19 +77,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             e if e.is_addr_in_use() => StartError::AddrInUse { addr: config.listen },
             e => StartError::Transport(e),
         })?;
-    let checkpoints = shared::Checkpoints::new(
-        checkpoints,
-        config.checkpoint_interval_bytes,
-        journal.position(),
-        pages.position(),
-    );
-    let readers = (journal.reader(), pages.reader());
-    let shared = shared::Shared::new(core, readers, keyring, checkpoints, config.entry_cache_bytes);
+    let (journal, pages) = (opened.journal, opened.pages);
+    let shared = shared::Shared::new(core, opened.store);
     if let Some(addr) = config.admin {
         let (snapshot, asks) = Rc::clone(&shared).admin_snapshot();
         admin::start(addr, snapshot, asks).map_err(StartError::Admin)?;
     }
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
+    tokio::task::spawn_local(journal_task::checkpoints(Rc::clone(&shared)));
     tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));
     tokio::task::spawn_local(scrub::run(Rc::clone(&shared)));
     let peer_names = config.peers.iter().map(|p| (p.name.clone(), p.id)).collect();

@@ -13,13 +13,9 @@ use tokio::sync::{oneshot, Notify};
 use super::admin::{
     PageMetrics, ReplaceAsks, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL,
 };
-use super::pages::EntryCache;
-use crate::checkpoint::CheckpointStore;
 use crate::core::{NodeCore, RequestId};
-use crate::journal::writer::{JournalPosition, JournalReader};
-use crate::keyring::Keyring;
-use crate::seal::DataKey;
-use protocol::VolumeId;
+use crate::storage::uring::UringDir;
+use crate::store::{CoreAccess, NodeStore};
 
 /// Admin snapshots between two counts of the records held for the floor (a walk over them).
 const HELD_RECOUNT_SNAPSHOTS: u64 = 10;
@@ -49,9 +45,10 @@ pub struct Shared {
     next_request: RefCell<u64>,
     /// Wakes the journal task when the core has queued entries.
     pub journal_wake: Notify,
-    pub reader: JournalReader,
-    pub pages_reader: JournalReader,
-    pub keyring: RefCell<Keyring>,
+    /// Wakes the checkpoint task when enough was written since the last checkpoint.
+    pub checkpoint_wake: Notify,
+    /// The journal and page store readers, keys, checkpoints and entry cache.
+    pub store: NodeStore<UringDir>,
     /// What the admin port shows; refreshed by `admin_snapshot`'s task.
     pub journal_stats: RefCell<(u64, u64)>,
     /// Notified (all waiters) whenever journal entries become durable: page reads waiting for
@@ -59,8 +56,6 @@ pub struct Shared {
     pub durable: Notify,
     /// Wakes the coalescer when new records are durable.
     pub coalesce_wake: Notify,
-    pub entry_cache: RefCell<EntryCache>,
-    pub checkpoints: RefCell<Checkpoints>,
     pub page_stats: Cell<PageStats>,
     started: Instant,
 }
@@ -72,50 +67,18 @@ pub struct PageStats {
     pub files_recycled: u64,
 }
 
-/// The checkpoint store and the positions a checkpoint taken now covers: each moves only once
-/// the core has taken in everything before it.
-#[derive(Debug)]
-pub struct Checkpoints {
-    pub store: CheckpointStore,
-    pub journal: JournalPosition,
-    pub pages: JournalPosition,
-    /// Journal plus page store bytes written since the last checkpoint.
-    pub bytes_since: u64,
-    pub interval_bytes: u64,
-}
-
-impl Checkpoints {
-    pub fn new(
-        store: CheckpointStore,
-        interval_bytes: u64,
-        journal: JournalPosition,
-        pages: JournalPosition,
-    ) -> Self {
-        Checkpoints { store, journal, pages, bytes_since: 0, interval_bytes }
-    }
-}
-
 impl Shared {
-    pub fn new(
-        core: NodeCore,
-        readers: (JournalReader, JournalReader),
-        keyring: Keyring,
-        checkpoints: Checkpoints,
-        entry_cache_bytes: usize,
-    ) -> Rc<Shared> {
+    pub fn new(core: NodeCore, store: NodeStore<UringDir>) -> Rc<Shared> {
         Rc::new(Shared {
             core: RefCell::new(core),
             waiting: RefCell::new(HashMap::new()),
             next_request: RefCell::new(0),
             journal_wake: Notify::new(),
-            reader: readers.0,
-            pages_reader: readers.1,
-            keyring: RefCell::new(keyring),
+            checkpoint_wake: Notify::new(),
+            store,
             journal_stats: RefCell::new((0, 0)),
             durable: Notify::new(),
             coalesce_wake: Notify::new(),
-            entry_cache: RefCell::new(EntryCache::new(entry_cache_bytes)),
-            checkpoints: RefCell::new(checkpoints),
             page_stats: Cell::new(PageStats::default()),
             started: Instant::now(),
         })
@@ -124,30 +87,6 @@ impl Shared {
     /// Milliseconds since the node started: the clock the core's floor leases run on.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
-    }
-
-    /// Stores a checkpoint if `force` or enough bytes were written since the last one. A
-    /// failure is logged and false returned: the journal still holds everything.
-    pub fn checkpoint(&self, force: bool) -> bool {
-        let mut checkpoints = self.checkpoints.borrow_mut();
-        if !force && checkpoints.bytes_since < checkpoints.interval_bytes {
-            return true;
-        }
-        let positions = (checkpoints.journal, checkpoints.pages);
-        let stored = self.with_core(|core| {
-            let rebuilds = core.hydration_checkpoints();
-            checkpoints.store.store(positions, core.segments(), &rebuilds)
-        });
-        match stored {
-            Ok(()) => {
-                checkpoints.bytes_since = 0;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "checkpoint not written; will retry");
-                false
-            }
-        }
     }
 
     /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`; the count of
@@ -207,16 +146,11 @@ impl Shared {
             page_cache_hits,
             page_cache_misses,
             records_held_for_floor,
-            journal_files: self.reader.files().len() as u64,
-            page_store_files: self.pages_reader.files().len() as u64,
+            journal_files: self.store.journal.files().len() as u64,
+            page_store_files: self.store.pages.files().len() as u64,
             images_written: stats.images_written,
             files_recycled: stats.files_recycled,
         }
-    }
-
-    /// Runs `f` with the unwrapped data keys.
-    pub fn with_keys<T>(&self, f: impl FnOnce(&HashMap<VolumeId, DataKey>) -> T) -> T {
-        f(self.keyring.borrow_mut().sealing().0)
     }
 
     /// Runs `f` on the core, then delivers every reply it released.
@@ -255,5 +189,11 @@ impl Shared {
                 let _ = sender.send(message);
             }
         }
+    }
+}
+
+impl CoreAccess for Shared {
+    fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
+        Shared::with_core(self, f)
     }
 }

@@ -9,16 +9,15 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::Bytes;
-use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, ReadRecords, Records};
+use protocol::messages::{ErrorCode, ErrorReply, ReadPage, ReadRecords};
 use protocol::{Epochs, Message, NodeId, PgId, PgRef, VolumeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
-use super::pages::{build_version, read_records as read_records_at, report_fault};
 use super::shared::{Pending, Shared};
 use crate::core::node::truncate_message;
-use crate::core::{PageAnswer, PageBuild, ReadPlan, RecordsAnswer};
+use crate::core::ReadPlan;
+use crate::store::reads::{self, read_planned_records, PageRead};
 
 /// Replies queued on one stream before its reader stops taking requests (backpressure).
 pub const STREAM_REPLIES_PENDING_MAX: usize = 4096;
@@ -170,50 +169,8 @@ fn spawn_reply(answer: impl std::future::Future<Output = Message> + 'static) -> 
     Pending::Waiting(receiver)
 }
 
-/// Reads the planned records from the journal, entry by entry, up to the byte limit. A record
-/// whose entry no longer opens is reported to the core (which stops claiming it) and left out.
 async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
-    let mut answer = RecordsAnswer::new(&plan);
-    let mut index = 0;
-    while index < plan.wanted.len() {
-        let location = plan.wanted[index].1;
-        let same_entry = plan.wanted[index..].iter().take_while(|(_, l)| *l == location).count();
-        let wanted = &plan.wanted[index..index + same_entry];
-        index += same_entry;
-        match read_records_at(shared, location).await {
-            Ok(found) => {
-                let mut wanted_found =
-                    found.iter().filter(|r| wanted.iter().any(|(lsn, _)| *lsn == r.lsn())).cloned();
-                if !wanted_found.all(|record| answer.offer(record)) {
-                    break;
-                }
-            }
-            Err(fault) if fault.is_corruption() => {
-                tracing::error!(?location, %fault, "stored records failed verification; no longer claimed");
-                shared.with_core(|core| {
-                    wanted.iter().for_each(|(lsn, _)| core.handle_corrupt_record(plan.pg, *lsn))
-                });
-            }
-            // Unreadable now (I/O, a recycled file): the records are still claimed, so a partial
-            // answer could pass for a complete one; the asker gets an error and tries again or
-            // asks another segment.
-            Err(fault) => {
-                tracing::warn!(?location, %fault, "stored records could not be read");
-                let message = truncate_message(&format!("stored records could not be read now: {fault}"));
-                let epochs =
-                    shared.with_core(|core| core.segment(&plan.pg).map_or(Epochs::default(), |s| s.epochs()));
-                return Message::Error(ErrorReply {
-                    code: ErrorCode::Internal,
-                    pg: plan.pg,
-                    epochs,
-                    message,
-                });
-            }
-        }
-    }
-    let scl = shared.with_core(|core| core.segment(&plan.pg).map_or(plan.scl, |s| s.scl()));
-    let node = shared.with_core(|core| core.node());
-    Message::Records(Records { pg: plan.pg, node, scl, more: answer.more, records: answer.records })
+    read_planned_records(&shared.store, shared, plan).await
 }
 
 fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
@@ -221,48 +178,22 @@ fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
     spawn_reply(async move { read_page(&shared, read).await })
 }
 
-/// Answers a `ReadPage`: waits (at most `READ_PAGE_WAIT`) for the segment to become complete
-/// through the read's `pg_newest_lsn`, then serves the version from the cache or builds it.
-/// A build that meets unreadable bytes reports them and plans once more (a concurrent fold may
-/// have moved the version); a second failure is a `ChecksumMismatch` for the client to take
-/// elsewhere.
+/// Answers a `ReadPage` (`store::reads::read_page`), waiting at most `READ_PAGE_WAIT` for the
+/// segment to become complete through the read's `pg_newest_lsn`.
 pub(super) async fn read_page(shared: &Shared, read: ReadPage) -> Message {
     let deadline = tokio::time::Instant::now() + READ_PAGE_WAIT;
     let mut faults = 0;
     loop {
         let durable = shared.durable.notified();
-        let build = match shared.with_core(|core| core.plan_read_page(&read)) {
-            Err(reply) => return Message::Error(reply),
-            Ok(PageAnswer::Ready(page)) => return Message::Page(page),
-            Ok(PageAnswer::NotYet) => {
+        match reads::read_page(&shared.store, shared, &read, &mut faults).await {
+            PageRead::Answer(message) => return message,
+            PageRead::NotYet => {
                 if tokio::time::timeout_at(deadline, durable).await.is_err() {
                     let message = format!(
                         "segment not yet complete through {} after {READ_PAGE_WAIT:?}",
                         read.pg_newest_lsn
                     );
                     return error_reply(ErrorCode::NotYet, &message);
-                }
-                continue;
-            }
-            Ok(PageAnswer::Build(build)) => build,
-        };
-        match build_version(shared, build.page_bytes, &build.base, &build.records).await {
-            Ok(bytes) => {
-                let bytes = Bytes::from(bytes);
-                shared.with_core(|core| {
-                    core.handle_page_built(build.pg, build.page_id, build.version_lsn, bytes.clone())
-                });
-                let PageBuild { pg, page_id, read_lsn, version_lsn, .. } = build;
-                return Message::Page(Page { pg, page_id, read_lsn, version_lsn, bytes });
-            }
-            Err(fault) => {
-                report_fault(shared, build.pg, &fault);
-                faults += 1;
-                if faults == 2 {
-                    return error_reply(
-                        ErrorCode::ChecksumMismatch,
-                        &format!("stored page version: {fault}"),
-                    );
                 }
             }
         }

@@ -1,0 +1,330 @@
+//! The node's durable state over a `Storage`: the journal and page store (writers and
+//! readers), the keyring, the checkpoints and the entry cache, and every step that moves bytes
+//! between them and the core: opening (checkpoint, then replay), a group becoming durable,
+//! checkpointing, recycling files, coalescing, and serving reads (`reads`).
+//!
+//! The daemon's tasks (`server`) and the simulator's nodes call these same steps, the first on
+//! io_uring, the second on the lying disk; they differ only in when they call them.
+
+pub mod reads;
+
+use std::cell::RefCell;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::core::{CoalesceJob, EntryBody, HydrationCheckpoint, JournalEntry, NodeCore};
+use crate::journal::commit::write_group;
+use crate::journal::replay::{replay, ReplayReport, JOURNAL_PREFIX, PAGES_PREFIX};
+use crate::journal::writer::{Journal, JournalConfig, JournalPosition, JournalReader, WriteError};
+use crate::keyring::{Keyring, KeyringError};
+use crate::seal::Kek;
+use crate::storage::Storage;
+use reads::{build_job, report_fault, EntryCache};
+
+/// Most page versions stored in one page store group.
+pub const COALESCE_JOBS_MAX: usize = 64;
+
+/// Access to the node's core from code that awaits between uses: the daemon's `Shared` (which
+/// also delivers the replies the core released), or a plain cell in the simulator.
+pub trait CoreAccess {
+    fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T;
+}
+
+impl CoreAccess for RefCell<NodeCore> {
+    fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
+        f(&mut self.borrow_mut())
+    }
+}
+
+/// What opening the store needs besides the disk and the key.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreSettings {
+    /// Size every journal and page store file is preallocated to.
+    pub file_bytes: u64,
+    /// Journal plus page store bytes between two checkpoints.
+    pub checkpoint_interval_bytes: u64,
+    pub entry_cache_bytes: usize,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("replaying the {log}: {source}")]
+    Replay { log: &'static str, source: std::io::Error },
+}
+
+/// A store just opened, with the writers of its two logs (each owned by the task that writes
+/// it) and what replay saw.
+#[derive(Debug)]
+pub struct Opened<S> {
+    pub store: NodeStore<S>,
+    pub journal: Journal<S>,
+    pub pages: Journal<S>,
+    pub journal_report: ReplayReport,
+    pub pages_report: ReplayReport,
+    /// Set if the checkpoint could not be used (the whole logs were replayed instead).
+    pub checkpoint_error: Option<CheckpointError>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct NodeStore<S> {
+    pub storage: S,
+    pub journal: JournalReader<S>,
+    pub pages: JournalReader<S>,
+    pub keyring: Keyring<S>,
+    pub entry_cache: RefCell<EntryCache>,
+    checkpoints: tokio::sync::Mutex<CheckpointStore<S>>,
+    covered: RefCell<Covered>,
+}
+
+/// The positions a checkpoint taken now covers: each moves only once the core has taken in
+/// everything before it.
+#[derive(Clone, Copy, Debug)]
+struct Covered {
+    journal: JournalPosition,
+    pages: JournalPosition,
+    /// Journal plus page store bytes made durable since the last checkpoint.
+    bytes_since: u64,
+    interval_bytes: u64,
+}
+
+/// What one coalescer pass did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Coalesced {
+    /// The core wanted no page version.
+    Idle,
+    /// Every job failed (each was reported).
+    AllFailed,
+    /// This many versions were stored.
+    Stored(usize),
+    /// No space for a page store file: the jobs were released.
+    NoSpace,
+    /// The page store failed: the node is latched failed.
+    Failed,
+}
+
+/// Opens the store on `storage` into `core`: the newest checkpoint's segments, then the
+/// journal and page store written after it, then the rebuilds the checkpoint kept (resumed at
+/// `now_ms`).
+pub async fn open<S: Storage>(
+    storage: S,
+    core: &mut NodeCore,
+    kek: Kek,
+    settings: StoreSettings,
+    now_ms: u64,
+) -> Result<Opened<S>, OpenError> {
+    let keyring = Keyring::open(&storage, core.node(), kek).await?;
+    let (checkpoints, checkpoint) = CheckpointStore::open(&storage).await;
+    let (mut start, mut rebuilds, mut checkpoint_error) = ((None, None), Vec::new(), None);
+    match checkpoint {
+        Ok(Some(checkpoint)) => {
+            checkpoint.segments.into_iter().for_each(|segment| core.restore_segment(segment));
+            rebuilds = checkpoint.hydrations;
+            start = (Some(checkpoint.position), Some(checkpoint.pages_position));
+        }
+        Ok(None) => {}
+        Err(error) => checkpoint_error = Some(error),
+    }
+    // Records first: an image found in the page store tail applies only to records held.
+    let mut visit = |pg, body: &_, location| core.replay(pg, body, location);
+    let replayed = replay(&storage, JOURNAL_PREFIX, &keyring, start.0, &mut visit)
+        .await
+        .map_err(|source| OpenError::Replay { log: "journal", source })?;
+    let pages_replayed = replay(&storage, PAGES_PREFIX, &keyring, start.1, &mut visit)
+        .await
+        .map_err(|source| OpenError::Replay { log: "page store", source })?;
+    let config = |prefix| JournalConfig { prefix, file_bytes: settings.file_bytes };
+    let journal = Journal::open(storage.clone(), config(JOURNAL_PREFIX), &replayed);
+    let pages = Journal::open(storage.clone(), config(PAGES_PREFIX), &pages_replayed);
+    core.set_journal_head(journal.position().file);
+    // Rebuilds a crash interrupted go on where the checkpoint left them.
+    rebuilds.into_iter().for_each(|kept| core.resume_hydration(kept, now_ms));
+    let covered = Covered {
+        journal: journal.position(),
+        pages: pages.position(),
+        bytes_since: 0,
+        interval_bytes: settings.checkpoint_interval_bytes,
+    };
+    let store = NodeStore {
+        journal: journal.reader(),
+        pages: pages.reader(),
+        storage,
+        keyring,
+        entry_cache: RefCell::new(EntryCache::new(settings.entry_cache_bytes)),
+        checkpoints: tokio::sync::Mutex::new(checkpoints),
+        covered: RefCell::new(covered),
+    };
+    Ok(Opened {
+        store,
+        journal,
+        pages,
+        journal_report: replayed.report,
+        pages_report: pages_replayed.report,
+        checkpoint_error,
+    })
+}
+
+impl<S: Storage> NodeStore<S> {
+    /// A journal group (`len` bytes, entries through `last_seq`) is durable: the core learns
+    /// where its entries are, and the next checkpoint covers it.
+    pub fn journal_durable(
+        &self,
+        core: &impl CoreAccess,
+        journal: &Journal<S>,
+        last_seq: u64,
+        placed: &[(u64, crate::core::Location)],
+        len: u64,
+    ) {
+        let position = journal.position();
+        core.with_core(|core| {
+            core.handle_durable(last_seq, placed);
+            core.set_journal_head(position.file);
+        });
+        let mut covered = self.covered.borrow_mut();
+        covered.journal = position;
+        covered.bytes_since += len;
+    }
+
+    /// Stores a checkpoint if `force` or enough bytes were made durable since the last one. A
+    /// failure is logged and false returned: the logs still hold everything.
+    pub async fn checkpoint(&self, core: &impl CoreAccess, force: bool) -> bool {
+        let mut checkpoints = self.checkpoints.lock().await;
+        let covered = *self.covered.borrow();
+        if !force && covered.bytes_since < covered.interval_bytes {
+            return true;
+        }
+        let body = core.with_core(|core| {
+            let rebuilds: Vec<HydrationCheckpoint> = core.hydration_checkpoints();
+            crate::checkpoint::encode((covered.journal, covered.pages), core.segments(), &rebuilds)
+        });
+        match checkpoints.store(&body).await {
+            Ok(()) => {
+                let mut now = self.covered.borrow_mut();
+                now.bytes_since = now.bytes_since.saturating_sub(covered.bytes_since);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "checkpoint not written; will retry");
+                false
+            }
+        }
+    }
+
+    /// One coalescer pass: builds up to `COALESCE_JOBS_MAX` versions the core asks for, stores
+    /// them in the page store as one group (one write and one flush), and tells the core.
+    pub async fn coalesce(&self, core: &impl CoreAccess, pages: &mut Journal<S>) -> Coalesced {
+        let jobs = core.with_core(|core| core.poll_coalesce(COALESCE_JOBS_MAX));
+        if jobs.is_empty() {
+            return Coalesced::Idle;
+        }
+        let mut built: Vec<CoalesceJob> = Vec::with_capacity(jobs.len());
+        let mut entries = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            // Foreground work (acks, reads) runs first.
+            tokio::task::yield_now().await;
+            match build_job(self, &job).await {
+                Ok(page) => {
+                    let body =
+                        EntryBody::Image { page_id: job.page_id, version_lsn: job.target, page: page.into() };
+                    entries.push(JournalEntry { seq: entries.len() as u64 + 1, pg: job.pg, body });
+                    built.push(job);
+                }
+                Err(fault) => {
+                    report_fault(core, job.pg, &fault);
+                    core.with_core(|core| core.handle_coalesced(&job, None));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Coalesced::AllFailed;
+        }
+        let len = crate::journal::group::group_len(&entries) as u64;
+        let written = match write_group(pages, &self.keyring, &entries).await {
+            Ok(()) => pages.flush().await,
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(placed) => {
+                core.with_core(|core| {
+                    for (job, (_, location)) in built.iter().zip(&placed) {
+                        core.handle_coalesced(job, Some(*location));
+                    }
+                });
+                {
+                    let mut covered = self.covered.borrow_mut();
+                    covered.pages = pages.position();
+                    covered.bytes_since += len;
+                }
+                // A hydrated segment's new state is recorded at once, not at the next interval.
+                let hydrated = core.with_core(|core| core.poll_checkpoint_wanted());
+                self.checkpoint(core, hydrated).await;
+                Coalesced::Stored(placed.len())
+            }
+            Err(error) => {
+                core.with_core(|core| built.iter().for_each(|job| core.handle_coalesced(job, None)));
+                match error {
+                    WriteError::NoSpace => {
+                        tracing::warn!("page store: no space for a new file; coalescing paused");
+                        Coalesced::NoSpace
+                    }
+                    WriteError::Failed(reason) => {
+                        tracing::error!(%reason, "page store failed; the node refuses writes until restarted");
+                        core.with_core(|core| core.handle_io_failed(reason));
+                        Coalesced::Failed
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the core's maintenance pass: picks a page store file to compact, and deletes the
+    /// journal and page store files the core says nothing refers to any more, after a
+    /// checkpoint that no longer needs them. Returns how many files were deleted.
+    pub async fn recycle(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> u64 {
+        let journal_head = self.covered.borrow().journal.file;
+        let (journal_files, page_files) = (self.journal.files(), self.pages.files());
+        let plan = core.with_core(|core| {
+            let live_images = core.image_bytes_by_file();
+            core.plan_compaction(pages_head, file_bytes, &live_images);
+            core.plan_recycle(&journal_files, journal_head, &page_files, pages_head, &live_images)
+        });
+        if plan.is_empty() {
+            return 0;
+        }
+        // The checkpoint written now starts replay after every doomed file and refers to none.
+        if !self.checkpoint(core, true).await {
+            return 0;
+        }
+        let mut recycled = 0;
+        let doomed = plan
+            .journal
+            .iter()
+            .map(|f| (&self.journal, *f))
+            .chain(plan.pages.iter().map(|f| (&self.pages, *f)));
+        for (reader, file) in doomed {
+            match reader.remove_file(file).await {
+                Ok(()) => recycled += 1,
+                Err(error) => tracing::warn!(file, %error, "could not delete a recycled file; will retry"),
+            }
+        }
+        tracing::info!(journal = ?plan.journal, pages = ?plan.pages, "recycled files");
+        recycled
+    }
+}
+
+/// What the journal task does with a write error: tell the core (which refuses or fails).
+pub fn journal_write_failed(core: &impl CoreAccess, error: WriteError) {
+    match error {
+        WriteError::NoSpace => {
+            tracing::warn!("journal: no space for a new file; refusing writes until space returns");
+            core.with_core(|core| core.handle_no_space());
+        }
+        WriteError::Failed(reason) => {
+            tracing::error!(%reason, "journal failed; the node refuses writes until restarted");
+            core.with_core(|core| core.handle_io_failed(reason));
+        }
+    }
+}

@@ -23,7 +23,7 @@ use protocol::{
     VolumeId,
 };
 use storaged::core::{EntryBody, JournalEntry};
-use storaged::journal::format::{EntryHeader, EntryKind};
+use storaged::journal::format::{EntryAt, EntryHeader, EntryKind};
 use storaged::journal::group::build_group;
 use storaged::seal::{DataKey, Kek, NonceCounter, TAG_BYTES};
 
@@ -145,8 +145,8 @@ fn seal(c: &mut Criterion) {
             nonce: [0; 12],
             page_bytes: bytes as u32,
         };
-        let ad = header.encode();
-        let ad = &ad[4..];
+        let ad = header.associated_data(EntryAt { file: 1, offset: 4096 });
+        let ad = &ad[..];
 
         let mut counter = nonces();
         let mut block = filler(bytes, 3);
@@ -184,7 +184,7 @@ fn seal(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("build_group_image", &label), |b| {
             b.iter(|| {
                 group_seq += 1;
-                build_group(group_seq, 1, black_box(&entries), |_| Some(&key), &mut counter)
+                build_group(group_seq, 1, 0, black_box(&entries), |_| Some(&key), &mut counter)
                     .expect("group builds")
             })
         });

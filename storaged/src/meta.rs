@@ -13,7 +13,8 @@ use protocol::{KeyVersion, NodeId, VolumeId};
 use crate::seal::{WrappedKey, KEY_BYTES, NONCE_BYTES, TAG_BYTES};
 
 /// Data directory format version this build reads and writes.
-pub const DATA_FORMAT_VERSION: u8 = 1;
+/// Version 2: journal and page store entries cover their place (`journal::format`).
+pub const DATA_FORMAT_VERSION: u8 = 2;
 const MAGIC: [u8; 4] = *b"BRNM";
 /// Most data keys one node keeps (one per volume it stores).
 pub const KEYS_MAX: usize = 65_536;

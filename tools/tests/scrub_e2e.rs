@@ -36,7 +36,7 @@ fn flip_first_entry(dir: &Path, prefix: &str, kind: EntryKind) -> (String, u64) 
         while at + GROUP_ALIGN <= bytes.len() {
             let Ok(header) = GroupHeader::decode(bytes[at..].first_chunk().unwrap()) else { break };
             let group = &bytes[at..(at + header.group_len()).min(bytes.len())];
-            for entry in find_entries(group, &header).0 {
+            for entry in find_entries(group, &header, at as u64).0 {
                 if entry.header.as_ref().is_ok_and(|h| h.kind == kind) {
                     let target =
                         (at + entry.offset + storaged::journal::format::ENTRY_HEADER_BYTES + 9) as u64;

@@ -71,6 +71,11 @@ pub struct Limits {
     /// Rest between two scrub passes (`SCRUB_PASS_PAUSE_MS` in the daemon; the simulator's
     /// runs are shorter than one daemon pause).
     pub scrub_pass_pause_ms: u64,
+    /// A started hydration whose ask went unanswered asks its source again after this long
+    /// (`HYDRATE_RETRY_MS` in the daemon)...
+    pub hydrate_retry_ms: u64,
+    /// ...and is abandoned once it made no progress for this long (`HYDRATE_RESUME_MS`).
+    pub hydrate_resume_ms: u64,
     /// Test-only: a bug planted on purpose to prove a checker catches it (`PlantedBug`).
     /// Always `None` outside tests; nothing sets it from a configuration or the environment.
     #[doc(hidden)]
@@ -94,6 +99,8 @@ impl Default for Limits {
             scrub_bytes_per_s: 0,
             hydrate_bytes_per_s: HYDRATE_BYTES_PER_S_DEFAULT,
             scrub_pass_pause_ms: scrub::SCRUB_PASS_PAUSE_MS,
+            hydrate_retry_ms: hydrate::HYDRATE_RETRY_MS,
+            hydrate_resume_ms: hydrate::HYDRATE_RESUME_MS,
             planted: None,
         }
     }
@@ -464,6 +471,11 @@ impl NodeCore {
     }
 
     /// The next journal entry to write, in queue order.
+    /// True if entries wait to be written to the journal.
+    pub fn has_unwritten(&self) -> bool {
+        !self.unwritten.is_empty()
+    }
+
     pub fn poll_journal(&mut self) -> Option<JournalEntry> {
         self.unwritten.pop_front()
     }

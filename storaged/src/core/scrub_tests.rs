@@ -201,11 +201,12 @@ fn a_repair_refused_below_a_peers_floor_is_asked_again_as_of_the_complete_point(
     core.handle_append(RequestId(1), append).unwrap();
     flush(&mut core);
     core.handle_corrupt_entry(Store::Pages, damaged);
-    let members = |_| vec![NodeId(1), NodeId(2)];
+    let members = |_| vec![NodeId(1), NodeId(2), NodeId(3)];
     let first = core.poll_image_repair(NodeId(2), 0, members).expect("a repair read");
     assert_eq!((first.read_lsn, first.pg_newest_lsn), (Lsn(20), Lsn(20)), "first as of the image");
-    core.handle_image_fetch_failed(PG, PAGE);
-    let again = core.poll_image_repair(NodeId(2), 0, members).expect("asked again");
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(2));
+    assert!(core.poll_image_repair(NodeId(2), 0, members).is_none(), "the other member first");
+    let again = core.poll_image_repair(NodeId(3), 0, members).expect("asked again");
     assert_eq!(again.pg_newest_lsn, Lsn(30), "as of what the segment holds completely");
     assert!(again.read_lsn >= Lsn(30));
     let page = Page {

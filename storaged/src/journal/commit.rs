@@ -19,11 +19,11 @@ pub async fn write_group<S: Storage>(
     keyring: &Keyring<S>,
     entries: &[JournalEntry],
 ) -> Result<(), WriteError> {
-    let (file, group_seq) = journal.prepare(group_len(entries)).await?;
+    let at = journal.prepare(group_len(entries)).await?;
     let volumes = entries.iter().filter(|e| is_sealed(&e.body)).map(|e| e.pg.volume_id);
     let image = keyring
         .seal(volumes, nonces_needed(entries), |keys, nonces| {
-            build_group(group_seq, file, entries, |v| keys.get(&v), nonces)
+            build_group(at.next_group_seq, at.file, at.offset, entries, |v| keys.get(&v), nonces)
         })
         .await
         .map_err(keyring_write_error)?

@@ -10,8 +10,8 @@
 //!   40  [24] reserved
 //!   64  entries, packed
 //! entry
-//!   0   u32 entry_crc (CRC32C of bytes 4..entry_len)
-//!   4   u8 version (1)          5   u8 kind (1 records, sealed; 2 meta, plain; 3 image, sealed)
+//!   0   u32 entry_crc (CRC32C of the entry's place, then bytes 4..entry_len)
+//!   4   u8 version (2)          5   u8 kind (1 records, sealed; 2 meta, plain; 3 image, sealed)
 //!   6   u16 reserved            8   u32 entry_len (header + body)
 //!   12  u32 record_count        16  u128 volume_id      32  u32 pg_id
 //!   36  u32 key_version         40  u64 epoch (image: page id)
@@ -22,9 +22,16 @@
 //!             image   → ciphertext of the page (page_bytes), then the 16-byte GCM tag
 //! ```
 //! The page store (`pages/`) uses the same group layout with image entries only.
-//! The GCM associated data is entry bytes 4..80: version, kind, lengths, volume, PG, key
-//! version, epoch, LSN range and nonce, so sealed bytes moved to another volume, PG, LSN range or
-//! epoch fail to open. Encoded records keep their own CRC32C inside the ciphertext (end to end).
+//! The GCM associated data is entry bytes 4..80 (version, kind, lengths, volume, PG, key
+//! version, epoch, LSN range and nonce) followed by the entry's place, so sealed bytes moved to
+//! another volume, PG, LSN range or epoch fail to open. Encoded records keep their own CRC32C
+//! inside the ciphertext (end to end).
+//!
+//! An entry's place (`EntryAt`: file number u64, byte offset u64 in that file, 16 bytes
+//! little-endian) is covered by its CRC and its tag but not stored: an entry is valid only where
+//! it was written. A write the disk misdirected to another offset or file, even one that lands
+//! exactly where another entry was, fails verification there instead of passing for the entry
+//! the index expects (version 1 entries did not cover their place).
 
 use protocol::codec::Reader;
 use protocol::quorum::Membership;
@@ -41,7 +48,7 @@ pub const ENTRY_HEADER_BYTES: usize = 80;
 pub const META_BODY_BYTES: usize = 48;
 /// Bytes of a membership entry's body: the epochs, then the membership (`docs/format.md`).
 pub const MEMBERSHIP_BODY_BYTES: usize = Epochs::WIRE_BYTES + <Option<Membership> as Wire>::BYTES;
-pub const JOURNAL_VERSION: u8 = 1;
+pub const JOURNAL_VERSION: u8 = 2;
 const GROUP_MAGIC: [u8; 4] = *b"BRJG";
 
 const _: () = assert!(GROUP_HEADER_BYTES <= GROUP_ALIGN && ENTRY_HEADER_BYTES % 8 == 0);
@@ -122,6 +129,22 @@ impl GroupHeader {
     }
 }
 
+/// Where an entry was written: part of what its CRC and tag cover (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryAt {
+    pub file: u64,
+    pub offset: u64,
+}
+
+impl EntryAt {
+    pub fn bytes(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.file.to_le_bytes());
+        out[8..].copy_from_slice(&self.offset.to_le_bytes());
+        out
+    }
+}
+
 /// Entry kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -166,16 +189,25 @@ impl EntryHeader {
         out
     }
 
+    /// The sealing's associated data: header bytes 4.. and the entry's place.
+    pub fn associated_data(&self, at: EntryAt) -> [u8; ENTRY_HEADER_BYTES - 4 + 16] {
+        let mut out = [0u8; ENTRY_HEADER_BYTES - 4 + 16];
+        out[..ENTRY_HEADER_BYTES - 4].copy_from_slice(&self.encode()[4..]);
+        out[ENTRY_HEADER_BYTES - 4..].copy_from_slice(&at.bytes());
+        out
+    }
+
     /// Decodes the header of the entry at the start of `bytes` (which holds at least the
-    /// rest of the group body) and verifies the entry CRC over its full length.
-    pub fn decode(bytes: &[u8]) -> Result<EntryHeader, JournalFault> {
+    /// rest of the group body), written at `at`, and verifies the entry CRC over its place and
+    /// full length.
+    pub fn decode(bytes: &[u8], at: EntryAt) -> Result<EntryHeader, JournalFault> {
         let header: &[u8; ENTRY_HEADER_BYTES] =
             bytes.first_chunk().ok_or(JournalFault::Length("entry header"))?;
         let entry_len = u32_at(header, 8) as usize;
         if entry_len < ENTRY_HEADER_BYTES || entry_len > bytes.len() {
             return Err(JournalFault::Length("entry"));
         }
-        if u32_at(header, 0) != crc32c::crc32c(&bytes[4..entry_len]) {
+        if u32_at(header, 0) != entry_crc(at, &bytes[4..entry_len]) {
             return Err(JournalFault::EntryChecksum);
         }
         if header[4] != JOURNAL_VERSION {
@@ -265,6 +297,11 @@ pub fn decode_membership(body: &[u8]) -> Result<(Epochs, Membership), JournalFau
 /// Bytes a records entry of `plaintext` bytes occupies.
 pub fn records_entry_len(plaintext: usize) -> usize {
     ENTRY_HEADER_BYTES + plaintext + TAG_BYTES
+}
+
+/// The CRC of an entry written at `at` whose bytes after the CRC field are `rest`.
+pub fn entry_crc(at: EntryAt, rest: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&at.bytes()), rest)
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

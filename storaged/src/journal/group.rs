@@ -55,10 +55,12 @@ pub fn is_sealed(body: &EntryBody) -> bool {
     matches!(body, EntryBody::Records { .. } | EntryBody::Image { .. })
 }
 
-/// Lays out and seals `entries` as group `group_seq` of journal file `file`.
+/// Lays out and seals `entries` as group `group_seq`, to be written at `offset` of journal
+/// file `file`.
 pub fn build_group<'k>(
     group_seq: u64,
     file: u64,
+    offset: u64,
     entries: &[JournalEntry],
     key_of: impl Fn(VolumeId) -> Option<&'k DataKey>,
     nonces: &mut NonceCounter,
@@ -68,10 +70,12 @@ pub fn build_group<'k>(
     let header = GroupHeader { group_seq, file, entry_count, body_len: body_len as u32, body_crc: 0 };
     let mut bytes = AlignedBuf::zeroed(header.group_len());
     let mut placed = Vec::with_capacity(entries.len());
+    let base = offset;
     let mut offset = GROUP_HEADER_BYTES;
     for entry in entries {
         let len = entry_len(entry);
-        write_entry(entry, &mut bytes.as_mut_slice()[offset..offset + len], &key_of, nonces)?;
+        let at = EntryAt { file, offset: base + offset as u64 };
+        write_entry(entry, at, &mut bytes.as_mut_slice()[offset..offset + len], &key_of, nonces)?;
         placed.push((entry.seq, offset, len));
         offset += len;
     }
@@ -83,6 +87,7 @@ pub fn build_group<'k>(
 
 fn write_entry<'k>(
     entry: &JournalEntry,
+    at: EntryAt,
     out: &mut [u8],
     key_of: &impl Fn(VolumeId) -> Option<&'k DataKey>,
     nonces: &mut NonceCounter,
@@ -108,7 +113,7 @@ fn write_entry<'k>(
             let mut cursor = &mut plain[..];
             records.iter().for_each(|r| r.encode(&mut cursor));
             assert!(cursor.is_empty(), "entry length matches its records");
-            let tag = key.seal(&nonce, &header.encode()[4..], plain);
+            let tag = key.seal(&nonce, &header.associated_data(at), plain);
             tag_out.copy_from_slice(&tag);
             header
         }
@@ -129,7 +134,7 @@ fn write_entry<'k>(
             };
             let (plain, tag_out) = body.split_at_mut(body.len() - TAG_BYTES);
             plain.copy_from_slice(page);
-            let tag = key.seal(&nonce, &header.encode()[4..], plain);
+            let tag = key.seal(&nonce, &header.associated_data(at), plain);
             tag_out.copy_from_slice(&tag);
             header
         }
@@ -143,7 +148,7 @@ fn write_entry<'k>(
         }
     };
     header_bytes.copy_from_slice(&header.encode());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header_bytes[4..]), body);
+    let crc = crc32c::crc32c_append(entry_crc(at, &header_bytes[4..]), body);
     header_bytes[..4].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -181,12 +186,13 @@ pub struct FoundEntry {
     pub header: Result<EntryHeader, JournalFault>,
 }
 
-/// The entries of a group whose header verified (`group` starts at the header and holds at
-/// least the group body), and whether the group's body CRC matched. Walks entry lengths. After
+/// The entries of a group whose header verified (`group` starts at the header, written at
+/// `offset` of its file, and holds at least the group body), and whether the group's body CRC
+/// matched. Walks entry lengths. After
 /// an entry that fails its checksum the walk goes on at its stated length when that is
 /// plausible: the next entry's own checksum then proves or disproves it. An implausible length
 /// ends the walk.
-pub fn find_entries(group: &[u8], header: &GroupHeader) -> (Vec<FoundEntry>, bool) {
+pub fn find_entries(group: &[u8], header: &GroupHeader, offset: u64) -> (Vec<FoundEntry>, bool) {
     let body_end = GROUP_HEADER_BYTES + header.body_len as usize;
     let Some(body) = group.get(GROUP_HEADER_BYTES..body_end) else {
         return (
@@ -198,7 +204,8 @@ pub fn find_entries(group: &[u8], header: &GroupHeader) -> (Vec<FoundEntry>, boo
     let mut found = Vec::new();
     let mut at = 0;
     while at < body.len() && found.len() < usize::from(header.entry_count) {
-        let parsed = EntryHeader::decode(&body[at..]);
+        let place = EntryAt { file: header.file, offset: offset + (GROUP_HEADER_BYTES + at) as u64 };
+        let parsed = EntryHeader::decode(&body[at..], place);
         let len = match &parsed {
             Ok(header) => Some(header.entry_len as usize),
             Err(JournalFault::EntryChecksum) => Some(stated_entry_len(&body[at..])),
@@ -218,11 +225,12 @@ fn stated_entry_len(entry: &[u8]) -> usize {
     u32::from_le_bytes(entry[8..12].try_into().expect("header present")) as usize
 }
 
-/// Opens one entry: verifies and decrypts a records entry (then decodes and CRC-checks each
-/// record), or decodes a meta entry. `entry` is exactly the entry's bytes.
+/// Opens one entry written at `at`: verifies and decrypts a records entry (then decodes and
+/// CRC-checks each record), or decodes a meta entry. `entry` is exactly the entry's bytes.
 pub fn open_entry(
     entry: &[u8],
     header: &EntryHeader,
+    at: EntryAt,
     key: Option<&DataKey>,
 ) -> Result<EntryBody, JournalFault> {
     let body = &entry[ENTRY_HEADER_BYTES..];
@@ -236,12 +244,12 @@ pub fn open_entry(
             Ok(EntryBody::Membership { epochs, membership })
         }
         EntryKind::Records => {
-            let plain = open_sealed(body, header, key)?;
+            let plain = open_sealed(body, header, at, key)?;
             let records = decode_records(plain, header.record_count)?;
             Ok(EntryBody::Records { epoch: header.epoch, page_bytes: header.page_bytes, records })
         }
         EntryKind::Image => {
-            let page = open_sealed(body, header, key)?;
+            let page = open_sealed(body, header, at, key)?;
             if page.len() != header.page_bytes as usize {
                 return Err(JournalFault::Length("image"));
             }
@@ -256,12 +264,17 @@ pub fn image_page(header: &EntryHeader) -> protocol::PageId {
 }
 
 /// Verifies and decrypts a sealed entry body (ciphertext then tag).
-fn open_sealed(body: &[u8], header: &EntryHeader, key: Option<&DataKey>) -> Result<Bytes, JournalFault> {
+fn open_sealed(
+    body: &[u8],
+    header: &EntryHeader,
+    at: EntryAt,
+    key: Option<&DataKey>,
+) -> Result<Bytes, JournalFault> {
     let key = key.ok_or(JournalFault::NoKey)?;
     let tag_at = body.len().checked_sub(TAG_BYTES).ok_or(JournalFault::Length("sealed body"))?;
     let tag: [u8; TAG_BYTES] = body[tag_at..].try_into().expect("tag length");
     let mut plain = BytesMut::from(&body[..tag_at]);
-    key.open(&header.nonce, &header.encode()[4..], &mut plain, &tag).map_err(|_| JournalFault::Seal)?;
+    key.open(&header.nonce, &header.associated_data(at), &mut plain, &tag).map_err(|_| JournalFault::Seal)?;
     Ok(plain.freeze())
 }
 

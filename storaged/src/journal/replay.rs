@@ -20,7 +20,7 @@
 
 use protocol::PgRef;
 
-use super::format::{EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
+use super::format::{EntryAt, EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use super::group::{find_entries, image_page, open_entry};
 use super::writer::{log_path, JournalPosition};
 use crate::core::{EntryBody, Location};
@@ -147,7 +147,7 @@ impl<S: Storage> Walk<'_, S> {
                 return self.after_gap(file, offset).await;
             };
             let group = &bytes[offset..(offset + header.group_len()).min(bytes.len())];
-            let (found, body_ok) = find_entries(group, &header);
+            let (found, body_ok) = find_entries(group, &header, offset as u64);
             if !body_ok && self.later_group(file, offset + GROUP_ALIGN, header.group_seq).await?.is_none() {
                 self.report.torn_tail_cut = true;
                 return Ok(Step::End(file, offset as u64));
@@ -222,8 +222,9 @@ impl<S: Storage> Walk<'_, S> {
                     return Ok((header, body));
                 }
                 let bytes = &group[entry.offset..entry.offset + header.entry_len as usize];
+                let at = EntryAt { file, offset: (group_offset + entry.offset) as u64 };
                 let opened =
-                    keyring.with_keys(|keys| open_entry(bytes, &header, keys.get(&header.pg.volume_id)));
+                    keyring.with_keys(|keys| open_entry(bytes, &header, at, keys.get(&header.pg.volume_id)));
                 opened.map(|body| (header, body))
             });
             match opened {

@@ -41,8 +41,9 @@ fn record(lsn: u64) -> Record {
     Record::new(meta, Bytes::from(format!("commit {lsn}"))).unwrap()
 }
 
-/// Group `seq` of file 1 holding two entries: records `2*seq-1` and `2*seq`.
-fn group(keys: &Keys, seq: u64) -> GroupImage {
+/// Group `seq` of file 1, written at `offset`, holding two entries: records `2*seq-1` and
+/// `2*seq`.
+fn group(keys: &Keys, seq: u64, offset: usize) -> GroupImage {
     let entries: Vec<JournalEntry> = (0..2)
         .map(|i| JournalEntry {
             seq: 2 * seq + i,
@@ -55,7 +56,7 @@ fn group(keys: &Keys, seq: u64) -> GroupImage {
         })
         .collect();
     let sealed = keys.seal(std::iter::once(PG.volume_id), 2, |map, nonces| {
-        build_group(seq, 1, &entries, |v| map.get(&v), nonces)
+        build_group(seq, 1, offset as u64, &entries, |v| map.get(&v), nonces)
     });
     complete(sealed).unwrap().unwrap()
 }
@@ -66,7 +67,7 @@ fn write_journal(disk: &SimDisk, keys: &Keys, count: u64) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut at = 0;
     for seq in 1..=count {
-        let image = group(keys, seq);
+        let image = group(keys, seq, at);
         bytes[at..at + image.bytes.len()].copy_from_slice(image.bytes.as_slice());
         offsets.push(at);
         at += image.bytes.len();
@@ -191,4 +192,66 @@ fn replay_from_a_checkpoint_position_reads_only_the_groups_after_it() {
     .unwrap();
     assert_eq!(lsns, vec![5, 6]);
     assert_eq!(outcome.next_group_seq, 4);
+}
+
+#[test]
+fn an_entry_is_valid_only_where_it_was_written() {
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let offsets = write_journal(&disk, &keys, 2);
+    // Group 1's bytes copied over group 2's place (a misdirected write): the group header
+    // no longer continues the sequence, and its entries no longer verify there either.
+    let mut bytes = disk.contents(&path(1)).unwrap();
+    let group_one = bytes[offsets[0]..offsets[1]].to_vec();
+    bytes[offsets[1]..offsets[1] + group_one.len()].copy_from_slice(&group_one);
+    let entry = &bytes[offsets[1] + super::format::GROUP_HEADER_BYTES..];
+    let here =
+        super::format::EntryAt { file: 1, offset: (offsets[1] + super::format::GROUP_HEADER_BYTES) as u64 };
+    let there =
+        super::format::EntryAt { file: 1, offset: (offsets[0] + super::format::GROUP_HEADER_BYTES) as u64 };
+    assert!(super::format::EntryHeader::decode(entry, there).is_ok(), "valid where it was written");
+    assert_eq!(
+        super::format::EntryHeader::decode(entry, here),
+        Err(super::format::JournalFault::EntryChecksum)
+    );
+    complete(disk.put(&path(1), bytes)).unwrap();
+    let (_, lsns) = run(&disk, &keys);
+    assert_eq!(lsns, vec![1, 2], "group 2's place holds no valid group");
+}
+
+#[test]
+fn a_file_created_for_a_group_a_crash_lost_is_deleted_at_open_and_made_again() {
+    use super::commit::write_group;
+    use super::writer::{Journal, JournalConfig};
+    let disk = SimDisk::new();
+    let keys = keyring(&disk);
+    let config = JournalConfig { prefix: JOURNAL_PREFIX, file_bytes: 4 * 4096 };
+    // Records 1-3 each make a one-sector group; record 4 (with a 5000-byte payload) two.
+    let entries = |seq: u64| {
+        let mut records = vec![record(seq)];
+        if seq == 4 {
+            records = vec![Record::new(*records[0].meta(), Bytes::from(vec![7u8; 5000])).unwrap()];
+        }
+        let body = EntryBody::Records { epoch: Epoch(1), page_bytes: 4096, records };
+        vec![JournalEntry { seq, pg: PG, body }]
+    };
+    let replayed = complete(replay(&disk, JOURNAL_PREFIX, &keys, None, |_, _, _| {})).unwrap();
+    let mut journal = complete(Journal::open(disk.clone(), config, &replayed)).unwrap();
+    // Three one-sector groups leave one sector of file 1; the fourth does not fit, rolls to
+    // file 2, and is lost with the power.
+    for seq in 1..=4 {
+        complete(write_group(&mut journal, &keys, &entries(seq))).unwrap();
+        if seq < 4 {
+            complete(journal.flush()).unwrap();
+        }
+    }
+    disk.crash(0, 0);
+    assert_eq!(disk.list(JOURNAL_PREFIX).unwrap().len(), 2, "file 2 was created before the write");
+    let (replayed, lsns) = run(&disk, &keys);
+    assert_eq!((lsns, replayed.tail_file), (vec![1, 2, 3], 1));
+    let mut journal = complete(Journal::open(disk.clone(), config, &replayed)).unwrap();
+    assert_eq!(journal.reader().files(), vec![1], "the unused file is gone");
+    complete(write_group(&mut journal, &keys, &entries(4))).unwrap();
+    complete(journal.flush()).unwrap();
+    assert_eq!(run(&disk, &keys).1, vec![1, 2, 3, 4], "the roll made file 2 again");
 }

@@ -124,10 +124,23 @@ impl<S> std::fmt::Debug for Journal<S> {
 
 impl<S: Storage> Journal<S> {
     /// Takes over the files replay found and positions writing at the tail replay chose.
-    pub fn open(storage: S, config: JournalConfig, replayed: &ReplayOutcome) -> Journal<S> {
-        let files = Rc::new(RefCell::new(replayed.files.iter().copied().collect()));
+    /// Files after the tail's hold no group replay accepted (it looks for valid groups in
+    /// every later file before it ends the log): they were created for groups a crash lost,
+    /// and are deleted, so the next roll creates them afresh.
+    pub async fn open(
+        storage: S,
+        config: JournalConfig,
+        replayed: &ReplayOutcome,
+    ) -> std::io::Result<Journal<S>> {
+        let (kept, unused): (Vec<u64>, Vec<u64>) =
+            replayed.files.iter().partition(|f| **f <= replayed.tail_file);
+        for file in unused {
+            tracing::info!(file, prefix = config.prefix, "deleting a file created for groups a crash lost");
+            storage.remove(&log_path(config.prefix, file)).await?;
+        }
+        let files = Rc::new(RefCell::new(kept.iter().copied().collect()));
         let reader = JournalReader { files, storage: storage.clone(), prefix: config.prefix };
-        Journal {
+        Ok(Journal {
             created: replayed.files.contains(&replayed.tail_file),
             config,
             storage,
@@ -138,12 +151,12 @@ impl<S: Storage> Journal<S> {
             unflushed: None,
             failed: None,
             bytes_written: 0,
-        }
+        })
     }
 
-    /// The file number and sequence number the next group will carry, after creating the
-    /// current file or rolling to a new one if `len` bytes do not fit.
-    pub async fn prepare(&mut self, len: usize) -> Result<(u64, u64), WriteError> {
+    /// Where the next group goes (file, offset) and the sequence number it carries, after
+    /// creating the current file or rolling to a new one if `len` bytes do not fit.
+    pub async fn prepare(&mut self, len: usize) -> Result<JournalPosition, WriteError> {
         self.check_failed()?;
         assert!(self.unflushed.is_none(), "one group in flight at a time");
         assert!(len as u64 <= self.config.file_bytes, "a group never exceeds a journal file");
@@ -156,7 +169,7 @@ impl<S: Storage> Journal<S> {
             self.current += 1;
             self.offset = 0;
         }
-        Ok((self.current, self.next_group_seq))
+        Ok(self.position())
     }
 
     /// Writes a group built for the position `prepare` returned. Nothing of it is durable

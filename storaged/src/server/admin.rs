@@ -50,6 +50,8 @@ pub struct PageMetrics {
     pub page_store_files: u64,
     pub images_written: u64,
     pub files_recycled: u64,
+    /// Reads of stored entries that failed with an I/O error.
+    pub read_errors: u64,
 }
 
 /// The snapshot shared between the node thread (writer) and the admin thread (reader).
@@ -160,6 +162,12 @@ fn metrics(s: &Snapshot) -> String {
         ("borealis_page_cache_misses_total", "Page reads that built their version.", p.page_cache_misses),
         ("borealis_images_written_total", "Page images the coalescer stored.", p.images_written),
         ("borealis_files_recycled_total", "Journal and page store files deleted.", p.files_recycled),
+        (
+            "borealis_stored_read_errors_total",
+            "Reads of stored journal entries and page images (page reads, coalescer, gossip, hydration, \
+             scrub) that failed with an I/O error; the records stay claimed.",
+            p.read_errors,
+        ),
     ];
     for (name, help, value) in page_counters {
         counter(&mut out, name, help, value);

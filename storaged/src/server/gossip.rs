@@ -152,11 +152,11 @@ async fn repair_images(
             }
             Ok(other) => {
                 tracing::debug!(%peer, ?other, "peer could not supply a page version for repair");
-                shared.with_core(|core| core.handle_image_fetch_failed(pg, page));
+                shared.with_core(|core| core.handle_image_fetch_failed(pg, page, peer));
                 return Ok(());
             }
             Err(error) => {
-                shared.with_core(|core| core.handle_image_fetch_failed(pg, page));
+                shared.with_core(|core| core.handle_image_fetch_failed(pg, page, peer));
                 return Err(error);
             }
         }

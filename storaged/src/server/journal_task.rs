@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use crate::core::NodeState;
 use crate::journal::commit::{write_group, GROUP_BYTES_MAX, GROUP_ENTRIES_MAX};
-use crate::journal::format::GROUP_ALIGN;
 use crate::journal::group::{entry_len, group_len};
 use crate::journal::writer::{Journal, WriteError};
 use crate::storage::uring::UringDir;
-use crate::store::journal_write_failed;
+use crate::store::{journal_write_failed, retry_space};
 
 use super::shared::Shared;
 
@@ -26,7 +25,7 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
     loop {
         if shared.with_core(|core| *core.state() == NodeState::DiskFull) {
             tokio::time::sleep(DISK_FULL_RETRY).await;
-            retry_space(&shared, &mut journal, &mut retry_len).await;
+            retry_space(&*shared, &mut journal, &mut retry_len).await;
             continue;
         }
         let entries =
@@ -65,17 +64,5 @@ pub async fn checkpoints(shared: Rc<Shared>) {
     loop {
         shared.checkpoint_wake.notified().await;
         shared.store.checkpoint(&*shared, false).await;
-    }
-}
-
-async fn retry_space(shared: &Shared, journal: &mut Journal<UringDir>, retry_len: &mut Option<usize>) {
-    match journal.prepare(retry_len.unwrap_or(GROUP_ALIGN)).await {
-        Ok(_) => {
-            tracing::info!("journal: space returned; taking writes again");
-            *retry_len = None;
-            shared.with_core(|core| core.handle_space_available());
-        }
-        Err(WriteError::NoSpace) => {}
-        Err(WriteError::Failed(reason)) => shared.with_core(|core| core.handle_io_failed(reason)),
     }
 }

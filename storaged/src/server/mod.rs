@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         file_bytes: config.journal_file_bytes,
         checkpoint_interval_bytes: config.checkpoint_interval_bytes,
         entry_cache_bytes: config.entry_cache_bytes,
+        coalesce_jobs_max: crate::store::COALESCE_JOBS_MAX,
     };
     // Rebuilds the crash interrupted go on where the checkpoint left them (time starts at 0).
     let opened = crate::store::open(storage.clone(), &mut core, kek, settings, 0).await?;

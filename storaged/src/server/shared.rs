@@ -150,6 +150,7 @@ impl Shared {
             page_store_files: self.store.pages.files().len() as u64,
             images_written: stats.images_written,
             files_recycled: stats.files_recycled,
+            read_errors: self.store.read_errors(),
         }
     }
 

@@ -53,15 +53,30 @@ struct Disk {
     unsynced: Vec<Unsynced>,
     full: bool,
     fail_reads: u32,
-    misdirect: Option<u64>,
+    /// Writes issued so far (numbers them).
+    issued: u64,
+    /// The next write lands elsewhere: the pick, and the directories it may land in.
+    misdirect: Option<(u64, Vec<String>)>,
+    /// Where the last misdirected write was meant to go and where it landed (path, sector).
+    misdirected: Option<((String, u64), (String, u64))>,
     stats: DiskStats,
 }
 
 #[derive(Clone, Debug, Default)]
 struct SimFile {
     len: u64,
-    /// Sectors ever written, by index; the others read as zeros.
-    sectors: BTreeMap<u64, Box<[u8]>>,
+    /// Sectors ever written, by index, with the number of the write that put them there
+    /// (a later write wins, whichever is synced first); the others read as zeros.
+    sectors: BTreeMap<u64, (u64, Box<[u8]>)>,
+}
+
+impl SimFile {
+    /// Lands sector `index` of write number `write`, unless a later write already landed.
+    fn land(&mut self, index: u64, write: u64, data: Box<[u8]>) {
+        if self.sectors.get(&index).is_none_or(|(by, _)| *by < write) {
+            self.sectors.insert(index, (write, data));
+        }
+    }
 }
 
 /// One write the disk accepted but has not made durable.
@@ -71,6 +86,8 @@ struct Unsynced {
     issued_for: String,
     /// Where it really lands (elsewhere if misdirected).
     path: String,
+    /// Its number, in issue order.
+    number: u64,
     first_sector: u64,
     sectors: Vec<Box<[u8]>>,
 }
@@ -124,7 +141,7 @@ impl SimDisk {
             }
             let Some(file) = disk.files.get_mut(&write.path) else { continue };
             for (n, sector) in write.sectors.into_iter().take(keep).enumerate() {
-                file.sectors.insert(write.first_sector + n as u64, sector);
+                file.land(write.first_sector + n as u64, write.number, sector);
             }
         }
         disk.misdirect = None;
@@ -139,20 +156,22 @@ impl SimDisk {
         *disk = Disk { stats, ..Disk::default() };
     }
 
-    /// The next write lands somewhere else, picked by `pick` among the places it fits (in
-    /// any file, possibly the same), and reports success.
-    pub fn misdirect_next_write(&self, pick: u64) {
-        self.inner.borrow_mut().misdirect = Some(pick);
+    /// The next write lands somewhere else, picked by `pick` among the places it fits in the
+    /// files under `dirs` (possibly where it belongs), and reports success.
+    pub fn misdirect_next_write(&self, pick: u64, dirs: &[&str]) {
+        self.inner.borrow_mut().misdirect = Some((pick, dirs.iter().map(|d| format!("{d}/")).collect()));
     }
 
-    /// Flips one bit of a written sector of a file under `dir`, picked by `pick`; the sector,
+    /// Flips one bit of a written sector of a file under `dirs`, picked by `pick`; the sector,
     /// if there was one.
-    pub fn rot(&self, dir: &str, pick: u64) -> Option<(String, u64)> {
+    pub fn rot(&self, dirs: &[&str], pick: u64) -> Option<(String, u64)> {
         let mut disk = self.inner.borrow_mut();
+        let under =
+            |path: &str| dirs.iter().any(|d| path.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
         let written: Vec<(String, u64)> = disk
             .files
             .iter()
-            .filter(|(path, _)| path.starts_with(dir))
+            .filter(|(path, _)| under(path))
             .flat_map(|(path, file)| file.sectors.keys().map(move |s| (path.clone(), *s)))
             .collect();
         if written.is_empty() {
@@ -160,7 +179,7 @@ impl SimDisk {
         }
         let (path, sector) = written[(pick % written.len() as u64) as usize].clone();
         let bit = (pick / written.len() as u64) % (SECTOR as u64 * 8);
-        let data = disk.files.get_mut(&path).and_then(|f| f.sectors.get_mut(&sector)).expect("listed");
+        let (_, data) = disk.files.get_mut(&path).and_then(|f| f.sectors.get_mut(&sector)).expect("listed");
         data[(bit / 8) as usize] ^= 1 << (bit % 8);
         // A sector still waiting for its sync rots too once it lands: rot the pending copy.
         for write in disk.unsynced.iter_mut().filter(|w| w.path == path) {
@@ -177,6 +196,19 @@ impl SimDisk {
     /// The next read fails with EIO (a transient read error: the bytes at rest are fine).
     pub fn fail_next_read(&self) {
         self.inner.borrow_mut().fail_reads += 1;
+    }
+
+    /// Where the last misdirected write was meant to go and where it landed, as (path,
+    /// sector) pairs, once.
+    pub fn take_misdirected(&self) -> Option<((String, u64), (String, u64))> {
+        self.inner.borrow_mut().misdirected.take()
+    }
+
+    /// Read failures and a misdirection not yet used are called off.
+    pub fn clear_read_faults(&self) {
+        let mut disk = self.inner.borrow_mut();
+        disk.fail_reads = 0;
+        disk.misdirect = None;
     }
 
     /// The disk fills up (`true`: creating a file or replacing one fails with ENOSPC) or space
@@ -233,12 +265,19 @@ impl Disk {
             }
         };
         let first = offset / SECTOR as u64;
-        for (sector, data) in file.sectors.range(first..end.div_ceil(SECTOR as u64)) {
+        let last = end.div_ceil(SECTOR as u64);
+        for (sector, (_, data)) in file.sectors.range(first..last) {
             copy(*sector, data);
         }
+        // Unsynced writes over them, in issue order, where no later write already landed.
         for write in self.unsynced.iter().filter(|w| w.path == path) {
             for (n, data) in write.sectors.iter().enumerate() {
-                copy(write.first_sector + n as u64, data);
+                let index = write.first_sector + n as u64;
+                if (first..last).contains(&index)
+                    && file.sectors.get(&index).is_none_or(|(by, _)| *by < write.number)
+                {
+                    copy(index, data);
+                }
             }
         }
         out
@@ -296,12 +335,12 @@ impl Storage for SimDisk {
         assert!(offset + buf.len() as u64 <= len, "writes stay inside the preallocated file");
         let sectors: Vec<Box<[u8]>> = buf.as_slice().chunks(SECTOR).map(Box::from).collect();
         let mut target = (path.to_string(), offset / SECTOR as u64);
-        if let Some(pick) = disk.misdirect.take() {
+        if let Some((pick, dirs)) = disk.misdirect.take() {
             // Every place the write fits, in every file: one of them, maybe where it belongs.
             let places: Vec<(String, u64)> = disk
                 .files
                 .iter()
-                .filter(|(_, f)| f.len >= buf.len() as u64)
+                .filter(|(p, f)| f.len >= buf.len() as u64 && dirs.iter().any(|d| p.starts_with(d.as_str())))
                 .map(|(p, f)| (p.clone(), (f.len - buf.len() as u64) / SECTOR as u64 + 1))
                 .collect();
             let total: u64 = places.iter().map(|(_, n)| n).sum();
@@ -314,10 +353,19 @@ impl Storage for SimDisk {
                 at -= n;
             }
             disk.stats.misdirected_writes += 1;
+            disk.misdirected = Some(((path.to_string(), offset / SECTOR as u64), target.clone()));
         }
         disk.stats.writes += 1;
+        disk.issued += 1;
         let (path_to, first_sector) = target;
-        disk.unsynced.push(Unsynced { issued_for: path.to_string(), path: path_to, first_sector, sectors });
+        let number = disk.issued;
+        disk.unsynced.push(Unsynced {
+            issued_for: path.to_string(),
+            path: path_to,
+            number,
+            first_sector,
+            sectors,
+        });
         Ok(())
     }
 
@@ -330,7 +378,7 @@ impl Storage for SimDisk {
         for write in now {
             let Some(file) = disk.files.get_mut(&write.path) else { continue };
             for (n, sector) in write.sectors.into_iter().enumerate() {
-                file.sectors.insert(write.first_sector + n as u64, sector);
+                file.land(write.first_sector + n as u64, write.number, sector);
             }
         }
         Ok(())
@@ -346,11 +394,13 @@ impl Storage for SimDisk {
     async fn put(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
         let mut disk = self.inner.borrow_mut();
         disk.no_space()?;
+        disk.issued += 1;
+        let number = disk.issued;
         let mut file = SimFile { len: bytes.len() as u64, sectors: BTreeMap::new() };
         for (n, chunk) in bytes.chunks(SECTOR).enumerate() {
             let mut sector = vec![0u8; SECTOR];
             sector[..chunk.len()].copy_from_slice(chunk);
-            file.sectors.insert(n as u64, sector.into());
+            file.land(n as u64, number, sector.into());
         }
         disk.unsynced.retain(|w| w.path != path);
         disk.files.insert(path.to_string(), file);
@@ -400,7 +450,7 @@ mod tests {
         complete(disk.create("j/a", 4 * SECTOR as u64)).unwrap();
         complete(disk.create("j/b", 4 * SECTOR as u64)).unwrap();
         // Places: a at 0..=3 (4), b at 0..=3 (4): pick 6 is b's sector 2.
-        disk.misdirect_next_write(6);
+        disk.misdirect_next_write(6, &["j"]);
         complete(disk.write_at("j/a", 0, sectors(&[7]))).unwrap();
         complete(disk.sync("j/a")).unwrap();
         disk.crash(0, 0);
@@ -409,13 +459,26 @@ mod tests {
     }
 
     #[test]
+    fn the_later_write_wins_whichever_is_synced_first() {
+        let disk = SimDisk::new();
+        complete(disk.create("j/a", 4 * SECTOR as u64)).unwrap();
+        complete(disk.create("p/b", 4 * SECTOR as u64)).unwrap();
+        disk.misdirect_next_write(4, &["p"]);
+        complete(disk.write_at("j/a", 0, sectors(&[1]))).unwrap();
+        complete(disk.write_at("p/b", 0, sectors(&[2]))).unwrap();
+        complete(disk.sync("p/b")).unwrap();
+        complete(disk.sync("j/a")).unwrap();
+        assert_eq!(disk.contents("p/b").unwrap()[0], 2, "the older misdirected write does not land over it");
+    }
+
+    #[test]
     fn rot_flips_a_bit_and_reads_fail_and_space_runs_out_on_demand() {
         let disk = SimDisk::new();
         complete(disk.create("p/x", 2 * SECTOR as u64)).unwrap();
         complete(disk.write_at("p/x", 0, sectors(&[0]))).unwrap();
         complete(disk.sync("p/x")).unwrap();
-        assert_eq!(disk.rot("j", 0), None, "nothing written under j");
-        assert_eq!(disk.rot("p", 8 * 3 + 1), Some(("p/x".to_string(), 0)));
+        assert_eq!(disk.rot(&["j"], 0), None, "nothing written under j");
+        assert_eq!(disk.rot(&["p"], 8 * 3 + 1), Some(("p/x".to_string(), 0)));
         assert_eq!(complete(disk.read_at("p/x", 3, 1)).unwrap(), vec![2]);
         disk.fail_next_read();
         assert_eq!(complete(disk.read_at("p/x", 0, 1)).unwrap_err().raw_os_error(), Some(libc::EIO));

@@ -20,7 +20,7 @@ use crate::seal::Kek;
 use crate::storage::Storage;
 use reads::{build_job, report_fault, EntryCache};
 
-/// Most page versions stored in one page store group.
+/// Most page versions stored in one page store group (the daemon's setting).
 pub const COALESCE_JOBS_MAX: usize = 64;
 
 /// Access to the node's core from code that awaits between uses: the daemon's `Shared` (which
@@ -43,6 +43,8 @@ pub struct StoreSettings {
     /// Journal plus page store bytes between two checkpoints.
     pub checkpoint_interval_bytes: u64,
     pub entry_cache_bytes: usize,
+    /// Most page versions in one page store group (the group must fit in a file).
+    pub coalesce_jobs_max: usize,
 }
 
 /// Why the store could not be opened.
@@ -78,6 +80,10 @@ pub struct NodeStore<S> {
     pub entry_cache: RefCell<EntryCache>,
     checkpoints: tokio::sync::Mutex<CheckpointStore<S>>,
     covered: RefCell<Covered>,
+    coalesce_jobs_max: usize,
+    /// Reads of stored entries (journal records, page images) that failed with an I/O error,
+    /// whoever read them: page reads, the coalescer, gossip and hydration answers, scrub.
+    read_errors: std::cell::Cell<u64>,
 }
 
 /// The positions a checkpoint taken now covers: each moves only once the core has taken in
@@ -89,6 +95,23 @@ struct Covered {
     /// Journal plus page store bytes made durable since the last checkpoint.
     bytes_since: u64,
     interval_bytes: u64,
+}
+
+/// Page versions written to the page store, waiting for their flush.
+#[derive(Debug)]
+pub struct VersionsWritten {
+    built: Vec<CoalesceJob>,
+    len: u64,
+}
+
+impl VersionsWritten {
+    /// The PGs whose versions these are.
+    pub fn pgs(&self) -> Vec<protocol::PgRef> {
+        let mut pgs: Vec<_> = self.built.iter().map(|job| job.pg).collect();
+        pgs.sort();
+        pgs.dedup();
+        pgs
+    }
 }
 
 /// What one coalescer pass did.
@@ -137,8 +160,12 @@ pub async fn open<S: Storage>(
         .await
         .map_err(|source| OpenError::Replay { log: "page store", source })?;
     let config = |prefix| JournalConfig { prefix, file_bytes: settings.file_bytes };
-    let journal = Journal::open(storage.clone(), config(JOURNAL_PREFIX), &replayed);
-    let pages = Journal::open(storage.clone(), config(PAGES_PREFIX), &pages_replayed);
+    let journal = Journal::open(storage.clone(), config(JOURNAL_PREFIX), &replayed)
+        .await
+        .map_err(|source| OpenError::Replay { log: "journal", source })?;
+    let pages = Journal::open(storage.clone(), config(PAGES_PREFIX), &pages_replayed)
+        .await
+        .map_err(|source| OpenError::Replay { log: "page store", source })?;
     core.set_journal_head(journal.position().file);
     // Rebuilds a crash interrupted go on where the checkpoint left them.
     rebuilds.into_iter().for_each(|kept| core.resume_hydration(kept, now_ms));
@@ -156,6 +183,8 @@ pub async fn open<S: Storage>(
         entry_cache: RefCell::new(EntryCache::new(settings.entry_cache_bytes)),
         checkpoints: tokio::sync::Mutex::new(checkpoints),
         covered: RefCell::new(covered),
+        coalesce_jobs_max: settings.coalesce_jobs_max,
+        read_errors: std::cell::Cell::new(0),
     };
     Ok(Opened {
         store,
@@ -168,6 +197,15 @@ pub async fn open<S: Storage>(
 }
 
 impl<S: Storage> NodeStore<S> {
+    /// Reads of stored bytes that failed with an I/O error so far (nothing is given up for
+    /// them), for `/metrics`.
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.get()
+    }
+
+    fn note_read_error(&self) {
+        self.read_errors.set(self.read_errors.get() + 1);
+    }
     /// A journal group (`len` bytes, entries through `last_seq`) is durable: the core learns
     /// where its entries are, and the next checkpoint covers it.
     pub fn journal_durable(
@@ -213,12 +251,25 @@ impl<S: Storage> NodeStore<S> {
         }
     }
 
-    /// One coalescer pass: builds up to `COALESCE_JOBS_MAX` versions the core asks for, stores
-    /// them in the page store as one group (one write and one flush), and tells the core.
+    /// One coalescer pass (`write_versions`, then `flush_versions`).
     pub async fn coalesce(&self, core: &impl CoreAccess, pages: &mut Journal<S>) -> Coalesced {
-        let jobs = core.with_core(|core| core.poll_coalesce(COALESCE_JOBS_MAX));
+        match self.write_versions(core, pages).await {
+            Ok(written) => self.flush_versions(core, pages, written).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// A coalescer pass's first half: builds up to `coalesce_jobs_max` versions the core asks
+    /// for and writes them to the page store as one group (not yet durable). `Err` says why
+    /// nothing was written.
+    pub async fn write_versions(
+        &self,
+        core: &impl CoreAccess,
+        pages: &mut Journal<S>,
+    ) -> Result<VersionsWritten, Coalesced> {
+        let jobs = core.with_core(|core| core.poll_coalesce(self.coalesce_jobs_max));
         if jobs.is_empty() {
-            return Coalesced::Idle;
+            return Err(Coalesced::Idle);
         }
         let mut built: Vec<CoalesceJob> = Vec::with_capacity(jobs.len());
         let mut entries = Vec::with_capacity(jobs.len());
@@ -239,43 +290,55 @@ impl<S: Storage> NodeStore<S> {
             }
         }
         if entries.is_empty() {
-            return Coalesced::AllFailed;
+            return Err(Coalesced::AllFailed);
         }
         let len = crate::journal::group::group_len(&entries) as u64;
-        let written = match write_group(pages, &self.keyring, &entries).await {
-            Ok(()) => pages.flush().await,
-            Err(error) => Err(error),
+        match write_group(pages, &self.keyring, &entries).await {
+            Ok(()) => Ok(VersionsWritten { built, len }),
+            Err(error) => Err(self.versions_failed(core, &built, error)),
+        }
+    }
+
+    /// A coalescer pass's second half: flushes the page store group, tells the core where each
+    /// version is, and checkpoints at once if a hydrated segment waits for it.
+    pub async fn flush_versions(
+        &self,
+        core: &impl CoreAccess,
+        pages: &mut Journal<S>,
+        written: VersionsWritten,
+    ) -> Coalesced {
+        let VersionsWritten { built, len } = written;
+        let placed = match pages.flush().await {
+            Ok(placed) => placed,
+            Err(error) => return self.versions_failed(core, &built, error),
         };
-        match written {
-            Ok(placed) => {
-                core.with_core(|core| {
-                    for (job, (_, location)) in built.iter().zip(&placed) {
-                        core.handle_coalesced(job, Some(*location));
-                    }
-                });
-                {
-                    let mut covered = self.covered.borrow_mut();
-                    covered.pages = pages.position();
-                    covered.bytes_since += len;
-                }
-                // A hydrated segment's new state is recorded at once, not at the next interval.
-                let hydrated = core.with_core(|core| core.poll_checkpoint_wanted());
-                self.checkpoint(core, hydrated).await;
-                Coalesced::Stored(placed.len())
+        core.with_core(|core| {
+            for (job, (_, location)) in built.iter().zip(&placed) {
+                core.handle_coalesced(job, Some(*location));
             }
-            Err(error) => {
-                core.with_core(|core| built.iter().for_each(|job| core.handle_coalesced(job, None)));
-                match error {
-                    WriteError::NoSpace => {
-                        tracing::warn!("page store: no space for a new file; coalescing paused");
-                        Coalesced::NoSpace
-                    }
-                    WriteError::Failed(reason) => {
-                        tracing::error!(%reason, "page store failed; the node refuses writes until restarted");
-                        core.with_core(|core| core.handle_io_failed(reason));
-                        Coalesced::Failed
-                    }
-                }
+        });
+        {
+            let mut covered = self.covered.borrow_mut();
+            covered.pages = pages.position();
+            covered.bytes_since += len;
+        }
+        // A hydrated segment's new state is recorded at once, not at the next interval.
+        let hydrated = core.with_core(|core| core.poll_checkpoint_wanted());
+        self.checkpoint(core, hydrated).await;
+        Coalesced::Stored(placed.len())
+    }
+
+    fn versions_failed(&self, core: &impl CoreAccess, built: &[CoalesceJob], error: WriteError) -> Coalesced {
+        core.with_core(|core| built.iter().for_each(|job| core.handle_coalesced(job, None)));
+        match error {
+            WriteError::NoSpace => {
+                tracing::warn!("page store: no space for a new file; coalescing paused");
+                Coalesced::NoSpace
+            }
+            WriteError::Failed(reason) => {
+                tracing::error!(%reason, "page store failed; the node refuses writes until restarted");
+                core.with_core(|core| core.handle_io_failed(reason));
+                Coalesced::Failed
             }
         }
     }
@@ -326,5 +389,23 @@ pub fn journal_write_failed(core: &impl CoreAccess, error: WriteError) {
             tracing::error!(%reason, "journal failed; the node refuses writes until restarted");
             core.with_core(|core| core.handle_io_failed(reason));
         }
+    }
+}
+
+/// While the node is out of space: tries to make room for the next group (`retry_len`
+/// bytes, or one alignment unit) and tells the core once space has returned.
+pub async fn retry_space<S: Storage>(
+    core: &impl CoreAccess,
+    journal: &mut Journal<S>,
+    retry_len: &mut Option<usize>,
+) {
+    match journal.prepare(retry_len.unwrap_or(crate::journal::format::GROUP_ALIGN)).await {
+        Ok(_) => {
+            tracing::info!("journal: space returned; taking writes again");
+            *retry_len = None;
+            core.with_core(|core| core.handle_space_available());
+        }
+        Err(WriteError::NoSpace) => {}
+        Err(WriteError::Failed(reason)) => core.with_core(|core| core.handle_io_failed(reason)),
     }
 }

@@ -14,7 +14,7 @@ use protocol::{Epochs, Lsn, Message, PageId, PgRef, Record};
 use super::{CoreAccess, NodeStore};
 use crate::core::{Base, CoalesceJob, EntryBody, HydratePlan, Location, PageAnswer, PageBuild, ReadPlan};
 use crate::core::{RecordsAnswer, ScrubOutcome, Store};
-use crate::journal::format::{EntryHeader, JournalFault};
+use crate::journal::format::{EntryAt, EntryHeader, JournalFault};
 use crate::journal::group::open_entry;
 use crate::journal::writer::JournalReader;
 use crate::storage::Storage;
@@ -137,6 +137,7 @@ impl ReadFault {
 }
 
 /// Reads one entry and verifies it (entry CRC32C, GCM tag, record CRCs), as every read does.
+/// An I/O error is counted for `/metrics` (`borealis_stored_read_errors_total`).
 pub async fn read_verified<S: Storage>(
     store: &NodeStore<S>,
     reader: &JournalReader<S>,
@@ -145,9 +146,11 @@ pub async fn read_verified<S: Storage>(
     if !reader.has_file(location.file) {
         return Err(ReadFault::Recycled(location.file));
     }
-    let bytes = reader.read(location).await?;
-    let header = EntryHeader::decode(&bytes)?;
-    let body = store.keyring.with_keys(|keys| open_entry(&bytes, &header, keys.get(&header.pg.volume_id)))?;
+    let bytes = reader.read(location).await.inspect_err(|_| store.note_read_error())?;
+    let at = EntryAt { file: location.file, offset: location.offset };
+    let header = EntryHeader::decode(&bytes, at)?;
+    let body =
+        store.keyring.with_keys(|keys| open_entry(&bytes, &header, at, keys.get(&header.pg.volume_id)))?;
     Ok(body)
 }
 

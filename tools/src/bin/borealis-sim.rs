@@ -68,11 +68,14 @@ fn main() {
     };
     let (mut failed, mut unavailable, mut heal) = (0, 0, tools::sim::node::HealCounts::default());
     let (mut changes, mut nine) = (tools::sim::ChangeCounts::default(), 0);
+    let (mut disk, mut recycled) = (storaged::storage::sim::DiskStats::default(), 0);
     for seed in &seeds {
         let outcome = run(*seed, &config);
         unavailable += u64::from(outcome.unavailable);
         heal.add(outcome.heal);
         changes.add(outcome.changes);
+        disk.add(outcome.disk);
+        recycled += outcome.files_recycled;
         nine += u64::from(outcome.nodes > 6);
         if cli.seed.is_some() {
             println!(
@@ -116,6 +119,16 @@ fn main() {
     println!(
         "membership: {nine} seeds on nine nodes, {} nodes lost, {} changes started, {} completed, {} reversed",
         changes.lost_nodes, changes.started, changes.completed, changes.reversed
+    );
+    println!(
+        "disks: {} writes, {} syncs, {} torn and {} lost at crashes, {} misdirected, {} sectors rotted, {} reads failed; {recycled} files recycled",
+        disk.writes,
+        disk.syncs,
+        disk.torn_writes,
+        disk.lost_writes,
+        disk.misdirected_writes,
+        disk.rotten_sectors,
+        disk.failed_reads
     );
     std::process::exit(i32::from(failed > 0));
 }

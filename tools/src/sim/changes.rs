@@ -207,9 +207,7 @@ impl World {
         if self.rng.random_range(0..1000) < chance && self.node(node).up && self.may_take_down(&[node]) {
             self.record_trace(&[14, node.0 as u8]);
             self.log(|| format!("joining {node} crashes (hydrating: {hydrating})"));
-            let kept = self.rng.random_range(0..4);
-            let torn = self.rng.random();
-            self.node(node).crash(kept, torn);
+            self.crash(node);
             let back_in = self.rng.random_range(1_000..30_000);
             self.clock.schedule(back_in, Event::Restart { node });
         }
@@ -253,9 +251,7 @@ impl World {
             }
             Fate::BackIntact { after_us } => {
                 self.record_trace(&[15, node.0 as u8, 2]);
-                let kept = self.rng.random_range(0..4);
-                let torn = self.rng.random();
-                self.node(node).crash(kept, torn);
+                self.crash(node);
                 self.clock.schedule(after_us, Event::Restart { node });
             }
         }

@@ -76,8 +76,6 @@ const EVENTS_MAX: u64 = 2_000_000;
 const HEAL_US: u64 = 2_000_000;
 /// Percent of ticks on which the reader reads a page.
 const READ_PERCENT: u32 = 30;
-/// Coalescer jobs each node runs per tick.
-const COALESCE_PER_TICK: usize = 8;
 /// How long, once the writer made everything durable, the segments may take to converge.
 const CONVERGE_US: u64 = 1_000_000;
 
@@ -115,6 +113,49 @@ impl Appended {
             epoch: protocol::Epoch(1),
         };
         protocol::Record::new(meta, self.payload.clone()).expect("the workload's records are valid")
+    }
+}
+
+/// What a node's disk holds intact, indexed for the checkers.
+struct Holdings {
+    /// (PG, LSN, CRC of the payload) of every intact record.
+    records: std::collections::HashSet<(protocol::PgRef, Lsn, u32)>,
+    /// (PG, LSN) of every intact record.
+    lsns: std::collections::HashSet<(protocol::PgRef, Lsn)>,
+    /// The newest intact image of each page.
+    images: HashMap<(protocol::PgRef, PageId), Lsn>,
+    /// Per PG, the point through which the node's core folded every record into its page
+    /// versions (images, or zeros for pages zeroed or trimmed) and let the records go: what
+    /// the end-of-run page checks then hold it to.
+    folded: HashMap<protocol::PgRef, Lsn>,
+}
+
+impl Holdings {
+    fn of(node: &SimNode) -> Holdings {
+        let held = node.held();
+        let records =
+            held.records.iter().map(|(pg, r)| (*pg, r.lsn(), crc32c::crc32c(r.payload()))).collect();
+        let lsns = held.records.iter().map(|(pg, r)| (*pg, r.lsn())).collect();
+        let mut images: HashMap<(protocol::PgRef, PageId), Lsn> = HashMap::new();
+        for (pg, page, version) in held.images {
+            let newest = images.entry((pg, page)).or_default();
+            *newest = version.max(*newest);
+        }
+        let folded = node.folded().into_iter().collect();
+        Holdings { records, lsns, images, folded }
+    }
+
+    /// True if record `lsn` (`appended`) is held: itself (with its payload's CRC if
+    /// `check_crc`), inside an image of its page at or above it, or folded.
+    fn holds(&self, pg: protocol::PgRef, appended: &Appended, lsn: Lsn, check_crc: bool) -> bool {
+        let record = if check_crc {
+            self.records.contains(&(pg, lsn, appended.crc))
+        } else {
+            self.lsns.contains(&(pg, lsn))
+        };
+        record
+            || self.images.get(&(pg, appended.page)).is_some_and(|version| *version >= lsn)
+            || self.folded.get(&pg).is_some_and(|folded| *folded >= lsn)
     }
 }
 
@@ -178,6 +219,10 @@ pub struct Outcome {
     /// Membership changes the writers started, finished (the leaving node replaced) and
     /// reversed (it came back first), as the writers' cores reported them.
     pub changes: ChangeCounts,
+    /// What the nodes' disks did, summed.
+    pub disk: storaged::storage::sim::DiskStats,
+    /// Journal and page store files the nodes recycled.
+    pub files_recycled: u64,
 }
 
 struct World {
@@ -278,6 +323,11 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         events: world.events,
         nodes,
         changes: world.spares.counts,
+        disk: world.nodes.iter().fold(Default::default(), |mut sum, n| {
+            sum.add(n.disk_stats());
+            sum
+        }),
+        files_recycled: world.nodes.iter().map(|n| n.files_recycled).sum(),
     }
 }
 
@@ -364,25 +414,30 @@ impl World {
         match event {
             Event::Deliver { from, to, message, tag } => self.deliver(from, to, message, tag),
             Event::Flushed { node, life } => {
-                let misdirected = self.faults_on
-                    && self.rng.random_range(0..1000) < self.config.rot_per_mille
-                    && self.may_damage(node);
-                let victim = misdirected.then(|| self.rng.random_range(0..usize::MAX));
                 let n = self.node(node);
                 if n.up && n.life == life {
-                    n.flushed(victim);
-                    if victim.is_some() {
-                        self.record_trace(&[11, node.0 as u8]);
-                        self.damaged(node);
-                    }
+                    n.flushed();
                     self.after_node(node);
+                }
+            }
+            Event::Crash { node } => {
+                if self.faults_on && self.node(node).up && self.may_take_down(&[node]) {
+                    self.record_trace(&[8, node.0 as u8]);
+                    self.log(|| format!("{node} crashes"));
+                    self.crash(node);
+                    let back_in = self.rng.random_range(1_000..30_000);
+                    self.clock.schedule(back_in, Event::Restart { node });
                 }
             }
             Event::Restart { node } if !self.node(node).up && !self.dead.contains(&node) => {
                 self.record_trace(&[9, node.0 as u8]);
                 self.log(|| format!("{node} restarts"));
                 // The writer finds it back when its link core next dials it.
-                self.node(node).restart();
+                let now_ms = self.clock.now_us / 1000;
+                if !self.node(node).restart(now_ms) {
+                    let why = self.node(node).start_failure.clone().unwrap_or_default();
+                    self.failures.push(format!("{node} could not restart: {why}"));
+                }
             }
             Event::Restart { .. } => {}
             Event::SpaceBack { node } => {
@@ -444,7 +499,7 @@ impl World {
                     && self.may_damage(node);
                 if flaky {
                     self.damaged(node);
-                    self.node(node).flaky_next_read = true;
+                    self.node(node).disk().fail_next_read();
                 }
                 if let (Endpoint::Writer(_), Message::AppendBatch(batch)) = (from, &message) {
                     let lsns: Vec<Lsn> = batch.records.iter().map(protocol::Record::lsn).collect();
@@ -474,12 +529,27 @@ impl World {
         }
     }
 
-    /// Sends a node's released replies and starts its next group commit.
+    /// Sends a node's released replies and starts its next group commit (whose write may be
+    /// misdirected: the disk lands it elsewhere and reports success).
     fn after_node(&mut self, node: NodeId) {
         for (gen, reply) in self.node(node).poll_replies() {
             self.send(Endpoint::Node(node), Endpoint::Writer(gen), reply);
         }
-        if self.node(node).start_flush() {
+        let misdirect = self.faults_on
+            && self.rng.random_range(0..1000) < self.config.rot_per_mille
+            && self.may_damage(node)
+            && self.node(node).core().has_unwritten();
+        if misdirect {
+            let pick = self.rng.random();
+            self.node(node).disk().misdirect_next_write(pick, &node::FAULTY_DIRS);
+            self.record_trace(&[11, node.0 as u8]);
+            self.damaged(node);
+        }
+        let started = self.node(node).start_flush();
+        if let Some((meant, landed)) = self.node(node).disk().take_misdirected() {
+            self.log(|| format!("{node}: a write meant for {meant:?} landed at {landed:?}"));
+        }
+        if started {
             let latency = self.rng.random_range(50..400);
             let life = self.node(node).life;
             self.clock.schedule(latency, Event::Flushed { node, life });
@@ -523,8 +593,9 @@ impl World {
         }
         self.workload();
         self.read_a_page();
+        let now_ms = self.clock.now_us / 1000;
         for node in self.nodes.iter_mut().filter(|n| n.up) {
-            node.coalesce(COALESCE_PER_TICK);
+            node.coalesce(now_ms);
         }
         // Each node's core says whether its gossip round is due (`Limits::gossip_interval_ms`).
         self.gossip();
@@ -599,7 +670,11 @@ impl World {
         if let Some(node) = live().find(|n| n.is_hydrating()) {
             return Some(format!("{} is still hydrating", node.id));
         }
-        if let Some(claim) = live().find_map(SimNode::damaged_claim) {
+        // Segments of the writer's members only: a node replaced out of a PG while it was away
+        // may keep an orphan segment it was never told about (and never retired); nothing
+        // reads it.
+        let member = |node: NodeId, pg: protocol::PgRef| self.writer.members(pg.pg_id).contains(&node);
+        if let Some(claim) = live().find_map(|n| n.damaged_claim(|pg| member(n.id, pg))) {
             return Some(claim);
         }
         if let Some(unsettled) = self.membership_unsettled() {
@@ -814,15 +889,8 @@ impl World {
         self.cut_off.retain(|_, (until, _)| *until > now);
         if self.rng.random_range(0..1000) < self.config.crash_per_mille {
             let node = NodeId(self.rng.random_range(1..=count));
-            if self.node(node).up && self.may_take_down(&[node]) {
-                self.record_trace(&[8, node.0 as u8]);
-                self.log(|| format!("{node} crashes"));
-                let kept = self.rng.random_range(0..4);
-                let torn = self.rng.random();
-                self.node(node).crash(kept, torn);
-                let back_in = self.rng.random_range(1_000..30_000);
-                self.clock.schedule(back_in, Event::Restart { node });
-            }
+            let within = self.rng.random_range(0..TICK_US);
+            self.clock.schedule(within, Event::Crash { node });
         }
         if self.rng.random_range(0..1000) < self.config.partition_per_mille {
             self.partition();
@@ -839,8 +907,10 @@ impl World {
         }
         if self.rng.random_range(0..1000) < self.config.rot_per_mille {
             let node = NodeId(self.rng.random_range(1..=count));
-            let index = self.rng.random_range(0..usize::MAX);
-            if self.may_damage(node) && self.node(node).rot(index) {
+            let index = self.rng.random();
+            let rotted = self.may_damage(node).then(|| self.node(node).disk().rot(&node::FAULTY_DIRS, index));
+            if let Some(Some(at)) = rotted {
+                self.log(|| format!("{node}: sector {at:?} rots"));
                 self.record_trace(&[7, node.0 as u8]);
                 self.damaged(node);
             }
@@ -912,6 +982,14 @@ impl World {
     }
 
     /// Over budget: three nodes crash and never come back, so no PG can gather a write quorum.
+    /// Crashes `node`: of its writes not yet flushed, a random prefix lands, the next one torn
+    /// at a random sector.
+    fn crash(&mut self, node: NodeId) {
+        let landed = self.rng.random_range(0..3);
+        let torn_sectors = self.rng.random_range(0..4);
+        self.node(node).crash(landed, torn_sectors);
+    }
+
     fn lose_three_nodes(&mut self) {
         while self.dead.len() < 3 {
             let node = NodeId(self.rng.random_range(1..=self.node_count()));
@@ -919,7 +997,7 @@ impl World {
                 self.record_trace(&[13, node.0 as u8]);
                 self.dead.push(node);
                 if self.node(node).up {
-                    self.node(node).crash(0, false);
+                    self.node(node).crash(0, 0);
                 }
             }
         }
@@ -928,7 +1006,7 @@ impl World {
     fn heal(&mut self) {
         self.faults_on = false;
         // A transient read failure pending from the faulty phase ends with it.
-        self.nodes.iter_mut().for_each(|n| n.flaky_next_read = false);
+        self.nodes.iter().for_each(|n| n.disk().clear_read_faults());
         self.cut_off.clear();
         for id in 1..=self.node_count() {
             if !self.node(NodeId(id)).up {
@@ -967,8 +1045,14 @@ impl World {
             let copies = set.iter().filter(holds).count();
             if copies < 4 {
                 let during = if membership.is_joint() { " (during a membership change)" } else { "" };
+                let acked: Vec<NodeId> = self
+                    .acks
+                    .iter()
+                    .filter(|(_, p, first, last)| *p == pg && *first <= lsn && lsn <= *last)
+                    .map(|(n, ..)| *n)
+                    .collect();
                 self.failures.push(format!(
-                    "VDL {vdl} covered {lsn} while only {copies} disks of {pg}'s set {set:?} had it{during}"
+                    "VDL {vdl} covered {lsn} while only {copies} disks of {pg}'s set {set:?} had it{during} (acks from {acked:?}, written on {:?})", set.iter().filter(holds).collect::<Vec<_>>()
                 ));
                 break;
             }
@@ -977,51 +1061,47 @@ impl World {
     }
 
     /// Every record VDL covered is stored intact on at least four nodes, less the ones that
-    /// rotted.
+    /// rotted: the record itself, or an image of its page at or above it.
     fn check_durability(&mut self) {
         let needed = 4usize.saturating_sub(self.rotted_nodes.len()).max(1);
-        let mut copies: HashMap<(Lsn, u32), usize> = HashMap::new();
-        for node in &self.nodes {
-            let mut seen: Vec<(Lsn, u32)> =
-                node.readable_records().map(|(_, r)| (r.lsn(), crc32c::crc32c(r.payload()))).collect();
-            seen.sort();
-            seen.dedup();
-            for key in seen {
-                *copies.entry(key).or_default() += 1;
-            }
-        }
+        let held: Vec<Holdings> = self.nodes.iter().map(Holdings::of).collect();
         for (lsn, appended) in self.appended.range(..=self.vdl_seen) {
-            let found = copies.get(&(*lsn, appended.crc)).copied().unwrap_or(0);
+            let pg = self.geometry.pg_ref(appended.pg);
+            let found = held.iter().filter(|h| h.holds(pg, appended, *lsn, true)).count();
             if found < needed {
                 self.failures
                     .push(format!("acknowledged record {lsn} intact on {found} nodes, needs {needed}"));
             }
         }
-        self.check_acks_were_stored();
+        self.check_acks_were_stored(&held);
     }
 
     /// A node never acknowledges what it has not stored: every record of every batch a node
     /// acknowledged is on its disk at the end (unless that disk rotted), or at or below the
     /// point a hydration of its segment installed page images through. A batch is the LSNs
     /// the node received in it (a repair batch skips what its source could not read).
-    fn check_acks_were_stored(&mut self) {
+    fn check_acks_were_stored(&mut self, held: &[Holdings]) {
         for (node, pg, first, last) in std::mem::take(&mut self.acks) {
             if first == Lsn::ZERO || self.rotted_nodes.contains(&node) {
                 continue;
             }
-            let stored: std::collections::HashSet<Lsn> =
-                self.node(node).readable_records().map(|(_, r)| r.lsn()).collect();
+            let pg_ref = self.geometry.pg_ref(pg);
+            let holdings = &held[node.0 as usize - 1];
             // A record a hydration brought in is held inside the images it installed.
-            let hydrated = self.nodes[node.0 as usize - 1].hydrated_through(self.geometry.pg_ref(pg));
+            let hydrated = self.nodes[node.0 as usize - 1].hydrated_through(pg_ref);
             let sent = self.batches.get(&(node, pg, first, last));
             let missing = self.appended.range(first..=last).find(|(lsn, a)| {
                 a.pg == pg
                     && sent.is_none_or(|lsns| lsns.contains(lsn))
-                    && !stored.contains(lsn)
+                    && !holdings.holds(pg_ref, a, **lsn, false)
                     && **lsn > hydrated
             });
-            if let Some((lsn, _)) = missing {
-                self.failures.push(format!("{node} acknowledged {lsn} but does not hold it"));
+            if let Some((lsn, a)) = missing {
+                let image = holdings.images.get(&(pg_ref, a.page)).copied();
+                self.failures.push(format!(
+                    "{node} acknowledged {lsn} ({:?} of page {}) but does not hold it (newest image of the page: {image:?})",
+                    a.kind, a.page.0
+                ));
                 return;
             }
         }

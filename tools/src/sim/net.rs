@@ -31,6 +31,11 @@ pub enum Event {
         node: NodeId,
         life: u64,
     },
+    /// A node crashes, if the budget still allows (at any instant: between a write and its
+    /// flush too).
+    Crash {
+        node: NodeId,
+    },
     Restart {
         node: NodeId,
     },

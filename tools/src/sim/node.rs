@@ -1,57 +1,83 @@
-//! A simulated storage node: the real `storaged` core over a disk that keeps what was flushed
-//! and loses what was not when the node crashes (FoundationDB's AsyncFileNonDurable model), and
-//! that can rot: a rotten entry is skipped at replay, as the real replay skips an entry whose
-//! checksum fails, and refused when read, as the real read path refuses bytes that fail their
-//! CRC or tag. A rotten entry's bytes really are damaged (a payload byte flipped): a node that
-//! served them anyway would hand out wrong data, which the read checkers catch.
-//!
-//! The node also runs the core's coalescer (images are stored at once, fetched versions as
-//! they are) and answers `ReadPage` and `FloorReport` as the real driver does; its scrubber,
-//! image repairs and hydrations are driven as the daemon drives them (`heal.rs`). Each life of
-//! the node writes its own "journal file", so records from before a restart can be folded.
+//! A simulated storage node: the real `storaged` core over the real store (`storaged::store`:
+//! sealed journal and page store groups, replay, checkpoints, node metadata, file recycling,
+//! verified reads) on the lying disk (`storaged::storage::sim::SimDisk`). The disk keeps what
+//! was synced and, at a crash, lands a torn prefix of what was not; it misdirects writes, rots
+//! sectors, fails reads and fills up when the world says so. Nothing here decides or reads
+//! bytes itself: it calls the store's steps when the daemon's tasks would (a group is written
+//! when the previous one is flushed and flushed when the world's latency elapses; the
+//! coalescer, scrubber and recycler run on the core's timers), and answers `ReadPage`,
+//! `ReadRecords`, gossip fetches and `FloorReport` as the daemon's streams do.
 
-use bytes::Bytes;
-use protocol::messages::{ErrorCode, ErrorReply, Page, ReadPage, Records};
+use std::cell::RefCell;
+
+use protocol::messages::{ErrorCode, ErrorReply, ReadPage};
 use protocol::{AzId, Epochs, Lsn, Message, NodeId, PgRef, Record};
-use storaged::core::{
-    Base, CoalesceJob, EntryBody, JournalEntry, Limits, Location, NodeCore, PageAnswer, PlantedBug, ReadPlan,
-    RecordsAnswer, RequestId,
+use storaged::core::{Limits, NodeCore, NodeState, PlantedBug, RequestId};
+use storaged::journal::commit::{write_group, GROUP_ENTRIES_MAX};
+use storaged::journal::group::{entry_len, group_len};
+use storaged::journal::writer::{Journal, WriteError};
+use storaged::seal::Kek;
+use storaged::storage::sim::{complete, DiskStats, SimDisk};
+use storaged::store::reads::{read_page, read_planned_records, PageRead};
+use storaged::store::{
+    journal_write_failed, retry_space, CoreAccess, NodeStore, StoreSettings, VersionsWritten,
 };
 
 mod heal;
+mod inspect;
 
 pub use heal::HealCounts;
 use heal::PeerAsk;
+pub use inspect::Held;
 
 /// Virtual milliseconds between a node's gossip rounds (the core keeps the timer).
 const GOSSIP_INTERVAL_MS: u64 = 5;
-/// The "file" number of image locations (journal files are numbered by the node's life).
-const IMAGE_FILE: u64 = u64::MAX;
-/// Scrub rate: every location's `len` is 1 here, so this is 64 entries per virtual ms (a full
-/// job of 256 entries every 4 ms), and a pass over a node's few hundred entries takes a few ms.
-const SCRUB_BYTES_PER_S: u64 = 64_000;
-/// Rest between scrub passes: several passes run while faults are injected.
+/// Scrub rate: a few hundred KiB of entries per virtual second, so a pass over a node's
+/// entries takes a few ms and several passes run while faults are injected.
+const SCRUB_BYTES_PER_S: u64 = 64 * 1024 * 1024;
+/// Rest between scrub passes.
 const SCRUB_PASS_PAUSE_MS: u64 = 20;
+/// Journal and page store files are small, so a run rolls, fills and recycles many of them.
+const FILE_BYTES: u64 = 128 * 1024;
+/// Most bytes in one journal group: half a file (the daemon's `GROUP_BYTES_MAX` is half its
+/// smallest file too).
+const GROUP_BYTES: usize = FILE_BYTES as usize / 2;
+/// Page versions per page store group: 8 of 4 KiB fit a file many times over.
+const COALESCE_JOBS: usize = 8;
+/// Checkpoints come often, so restarts start from them and recycling happens.
+const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
+/// A small entry cache: most reads go to the disk and meet its faults.
+const ENTRY_CACHE_BYTES: usize = 16 * 1024;
+/// The directories whose files the disk's faults hit: the logs. (The two-copy metadata and
+/// checkpoint files are left alone; see `docs/simulator.md`.)
+pub const FAULTY_DIRS: [&str; 2] =
+    [storaged::journal::replay::JOURNAL_PREFIX, storaged::journal::replay::PAGES_PREFIX];
 
 /// A message for peer `.0`, tagged `.2` if it is a request whose answer is awaited (a stream,
 /// in the daemon) or the answer to one.
 pub type ToPeer = (NodeId, Message, Option<u64>);
 
-/// One entry the disk holds.
-#[derive(Clone, Debug)]
-struct Stored {
-    pg: PgRef,
-    body: EntryBody,
-    location: Location,
-    rotten: bool,
+/// The core, lent to the store's steps for one call.
+struct Lent<'a>(RefCell<&'a mut NodeCore>);
+
+impl CoreAccess for Lent<'_> {
+    fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
+        f(&mut self.0.borrow_mut())
+    }
 }
 
-/// Why stored bytes could not be used for a page.
+/// The store of one life of the node, with its two log writers.
 #[derive(Debug)]
-enum Fault {
-    /// These records' entry failed its check.
-    Records(Vec<Lsn>),
-    Image,
+struct Running {
+    store: NodeStore<SimDisk>,
+    journal: Journal<SimDisk>,
+    pages: Journal<SimDisk>,
+    /// The journal group written and not yet flushed: its last entry, length and records.
+    journal_group: Option<(u64, u64, Vec<Lsn>)>,
+    /// The page store group written and not yet flushed.
+    pages_group: Option<VersionsWritten>,
+    /// While out of space: the length of the group that did not fit.
+    retry_len: Option<usize>,
 }
 
 /// See the module docs.
@@ -66,21 +92,13 @@ pub struct SimNode {
     /// Incremented at every crash: completions of an earlier life are ignored.
     pub life: u64,
     core: NodeCore,
-    durable: Vec<Stored>,
-    /// The page store: images, by location offset.
-    images: Vec<Stored>,
-    /// The group being flushed: lost if the node crashes first.
-    flushing: Vec<JournalEntry>,
+    disk: SimDisk,
+    running: Running,
     next_request: u64,
     /// Which writer generation sent each request whose reply the core holds.
     senders: std::collections::HashMap<RequestId, u32>,
-    /// The disk has no space: groups are refused instead of written.
-    full: bool,
-    /// Every record LSN that ever reached this disk (whatever happened to it since).
+    /// Every record LSN that ever reached this disk durably (whatever happened to it since).
     written: std::collections::HashSet<protocol::Lsn>,
-    /// The next stored entry or image a read touches fails its check once (a transient read
-    /// error: the bytes at rest are fine).
-    pub flaky_next_read: bool,
     /// Gossip summaries sent and not yet answered: (peer, PG).
     asked: std::collections::HashSet<(NodeId, PgRef)>,
     /// The test-only bug planted in every core of this node (`--plant`).
@@ -96,25 +114,32 @@ pub struct SimNode {
     past_heal: HealCounts,
     /// Per PG, the point through which a completed hydration installed page images.
     hydrated: std::collections::BTreeMap<PgRef, Lsn>,
+    /// Why the node could not start, if it could not.
+    pub start_failure: Option<String>,
+    /// Journal and page store files recycled, over every life.
+    pub files_recycled: u64,
+    /// Per PG, the point through which the core had folded records into page versions when
+    /// it last ran (`Segment::folded_through`).
+    folded_at_crash: std::collections::BTreeMap<PgRef, Lsn>,
 }
 
 impl SimNode {
     pub fn new(id: NodeId, az: AzId, nodes: u32, planted: Option<PlantedBug>) -> SimNode {
+        let disk = SimDisk::new();
+        let mut core = new_core(id, az, planted);
+        let running = open(&disk, &mut core, 0).expect("an empty disk opens");
         SimNode {
             id,
             az,
             nodes,
             up: true,
             life: 0,
-            core: new_core(id, az, planted),
-            durable: Vec::new(),
-            images: Vec::new(),
-            flushing: Vec::new(),
+            core,
+            disk,
+            running,
             next_request: 0,
             senders: std::collections::HashMap::new(),
-            full: false,
             written: std::collections::HashSet::new(),
-            flaky_next_read: false,
             asked: std::collections::HashSet::new(),
             planted,
             asks: std::collections::BTreeMap::new(),
@@ -123,6 +148,9 @@ impl SimNode {
             scrub_pass_started_ms: None,
             past_heal: HealCounts::default(),
             hydrated: std::collections::BTreeMap::new(),
+            start_failure: None,
+            files_recycled: 0,
+            folded_at_crash: std::collections::BTreeMap::new(),
         }
     }
 
@@ -131,34 +159,35 @@ impl SimNode {
         (1..=self.nodes).map(NodeId).filter(|p| *p != self.id)
     }
 
-    /// True if record `lsn` ever reached this disk.
+    /// True if record `lsn` ever reached this disk durably.
     pub fn has_written(&self, lsn: Lsn) -> bool {
         self.written.contains(&lsn)
     }
 
-    fn note_written(&mut self, body: &EntryBody) {
-        if let EntryBody::Records { records, .. } = body {
-            self.written.extend(records.iter().map(Record::lsn));
-        }
+    /// The disk, for the world's faults.
+    pub fn disk(&self) -> &SimDisk {
+        &self.disk
     }
 
-    /// The disk fills up (`true`) or space returns (`false`), as the real journal task reports.
+    /// What the disk did, over every life.
+    pub fn disk_stats(&self) -> DiskStats {
+        self.disk.stats()
+    }
+
+    /// The disk fills up (`true`) or space returns (`false`); the node finds out as the
+    /// daemon does, when it next creates a file (and, while out of space, on every tick).
     pub fn set_disk_full(&mut self, full: bool) {
-        self.full = full;
-        if full {
-            self.core.handle_no_space();
-        } else {
-            self.core.handle_space_available();
-        }
-    }
-
-    /// Whether the next read fails its check, consuming the flag.
-    fn read_fails(&mut self) -> bool {
-        std::mem::take(&mut self.flaky_next_read)
+        self.disk.set_full(full);
     }
 
     pub fn core(&self) -> &NodeCore {
         &self.core
+    }
+
+    /// Runs one store step with the core lent to it.
+    fn with_store<T>(&mut self, step: impl FnOnce(&mut Running, &Lent) -> T) -> T {
+        let lent = Lent(RefCell::new(&mut self.core));
+        step(&mut self.running, &lent)
     }
 
     /// A request from writer generation `from` at virtual time `now_us`; returns an immediate
@@ -172,12 +201,7 @@ impl SimNode {
             Message::MembershipChange(c) => self.core.handle_membership_change(request, c),
             Message::Truncate(t) => self.core.handle_truncate(request, t),
             Message::StatusRequest => return Some(Message::Status(self.core.status())),
-            Message::ReadRecords(read) => {
-                return Some(match self.core.plan_read_records(&read) {
-                    Ok(plan) => Message::Records(self.read(plan)),
-                    Err(refusal) => Message::Error(refusal),
-                })
-            }
+            Message::ReadRecords(read) => return Some(self.read_records(self.core.plan_read_records(&read))),
             Message::ReadPage(read) => return Some(self.read_page(&read)),
             Message::FloorReport(report) => {
                 return Some(self.core.handle_floor_report(&report, now_us / 1000));
@@ -253,10 +277,7 @@ impl SimNode {
             Message::GossipSummary(summary) => {
                 Some(Message::GossipSummary(self.core.answer_gossip_summary(&summary, now)))
             }
-            Message::GossipFetch(fetch) => Some(match self.core.plan_gossip_fetch(&fetch) {
-                Ok(plan) => Message::Records(self.read(plan)),
-                Err(refusal) => Message::Error(refusal),
-            }),
+            Message::GossipFetch(fetch) => Some(self.read_records(self.core.plan_gossip_fetch(&fetch))),
             Message::Error(refusal) => {
                 self.core.handle_gossip_fetch_failed(refusal.pg, from);
                 None
@@ -268,157 +289,106 @@ impl SimNode {
         }
     }
 
-    /// The planned records from the disk, as the real read path serves them: a rotten entry's
-    /// records are left out (and no longer claimed), the byte and count limits respected.
-    fn read(&mut self, plan: ReadPlan) -> Records {
-        let mut answer = RecordsAnswer::new(&plan);
-        for (lsn, location) in &plan.wanted {
-            if self.read_fails() {
-                self.core.handle_corrupt_record(plan.pg, *lsn);
-                continue;
-            }
-            let stored = &self.durable[location.offset as usize];
-            let found = match &stored.body {
-                EntryBody::Records { records, .. } if !stored.rotten => {
-                    records.iter().find(|r| r.lsn() == *lsn).cloned()
-                }
-                _ => None,
-            };
-            let Some(record) = found else {
-                self.core.handle_corrupt_record(plan.pg, *lsn);
-                continue;
-            };
-            if !answer.offer(record) {
-                break;
-            }
+    /// The planned records, read and verified as the daemon reads them.
+    fn read_records(&mut self, plan: Result<storaged::core::ReadPlan, ErrorReply>) -> Message {
+        match plan {
+            Ok(plan) => self.with_store(|r, core| complete(read_planned_records(&r.store, core, plan))),
+            Err(refusal) => Message::Error(refusal),
         }
-        let scl = self.core.segment(&plan.pg).map_or(plan.scl, |s| s.scl());
-        Records { pg: plan.pg, node: self.id, scl, more: answer.more, records: answer.records }
     }
 
-    /// A page read, as `storaged::server::streams::read_page` answers it (without the wait for
-    /// SCL: a node that is not yet complete answers `NotYet` at once).
+    /// A page read, as the daemon answers it (without the wait for SCL: a node that is not
+    /// yet complete answers `NotYet` at once).
     pub fn read_page(&mut self, read: &ReadPage) -> Message {
-        for _ in 0..2 {
-            let build = match self.core.plan_read_page(read) {
-                Err(refusal) => return Message::Error(refusal),
-                Ok(PageAnswer::Ready(page)) => return Message::Page(page),
-                Ok(PageAnswer::NotYet) => return self.error(ErrorCode::NotYet, read.pg, "not yet complete"),
-                Ok(PageAnswer::Build(build)) => build,
-            };
-            match self.build(build.page_bytes, &build.base, &build.records) {
-                Ok(bytes) => {
-                    let bytes = Bytes::from(bytes);
-                    self.core.handle_page_built(build.pg, build.page_id, build.version_lsn, bytes.clone());
-                    let (pg, page_id, read_lsn, version_lsn) =
-                        (build.pg, build.page_id, build.read_lsn, build.version_lsn);
-                    return Message::Page(Page { pg, page_id, read_lsn, version_lsn, bytes });
-                }
-                Err(fault) => self.report(build.pg, fault),
-            }
-        }
-        self.error(ErrorCode::ChecksumMismatch, read.pg, "stored page version failed verification")
-    }
-
-    /// Builds a version from the disk, refusing bytes that fail their check.
-    fn build(&mut self, page_bytes: u32, base: &Base, records: &[(Lsn, Location)]) -> Result<Vec<u8>, Fault> {
-        if self.read_fails() {
-            return Err(records.first().map_or(Fault::Image, |(lsn, _)| Fault::Records(vec![*lsn])));
-        }
-        let base = match base {
-            Base::Zeros => None,
-            Base::Cached(bytes) => Some(bytes.clone()),
-            Base::Image(location) => match self.images.get(location.offset as usize) {
-                Some(Stored { body: EntryBody::Image { page, .. }, rotten: false, .. }) => Some(page.clone()),
-                _ => return Err(Fault::Image),
-            },
-        };
-        let mut applied = Vec::with_capacity(records.len());
-        for (lsn, location) in records {
-            let found = match self.durable.get(location.offset as usize) {
-                Some(Stored { body: EntryBody::Records { records, .. }, rotten: false, .. }) => {
-                    records.iter().find(|r| r.lsn() == *lsn)
-                }
-                _ => None,
-            };
-            applied.push(found.ok_or_else(|| Fault::Records(vec![*lsn]))?);
-        }
-        protocol::apply::materialize(page_bytes, base.as_deref(), applied).map_err(|_| Fault::Image)
-    }
-
-    fn report(&mut self, pg: PgRef, fault: Fault) {
-        if let Fault::Records(lsns) = fault {
-            lsns.into_iter().for_each(|lsn| self.core.handle_corrupt_record(pg, lsn));
+        let mut faults = 0;
+        match self.with_store(|r, core| complete(read_page(&r.store, core, read, &mut faults))) {
+            PageRead::Answer(message) => message,
+            PageRead::NotYet => Message::Error(ErrorReply {
+                code: ErrorCode::NotYet,
+                pg: read.pg,
+                epochs: Epochs::default(),
+                message: "not yet complete".into(),
+            }),
         }
     }
 
-    fn error(&self, code: ErrorCode, pg: PgRef, message: &str) -> Message {
-        Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: message.into() })
-    }
-
-    /// One coalescer pass of at most `max` jobs; images reach the disk at once.
-    pub fn coalesce(&mut self, max: usize) {
-        let jobs: Vec<CoalesceJob> = self.core.poll_coalesce(max);
-        for job in jobs {
-            let base = job.base.map_or(Base::Zeros, Base::Image);
-            // A version fetched from a peer (hydration, scrub repair) is stored as it is.
-            let built = match &job.fetched {
-                Some(fetched) => Ok(fetched.to_vec()),
-                None => self.build(job.page_bytes, &base, &job.records),
-            };
-            match built {
-                Ok(page) => {
-                    let location = Location { file: IMAGE_FILE, offset: self.images.len() as u64, len: 1 };
-                    let body =
-                        EntryBody::Image { page_id: job.page_id, version_lsn: job.target, page: page.into() };
-                    self.images.push(Stored { pg: job.pg, body, location, rotten: false });
-                    let completed = self.core.hydrate_stats().completed;
-                    self.core.handle_coalesced(&job, Some(location));
-                    self.note_hydrated(job.pg, completed);
-                }
-                Err(fault) => {
-                    self.report(job.pg, fault);
-                    self.core.handle_coalesced(&job, None);
-                }
-            }
+    /// The coalescer's turn: flushes the page store group written on its previous turn, then
+    /// writes the next (so a crash can fall between a write and its flush), and recycles files
+    /// when the core's maintenance timer says so.
+    pub fn coalesce(&mut self, now_ms: u64) {
+        if self.core.poll_maintenance(now_ms) {
+            let recycled = self
+                .with_store(|r, core| complete(r.store.recycle(core, r.pages.position().file, FILE_BYTES)));
+            self.files_recycled += recycled;
+        }
+        if let Some(written) = self.running.pages_group.take() {
+            let pgs = written.pgs();
+            let completed = self.core.hydrate_stats().completed;
+            self.with_store(|r, core| complete(r.store.flush_versions(core, &mut r.pages, written)));
+            pgs.into_iter().for_each(|pg| self.note_hydrated(pg, completed));
+        }
+        if matches!(self.core.state(), NodeState::Failed(_)) {
+            return;
+        }
+        if let Ok(written) = self.with_store(|r, core| complete(r.store.write_versions(core, &mut r.pages))) {
+            self.running.pages_group = Some(written);
         }
     }
 
-    /// Starts a group commit if none is in flight and entries are queued; true if one started.
+    /// Writes the next journal group if none is in flight and entries are queued (group
+    /// commit, as the journal task does); true if one was written and waits for its flush.
+    /// While out of space, first tries to make room, as the journal task does.
     pub fn start_flush(&mut self) -> bool {
-        if !self.flushing.is_empty() {
+        if self.running.journal_group.is_some() {
             return false;
         }
-        if self.full {
-            // The journal could not get space: what is queued is refused, nothing is written.
-            self.core.handle_no_space();
-            return false;
-        }
-        self.flushing = std::iter::from_fn(|| self.core.poll_journal()).collect();
-        !self.flushing.is_empty()
-    }
-
-    /// The group reached the disk; with `misdirected`, the write went to the wrong place: the
-    /// group's own locations hold garbage, and it overwrote the `misdirected`-th stored entry
-    /// (the disk reports success either way, so the core acknowledges).
-    pub fn flushed(&mut self, misdirected: Option<usize>) {
-        let group = std::mem::take(&mut self.flushing);
-        let Some(last) = group.last().map(|e| e.seq) else { return };
-        let victim = misdirected.filter(|_| !self.durable.is_empty()).map(|i| i % self.durable.len());
-        let mut placed = Vec::new();
-        for entry in group {
-            let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
-            self.note_written(&entry.body);
-            placed.push((entry.seq, location));
-            self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
-            if misdirected.is_some() {
-                self.damage(self.durable.len() - 1);
+        if *self.core.state() == NodeState::DiskFull {
+            self.with_store(|r, core| complete(retry_space(core, &mut r.journal, &mut r.retry_len)));
+            if *self.core.state() == NodeState::DiskFull {
+                return false;
             }
         }
-        if let Some(victim) = victim {
-            self.damage(victim);
+        let entries = self.core.poll_journal_group(GROUP_BYTES, GROUP_ENTRIES_MAX, entry_len);
+        let Some(last) = entries.last().map(|e| e.seq) else { return false };
+        let len = group_len(&entries) as u64;
+        let lsns: Vec<Lsn> = entries
+            .iter()
+            .flat_map(|e| match &e.body {
+                storaged::core::EntryBody::Records { records, .. } => {
+                    records.iter().map(Record::lsn).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        match self.with_store(|r, _| complete(write_group(&mut r.journal, &r.store.keyring, &entries))) {
+            Ok(()) => {
+                self.running.journal_group = Some((last, len, lsns));
+                true
+            }
+            Err(error) => {
+                if matches!(error, WriteError::NoSpace) {
+                    self.running.retry_len = Some(len as usize);
+                }
+                self.with_store(|_, core| journal_write_failed(core, error));
+                false
+            }
         }
-        self.core.handle_durable(last, &placed);
+    }
+
+    /// The journal group in flight is flushed: the core learns where its entries are (and
+    /// acknowledges them), and a checkpoint follows if one is due.
+    pub fn flushed(&mut self) {
+        let Some((last, len, lsns)) = self.running.journal_group.take() else { return };
+        match self.with_store(|r, _| complete(r.journal.flush())) {
+            Ok(placed) => {
+                self.written.extend(lsns);
+                self.with_store(|r, core| {
+                    r.store.journal_durable(core, &r.journal, last, &placed, len);
+                    complete(r.store.checkpoint(core, false));
+                });
+            }
+            Err(error) => self.with_store(|_, core| journal_write_failed(core, error)),
+        }
     }
 
     /// Replies the core released, with the writer generation each goes to.
@@ -430,22 +400,13 @@ impl SimNode {
             .collect()
     }
 
-    /// Crash: all memory is gone, and of the group being flushed only the first `kept` entries
-    /// reached the disk (never acknowledged), the next one torn if `torn`.
-    pub fn crash(&mut self, kept: usize, torn: bool) {
+    /// Crash: all memory is gone; of the writes not yet flushed, the first `landed` reach the
+    /// disk and the next one only its first `torn_sectors` sectors (never acknowledged).
+    pub fn crash(&mut self, landed: usize, torn_sectors: usize) {
+        self.folded_at_crash = self.folded();
         self.up = false;
-        let group = std::mem::take(&mut self.flushing);
-        let reached = kept.min(group.len()) + usize::from(torn && kept < group.len());
-        for (i, entry) in group.into_iter().take(reached).enumerate() {
-            let location = Location { file: self.life, offset: self.durable.len() as u64, len: 1 };
-            self.note_written(&entry.body);
-            self.durable.push(Stored { pg: entry.pg, body: entry.body, location, rotten: false });
-            if i == kept {
-                self.damage(self.durable.len() - 1);
-            }
-        }
+        self.disk.crash(landed, torn_sectors);
         self.life += 1;
-        self.full = false;
         self.senders.clear();
         self.asked.clear();
         self.asks.clear();
@@ -458,73 +419,69 @@ impl SimNode {
     /// before still counts as written (`has_written`): the writer counted acks of it.
     pub fn wipe(&mut self) {
         if self.up {
-            self.crash(0, false);
+            self.crash(0, 0);
         }
-        self.durable.clear();
-        self.images.clear();
+        self.disk.wipe();
         self.hydrated.clear();
+        self.folded_at_crash.clear();
     }
 
-    /// Restart: replay what the disk holds, skipping rotten entries (their records are then
-    /// missing, as with a checksum failure).
-    pub fn restart(&mut self) {
+    /// Per PG, the point through which the core folded every record into page versions (as
+    /// it last ran, if the node is down): records at or below it may have left the disk.
+    pub fn folded(&self) -> std::collections::BTreeMap<PgRef, Lsn> {
+        if !self.up {
+            return self.folded_at_crash.clone();
+        }
+        self.core.segments().map(|s| (s.pg(), s.folded_through())).collect()
+    }
+
+    /// Restart: the store opens as the daemon's does (checkpoint, then replay of the logs
+    /// after it); false if it could not (the reason is kept in `start_failure`).
+    pub fn restart(&mut self, now_ms: u64) -> bool {
         if self.up {
-            return;
+            return true;
         }
-        self.up = true;
         self.core = new_core(self.id, self.az, self.planted);
-        for stored in self.durable.iter().chain(&self.images).filter(|s| !s.rotten) {
-            self.core.replay(stored.pg, &stored.body, stored.location);
-        }
-        self.core.set_journal_head(self.life);
-    }
-
-    /// Bit rot on the `index`-th stored entry or image (modulo the count); false if the disk
-    /// is empty. The entry's bytes are damaged: each record's (or the image's) first payload
-    /// byte is flipped.
-    pub fn rot(&mut self, index: usize) -> bool {
-        let count = self.durable.len() + self.images.len();
-        if count == 0 {
-            return false;
-        }
-        self.damage(index % count);
-        true
-    }
-
-    /// Damages the `index`-th stored entry (images after the journal's entries).
-    fn damage(&mut self, index: usize) {
-        let stored = match self.durable.get_mut(index) {
-            Some(stored) => stored,
-            None => &mut self.images[index - self.durable.len()],
-        };
-        stored.rotten = true;
-        match &mut stored.body {
-            EntryBody::Records { records, .. } => records.iter_mut().for_each(|r| *r = damaged(r)),
-            EntryBody::Image { page, .. } => {
-                let mut bytes = page.to_vec();
-                bytes[0] ^= 0x40;
-                *page = bytes.into();
+        match open(&self.disk, &mut self.core, now_ms) {
+            Ok(running) => {
+                self.running = running;
+                self.up = true;
+                // A group in flight at the crash may have landed: what replay found is written.
+                let found = self
+                    .core
+                    .segments()
+                    .flat_map(|s| s.all_records().map(|(lsn, _)| lsn))
+                    .collect::<Vec<_>>();
+                self.written.extend(found);
+                true
             }
-            EntryBody::Meta { .. } | EntryBody::Membership { .. } => {}
+            Err(error) => {
+                self.start_failure = Some(error);
+                false
+            }
         }
-    }
-
-    /// The stored entries, for checking (rotten ones excluded).
-    pub fn readable_records(&self) -> impl Iterator<Item = (&PgRef, &protocol::Record)> {
-        self.durable.iter().filter(|s| !s.rotten).flat_map(|s| match &s.body {
-            EntryBody::Records { records, .. } => records.iter().map(move |r| (&s.pg, r)).collect::<Vec<_>>(),
-            EntryBody::Meta { .. } | EntryBody::Membership { .. } | EntryBody::Image { .. } => Vec::new(),
-        })
     }
 }
 
-/// `record` with its last payload byte flipped (what damaged bytes would decode to if a node
-/// skipped the checksum).
-fn damaged(record: &Record) -> Record {
-    let mut payload = record.payload().to_vec();
-    let Some(last) = payload.last_mut() else { return record.clone() };
-    *last ^= 0x40;
-    Record::new(*record.meta(), payload.into()).unwrap_or_else(|_| record.clone())
+/// Opens the store of a node on `disk` into `core`, as the daemon's start does.
+fn open(disk: &SimDisk, core: &mut NodeCore, now_ms: u64) -> Result<Running, String> {
+    let settings = StoreSettings {
+        file_bytes: FILE_BYTES,
+        checkpoint_interval_bytes: CHECKPOINT_INTERVAL_BYTES,
+        entry_cache_bytes: ENTRY_CACHE_BYTES,
+        coalesce_jobs_max: COALESCE_JOBS,
+    };
+    let kek = Kek::from_bytes([core.node().0 as u8; 32]);
+    let opened = complete(storaged::store::open(disk.clone(), core, kek, settings, now_ms));
+    let opened = opened.map_err(|e| e.to_string())?;
+    Ok(Running {
+        store: opened.store,
+        journal: opened.journal,
+        pages: opened.pages,
+        journal_group: None,
+        pages_group: None,
+        retry_len: None,
+    })
 }
 
 fn new_core(id: NodeId, az: AzId, planted: Option<PlantedBug>) -> NodeCore {
@@ -538,6 +495,10 @@ fn new_core(id: NodeId, az: AzId, planted: Option<PlantedBug>) -> NodeCore {
         gossip_interval_ms: GOSSIP_INTERVAL_MS,
         scrub_bytes_per_s: SCRUB_BYTES_PER_S,
         scrub_pass_pause_ms: SCRUB_PASS_PAUSE_MS,
+        // A resumed rebuild whose source went away asks again soon and gives up within the
+        // run (the daemon's are a second and a minute).
+        hydrate_retry_ms: 10,
+        hydrate_resume_ms: 60,
         planted,
         ..Limits::default()
     };

@@ -59,12 +59,20 @@ impl World {
 
     /// Every scrub fault found is repaired once the cluster converged: each node's bookkeeping
     /// runs once (as its maintenance timer would) so the core settles its faults, then none may
-    /// be open.
+    /// be open, but in an orphan segment (of a PG the node was replaced out of while away, and
+    /// never told: see `unsettled`).
     pub(super) fn check_faults_repaired(&mut self) {
         let now_ms = self.clock.now_us / 1000;
+        let writer = &self.writer;
         for node in self.nodes.iter_mut().filter(|n| n.up) {
             let open = node.settle_scrub_faults(now_ms);
-            if open > 0 {
+            let orphans: usize = node
+                .core()
+                .segments()
+                .filter(|s| !s.is_retired(node.id) && !writer.members(s.pg().pg_id).contains(&node.id))
+                .map(|s| node.core().scrub_faults_open_in(s.pg()))
+                .sum();
+            if open > orphans {
                 let segments: Vec<String> = node
                     .core()
                     .segments()

@@ -131,7 +131,8 @@ pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn endpoint(cluster: &LocalCluster, node: u32) -> quinn::Endpoint {
+/// A client endpoint for requests to `node`.
+pub fn endpoint(cluster: &LocalCluster, node: u32) -> quinn::Endpoint {
     let addr = cluster.node(node).unwrap().addr;
     let tls = cluster.client_tls();
     transport::client_endpoint(transport::any_addr_for(addr), &tls, &transport::Tuning::default()).unwrap()

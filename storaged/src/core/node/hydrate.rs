@@ -398,12 +398,12 @@ impl NodeCore {
         let Some(hydration) = self.hydrations.running.get_mut(&pg).filter(|h| h.source == peer) else {
             return;
         };
-        let stale = now.saturating_sub(hydration.progress_ms) >= HYDRATE_RESUME_MS;
+        let stale = now.saturating_sub(hydration.progress_ms) >= self.limits.hydrate_resume_ms;
         if hydration.started.is_none() || stale {
             return self.hydrations.abandon(pg, "the source did not answer");
         }
         hydration.asked_until = None;
-        hydration.retry_at_ms = now.saturating_add(HYDRATE_RETRY_MS);
+        hydration.retry_at_ms = now.saturating_add(self.limits.hydrate_retry_ms);
     }
 
     /// The source answered an ask with an error (it refuses, or no longer holds the read

@@ -88,8 +88,16 @@ enum Fault {
     /// The records it held, forgotten by their segment until fetched again.
     Records { pg: PgRef, lsns: Vec<Lsn> },
     /// A damaged image, and the peer asked for its version (with when that ask expires);
-    /// `refused` once an ask failed (see `repair_read`).
-    Image { pg: PgRef, page: PageId, version: Lsn, asked: Option<(NodeId, u64)>, refused: bool },
+    /// `refused` once an ask failed (see `repair_read`); `failed`: the peers whose ask failed
+    /// since every member was last tried (each is asked again only after all the others).
+    Image {
+        pg: PgRef,
+        page: PageId,
+        version: Lsn,
+        asked: Option<(NodeId, u64)>,
+        refused: bool,
+        failed: Vec<NodeId>,
+    },
 }
 
 /// The scrubber's state inside `NodeCore`.
@@ -202,6 +210,8 @@ impl NodeCore {
         if let Some(fault) = fault {
             self.scrub.stats.faults_found += 1;
             self.scrub.faults.insert((store, location), fault);
+            // A retired segment's fault goes at once (see `settle_scrub_faults`).
+            self.drop_retired_faults();
         }
     }
 
@@ -214,16 +224,27 @@ impl NodeCore {
         now: u64,
         members_of: impl Fn(PgRef) -> Vec<NodeId>,
     ) -> Option<ReadPage> {
-        let segments = &self.segments;
+        let (segments, node) = (&self.segments, self.node);
+        // Every member but this node failed since the last full round: start a new round.
+        let all_failed =
+            |members: &[NodeId], failed: &[NodeId]| members.iter().all(|m| *m == node || failed.contains(m));
         let (_, fault) = self.scrub.faults.iter_mut().find(|(_, fault)| match fault {
-            Fault::Image { pg, asked, .. } => {
+            Fault::Image { pg, asked, failed, .. } => {
+                let members =
+                    segments.get(pg).map(|s| NodeCore::members_of(s, &members_of)).unwrap_or_default();
                 asked.is_none_or(|(_, until)| until <= now)
-                    && segments.get(pg).is_some_and(|s| NodeCore::members_of(s, &members_of).contains(&peer))
+                    && members.contains(&peer)
+                    && (!failed.contains(&peer) || all_failed(&members, failed))
             }
             Fault::Records { .. } => false,
         })?;
-        let Fault::Image { pg, page, version, asked, refused } = fault else { unreachable!("matched above") };
+        let Fault::Image { pg, page, version, asked, refused, failed } = fault else {
+            unreachable!("matched above")
+        };
         let segment = segments.get(pg)?;
+        if failed.contains(&peer) {
+            failed.clear();
+        }
         *asked = Some((peer, now.saturating_add(IMAGE_REPAIR_TIMEOUT_MS)));
         Some(repair_read(segment, *page, *version, *refused))
     }
@@ -250,14 +271,18 @@ impl NodeCore {
         }
     }
 
-    /// A repair read failed: the image may be asked of another peer at once, from then on as
-    /// of the newest point this segment holds completely (see `repair_read`).
-    pub fn handle_image_fetch_failed(&mut self, pg: PgRef, page: PageId) {
+    /// A repair read of `peer` failed: the image may be asked of another peer at once (of
+    /// `peer` again once every other member failed too), from then on as of the newest point
+    /// this segment holds completely (see `repair_read`).
+    pub fn handle_image_fetch_failed(&mut self, pg: PgRef, page: PageId, peer: NodeId) {
         for fault in self.scrub.faults.values_mut() {
-            if let Fault::Image { pg: p, page: q, asked, refused, .. } = fault {
+            if let Fault::Image { pg: p, page: q, asked, refused, failed, .. } = fault {
                 if *p == pg && *q == page {
                     *asked = None;
                     *refused = true;
+                    if !failed.contains(&peer) {
+                        failed.push(peer);
+                    }
                 }
             }
         }
@@ -273,6 +298,14 @@ impl NodeCore {
         self.scrub.faults.len()
     }
 
+    /// Faults found in `pg`'s segment and not yet repaired.
+    pub fn scrub_faults_open_in(&self, pg: PgRef) -> usize {
+        let of = |fault: &&Fault| match fault {
+            Fault::Records { pg: p, .. } | Fault::Image { pg: p, .. } => *p == pg,
+        };
+        self.scrub.faults.values().filter(of).count()
+    }
+
     /// True while `pg` has records or an image lost to a fault and not yet fetched again.
     pub fn is_repairing(&self, pg: PgRef) -> bool {
         self.scrub.is_repairing(pg)
@@ -280,15 +313,8 @@ impl NodeCore {
 
     /// Counts the faults whose records are held again (or no longer needed); call on ticks.
     pub(super) fn settle_scrub_faults(&mut self) {
+        self.drop_retired_faults();
         let segments = &self.segments;
-        let node = self.node;
-        // A retired segment is served to nobody and repaired by nobody: its faults go.
-        self.scrub.faults.retain(|_, fault| {
-            let pg = match fault {
-                Fault::Records { pg, .. } | Fault::Image { pg, .. } => pg,
-            };
-            segments.get(pg).is_none_or(|s| !s.is_retired(node))
-        });
         let before = self.scrub.faults.len();
         self.scrub.faults.retain(|(_, location), fault| match fault {
             Fault::Records { pg, lsns } => {
@@ -300,6 +326,24 @@ impl NodeCore {
                 .is_some_and(|v| v.image(*version) == Some(Stored::At(*location))),
         });
         self.scrub.stats.faults_repaired += (before - self.scrub.faults.len()) as u64;
+    }
+
+    /// A retired segment is served to nobody and repaired by nobody: its faults go, and a
+    /// damaged image with them (its records went when the fault was found).
+    fn drop_retired_faults(&mut self) {
+        let node = self.node;
+        let segments = &mut self.segments;
+        self.scrub.faults.retain(|_, fault| {
+            let (pg, image) = match fault {
+                Fault::Records { pg, .. } => (pg, None),
+                Fault::Image { pg, page, version, .. } => (pg, Some((*page, *version))),
+            };
+            let Some(segment) = segments.get_mut(pg).filter(|s| s.is_retired(node)) else { return true };
+            if let Some((page, version)) = image {
+                segment.drop_image(page, version);
+            }
+            false
+        });
     }
 
     /// The repaired image stored at `stored`: it replaces the damaged one.
@@ -394,7 +438,7 @@ impl NodeCore {
             s.pages().find_map(|(page, versions)| {
                 versions.images().find(|(_, stored)| *stored == Stored::At(location)).map(|(version, _)| {
                     tracing::warn!(pg = ?s.pg(), ?page, %version, "page image failed verification: fetching it from a peer");
-                    Fault::Image { pg: s.pg(), page, version, asked: None, refused: false }
+                    Fault::Image { pg: s.pg(), page, version, asked: None, refused: false, failed: Vec::new() }
                 })
             })
         })

@@ -8,13 +8,13 @@
 //! a stream's reply does in the daemon; one without an answer within `ASK_TIMEOUT_MS` fails,
 //! as the daemon's request timeout fails it.
 
-use protocol::messages::{HydrateFetch, HydratedPage};
+use protocol::messages::HydrateFetch;
 use protocol::{Lsn, Message, NodeId, PageId, PgRef};
-use storaged::core::{
-    EntryBody, HydrateStats, Location, ScrubOutcome, ScrubStats, Store, Stored as StoredAt,
-};
+use storaged::core::{HydrateStats, ScrubStats, Stored as StoredAt};
+use storaged::storage::sim::complete;
+use storaged::store::reads::{answer_hydrate, verify};
 
-use super::{SimNode, Stored, ToPeer};
+use super::{SimNode, ToPeer};
 
 /// An ask to a peer not answered within this long fails (the daemon's
 /// `GOSSIP_REQUEST_TIMEOUT`, scaled like the simulator's other timers).
@@ -58,41 +58,22 @@ impl HealCounts {
 }
 
 impl SimNode {
-    /// The scrubber's turn at `now_ms`: a job if the core hands one out, each entry verified
-    /// against what the disk holds (a rotten entry fails its check).
+    /// The scrubber's turn at `now_ms`: a job if the core hands one out, each entry read from
+    /// the disk and verified as the daemon's scrubber does (`store::reads::verify`).
     pub fn scrub(&mut self, now_ms: u64) {
         if self.core.poll_scrub_timeout().is_none_or(|at| at > now_ms) {
             return;
         }
         if let Some(job) = self.core.poll_scrub(now_ms) {
+            let store = &self.running.store;
             let outcomes: Vec<_> =
-                job.entries.iter().map(|entry| (*entry, self.verify(entry.0, entry.1))).collect();
+                job.entries.iter().map(|entry| (*entry, complete(verify(store, entry.0, entry.1)))).collect();
             self.core.handle_scrubbed(&outcomes);
         }
         let stats = self.core.scrub_stats();
         if stats.passes_completed > self.scrub_passes_seen {
             self.scrub_passes_seen = stats.passes_completed;
             self.scrub_pass_started_ms = Some(now_ms.saturating_sub(stats.last_pass_ms));
-        }
-    }
-
-    /// Verifies one stored entry as the daemon's scrub driver does: it must be there, intact,
-    /// and of its store's kind (a misdirected write fails here).
-    fn verify(&self, store: Store, location: Location) -> ScrubOutcome {
-        let held = match store {
-            Store::Journal => self.durable.get(location.offset as usize),
-            Store::Pages => self.images.get(location.offset as usize),
-        };
-        let Some(stored) = held else { return ScrubOutcome::Unreadable };
-        let kind_fits = match &stored.body {
-            EntryBody::Records { .. } => store == Store::Journal,
-            EntryBody::Image { .. } => store == Store::Pages,
-            EntryBody::Meta { .. } | EntryBody::Membership { .. } => false,
-        };
-        if stored.rotten || stored.location != location || !kind_fits {
-            ScrubOutcome::Corrupt
-        } else {
-            ScrubOutcome::Verified
         }
     }
 
@@ -156,7 +137,7 @@ impl SimNode {
                 self.next_image_repair(peer, now, members_of).or_else(|| self.next_hydrate_ask(peer, now))
             }
             (Ask::ImageRepair { pg, page }, _) => {
-                self.core.handle_image_fetch_failed(pg, page);
+                self.core.handle_image_fetch_failed(pg, page, peer);
                 self.next_hydrate_ask(peer, now)
             }
             (Ask::Hydrate { pg }, Message::HydratePages(pages)) => {
@@ -181,68 +162,21 @@ impl SimNode {
         for tag in expired {
             let Some(PeerAsk { peer, ask, .. }) = self.asks.remove(&tag) else { continue };
             match ask {
-                Ask::ImageRepair { pg, page } => self.core.handle_image_fetch_failed(pg, page),
+                Ask::ImageRepair { pg, page } => self.core.handle_image_fetch_failed(pg, page, peer),
                 Ask::Hydrate { pg } => self.core.handle_hydrate_unanswered(pg, peer, now_ms),
             }
         }
     }
 
-    /// Source side, as `server::hydrate::answer`: the core's plan, each listed page built as a
-    /// page read at the plan's read point builds it, or the first error.
+    /// Source side, as the daemon's hydration driver answers: the core's plan, each listed
+    /// page served as a page read at the plan's read point serves it, or the first error.
     pub(super) fn answer_hydrate(&mut self, asker: NodeId, fetch: &HydrateFetch, now: u64) -> Message {
         let plan = match self.core.plan_hydrate(fetch, asker, now) {
             Ok(plan) => plan,
             Err(refusal) => return Message::Error(refusal),
         };
-        let mut pages = Vec::with_capacity(plan.pages.len());
-        for page_id in plan.pages.iter().copied() {
-            match self.read_page(&plan.page_read(page_id)) {
-                Message::Page(page) => {
-                    pages.push(HydratedPage { page_id, version_lsn: page.version_lsn, bytes: page.bytes })
-                }
-                other => return other,
-            }
-        }
-        Message::HydratePages(plan.answer(self.id, pages))
-    }
-
-    /// A record or image this node's core still claims whose stored copy is damaged, if any
-    /// (in a segment a membership change retired too):
-    /// after a scrub pass over the damage, none may be left.
-    pub fn damaged_claim(&self) -> Option<String> {
-        for segment in self.core.segments() {
-            for (lsn, record) in segment.all_records() {
-                let intact = match self.durable.get(record.location.offset as usize) {
-                    Some(Stored { body: EntryBody::Records { records, .. }, rotten: false, .. }) => {
-                        records.iter().any(|r| r.lsn() == lsn)
-                    }
-                    _ => false,
-                };
-                if !intact {
-                    return Some(format!(
-                        "{} claims record {lsn} of {:?}{}, but its copy is damaged",
-                        self.id,
-                        segment.pg(),
-                        if segment.is_retired(self.id) { ", retired" } else { "" }
-                    ));
-                }
-            }
-            for (page, versions) in segment.pages() {
-                for (version, stored) in versions.images() {
-                    let StoredAt::At(location) = stored else { continue };
-                    if self.images.get(location.offset as usize).is_none_or(|s| s.rotten) {
-                        return Some(format!(
-                            "{} claims the image of page {} of {}{} at {version}, but it is damaged",
-                            self.id,
-                            page.0,
-                            segment.pg().pg_id,
-                            if segment.is_retired(self.id) { ", retired" } else { "" }
-                        ));
-                    }
-                }
-            }
-        }
-        None
+        let node = self.id;
+        complete(answer_hydrate(plan, node, |read| std::future::ready(self.read_page(&read))))
     }
 
     /// True if the core refers to no stored record or image: its scrubber has nothing to

@@ -437,6 +437,12 @@ impl World {
                 if !self.node(node).restart(now_ms) {
                     let why = self.node(node).start_failure.clone().unwrap_or_default();
                     self.failures.push(format!("{node} could not restart: {why}"));
+                } else if !self.rotted_nodes.contains(&node) {
+                    // Restart invariant: a disk that only crashed (no rot, misdirected write or
+                    // failed read) holds everything the reopened store claims.
+                    if let Some(claim) = self.nodes[node.0 as usize - 1].damaged_claim(|_| true) {
+                        self.failures.push(format!("after a restart of an undamaged disk: {claim}"));
+                    }
                 }
             }
             Event::Restart { .. } => {}

@@ -228,6 +228,28 @@ fn a_repair_refused_below_a_peers_floor_is_asked_again_as_of_the_complete_point(
 }
 
 #[test]
+fn a_repair_that_failed_at_a_peer_goes_to_the_other_members_before_that_peer_again() {
+    // Found by the simulator on the lying disk (seed 295): the repair asked the first member
+    // in order, a node lost for good, again after every failure, and no other peer ever.
+    let damaged = Location { file: 3, offset: 0, len: 4200 };
+    let mut core = with_image(damaged);
+    core.handle_corrupt_entry(Store::Pages, damaged);
+    let members = |_| vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
+    let ask = |core: &mut NodeCore, peer: u32| core.poll_image_repair(NodeId(peer), 0, members).is_some();
+    assert!(ask(&mut core, 2));
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(2));
+    assert!(!ask(&mut core, 2), "not the peer that just failed");
+    assert!(ask(&mut core, 3));
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(3));
+    assert!(!ask(&mut core, 2) && !ask(&mut core, 3), "neither failed peer while one is untried");
+    assert!(ask(&mut core, 4));
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(4));
+    assert!(ask(&mut core, 2), "every other member failed: a new round");
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(2));
+    assert!(ask(&mut core, 3), "the round goes on");
+}
+
+#[test]
 fn a_repair_answer_of_the_wrong_size_or_an_older_version_is_refused() {
     let damaged = Location { file: 3, offset: 0, len: 4200 };
     let mut core = with_image(damaged);

@@ -1,22 +1,23 @@
-//! The deterministic simulator: the unchanged `storaged` core on six simulated nodes (3 AZs × 2)
-//! or nine (3 AZs × 3, the layout of `--nodes-per-az 3`: a spare for every PG in each AZ), and
-//! the unchanged client `WriterCore`, under virtual time, a network that delays, drops,
-//! duplicates and reorders, disks that lose unflushed writes on a crash and rot, and node
-//! crashes. One seed drives every choice, so a seed replays exactly; the trace hash proves it.
-//! Each seed picks its layout from a stream of its own (`SimConfig::nodes_per_az` fixes it), so
-//! a six-node seed replays the history it had before nine-node runs existed.
+//! The deterministic simulator: the unchanged `storaged` core and store on six simulated nodes
+//! (3 AZs × 2) or nine (3 AZs × 3, the layout of `--nodes-per-az 3`: a spare for every PG in
+//! each AZ), and the unchanged client `WriterCore`, under virtual time, a network that delays,
+//! drops, duplicates and reorders, lying disks (`storaged::storage::sim::SimDisk`) under the real
+//! journal, page store, replay, checkpoints and node metadata, and node crashes. One seed drives
+//! every choice, so a seed replays exactly; the trace hash proves it. Each seed picks its layout
+//! from a stream of its own (`SimConfig::nodes_per_az` fixes it).
 //!
 //! The workload writes page images, patches, zeroings, trims and commit markers; the nodes
 //! coalesce them into images as they go, and a reader reads pages at random points in [floor,
 //! VDL] from the segments the writer's routing picks.
 //!
 //! Faults: the network delays, drops, duplicates and reorders, and partitions a node, a whole
-//! AZ, or one direction of a node's traffic, then heals; disks lose unflushed writes on a
-//! crash (keeping a random prefix of the group in flight, its next entry torn), misdirect a
-//! flushed group (it lands on another entry), rot at rest, fail a read once, and fill up; nodes
-//! crash and restart; writers are taken over. On nine nodes a node may also be lost for good (or
-//! come back empty, or after a long outage), and the writer's core replaces nodes it has not
-//! reached for a while through membership changes, which face their own faults (`changes.rs`).
+//! AZ, or one direction of a node's traffic, then heals; disks keep only what was synced when a
+//! node crashes at any instant (of its unsynced writes a prefix lands, the next one torn at a
+//! sector), misdirect a write to another file or offset of the logs, flip bits at rest, fail a
+//! read, and fill up; nodes crash and restart from their checkpoint and logs; writers are taken
+//! over. On nine nodes a node may also be lost for good (or come back empty, or after a long
+//! outage), and the writer's core replaces nodes it has not reached for a while through
+//! membership changes, which face their own faults (`changes.rs`).
 //!
 //! Fault budget: at most two nodes unavailable at once (down, cut off in either direction, or
 //! with a full disk; more only if all in one AZ, which leaves every quorum set two short at
@@ -30,12 +31,13 @@
 //! damaged images from peers and hydrate segments, all through the daemon's core calls
 //! (`node/heal.rs`).
 //!
-//! Checkers: VDL never goes back, and covers a record only once four disks of its PG's quorum
+//! Checkers: after a restart of a disk that only crashed, everything the reopened store claims
+//! reads back verified; VDL never goes back, and covers a record only once four disks of its PG's quorum
 //! set have it (the first set of the writer's membership: the check of a change's counting);
 //! every page
 //! a read returns equals the model's page at that LSN, version included; every record VDL
-//! covered is, at the end, stored intact (same CRC) on at least four nodes minus those that
-//! rotted; with every node up and the network healed the writer makes everything durable
+//! covered is, at the end, stored intact (same CRC, read back and verified from the disk, or
+//! folded into a page version) on at least four nodes minus those damaged; with every node up and the network healed the writer makes everything durable
 //! (progress); then, with the workload stopped, every live segment of each PG converges to
 //! the same records (complete through the PG's newest record; a damaged segment below its
 //! peers' folded point too, rebuilt by hydration), once every live node finished a scrub pass

@@ -49,7 +49,7 @@ const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
 /// A small entry cache: most reads go to the disk and meet its faults.
 const ENTRY_CACHE_BYTES: usize = 16 * 1024;
 /// The directories whose files the disk's faults hit: the logs. (The two-copy metadata and
-/// checkpoint files are left alone; see `docs/simulator.md`.)
+/// checkpoint files are left alone; see `docs/simulator.md`, "Known gaps".)
 pub const FAULTY_DIRS: [&str; 2] =
     [storaged::journal::replay::JOURNAL_PREFIX, storaged::journal::replay::PAGES_PREFIX];
 

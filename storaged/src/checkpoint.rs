@@ -28,7 +28,7 @@ use protocol::{Epoch, Epochs, FormatError, Lsn, LsnRange, NodeId, PageId, PgRef,
 
 use crate::core::{HydrationCheckpoint, IndexedRecord, Location, PageState, Segment, Stored};
 use crate::dual::{DualFile, Loaded};
-use crate::journal::writer::JournalPosition;
+use crate::journal::files::JournalPosition;
 use crate::storage::Storage;
 
 const MAGIC: [u8; 4] = *b"BRCP";

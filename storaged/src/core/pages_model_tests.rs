@@ -20,7 +20,7 @@ use protocol::{
 };
 
 use super::*;
-use crate::journal::writer::JournalPosition;
+use crate::journal::files::JournalPosition;
 
 const PAGE_BYTES: u32 = 512;
 const PAGES: u64 = 4;

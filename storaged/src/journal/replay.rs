@@ -20,39 +20,12 @@
 
 use protocol::PgRef;
 
+use super::files::{list_files, log_path, JournalPosition};
 use super::format::{EntryAt, EntryKind, GroupHeader, GROUP_ALIGN, GROUP_HEADER_BYTES};
 use super::group::{find_entries, image_page, open_entry};
-use super::writer::{log_path, JournalPosition};
 use crate::core::{EntryBody, Location};
 use crate::keyring::Keyring;
 use crate::storage::Storage;
-
-/// File name prefix of the journal's files.
-pub const JOURNAL_PREFIX: &str = "journal";
-/// File name prefix of the page store's files (same group layout, image entries).
-pub const PAGES_PREFIX: &str = "pages";
-
-/// Journal file name for file number `file`.
-pub fn file_name(file: u64) -> String {
-    log_file_name(JOURNAL_PREFIX, file)
-}
-
-/// Name of file number `file` of the log with `prefix` (journal or page store).
-pub fn log_file_name(prefix: &str, file: u64) -> String {
-    format!("{prefix}-{file:016}.log")
-}
-
-/// File numbers of the log with `prefix` (in the subdirectory of that name), ascending.
-pub fn list_files(storage: &impl Storage, prefix: &str) -> std::io::Result<Vec<u64>> {
-    let mut files = Vec::new();
-    for name in storage.list(prefix)? {
-        let number =
-            name.strip_prefix(prefix).and_then(|n| n.strip_prefix('-')).and_then(|n| n.strip_suffix(".log"));
-        files.extend(number.and_then(|n| n.parse::<u64>().ok()));
-    }
-    files.sort_unstable();
-    Ok(files)
-}
 
 /// What replay found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

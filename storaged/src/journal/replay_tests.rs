@@ -6,9 +6,9 @@ use protocol::{
     VolumeId,
 };
 
+use super::files::{log_path, JournalPosition, JOURNAL_PREFIX};
 use super::group::{build_group, GroupImage};
-use super::replay::{replay, ReplayOutcome, JOURNAL_PREFIX};
-use super::writer::log_path;
+use super::replay::{replay, ReplayOutcome};
 use crate::core::{EntryBody, JournalEntry};
 use crate::keyring::Keyring;
 use crate::seal::Kek;
@@ -182,7 +182,7 @@ fn replay_from_a_checkpoint_position_reads_only_the_groups_after_it() {
     let disk = SimDisk::new();
     let keys = keyring(&disk);
     let offsets = write_journal(&disk, &keys, 3);
-    let start = super::writer::JournalPosition { file: 1, offset: offsets[2] as u64, next_group_seq: 3 };
+    let start = JournalPosition { file: 1, offset: offsets[2] as u64, next_group_seq: 3 };
     let mut lsns = Vec::new();
     let outcome = complete(replay(&disk, JOURNAL_PREFIX, &keys, Some(start), |_, body, _| {
         if let EntryBody::Records { records, .. } = body {

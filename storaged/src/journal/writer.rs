@@ -14,8 +14,9 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use super::files::{log_path, JournalPosition};
 use super::group::GroupImage;
-use super::replay::{log_file_name, ReplayOutcome};
+use super::replay::ReplayOutcome;
 use crate::core::{Location, NodeFailure};
 use crate::storage::{is_no_space, Storage};
 
@@ -25,19 +26,11 @@ pub const JOURNAL_FILE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 /// Journal settings.
 #[derive(Clone, Copy, Debug)]
 pub struct JournalConfig {
-    /// The log's subdirectory of the data directory (`replay::JOURNAL_PREFIX` or
-    /// `replay::PAGES_PREFIX`, which is also the file name prefix).
+    /// The log's subdirectory of the data directory (`files::JOURNAL_PREFIX` or
+    /// `files::PAGES_PREFIX`, which is also the file name prefix).
     pub prefix: &'static str,
     /// Size every journal file is preallocated to.
     pub file_bytes: u64,
-}
-
-/// Where the next group goes: what a checkpoint covers and where replay resumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JournalPosition {
-    pub file: u64,
-    pub offset: u64,
-    pub next_group_seq: u64,
 }
 
 /// Why a group was not written.
@@ -47,11 +40,6 @@ pub enum WriteError {
     NoSpace,
     #[error("journal failed: {0}")]
     Failed(NodeFailure),
-}
-
-/// The path of file `file` of the log with `prefix`.
-pub fn log_path(prefix: &str, file: u64) -> String {
-    format!("{prefix}/{}", log_file_name(prefix, file))
 }
 
 /// Reads entries of a log's files while its writer writes, and deletes the files no longer

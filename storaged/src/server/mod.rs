@@ -19,7 +19,7 @@ use protocol::placement::NodeInfo;
 
 use crate::config::Config;
 use crate::core::NodeCore;
-use crate::journal::replay::{JOURNAL_PREFIX, PAGES_PREFIX};
+use crate::journal::files::{JOURNAL_PREFIX, PAGES_PREFIX};
 use crate::seal::{Kek, SealError};
 use crate::storage::uring::UringDir;
 use crate::store::{OpenError, StoreSettings};

@@ -51,7 +51,7 @@ const ENTRY_CACHE_BYTES: usize = 16 * 1024;
 /// The directories whose files the disk's faults hit: the logs. (The two-copy metadata and
 /// checkpoint files are left alone; see `docs/simulator.md`, "Known gaps".)
 pub const FAULTY_DIRS: [&str; 2] =
-    [storaged::journal::replay::JOURNAL_PREFIX, storaged::journal::replay::PAGES_PREFIX];
+    [storaged::journal::files::JOURNAL_PREFIX, storaged::journal::files::PAGES_PREFIX];
 
 /// A message for peer `.0`, tagged `.2` if it is a request whose answer is awaited (a stream,
 /// in the daemon) or the answer to one.

@@ -42,7 +42,22 @@ impl World {
     /// Why `id`'s answer to `read` is wrong, if it is.
     fn read_after_healing(&mut self, id: NodeId, read: &ReadPage) -> Option<String> {
         match self.node(id).read_page(read) {
-            Message::Page(page) => self.wrong_page(id, &page).map(|w| format!("after healing, {w}")),
+            Message::Page(page) => self.wrong_page(id, &page).map(|w| {
+                let n = self.node(id);
+                let seg = n.core().segment(&read.pg).map(|s| {
+                    let versions = s.page(read.page_id).map(|v| v.images().collect::<Vec<_>>());
+                    let records: Vec<_> =
+                        s.all_records().filter(|(_, r)| r.page_id == read.page_id).map(|(l, _)| l).collect();
+                    format!(
+                        "scl {} folded {} floor {} images {versions:?} records {records:?} hydrated {:?}",
+                        s.scl(),
+                        s.folded_through(),
+                        s.floor(),
+                        n.hydrated_through(read.pg)
+                    )
+                });
+                format!("after healing, {w} [{seg:?}]")
+            }),
             Message::Error(error) => {
                 let segment = self.node(id).core().segment(&read.pg);
                 let (scl, epochs) = (segment.map(|s| s.scl()), segment.map(|s| s.epochs()));

@@ -4,7 +4,8 @@
 
 use protocol::{Lsn, PageId, PgRef, Record};
 use storaged::core::{EntryBody, Stored as StoredAt};
-use storaged::journal::replay::{replay, JOURNAL_PREFIX, PAGES_PREFIX};
+use storaged::journal::files::{JOURNAL_PREFIX, PAGES_PREFIX};
+use storaged::journal::replay::replay;
 use storaged::storage::sim::complete;
 use storaged::store::reads::{read_image, read_verified};
 
@@ -56,11 +57,12 @@ impl SimNode {
     }
 
     /// A record or image this node's core still claims whose stored copy does not read back
-    /// verified, if any, in a segment of a PG `is_member` says it belongs to (retired by a
-    /// membership change or not): after a scrub pass over the damage, none may be left.
+    /// verified, if any, in a segment of a PG `is_member` says it belongs to and that no
+    /// membership change retired (a retired segment serves nobody and is repaired by nobody):
+    /// after a scrub pass over the damage, none may be left.
     pub fn damaged_claim(&self, is_member: impl Fn(PgRef) -> bool) -> Option<String> {
         let store = &self.running.store;
-        for segment in self.core.segments().filter(|s| is_member(s.pg()) || s.is_retired(self.id)) {
+        for segment in self.core.segments().filter(|s| is_member(s.pg()) && !s.is_retired(self.id)) {
             let retired = if segment.is_retired(self.id) { ", retired" } else { "" };
             for (lsn, record) in segment.all_records() {
                 let read = complete(read_verified(store, &store.journal, record.location));
@@ -90,12 +92,13 @@ impl SimNode {
                     };
                     {
                         return Some(format!(
-                            "{} claims the image of page {} of {}{retired} at {version}, but it is damaged ({fault}; {} scrub faults open{})",
+                            "{} claims the image of page {} of {}{retired} at {version}, but it is damaged ({fault}; {} scrub faults open{}; floor {} vdl hint {} scl {})",
                             self.id,
                             page.0,
                             segment.pg().pg_id,
                             self.core.scrub_faults_open(),
                             if self.core.is_repairing(segment.pg()) { ", repairing" } else { "" },
+                            segment.floor(), segment.vdl_hint(), segment.scl(),
                         ));
                     }
                 }

@@ -106,8 +106,13 @@ impl Reader {
                 other => return Err(format!("load refused: {other:?}")),
             }
         }
-        let report =
-            Message::FloorReport(FloorReport { pg: PG, client: 1, floor: self.newest, lease_ms: 600_000 });
+        let report = Message::FloorReport(FloorReport {
+            pg: PG,
+            client: 1,
+            floor: self.newest,
+            lease_ms: 600_000,
+            vdl: Lsn::ZERO,
+        });
         self.call(&report).await?;
         // A heartbeat tells the node VDL (everything is durable), which bounds folding.
         let heartbeat = self.batch(&[]);

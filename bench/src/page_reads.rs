@@ -106,13 +106,8 @@ impl Reader {
                 other => return Err(format!("load refused: {other:?}")),
             }
         }
-        let report = Message::FloorReport(FloorReport {
-            pg: PG,
-            client: 1,
-            floor: self.newest,
-            lease_ms: 600_000,
-            vdl: Lsn::ZERO,
-        });
+        let report =
+            Message::FloorReport(FloorReport { pg: PG, client: 1, floor: self.newest, lease_ms: 600_000 });
         self.call(&report).await?;
         // A heartbeat tells the node VDL (everything is durable), which bounds folding.
         let heartbeat = self.batch(&[]);

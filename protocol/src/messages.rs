@@ -125,9 +125,6 @@ pub struct FloorReport {
     pub floor: Lsn,
     /// How long the report holds if not renewed.
     pub lease_ms: u32,
-    /// The writer's VDL when it reported (zero from a reader that knows none): an idle PG's
-    /// segments learn it here, since no batch brings it to them.
-    pub vdl: Lsn,
 }
 
 /// The segment's floor after a report: reads below it are refused as too old.
@@ -553,7 +550,6 @@ impl Message {
                 (f.pg, f.floor).put(out);
                 out.put_u64_le(f.client);
                 out.put_u32_le(f.lease_ms);
-                f.vdl.put(out);
             }
             Message::FloorAck(f) => {
                 (f.pg, f.node, f.floor, f.scl).put(out);
@@ -665,8 +661,7 @@ impl Message {
                 let (pg, floor) = Wire::read(r)?;
                 let client = r.u64("floor client")?;
                 let lease_ms = r.u32("floor lease")?;
-                let vdl = Lsn::read(r)?;
-                Message::FloorReport(FloorReport { pg, client, floor, lease_ms, vdl })
+                Message::FloorReport(FloorReport { pg, client, floor, lease_ms })
             }
             17 => {
                 let (pg, node, floor, scl) = Wire::read(r)?;

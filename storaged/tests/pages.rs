@@ -117,8 +117,7 @@ impl Volume {
 }
 
 async fn report_floor(client: &Client, floor: Lsn) {
-    let report =
-        Message::FloorReport(FloorReport { pg: PG, client: 1, floor, lease_ms: 600_000, vdl: Lsn::ZERO });
+    let report = Message::FloorReport(FloorReport { pg: PG, client: 1, floor, lease_ms: 600_000 });
     assert!(matches!(client.call(&report).await.unwrap(), Message::FloorAck(_)));
 }
 

@@ -793,7 +793,6 @@ impl WriterCore {
                 client: self.epochs.volume.0,
                 floor,
                 lease_ms: FLOOR_LEASE_MS,
-                vdl: self.vdl(),
             });
             for node in members {
                 self.push(node, report.clone());

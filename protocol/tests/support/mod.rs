@@ -195,7 +195,6 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             client: rng.random(),
             floor: lsn(rng),
             lease_ms: rng.random(),
-            vdl: lsn(rng),
         }),
         17 => Message::FloorAck(FloorAck {
             pg,

@@ -106,8 +106,7 @@ fn records_a_live_peer_lacks_are_kept_until_its_lease_runs_out() {
     chain.vdl = Lsn(30);
     a.handle_append(RequestId(0), chain).unwrap();
     flush(&mut a);
-    let report =
-        FloorReport { pg: PG, client: 7, floor: Lsn(30), lease_ms: 10 * LEASE_MS as u32, vdl: Lsn::ZERO };
+    let report = FloorReport { pg: PG, client: 7, floor: Lsn(30), lease_ms: 10 * LEASE_MS as u32 };
     a.handle_floor_report(&report, 0);
     let gc_floor = |a: &NodeCore| a.segment(&PG).unwrap().gc_floor();
     assert_eq!(gc_floor(&a), Lsn(0), "peers not yet named: everything is kept");
@@ -161,8 +160,7 @@ fn a_node_left_out_of_the_membership_does_not_pin_records() {
     chain.vdl = Lsn(30);
     a.handle_append(RequestId(0), chain).unwrap();
     flush(&mut a);
-    let report =
-        FloorReport { pg: PG, client: 7, floor: Lsn(30), lease_ms: 10 * LEASE_MS as u32, vdl: Lsn::ZERO };
+    let report = FloorReport { pg: PG, client: 7, floor: Lsn(30), lease_ms: 10 * LEASE_MS as u32 };
     a.handle_floor_report(&report, 0);
     // Node 3 was replaced by node 7; node 2 holds everything.
     let set = SegmentSet::new([1, 2, 4, 5, 6, 7].map(NodeId)).unwrap();

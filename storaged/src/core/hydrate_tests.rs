@@ -42,10 +42,7 @@ fn append(core: &mut NodeCore, records: Vec<Record>, vdl: u64) {
 
 /// Folds everything at or below `floor` on `core` (the journal moved on to file 2).
 fn fold_to(core: &mut NodeCore, floor: u64) {
-    core.handle_floor_report(
-        &FloorReport { pg: PG, client: 7, floor: Lsn(floor), lease_ms: 600_000, vdl: Lsn::ZERO },
-        0,
-    );
+    core.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(floor), lease_ms: 600_000 }, 0);
     core.set_journal_head(2);
     core.handle_tick(0);
     for round in 0..10u64 {
@@ -191,10 +188,7 @@ fn the_source_holds_its_floor_for_the_hydration_and_refuses_a_read_point_below_i
     let first = protocol::messages::HydrateFetch { read_lsn: Lsn::ZERO, ..fetch };
     let plan = a.plan_hydrate(&first, B, 0).unwrap();
     // The client that set the floor moves on; the hydration's report keeps it where it was.
-    a.handle_floor_report(
-        &FloorReport { pg: PG, client: 7, floor: Lsn(300), lease_ms: 600_000, vdl: Lsn::ZERO },
-        1,
-    );
+    a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(300), lease_ms: 600_000 }, 1);
     a.handle_tick(1);
     assert_eq!(a.segment(&PG).unwrap().floor(), plan.read_lsn);
     // Once the hold lapses the floor follows the client again.
@@ -228,10 +222,7 @@ fn pages_come_in_bounded_answers_and_a_changed_read_point_abandons_the_hydration
 fn an_idle_pg_whose_scl_is_below_the_volume_floor_is_still_a_source() {
     let mut a = folded_source();
     // The writer's floor follows the volume's VDL, past this PG's newest record (300).
-    a.handle_floor_report(
-        &FloorReport { pg: PG, client: 7, floor: Lsn(500), lease_ms: 600_000, vdl: Lsn::ZERO },
-        1,
-    );
+    a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(500), lease_ms: 600_000 }, 1);
     a.handle_tick(1);
     let mut b = node(B);
     b.answer_gossip_summary(&summary(&mut a), 1);

@@ -182,8 +182,7 @@ fn the_memory_cap_refuses_appends_once_the_index_is_full_until_it_shrinks() {
     // A heartbeat still gets through, so the node learns VDL (folding stops there).
     let vdl = AppendBatch { vdl: Lsn(40), pg_vdl_lsn: Lsn(40), ..batch(1, &[]) };
     core.handle_append(RequestId(60), vdl).unwrap();
-    let report =
-        protocol::messages::FloorReport { pg: PG, client: 1, floor: Lsn(40), lease_ms: 1000, vdl: Lsn::ZERO };
+    let report = protocol::messages::FloorReport { pg: PG, client: 1, floor: Lsn(40), lease_ms: 1000 };
     core.handle_floor_report(&report, 0);
     core.set_journal_head(2);
     assert!(core.poll_coalesce(8).is_empty(), "markers fold without building anything");
@@ -315,7 +314,7 @@ fn an_operators_replacement_request_rides_on_floor_acks_for_a_minute() {
     let mut core = core();
     core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
     flush(&mut core);
-    let report = FloorReport { pg: PG, client: 7, floor: Lsn(0), lease_ms: 1000, vdl: Lsn::ZERO };
+    let report = FloorReport { pg: PG, client: 7, floor: Lsn(0), lease_ms: 1000 };
     let replace_in = |core: &mut NodeCore, now| match core.handle_floor_report(&report, now) {
         Message::FloorAck(ack) => ack.replace,
         other => panic!("{other:?}"),
@@ -329,18 +328,4 @@ fn an_operators_replacement_request_rides_on_floor_acks_for_a_minute() {
         None,
         "passed on for a minute, then dropped"
     );
-}
-
-#[test]
-fn a_floor_report_tells_an_idle_segment_how_far_vdl_went() {
-    // Found by the simulator (seed 113234): a segment restarted on an idle PG knew only an old
-    // VDL, so its repair reads stayed below its peers' floor and were refused forever.
-    let mut core = core();
-    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
-    flush(&mut core);
-    assert!(core.segment(&PG).unwrap().vdl_hint() < Lsn(900), "only what batches told it");
-    let report =
-        protocol::messages::FloorReport { pg: PG, client: 1, floor: Lsn(5), lease_ms: 1000, vdl: Lsn(900) };
-    core.handle_floor_report(&report, 0);
-    assert_eq!(core.segment(&PG).unwrap().vdl_hint(), Lsn(900));
 }

@@ -127,8 +127,7 @@ impl Harness {
                 let floor = Lsn(self.newest().0 * u64::from(*fraction) / 256);
                 self.clock += 10;
                 for n in 0..2 {
-                    let report =
-                        FloorReport { pg: pg(n), client: 7, floor, lease_ms: 1_000_000, vdl: Lsn::ZERO };
+                    let report = FloorReport { pg: pg(n), client: 7, floor, lease_ms: 1_000_000 };
                     self.core.handle_floor_report(&report, self.clock);
                 }
                 self.floor_reported = self.floor_reported.max(floor);

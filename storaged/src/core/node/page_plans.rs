@@ -161,9 +161,6 @@ impl NodeCore {
             return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, replace });
         };
         let expires = now.saturating_add(u64::from(report.lease_ms));
-        // A repair read of a damaged image must reach the peers' floor: an idle PG's segment
-        // learns how far VDL went only here (found by the simulator, seed 113234).
-        segment.learn_vdl(report.vdl);
         let floor = segment.report_floor(report.client, report.floor, now, expires);
         Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl(), replace })
     }

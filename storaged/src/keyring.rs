@@ -88,23 +88,25 @@ impl<S: Storage> Keyring<S> {
         f: impl FnOnce(&HashMap<VolumeId, DataKey>, &mut NonceCounter) -> T,
     ) -> Result<T, KeyringError> {
         let mut store = self.store.lock().await;
-        let (meta, new_keys) = {
+        // Usually nothing is missing: no allocation, no copy of the metadata.
+        let (missing, short) = {
             let state = self.state.borrow();
-            let mut meta = state.meta.clone();
-            let mut new_keys = Vec::new();
-            for volume in volumes {
-                if !state.keys.contains_key(&volume) && !new_keys.iter().any(|(v, _)| *v == volume) {
-                    let (key, wrapped) = self.kek.new_data_key(volume, KeyVersion(1))?;
-                    meta.keys.push(wrapped);
-                    new_keys.push((volume, key));
-                }
-            }
-            if state.nonces.remaining() < nonces {
-                meta.nonce_reserved_through = state.nonces.reservation_after(nonces);
-            }
-            (meta, new_keys)
+            let mut missing: Vec<VolumeId> = volumes.filter(|v| !state.keys.contains_key(v)).collect();
+            missing.sort_unstable();
+            missing.dedup();
+            (missing, state.nonces.remaining() < nonces)
         };
-        if meta != self.state.borrow().meta {
+        if !missing.is_empty() || short {
+            let mut meta = self.state.borrow().meta.clone();
+            let mut new_keys = Vec::with_capacity(missing.len());
+            for volume in missing {
+                let (key, wrapped) = self.kek.new_data_key(volume, KeyVersion(1))?;
+                meta.keys.push(wrapped);
+                new_keys.push((volume, key));
+            }
+            if short {
+                meta.nonce_reserved_through = self.state.borrow().nonces.reservation_after(nonces);
+            }
             store.store(&meta).await?;
             let mut state = self.state.borrow_mut();
             state.keys.extend(new_keys);

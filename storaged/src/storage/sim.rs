@@ -226,11 +226,6 @@ impl SimDisk {
         self.inner.borrow().files.keys().cloned().collect()
     }
 
-    /// True while writes wait for a sync.
-    pub fn has_unsynced(&self) -> bool {
-        !self.inner.borrow().unsynced.is_empty()
-    }
-
     /// The bytes a read of `path` returns now (unsynced writes included), without faults.
     pub fn contents(&self, path: &str) -> Option<Vec<u8>> {
         let disk = self.inner.borrow();

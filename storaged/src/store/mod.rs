@@ -25,15 +25,10 @@ use reads::{build_job, report_fault, EntryCache};
 pub const COALESCE_JOBS_MAX: usize = 64;
 
 /// Access to the node's core from code that awaits between uses: the daemon's `Shared` (which
-/// also delivers the replies the core released), or a plain cell in the simulator.
+/// also delivers the replies the core released), or the core lent for one call in the
+/// simulator.
 pub trait CoreAccess {
     fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T;
-}
-
-impl CoreAccess for RefCell<NodeCore> {
-    fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
-        f(&mut self.borrow_mut())
-    }
 }
 
 /// What opening the store needs besides the disk and the key.

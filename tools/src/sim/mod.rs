@@ -681,8 +681,7 @@ impl World {
         // Segments of the writer's members only: a node replaced out of a PG while it was away
         // may keep an orphan segment it was never told about (and never retired); nothing
         // reads it.
-        let member = |node: NodeId, pg: protocol::PgRef| self.writer.members(pg.pg_id).contains(&node);
-        if let Some(claim) = live().find_map(|n| n.damaged_claim(|pg| member(n.id, pg))) {
+        if let Some(claim) = live().find_map(|n| n.damaged_claim(|pg| self.is_member(n.id, pg))) {
             return Some(claim);
         }
         if let Some(unsettled) = self.membership_unsettled() {
@@ -1113,6 +1112,12 @@ impl World {
                 return;
             }
         }
+    }
+
+    /// True if the current writer counts `node` a member of `pg` (a node that is not, but holds
+    /// a segment no change retired, holds an orphan: see `docs/simulator.md`).
+    fn is_member(&self, node: NodeId, pg: protocol::PgRef) -> bool {
+        self.writer.members(pg.pg_id).contains(&node)
     }
 
     fn node(&mut self, id: NodeId) -> &mut SimNode {

@@ -78,13 +78,17 @@ impl World {
     /// never told: see `unsettled`).
     pub(super) fn check_faults_repaired(&mut self) {
         let now_ms = self.clock.now_us / 1000;
-        let writer = &self.writer;
-        for node in self.nodes.iter_mut().filter(|n| n.up) {
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
+            if !node.up {
+                continue;
+            }
             let open = node.settle_scrub_faults(now_ms);
+            let node = &self.nodes[index];
             let orphans: usize = node
                 .core()
                 .segments()
-                .filter(|s| !s.is_retired(node.id) && !writer.members(s.pg().pg_id).contains(&node.id))
+                .filter(|s| !s.is_retired(node.id) && !self.is_member(node.id, s.pg()))
                 .map(|s| node.core().scrub_faults_open_in(s.pg()))
                 .sum();
             if open > orphans {
@@ -98,11 +102,12 @@ impl World {
                         format!("{pg}: SCL {}{retired}{state}", s.scl())
                     })
                     .collect();
-                self.failures.push(format!(
+                let failure = format!(
                     "{} has {open} scrub faults still open after healing (segments: {})",
                     node.id,
                     segments.join("; ")
-                ));
+                );
+                self.failures.push(failure);
                 return;
             }
         }

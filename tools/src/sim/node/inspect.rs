@@ -20,15 +20,6 @@ pub struct Held {
     pub images: Vec<(PgRef, PageId, Lsn)>,
 }
 
-impl Held {
-    /// True if record `lsn` of `page` is held: the record itself, or an image of its page at a
-    /// version at or above it (which carries its effect).
-    pub fn holds(&self, pg: PgRef, page: PageId, lsn: Lsn) -> bool {
-        self.records.iter().any(|(p, r)| *p == pg && r.lsn() == lsn)
-            || self.images.iter().any(|(p, id, version)| *p == pg && *id == page && *version >= lsn)
-    }
-}
-
 impl SimNode {
     /// Everything the disk holds intact: the journal and page store walked from their first
     /// files as a restart without a checkpoint would (every entry verified), the images read

@@ -150,6 +150,9 @@ pub struct GossipSummary {
     /// The newest LSN of a record the segment folded into images and no longer holds: a peer
     /// below it cannot catch up from this segment by records, only by hydration.
     pub folded_through: Lsn,
+    /// The segment's floor: no read below it is served there. A peer repairing an image
+    /// reads at or above it (its own floor may lag: floor reports reach live members only).
+    pub floor: Lsn,
     /// Ranges above `scl` the segment is missing records in.
     pub holes: Vec<LsnRange>,
 }
@@ -514,6 +517,7 @@ impl Message {
             }
             Message::GossipSummary(g) => {
                 (g.pg, g.node, g.epochs, g.scl, g.highest_lsn, g.folded_through).put(out);
+                g.floor.put(out);
                 put_list(out, &g.holes);
             }
             Message::GossipFetch(f) => {
@@ -608,6 +612,7 @@ impl Message {
             6 => Message::Page(get_page(r)?),
             7 => {
                 let (pg, node, epochs, scl, highest_lsn, folded_through) = Wire::read(r)?;
+                let floor = Wire::read(r)?;
                 let holes = get_list(r, GOSSIP_RANGES_MAX, "gossip holes")?;
                 Message::GossipSummary(GossipSummary {
                     pg,
@@ -616,6 +621,7 @@ impl Message {
                     scl,
                     highest_lsn,
                     folded_through,
+                    floor,
                     holes,
                 })
             }

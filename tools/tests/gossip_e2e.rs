@@ -119,6 +119,7 @@ fn a_client_certificate_cannot_speak_for_a_node_in_gossip() {
             scl: Lsn(u64::MAX / 2),
             highest_lsn: Lsn(u64::MAX / 2),
             folded_through: Lsn::ZERO,
+            floor: Lsn::ZERO,
             holes: Vec::new(),
         };
         transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap()

@@ -181,6 +181,7 @@ fn a_node_left_out_of_the_membership_does_not_pin_records() {
         scl: Lsn(scl),
         highest_lsn: Lsn(scl),
         folded_through: Lsn(0),
+        floor: Lsn(0),
         holes: Vec::new(),
     };
     for node in [2, 4, 5, 6, 7] {

@@ -98,6 +98,7 @@ fn folded_source() -> NodeCore {
         scl: Lsn(300),
         highest_lsn: Lsn(300),
         folded_through: Lsn(0),
+        floor: Lsn(0),
         holes: vec![],
     };
     a.answer_gossip_summary(&claims_all, 0);
@@ -245,6 +246,7 @@ fn rebuilds_of_several_pgs_are_spread_over_the_peers_that_can_serve_them() {
         scl: Lsn(100),
         highest_lsn: Lsn(100),
         folded_through: Lsn(50),
+        floor: Lsn(0),
         holes: vec![],
     };
     // A's summaries of both PGs arrive first, then C's.

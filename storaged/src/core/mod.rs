@@ -4,11 +4,13 @@
 //! code runs under io_uring and QUIC and under the deterministic simulator.
 
 pub mod cache;
+pub mod location;
 pub mod node;
 pub mod pages;
 pub mod planted;
 pub mod segment;
 
+pub use location::Location;
 pub use node::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use node::{
     EntryBody, JournalEntry, Limits, NodeCore, NodeFailure, NodeState, ReadPlan, RecordsAnswer, RequestId,
@@ -18,7 +20,7 @@ pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};
 pub use planted::PlantedBug;
-pub use segment::{IndexedRecord, Location, PageState, Segment};
+pub use segment::{IndexedRecord, PageState, Segment};
 
 #[cfg(test)]
 mod gossip_tests;

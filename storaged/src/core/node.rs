@@ -35,8 +35,9 @@ pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use scrub::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 
 use super::cache::PageCache;
+use super::location::Location;
 use super::pages::Stored;
-use super::segment::{EpochRefusal, IndexedRecord, Location, Segment};
+use super::segment::{EpochRefusal, IndexedRecord, Segment};
 
 /// The driver's name for a request whose reply is pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,7 +12,7 @@
 
 use protocol::Lsn;
 
-use super::segment::Location;
+use super::location::Location;
 
 /// Where a materialized page version lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +108,17 @@ impl PageVersions {
         count.checked_sub(1).map(|at| self.images[at])
     }
 
+    /// False if the page's history at `bound` was folded away here: its oldest version held is
+    /// an image above `bound` and no record at or below it is held (a prune, a hydration or a
+    /// repair dropped what came earlier: each leaves an image below every record it keeps), so
+    /// the page as of `bound` is unknown, not zeros.
+    pub fn knows(&self, bound: Lsn) -> bool {
+        match self.images.first() {
+            Some((oldest, _)) if *oldest > bound => self.log.first().is_some_and(|first| first <= oldest),
+            _ => true,
+        }
+    }
+
     /// What building the page as of `bound` takes.
     pub fn plan(&self, bound: Lsn) -> VersionPlan {
         let base = self.image_at_or_below(bound);
@@ -199,6 +210,20 @@ mod tests {
         let plan = v.plan(Lsn(15));
         assert_eq!((plan.base, plan.records, plan.version_lsn), (None, vec![Lsn(10)], Lsn(10)));
         assert_eq!(v.plan(Lsn(5)).version_lsn, Lsn::ZERO);
+    }
+
+    #[test]
+    fn history_folded_into_an_image_is_unknown_below_it_not_zeros() {
+        let mut v = versions(&[10, 20, 30], &[20]);
+        assert!(v.knows(Lsn(5)) && v.knows(Lsn(15)), "every record from the first is held");
+        v.prune(Lsn(25));
+        assert_eq!(v.plan(Lsn(15)).version_lsn, Lsn::ZERO, "the plan alone would say zeros");
+        assert!(!v.knows(Lsn(15)) && !v.knows(Lsn(5)), "but the records below 20 are gone");
+        assert!(v.knows(Lsn(20)) && v.knows(Lsn(35)));
+        let hydrated = versions(&[40], &[30]);
+        assert!(!hydrated.knows(Lsn(29)) && hydrated.knows(Lsn(30)));
+        let coalesced = versions(&[10], &[10]);
+        assert!(coalesced.knows(Lsn(5)), "the image folds a record still held: zeros below it");
     }
 
     #[test]

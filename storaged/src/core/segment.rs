@@ -23,18 +23,8 @@ use std::ops::Bound::{Excluded, Included, Unbounded};
 use protocol::quorum::Membership;
 use protocol::{Epoch, Epochs, Lsn, LsnRange, NodeId, PageId, PgRef, RecordKind};
 
+use super::location::Location;
 use super::pages::{PageVersions, Stored, VersionPlan};
-
-/// Where a durable record's bytes live: the journal entry that holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Location {
-    /// Journal file number.
-    pub file: u64,
-    /// Byte offset of the entry in that file.
-    pub offset: u64,
-    /// Length of the entry in bytes.
-    pub len: u32,
-}
 
 /// What the segment remembers of one durable record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +87,10 @@ pub struct Segment {
     pages: BTreeMap<PageId, PageVersions>,
     /// Reads below it are refused; versions only it needed are dropped. Never goes back.
     floor: Lsn,
+    /// The highest floor a member's gossip summary showed: a repair read goes at or above
+    /// it (a restarted segment's own floor lags until the next floor report; with no writer
+    /// running, none comes). In memory only.
+    peer_floor: Lsn,
     /// Live floor reports: client → (floor, expiry in the driver's milliseconds).
     reports: BTreeMap<u64, (Lsn, u64)>,
     /// The highest LSN of a record dropped because an image covers it.
@@ -154,6 +148,7 @@ impl Segment {
             page_bytes: 0,
             pages: BTreeMap::new(),
             floor: Lsn::ZERO,
+            peer_floor: Lsn::ZERO,
             reports: BTreeMap::new(),
             folded_through: Lsn::ZERO,
             peers: PeerHold::default(),
@@ -235,9 +230,15 @@ impl Segment {
         self.peers.registered = true;
     }
 
-    /// A peer reported its SCL; its records are kept for it until `expires`.
-    pub fn note_peer(&mut self, peer: NodeId, scl: Lsn, expires: u64) {
+    /// A peer reported its SCL and floor; its records are kept for it until `expires`.
+    pub fn note_peer(&mut self, peer: NodeId, scl: Lsn, floor: Lsn, expires: u64) {
         self.peers.heard.insert(peer, (scl, expires));
+        self.peer_floor = self.peer_floor.max(floor);
+    }
+
+    /// The highest floor a member showed in gossip (see the field).
+    pub fn peer_floor(&self) -> Lsn {
+        self.peer_floor
     }
 
     /// Forgets peers not heard from since their report expired: a peer gone that long is

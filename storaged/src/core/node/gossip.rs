@@ -71,7 +71,7 @@ impl NodeCore {
                 // Records are held for members only: a replaced node that came back unaware of
                 // it would otherwise pin them forever.
                 if segment.counts_as_member(summary.node) {
-                    segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+                    segment.note_peer(summary.node, summary.scl, summary.floor, now.saturating_add(lease));
                 }
                 summary_of(self.node, segment)
             }
@@ -88,6 +88,7 @@ impl NodeCore {
                     scl: Lsn::ZERO,
                     highest_lsn: Lsn::ZERO,
                     folded_through: Lsn::ZERO,
+                    floor: Lsn::ZERO,
                     holes: Vec::new(),
                 }
             }
@@ -101,7 +102,7 @@ impl NodeCore {
         let hydrating = self.is_hydrating(summary.pg);
         let segment = self.segments.get_mut(&summary.pg)?;
         if segment.counts_as_member(summary.node) {
-            segment.note_peer(summary.node, summary.scl, now.saturating_add(lease));
+            segment.note_peer(summary.node, summary.scl, summary.floor, now.saturating_add(lease));
         }
         if hydrating || segment.is_retired(self.node) || !segment.counts_as_member(summary.node) {
             return None;
@@ -222,6 +223,7 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
         scl: segment.scl(),
         highest_lsn: segment.highest_lsn(),
         folded_through: segment.folded_through(),
+        floor: segment.floor(),
         holes: segment.holes(GOSSIP_RANGES_MAX),
     }
 }

@@ -36,9 +36,10 @@ use protocol::messages::{
 use protocol::{Epochs, Lsn, NodeId, PageId, PgRef};
 
 use super::{newest_truncations, refusal, EntryBody, NodeCore};
+use crate::core::location::Location;
 use crate::core::pages::Stored;
 use crate::core::planted::PlantedBug;
-use crate::core::segment::{EpochRefusal, Location, Segment};
+use crate::core::segment::{EpochRefusal, Segment};
 
 /// How long a source holds its floor for a hydration after each ask.
 pub const HYDRATE_HOLD_MS: u64 = 30_000;

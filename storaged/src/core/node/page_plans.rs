@@ -11,8 +11,9 @@ use protocol::{Lsn, Message, NodeId, PageId, PgRef, RecordKind};
 use super::{
     refusal, NodeCore, FOLD_SCAN_MAX, IMAGE_INDEX_BYTES, PAGE_INDEX_BYTES, RECORD_INDEX_BYTES, REPLACE_ASK_MS,
 };
+use crate::core::location::Location;
 use crate::core::pages::Stored;
-use crate::core::segment::{Location, Segment};
+use crate::core::segment::Segment;
 
 /// One page version for the coalescer to build and store: the page as of `target`, from `base`
 /// (or zeros) and `records`; or, for a relocation, a copy of the image at `relocate`.
@@ -108,6 +109,12 @@ impl NodeCore {
         // Records of the PG between `pg_newest_lsn` and the read point cannot belong to the
         // committed history (a writer that was fenced before its truncation reached this node
         // may have left some), so the version is built only up to `pg_newest_lsn`.
+        if segment.page(read.page_id).is_some_and(|v| !v.knows(read.pg_newest_lsn)) {
+            // Only a reader whose `pg_newest_lsn` is stale asks this (a segment repairing an
+            // image before it caught up): the version it names was pruned here.
+            let message = format!("the page's versions at {} were folded away", read.pg_newest_lsn);
+            return Err(self.error(ErrorCode::TooOld, read.pg, &message));
+        }
         let plan = segment.plan_page(read.page_id, read.pg_newest_lsn);
         if plan.version_lsn == Lsn::ZERO {
             return Ok(PageAnswer::Ready(zeros(read)));

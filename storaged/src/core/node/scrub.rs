@@ -27,9 +27,10 @@ use protocol::messages::{Page, ReadPage};
 use protocol::{Lsn, NodeId, PageId, PgRef};
 
 use super::NodeCore;
+use crate::core::location::Location;
 use crate::core::pages::Stored;
 use crate::core::planted::PlantedBug;
-use crate::core::segment::{Location, Segment};
+use crate::core::segment::Segment;
 
 /// Most entries one scrub job lists.
 pub const SCRUB_JOB_ENTRIES_MAX: usize = 256;
@@ -263,11 +264,19 @@ impl NodeCore {
         let fits = page.bytes.len() == segment.page_bytes() as usize
             && page.version_lsn >= version
             && page.version_lsn <= page.read_lsn;
-        if fits {
-            self.scrub.fetched.insert((page.pg, page.page_id), (location, page.version_lsn, page.bytes));
-            if let Some(Fault::Image { asked, .. }) = self.scrub.faults.get_mut(&(Store::Pages, location)) {
-                *asked = None;
+        if !fits {
+            // Not a version this segment can install: the ask failed (it would otherwise
+            // wait out its timeout), so another peer is asked.
+            if let Some(Fault::Image { asked: Some((peer, _)), .. }) =
+                self.scrub.faults.get(&(Store::Pages, location))
+            {
+                self.handle_image_fetch_failed(page.pg, page.page_id, *peer);
             }
+            return;
+        }
+        self.scrub.fetched.insert((page.pg, page.page_id), (location, page.version_lsn, page.bytes));
+        if let Some(Fault::Image { asked, .. }) = self.scrub.faults.get_mut(&(Store::Pages, location)) {
+            *asked = None;
         }
     }
 
@@ -449,12 +458,15 @@ impl NodeCore {
 /// the fetched version then covers). Once an ask was `refused` (a peer's floor may be above
 /// this segment's, which a restarted segment has not learnt yet, and a read below it is
 /// refused forever), it asks as of the newest point this segment holds completely, at a read
-/// point at least the newest VDL it was told; the floor then rises to the version installed.
+/// point at least the newest VDL it was told and every floor its peers showed in gossip; the
+/// floor then rises to the version installed. A peer that pruned the version as of that
+/// point refuses (`PageVersions::knows`) until gossip brings this segment's SCL up.
 fn repair_read(segment: &Segment, page: PageId, version: Lsn, refused: bool) -> ReadPage {
     let low = version.max(segment.floor());
     let complete = segment.scl().max(version);
     let (read_lsn, newest) = if refused {
-        (low.max(segment.vdl_hint()).max(complete), segment.newest_at_or_below(complete))
+        let above = segment.vdl_hint().max(segment.peer_floor());
+        (low.max(above).max(complete), segment.newest_at_or_below(complete))
     } else {
         let read_lsn = low.min(complete);
         (read_lsn, segment.newest_at_or_below(read_lsn))

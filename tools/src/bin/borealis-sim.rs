@@ -5,11 +5,19 @@
 //! run. `--plant NAME` plants a deliberate bug in every node's core or in the writer's
 //! (test-only) to show the checkers catch it. `--nodes-per-az 2|3` fixes the cluster's size
 //! (by default each seed picks six or nine nodes; nine have spares, so nodes lost for good are
-//! replaced by membership changes).
+//! replaced by membership changes). Seeds run on `--jobs` threads (one per core by default);
+//! each seed is deterministic whichever thread runs it, and results print in seed order.
 //! Exit status 1 if any seed failed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
 use clap::Parser;
-use tools::sim::{run, Plant, SimConfig};
+use tools::sim::{run, Outcome, Plant, SimConfig};
+
+/// A progress line goes to stderr after every this many seeds of a long run.
+const PROGRESS_EVERY: usize = 1000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +52,9 @@ struct Cli {
     /// each seed picks one.
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=3))]
     nodes_per_az: Option<u32>,
+    /// Threads to run seeds on [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: Option<u32>,
 }
 
 fn parse_planted(name: &str) -> Result<Plant, String> {
@@ -51,6 +62,34 @@ fn parse_planted(name: &str) -> Result<Plant, String> {
         let names: Vec<&str> = Plant::all().iter().map(|(n, _)| *n).collect();
         format!("unknown bug {name:?}; one of {}", names.join(", "))
     })
+}
+
+/// Runs `seeds` on `jobs` threads, each taking the next seed not yet taken; the outcomes come
+/// back in seed order.
+fn run_all(seeds: &[u64], config: &SimConfig, jobs: usize) -> Vec<Outcome> {
+    let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(seeds.iter().map(|_| None).collect());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
+            scope.spawn(|| loop {
+                let at = next.fetch_add(1, Ordering::Relaxed);
+                let Some(seed) = seeds.get(at) else { break };
+                let outcome = run(*seed, config);
+                outcomes.lock().expect("a seed thread panicked")[at] = Some(outcome);
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if seeds.len() >= PROGRESS_EVERY && done % PROGRESS_EVERY == 0 {
+                    eprintln!(
+                        "{done} of {} seeds run, {:.0} s",
+                        seeds.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner().expect("a seed thread panicked");
+    outcomes.into_iter().map(|o| o.expect("every seed ran")).collect()
 }
 
 fn main() {
@@ -69,8 +108,9 @@ fn main() {
     let (mut failed, mut unavailable, mut heal) = (0, 0, tools::sim::node::HealCounts::default());
     let (mut changes, mut nine) = (tools::sim::ChangeCounts::default(), 0);
     let (mut disk, mut recycled) = (storaged::storage::sim::DiskStats::default(), 0);
-    for seed in &seeds {
-        let outcome = run(*seed, &config);
+    let jobs =
+        cli.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+    for (seed, outcome) in seeds.iter().zip(run_all(&seeds, &config, jobs)) {
         unavailable += u64::from(outcome.unavailable);
         heal.add(outcome.heal);
         changes.add(outcome.changes);

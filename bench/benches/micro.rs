@@ -48,14 +48,9 @@ fn filler(len: usize, seed: u8) -> Vec<u8> {
 /// Metadata of record `lsn` of page 7, its predecessor being `lsn - 1` on every chain.
 fn meta(kind: RecordKind, lsn: u64) -> RecordMeta {
     RecordMeta {
-        kind,
         flags: RecordFlags::empty(),
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(lsn - 1),
-        prev_pg_lsn: Lsn(lsn - 1),
         prev_page_lsn: if kind == RecordKind::Marker { Lsn::ZERO } else { Lsn(lsn - 1) },
-        page_id: PageId(7),
-        epoch: Epoch(1),
+        ..RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), kind, PageId(7))
     }
 }
 

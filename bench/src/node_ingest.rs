@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use protocol::messages::AppendBatch;
-use protocol::{
-    Epoch, Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta, VolumeId,
-};
+use protocol::{Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordKind, RecordMeta, VolumeId};
 use transport::framed::{read_frame, write_frame};
 use transport::TlsFiles;
 
@@ -92,16 +90,7 @@ pub async fn run(
 fn make_batch(first: u64, count: usize, record_bytes: usize) -> Message {
     let records = (first..first + count as u64)
         .map(|lsn| {
-            let meta = RecordMeta {
-                kind: RecordKind::Marker,
-                flags: RecordFlags::CPL,
-                lsn: Lsn(lsn),
-                prev_volume_lsn: Lsn(lsn - 1),
-                prev_pg_lsn: Lsn(lsn - 1),
-                prev_page_lsn: Lsn(0),
-                page_id: PageId(lsn % 1024),
-                epoch: Epoch(1),
-            };
+            let meta = RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), RecordKind::Marker, PageId(lsn % 1024));
             Record::new(meta, Bytes::from(row_payload(lsn, record_bytes))).expect("valid record")
         })
         .collect();

@@ -19,9 +19,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use protocol::messages::{AppendBatch, FloorReport, ReadPage};
 use protocol::patch::{encode as encode_patch, PatchEdit};
-use protocol::{
-    Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta, VolumeId,
-};
+use protocol::{Epochs, Lsn, Message, PageId, PgId, PgRef, Record, RecordKind, RecordMeta, VolumeId};
 use transport::TlsFiles;
 
 use crate::node_ingest::LATENCY_US_MAX;
@@ -139,16 +137,12 @@ impl Reader {
                     )
                 }
             };
-            let meta = RecordMeta {
-                kind,
-                flags: RecordFlags::CPL,
+            let meta = RecordMeta::after(
+                self.newest,
                 lsn,
-                prev_volume_lsn: self.newest,
-                prev_pg_lsn: self.newest,
-                prev_page_lsn: Lsn::ZERO,
-                page_id: PageId(if kind == RecordKind::Marker { 0 } else { *page }),
-                epoch: Epochs::INITIAL.volume,
-            };
+                kind,
+                PageId(if kind == RecordKind::Marker { 0 } else { *page }),
+            );
             out.push(Record::new(meta, payload).expect("valid record"));
             self.newest = lsn;
         }

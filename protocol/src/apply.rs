@@ -84,19 +84,14 @@ pub fn materialize<'a>(
 mod tests {
     use super::*;
     use crate::patch::{encode, PatchEdit};
-    use crate::{Epoch, Lsn, PageId, RecordFlags, RecordMeta};
+    use crate::{Lsn, PageId, RecordFlags, RecordMeta};
     use bytes::Bytes;
 
     fn record(lsn: u64, kind: RecordKind, payload: Bytes) -> Record {
         let meta = RecordMeta {
-            kind,
             flags: RecordFlags::empty(),
-            lsn: Lsn(lsn),
-            prev_volume_lsn: Lsn(lsn - 1),
-            prev_pg_lsn: Lsn(lsn - 1),
             prev_page_lsn: if kind == RecordKind::Marker { Lsn(0) } else { Lsn(lsn - 1) },
-            page_id: PageId(7),
-            epoch: Epoch(1),
+            ..RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), kind, PageId(7))
         };
         Record::new(meta, payload).unwrap()
     }

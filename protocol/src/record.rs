@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::codec::{expect_at_most, expect_crc, expect_zero, u16_at, u32_at, u64_at, Reader};
 use crate::error::{FormatError, FormatResult};
-use crate::ids::{Epoch, Lsn, PageId};
+use crate::ids::{Epoch, Epochs, Lsn, PageId};
 use crate::patch;
 
 /// Size of the fixed record header, in bytes.
@@ -99,6 +99,23 @@ pub struct RecordMeta {
 }
 
 impl RecordMeta {
+    /// Record `lsn` that ends its own atomic group (CPL), chained right after `prev` in the
+    /// volume and in its PG, with no page backlink, at the first volume epoch: the shape tests,
+    /// benchmarks and the simulator build records in (change a field with struct update
+    /// syntax: `RecordMeta { epoch, ..RecordMeta::after(prev, lsn, kind, page) }`).
+    pub fn after(prev: Lsn, lsn: Lsn, kind: RecordKind, page_id: PageId) -> RecordMeta {
+        RecordMeta {
+            kind,
+            flags: RecordFlags::CPL,
+            lsn,
+            prev_volume_lsn: prev,
+            prev_pg_lsn: prev,
+            prev_page_lsn: Lsn::ZERO,
+            page_id,
+            epoch: Epochs::INITIAL.volume,
+        }
+    }
+
     /// True if this record ends an atomic group.
     pub fn is_cpl(&self) -> bool {
         self.flags.contains(RecordFlags::CPL)

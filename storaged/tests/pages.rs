@@ -8,7 +8,7 @@ mod support;
 use bytes::Bytes;
 use protocol::messages::{AppendBatch, FloorReport, ReadPage};
 use protocol::patch::{encode as encode_patch, PatchEdit};
-use protocol::{Epochs, Lsn, Message, PageId, Record, RecordFlags, RecordKind, RecordMeta};
+use protocol::{Epochs, Lsn, Message, PageId, Record, RecordKind, RecordMeta};
 use support::*;
 
 /// A single writer's view of PG 0: every acknowledged record, for the model.
@@ -52,16 +52,8 @@ impl Volume {
                     )
                 }
             };
-            let meta = RecordMeta {
-                kind,
-                flags: RecordFlags::CPL,
-                lsn,
-                prev_volume_lsn: prev,
-                prev_pg_lsn: prev,
-                prev_page_lsn: Lsn::ZERO,
-                page_id: if kind == RecordKind::Marker { PageId(0) } else { page },
-                epoch: Epochs::INITIAL.volume,
-            };
+            let meta =
+                RecordMeta::after(prev, lsn, kind, if kind == RecordKind::Marker { PageId(0) } else { page });
             out.push(Record::new(meta, payload).unwrap());
             prev = lsn;
         }

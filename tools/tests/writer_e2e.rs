@@ -318,16 +318,8 @@ fn pages_read_back_at_every_lsn_from_the_floor_and_with_a_node_down() {
             appended.durable().await.unwrap();
             // Rebuild the record as the writer sent it, for the model (kind, page, payload).
             let new = page_record(i);
-            let meta = protocol::RecordMeta {
-                kind: new.kind,
-                flags: protocol::RecordFlags::CPL,
-                lsn: appended.last,
-                prev_volume_lsn: Lsn(appended.last.0 - 1),
-                prev_pg_lsn: Lsn(appended.last.0 - 1),
-                prev_page_lsn: Lsn(0),
-                page_id: new.page,
-                epoch: protocol::Epoch(1),
-            };
+            let meta =
+                protocol::RecordMeta::after(Lsn(appended.last.0 - 1), appended.last, new.kind, new.page);
             written.push((appended.last, protocol::Record::new(meta, new.payload).unwrap()));
         }
         let vdl = writer.vdl();

@@ -3,9 +3,7 @@
 use bytes::Bytes;
 use protocol::messages::{AppendBatch, EpochBump, ErrorCode, Truncate};
 use protocol::{AzId, NodeId, VolumeId};
-use protocol::{
-    Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta,
-};
+use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Record, RecordKind, RecordMeta};
 
 use super::*;
 
@@ -21,30 +19,15 @@ pub(super) fn epochs(volume: u64) -> Epochs {
 
 pub(super) fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     let meta = RecordMeta {
-        kind: RecordKind::Marker,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(prev),
-        prev_pg_lsn: Lsn(prev),
-        prev_page_lsn: Lsn(0),
-        page_id: PageId(1),
         epoch: Epoch(epoch),
+        ..RecordMeta::after(Lsn(prev), Lsn(lsn), RecordKind::Marker, PageId(1))
     };
     Record::new(meta, Bytes::from_static(b"row")).unwrap()
 }
 
 /// A full-page record at epoch 1 of `page`, every byte `fill`, chained after `prev`.
 pub(super) fn page_image(lsn: u64, prev: u64, page: u64, fill: u8) -> Record {
-    let meta = RecordMeta {
-        kind: RecordKind::PageImage,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(prev),
-        prev_pg_lsn: Lsn(prev),
-        prev_page_lsn: Lsn(0),
-        page_id: PageId(page),
-        epoch: Epoch(1),
-    };
+    let meta = RecordMeta::after(Lsn(prev), Lsn(lsn), RecordKind::PageImage, PageId(page));
     Record::new(meta, Bytes::from(vec![fill; 4096])).unwrap()
 }
 

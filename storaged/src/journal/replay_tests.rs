@@ -2,8 +2,7 @@
 
 use bytes::Bytes;
 use protocol::{
-    AzId, Epoch, Epochs, Lsn, NodeId, PageId, PgId, PgRef, Record, RecordFlags, RecordKind, RecordMeta,
-    VolumeId,
+    AzId, Epoch, Epochs, Lsn, NodeId, PageId, PgId, PgRef, Record, RecordKind, RecordMeta, VolumeId,
 };
 
 use super::files::{log_path, JournalPosition, JOURNAL_PREFIX};
@@ -28,16 +27,7 @@ fn path(file: u64) -> String {
 }
 
 fn record(lsn: u64) -> Record {
-    let meta = RecordMeta {
-        kind: RecordKind::Marker,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(lsn),
-        prev_volume_lsn: Lsn(lsn - 1),
-        prev_pg_lsn: Lsn(lsn - 1),
-        prev_page_lsn: Lsn(0),
-        page_id: PageId(0),
-        epoch: Epoch(1),
-    };
+    let meta = RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), RecordKind::Marker, PageId(0));
     Record::new(meta, Bytes::from(format!("commit {lsn}"))).unwrap()
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use protocol::{Message, NodeId};
 
+use super::page_read::read_page;
 use super::shared::Shared;
-use super::streams::read_page;
 use crate::core::HydratePlan;
 use crate::store::reads::answer_hydrate;
 

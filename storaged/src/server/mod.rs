@@ -6,6 +6,7 @@ pub mod coalescer;
 pub mod gossip;
 pub mod hydrate;
 pub mod journal_task;
+pub mod page_read;
 pub mod scrub;
 pub mod shared;
 pub mod streams;

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use protocol::messages::ErrorReply;
-use protocol::Message;
+use protocol::messages::{ErrorCode, ErrorReply};
+use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
 use tokio::sync::{oneshot, Notify};
 
 use super::admin::{
     PageMetrics, ReplaceAsks, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL,
 };
+use crate::core::node::truncate_message;
 use crate::core::{NodeCore, RequestId};
 use crate::storage::uring::UringDir;
 use crate::store::{CoreAccess, NodeStore};
@@ -197,4 +198,10 @@ impl CoreAccess for Shared {
     fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
         Shared::with_core(self, f)
     }
+}
+
+/// An error reply to a request that names no PG (or before its PG is known).
+pub(super) fn error_reply(code: ErrorCode, message: &str) -> Message {
+    let pg = PgRef { volume_id: VolumeId(0), pg_id: PgId(0) };
+    Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: truncate_message(message) })
 }

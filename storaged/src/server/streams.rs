@@ -9,22 +9,20 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use protocol::messages::{ErrorCode, ErrorReply, ReadPage, ReadRecords};
-use protocol::{Epochs, Message, NodeId, PgId, PgRef, VolumeId};
+use protocol::messages::{ErrorCode, ReadPage, ReadRecords};
+use protocol::{Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
-use super::shared::{Pending, Shared};
-use crate::core::node::truncate_message;
+use super::page_read::read_page;
+use super::shared::{error_reply, Pending, Shared};
 use crate::core::ReadPlan;
-use crate::store::reads::{self, read_planned_records, PageRead};
+use crate::store::reads::read_planned_records;
 
 /// Replies queued on one stream before its reader stops taking requests (backpressure).
 pub const STREAM_REPLIES_PENDING_MAX: usize = 4096;
 /// QUIC application error code for a stream closed because of a malformed frame.
 pub const CLOSE_MALFORMED: u32 = 1;
-/// How long a page read waits for the segment to become complete before answering `NotYet`.
-pub const READ_PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The other nodes by certificate name: a connection presenting one of these names speaks for
 /// that node in gossip; any other certificate (a client) may not.
@@ -176,31 +174,4 @@ async fn read_records(shared: &Shared, plan: ReadPlan) -> Message {
 fn spawn_page_read(shared: &Rc<Shared>, read: ReadPage) -> Pending {
     let shared = Rc::clone(shared);
     spawn_reply(async move { read_page(&shared, read).await })
-}
-
-/// Answers a `ReadPage` (`store::reads::read_page`), waiting at most `READ_PAGE_WAIT` for the
-/// segment to become complete through the read's `pg_newest_lsn`.
-pub(super) async fn read_page(shared: &Shared, read: ReadPage) -> Message {
-    let deadline = tokio::time::Instant::now() + READ_PAGE_WAIT;
-    let mut faults = 0;
-    loop {
-        let durable = shared.durable.notified();
-        match reads::read_page(&shared.store, shared, &read, &mut faults).await {
-            PageRead::Answer(message) => return message,
-            PageRead::NotYet => {
-                if tokio::time::timeout_at(deadline, durable).await.is_err() {
-                    let message = format!(
-                        "segment not yet complete through {} after {READ_PAGE_WAIT:?}",
-                        read.pg_newest_lsn
-                    );
-                    return error_reply(ErrorCode::NotYet, &message);
-                }
-            }
-        }
-    }
-}
-
-pub(super) fn error_reply(code: ErrorCode, message: &str) -> Message {
-    let pg = PgRef { volume_id: VolumeId(0), pg_id: PgId(0) };
-    Message::Error(ErrorReply { code, pg, epochs: Epochs::default(), message: truncate_message(message) })
 }

@@ -194,14 +194,9 @@ pub fn chain(first: u64, count: u64, epoch: Epoch, payload: impl Fn(u64) -> Vec<
     (first..first + count)
         .map(|lsn| {
             let meta = RecordMeta {
-                kind: RecordKind::Marker,
                 flags: if lsn % 4 == 0 { RecordFlags::CPL } else { RecordFlags::empty() },
-                lsn: Lsn(lsn),
-                prev_volume_lsn: Lsn(lsn - 1),
-                prev_pg_lsn: Lsn(lsn - 1),
-                prev_page_lsn: Lsn(0),
-                page_id: PageId(lsn % 16),
                 epoch,
+                ..RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), RecordKind::Marker, PageId(lsn % 16))
             };
             Record::new(meta, Bytes::from(payload(lsn))).unwrap()
         })

@@ -105,14 +105,8 @@ impl Appended {
     /// The record as far as applying it goes (backlinks do not matter there).
     fn record(&self, lsn: Lsn) -> protocol::Record {
         let meta = protocol::RecordMeta {
-            kind: self.kind,
             flags: protocol::RecordFlags::empty(),
-            lsn,
-            prev_volume_lsn: Lsn(lsn.0 - 1),
-            prev_pg_lsn: Lsn(lsn.0 - 1),
-            prev_page_lsn: Lsn::ZERO,
-            page_id: self.page,
-            epoch: protocol::Epoch(1),
+            ..protocol::RecordMeta::after(Lsn(lsn.0 - 1), lsn, self.kind, self.page)
         };
         protocol::Record::new(meta, self.payload.clone()).expect("the workload's records are valid")
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::messages::{AppendBatch, Status};
-use protocol::{AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, PgRef, Record, RecordFlags, RecordKind};
+use protocol::{AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, PgRef, Record, RecordKind};
 use protocol::{RecordMeta, VolumeId};
 use tokio::sync::mpsc;
 use transport::{pki, read_frame, server_endpoint, write_frame, DevPki, TransportError, Tuning};
@@ -126,16 +126,7 @@ pub fn status() -> Status {
 
 /// A one-record append batch.
 pub fn append_batch() -> Message {
-    let meta = RecordMeta {
-        kind: RecordKind::Marker,
-        flags: RecordFlags::CPL,
-        lsn: Lsn(7),
-        prev_volume_lsn: Lsn(3),
-        prev_pg_lsn: Lsn(3),
-        prev_page_lsn: Lsn::ZERO,
-        page_id: PageId(0),
-        epoch: Epochs::INITIAL.volume,
-    };
+    let meta = RecordMeta::after(Lsn(3), Lsn(7), RecordKind::Marker, PageId(0));
     let record = Record::new(meta, Bytes::from_static(b"commit 42")).expect("record");
     Message::AppendBatch(AppendBatch {
         pg: PgRef { volume_id: VolumeId(9), pg_id: PgId(1) },

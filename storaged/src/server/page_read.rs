@@ -1,0 +1,34 @@
+//! A page read as the network asks it (`store::reads::read_page` reads): waits a while for the
+//! segment to become complete through the read's `pg_newest_lsn`. Clients' reads (`streams`)
+//! and hydration answers (`hydrate`) both go through it.
+
+use protocol::messages::{ErrorCode, ReadPage};
+use protocol::Message;
+
+use super::shared::{error_reply, Shared};
+use crate::store::reads::{self, PageRead};
+
+/// How long a page read waits for the segment to become complete before answering `NotYet`.
+pub const READ_PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers a `ReadPage` (`store::reads::read_page`), waiting at most `READ_PAGE_WAIT` for the
+/// segment to become complete through the read's `pg_newest_lsn`.
+pub(super) async fn read_page(shared: &Shared, read: ReadPage) -> Message {
+    let deadline = tokio::time::Instant::now() + READ_PAGE_WAIT;
+    let mut faults = 0;
+    loop {
+        let durable = shared.durable.notified();
+        match reads::read_page(&shared.store, shared, &read, &mut faults).await {
+            PageRead::Answer(message) => return message,
+            PageRead::NotYet => {
+                if tokio::time::timeout_at(deadline, durable).await.is_err() {
+                    let message = format!(
+                        "segment not yet complete through {} after {READ_PAGE_WAIT:?}",
+                        read.pg_newest_lsn
+                    );
+                    return error_reply(ErrorCode::NotYet, &message);
+                }
+            }
+        }
+    }
+}

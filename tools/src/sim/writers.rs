@@ -180,8 +180,8 @@ impl World {
     /// True if a dial of `node` would succeed now: it is up and not cut off either way.
     fn reachable(&mut self, node: NodeId) -> bool {
         self.node(node).up
-            && !self.is_cut(Endpoint::Node(node), super::Cut::Outgoing)
-            && !self.is_cut(Endpoint::Node(node), super::Cut::Incoming)
+            && !self.is_cut(Endpoint::Node(node), super::faults::Cut::Outgoing)
+            && !self.is_cut(Endpoint::Node(node), super::faults::Cut::Incoming)
     }
 
     /// The new writer takes over; the old one is kept running to prove it is fenced.

@@ -42,11 +42,6 @@ pub struct NodeMeta {
 }
 
 impl NodeMeta {
-    /// The wrapped key of `volume`, if the node has one.
-    pub fn key_of(&self, volume: VolumeId) -> Option<&WrappedKey> {
-        self.keys.iter().rev().find(|k| k.volume == volume)
-    }
-
     fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(16 + self.keys.len() * WrappedKey::BYTES);
         body.extend_from_slice(&self.node.0.to_le_bytes());

@@ -3,11 +3,11 @@
 //! writer recovery, and the per-node connection policy (`links`). No sockets, no clock: the
 //! driver feeds events and time, and carries out `Transmit`s and dials.
 
-pub mod floor;
-pub mod geometry;
+pub(crate) mod floor;
+pub(crate) mod geometry;
 pub mod ladder;
 pub mod links;
-pub mod recovery;
+pub(crate) mod recovery;
 pub mod repair;
 pub mod takeover;
 pub mod writer;

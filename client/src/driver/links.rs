@@ -53,9 +53,6 @@ impl Connections {
     pub fn remove(&self, node: NodeId) {
         self.inner.lock().expect("connections lock").remove(&node);
     }
-    pub fn nodes(&self) -> Vec<NodeId> {
-        self.inner.lock().expect("connections lock").keys().copied().collect()
-    }
 }
 
 /// The client's QUIC endpoint and the addresses it dials.
@@ -63,7 +60,6 @@ impl Connections {
 pub struct Dialer {
     pub endpoint: quinn::Endpoint,
     pub cluster: ClusterMap,
-    pub connect_timeout: Duration,
 }
 
 impl Dialer {
@@ -71,17 +67,11 @@ impl Dialer {
         cluster: ClusterMap,
         tls: &TlsFiles,
         tuning: &Tuning,
-        connect_timeout: Duration,
     ) -> Result<Dialer, transport::TransportError> {
         let any = cluster.nodes().first().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.addr);
         let mut endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)?;
         endpoint.set_default_client_config(dial_config(tls, tuning)?);
-        Ok(Dialer { endpoint, cluster, connect_timeout })
-    }
-
-    /// Connects to `node`, bounded by the connect timeout.
-    pub async fn connect(&self, node: NodeId) -> Result<quinn::Connection, String> {
-        self.connect_within(node, self.connect_timeout).await
+        Ok(Dialer { endpoint, cluster })
     }
 
     /// Connects to `node`, giving up after `timeout` (one attempt of `core::links`'s policy).

@@ -18,12 +18,12 @@
 //! # Ok(()) }
 //! ```
 
-pub mod error;
-pub mod links;
-pub mod reads;
-pub mod recovery;
+pub(crate) mod error;
+pub(crate) mod links;
+pub(crate) mod reads;
+pub(crate) mod recovery;
 pub mod requests;
-pub mod task;
+pub(crate) mod task;
 
 use std::time::Duration;
 
@@ -133,8 +133,8 @@ impl Writer {
     /// VDL and truncates what it never made durable (DESIGN §3). A volume nobody wrote starts
     /// empty at the first epoch.
     pub async fn open(config: ClientConfig, geometry: VolumeGeometry) -> Result<Writer, OpenError> {
-        let dialer = Dialer::new(config.cluster.clone(), &config.tls, &config.tuning, config.connect_timeout)
-            .map_err(OpenError::Setup)?;
+        let dialer =
+            Dialer::new(config.cluster.clone(), &config.tls, &config.tuning).map_err(OpenError::Setup)?;
         let connections = Connections::default();
         let limits = LinkLimits { dial_attempt_max: config.connect_timeout, ..config.links };
         let nodes = config.cluster.nodes().iter().map(|n| n.id);

@@ -4,7 +4,7 @@
 //! groups in files over any `Storage`, `replay` rebuilds state at restart, and `files` names
 //! the files and positions they share.
 
-pub mod buf;
+pub(crate) mod buf;
 pub mod commit;
 pub mod files;
 pub mod format;

@@ -40,6 +40,21 @@ pub struct ClusterMap {
 }
 
 impl ClusterMap {
+    /// `per_az` nodes (two or more) in each of three AZs: ids 1..=3 × `per_az` in AZ order,
+    /// named `node-N`, all at one placeholder address. For cores run without a network: unit
+    /// tests and the simulator.
+    pub fn evenly(per_az: u32) -> ClusterMap {
+        let nodes = (1..=3 * per_az)
+            .map(|id| NodeInfo {
+                id: NodeId(id),
+                az: AzId(((id - 1) / per_az) as u16),
+                addr: ([127, 0, 0, 1], 7000).into(),
+                name: format!("node-{id}"),
+            })
+            .collect();
+        ClusterMap::new(nodes).expect("two or more nodes in each of three zones")
+    }
+
     /// Checks that node ids are unique and that at least three AZs have two nodes each.
     pub fn new(mut nodes: Vec<NodeInfo>) -> Result<ClusterMap, PlacementError> {
         nodes.sort_by_key(|n| n.id);

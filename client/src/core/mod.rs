@@ -18,17 +18,7 @@ pub use writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits};
 /// A cluster map for tests: `per_az` nodes in each of three AZs, ids from 1, AZ by id.
 #[cfg(test)]
 pub(crate) fn test_cluster(per_az: u32) -> protocol::placement::ClusterMap {
-    use protocol::placement::{ClusterMap, NodeInfo};
-    use protocol::{AzId, NodeId};
-    let nodes = (1..=3 * per_az)
-        .map(|id| NodeInfo {
-            id: NodeId(id),
-            az: AzId(((id - 1) / per_az) as u16),
-            addr: ([127, 0, 0, 1], 7000).into(),
-            name: format!("node-{id}"),
-        })
-        .collect();
-    ClusterMap::new(nodes).expect("three zones")
+    protocol::placement::ClusterMap::evenly(per_az)
 }
 
 #[cfg(test)]

@@ -60,8 +60,8 @@ mod writers;
 
 use std::collections::{BTreeMap, HashMap};
 
-use protocol::placement::{ClusterMap, NodeInfo};
-use protocol::{AzId, Lsn, Message, NodeId, PgId, VolumeId};
+use protocol::placement::ClusterMap;
+use protocol::{Lsn, Message, NodeId, PgId, VolumeId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -261,16 +261,7 @@ impl World {
     fn new(seed: u64, config: SimConfig) -> World {
         // Nodes 1..=N, AZ (N-1)/per_az: the layout of `borealis cluster up --nodes-per-az`.
         let per_az = changes::nodes_per_az(seed, &config);
-        let az = |id: u32| AzId(((id - 1) / per_az) as u16);
-        let infos: Vec<NodeInfo> = (1..=3 * per_az)
-            .map(|id| NodeInfo {
-                id: NodeId(id),
-                az: az(id),
-                addr: ([127, 0, 0, 1], 7000).into(),
-                name: format!("node-{id}"),
-            })
-            .collect();
-        let cluster = ClusterMap::new(infos).expect("two or three nodes in each of three zones");
+        let cluster = ClusterMap::evenly(per_az);
         let geometry = VolumeGeometry::new(VolumeId(1), 4096, 64).expect("valid geometry");
         let spares = changes::Spares::new(seed, per_az, &config);
         let limits = WriterLimits {
@@ -284,9 +275,7 @@ impl World {
         World {
             rng: SmallRng::seed_from_u64(seed),
             clock: Clock::default(),
-            nodes: (1..=3 * per_az)
-                .map(|id| SimNode::new(NodeId(id), az(id), 3 * per_az, node_bug))
-                .collect(),
+            nodes: cluster.nodes().iter().map(|n| SimNode::new(n.id, n.az, 3 * per_az, node_bug)).collect(),
             writer: WriterCore::new(geometry, cluster.clone(), limits, WriterStart::fresh()),
             geometry,
             cluster,

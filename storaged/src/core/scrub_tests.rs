@@ -261,10 +261,54 @@ fn a_repair_answer_of_the_wrong_size_or_an_older_version_is_refused() {
         version_lsn: Lsn(version),
         bytes: vec![2u8; len].into(),
     };
+    let members = |_| vec![NodeId(1), NodeId(2), NodeId(3)];
+    assert!(core.poll_image_repair(NodeId(2), 0, members).is_some());
     core.handle_image_fetched(page(20, 512));
+    assert!(
+        core.poll_image_repair(NodeId(3), 0, members).is_some(),
+        "an answer that cannot be installed fails the ask at once (not after its timeout)"
+    );
     core.handle_image_fetched(page(10, 4096));
     assert!(core.poll_coalesce(8).is_empty(), "nothing to store");
     assert_eq!(core.scrub_faults_open(), 1);
+}
+
+#[test]
+fn a_refused_repair_reads_at_or_above_the_floor_a_peer_showed_in_gossip() {
+    // Found by the simulator (seeds 107017, 113234 of 100000..119999): a segment restarted on
+    // an idle PG after the writer stopped never learnt its peers' floor (floor reports reach
+    // live members only), and its repair read below that floor was refused for good.
+    let damaged = Location { file: 3, offset: 0, len: 4200 };
+    let mut core = with_image(damaged);
+    core.handle_corrupt_entry(Store::Pages, damaged);
+    let mut summary = summary_of_peer(&core, 2);
+    summary.floor = Lsn(50);
+    core.handle_gossip_summary(&summary, 0);
+    let members = |_| vec![NodeId(1), NodeId(2), NodeId(3)];
+    let first = core.poll_image_repair(NodeId(2), 0, members).expect("a repair read");
+    assert_eq!(first.read_lsn, Lsn(20), "first as of the image: the peer's floor may not matter");
+    core.handle_image_fetch_failed(PG, PAGE, NodeId(2));
+    let again = core.poll_image_repair(NodeId(3), 0, members).expect("asked again");
+    assert_eq!(
+        (again.read_lsn, again.pg_newest_lsn),
+        (Lsn(50), Lsn(20)),
+        "at the peer's floor, as of what it holds"
+    );
+}
+
+/// A summary from member `node` that matches `core`'s segment of `PG`.
+fn summary_of_peer(core: &NodeCore, node: u32) -> protocol::messages::GossipSummary {
+    let segment = core.segment(&PG).expect("a segment");
+    protocol::messages::GossipSummary {
+        pg: PG,
+        node: NodeId(node),
+        epochs: segment.epochs(),
+        scl: segment.scl(),
+        highest_lsn: segment.scl(),
+        folded_through: Lsn::ZERO,
+        floor: Lsn::ZERO,
+        holes: Vec::new(),
+    }
 }
 
 #[test]

@@ -24,7 +24,15 @@ use protocol::quorum::Membership;
 use protocol::{Epoch, Epochs, Lsn, LsnRange, NodeId, PageId, PgRef, RecordKind};
 
 use super::location::Location;
-use super::pages::{PageVersions, Stored, VersionPlan};
+use super::pages::{PageVersions, Stored};
+
+mod epochs;
+mod floor;
+mod images;
+mod peers;
+pub use epochs::EpochRefusal;
+pub use floor::FLOOR_REPORTS_MAX;
+use peers::PeerHold;
 
 /// What the segment remembers of one durable record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,18 +67,6 @@ impl IndexedRecord {
     }
 }
 
-/// Floor reports a segment keeps at once; the oldest-expiring is dropped beyond it.
-pub const FLOOR_REPORTS_MAX: usize = 1024;
-
-/// Why a segment refuses a request that relies on some epochs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EpochRefusal {
-    /// The request relies on an epoch older than the segment's.
-    Stale,
-    /// The request's volume epoch is newer than the segment's, or not yet opened by a truncation.
-    NotOpen,
-}
-
 /// A segment's state. See the module docs for its invariants.
 #[derive(Clone, Debug)]
 pub struct Segment {
@@ -101,29 +97,6 @@ pub struct Segment {
     records_per_file: BTreeMap<u64, u64>,
     /// The PG's quorum sets as the writer last stored them here (`None`: its placement).
     membership: Option<Membership>,
-}
-
-/// What a segment knows of its peers' SCLs, so it keeps the records a lagging peer still
-/// lacks: a peer can catch up by fetching records, not images.
-#[derive(Clone, Debug, Default)]
-struct PeerHold {
-    /// Off (the default) when the node does not gossip: nothing is held for peers.
-    tracked: bool,
-    /// True once the PG's members are known; until then every record is held.
-    registered: bool,
-    /// Peer → (its SCL, when that report expires in the driver's milliseconds).
-    heard: BTreeMap<NodeId, (Lsn, u64)>,
-}
-
-impl PeerHold {
-    /// The highest LSN through which every live peer holds the PG's records.
-    fn need(&self) -> Lsn {
-        match (self.tracked, self.registered) {
-            (false, _) => Lsn::MAX,
-            (true, false) => Lsn::ZERO,
-            (true, true) => self.heard.values().map(|(scl, _)| *scl).min().unwrap_or(Lsn::MAX),
-        }
-    }
 }
 
 /// A segment's page state as a checkpoint records it.
@@ -209,47 +182,6 @@ impl Segment {
         if *count == 0 {
             self.records_per_file.remove(&file);
         }
-    }
-
-    /// From now on, keep the records that the PG's other segments still lack (the node
-    /// gossips). Until `register_peers` names them, every record is kept.
-    pub fn track_peers(&mut self) {
-        self.peers.tracked = true;
-    }
-
-    /// The PG's other members, named once after the segment is loaded: one not yet heard from
-    /// counts as holding nothing until `expires` (the driver's milliseconds), so records are
-    /// kept for it that long. Later calls change nothing.
-    pub fn register_peers(&mut self, peers: impl IntoIterator<Item = NodeId>, expires: u64) {
-        if self.peers.registered {
-            return;
-        }
-        for peer in peers {
-            self.peers.heard.entry(peer).or_insert((Lsn::ZERO, expires));
-        }
-        self.peers.registered = true;
-    }
-
-    /// A peer reported its SCL and floor; its records are kept for it until `expires`.
-    pub fn note_peer(&mut self, peer: NodeId, scl: Lsn, floor: Lsn, expires: u64) {
-        self.peers.heard.insert(peer, (scl, expires));
-        self.peer_floor = self.peer_floor.max(floor);
-    }
-
-    /// The highest floor a member showed in gossip (see the field).
-    pub fn peer_floor(&self) -> Lsn {
-        self.peer_floor
-    }
-
-    /// Forgets peers not heard from since their report expired: a peer gone that long is
-    /// rebuilt from images (hydration), not kept up by records.
-    pub fn refresh_peers(&mut self, now: u64) {
-        self.peers.heard.retain(|_, (_, until)| *until > now);
-    }
-
-    /// The highest LSN through which every folded record may go: its peers hold them all.
-    pub fn peer_need(&self) -> Lsn {
-        self.peers.need()
     }
 
     /// The highest LSN of a record that left the index folded into an image.
@@ -339,97 +271,6 @@ impl Segment {
         self.pages.iter().map(|(page, v)| (*page, v))
     }
 
-    /// Learns the volume's page size from a batch; false if it differs from the one known.
-    pub fn learn_page_bytes(&mut self, page_bytes: u32) -> bool {
-        if self.page_bytes == 0 {
-            self.page_bytes = page_bytes;
-        }
-        self.page_bytes == page_bytes
-    }
-
-    /// What reading `page` as of `bound` (at most the SCL) takes.
-    pub fn plan_page(&self, page: PageId, bound: Lsn) -> VersionPlan {
-        debug_assert!(bound <= self.scl, "a page is built only from a complete chain");
-        self.pages
-            .get(&page)
-            .map_or(VersionPlan { version_lsn: Lsn::ZERO, base: None, records: Vec::new() }, |v| {
-                v.plan(bound)
-            })
-    }
-
-    /// Stores a floor report and raises the floor to the minimum of the live reports (it never
-    /// goes back). `now` and `expires` are the driver's milliseconds.
-    pub fn report_floor(&mut self, client: u64, floor: Lsn, now: u64, expires: u64) -> Lsn {
-        self.reports.retain(|_, (_, until)| *until > now);
-        self.reports.insert(client, (floor, expires));
-        while self.reports.len() > FLOOR_REPORTS_MAX {
-            let oldest = self.reports.iter().min_by_key(|(_, (_, until))| *until).map(|(c, _)| *c);
-            self.reports.remove(&oldest.expect("non-empty"));
-        }
-        self.refresh_floor(now)
-    }
-
-    /// Raises the floor to `lsn` (no read below it is served from now on).
-    pub fn raise_floor(&mut self, lsn: Lsn) {
-        self.floor = self.floor.max(lsn);
-    }
-
-    /// Drops expired reports and raises the floor to the minimum of the live ones, if any.
-    pub fn refresh_floor(&mut self, now: u64) -> Lsn {
-        self.reports.retain(|_, (_, until)| *until > now);
-        if let Some(min) = self.reports.values().map(|(floor, _)| *floor).min() {
-            self.floor = self.floor.max(min);
-        }
-        self.floor
-    }
-
-    /// Installs a durable image of `page` as of `lsn` and drops what it makes unneeded.
-    /// Returns false (and stores nothing) if `lsn` or any of `folded` is no longer held: a
-    /// truncation or a corrupt record overtook the build.
-    pub fn add_image(&mut self, page: PageId, lsn: Lsn, stored: Stored, folded: &[Lsn]) -> bool {
-        let held = |l: &Lsn| self.records.get(l).is_some_and(|r| r.page_id == page);
-        let current = self.pages.get(&page).is_some_and(|v| v.image(lsn).is_some() || v.has_record(lsn));
-        if !current || !folded.iter().all(held) {
-            return false;
-        }
-        self.pages.entry(page).or_default().insert_image(lsn, stored);
-        self.prune_page(page);
-        true
-    }
-
-    /// Takes a hydration's page versions: `images` hold every page of the PG as of `base` (the
-    /// PG's newest LSN at the source's read point), durably stored. Records and images at or
-    /// below `base` give way to them; the segment then holds everything through `base` (folded),
-    /// so SCL reaches at least `base` and continues through the records held above it.
-    pub fn install_hydrated(&mut self, base: Lsn, images: Vec<(PageId, Lsn, Stored)>) {
-        let covered: Vec<Lsn> = self.records.range(..=base).map(|(lsn, _)| *lsn).collect();
-        for lsn in covered {
-            self.unindex(lsn);
-        }
-        for versions in self.pages.values_mut() {
-            versions.retain_images(|lsn| lsn > base);
-        }
-        self.pages.retain(|_, v| !v.is_empty());
-        for (page, version, stored) in images {
-            assert!(version <= base, "a hydrated version {version} above its base {base}");
-            self.pages.entry(page).or_default().insert_image(version, stored);
-        }
-        self.folded_through = self.folded_through.max(base);
-        self.scl = self.scl.max(base);
-        self.floor = self.floor.max(base);
-        self.advance_scl();
-    }
-
-    /// Removes the image of `page` at `lsn` (a damaged one a newer repaired image replaced).
-    pub fn drop_image(&mut self, page: PageId, lsn: Lsn) {
-        if let Some(versions) = self.pages.get_mut(&page) {
-            versions.retain_images(|l| l != lsn);
-            if versions.is_empty() {
-                self.pages.remove(&page);
-            }
-        }
-    }
-
     /// The PG's newest LSN at or below `lsn` that this segment knows: a held record, or the
     /// end of the folded prefix.
     pub fn newest_at_or_below(&self, lsn: Lsn) -> Lsn {
@@ -437,57 +278,6 @@ impl Segment {
         held.max(if self.folded_through <= lsn { self.folded_through } else { Lsn::ZERO })
     }
 
-    /// Replaces the location of an image that was copied elsewhere (page store compaction).
-    pub fn move_image(&mut self, page: PageId, lsn: Lsn, from: Stored, to: Stored) -> bool {
-        match self.pages.get_mut(&page) {
-            Some(versions) if versions.image(lsn) == Some(from) => {
-                versions.insert_image(lsn, to);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The point up to which versions may be dropped: the floor, but never above the VDL a
-    /// writer told this segment, since a recovering writer reads the records above it, nor
-    /// above what a live peer holds, since it fetches the records it lacks from its peers.
-    pub fn gc_floor(&self) -> Lsn {
-        self.floor.min(self.vdl_hint).min(self.peers.need())
-    }
-
-    /// Drops the records and images of `page` that no read at or above the floor needs.
-    pub fn prune_page(&mut self, page: PageId) {
-        let gc_floor = self.gc_floor();
-        let Some(versions) = self.pages.get_mut(&page) else { return };
-        let dropped = versions.prune(gc_floor);
-        if versions.is_empty() {
-            self.pages.remove(&page);
-        }
-        for lsn in dropped {
-            self.mark_folded(lsn);
-        }
-    }
-
-    /// Marks a record whose effect a durable image (or nothing: a `Marker`) now carries, and
-    /// drops the folded prefix of the index.
-    pub fn mark_folded(&mut self, lsn: Lsn) {
-        if let Some(record) = self.records.get_mut(&lsn) {
-            record.folded = true;
-        }
-        while let Some((&lsn, first)) = self.records.first_key_value() {
-            // Never past SCL: a hole below a folded record must stay visible to the chain.
-            if !first.folded || lsn > self.scl {
-                break;
-            }
-            self.unindex_entry(lsn);
-            self.folded_through = lsn;
-        }
-    }
-
-    /// Held records not yet folded.
-    pub fn unfolded_records(&self) -> impl Iterator<Item = (Lsn, &IndexedRecord)> {
-        self.all_records().filter(|(_, r)| !r.folded)
-    }
     /// Remembers a VDL a writer piggybacked on a batch (VDL only grows).
     pub fn learn_vdl(&mut self, vdl: Lsn) {
         self.vdl_hint = self.vdl_hint.max(vdl);
@@ -505,103 +295,6 @@ impl Segment {
     }
     pub fn get(&self, lsn: Lsn) -> Option<&IndexedRecord> {
         self.records.get(&lsn)
-    }
-
-    /// Writes at the segment's volume epoch are accepted once that epoch is open: the first
-    /// epoch is open from the start, a later one once its writer's truncation range is stored.
-    pub fn is_open(&self) -> bool {
-        self.epochs.volume == Epoch::INITIAL || self.truncations.iter().any(|(e, _)| *e == self.epochs.volume)
-    }
-
-    /// May a writer relying on `epochs` append now?
-    pub fn check_append(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
-        self.check_not_stale(epochs)?;
-        if epochs.volume > self.epochs.volume || !self.is_open() {
-            return Err(EpochRefusal::NotOpen);
-        }
-        Ok(())
-    }
-
-    /// May a client relying on `epochs` read? Not if its membership or geometry is stale, nor
-    /// if it knows a volume epoch this segment has not opened: the truncation that opens it may
-    /// still remove records this segment holds.
-    pub fn check_read(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
-        if self.stale_membership(epochs) || epochs.geometry < self.epochs.geometry {
-            return Err(EpochRefusal::Stale);
-        }
-        if epochs.volume > self.epochs.volume || (epochs.volume == self.epochs.volume && !self.is_open()) {
-            return Err(EpochRefusal::NotOpen);
-        }
-        Ok(())
-    }
-
-    /// Refuses a request relying on any epoch older than the segment's.
-    pub fn check_not_stale(&self, epochs: &Epochs) -> Result<(), EpochRefusal> {
-        let stale = epochs.volume < self.epochs.volume
-            || self.stale_membership(epochs)
-            || epochs.geometry < self.epochs.geometry;
-        if stale {
-            Err(EpochRefusal::Stale)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// True if `epochs` rely on an older membership than this segment holds, from the same
-    /// writer: membership epochs are compared only at the same volume epoch. A newer writer
-    /// supersedes whatever memberships an older one stored (it stores its own again once it
-    /// runs), and an older writer still reading from a segment an unfinished takeover bumped
-    /// reads as before.
-    fn stale_membership(&self, epochs: &Epochs) -> bool {
-        epochs.volume == self.epochs.volume && epochs.membership < self.epochs.membership
-    }
-
-    /// Raises the epochs to `epochs` where they are newer: volume and geometry never go back,
-    /// nor (volume, membership) taken together: the membership epoch is the newest writer's (it
-    /// follows a newer volume epoch as it is, and rises within one).
-    pub fn raise_epochs(&mut self, epochs: &Epochs) {
-        if epochs.volume > self.epochs.volume {
-            self.epochs.volume = epochs.volume;
-            self.epochs.membership = epochs.membership;
-        } else if epochs.volume == self.epochs.volume {
-            self.epochs.membership = self.epochs.membership.max(epochs.membership);
-        }
-        self.epochs.geometry = self.epochs.geometry.max(epochs.geometry);
-    }
-
-    /// True if `lsn` lies in a stored truncation range.
-    pub fn is_truncated(&self, lsn: Lsn) -> bool {
-        self.truncations.iter().any(|(_, range)| range.contains(lsn))
-    }
-
-    /// True if the record is held durably or must be discarded: either way, storing it again
-    /// would add nothing.
-    pub fn has_or_discards(&self, lsn: Lsn) -> bool {
-        // Everything at or below `folded_through` (<= SCL) is held or folded into an image.
-        self.records.contains_key(&lsn) || lsn <= self.folded_through || self.is_truncated(lsn)
-    }
-
-    /// Stores a truncation range declared by the writer of `epoch`: drops every record inside
-    /// it, now and on later arrival, and opens that epoch for writing.
-    pub fn truncate(&mut self, epoch: Epoch, range: LsnRange) {
-        self.raise_epochs(&Epochs { volume: epoch, ..self.epochs });
-        if !self.truncations.contains(&(epoch, range)) {
-            self.truncations.push((epoch, range));
-        }
-        let doomed: Vec<Lsn> = self.records_in(range).map(|(lsn, _)| lsn).collect();
-        for lsn in &doomed {
-            self.unindex(*lsn);
-        }
-        for versions in self.pages.values_mut() {
-            versions.retain_images(|lsn| !range.contains(lsn));
-        }
-        self.pages.retain(|_, v| !v.is_empty());
-        // The chain breaks only where a record it held was dropped. A range seen again (a
-        // writer resends it) may reach below the folded prefix: nothing is dropped there.
-        if let Some(lowest) = doomed.first().filter(|lowest| **lowest <= self.scl) {
-            self.scl = self.held_before(*lowest);
-        }
-        self.advance_scl();
     }
 
     /// Indexes a durable record; returns false (and stores nothing) if it is truncated.

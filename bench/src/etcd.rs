@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,50 +31,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const KEY_PREFIX: &str = "borealis-bench/";
 const MEMBERS: usize = 3;
 
-/// The `etcd` binary on PATH, if any.
-pub fn etcd_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|candidate| {
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
 /// The `etcd` binary, installed with apt-get first if it is missing and we are root.
 pub fn ensure_installed() -> Result<PathBuf, String> {
-    if let Some(path) = etcd_path() {
-        return Ok(path);
-    }
-    if !is_root() {
-        return Err(format!("etcd is not installed: install it as root with `{INSTALL_COMMAND}`"));
-    }
-    eprintln!("etcd is not installed: running `{INSTALL_COMMAND}`");
-    if let Err(first) = apt_get(&["install", "-y", "etcd-server"]) {
-        eprintln!("{first}; running `apt-get update` and trying again");
-        apt_get(&["update"])?;
-        apt_get(&["install", "-y", "etcd-server"])?;
-    }
-    etcd_path().ok_or_else(|| format!("`{INSTALL_COMMAND}` succeeded but etcd is still not on PATH"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.status.success() && out.stdout.trim_ascii() == b"0")
-}
-
-fn apt_get(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("apt-get {}: {e}", args.join(" ")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(format!("apt-get {} failed ({}): {}", args.join(" "), output.status, tail(&stderr, 1000)))
+    crate::debian::ensure_installed("etcd", "etcd-server")
 }
 
 /// One etcd process.
@@ -210,17 +168,9 @@ fn free_ports(count: usize) -> Result<Vec<u16>, String> {
     listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
 }
 
-fn tail(text: &str, max_bytes: usize) -> &str {
-    let mut start = text.len().saturating_sub(max_bytes);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].trim()
-}
-
 fn log_tail(log: &Path) -> String {
     std::fs::read(log)
-        .map(|bytes| tail(&String::from_utf8_lossy(&bytes), 2000).to_owned())
+        .map(|bytes| crate::debian::tail(&String::from_utf8_lossy(&bytes), 2000).to_owned())
         .unwrap_or_default()
 }
 
@@ -487,10 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn puts_on_a_three_member_cluster_are_durable_and_readable() {
-        if etcd_path().is_none() {
-            println!("SKIPPED: etcd is not installed (install it with `{INSTALL_COMMAND}`)");
-            return;
-        }
+        ensure_installed().expect("etcd (`.ci/run` installs it)");
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = EtcdCluster::start(dir.path()).unwrap();
         let addrs = cluster.client_urls();

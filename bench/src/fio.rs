@@ -1,5 +1,6 @@
 //! The disk's ceiling: `fio` flushed sequential writes (each write followed by `fdatasync`) of
-//! a given block size, on a given directory, for a given time.
+//! a given block size, on a given directory, for a given time. fio comes from Debian's package,
+//! installed here when it is missing and we are root.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +20,8 @@ pub fn flushed_sequential_write(
     direct: bool,
     runtime: Duration,
 ) -> Result<FioResult, String> {
-    let output = Command::new("fio")
+    let fio = crate::debian::ensure_installed("fio", "fio")?;
+    let output = Command::new(fio)
         .args([
             "--name=borealis-ceiling",
             "--rw=write",
@@ -34,7 +36,7 @@ pub fn flushed_sequential_write(
         .arg(format!("--runtime={}", runtime.as_secs().max(1)))
         .arg("--output-format=json")
         .output()
-        .map_err(|e| format!("fio: {e} (install it: apt-get install fio)"))?;
+        .map_err(|e| format!("fio: {e}"))?;
     if !output.status.success() {
         return Err(format!("fio failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }

@@ -30,6 +30,7 @@ pub fn write_json(
 }
 
 pub mod append;
+pub mod debian;
 pub mod etcd;
 pub mod fio;
 pub mod limits;

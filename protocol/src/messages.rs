@@ -153,6 +153,9 @@ pub struct GossipSummary {
     /// The segment's floor: no read below it is served there. A peer repairing an image
     /// reads at or above it (its own floor may lag: floor reports reach live members only).
     pub floor: Lsn,
+    /// True if the segment is open at its volume epoch (a writer's truncation opened it): only
+    /// then does it answer hydration asks, so only then does a peer start one from it.
+    pub open: bool,
     /// Ranges above `scl` the segment is missing records in.
     pub holes: Vec<LsnRange>,
 }
@@ -518,6 +521,7 @@ impl Message {
             Message::GossipSummary(g) => {
                 (g.pg, g.node, g.epochs, g.scl, g.highest_lsn, g.folded_through).put(out);
                 g.floor.put(out);
+                out.put_u32_le(u32::from(g.open));
                 put_list(out, &g.holes);
             }
             Message::GossipFetch(f) => {
@@ -613,6 +617,7 @@ impl Message {
             7 => {
                 let (pg, node, epochs, scl, highest_lsn, folded_through) = Wire::read(r)?;
                 let floor = Wire::read(r)?;
+                let open = get_bool(r, "gossip open")?;
                 let holes = get_list(r, GOSSIP_RANGES_MAX, "gossip holes")?;
                 Message::GossipSummary(GossipSummary {
                     pg,
@@ -622,6 +627,7 @@ impl Message {
                     highest_lsn,
                     folded_through,
                     floor,
+                    open,
                     holes,
                 })
             }

@@ -120,6 +120,7 @@ fn a_client_certificate_cannot_speak_for_a_node_in_gossip() {
             highest_lsn: Lsn(u64::MAX / 2),
             folded_through: Lsn::ZERO,
             floor: Lsn::ZERO,
+            open: true,
             holes: Vec::new(),
         };
         transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap()

@@ -151,6 +151,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
                 highest_lsn: Lsn(scl.0 + rng.random_range(0..100)),
                 folded_through: Lsn(rng.random_range(0..=scl.0)),
                 floor: lsn(rng),
+                open: rng.random(),
                 holes,
             })
         }

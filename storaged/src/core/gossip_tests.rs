@@ -182,6 +182,7 @@ fn a_node_left_out_of_the_membership_does_not_pin_records() {
         highest_lsn: Lsn(scl),
         folded_through: Lsn(0),
         floor: Lsn(0),
+        open: true,
         holes: Vec::new(),
     };
     for node in [2, 4, 5, 6, 7] {

@@ -99,6 +99,7 @@ fn folded_source() -> NodeCore {
         highest_lsn: Lsn(300),
         folded_through: Lsn(0),
         floor: Lsn(0),
+        open: true,
         holes: vec![],
     };
     a.answer_gossip_summary(&claims_all, 0);
@@ -236,6 +237,21 @@ fn an_idle_pg_whose_scl_is_below_the_volume_floor_is_still_a_source() {
 }
 
 #[test]
+fn no_rebuild_starts_from_a_segment_that_is_not_open() {
+    // Found by the simulator (seed 202310): the joining node of a change a takeover reverted
+    // kept its segment, never opened at the new writer's epoch, and its gossip made a node
+    // that had come back empty hydrate from it forever, each ask refused `EpochNotOpen`.
+    let mut a = folded_source();
+    let mut b = node(B);
+    let mut not_open = summary(&mut a);
+    not_open.open = false;
+    b.answer_gossip_summary(&not_open, 0);
+    assert!(!b.hydrating_from(A) && b.poll_hydrate(A, 0).is_none(), "it would refuse every ask");
+    b.answer_gossip_summary(&summary(&mut a), 0);
+    assert!(b.hydrating_from(A), "once open, it is a source");
+}
+
+#[test]
 fn rebuilds_of_several_pgs_are_spread_over_the_peers_that_can_serve_them() {
     let mut b = node(B);
     let pg = |n: u32| PgRef { volume_id: PG.volume_id, pg_id: protocol::PgId(n) };
@@ -247,6 +263,7 @@ fn rebuilds_of_several_pgs_are_spread_over_the_peers_that_can_serve_them() {
         highest_lsn: Lsn(100),
         folded_through: Lsn(50),
         floor: Lsn(0),
+        open: true,
         holes: vec![],
     };
     // A's summaries of both PGs arrive first, then C's.

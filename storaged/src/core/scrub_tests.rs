@@ -307,6 +307,7 @@ fn summary_of_peer(core: &NodeCore, node: u32) -> protocol::messages::GossipSumm
         highest_lsn: segment.scl(),
         folded_through: Lsn::ZERO,
         floor: Lsn::ZERO,
+        open: true,
         holes: Vec::new(),
     }
 }

@@ -78,7 +78,7 @@ impl NodeCore {
             None => {
                 // A member of the PG without its segment (new, or its data was lost): it is
                 // rebuilt from the asking peer.
-                if summary.scl > Lsn::ZERO {
+                if summary.scl > Lsn::ZERO && summary.open {
                     self.want_hydration(summary.pg, summary.node);
                 }
                 GossipSummary {
@@ -89,6 +89,7 @@ impl NodeCore {
                     highest_lsn: Lsn::ZERO,
                     folded_through: Lsn::ZERO,
                     floor: Lsn::ZERO,
+                    open: false,
                     holes: Vec::new(),
                 }
             }
@@ -224,6 +225,7 @@ fn summary_of(node: NodeId, segment: &Segment) -> GossipSummary {
         highest_lsn: segment.highest_lsn(),
         folded_through: segment.folded_through(),
         floor: segment.floor(),
+        open: segment.is_open(),
         holes: segment.holes(GOSSIP_RANGES_MAX),
     }
 }
@@ -236,7 +238,7 @@ fn needs_hydration(segment: &Segment, peer: &GossipSummary) -> bool {
     let (mine, theirs) = (segment.epochs(), peer.epochs);
     let not_older = theirs.volume >= mine.volume && theirs.geometry >= mine.geometry;
     let empty_and_blind = segment.page_bytes() == 0 && segment.scl() == Lsn::ZERO && peer.scl > Lsn::ZERO;
-    not_older && (peer.folded_through > segment.scl() || empty_and_blind)
+    not_older && peer.open && (peer.folded_through > segment.scl() || empty_and_blind)
 }
 
 /// The ranges this segment lacks records in, up to a peer's SCL: its holes, then everything

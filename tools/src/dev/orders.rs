@@ -22,6 +22,8 @@
 //! notional page header) and is a valid [`protocol::patch`] payload; everything is a pure
 //! function of the transaction number, so a run is reproducible.
 
+use std::fmt::Write;
+
 use bytes::Bytes;
 use client::NewRecord;
 use protocol::patch::PatchEdit;
@@ -138,10 +140,11 @@ impl Orders {
         let txn = self.next_transaction;
         self.next_transaction += 1;
         let first_order = self.next_order;
-        let rows = fill_rows(self.record_bytes, |i| order_row(first_order + i));
+        let rows = fill_rows(self.record_bytes, |out, i| order_row(out, first_order + i));
         let orders_in_batch = rows.count;
         self.next_order += orders_in_batch;
-        let lines = fill_rows(self.record_bytes, |i| line_row(first_order + i % orders_in_batch, i));
+        let lines =
+            fill_rows(self.record_bytes, |out, i| line_row(out, first_order + i % orders_in_batch, i));
         let (orders_page, orders_patch) = self.orders.append(txn, &rows.text);
         let (lines_page, lines_patch) = self.lines.append(txn, &lines.text);
         let last_order = first_order + orders_in_batch - 1;
@@ -204,47 +207,65 @@ struct Rows {
     count: u64,
 }
 
-fn fill_rows(limit: usize, row: impl Fn(u64) -> String) -> Rows {
-    let mut text = row(0);
+fn fill_rows(limit: usize, row: impl Fn(&mut String, u64)) -> Rows {
+    // Rows are written in place (no string per row): the generator runs on the client's
+    // thread, and allocating and growing a string per row cost it a tenth of its CPU.
+    let mut text = String::with_capacity(limit + ROW_BYTES_MAX);
+    row(&mut text, 0);
     let mut count = 1;
     loop {
-        let next = row(count);
-        if text.len() + next.len() > limit {
+        let before = text.len();
+        row(&mut text, count);
+        if text.len() > limit {
+            text.truncate(before);
             return Rows { text, count };
         }
-        text.push_str(&next);
         count += 1;
     }
 }
 
+/// Longer than any row: room to write one more before checking the limit.
+const ROW_BYTES_MAX: usize = 256;
+
 /// `order_id,customer,amount,status,created_at`
-fn order_row(order: u64) -> String {
+fn order_row(out: &mut String, order: u64) {
     let mut random = SplitMix(order);
     let customer = CUSTOMERS[random.below(CUSTOMERS.len() as u64) as usize];
     let cents = 500 + random.below(250_000);
     let status = STATUSES[random.below(STATUSES.len() as u64) as usize];
-    let created = timestamp(FIRST_ORDER_UNIX_S + (order - FIRST_ORDER_ID) * ORDER_SPACING_S);
-    format!("{order},{customer},{}.{:02},{status},{created}\n", cents / 100, cents % 100)
+    let _ = write!(out, "{order},{customer},{}.{:02},{status},", cents / 100, cents % 100);
+    write_timestamp(out, FIRST_ORDER_UNIX_S + (order - FIRST_ORDER_ID) * ORDER_SPACING_S);
+    out.push('\n');
 }
 
 /// `order_id,line_no,sku,product,quantity,unit_price`
-fn line_row(order: u64, index: u64) -> String {
+fn line_row(out: &mut String, order: u64, index: u64) {
     let mut random = SplitMix(order.wrapping_mul(31).wrapping_add(index));
     let product = random.below(PRODUCTS.len() as u64);
     let line_no = 1 + index % LINES_PER_ORDER_MAX;
     let quantity = 1 + random.below(5);
     let cents = 199 + random.below(9_800);
     let name = PRODUCTS[product as usize];
-    format!(
-        "{order},{line_no},SKU-{:05},{name},{quantity},{}.{:02}\n",
+    let _ = writeln!(
+        out,
+        "{order},{line_no},SKU-{:05},{name},{quantity},{}.{:02}",
         product * 1009,
         cents / 100,
         cents % 100
-    )
+    );
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (proleptic Gregorian, days-to-civil conversion).
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
+#[cfg(test)]
 fn timestamp(unix_s: u64) -> String {
+    let mut out = String::new();
+    write_timestamp(&mut out, unix_s);
+    out
+}
+
+/// Writes `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (proleptic Gregorian, days-to-civil
+/// conversion). Writing to a `String` cannot fail.
+fn write_timestamp(out: &mut String, unix_s: u64) {
     let (days, secs) = (unix_s / 86_400, unix_s % 86_400);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
     let z = days + 719_468;
@@ -257,7 +278,7 @@ fn timestamp(unix_s: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z");
 }
 
 /// SplitMix64: a tiny, good-enough generator seeded per row, so rows depend only on their ids.

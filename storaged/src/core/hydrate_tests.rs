@@ -370,3 +370,47 @@ fn a_rebuild_interrupted_by_a_restart_of_the_target_resumes_from_its_checkpoint(
     assert_eq!(segment.scl(), Lsn(240));
     assert_eq!(segment.page_count(), 3);
 }
+
+#[test]
+fn a_source_whose_scl_fell_below_a_folded_page_refuses_rather_than_list_it_as_zeros() {
+    let mut a = node(A);
+    append(&mut a, chain(0, 30), 300);
+    a.poll_gossip(0, members);
+    let claims_all = GossipSummary {
+        pg: PG,
+        node: B,
+        epochs: epochs(1),
+        scl: Lsn(300),
+        highest_lsn: Lsn(300),
+        folded_through: Lsn(0),
+        floor: Lsn(0),
+        open: true,
+        holes: vec![],
+    };
+    a.answer_gossip_summary(&claims_all, 0);
+    // Fold through 240, except page 0 (LSNs 10, 40, .. 220): its job never completes, so its
+    // records stay held while pages 1 and 2 fold past them.
+    a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(240), lease_ms: 600_000 }, 0);
+    a.set_journal_head(2);
+    a.handle_tick(0);
+    for (i, job) in a.poll_coalesce(64).iter().enumerate() {
+        if job.page_id != PageId(0) {
+            a.handle_coalesced(job, Some(Location { file: 50, offset: i as u64 * 8192, len: 4200 }));
+        }
+    }
+    let fetch = protocol::messages::HydrateFetch {
+        pg: PG,
+        epochs: epochs(1),
+        read_lsn: Lsn::ZERO,
+        from_page: PageId(0),
+        bytes_max: 1 << 20,
+    };
+    assert!(a.plan_hydrate(&fetch, B, 0).is_ok(), "a whole source serves");
+    // Scrub finds page 0's record 220 corrupt: SCL falls below it, under the images of pages
+    // 1 (230) and 2 (240), whose earlier versions were folded away.
+    a.handle_corrupt_record(PG, Lsn(220));
+    let scl = a.segment(&PG).unwrap().scl();
+    assert!(scl < Lsn(220), "SCL fell to {scl}");
+    let refused = a.plan_hydrate(&fetch, B, 0).expect_err("pages 1 and 2 are unknown at the new SCL");
+    assert_eq!(refused.code, protocol::messages::ErrorCode::NotYet);
+}

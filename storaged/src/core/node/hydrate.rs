@@ -245,15 +245,20 @@ impl NodeCore {
         // way the pages are built as of what the source holds completely, and the target
         // claims no more than that: it fetches the rest as records.
         let pg_newest_lsn = segment.newest_at_or_below(read_lsn.min(segment.scl()));
-        let client = HYDRATE_CLIENT_TAG | u64::from(asker.0);
-        segment.report_floor(client, read_lsn, now, now.saturating_add(HYDRATE_HOLD_MS));
         let page_bytes = segment.page_bytes();
         let budget = fetch.bytes_max.clamp(page_bytes, HYDRATE_BYTES_MAX.max(page_bytes));
         let pages_max = (budget / page_bytes).max(1) as usize;
         let mut pages = Vec::new();
         let mut more = false;
         let mut next_page = fetch.from_page;
+        let mut unknown = None;
         for (page, versions) in segment.pages().filter(|(p, _)| *p >= fetch.from_page) {
+            if !versions.knows(pg_newest_lsn) {
+                // SCL fell below what was folded (a corrupt record was forgotten): the page as
+                // of `pg_newest_lsn` is gone here, and leaving it out would hand it over as zeros.
+                unknown = Some(page);
+                break;
+            }
             if versions.plan(pg_newest_lsn).version_lsn == Lsn::ZERO {
                 continue;
             }
@@ -264,6 +269,12 @@ impl NodeCore {
             }
             pages.push(page);
         }
+        if let Some(page) = unknown {
+            let message = format!("page {page} has no version at {pg_newest_lsn} here: it was folded past SCL");
+            return Err(self.error(ErrorCode::NotYet, fetch.pg, &message));
+        }
+        let client = HYDRATE_CLIENT_TAG | u64::from(asker.0);
+        segment.report_floor(client, read_lsn, now, now.saturating_add(HYDRATE_HOLD_MS));
         Ok(HydratePlan {
             pg: fetch.pg,
             epochs: segment.epochs(),

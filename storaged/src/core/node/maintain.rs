@@ -19,6 +19,8 @@ pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 1_000;
 pub(super) struct Timers {
     next_gossip_ms: u64,
     next_maintain_ms: u64,
+    /// The journal file being written at the last maintenance pass.
+    maintained_at_journal_head: u64,
 }
 
 /// Files nothing refers to any more: delete them after a checkpoint that no longer needs them.
@@ -63,15 +65,21 @@ impl NodeCore {
     }
 
     /// Runs the periodic bookkeeping if it is due at `now` (floor reports and peer leases
-    /// expire, the index estimate is recounted, scrub faults settle); true if it ran, and the
-    /// driver should then plan compaction and recycling.
+    /// expire, the index estimate is recounted, scrub faults settle). True if it ran or the
+    /// journal has moved to a new file since the last pass: the driver should then plan
+    /// compaction and recycling. Recycling on every new file, not only on the clock, bounds
+    /// the journal's files by space however fast records arrive.
     pub fn poll_maintenance(&mut self, now: u64) -> bool {
-        if now < self.timers.next_maintain_ms {
-            return false;
+        let new_file = self.journal_head != self.timers.maintained_at_journal_head;
+        let due = now >= self.timers.next_maintain_ms;
+        if due {
+            self.timers.next_maintain_ms = now.saturating_add(MAINTAIN_INTERVAL_MS);
+            self.handle_tick(now);
         }
-        self.timers.next_maintain_ms = now.saturating_add(MAINTAIN_INTERVAL_MS);
-        self.handle_tick(now);
-        true
+        if due || new_file {
+            self.timers.maintained_at_journal_head = self.journal_head;
+        }
+        due || new_file
     }
 
     /// The files that may be recycled: journal files older than every file a held record is in
@@ -134,6 +142,16 @@ mod tests {
         assert!(!core.poll_maintenance(5 + MAINTAIN_INTERVAL_MS - 1));
         assert_eq!(core.poll_maintenance_timeout(), 5 + MAINTAIN_INTERVAL_MS);
         assert!(core.poll_maintenance(5 + MAINTAIN_INTERVAL_MS));
+    }
+
+    #[test]
+    fn a_new_journal_file_makes_a_recycling_pass_due_before_the_clock_does() {
+        let mut core = core(0);
+        assert!(core.poll_maintenance(5));
+        core.set_journal_head(2);
+        assert!(core.poll_maintenance(6), "the journal moved to file 2");
+        assert!(!core.poll_maintenance(7), "once per new file");
+        assert_eq!(core.poll_maintenance_timeout(), 5 + MAINTAIN_INTERVAL_MS, "the clock is unchanged");
     }
 
     #[test]

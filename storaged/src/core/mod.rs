@@ -27,7 +27,7 @@ mod gossip_tests;
 #[cfg(test)]
 mod hydrate_tests;
 #[cfg(test)]
-mod node_tests;
+pub(crate) mod node_tests;
 #[cfg(test)]
 mod pages_model_tests;
 #[cfg(test)]

@@ -7,17 +7,17 @@ use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, Recor
 
 use super::*;
 
-pub(super) const PG: PgRef = PgRef { volume_id: VolumeId(9), pg_id: PgId(0) };
+pub(crate) const PG: PgRef = PgRef { volume_id: VolumeId(9), pg_id: PgId(0) };
 
 fn core() -> NodeCore {
     NodeCore::new(NodeId(1), AzId(0), Limits::default())
 }
 
-pub(super) fn epochs(volume: u64) -> Epochs {
+pub(crate) fn epochs(volume: u64) -> Epochs {
     Epochs { volume: Epoch(volume), ..Epochs::INITIAL }
 }
 
-pub(super) fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
+pub(crate) fn record(lsn: u64, prev: u64, epoch: u64) -> Record {
     let meta = RecordMeta {
         epoch: Epoch(epoch),
         ..RecordMeta::after(Lsn(prev), Lsn(lsn), RecordKind::Marker, PageId(1))
@@ -31,7 +31,7 @@ pub(super) fn page_image(lsn: u64, prev: u64, page: u64, fill: u8) -> Record {
     Record::new(meta, Bytes::from(vec![fill; 4096])).unwrap()
 }
 
-pub(super) fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
+pub(crate) fn batch(epoch: u64, chain: &[(u64, u64)]) -> AppendBatch {
     let records = chain.iter().map(|(l, p)| record(*l, *p, epoch)).collect();
     AppendBatch { pg: PG, epochs: epochs(epoch), vdl: Lsn(0), pg_vdl_lsn: Lsn(0), page_bytes: 4096, records }
 }

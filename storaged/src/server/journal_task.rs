@@ -41,8 +41,7 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
         };
         match written {
             Ok(placed) => {
-                let last = entries.last().expect("non-empty").seq;
-                shared.store.journal_durable(&*shared, &journal, last, &placed, len as u64);
+                shared.store.journal_durable(&*shared, &journal, entries, &placed, len as u64);
                 shared.checkpoint_wake.notify_one();
                 shared.durable.notify_waiters();
                 shared.coalesce_wake.notify_one();

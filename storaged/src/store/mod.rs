@@ -9,6 +9,7 @@
 pub mod reads;
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::core::{CoalesceJob, EntryBody, HydrationCheckpoint, JournalEntry, NodeCore};
@@ -202,21 +203,33 @@ impl<S: Storage> NodeStore<S> {
     fn note_read_error(&self) {
         self.read_errors.set(self.read_errors.get() + 1);
     }
-    /// A journal group (`len` bytes, entries through `last_seq`) is durable: the core learns
-    /// where its entries are, and the next checkpoint covers it.
+    /// A journal group (`entries`, `len` bytes, placed at `placed`) is durable: the core
+    /// learns where its entries are, and the next checkpoint covers it. Its records stay in
+    /// the entry cache (within its bound), so the coalescer folds them from memory instead of
+    /// reading the journal back.
     pub fn journal_durable(
         &self,
         core: &impl CoreAccess,
         journal: &Journal<S>,
-        last_seq: u64,
+        entries: Vec<JournalEntry>,
         placed: &[(u64, crate::core::Location)],
         len: u64,
     ) {
+        assert_eq!(entries.len(), placed.len(), "every entry of the group was placed");
+        let last_seq = entries.last().map_or(0, |e| e.seq);
         let position = journal.position();
         core.with_core(|core| {
             core.handle_durable(last_seq, placed);
             core.set_journal_head(position.file);
         });
+        let mut cache = self.entry_cache.borrow_mut();
+        for (entry, (seq, location)) in entries.into_iter().zip(placed) {
+            assert_eq!(entry.seq, *seq, "entries are placed in order");
+            if let EntryBody::Records { records, .. } = entry.body {
+                cache.insert(*location, Rc::new(records), location.len as usize);
+            }
+        }
+        drop(cache);
         let mut covered = self.covered.borrow_mut();
         covered.journal = position;
         covered.bytes_since += len;
@@ -403,5 +416,53 @@ pub async fn retry_space<S: Storage>(
         }
         Err(WriteError::NoSpace) => {}
         Err(WriteError::Failed(reason)) => core.with_core(|core| core.handle_io_failed(reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use protocol::{AzId, Lsn, NodeId};
+
+    use super::*;
+    use crate::core::node_tests::{batch, PG};
+    use crate::core::{Limits, RequestId};
+    use crate::journal::commit::GROUP_ENTRIES_MAX;
+    use crate::journal::group::entry_len;
+    use crate::storage::sim::{complete, SimDisk};
+
+    struct Lent(RefCell<NodeCore>);
+
+    impl CoreAccess for Lent {
+        fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
+            f(&mut self.0.borrow_mut())
+        }
+    }
+
+    #[test]
+    fn records_just_made_durable_are_read_from_memory_not_the_journal() {
+        let disk = SimDisk::new();
+        let mut core = NodeCore::new(NodeId(1), AzId(0), Limits::default());
+        let settings = StoreSettings {
+            file_bytes: 1 << 20,
+            checkpoint_interval_bytes: 1 << 20,
+            entry_cache_bytes: 1 << 20,
+            coalesce_jobs_max: 8,
+        };
+        let opened = complete(open(disk.clone(), &mut core, Kek::from_bytes([7; 32]), settings, 0)).unwrap();
+        let (store, mut journal) = (opened.store, opened.journal);
+        core.handle_append(RequestId(1), batch(1, &[(1, 0), (2, 1)])).unwrap();
+        let entries = core.poll_journal_group(1 << 20, GROUP_ENTRIES_MAX, entry_len);
+        let len = crate::journal::group::group_len(&entries) as u64;
+        complete(write_group(&mut journal, &store.keyring, &entries)).unwrap();
+        let placed = complete(journal.flush()).unwrap();
+        let core = Lent(RefCell::new(core));
+        store.journal_durable(&core, &journal, entries, &placed, len);
+        let location = core.with_core(|c| c.segment(&PG).unwrap().get(Lsn(2)).unwrap().location);
+        disk.fail_next_read();
+        let records = complete(reads::read_records(&store, location)).expect("served from memory");
+        assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), vec![Lsn(1), Lsn(2)]);
+        assert_eq!(store.read_errors(), 0, "the journal was not read");
     }
 }

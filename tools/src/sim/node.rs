@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use protocol::messages::{ErrorCode, ErrorReply, ReadPage};
 use protocol::{AzId, Epochs, Lsn, Message, NodeId, PgRef, Record};
-use storaged::core::{Limits, NodeCore, NodeState, PlantedBug, RequestId};
+use storaged::core::{JournalEntry, Limits, NodeCore, NodeState, PlantedBug, RequestId};
 use storaged::journal::commit::{write_group, GROUP_ENTRIES_MAX};
 use storaged::journal::group::{entry_len, group_len};
 use storaged::journal::writer::{Journal, WriteError};
@@ -72,8 +72,8 @@ struct Running {
     store: NodeStore<SimDisk>,
     journal: Journal<SimDisk>,
     pages: Journal<SimDisk>,
-    /// The journal group written and not yet flushed: its last entry, length and records.
-    journal_group: Option<(u64, u64, Vec<Lsn>)>,
+    /// The journal group written and not yet flushed: its entries, length and records.
+    journal_group: Option<(Vec<JournalEntry>, u64, Vec<Lsn>)>,
     /// The page store group written and not yet flushed.
     pages_group: Option<VersionsWritten>,
     /// While out of space: the length of the group that did not fit.
@@ -349,7 +349,9 @@ impl SimNode {
             }
         }
         let entries = self.core.poll_journal_group(GROUP_BYTES, GROUP_ENTRIES_MAX, entry_len);
-        let Some(last) = entries.last().map(|e| e.seq) else { return false };
+        if entries.is_empty() {
+            return false;
+        }
         let len = group_len(&entries) as u64;
         let lsns: Vec<Lsn> = entries
             .iter()
@@ -362,7 +364,7 @@ impl SimNode {
             .collect();
         match self.with_store(|r, _| complete(write_group(&mut r.journal, &r.store.keyring, &entries))) {
             Ok(()) => {
-                self.running.journal_group = Some((last, len, lsns));
+                self.running.journal_group = Some((entries, len, lsns));
                 true
             }
             Err(error) => {
@@ -378,12 +380,12 @@ impl SimNode {
     /// The journal group in flight is flushed: the core learns where its entries are (and
     /// acknowledges them), and a checkpoint follows if one is due.
     pub fn flushed(&mut self) {
-        let Some((last, len, lsns)) = self.running.journal_group.take() else { return };
+        let Some((entries, len, lsns)) = self.running.journal_group.take() else { return };
         match self.with_store(|r, _| complete(r.journal.flush())) {
             Ok(placed) => {
                 self.written.extend(lsns);
                 self.with_store(|r, core| {
-                    r.store.journal_durable(core, &r.journal, last, &placed, len);
+                    r.store.journal_durable(core, &r.journal, entries, &placed, len);
                     complete(r.store.checkpoint(core, false));
                 });
             }

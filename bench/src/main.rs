@@ -9,6 +9,7 @@ use bench::page_reads::ReadLoad;
 
 mod commands;
 use commands::append::{append_bench, AppendGrid};
+use commands::budget::budget_bench;
 use commands::compare::compare_bench;
 use commands::limits::limits_bench;
 use commands::node::{node_bench, NodeBench};
@@ -159,6 +160,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// The time budget of one commit at 1 in flight: the client's encoding, a QUIC round trip,
+    /// a flushed disk write, one node's append and the whole quorum commit, each measured on
+    /// its own in one run, and what is left for waiting on the 4th of 6 acks.
+    Budget {
+        /// Record payload size, in bytes.
+        #[arg(long, default_value_t = 1024)]
+        record_bytes: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Durable ingest of one storage node (started here) next to fio's flushed sequential
     /// writes of the same block size on the same directory, measured in one run.
     Node {
@@ -269,6 +284,7 @@ fn main() {
                 ReadLoad { pages, page_bytes, patches, hot_pages, duration: Duration::from_secs(seconds) };
             report(read_bench(load, dir))
         }
+        Command::Budget { record_bytes, seconds, dir } => report(budget_bench(record_bytes, seconds, dir)),
         Command::Node { record_bytes, in_flight, batch_records_max, seconds, dir, no_direct_io, no_fio } => {
             let settings =
                 NodeBench { record_bytes, in_flight, batch_records_max, seconds, dir, no_direct_io, no_fio };

@@ -87,7 +87,8 @@ pub async fn run(
     Ok(IngestResult { records, payload_bytes, elapsed, latency_us })
 }
 
-fn make_batch(first: u64, count: usize, record_bytes: usize) -> Message {
+/// `count` records from LSN `first` on one PG, each `record_bytes` of row payload, as one batch.
+pub fn make_batch(first: u64, count: usize, record_bytes: usize) -> Message {
     let records = (first..first + count as u64)
         .map(|lsn| {
             let meta = RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), RecordKind::Marker, PageId(lsn % 1024));

@@ -271,16 +271,5 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// `borealis_hydrate_bytes_total` from a node's admin port (0 if it does not answer).
 fn hydrated_bytes(admin: std::net::SocketAddr) -> u64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)) else {
-        return 0;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix("borealis_hydrate_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    crate::metric(admin, "borealis_hydrate_bytes_total").map_or(0, |v| v as u64)
 }

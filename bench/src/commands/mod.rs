@@ -2,6 +2,7 @@
 //! and prints its report. `main` parses the command line and dispatches here.
 
 pub(crate) mod append;
+pub(crate) mod budget;
 pub(crate) mod compare;
 pub(crate) mod limits;
 pub(crate) mod node;

@@ -30,6 +30,7 @@ pub struct Snapshot {
     pub segments_total: usize,
     pub journal_bytes_written: u64,
     pub journal_groups_written: u64,
+    pub journal_write_flush_us: u64,
     pub credit_bytes: u32,
     pub pages: PageMetrics,
     pub scrub: ScrubStats,
@@ -141,6 +142,13 @@ fn metrics(s: &Snapshot) -> String {
         "borealis_journal_groups_written_total",
         "Group commits (write + flush).",
         s.journal_groups_written,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP borealis_journal_write_flush_seconds_total Time from each group's write to its flush's completion, summed.\n\
+         # TYPE borealis_journal_write_flush_seconds_total counter\n\
+         borealis_journal_write_flush_seconds_total {}",
+        s.journal_write_flush_us as f64 / 1e6
     );
     let p = &s.pages;
     let page_gauges = [

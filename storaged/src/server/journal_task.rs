@@ -5,7 +5,7 @@
 //! by their own task, so an ack never waits for one.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::NodeState;
 use crate::journal::commit::{write_group, GROUP_BYTES_MAX, GROUP_ENTRIES_MAX};
@@ -15,6 +15,17 @@ use crate::storage::uring::UringDir;
 use crate::store::{journal_write_failed, retry_space};
 
 use super::shared::Shared;
+
+/// What the journal task has done so far, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalStats {
+    /// Bytes written and flushed.
+    pub bytes_written: u64,
+    /// Group commits (write + flush).
+    pub groups_written: u64,
+    /// Time from a group's first write to its flush's completion, summed over groups.
+    pub write_flush_us: u64,
+}
 
 /// How often a node that ran out of space checks whether space returned.
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
@@ -35,6 +46,7 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
             continue;
         }
         let len = group_len(&entries);
+        let started = Instant::now();
         let written = match write_group(&mut journal, &shared.store.keyring, &entries).await {
             Ok(()) => journal.flush().await,
             Err(error) => Err(error),
@@ -45,8 +57,12 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
                 shared.checkpoint_wake.notify_one();
                 shared.durable.notify_waiters();
                 shared.coalesce_wake.notify_one();
-                let mut stats = shared.journal_stats.borrow_mut();
-                *stats = (journal.bytes_written(), stats.1 + 1);
+                let stats = shared.journal_stats.get();
+                shared.journal_stats.set(JournalStats {
+                    bytes_written: journal.bytes_written(),
+                    groups_written: stats.groups_written + 1,
+                    write_flush_us: stats.write_flush_us + started.elapsed().as_micros() as u64,
+                });
             }
             Err(error) => {
                 if matches!(error, WriteError::NoSpace) {

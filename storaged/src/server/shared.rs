@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, Notify};
 use super::admin::{
     PageMetrics, ReplaceAsks, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL,
 };
+use super::journal_task::JournalStats;
 use crate::core::node::truncate_message;
 use crate::core::{NodeCore, RequestId};
 use crate::storage::uring::UringDir;
@@ -51,7 +52,7 @@ pub struct Shared {
     /// The journal and page store readers, keys, checkpoints and entry cache.
     pub store: NodeStore<UringDir>,
     /// What the admin port shows; refreshed by `admin_snapshot`'s task.
-    pub journal_stats: RefCell<(u64, u64)>,
+    pub journal_stats: Cell<JournalStats>,
     /// Notified (all waiters) whenever journal entries become durable: page reads waiting for
     /// a segment to become complete check again.
     pub durable: Notify,
@@ -77,7 +78,7 @@ impl Shared {
             journal_wake: Notify::new(),
             checkpoint_wake: Notify::new(),
             store,
-            journal_stats: RefCell::new((0, 0)),
+            journal_stats: Cell::new(JournalStats::default()),
             durable: Notify::new(),
             coalesce_wake: Notify::new(),
             page_stats: Cell::new(PageStats::default()),
@@ -115,15 +116,16 @@ impl Shared {
                 rounds += 1;
                 let fresh = self.with_core(|core| {
                     let status = core.status();
-                    let (journal_bytes_written, journal_groups_written) = *self.journal_stats.borrow();
+                    let journal = self.journal_stats.get();
                     Snapshot {
                         node: status.node.0,
                         az: status.az.0,
                         state: Some(core.state().clone()),
                         segments_total: core.segments().count(),
                         segments: status.segments.into_iter().take(METRICS_SEGMENTS_MAX).collect(),
-                        journal_bytes_written,
-                        journal_groups_written,
+                        journal_bytes_written: journal.bytes_written,
+                        journal_groups_written: journal.groups_written,
+                        journal_write_flush_us: journal.write_flush_us,
                         credit_bytes: core.credit_bytes(),
                         pages: self.page_metrics(core, held),
                         scrub: core.scrub_stats(),

@@ -270,7 +270,8 @@ impl NodeCore {
             pages.push(page);
         }
         if let Some(page) = unknown {
-            let message = format!("page {page} has no version at {pg_newest_lsn} here: it was folded past SCL");
+            let message =
+                format!("page {page} has no version at {pg_newest_lsn} here: it was folded past SCL");
             return Err(self.error(ErrorCode::NotYet, fetch.pg, &message));
         }
         let client = HYDRATE_CLIENT_TAG | u64::from(asker.0);

@@ -35,6 +35,14 @@ pub async fn write_frame(send: &mut SendStream, message: &Message) -> Result<(),
     Ok(())
 }
 
+/// Queues a frame already encoded (`protocol::frame::frame_bytes`) on the stream, as is: a
+/// frame sent to several nodes is encoded (and checksummed) once, and each stream holds a
+/// reference to the same bytes.
+pub async fn write_frame_bytes(send: &mut SendStream, frame: Bytes) -> Result<(), TransportError> {
+    send.write_chunk(frame).await?;
+    Ok(())
+}
+
 /// One exchange on a fresh bidirectional stream: sends `message`, finishes the send side, reads
 /// one reply frame. Bounded by the connection's idle timeout only: a peer that keeps the
 /// connection alive but never answers must be timed out by the caller.

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use protocol::placement::ClusterMap;
 use protocol::{Message, NodeId, PgId};
 use tokio::sync::mpsc;
-use transport::framed::{read_frame, write_frame};
+use transport::framed::{read_frame, write_frame_bytes};
 use transport::{TlsFiles, Tuning};
 
 /// Frames queued for one (node, PG) stream before further ones are dropped.
@@ -104,14 +105,14 @@ pub fn watch_closed(connection: quinn::Connection, node: NodeId, events: mpsc::U
     });
 }
 
-/// Opens the stream for (node, PG) and returns the queue feeding it.
+/// Opens the stream for (node, PG) and returns the queue feeding it encoded frames.
 pub fn open_stream(
     connection: quinn::Connection,
     node: NodeId,
     pg: PgId,
     events: mpsc::UnboundedSender<Event>,
-) -> mpsc::Sender<Message> {
-    let (queue, mut frames) = mpsc::channel::<Message>(STREAM_QUEUE_MAX);
+) -> mpsc::Sender<Bytes> {
+    let (queue, mut frames) = mpsc::channel::<Bytes>(STREAM_QUEUE_MAX);
     let generation = connection.stable_id();
     tokio::spawn(async move {
         let (mut send, mut recv) = match connection.open_bi().await {
@@ -143,8 +144,8 @@ pub fn open_stream(
                 }
             }
         });
-        while let Some(message) = frames.recv().await {
-            if let Err(error) = write_frame(&mut send, &message).await {
+        while let Some(frame) = frames.recv().await {
+            if let Err(error) = write_frame_bytes(&mut send, frame).await {
                 let _ = events.send(Event::Failed(node, generation, error.to_string()));
                 break;
             }

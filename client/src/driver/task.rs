@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use protocol::messages::Records;
 use protocol::{Lsn, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -94,7 +96,10 @@ pub struct Driver {
     pub connections: Connections,
     pub progress: watch::Sender<Progress>,
     pub request_timeout: Duration,
-    streams: HashMap<(NodeId, PgId), mpsc::Sender<Message>>,
+    streams: HashMap<(NodeId, PgId), mpsc::Sender<Bytes>>,
+    /// The last message encoded and its frame: the same batch goes to every member of its PG,
+    /// one after the other, and is encoded once for all of them.
+    last_encoded: Option<(Message, Bytes)>,
     /// The `stable_id` of each node's current connection: failures of older ones are stale.
     generation: HashMap<NodeId, usize>,
     events: mpsc::UnboundedSender<Event>,
@@ -118,6 +123,7 @@ impl Driver {
             progress,
             request_timeout,
             streams: HashMap::new(),
+            last_encoded: None,
             generation: HashMap::new(),
             events,
         };
@@ -265,18 +271,32 @@ impl Driver {
         }
     }
 
-    /// Hands every transmit to its stream; a full queue drops the frame (the node is repaired
-    /// later), a closed one means the node is gone.
+    /// Hands every transmit to its stream, encoded (once for the members of a PG that are sent
+    /// the same batch); a full queue drops the frame (the node is repaired later), a closed one
+    /// means the node is gone.
     fn flush(&mut self) {
         while let Some(transmit) = self.core.poll_transmit() {
             let Some(pg) = pg_of(&transmit.message) else { continue };
             let Some(connection) = self.connections.get(transmit.node) else { continue };
+            let frame = match &self.last_encoded {
+                Some((message, frame)) if same_message(message, &transmit.message) => frame.clone(),
+                _ => match protocol::frame::frame_bytes(&transmit.message) {
+                    Ok(frame) => {
+                        self.last_encoded = Some((transmit.message, frame.clone()));
+                        frame
+                    }
+                    Err(error) => {
+                        tracing::error!(node = %transmit.node, %pg, %error, "a message could not be encoded; dropped");
+                        continue;
+                    }
+                },
+            };
             let (events, received) = (self.events.clone(), received(&connection));
             let queue = self
                 .streams
                 .entry((transmit.node, pg))
                 .or_insert_with(|| open_stream(connection, transmit.node, pg, events));
-            match queue.try_send(transmit.message) {
+            match queue.try_send(frame) {
                 Ok(()) => self.links.on_sent_counted(transmit.node, now(), received),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::debug!(node = %transmit.node, %pg, "stream queue full; frame dropped")
@@ -370,4 +390,51 @@ async fn repair(
     }
     tracing::debug!(node = %job.node, pg = %job.pg.pg_id, from = %job.from, reached = %from, "repair finished");
     let _ = events.send(Event::RepairDone(job.pg.pg_id, job.node));
+}
+
+/// True if `a` and `b` are the same message, told cheaply: two append batches of equal header
+/// whose records have equal metadata and share their payload bytes (the writer clones one
+/// batch for every member of its PG); any other message is never taken for another.
+fn same_message(a: &Message, b: &Message) -> bool {
+    let (Message::AppendBatch(a), Message::AppendBatch(b)) = (a, b) else { return false };
+    let header = |x: &protocol::messages::AppendBatch| (x.pg, x.epochs, x.vdl, x.pg_vdl_lsn, x.page_bytes);
+    header(a) == header(b)
+        && a.records.len() == b.records.len()
+        && a.records.iter().zip(&b.records).all(|(x, y)| {
+            let (px, py) = (x.payload(), y.payload());
+            x.meta() == y.meta() && px.as_ptr() == py.as_ptr() && px.len() == py.len()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::messages::AppendBatch;
+    use protocol::{Epochs, PageId, PgRef, RecordKind, RecordMeta, VolumeId};
+
+    use super::*;
+
+    fn batch(payload: &Bytes) -> Message {
+        let meta = RecordMeta::after(Lsn(0), Lsn(1), RecordKind::Marker, PageId(3));
+        Message::AppendBatch(AppendBatch {
+            pg: PgRef { volume_id: VolumeId(1), pg_id: PgId(0) },
+            epochs: Epochs::INITIAL,
+            vdl: Lsn(0),
+            pg_vdl_lsn: Lsn(0),
+            page_bytes: 4096,
+            records: vec![Record::new(meta, payload.clone()).unwrap()],
+        })
+    }
+
+    #[test]
+    fn a_batch_cloned_for_each_member_is_the_same_message_and_nothing_else_is() {
+        let payload = Bytes::from(vec![7u8; 1024]);
+        let sent = batch(&payload);
+        assert!(same_message(&sent, &sent.clone()), "a clone shares its payloads");
+        let equal_copy = batch(&Bytes::from(payload.to_vec()));
+        assert!(!same_message(&sent, &equal_copy), "equal bytes elsewhere are encoded again");
+        let Message::AppendBatch(mut later) = sent.clone() else { unreachable!() };
+        later.vdl = Lsn(1);
+        assert!(!same_message(&sent, &Message::AppendBatch(later)), "another header");
+        assert!(!same_message(&Message::StatusRequest, &Message::StatusRequest), "only batches");
+    }
 }

@@ -77,6 +77,12 @@ pub struct Cli {
     /// the indexes (appends are refused as overloaded beyond it).
     #[arg(long, value_name = "BYTES")]
     pub memory_bytes_max: Option<u64>,
+    /// Bytes of decoded journal entries kept in memory, taken out of `--memory-bytes-max`
+    /// (default: a sixteenth of it): every entry made durable goes in, so the coalescer and
+    /// readers of recent records need no disk read. 0 turns the cache off (every read of a
+    /// record goes to the disk).
+    #[arg(long, value_name = "BYTES")]
+    pub entry_cache_bytes: Option<u64>,
     /// Most records a page read applies once the coalescer caught up: a page gets a new image
     /// when this many records follow its newest one.
     #[arg(long, value_name = "N")]
@@ -136,6 +142,7 @@ struct TlsSection {
 struct LimitsSection {
     ingest_pending_bytes_max: Option<u64>,
     memory_bytes_max: Option<u64>,
+    entry_cache_bytes: Option<u64>,
     apply_max: Option<usize>,
     max_udp_payload_bytes: Option<u16>,
     scrub_bytes_per_s: Option<u64>,
@@ -222,8 +229,15 @@ impl Config {
                 "memory_bytes_max {memory} is below the minimum {MEMORY_BYTES_MIN}"
             )));
         }
+        let entry_cache_bytes =
+            cli.entry_cache_bytes.or(file.limits.entry_cache_bytes).unwrap_or(memory / 16);
+        if entry_cache_bytes > memory / 4 {
+            return Err(ConfigError::Invalid(format!(
+                "entry_cache_bytes {entry_cache_bytes} is above a quarter of memory_bytes_max {memory}"
+            )));
+        }
         limits.page_cache_bytes = (memory / 8) as usize;
-        limits.index_bytes_max = memory - memory / 8 - memory / 16;
+        limits.index_bytes_max = memory - memory / 8 - entry_cache_bytes;
         limits.apply_max = cli.apply_max.or(file.limits.apply_max).unwrap_or(limits.apply_max);
         if limits.apply_max == 0 {
             return Err(ConfigError::Invalid("apply_max must be at least 1".into()));
@@ -246,7 +260,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("this node and its peers: {e}")))?;
         }
         Ok(Config {
-            entry_cache_bytes: (memory / 16) as usize,
+            entry_cache_bytes: entry_cache_bytes as usize,
             node_id,
             az,
             listen,

@@ -66,8 +66,10 @@ fn a_node_whose_disk_fails_reads_keeps_its_records_and_readers_get_peers_copies(
     let layout = LocalCluster::load_or_create_with(root.path(), Some(NodesPerAz::new(2).unwrap())).unwrap();
     let data_dir = layout.node(FAULTY).unwrap().data_dir.clone();
     let mount = FaultyMount::mount(&root.path().join("node-6-backing"), &data_dir).unwrap();
-    // A fast scrub: it re-reads the failing node's entries while reads fail, too.
-    let (cluster, mut nodes) = heal::start_cluster(root.path(), &["--scrub-bytes-per-s", "4194304"]);
+    // A fast scrub: it re-reads the failing node's entries while reads fail, too. No entry
+    // cache: every record made durable would stay in memory and no read would reach the disk.
+    let args = ["--scrub-bytes-per-s", "4194304", "--entry-cache-bytes", "0"];
+    let (cluster, mut nodes) = heal::start_cluster(root.path(), &args);
     let admin = cluster.node(FAULTY).unwrap().admin;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let writer = runtime.block_on(async {
@@ -85,7 +87,8 @@ fn a_node_whose_disk_fails_reads_keeps_its_records_and_readers_get_peers_copies(
     mount.fail_reads(true);
     // Writes still work: the node takes them (the rest of the rounds is durable, and every
     // node, this one too, settles at the same SCL). None of these records was ever read by
-    // it, so no cache of the node holds them or a page version built from them.
+    // it and its entry cache is off, so no cache of the node holds them or a page version
+    // built from them.
     runtime.block_on(async {
         for round in ROUNDS_BEFORE..ROUNDS {
             writer.append(heal::writes(PAGES, round)).await.unwrap().durable().await.unwrap();

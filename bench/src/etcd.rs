@@ -162,10 +162,13 @@ impl Drop for EtcdCluster {
 
 /// `count` distinct free ports on 127.0.0.1 (all listeners are held until every port is chosen).
 fn free_ports(count: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}")))
+    let picked = (0..count)
+        .map(|_| {
+            transport::ports::bind_listen_port(|p| TcpListener::bind(("127.0.0.1", p)))
+                .map_err(|e| format!("finding a free port: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
+    Ok(picked.into_iter().map(|(port, _)| port).collect())
 }
 
 fn log_tail(log: &Path) -> String {

@@ -21,7 +21,9 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 #[test]
 fn health_and_metrics_follow_the_node() {
     let mut node = TestNode::new();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let (port, _) =
+        transport::ports::bind_listen_port(|p| std::net::TcpListener::bind(("127.0.0.1", p))).unwrap();
+    let admin = format!("127.0.0.1:{port}");
     node.push_arg("--admin");
     node.push_arg(&admin);
     node.start();

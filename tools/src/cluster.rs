@@ -216,18 +216,18 @@ fn wait_ready_line(
     }
 }
 
-/// A loopback UDP port free right now.
+/// A loopback UDP port free right now, below the ephemeral range.
 pub fn free_udp_port() -> Result<u16, LaunchError> {
-    let socket =
-        std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| LaunchError::Setup(format!("UDP port: {e}")))?;
-    Ok(socket.local_addr().map_err(|e| LaunchError::Setup(e.to_string()))?.port())
+    transport::ports::bind_listen_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p)))
+        .map(|(port, _)| port)
+        .map_err(|e| LaunchError::Setup(format!("UDP port: {e}")))
 }
 
-/// A loopback TCP port free right now.
+/// A loopback TCP port free right now, below the ephemeral range.
 pub fn free_tcp_port() -> Result<u16, LaunchError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| LaunchError::Setup(format!("TCP port: {e}")))?;
-    Ok(listener.local_addr().map_err(|e| LaunchError::Setup(e.to_string()))?.port())
+    transport::ports::bind_listen_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+        .map(|(port, _)| port)
+        .map_err(|e| LaunchError::Setup(format!("TCP port: {e}")))
 }
 
 /// Creates a key-encryption key file at `path` unless one exists. The key is written beside

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod error;
 pub mod framed;
 pub mod pki;
+pub mod ports;
 pub mod tls;
 pub mod tuning;
 

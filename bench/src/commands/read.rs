@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bench::page_reads::{ReadLoad, Reader};
-use tools::cluster::{ensure_key_file, free_udp_port, Launcher, NodeProcess, NodeSpec};
+use tools::cluster::{ensure_key_file, free_tcp_port, free_udp_port, Launcher, NodeProcess, NodeSpec};
 
 pub(crate) fn read_bench(load: ReadLoad, dir: Option<PathBuf>) -> Result<(), String> {
     let temp = bench::scratch_dir(dir)?;
@@ -13,7 +13,7 @@ pub(crate) fn read_bench(load: ReadLoad, dir: Option<PathBuf>) -> Result<(), Str
     let pki =
         transport::ensure_dev_pki(&root.join("pki"), &["node-1", "client"]).map_err(|e| e.to_string())?;
     ensure_key_file(&root.join("kek")).map_err(|e| e.to_string())?;
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_tcp_port().map_err(|e| e.to_string())?).into();
     let spec = NodeSpec {
         node_id: 1,
         az: 0,
@@ -114,9 +114,4 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let mut body = String::new();
     stream.read_to_string(&mut body)?;
     Ok(body)
-}
-
-fn free_tcp_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }

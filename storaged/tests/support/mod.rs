@@ -42,7 +42,8 @@ impl TestNode {
     pub fn in_dir(root: tempfile::TempDir, data_dir: Option<PathBuf>) -> TestNode {
         let pki = transport::ensure_dev_pki(&root.path().join("pki"), &["node-1", "client"]).unwrap();
         storaged::seal::Kek::create_file(&root.path().join("kek")).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, _) =
+            transport::ports::bind_listen_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p))).unwrap();
         let data_dir = data_dir.unwrap_or_else(|| root.path().join("data"));
         TestNode {
             data_dir,

@@ -257,13 +257,14 @@ fn unique<T: std::hash::Hash + Eq + std::fmt::Debug>(
 /// `count` loopback UDP ports and `count` TCP ports, all distinct: every socket stays bound until
 /// all are picked, so the kernel cannot hand out one port twice.
 fn pick_ports(count: usize) -> std::io::Result<(Vec<u16>, Vec<u16>)> {
-    let udp: Vec<UdpSocket> =
-        (0..count).map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
-    let tcp: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
-    let udp_ports = udp.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
-    let tcp_ports = tcp.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
-    Ok((udp_ports, tcp_ports))
+    // Each socket is held until all are picked, so the ports are distinct.
+    let udp: Vec<(u16, UdpSocket)> = (0..count)
+        .map(|_| transport::ports::bind_listen_port(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p))))
+        .collect::<Result<_, _>>()?;
+    let tcp: Vec<(u16, TcpListener)> = (0..count)
+        .map(|_| transport::ports::bind_listen_port(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p))))
+        .collect::<Result<_, _>>()?;
+    Ok((udp.into_iter().map(|(p, _)| p).collect(), tcp.into_iter().map(|(p, _)| p).collect()))
 }
 
 #[cfg(test)]

@@ -105,8 +105,13 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "2,8")]
         ingest_seconds: Vec<u64>,
         /// Records the crashed writer appended without waiting (its LAL window), per run.
-        #[arg(long, value_delimiter = ',', default_value = "1000,20000")]
+        #[arg(long, value_delimiter = ',', default_value = "1000,20000,100000")]
         window: Vec<u64>,
+        /// Then one run with the writer's default LAL (10,000,000: the "full LAL") and this
+        /// many records appended (0: none). A full LAL's worth of records (10 GB of 1 KiB
+        /// records per replica, all held by the crashed writer) does not fit one machine.
+        #[arg(long, default_value_t = 1_000_000)]
+        full_lal_window: u64,
         /// Directory for the data (a temporary directory by default).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -267,8 +272,8 @@ fn main() {
             let duration = Duration::from_secs(seconds);
             report(compare_bench(value_bytes, &concurrency, rounds, duration, dir, json))
         }
-        Command::Recovery { record_bytes, ingest_seconds, window, dir, json } => {
-            report(recovery_bench(record_bytes, &ingest_seconds, &window, dir, json))
+        Command::Recovery { record_bytes, ingest_seconds, window, full_lal_window, dir, json } => {
+            report(recovery_bench(record_bytes, &ingest_seconds, &window, full_lal_window, dir, json))
         }
         Command::Repair { gib, page_bytes, before_seconds, no_fio, dir, json } => {
             let bytes = (gib * (1u64 << 30) as f64) as u64;

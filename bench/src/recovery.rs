@@ -7,6 +7,8 @@
 //! - **Writer takeover**: on a local six-node cluster a writer appends a window of records
 //!   without waiting for any of them and then crashes (its runtime is dropped: no goodbye); a
 //!   new writer's `Writer::open` (fence, gather above the VDL hint, truncate, refill) is timed.
+//!   The LAL is the window, or the writer's default (`WriterLimits::default().lal`) for a
+//!   "full LAL" run: then only the VDL hint bounds the gather.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -80,25 +82,38 @@ pub fn node_restarts(
 pub struct Takeover {
     /// Records the crashed writer appended (none awaited).
     pub window_records: u64,
+    /// The writers' LSN allocation limit.
+    pub lal: u64,
     pub open: Duration,
 }
 
 /// A writer crash after appending `window` records of `record_bytes`, and the next writer's
-/// open, on a fresh local cluster under `root`.
-pub fn writer_takeover(root: &Path, record_bytes: usize, window: u64) -> Result<Takeover, String> {
+/// open, on a fresh local cluster under `root`. The writers' LAL is `lal`, or the window if
+/// `None` (then the window is exactly what the crashed writer may leave not durable).
+pub fn writer_takeover(
+    root: &Path,
+    record_bytes: usize,
+    window: u64,
+    lal: Option<u64>,
+) -> Result<Takeover, String> {
     let cluster = LocalCluster::load_or_create(&root.join("cluster")).map_err(|e| e.to_string())?;
     let launcher = Launcher::this_exe("storaged").map_err(|e| e.to_string())?;
     let mut nodes = cluster.start_all(&launcher).map_err(|e| e.to_string())?;
-    let result = takeover_on(&cluster, record_bytes, window);
+    let result = takeover_on(&cluster, record_bytes, window, lal.unwrap_or(window));
     stop_all(&mut nodes);
     result
 }
 
-fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Result<Takeover, String> {
+fn takeover_on(
+    cluster: &LocalCluster,
+    record_bytes: usize,
+    window: u64,
+    lal: u64,
+) -> Result<Takeover, String> {
     let mut config = ClientConfig::new(cluster.placement().map_err(|e| e.to_string())?, cluster.client_tls());
-    // The window is exactly what the crashed writer may leave not durable.
-    config.limits =
-        WriterLimits { lal: window, pending_records_max: window as usize, ..WriterLimits::default() };
+    // No append waits for room: the crashed writer's whole window is in flight.
+    let pending_records_max = (window as usize).max(WriterLimits::default().pending_records_max);
+    config.limits = WriterLimits { lal: lal.max(window), pending_records_max, ..WriterLimits::default() };
     let geometry = VolumeGeometry::new(VolumeId(0x7EC0), 4096, 1024).map_err(|e| e.to_string())?;
     let crashed = crate::current_thread()?;
     crashed.block_on(async {
@@ -121,11 +136,12 @@ fn takeover_on(cluster: &LocalCluster, record_bytes: usize, window: u64) -> Resu
     crashed.block_on(async { tokio::time::sleep(SHIP_BEFORE_CRASH).await });
     crashed.shutdown_background();
     let runtime = crate::current_thread()?;
+    let lal = config.limits.lal;
     let started = Instant::now();
     let writer = runtime.block_on(Writer::open(config, geometry)).map_err(|e| e.to_string())?;
     let open = started.elapsed();
     runtime.block_on(writer.close());
-    Ok(Takeover { window_records: window, open })
+    Ok(Takeover { window_records: window, lal, open })
 }
 
 /// How long the writer runs after its last append before it crashes: long enough to send the

@@ -12,7 +12,10 @@ use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
 use crate::error::{FormatError, FormatResult};
 use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId};
 use crate::quorum::Membership;
-use crate::record::{Record, PAGE_BYTES_MAX, RECORD_HEADER_BYTES};
+use crate::record::{
+    Record, RecordFlags, RecordKind, RecordMeta, PAGE_BYTES_MAX, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_BYTES_MAX,
+};
 use crate::wire::{get_list, put_list, LsnRange, PgRef, Wire};
 
 /// Most records in one append batch or one records response.
@@ -87,6 +90,98 @@ pub struct Records {
     pub more: bool,
     /// Strictly increasing LSNs; holes allowed.
     pub records: Vec<Record>,
+}
+
+/// Asks for the headers of a segment's records in an LSN range, without their payloads: a
+/// recovering writer decides from links, flags and epochs, and from which segments hold each
+/// record, and then fetches only the payloads it must re-replicate (`ReadRecords`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRecordHeaders {
+    pub pg: PgRef,
+    pub epochs: Epochs,
+    pub range: LsnRange,
+    /// Stop after reading this many record bytes (payloads included, as the node reads them);
+    /// the answer says if more remain. It holds at most `BATCH_RECORDS_MAX` headers.
+    pub bytes_max: u32,
+}
+
+impl ReadRecordHeaders {
+    /// The records read a node carries out to answer it.
+    pub fn as_read(&self) -> ReadRecords {
+        ReadRecords { pg: self.pg, epochs: self.epochs, range: self.range, bytes_max: self.bytes_max }
+    }
+}
+
+/// One record's header as a segment holds it, without the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub meta: RecordMeta,
+    pub payload_bytes: u32,
+}
+
+impl RecordHeader {
+    pub fn of(record: &Record) -> RecordHeader {
+        RecordHeader { meta: *record.meta(), payload_bytes: record.payload().len() as u32 }
+    }
+
+    /// The record's bytes on the wire (header and payload).
+    pub fn record_bytes(&self) -> usize {
+        RECORD_HEADER_BYTES + self.payload_bytes as usize
+    }
+}
+
+impl Wire for RecordHeader {
+    const BYTES: usize = 8 + 6 * 8;
+    fn put(&self, out: &mut impl BufMut) {
+        let m = &self.meta;
+        out.put_u8(m.kind as u8);
+        out.put_u8(0);
+        out.put_u16_le(m.flags.bits());
+        out.put_u32_le(self.payload_bytes);
+        (m.lsn, m.prev_volume_lsn, m.prev_pg_lsn, m.prev_page_lsn, m.page_id, m.epoch).put(out);
+    }
+    fn read(reader: &mut Reader) -> FormatResult<Self> {
+        let kind = RecordKind::from_u8(reader.u8("record kind")?)?;
+        expect_zero(u64::from(reader.u8("record header reserved")?), "record header reserved")?;
+        let flags = RecordFlags::from_bits(reader.u16("record flags")?)?;
+        let payload_bytes = reader.u32("record payload bytes")?;
+        let (lsn, prev_volume_lsn, prev_pg_lsn, prev_page_lsn, page_id, epoch) = Wire::read(reader)?;
+        let meta =
+            RecordMeta { kind, flags, lsn, prev_volume_lsn, prev_pg_lsn, prev_page_lsn, page_id, epoch };
+        Ok(RecordHeader { meta, payload_bytes })
+    }
+}
+
+/// The headers a segment holds in the range asked (echoed, so several reads of one PG may be
+/// in flight), answering `ReadRecordHeaders`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordHeaders {
+    pub pg: PgRef,
+    pub node: NodeId,
+    pub scl: Lsn,
+    pub range: LsnRange,
+    /// True if the read's limits cut the answer short: ask again after the last header.
+    pub more: bool,
+    /// Strictly increasing LSNs inside `range`; holes allowed.
+    pub headers: Vec<RecordHeader>,
+}
+
+impl RecordHeaders {
+    /// A node's answer to `read`, from its answer to `read.as_read()`: `Records` become their
+    /// headers; anything else (a refusal) is passed on.
+    pub fn answer(read: &ReadRecordHeaders, answer: Message) -> Message {
+        match answer {
+            Message::Records(r) => Message::RecordHeaders(RecordHeaders {
+                pg: r.pg,
+                node: r.node,
+                scl: r.scl,
+                range: read.range,
+                more: r.more,
+                headers: r.records.iter().map(RecordHeader::of).collect(),
+            }),
+            other => other,
+        }
+    }
 }
 
 /// Asks for a page as of `read_lsn`.
@@ -433,6 +528,8 @@ pub enum Message {
     HydratePages(HydratePages),
     MembershipChange(MembershipChange),
     MembershipAck(MembershipAck),
+    ReadRecordHeaders(ReadRecordHeaders),
+    RecordHeaders(RecordHeaders),
 }
 
 impl Message {
@@ -460,6 +557,8 @@ impl Message {
             Message::HydratePages(_) => 19,
             Message::MembershipChange(_) => 20,
             Message::MembershipAck(_) => 21,
+            Message::ReadRecordHeaders(_) => 22,
+            Message::RecordHeaders(_) => 23,
         }
     }
 
@@ -483,6 +582,7 @@ impl Message {
                 expect_at_most(e.truncations.len(), TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")
             }
             Message::HydratePages(h) => check_hydrate_pages(h),
+            Message::RecordHeaders(h) => check_headers(h),
             _ => Ok(()),
         }
     }
@@ -535,6 +635,15 @@ impl Message {
                 Some(c.membership).put(out);
             }
             Message::MembershipAck(a) => (a.pg, a.node, a.epochs, a.membership_epoch, a.scl).put(out),
+            Message::ReadRecordHeaders(r) => {
+                (r.pg, r.epochs, r.range).put(out);
+                out.put_u32_le(r.bytes_max);
+            }
+            Message::RecordHeaders(h) => {
+                (h.pg, h.node, h.scl, h.range).put(out);
+                out.put_u32_le(u32::from(h.more));
+                put_list(out, &h.headers);
+            }
             Message::EpochAck(e) => {
                 (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
@@ -700,6 +809,17 @@ impl Message {
                 let (pg, node, epochs, membership_epoch, scl) = Wire::read(r)?;
                 Message::MembershipAck(MembershipAck { pg, node, epochs, membership_epoch, scl })
             }
+            22 => {
+                let (pg, epochs, range) = Wire::read(r)?;
+                let bytes_max = r.u32("bytes_max")?;
+                Message::ReadRecordHeaders(ReadRecordHeaders { pg, epochs, range, bytes_max })
+            }
+            23 => {
+                let (pg, node, scl, range) = Wire::read(r)?;
+                let more = get_bool(r, "record headers more")?;
+                let headers = get_list(r, BATCH_RECORDS_MAX, "record headers")?;
+                Message::RecordHeaders(RecordHeaders { pg, node, scl, range, more, headers })
+            }
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;
@@ -717,6 +837,29 @@ fn check_batch(batch: &AppendBatch) -> FormatResult<()> {
     // A recovering writer re-replicates records of earlier epochs; no record may be newer.
     if batch.records.iter().any(|r| r.meta().epoch > batch.epochs.volume) {
         return Err(FormatError::Invalid { what: "batch record epoch above the batch's" });
+    }
+    Ok(())
+}
+
+/// Header lists: increasing LSNs inside the range asked, each with ordered backlinks and a
+/// payload length a record may have.
+fn check_headers(h: &RecordHeaders) -> FormatResult<()> {
+    expect_at_most(h.headers.len(), BATCH_RECORDS_MAX, "record headers")?;
+    if h.headers.windows(2).any(|w| w[1].meta.lsn <= w[0].meta.lsn) {
+        return Err(FormatError::Invalid { what: "record header lsns not increasing" });
+    }
+    for header in &h.headers {
+        let m = &header.meta;
+        if !h.range.contains(m.lsn) {
+            return Err(FormatError::Invalid { what: "record header outside the range asked" });
+        }
+        if !(m.lsn > m.prev_volume_lsn
+            && m.prev_volume_lsn >= m.prev_pg_lsn
+            && m.prev_pg_lsn >= m.prev_page_lsn)
+        {
+            return Err(FormatError::Invalid { what: "record header backlinks" });
+        }
+        expect_at_most(header.payload_bytes as usize, RECORD_PAYLOAD_BYTES_MAX, "record header payload")?;
     }
     Ok(())
 }
@@ -876,6 +1019,31 @@ mod tests {
             let decoded = Message::decode_body(14, Bytes::from(body(&message))).unwrap();
             assert_eq!(decoded, message);
         }
+    }
+
+    #[test]
+    fn record_headers_round_trip_and_one_outside_the_range_asked_is_refused() {
+        let pg = PgRef { volume_id: VolumeId(9), pg_id: PgId(2) };
+        let range = LsnRange::new(Lsn(10), Lsn(20)).unwrap();
+        let read = ReadRecordHeaders { pg, epochs: Epochs::INITIAL, range, bytes_max: 4096 };
+        let message = Message::ReadRecordHeaders(read);
+        assert_eq!(Message::decode_body(message.type_code(), Bytes::from(body(&message))).unwrap(), message);
+        let meta = RecordMeta::after(Lsn(11), Lsn(12), RecordKind::Marker, PageId(3));
+        let record = Record::new(meta, Bytes::new()).unwrap();
+        let records = Message::Records(Records {
+            pg,
+            node: NodeId(4),
+            scl: Lsn(12),
+            more: true,
+            records: vec![record],
+        });
+        let answer = RecordHeaders::answer(&read, records);
+        let Message::RecordHeaders(headers) = &answer else { panic!("{answer:?}") };
+        assert_eq!((headers.range, headers.more, headers.headers[0].meta), (range, true, meta));
+        assert_eq!(Message::decode_body(23, Bytes::from(body(&answer))).unwrap(), answer);
+        let mut outside = headers.clone();
+        outside.range = LsnRange::new(Lsn(12), Lsn(20)).unwrap();
+        assert!(Message::RecordHeaders(outside).check().is_err());
     }
 
     #[test]

@@ -1,16 +1,30 @@
 //! Writer recovery computations (DESIGN §3), pure: from what a read quorum of every PG holds,
 //! decide the new VDL, the truncation range, what to re-replicate and where the new writer's
-//! chains continue. The driver gathers the evidence (epoch bump acks, then the records above
-//! `fetch_after`) and carries out the plan.
+//! chains continue. The driver gathers the evidence (epoch bump acks, then the headers of the
+//! records above `fetch_after` and which segments hold each) and carries out the plan.
 //!
 //! Why the fetch can start at `fetch_after`: the old writer never allocated above its VDL + LAL,
 //! so its VDL is at least H - LAL, where H is the highest LSN any responder holds. Every record
 //! at or below H - LAL was therefore durable, i.e. on at least 4 of 6 segments and so on at
 //! least one of any 3 responders, and the walk over `prev_volume_lsn` links may start there.
+//!
+//! What moves: a kept record a write quorum of every set of its PG already holds (durably: a
+//! segment lists only records it has flushed) needs nothing. Any other goes, and only its
+//! payload, to the members that lack it (`fetches`). So the refill's cost follows what a write
+//! quorum lacks, not the window.
 
 use std::collections::BTreeMap;
 
-use protocol::{Epoch, Lsn, LsnRange, PgId, Record};
+use protocol::messages::{RecordHeader, BATCH_RECORDS_MAX};
+use protocol::quorum::{Membership, WRITE_QUORUM};
+use protocol::{Epoch, Lsn, LsnRange, NodeId, PgId, RecordMeta};
+
+/// One record found above the fetch point, with the responders that hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub header: RecordHeader,
+    pub holders: Vec<NodeId>,
+}
 
 /// What a read quorum of one PG answered.
 #[derive(Clone, Debug, Default)]
@@ -21,12 +35,22 @@ pub struct PgEvidence {
     pub truncations: Vec<(Epoch, LsnRange)>,
     /// The highest VDL a writer told each responder (every record at or below is durable).
     pub vdl_hints: Vec<Lsn>,
-    /// Every record the responders hold after `fetch_after`, duplicates allowed.
-    pub records: Vec<Record>,
+    /// Every record the responders hold after `fetch_after`, by LSN.
+    pub records: BTreeMap<Lsn, Held>,
     /// Each responder's SCL for the PG (from its epoch ack).
     pub scls: Vec<Lsn>,
     /// True once the records of a `RecoveryPlan::probe` range were read too.
     pub probed: bool,
+}
+
+impl PgEvidence {
+    /// `node` holds the record `header` describes.
+    pub fn add(&mut self, node: NodeId, header: RecordHeader) {
+        let held = self.records.entry(header.meta.lsn).or_insert(Held { header, holders: Vec::new() });
+        if !held.holders.contains(&node) {
+            held.holders.push(node);
+        }
+    }
 }
 
 /// What the new writer does.
@@ -44,12 +68,25 @@ pub struct RecoveryPlan {
     pub next_lsn: Lsn,
     /// Each PG with its newest LSN at or below VDL (where its chain continues).
     pub pg_newest: Vec<(PgId, Lsn)>,
-    /// Per PG, records above the complete point and at or below VDL, in LSN order: they must
-    /// reach a write quorum again before the writer resumes.
-    pub refill: Vec<(PgId, Vec<Record>)>,
+    /// Per PG, the LSNs of its records above the complete point and at or below VDL, in
+    /// order: each must be on a write quorum before the writer resumes (`fetches` says which
+    /// are not yet).
+    pub refill: Vec<(PgId, Vec<Lsn>)>,
     /// PGs whose newest LSN at or below VDL the gathered records do not show, with the range
     /// it lies in: the responders' records there must be read too, then the plan made again.
     pub probe: Vec<(PgId, LsnRange)>,
+}
+
+/// One read of a segment for records to re-replicate, and where each of them goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    pub pg: PgId,
+    /// Holds exactly the wanted records among those gathered for the PG.
+    pub range: LsnRange,
+    /// Responders that hold every wanted record, in the order to ask them.
+    pub sources: Vec<NodeId>,
+    /// The wanted records, each with the members that lack it.
+    pub wanted: Vec<(Lsn, Vec<NodeId>)>,
 }
 
 /// Why recovery cannot decide.
@@ -80,18 +117,20 @@ fn vdl_hint(evidence: &BTreeMap<PgId, PgEvidence>) -> Lsn {
     evidence.values().flat_map(|e| e.vdl_hints.iter().copied()).max().unwrap_or(Lsn::ZERO)
 }
 
+/// Every gathered record's header, by LSN, with its PG.
+type Gathered<'a> = BTreeMap<Lsn, (PgId, &'a RecordMeta)>;
+
 /// Decides VCL, VDL, the truncation range and the rest (see the module docs).
 pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryPlan, RecoveryError> {
     let complete = complete_through(evidence, lal);
     let truncations: Vec<(Epoch, LsnRange)> =
         evidence.values().flat_map(|e| e.truncations.iter().copied()).collect();
-    let doomed = |r: &Record| {
-        truncations.iter().any(|(epoch, range)| range.contains(r.lsn()) && r.meta().epoch < *epoch)
-    };
-    let mut records: BTreeMap<Lsn, (PgId, &Record)> = BTreeMap::new();
+    let doomed =
+        |m: &RecordMeta| truncations.iter().any(|(epoch, range)| range.contains(m.lsn) && m.epoch < *epoch);
+    let mut records: Gathered = BTreeMap::new();
     for (pg, e) in evidence {
-        for r in e.records.iter().filter(|r| !doomed(r)) {
-            records.insert(r.lsn(), (*pg, r));
+        for meta in e.records.values().map(|h| &h.header.meta).filter(|m| !doomed(m)) {
+            records.insert(meta.lsn, (*pg, meta));
         }
     }
     // A previous recovery's VDL (the start of its truncation range) bounds VDL from below,
@@ -136,33 +175,93 @@ pub fn plan(evidence: &BTreeMap<PgId, PgEvidence>, lal: u64) -> Result<RecoveryP
             (*pg, newest)
         })
         .collect();
-    let refill = evidence
-        .keys()
-        .map(|pg| {
-            let mine = records
-                .iter()
-                .filter(|(lsn, _)| **lsn > complete && **lsn <= vdl)
-                .filter(|(_, (p, _))| p == pg);
-            (*pg, mine.map(|(_, (_, r))| (*r).clone()).collect::<Vec<_>>())
-        })
-        .filter(|(_, refill)| !refill.is_empty())
-        .collect();
+    let mut refill: BTreeMap<PgId, Vec<Lsn>> = BTreeMap::new();
+    let above = Lsn(complete.0.saturating_add(1));
+    for (lsn, (pg, _)) in records.range(above..).take_while(|(lsn, _)| **lsn <= vdl) {
+        refill.entry(*pg).or_default().push(*lsn);
+    }
     let mut earlier_truncations = truncations;
     earlier_truncations.sort_by_key(|(epoch, range)| (*epoch, range.after(), range.through()));
     earlier_truncations.dedup();
     let keep = protocol::messages::TRUNCATIONS_REPORTED_MAX;
     earlier_truncations.drain(..earlier_truncations.len().saturating_sub(keep));
     let next_lsn = Lsn(truncation.through().0 + 1);
+    let refill = refill.into_iter().collect();
     Ok(RecoveryPlan { vcl, vdl, truncation, earlier_truncations, next_lsn, pg_newest, refill, probe })
+}
+
+/// The members of `membership` a record held by `holders` must still reach: none if a write
+/// quorum of every set holds it, else every member that lacks it.
+pub fn lacking(membership: &Membership, holders: &[NodeId]) -> Vec<NodeId> {
+    if membership.sets().all(|set| set.count_in(holders) >= WRITE_QUORUM) {
+        return Vec::new();
+    }
+    membership.nodes().into_iter().filter(|n| !holders.contains(n)).collect()
+}
+
+/// The reads that bring the plan's refill records a write quorum lacks to the members lacking
+/// them. A read covers a run of such records adjacent among the PG's gathered ones (so it
+/// returns nothing else), held by a common responder, within `bytes_max` and
+/// `BATCH_RECORDS_MAX`; sources rotate from one read to the next to spread the load.
+pub fn fetches(
+    plan: &RecoveryPlan,
+    evidence: &BTreeMap<PgId, PgEvidence>,
+    membership: impl Fn(PgId) -> Membership,
+    bytes_max: usize,
+) -> Vec<Fetch> {
+    let mut out: Vec<Fetch> = Vec::new();
+    for (pg, lsns) in &plan.refill {
+        let (Some(e), Some(first), Some(last)) = (evidence.get(pg), lsns.first(), lsns.last()) else {
+            continue;
+        };
+        let membership = membership(*pg);
+        // (fetch, bytes, LSN of its last record) of the read being built.
+        let mut open: Option<(Fetch, usize, Lsn)> = None;
+        let mut previous = Lsn::ZERO;
+        for (lsn, held) in e.records.range(*first..=*last) {
+            let wanted = if lsns.binary_search(lsn).is_ok() {
+                lacking(&membership, &held.holders)
+            } else {
+                Vec::new()
+            };
+            let adjacent = open.as_ref().is_some_and(|(_, _, end)| *end == previous);
+            previous = *lsn;
+            if wanted.is_empty() {
+                out.extend(open.take().map(|(f, _, _)| f));
+                continue;
+            }
+            let bytes = held.header.record_bytes();
+            if let Some((fetch, total, end)) = open.as_mut().filter(|_| adjacent) {
+                let common: Vec<NodeId> =
+                    fetch.sources.iter().copied().filter(|n| held.holders.contains(n)).collect();
+                let fits = *total + bytes <= bytes_max && fetch.wanted.len() < BATCH_RECORDS_MAX;
+                if fits && !common.is_empty() {
+                    fetch.sources = common;
+                    fetch.range = LsnRange::new(fetch.range.after(), *lsn).expect("LSNs increase");
+                    fetch.wanted.push((*lsn, wanted));
+                    (*total, *end) = (*total + bytes, *lsn);
+                    continue;
+                }
+            }
+            out.extend(open.take().map(|(f, _, _)| f));
+            let mut sources = held.holders.clone();
+            sources.sort();
+            let turn = out.len() % sources.len().max(1);
+            sources.rotate_left(turn);
+            let range = LsnRange::new(Lsn(lsn.0 - 1), *lsn).expect("an LSN is above zero");
+            open = Some((Fetch { pg: *pg, range, sources, wanted: vec![(*lsn, wanted)] }, bytes, *lsn));
+        }
+        out.extend(open.take().map(|(f, _, _)| f));
+    }
+    out
 }
 
 /// Walks `prev_volume_lsn` links up from the complete point; returns (VCL, VDL). Records at
 /// or below `complete` are present by the LAL argument.
-fn walk(records: &BTreeMap<Lsn, (PgId, &Record)>, complete: Lsn) -> (Lsn, Lsn) {
+fn walk(records: &Gathered, complete: Lsn) -> (Lsn, Lsn) {
     let mut vcl = complete;
     let mut vdl = Lsn::ZERO;
-    for (lsn, (_, record)) in records {
-        let meta = record.meta();
+    for (lsn, (_, meta)) in records {
         let linked = if *lsn <= complete || vcl == complete {
             meta.prev_volume_lsn <= complete
         } else {
@@ -183,7 +282,7 @@ fn walk(records: &BTreeMap<Lsn, (PgId, &Record)>, complete: Lsn) -> (Lsn, Lsn) {
 fn newest_at_or_below(
     pg: PgId,
     evidence: &PgEvidence,
-    records: &BTreeMap<Lsn, (PgId, &Record)>,
+    records: &Gathered,
     vdl: Lsn,
     truncations: &[(Epoch, LsnRange)],
 ) -> Lsn {
@@ -195,7 +294,7 @@ fn newest_at_or_below(
     let crossing = records
         .range(Lsn(vdl.0.saturating_add(1))..)
         .filter(|(_, (p, _))| *p == pg)
-        .map(|(_, (_, r))| r.meta().prev_pg_lsn)
+        .map(|(_, (_, m))| m.prev_pg_lsn)
         .filter(|prev| *prev <= vdl)
         .max();
     if let Some(prev) = crossing {
@@ -204,7 +303,7 @@ fn newest_at_or_below(
     match mine.next() {
         // Its oldest gathered record is above VDL and links to one above VDL that no responder
         // holds: the caller looks further (see `plan`).
-        Some((_, (_, first))) => first.meta().prev_pg_lsn,
+        Some((_, (_, first))) => first.prev_pg_lsn,
         // Nothing fetched: every record the gathered responders hold lies below the fetch
         // range and is durable or truncated. A responder that missed a truncation may report a
         // doomed LSN, and one whose records were not gathered may report one above VDL (a
@@ -218,7 +317,7 @@ fn newest_at_or_below(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use protocol::messages::RecordHeader;
     use protocol::{Epoch, PageId, RecordFlags, RecordKind, RecordMeta};
 
     use super::*;
@@ -242,7 +341,7 @@ mod tests {
             let e = map.entry(pg).or_default();
             e.highest = vec![Lsn(lsn)];
             if !missing.contains(&lsn) {
-                e.records.push(Record::new(meta, Bytes::new()).unwrap());
+                e.add(NodeId(1), RecordHeader { meta, payload_bytes: 0 });
             }
         }
         map
@@ -265,9 +364,8 @@ mod tests {
         // below the gathered range: the plan must not continue PG 0's chain from 12.
         let mut all = evidence(20, &[11], &[12]);
         let pg0 = all.get_mut(&PgId(0)).unwrap();
-        let (below, above): (Vec<Record>, Vec<Record>) =
-            pg0.records.drain(..).partition(|r| r.lsn() <= Lsn(10));
-        pg0.records = above;
+        let above = pg0.records.split_off(&Lsn(11));
+        let below = std::mem::replace(&mut pg0.records, above);
         pg0.scls = vec![Lsn(6), Lsn(4), Lsn(0)];
         for e in all.values_mut() {
             e.vdl_hints = vec![Lsn(11)];
@@ -278,7 +376,7 @@ mod tests {
         assert_eq!(first.pg_newest[0], (PgId(0), Lsn(6)), "until probed: the highest SCL at or below VDL");
         // The probe reads the responders' PG 0 records in (6, 11].
         let pg0 = all.get_mut(&PgId(0)).unwrap();
-        pg0.records.extend(below.into_iter().filter(|r| r.lsn() > Lsn(6)));
+        pg0.records.extend(below.into_iter().filter(|(lsn, _)| *lsn > Lsn(6)));
         pg0.probed = true;
         let second = plan(&all, 1_000).unwrap();
         assert!(second.probe.is_empty());
@@ -292,7 +390,7 @@ mod tests {
         // to it: no probe needed.
         let mut all = evidence(20, &[11], &[]);
         let pg0 = all.get_mut(&PgId(0)).unwrap();
-        pg0.records.retain(|r| r.lsn() > Lsn(10));
+        pg0.records.retain(|lsn, _| *lsn > Lsn(10));
         for e in all.values_mut() {
             e.vdl_hints = vec![Lsn(11)];
         }
@@ -320,12 +418,12 @@ mod tests {
         let mut e = evidence(20, &[5, 15], &[]);
         assert_eq!(fetch_after(&e, 10), Lsn(9));
         for pg in e.values_mut() {
-            pg.records.retain(|r| r.lsn() > Lsn(9));
+            pg.records.retain(|lsn, _| *lsn > Lsn(9));
         }
         let plan = plan(&e, 10).unwrap();
         assert_eq!(plan.vdl, Lsn(15));
         assert!(
-            plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() > Lsn(10)),
+            plan.refill.iter().flat_map(|(_, r)| r).all(|lsn| *lsn > Lsn(10)),
             "records at or below H - LAL are durable already"
         );
     }
@@ -346,7 +444,7 @@ mod tests {
             Lsn(120),
             "the writer of epoch 2 could allocate up to 20 + LAL"
         );
-        assert!(plan.refill.iter().flat_map(|(_, r)| r).all(|r| r.lsn() <= Lsn(8)));
+        assert!(plan.refill.iter().flat_map(|(_, r)| r).all(|lsn| *lsn <= Lsn(8)));
     }
 
     #[test]
@@ -369,7 +467,7 @@ mod tests {
         let mut e = evidence(10, &[4, 10], &[]);
         for pg in e.values_mut() {
             pg.vdl_hints = vec![Lsn(10)];
-            pg.records.retain(|r| r.lsn() > Lsn(9));
+            pg.records.retain(|lsn, _| *lsn > Lsn(9));
         }
         e.get_mut(&PgId(1)).unwrap().highest = vec![Lsn(9), Lsn(13)];
         let plan = plan(&e, 100).unwrap();

@@ -11,31 +11,41 @@
 //! 1. survey: every node's segments → the volume's PGs and newest epochs;
 //! 2. bump: the new volume epoch on every member of every PG; a read quorum per PG fences the
 //!    old writer;
-//! 3. gather: the responders' records above the complete point (paged); then, for a PG whose
-//!    newest record at or below VDL they do not show, its records in the plan's probe range;
+//! 3. gather: the headers (no payloads) of the responders' records above the complete point,
+//!    each responder's range split in up to `GATHER_READS_PER_SEGMENT` parts read at once and
+//!    paged; then, for a PG whose newest record at or below VDL they do not show, its headers in
+//!    the plan's probe range;
 //! 4. truncate: the plan's range at a write quorum of every PG;
-//! 5. refill: the kept records above the complete point at a write quorum again.
+//! 5. refill: each kept record above the complete point that a write quorum does not hold yet
+//!    is read from a responder holding it and sent to the members lacking it, streamed
+//!    (`refill::Refill`, bounded reads and batches in flight); the round ends once every such
+//!    record is on a write quorum or cannot be.
 //!
-//! Decisions are `core::recovery::plan`'s.
+//! Decisions are `core::recovery::plan`'s and `core::recovery::fetches`'s: what moves grows with
+//! what a write quorum lacks, not with the window.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::messages::{
-    AppendBatch, EpochBump, ReadRecords, Records, SegmentState, Truncate, BATCH_RECORDS_MAX,
+    EpochBump, ReadRecordHeaders, RecordHeaders, SegmentState, Truncate, BATCH_RECORDS_MAX,
 };
 use protocol::placement::ClusterMap;
 use protocol::quorum::{Membership, READ_QUORUM, WRITE_QUORUM};
 use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PgId, Record};
 
-use super::recovery::{fetch_after, plan, PgEvidence, RecoveryPlan};
+use super::recovery::{fetch_after, fetches, plan, PgEvidence, RecoveryPlan};
 use super::writer::WriterStart;
 use super::VolumeGeometry;
 
-/// Record bytes asked for per read while gathering.
-const GATHER_READ_BYTES_MAX: u32 = 4 * 1024 * 1024;
-/// Records per re-replication batch.
-const REFILL_BATCH_RECORDS: usize = 256;
-const _: () = assert!(REFILL_BATCH_RECORDS <= BATCH_RECORDS_MAX);
+mod refill;
+
+/// Record bytes a node reads (payloads included) per header answer while gathering.
+const GATHER_READ_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Header reads in flight per responder and PG while gathering: its range is split in up to
+/// this many parts, each paged on its own.
+const GATHER_READS_PER_SEGMENT: u64 = 4;
+/// A part of a gather range spans at least this many LSNs (small ranges are read whole).
+const GATHER_PART_LSNS_MIN: u64 = BATCH_RECORDS_MAX as u64;
 
 /// Why a takeover failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +67,8 @@ enum Round {
     Refill,
 }
 
-/// What an answer is an answer to: (kind, node, PG, last LSN for a batch).
+/// What an answer is an answer to: (kind, node, PG, last LSN for a batch or end of the range
+/// for a header read).
 type Waiting = (Ask, NodeId, PgId, Lsn);
 
 /// See the module docs.
@@ -77,14 +88,21 @@ pub struct Takeover {
     epochs: Epochs,
     evidence: BTreeMap<PgId, PgEvidence>,
     responders: BTreeMap<PgId, Vec<NodeId>>,
+    /// Each responder's highest LSN per PG (from its epoch ack), to split its gather range.
+    highest: BTreeMap<(PgId, NodeId), Lsn>,
+    /// Header reads (parts) not yet read to their end, per PG and responder of this round.
+    parts_left: BTreeMap<(PgId, NodeId), u64>,
+    /// PG and responder pairs of this round one of whose reads failed.
+    parts_failed: BTreeSet<(PgId, NodeId)>,
     /// Responders whose records were read completely (their last page said no more).
     gathered: BTreeMap<PgId, Vec<NodeId>>,
     /// PGs being probed, with their range, and the responders that answered the probe.
     probing: BTreeMap<PgId, LsnRange>,
     probed: BTreeMap<PgId, Vec<NodeId>>,
     plan: Option<RecoveryPlan>,
-    /// Positive answers per (PG, batch last LSN or zero for a truncate).
-    acks: BTreeMap<(PgId, Lsn), Vec<NodeId>>,
+    /// Nodes that stored the truncation, per PG.
+    truncated: BTreeMap<PgId, Vec<NodeId>>,
+    refill: Option<refill::Refill>,
     /// Per PG, the newest stored membership any node reported (none: its placement).
     memberships: BTreeMap<PgId, Membership>,
     /// (PG, node) pairs whose node reported a retired segment of the PG.
@@ -109,11 +127,15 @@ impl Takeover {
             epochs: Epochs::INITIAL,
             evidence: BTreeMap::new(),
             responders: BTreeMap::new(),
+            highest: BTreeMap::new(),
+            parts_left: BTreeMap::new(),
+            parts_failed: BTreeSet::new(),
             gathered: BTreeMap::new(),
             probing: BTreeMap::new(),
             probed: BTreeMap::new(),
             plan: None,
-            acks: BTreeMap::new(),
+            truncated: BTreeMap::new(),
+            refill: None,
             memberships: BTreeMap::new(),
             retired: Vec::new(),
             outcome: None,
@@ -160,7 +182,8 @@ impl Takeover {
         let Some(key) = self.answer_key(node, &reply) else { return };
         let Some(at) = self.waiting.iter().position(|w| *w == key) else { return };
         self.waiting.swap_remove(at);
-        self.absorb(node, reply);
+        self.absorb(node, key, reply);
+        self.pump_refill();
         if self.waiting.is_empty() {
             self.finish_round();
         }
@@ -175,6 +198,8 @@ impl Takeover {
         let key = request_key(node, request);
         let Some(at) = self.waiting.iter().position(|w| *w == key) else { return };
         self.waiting.swap_remove(at);
+        self.failed(key);
+        self.pump_refill();
         if self.waiting.is_empty() {
             self.finish_round();
         }
@@ -207,6 +232,7 @@ impl Takeover {
             Message::Status(_) => (Ask::Status, PgId(0), Lsn::ZERO),
             Message::EpochAck(a) => (Ask::Bump, a.pg.pg_id, Lsn::ZERO),
             Message::Records(r) => (Ask::Read, r.pg.pg_id, Lsn::ZERO),
+            Message::RecordHeaders(h) => (Ask::Headers, h.pg.pg_id, h.range.through()),
             Message::TruncateAck(t) => (Ask::Truncate, t.pg.pg_id, Lsn::ZERO),
             Message::AppendAck(a) => (Ask::Batch, a.pg.pg_id, a.last_lsn),
             Message::Error(e) => {
@@ -218,7 +244,7 @@ impl Takeover {
         Some((asked, node, pg, last))
     }
 
-    fn absorb(&mut self, node: NodeId, reply: Message) {
+    fn absorb(&mut self, node: NodeId, key: Waiting, reply: Message) {
         match (self.round, reply) {
             (Round::Survey, Message::Status(status)) => {
                 self.answered.push(node);
@@ -244,30 +270,89 @@ impl Takeover {
             (Round::Bump, Message::EpochAck(ack)) => {
                 let pg = ack.pg.pg_id;
                 self.responders.entry(pg).or_default().push(node);
+                self.highest.insert((pg, node), ack.highest_lsn);
                 let e = self.evidence.entry(pg).or_default();
                 e.highest.push(ack.highest_lsn);
                 e.vdl_hints.push(ack.vdl_hint);
                 e.scls.push(ack.scl);
                 e.truncations.extend(ack.truncations);
             }
-            (Round::Gather | Round::Probe, Message::Records(Records { pg, records, more, .. })) => {
-                let next = records.last().map(Record::lsn);
-                let probe = self.probing.get(&pg.pg_id).copied();
-                self.evidence.entry(pg.pg_id).or_default().records.extend(records);
-                match (more, next, probe) {
-                    (true, Some(from), None) => self.read(node, pg.pg_id, from),
-                    (true, Some(from), Some(range)) => self.read_range(node, pg.pg_id, from, range.through()),
-                    (_, _, None) => self.gathered.entry(pg.pg_id).or_default().push(node),
-                    (_, _, Some(_)) => self.probed.entry(pg.pg_id).or_default().push(node),
+            (Round::Gather | Round::Probe, Message::RecordHeaders(headers)) => {
+                self.absorb_headers(node, headers)
+            }
+            (Round::Gather | Round::Probe | Round::Refill, Message::Error(refusal)) => {
+                // A refusal names no request: every read (or batch) of that node for that PG
+                // counts as failed.
+                let pg = refusal.pg.pg_id;
+                let mine = |w: &Waiting| w.1 == node && w.2 == pg && w.0 != Ask::Status;
+                let others: Vec<Waiting> = self.waiting.iter().copied().filter(mine).collect();
+                self.waiting.retain(|w| !mine(w));
+                match self.refill.as_mut() {
+                    Some(refill) => refill.refused(node, pg),
+                    None => {
+                        self.failed(key);
+                        others.into_iter().for_each(|w| self.failed(w));
+                    }
                 }
             }
             (Round::Truncate, Message::TruncateAck(ack)) => {
-                self.acks.entry((ack.pg.pg_id, Lsn::ZERO)).or_default().push(node)
+                self.truncated.entry(ack.pg.pg_id).or_default().push(node)
             }
             (Round::Refill, Message::AppendAck(ack)) => {
-                self.acks.entry((ack.pg.pg_id, ack.last_lsn)).or_default().push(node)
+                if let Some(refill) = self.refill.as_mut() {
+                    refill.acked(node, ack.pg.pg_id, ack.last_lsn);
+                }
+            }
+            (Round::Refill, Message::Records(records)) => {
+                if let Some(refill) = self.refill.as_mut() {
+                    refill.fetched(node, records);
+                }
             }
             _ => {}
+        }
+    }
+
+    /// A page of a responder's headers: noted, and the part read on or finished.
+    fn absorb_headers(&mut self, node: NodeId, answer: RecordHeaders) {
+        let pg = answer.pg.pg_id;
+        let next = answer.headers.last().map(|h| h.meta.lsn);
+        let evidence = self.evidence.entry(pg).or_default();
+        for header in answer.headers {
+            evidence.add(node, header);
+        }
+        match next.filter(|_| answer.more).and_then(|from| LsnRange::new(from, answer.range.through()).ok()) {
+            Some(rest) => self.read_headers(node, pg, rest),
+            None => self.part_done(node, pg),
+        }
+    }
+
+    fn part_done(&mut self, node: NodeId, pg: PgId) {
+        let left = self.parts_left.entry((pg, node)).or_default();
+        *left = left.saturating_sub(1);
+        if *left > 0 || self.parts_failed.contains(&(pg, node)) {
+            return;
+        }
+        let done = if self.round == Round::Probe { &mut self.probed } else { &mut self.gathered };
+        done.entry(pg).or_default().push(node);
+    }
+
+    /// A request that will not be answered.
+    fn failed(&mut self, (ask, node, pg, last): Waiting) {
+        match (ask, self.refill.as_mut()) {
+            (Ask::Headers, _) => {
+                self.parts_failed.insert((pg, node));
+            }
+            (Ask::Read, Some(refill)) => refill.fetch_failed(node, pg),
+            (Ask::Batch, Some(refill)) => refill.batch_failed(node, pg, last),
+            _ => {}
+        }
+    }
+
+    /// The refill's next reads and batches, within its bounds.
+    fn pump_refill(&mut self) {
+        let Some(refill) = self.refill.as_mut() else { return };
+        for (node, pg, message) in refill.poll() {
+            self.request(node, pg, message);
         }
     }
 
@@ -343,7 +428,12 @@ impl Takeover {
         self.round = Round::Gather;
         for (pg, nodes) in self.responders.clone() {
             for node in nodes {
-                self.read(node, pg, after);
+                let highest = self.highest.get(&(pg, node)).copied().unwrap_or(Lsn::ZERO);
+                let parts = gather_parts(after, highest);
+                self.parts_left.insert((pg, node), parts.len() as u64);
+                for part in parts {
+                    self.read_headers(node, pg, part);
+                }
             }
         }
         if self.waiting.is_empty() {
@@ -352,19 +442,14 @@ impl Takeover {
         Ok(())
     }
 
-    fn read(&mut self, node: NodeId, pg: PgId, after: Lsn) {
-        self.read_range(node, pg, after, Lsn::MAX);
-    }
-
-    fn read_range(&mut self, node: NodeId, pg: PgId, after: Lsn, through: Lsn) {
-        let Ok(range) = LsnRange::new(after, through) else { return };
-        let read = ReadRecords {
+    fn read_headers(&mut self, node: NodeId, pg: PgId, range: LsnRange) {
+        let read = ReadRecordHeaders {
             pg: self.geometry.pg_ref(pg),
             epochs: self.epochs,
             range,
             bytes_max: GATHER_READ_BYTES_MAX,
         };
-        self.request(node, pg, Message::ReadRecords(read));
+        self.request(node, pg, Message::ReadRecordHeaders(read));
     }
 
     fn after_gather(&mut self) -> Result<(), TakeoverError> {
@@ -393,14 +478,17 @@ impl Takeover {
         Ok(())
     }
 
-    /// Reads every responder's records of each PG in its probe range.
+    /// Reads every responder's headers of each PG in its probe range.
     fn start_probe(&mut self, probe: &[(PgId, LsnRange)]) -> Result<(), TakeoverError> {
         self.round = Round::Probe;
+        self.parts_left.clear();
+        self.parts_failed.clear();
         for (pg, range) in probe {
             self.probing.insert(*pg, *range);
             self.evidence.entry(*pg).or_default().probed = true;
             for node in self.gathered.get(pg).cloned().unwrap_or_default() {
-                self.read_range(node, *pg, range.after(), range.through());
+                self.parts_left.insert((*pg, node), 1);
+                self.read_headers(node, *pg, *range);
             }
         }
         if self.waiting.is_empty() {
@@ -420,28 +508,14 @@ impl Takeover {
 
     fn after_truncate(&mut self) -> Result<(), TakeoverError> {
         for pg in (0..self.pg_count).map(PgId) {
-            let acked = self.acks.get(&(pg, Lsn::ZERO)).cloned().unwrap_or_default();
+            let acked = self.truncated.get(&pg).cloned().unwrap_or_default();
             self.require(pg, &acked, WRITE_QUORUM)?;
         }
-        let plan = self.plan.clone().expect("planned before truncating");
+        let plan = self.plan.as_ref().expect("planned before truncating");
+        let reads = fetches(plan, &self.evidence, |pg| self.membership(pg), refill::FETCH_BYTES_MAX as usize);
         self.round = Round::Refill;
-        for (pg, records) in &plan.refill {
-            for chunk in records.chunks(REFILL_BATCH_RECORDS) {
-                // The refill is what makes the plan's VDL durable, so it must not tell a node
-                // that VDL yet: a later recovery would take every record below it as durable.
-                let batch = AppendBatch {
-                    pg: self.geometry.pg_ref(*pg),
-                    epochs: self.epochs,
-                    vdl: Lsn::ZERO,
-                    pg_vdl_lsn: Lsn::ZERO,
-                    page_bytes: self.geometry.page_bytes,
-                    records: chunk.to_vec(),
-                };
-                for node in self.members(*pg) {
-                    self.request(node, *pg, Message::AppendBatch(batch.clone()));
-                }
-            }
-        }
+        self.refill = Some(refill::Refill::new(reads, &self.evidence, self.geometry, self.epochs));
+        self.pump_refill();
         if self.waiting.is_empty() {
             return self.after_refill();
         }
@@ -450,12 +524,9 @@ impl Takeover {
 
     fn after_refill(&mut self) -> Result<(), TakeoverError> {
         let plan = self.plan.clone().expect("planned before refilling");
-        for (pg, records) in &plan.refill {
-            for chunk in records.chunks(REFILL_BATCH_RECORDS) {
-                let last = chunk.last().map_or(Lsn::ZERO, Record::lsn);
-                let acked = self.acks.get(&(*pg, last)).cloned().unwrap_or_default();
-                self.require(*pg, &acked, WRITE_QUORUM)?;
-            }
+        let refill = self.refill.take().expect("refilled after truncating");
+        for (pg, holders) in refill.copies() {
+            self.require(pg, holders, WRITE_QUORUM)?;
         }
         self.outcome = Some(Ok(WriterStart {
             epochs: self.epochs,
@@ -499,9 +570,27 @@ impl Takeover {
 enum Ask {
     Status,
     Bump,
+    Headers,
     Read,
     Truncate,
     Batch,
+}
+
+/// A responder's gather range `(after, ∞)` in parts read at once: up to
+/// `GATHER_READS_PER_SEGMENT` spans of its held range `(after, highest]`, each at least
+/// `GATHER_PART_LSNS_MIN` wide, the last one open-ended.
+fn gather_parts(after: Lsn, highest: Lsn) -> Vec<LsnRange> {
+    let span = highest.0.saturating_sub(after.0);
+    let count = span.div_ceil(GATHER_PART_LSNS_MIN).clamp(1, GATHER_READS_PER_SEGMENT);
+    let width = span.div_ceil(count).max(1);
+    let ends = (1..count).map(|i| Lsn(after.0 + i * width)).chain(std::iter::once(Lsn::MAX));
+    let mut from = after;
+    let mut parts = Vec::new();
+    for end in ends {
+        parts.extend(LsnRange::new(from, end).ok());
+        from = end;
+    }
+    parts
 }
 
 /// What an answer to `request` from `node` will be matched against.
@@ -509,6 +598,7 @@ fn request_key(node: NodeId, request: &Message) -> Waiting {
     let (pg, last) = match request {
         Message::StatusRequest => (PgId(0), Lsn::ZERO),
         Message::EpochBump(b) => (b.pg.pg_id, Lsn::ZERO),
+        Message::ReadRecordHeaders(r) => (r.pg.pg_id, r.range.through()),
         Message::ReadRecords(r) => (r.pg.pg_id, Lsn::ZERO),
         Message::Truncate(t) => (t.pg.pg_id, Lsn::ZERO),
         Message::AppendBatch(b) => (b.pg.pg_id, b.records.last().map_or(Lsn::ZERO, Record::lsn)),
@@ -521,9 +611,30 @@ fn kind(request: &Message) -> Ask {
     match request {
         Message::StatusRequest => Ask::Status,
         Message::EpochBump(_) => Ask::Bump,
+        Message::ReadRecordHeaders(_) => Ask::Headers,
         Message::ReadRecords(_) => Ask::Read,
         Message::Truncate(_) => Ask::Truncate,
         Message::AppendBatch(_) => Ask::Batch,
         other => unreachable!("a takeover never sends {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(after: u64, through: u64) -> LsnRange {
+        LsnRange::new(Lsn(after), Lsn(through)).unwrap()
+    }
+
+    #[test]
+    fn a_long_gather_range_is_read_in_parts_at_once_and_a_short_one_whole() {
+        assert_eq!(gather_parts(Lsn(100), Lsn(50)), vec![part(100, u64::MAX)], "nothing held above");
+        assert_eq!(gather_parts(Lsn(0), Lsn(100)), vec![part(0, u64::MAX)]);
+        assert_eq!(
+            gather_parts(Lsn(0), Lsn(40_000)),
+            vec![part(0, 10_000), part(10_000, 20_000), part(20_000, 30_000), part(30_000, u64::MAX)]
+        );
+        assert_eq!(gather_parts(Lsn(10), Lsn(10 + 5_000)), vec![part(10, 2_510), part(2_510, u64::MAX)]);
     }
 }

@@ -193,3 +193,222 @@ mod during_a_change {
         assert!(takeover.has_requests(), "the next survey round");
     }
 }
+
+/// Whole takeovers of PG 0 against scripted nodes that hold given records: what the gather,
+/// the reads and the refill ask for.
+mod what_moves {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use protocol::messages::{
+        AppendAck, EpochAck, RecordHeader, RecordHeaders, Records, SegmentState, SegmentStatus, Status,
+        TruncateAck,
+    };
+    use protocol::{
+        AzId, Epochs, Lsn, Message, NodeId, PageId, PgId, Record, RecordKind, RecordMeta, VolumeId,
+    };
+
+    use super::super::takeover::Takeover;
+    use super::super::writer::WriterStart;
+    use super::super::VolumeGeometry;
+
+    fn geometry() -> VolumeGeometry {
+        VolumeGeometry::new(VolumeId(1), 4096, 100).unwrap()
+    }
+
+    /// Record `lsn` of PG 0, chained to `lsn - 1`, a CPL.
+    fn record(lsn: u64) -> Record {
+        let meta = RecordMeta::after(Lsn(lsn - 1), Lsn(lsn), RecordKind::Marker, PageId(0));
+        Record::new(meta, Bytes::new()).unwrap()
+    }
+
+    fn drain(takeover: &mut Takeover) -> Vec<(NodeId, Message)> {
+        std::iter::from_fn(|| takeover.poll_request()).collect()
+    }
+
+    /// The requests of the refill round, each answered from `held` (LSNs per node), until the
+    /// takeover ends; returns its outcome and every request made after the truncation.
+    fn run(held: &BTreeMap<u32, Vec<u64>>) -> (WriterStart, Vec<(NodeId, Message)>) {
+        run_failing_reads_at(held, None)
+    }
+
+    /// As `run`, but `failing` never answers a read of records (`handle_failure`).
+    fn run_failing_reads_at(
+        held: &BTreeMap<u32, Vec<u64>>,
+        failing: Option<u32>,
+    ) -> (WriterStart, Vec<(NodeId, Message)>) {
+        let geometry = geometry();
+        let pg = geometry.pg_ref(PgId(0));
+        let mut takeover = Takeover::new(geometry, super::cluster(), 1000);
+        let holds = |node: NodeId| held.get(&node.0).cloned().unwrap_or_default();
+        let status = |node: NodeId| {
+            let highest = Lsn(holds(node).last().copied().unwrap_or(0));
+            let segment = SegmentStatus {
+                pg,
+                epochs: Epochs::INITIAL,
+                scl: highest,
+                highest_lsn: highest,
+                floor: Lsn(0),
+                state: SegmentState::Serving,
+                membership: None,
+            };
+            Message::Status(Status { node, az: AzId(0), segments: vec![segment] })
+        };
+        let mut after_truncate = Vec::new();
+        let mut truncated = false;
+        let mut requests = drain(&mut takeover);
+        while !requests.is_empty() {
+            for (node, request) in requests {
+                if truncated && !matches!(request, Message::Truncate(_)) {
+                    after_truncate.push((node, request.clone()));
+                }
+                if matches!(request, Message::ReadRecords(_)) && Some(node.0) == failing {
+                    takeover.handle_failure(node, &request);
+                    continue;
+                }
+                let reply = match request {
+                    Message::StatusRequest => status(node),
+                    Message::EpochBump(b) => {
+                        let highest = Lsn(holds(node).last().copied().unwrap_or(0));
+                        Message::EpochAck(EpochAck {
+                            pg,
+                            node,
+                            epochs: b.epochs,
+                            scl: highest,
+                            highest_lsn: highest,
+                            vdl_hint: Lsn(0),
+                            truncations: Vec::new(),
+                        })
+                    }
+                    Message::ReadRecordHeaders(r) => {
+                        let in_range = holds(node).into_iter().filter(|l| r.range.contains(Lsn(*l)));
+                        let headers = in_range.map(|l| RecordHeader::of(&record(l))).collect();
+                        Message::RecordHeaders(RecordHeaders {
+                            pg,
+                            node,
+                            scl: Lsn(0),
+                            range: r.range,
+                            more: false,
+                            headers,
+                        })
+                    }
+                    Message::Truncate(t) => {
+                        truncated = true;
+                        Message::TruncateAck(TruncateAck { pg, node, epochs: t.epochs, range: t.range })
+                    }
+                    Message::ReadRecords(r) => {
+                        let in_range = holds(node).into_iter().filter(|l| r.range.contains(Lsn(*l)));
+                        let records = in_range.map(record).collect();
+                        Message::Records(Records { pg, node, scl: Lsn(0), more: false, records })
+                    }
+                    Message::AppendBatch(b) => Message::AppendAck(AppendAck {
+                        pg,
+                        node,
+                        epochs: b.epochs,
+                        first_lsn: b.records[0].lsn(),
+                        last_lsn: b.records.last().unwrap().lsn(),
+                        scl: Lsn(0),
+                        credit_bytes: 0,
+                    }),
+                    other => panic!("unexpected {other:?}"),
+                };
+                takeover.handle_reply(node, reply);
+            }
+            requests = drain(&mut takeover);
+        }
+        let start = takeover.outcome().expect("the takeover ended").clone().expect("recovered");
+        (start, after_truncate)
+    }
+
+    /// (node, LSNs) of every batch sent.
+    fn batches(requests: &[(NodeId, Message)]) -> Vec<(u32, Vec<u64>)> {
+        let mut out: Vec<(u32, Vec<u64>)> = requests
+            .iter()
+            .filter_map(|(node, m)| match m {
+                Message::AppendBatch(b) => Some((node.0, b.records.iter().map(|r| r.lsn().0).collect())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn reads(requests: &[(NodeId, Message)]) -> Vec<(u32, Lsn, Lsn)> {
+        let reads = requests.iter().filter_map(|(node, m)| match m {
+            Message::ReadRecords(r) => Some((node.0, r.range.after(), r.range.through())),
+            _ => None,
+        });
+        reads.collect()
+    }
+
+    #[test]
+    fn a_record_every_member_holds_is_neither_fetched_nor_refilled() {
+        let held: BTreeMap<u32, Vec<u64>> = (1..=6).map(|n| (n, vec![1, 2, 3])).collect();
+        let (start, refill) = run(&held);
+        assert_eq!(start.vdl, Lsn(3));
+        assert!(refill.is_empty(), "nothing moves: {refill:?}");
+    }
+
+    #[test]
+    fn a_record_a_write_quorum_holds_is_left_to_gossip() {
+        let held: BTreeMap<u32, Vec<u64>> =
+            (1..=6).map(|n| (n, if n <= 4 { vec![1, 2] } else { vec![1] })).collect();
+        let (start, refill) = run(&held);
+        assert_eq!(start.vdl, Lsn(2));
+        assert!(refill.is_empty(), "2 is on four of six: {refill:?}");
+    }
+
+    #[test]
+    fn a_record_only_three_members_hold_is_read_once_and_sent_only_to_the_others() {
+        // 1 and 2 everywhere; 3 on nodes 1-3; 4 on node 1 only.
+        let held: BTreeMap<u32, Vec<u64>> = (1..=6)
+            .map(|n| {
+                let mut lsns = vec![1, 2];
+                lsns.extend((n <= 3).then_some(3));
+                lsns.extend((n == 1).then_some(4));
+                (n, lsns)
+            })
+            .collect();
+        let (start, refill) = run(&held);
+        assert_eq!(start.vdl, Lsn(4));
+        assert_eq!(reads(&refill), vec![(1, Lsn(2), Lsn(4))], "one read, of the one node holding both");
+        assert_eq!(
+            batches(&refill),
+            vec![(2, vec![4]), (3, vec![4]), (4, vec![3, 4]), (5, vec![3, 4]), (6, vec![3, 4])],
+            "each record goes only to the members lacking it"
+        );
+    }
+
+    #[test]
+    fn records_on_different_members_are_read_from_a_holder_of_each() {
+        // 2 on nodes 1-3, 3 on nodes 4-6 (each below a write quorum), chained 1 → 2 → 3.
+        let held: BTreeMap<u32, Vec<u64>> =
+            (1..=6).map(|n| (n, if n <= 3 { vec![1, 2] } else { vec![1, 3] })).collect();
+        let (start, refill) = run(&held);
+        assert_eq!(start.vdl, Lsn(3));
+        let reads = reads(&refill);
+        assert_eq!(reads.len(), 2, "no single node holds both: {reads:?}");
+        assert!(
+            reads.iter().any(|(n, _, t)| *n <= 3 && *t == Lsn(2))
+                && reads.iter().any(|(n, _, t)| *n > 3 && *t == Lsn(3))
+        );
+        assert_eq!(
+            batches(&refill),
+            vec![(1, vec![3]), (2, vec![3]), (3, vec![3]), (4, vec![2]), (5, vec![2]), (6, vec![2])]
+        );
+    }
+
+    #[test]
+    fn a_read_that_fails_is_asked_of_another_holder() {
+        let held: BTreeMap<u32, Vec<u64>> =
+            (1..=6).map(|n| (n, if n <= 3 { vec![1, 2] } else { vec![1] })).collect();
+        // The first source asked is node 1 (the lowest holder).
+        let (start, refill) = run_failing_reads_at(&held, Some(1));
+        assert_eq!(start.vdl, Lsn(2));
+        let reads = reads(&refill);
+        assert_eq!(reads.len(), 2, "the failed read and its retry: {reads:?}");
+        assert_eq!(reads[0].0, 1, "{reads:?}");
+        assert!(reads[1].0 == 2 || reads[1].0 == 3, "{reads:?}");
+        assert_eq!(batches(&refill), vec![(4, vec![2]), (5, vec![2]), (6, vec![2])]);
+    }
+}

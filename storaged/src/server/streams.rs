@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use protocol::messages::{ErrorCode, ReadPage, ReadRecords};
+use protocol::messages::{ErrorCode, ReadPage, ReadRecordHeaders, ReadRecords, RecordHeaders};
 use protocol::{Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
@@ -109,6 +109,7 @@ fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pendin
         Message::Truncate(truncate) => shared.submit(|core, id| core.handle_truncate(id, truncate)),
         Message::StatusRequest => Pending::Ready(Message::Status(shared.with_core(|core| core.status()))),
         Message::ReadRecords(read) => spawn_read(shared, read),
+        Message::ReadRecordHeaders(read) => spawn_header_read(shared, read),
         Message::ReadPage(read) => spawn_page_read(shared, read),
         Message::FloorReport(report) => {
             let now = shared.now_ms();
@@ -156,6 +157,16 @@ fn spawn_read(shared: &Rc<Shared>, read: ReadRecords) -> Pending {
     };
     let shared = Rc::clone(shared);
     spawn_reply(async move { read_records(&shared, plan).await })
+}
+
+/// The records are read (and verified) as for `ReadRecords`; only their headers go back.
+fn spawn_header_read(shared: &Rc<Shared>, read: ReadRecordHeaders) -> Pending {
+    let plan = match shared.with_core(|core| core.plan_read_records(&read.as_read())) {
+        Ok(plan) => plan,
+        Err(reply) => return Pending::Ready(Message::Error(reply)),
+    };
+    let shared = Rc::clone(shared);
+    spawn_reply(async move { RecordHeaders::answer(&read, read_records(&shared, plan).await) })
 }
 
 /// Runs a read on its own task; its answer is the pending reply.

@@ -413,6 +413,7 @@ impl World {
                         message,
                         Message::ReadPage(_)
                             | Message::ReadRecords(_)
+                            | Message::ReadRecordHeaders(_)
                             | Message::GossipFetch(_)
                             | Message::HydrateFetch(_)
                     )

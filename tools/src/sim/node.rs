@@ -202,6 +202,10 @@ impl SimNode {
             Message::Truncate(t) => self.core.handle_truncate(request, t),
             Message::StatusRequest => return Some(Message::Status(self.core.status())),
             Message::ReadRecords(read) => return Some(self.read_records(self.core.plan_read_records(&read))),
+            Message::ReadRecordHeaders(read) => {
+                let answer = self.read_records(self.core.plan_read_records(&read.as_read()));
+                return Some(protocol::messages::RecordHeaders::answer(&read, answer));
+            }
             Message::ReadPage(read) => return Some(self.read_page(&read)),
             Message::FloorReport(report) => {
                 return Some(self.core.handle_floor_report(&report, now_us / 1000));

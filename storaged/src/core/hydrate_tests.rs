@@ -85,12 +85,12 @@ fn store_fetched(core: &mut NodeCore) -> usize {
     jobs.len()
 }
 
-/// A source holding 30 records (LSN 10..300) folded through 240.
-fn folded_source() -> NodeCore {
+/// A node holding 30 records (LSN 10..300) whose peer B reports holding them all, so it may
+/// fold (it keeps what a live peer lacks).
+fn source_with_peer_complete() -> NodeCore {
     let mut a = node(A);
     append(&mut a, chain(0, 30), 300);
     a.poll_gossip(0, members);
-    // B reports holding everything, so A may fold (it keeps what a live peer lacks).
     let claims_all = GossipSummary {
         pg: PG,
         node: B,
@@ -103,6 +103,12 @@ fn folded_source() -> NodeCore {
         holes: vec![],
     };
     a.answer_gossip_summary(&claims_all, 0);
+    a
+}
+
+/// A source holding 30 records (LSN 10..300) folded through 240.
+fn folded_source() -> NodeCore {
+    let mut a = source_with_peer_complete();
     fold_to(&mut a, 240);
     assert!(a.segment(&PG).unwrap().folded_through() >= Lsn(200), "the source folded");
     a
@@ -373,21 +379,7 @@ fn a_rebuild_interrupted_by_a_restart_of_the_target_resumes_from_its_checkpoint(
 
 #[test]
 fn a_source_whose_scl_fell_below_a_folded_page_refuses_rather_than_list_it_as_zeros() {
-    let mut a = node(A);
-    append(&mut a, chain(0, 30), 300);
-    a.poll_gossip(0, members);
-    let claims_all = GossipSummary {
-        pg: PG,
-        node: B,
-        epochs: epochs(1),
-        scl: Lsn(300),
-        highest_lsn: Lsn(300),
-        folded_through: Lsn(0),
-        floor: Lsn(0),
-        open: true,
-        holes: vec![],
-    };
-    a.answer_gossip_summary(&claims_all, 0);
+    let mut a = source_with_peer_complete();
     // Fold through 240, except page 0 (LSNs 10, 40, .. 220): its job never completes, so its
     // records stay held while pages 1 and 2 fold past them.
     a.handle_floor_report(&FloorReport { pg: PG, client: 7, floor: Lsn(240), lease_ms: 600_000 }, 0);

@@ -20,6 +20,7 @@ pub mod files;
 pub mod health;
 pub mod interrupt;
 pub mod local;
+pub mod nbd;
 pub mod probe;
 pub mod procs;
 pub mod report;

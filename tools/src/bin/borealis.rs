@@ -45,6 +45,11 @@ enum Command {
     Dev(DevArgs),
     /// A local cluster of storage nodes on loopback in 3 simulated AZs (2 per AZ by default).
     Cluster(ClusterArgs),
+    /// Serves a volume as a Network Block Device (qemu, qemu-img, nbdcopy, fio, nbd-client)
+    /// over TCP (nbd://127.0.0.1:10809/NAME by default) or a Unix socket. The cluster's nodes
+    /// must be running (`borealis cluster up --dir DIR`). Writes are answered once durable on
+    /// 4 of 6 segments; every connection shares one writer, so FLUSH anywhere covers all.
+    Nbd(NbdArgs),
     /// Runs a storage node (used by the cluster commands; see `storaged --help`).
     #[command(hide = true, disable_help_flag = true)]
     Storaged {
@@ -78,6 +83,29 @@ Node data is crash-safe either way.
 
 Exit status: 0 when every sampled record read back as written; 1 on an error or a mismatch;
 130 when interrupted.";
+
+#[derive(Debug, Args)]
+struct NbdArgs {
+    /// A `borealis dev` / `cluster` directory: the cluster map and the client certificate.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// The volume to serve (created on first use).
+    #[arg(long, value_name = "ID", default_value_t = 0x4e42)]
+    volume: u64,
+    /// The device's size in bytes (a multiple of 512): needed when the volume is new; kept in
+    /// the volume, and a different size later is refused.
+    #[arg(long, value_name = "BYTES")]
+    size: Option<u64>,
+    /// TCP address to listen on (default 127.0.0.1:10809, NBD's port).
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "socket")]
+    listen: Option<std::net::SocketAddr>,
+    /// Unix socket to listen on instead of TCP.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The export's name (clients may also ask for the default export, "").
+    #[arg(long, value_name = "NAME", default_value = "borealis")]
+    export: String,
+}
 
 #[derive(Debug, Args)]
 struct DevArgs {
@@ -229,6 +257,17 @@ fn main() -> ExitCode {
         }
         Command::Cluster(args) => cluster(args),
         Command::Dev(args) => dev_command(args),
+        Command::Nbd(args) => {
+            let options = tools::nbd::NbdOptions {
+                dir: args.dir,
+                volume: args.volume,
+                size: args.size,
+                listen: args.listen,
+                socket: args.socket,
+                export: args.export,
+            };
+            tools::nbd::run(&options).map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(code) => code,

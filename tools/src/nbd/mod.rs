@@ -1,0 +1,253 @@
+//! `borealis nbd`: the NBD gateway's driver. It serves one Borealis volume as a Network Block
+//! Device over TCP or a Unix socket, moving bytes between sockets and the `nbd` crate's sans-IO
+//! core (handshake, request decoding, block-to-page mapping) and the client's `Writer`.
+//!
+//! One `Writer` serves every connection (the gateway is the volume's only writer), and a write
+//! is answered once durable, so `NBD_FLAG_CAN_MULTI_CONN` holds: a FLUSH on any connection
+//! covers every write any connection saw completed. Requests run concurrently (at most
+//! `REQUESTS_IN_FLIGHT_MAX` per connection, replies in completion order); a bad request gets
+//! its NBD error from the core; a malformed handshake or stream closes only its connection.
+
+pub mod volume;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use client::{ClientConfig, VolumeGeometry, Writer};
+use nbd::{
+    simple_reply, Command, Event, Export, Handshake, Outcome, Request, RequestDecoder, FEED_BYTES_MAX,
+};
+use protocol::VolumeId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::local::LocalCluster;
+use volume::{nbd_error, BlockVolume, VolumeError};
+
+/// The volume's page size, and the device's preferred block size.
+pub const PAGE_BYTES: u32 = 4096;
+/// Volume pages per PG: 64 MiB of device per PG.
+pub const PAGES_PER_PG: u64 = 16_384;
+/// Requests of one connection being served at once; beyond it the socket is not read.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// Replies waiting to be written to one connection.
+pub const REPLIES_QUEUED_MAX: usize = 2 * REQUESTS_IN_FLIGHT_MAX;
+/// The port NBD clients try by default.
+pub const NBD_PORT: u16 = 10809;
+
+/// What `borealis nbd` serves, and where.
+#[derive(Clone, Debug)]
+pub struct NbdOptions {
+    /// A `borealis dev` / `cluster` directory: its cluster map and client certificate.
+    pub dir: PathBuf,
+    pub volume: u64,
+    /// The device's size; needed the first time, checked against the volume after.
+    pub size: Option<u64>,
+    pub listen: Option<SocketAddr>,
+    pub socket: Option<PathBuf>,
+    pub export: String,
+}
+
+/// Why the gateway stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NbdError {
+    #[error("cluster directory: {0}")]
+    Cluster(String),
+    #[error("opening volume {volume:#x}: {message}")]
+    Open { volume: u64, message: String },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("export: {0}")]
+    Export(#[from] nbd::ConfigError),
+    #[error("listening on {what}: {source}")]
+    Listen { what: String, source: std::io::Error },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Serves until the process is stopped.
+pub fn run(options: &NbdOptions) -> Result<(), NbdError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NbdError::Runtime)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(options))
+}
+
+async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
+    let cluster = LocalCluster::load(&options.dir).map_err(|e| NbdError::Cluster(e.to_string()))?;
+    let placement = cluster.placement().map_err(|e| NbdError::Cluster(e.to_string()))?;
+    let config = ClientConfig::new(placement, cluster.client_tls());
+    let open_error = |message: String| NbdError::Open { volume: options.volume, message };
+    let geometry = VolumeGeometry::new(VolumeId(u128::from(options.volume)), PAGE_BYTES, PAGES_PER_PG)
+        .map_err(|e| open_error(e.to_string()))?;
+    let writer = Writer::open(config, geometry).await.map_err(|e| open_error(e.to_string()))?;
+    let volume = Rc::new(BlockVolume::open(writer, options.size).await?);
+    let flags = nbd::export::DEFAULT_FLAGS | nbd::proto::NBD_FLAG_CAN_MULTI_CONN;
+    let description = format!("Borealis volume {:#x}", options.volume);
+    let export = Export::new(&options.export, &description, volume.size_bytes, PAGE_BYTES, flags)?;
+    match &options.socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listen_error = |source| NbdError::Listen { what: path.display().to_string(), source };
+            let listener = tokio::net::UnixListener::bind(path).map_err(listen_error)?;
+            eprintln!(
+                "borealis nbd: serving {} ({} bytes) on nbd+unix:///{}?socket={}",
+                export.name(),
+                volume.size_bytes,
+                export.name(),
+                path.display()
+            );
+            loop {
+                let (stream, _) = listener.accept().await.map_err(listen_error)?;
+                spawn_connection(stream, "unix".into(), &volume, &export);
+            }
+        }
+        None => {
+            let addr = options.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], NBD_PORT)));
+            let listen_error = |source| NbdError::Listen { what: addr.to_string(), source };
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_error)?;
+            eprintln!(
+                "borealis nbd: serving {} ({} bytes) on nbd://{addr}/{}",
+                export.name(),
+                volume.size_bytes,
+                export.name()
+            );
+            loop {
+                let (stream, peer) = listener.accept().await.map_err(listen_error)?;
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, peer.to_string(), &volume, &export);
+            }
+        }
+    }
+}
+
+fn spawn_connection<S>(stream: S, peer: String, volume: &Rc<BlockVolume>, export: &Export)
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let (volume, export) = (Rc::clone(volume), export.clone());
+    tokio::task::spawn_local(async move {
+        eprintln!("borealis nbd: {peer} connected");
+        match connection(stream, volume, export).await {
+            Ok(()) => eprintln!("borealis nbd: {peer} disconnected"),
+            Err(error) => eprintln!("borealis nbd: {peer} closed: {error}"),
+        }
+    });
+}
+
+/// Why one connection closed early.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[from] nbd::HandshakeError),
+    #[error("{0}")]
+    Stream(#[from] nbd::TransmissionError),
+}
+
+async fn connection<S>(stream: S, volume: Rc<BlockVolume>, export: Export) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = vec![0u8; FEED_BYTES_MAX];
+    let mut handshake = Handshake::new(export, Instant::now());
+    let ready = loop {
+        while let Some(out) = handshake.poll_transmit() {
+            wr.write_all(&out).await?;
+        }
+        if let Some(outcome) = handshake.poll_outcome() {
+            match outcome? {
+                Outcome::Ready(ready) => break ready,
+                Outcome::Aborted => return Ok(()),
+            }
+        }
+        let read = match handshake.poll_timeout() {
+            Some(at) => tokio::time::timeout_at(at.into(), rd.read(&mut buf)).await.ok(),
+            None => Some(rd.read(&mut buf).await),
+        };
+        match read {
+            None => handshake.handle_timeout(Instant::now()),
+            Some(Ok(0)) => handshake.handle_eof(),
+            Some(Ok(n)) => handshake.feed(&buf[..n]),
+            Some(Err(error)) => return Err(error.into()),
+        }
+    };
+    let mut decoder = RequestDecoder::after(&ready);
+    let (replies, mut queue) = mpsc::channel::<Bytes>(REPLIES_QUEUED_MAX);
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(reply) = queue.recv().await {
+            wr.write_all(&reply).await?;
+        }
+        wr.shutdown().await
+    });
+    let permits = std::sync::Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    let mut closing = None;
+    'stream: loop {
+        while let Some(event) = decoder.poll_event() {
+            match event {
+                Ok(Event::Request(request)) => {
+                    let permit = std::sync::Arc::clone(&permits).acquire_owned().await.expect("never closed");
+                    let (volume, replies) = (Rc::clone(&volume), replies.clone());
+                    tokio::task::spawn_local(async move {
+                        let reply = serve_request(&volume, request).await;
+                        let _ = replies.send(reply).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Event::Rejected(rejection)) => {
+                    let _ = replies.send(rejection.reply()).await;
+                }
+                Ok(Event::Disconnect) => break 'stream,
+                Err(error) => {
+                    closing = Some(error);
+                    break 'stream;
+                }
+            }
+        }
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            closing = decoder.handle_eof().err();
+            break;
+        }
+        decoder.feed(&buf[..n]);
+    }
+    // Whatever is in flight is answered before the connection closes.
+    let _all = permits.acquire_many(REQUESTS_IN_FLIGHT_MAX as u32).await.expect("never closed");
+    drop(replies);
+    writer.await.expect("the reply writer does not panic")?;
+    closing.map_or(Ok(()), |error| Err(error.into()))
+}
+
+/// One request's reply.
+async fn serve_request(volume: &BlockVolume, request: Request) -> Bytes {
+    let geometry = volume.geometry;
+    let (handle, offset, length) = (request.handle, request.offset, u64::from(request.length));
+    let done = match request.command {
+        Command::Read => {
+            return match volume.read(handle, offset, request.length).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    eprintln!("borealis nbd: READ {offset}+{length}: {error}");
+                    simple_reply(handle, Err(nbd_error(&error)))
+                }
+            };
+        }
+        Command::Write => volume.apply(nbd::mapping::write_ops(geometry, offset, request.data)).await,
+        Command::WriteZeroes => volume.apply(nbd::mapping::write_zeroes_ops(geometry, offset, length)).await,
+        Command::Trim => volume.apply(nbd::mapping::trim_ops(geometry, offset, length)).await,
+        // Every write was answered once durable: nothing completed before a FLUSH is pending.
+        Command::Flush | Command::Cache => Ok(()),
+    };
+    match done {
+        Ok(()) => simple_reply(handle, Ok(())),
+        Err(error) => {
+            eprintln!("borealis nbd: {:?} {offset}+{length}: {error}", request.command);
+            simple_reply(handle, Err(nbd_error(&error)))
+        }
+    }
+}

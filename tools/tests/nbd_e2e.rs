@@ -1,0 +1,147 @@
+//! The NBD gateway with unmodified programs: `borealis nbd` serves a volume of a local
+//! six-node cluster on a Unix socket, and Debian's `qemu-io` and `qemu-img` (package
+//! `qemu-utils`, installed by `.ci/run`) write, read, zero, discard, convert and compare through
+//! it. The gateway is then restarted: the size kept in the volume is used, a different `--size`
+//! is refused, and every byte is still there.
+
+mod heal;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tools::local::stop_all;
+
+const DEVICE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Starts the gateway on `socket` and waits until it serves.
+fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_borealis"));
+    command.args(["nbd", "--dir"]).arg(root).arg("--socket").arg(socket);
+    if let Some(size) = size {
+        command.args(["--size", &size.to_string()]);
+    }
+    let log = std::fs::File::create(root.join("nbd.log")).unwrap();
+    let mut child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the gateway exited ({status}): {}",
+                std::fs::read_to_string(root.join("nbd.log")).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "the gateway never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn url(socket: &Path) -> String {
+    format!("nbd+unix:///borealis?socket={}", socket.display())
+}
+
+/// Runs `program` with `args`; returns (success, stdout + stderr).
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// qemu-io commands in one session; every one must succeed and no pattern check fail.
+fn qemu_io(socket: &Path, commands: &[&str]) {
+    let target = url(socket);
+    let mut args = vec!["-f", "raw"];
+    for c in commands {
+        args.extend(["-c", c]);
+    }
+    args.push(&target);
+    let (ok, text) = run("qemu-io", &args);
+    assert!(ok && !text.contains("failed"), "qemu-io {commands:?}:\n{text}");
+}
+
+/// A raw image of the device's size with holes, random data and unaligned runs.
+fn source_image(path: &Path) {
+    let mut bytes = vec![0u8; DEVICE_BYTES as usize];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |out: &mut [u8]| {
+        for b in out {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    };
+    random(&mut bytes[1 << 20..3 << 20]);
+    random(&mut bytes[5_000_123..5_100_000]);
+    random(&mut bytes[(DEVICE_BYTES as usize) - 4096..]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_restart() {
+    let _serial = heal::one_at_a_time();
+    let root = tempfile::tempdir().unwrap();
+    let (_cluster, mut nodes) = heal::start_cluster(root.path(), &[]);
+    let socket = root.path().join("nbd.sock");
+    let mut gateway = start_gateway(root.path(), &socket, Some(DEVICE_BYTES));
+
+    let (ok, info) = run("qemu-img", &["info", "--output=json", &url(&socket)]);
+    assert!(ok && info.contains(&format!("\"virtual-size\": {DEVICE_BYTES}")), "{info}");
+    qemu_io(
+        &socket,
+        &[
+            "read -P 0 0 64k",
+            "write -P 0xab 0 64k",
+            "read -P 0xab 0 64k",
+            // Unaligned, across page boundaries, inside what was written.
+            "write -P 0xcd 1000 5000",
+            "read -P 0xcd 1000 5000",
+            "read -P 0xab 0 1000",
+            "read -P 0xab 6000 59536",
+            // Never written: zeros.
+            "read -P 0 10M 64k",
+            "write -z 4096 8192",
+            "read -P 0 4096 8192",
+            "read -P 0xab 12288 4096",
+            "discard 32k 32k",
+            "read -P 0 32k 32k",
+        ],
+    );
+    // A wrong pattern is reported (the checks above can fail).
+    let (_, text) = run("qemu-io", &["-f", "raw", "-c", "read -P 0xee 0 4k", &url(&socket)]);
+    assert!(text.contains("Pattern verification failed"), "{text}");
+
+    let source = root.path().join("source.raw");
+    source_image(&source);
+    let (ok, text) = run(
+        "qemu-img",
+        &["convert", "-n", "-f", "raw", "-O", "raw", source.to_str().unwrap(), &url(&socket)],
+    );
+    assert!(ok, "qemu-img convert: {text}");
+    let compare = ["compare", "-f", "raw", "-F", "raw", source.to_str().unwrap()];
+    let (ok, text) = run("qemu-img", &[&compare[..], &[url(&socket).as_str()]].concat());
+    assert!(ok && text.contains("Images are identical"), "qemu-img compare: {text}");
+
+    // Restarted: the size comes from the volume; another size is refused.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_borealis"))
+        .args(["nbd", "--dir"])
+        .arg(root.path())
+        .arg("--socket")
+        .arg(root.path().join("other.sock"))
+        .args(["--size", "1048576"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("--size 1048576 differs"), "{stderr}");
+    let mut gateway = start_gateway(root.path(), &socket, None);
+    let (ok, text) = run("qemu-img", &[&compare[..], &[url(&socket).as_str()]].concat());
+    assert!(ok && text.contains("Images are identical"), "after a restart: {text}");
+
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    stop_all(&mut nodes);
+}

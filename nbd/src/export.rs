@@ -4,8 +4,9 @@
 //! The block size constraints the server advertises follow from it: minimum [`BLOCK_BYTES_MIN`]
 //! (any byte offset works, because the mapping patches partial pages instead of doing
 //! read-modify-write), preferred = the volume's page size (aligned whole pages become
-//! `PageImage` records), maximum [`BLOCK_BYTES_MAX`] (the largest READ, WRITE, CACHE or
-//! WRITE_ZEROES the decoder accepts, and so the largest payload it ever buffers).
+//! `PageImage` records), maximum [`BLOCK_BYTES_MAX`] (the largest READ, WRITE or CACHE the
+//! decoder accepts, and so the largest payload it ever buffers; TRIM and WRITE_ZEROES carry
+//! no payload and are bounded by the export's size only).
 
 use thiserror::Error;
 

@@ -76,9 +76,12 @@ impl Command {
         matches!(self, Self::Write | Self::Trim | Self::WriteZeroes)
     }
 
-    /// Commands whose length the advertised maximum block size bounds.
+    /// Commands whose length the advertised maximum block size bounds: those that carry the
+    /// bytes (READ, WRITE) or would read them (CACHE). TRIM and WRITE_ZEROES carry none, and
+    /// clients send them far larger (nbdcopy zeroes the rest of a device in one request), so
+    /// only the export's size bounds them.
     fn length_bounded(self) -> bool {
-        matches!(self, Self::Read | Self::Write | Self::Cache | Self::WriteZeroes)
+        matches!(self, Self::Read | Self::Write | Self::Cache)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The NBD gateway with unmodified programs: `borealis nbd` serves a volume of a local
 //! six-node cluster on a Unix socket, and Debian's `qemu-io` and `qemu-img` (package
-//! `qemu-utils`, installed by `.ci/run`) write, read, zero, discard, convert and compare through
-//! it. The gateway is then restarted: the size kept in the volume is used, a different `--size`
+//! `qemu-utils`) and `nbdinfo` and `nbdcopy` (package `libnbd-bin`), installed by `.ci/run`,
+//! write, read, zero, discard, convert, copy and compare through it. The gateway is then restarted: the size kept in the volume is used, a different `--size`
 //! is refused, and every byte is still there.
 
 mod heal;
@@ -124,7 +124,30 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
     let (ok, text) = run("qemu-img", &[&compare[..], &[url(&socket).as_str()]].concat());
     assert!(ok && text.contains("Images are identical"), "qemu-img compare: {text}");
 
-    // Restarted: the size comes from the volume; another size is refused.
+    // nbdinfo sees the size and the flags advertised; nbdcopy copies both ways (it zeroes the
+    // rest of the device in one WRITE_ZEROES far over the maximum block size).
+    let (ok, info) = run("nbdinfo", &["--json", &url(&socket)]);
+    assert!(ok && info.contains(&format!("\"export-size\": {DEVICE_BYTES}")), "{info}");
+    for flag in ["can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"] {
+        assert!(info.contains(&format!("\"{flag}\": true")), "{flag} in {info}");
+    }
+    let copied = root.path().join("copied.raw");
+    let (ok, text) = run("nbdcopy", &[&url(&socket), copied.to_str().unwrap()]);
+    assert!(ok, "nbdcopy out: {text}");
+    assert!(std::fs::read(&copied).unwrap() == std::fs::read(&source).unwrap(), "nbdcopy out differs");
+    let other = root.path().join("other.raw");
+    source_image(&other);
+    let mut bytes = std::fs::read(&other).unwrap();
+    bytes[7_000_000..7_300_000].fill(0x5a);
+    std::fs::write(&other, &bytes).unwrap();
+    let (ok, text) = run("nbdcopy", &[other.to_str().unwrap(), &url(&socket)]);
+    assert!(ok, "nbdcopy in: {text}");
+    let compare_other = ["compare", "-f", "raw", "-F", "raw", other.to_str().unwrap()];
+    let (ok, text) = run("qemu-img", &[&compare_other[..], &[url(&socket).as_str()]].concat());
+    assert!(ok && text.contains("Images are identical"), "after nbdcopy in: {text}");
+
+    // Restarted (SIGKILL: whatever was answered is durable): the size comes from the volume;
+    // another size is refused.
     gateway.kill().unwrap();
     gateway.wait().unwrap();
     let refused = Command::new(env!("CARGO_BIN_EXE_borealis"))
@@ -138,7 +161,7 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("--size 1048576 differs"), "{stderr}");
     let mut gateway = start_gateway(root.path(), &socket, None);
-    let (ok, text) = run("qemu-img", &[&compare[..], &[url(&socket).as_str()]].concat());
+    let (ok, text) = run("qemu-img", &[&compare_other[..], &[url(&socket).as_str()]].concat());
     assert!(ok && text.contains("Images are identical"), "after a restart: {text}");
 
     gateway.kill().unwrap();

@@ -200,6 +200,10 @@ where
                     });
                 }
                 Ok(Event::Rejected(rejection)) => {
+                    eprintln!(
+                        "borealis nbd: refused request {:#x} (type {}): {:?}, {:?}",
+                        rejection.handle, rejection.command_type, rejection.error, rejection.reason
+                    );
                     let _ = replies.send(rejection.reply()).await;
                 }
                 Ok(Event::Disconnect) => break 'stream,

@@ -92,13 +92,15 @@ impl BlockVolume {
         Ok(BlockVolume { writer, size_bytes, geometry })
     }
 
-    /// Appends the records of `ops` and waits until they are durable.
-    pub async fn apply(&self, ops: impl Iterator<Item = PageOp>) -> Result<(), VolumeError> {
-        let records: Vec<NewRecord> = ops.map(record_of).collect();
+    /// Appends the records of `ops` and waits until they are durable. The ops are taken
+    /// `APPEND_RECORDS_MAX` at a time, so a TRIM or WRITE_ZEROES of a whole device never holds
+    /// more than one append's records (the writer's own bounds pace the appends).
+    pub async fn apply(&self, mut ops: impl Iterator<Item = PageOp>) -> Result<(), VolumeError> {
         let mut last = None;
-        for chunk in records.chunks(APPEND_RECORDS_MAX) {
-            let mut chunk = chunk.to_vec();
-            chunk.last_mut().expect("chunks are not empty").cpl = true;
+        loop {
+            let mut chunk: Vec<NewRecord> = ops.by_ref().take(APPEND_RECORDS_MAX).map(record_of).collect();
+            let Some(end) = chunk.last_mut() else { break };
+            end.cpl = true;
             last = Some(self.writer.append(chunk).await?);
         }
         if let Some(appended) = last {

@@ -168,3 +168,58 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
     gateway.wait().unwrap();
     stop_all(&mut nodes);
 }
+
+/// Runs fio's `nbd` engine against the gateway with `args` after the common ones.
+fn fio(socket: &Path, name: &str, args: &[&str]) -> std::process::Child {
+    Command::new("fio")
+        .arg(format!("--name={name}"))
+        .args(["--ioengine=nbd", "--output-format=terse"])
+        .arg(format!("--uri={}", url(socket)))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fio")
+}
+
+fn finished(child: std::process::Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("verify:") && !text.contains("error="),
+        "fio {what}:\n{text}"
+    );
+}
+
+#[test]
+fn fio_verifies_its_writes_also_while_two_storage_nodes_are_killed_and_restarted() {
+    let _serial = heal::one_at_a_time();
+    let root = tempfile::tempdir().unwrap();
+    let (_cluster, mut nodes) = heal::start_cluster(root.path(), &[]);
+    let socket = root.path().join("nbd.sock");
+    let mut gateway = start_gateway(root.path(), &socket, Some(DEVICE_BYTES));
+
+    // 4 KiB random writes, 32 in flight, each block's CRC32C checked in a read pass after.
+    let verify = ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=16M", "--verify=crc32c"];
+    finished(fio(&socket, "randwrite-verify", &verify), "randwrite with verify");
+    let mixed = ["--rw=randrw", "--rwmixread=70", "--bs=4k", "--iodepth=32", "--size=16M"];
+    finished(fio(&socket, "randrw-70-30", &mixed), "randrw 70/30");
+
+    // The same verified job while a node in each of two AZs is killed (SIGKILL) and started
+    // again: 4 of 6 segments stay, so writes go on and reads find a complete segment.
+    // Large enough to run well past the restarts (16 MiB takes about a second here).
+    let longer = ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=48M", "--verify=crc32c"];
+    let mut job = fio(&socket, "randwrite-verify-kills", &longer);
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[0].kill9();
+    nodes[2].kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[0].restart().unwrap();
+    nodes[2].restart().unwrap();
+    assert!(job.try_wait().unwrap().is_none(), "fio ended before the nodes came back: lengthen the job");
+    finished(job, "randwrite with verify while two nodes restart");
+
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    stop_all(&mut nodes);
+}

@@ -22,20 +22,23 @@ fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
     if let Some(size) = size {
         command.args(["--size", &size.to_string()]);
     }
-    let log = std::fs::File::create(root.join("nbd.log")).unwrap();
+    let log_path = log_of(socket);
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the gateway exited ({status}): {}",
-                std::fs::read_to_string(root.join("nbd.log")).unwrap()
-            );
+            panic!("the gateway exited ({status}): {}", std::fs::read_to_string(&log_path).unwrap());
         }
         assert!(Instant::now() < deadline, "the gateway never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// The gateway's stderr, beside its socket.
+fn log_of(socket: &Path) -> std::path::PathBuf {
+    socket.with_extension("log")
 }
 
 fn url(socket: &Path) -> String {
@@ -221,5 +224,33 @@ fn fio_verifies_its_writes_also_while_two_storage_nodes_are_killed_and_restarted
 
     gateway.kill().unwrap();
     gateway.wait().unwrap();
+    stop_all(&mut nodes);
+}
+
+#[test]
+fn a_second_gateway_takes_the_volume_over_and_the_first_refuses_from_its_next_write() {
+    let _serial = heal::one_at_a_time();
+    let root = tempfile::tempdir().unwrap();
+    let (_cluster, mut nodes) = heal::start_cluster(root.path(), &[]);
+    let (first_socket, second_socket) = (root.path().join("first.sock"), root.path().join("second.sock"));
+    let mut first = start_gateway(root.path(), &first_socket, Some(DEVICE_BYTES));
+    qemu_io(&first_socket, &["write -P 0x11 0 64k"]);
+
+    // The second gateway opens the volume: a takeover that fences the first writer.
+    let mut second = start_gateway(root.path(), &second_socket, None);
+    let (ok, text) = run("qemu-io", &["-f", "raw", "-c", "write -P 0x22 0 4k", &url(&first_socket)]);
+    assert!(!ok && text.contains("write failed"), "the fenced gateway took a write: {text}");
+    // From then on it refuses everything, reads too.
+    let (ok, text) = run("qemu-io", &["-f", "raw", "-c", "read -P 0x11 0 4k", &url(&first_socket)]);
+    assert!(!ok, "the fenced gateway served a read: {text}");
+    let log = std::fs::read_to_string(log_of(&first_socket)).unwrap();
+    assert!(log.contains("took the volume over"), "{log}");
+    // The second one has every write the first acknowledged, and takes new ones.
+    qemu_io(&second_socket, &["read -P 0x11 0 64k", "write -P 0x33 64k 4k", "read -P 0x33 64k 4k"]);
+
+    for gateway in [&mut first, &mut second] {
+        gateway.kill().unwrap();
+        gateway.wait().unwrap();
+    }
     stop_all(&mut nodes);
 }

@@ -188,6 +188,11 @@ where
     let permits = std::sync::Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     let mut closing = None;
     'stream: loop {
+        if volume.is_fenced() {
+            // Another gateway holds the volume: what is in flight is refused, then the client
+            // is disconnected.
+            break;
+        }
         while let Some(event) = decoder.poll_event() {
             match event {
                 Ok(Event::Request(request)) => {
@@ -213,7 +218,10 @@ where
                 }
             }
         }
-        let n = rd.read(&mut buf).await?;
+        let n = tokio::select! {
+            read = rd.read(&mut buf) => read?,
+            () = volume.fenced_wait() => continue,
+        };
         if n == 0 {
             closing = decoder.handle_eof().err();
             break;
@@ -229,6 +237,9 @@ where
 
 /// One request's reply.
 async fn serve_request(volume: &BlockVolume, request: Request) -> Bytes {
+    if volume.is_fenced() {
+        return simple_reply(request.handle, Err(nbd::ErrorCode::Shutdown));
+    }
     let geometry = volume.geometry;
     let (handle, offset, length) = (request.handle, request.offset, u64::from(request.length));
     let done = match request.command {

@@ -51,6 +51,10 @@ pub struct BlockVolume {
     pub writer: Writer,
     pub size_bytes: u64,
     pub geometry: nbd::PageGeometry,
+    /// Set once an append found a newer writer (another gateway took the volume over): from
+    /// then on every request is refused and every connection closes.
+    fenced: std::cell::Cell<bool>,
+    fenced_now: tokio::sync::Notify,
 }
 
 impl BlockVolume {
@@ -89,13 +93,42 @@ impl BlockVolume {
                 size
             }
         };
-        Ok(BlockVolume { writer, size_bytes, geometry })
+        Ok(BlockVolume {
+            writer,
+            size_bytes,
+            geometry,
+            fenced: std::cell::Cell::new(false),
+            fenced_now: tokio::sync::Notify::new(),
+        })
     }
 
     /// Appends the records of `ops` and waits until they are durable. The ops are taken
     /// `APPEND_RECORDS_MAX` at a time, so a TRIM or WRITE_ZEROES of a whole device never holds
     /// more than one append's records (the writer's own bounds pace the appends).
-    pub async fn apply(&self, mut ops: impl Iterator<Item = PageOp>) -> Result<(), VolumeError> {
+    pub async fn apply(&self, ops: impl Iterator<Item = PageOp>) -> Result<(), VolumeError> {
+        let applied = self.append_all(ops).await;
+        if matches!(applied, Err(VolumeError::Append(client::AppendError::Fenced))) && !self.fenced.get() {
+            eprintln!("borealis nbd: another writer took the volume over; refusing every request");
+            self.fenced.set(true);
+            self.fenced_now.notify_waiters();
+        }
+        applied
+    }
+
+    /// True once another writer took the volume over.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.get()
+    }
+
+    /// Resolves once another writer took the volume over.
+    pub async fn fenced_wait(&self) {
+        let fenced_now = self.fenced_now.notified();
+        if !self.fenced.get() {
+            fenced_now.await;
+        }
+    }
+
+    async fn append_all(&self, mut ops: impl Iterator<Item = PageOp>) -> Result<(), VolumeError> {
         let mut last = None;
         loop {
             let mut chunk: Vec<NewRecord> = ops.by_ref().take(APPEND_RECORDS_MAX).map(record_of).collect();

@@ -48,6 +48,7 @@ pub mod debian;
 pub mod etcd;
 pub mod fio;
 pub mod limits;
+pub mod nbd;
 pub mod node_ingest;
 pub mod page_reads;
 pub mod quic_ceiling;

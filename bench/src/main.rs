@@ -12,6 +12,7 @@ use commands::append::{append_bench, AppendGrid};
 use commands::budget::budget_bench;
 use commands::compare::compare_bench;
 use commands::limits::limits_bench;
+use commands::nbd::nbd_bench;
 use commands::node::{node_bench, NodeBench};
 use commands::read::read_bench;
 use commands::recovery::recovery_bench;
@@ -179,6 +180,23 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The NBD gateway (`borealis nbd` on a local six-node cluster) next to qemu-nbd serving a
+    /// raw file on the same disk (--cache=none --aio=io_uring), with fio's nbd engine: 4 KiB
+    /// random writes and reads at iodepth 1 and 32, 1 MiB sequential writes.
+    Nbd {
+        /// The device's size, in bytes.
+        #[arg(long, default_value_t = 256 << 20)]
+        size: u64,
+        /// Seconds per fio job.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Durable ingest of one storage node (started here) next to fio's flushed sequential
     /// writes of the same block size on the same directory, measured in one run.
     Node {
@@ -289,6 +307,7 @@ fn main() {
                 ReadLoad { pages, page_bytes, patches, hot_pages, duration: Duration::from_secs(seconds) };
             report(read_bench(load, dir))
         }
+        Command::Nbd { size, seconds, dir, json } => report(nbd_bench(size, seconds, dir, json)),
         Command::Budget { record_bytes, seconds, dir } => report(budget_bench(record_bytes, seconds, dir)),
         Command::Node { record_bytes, in_flight, batch_records_max, seconds, dir, no_direct_io, no_fio } => {
             let settings =

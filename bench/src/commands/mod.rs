@@ -5,6 +5,7 @@ pub(crate) mod append;
 pub(crate) mod budget;
 pub(crate) mod compare;
 pub(crate) mod limits;
+pub(crate) mod nbd;
 pub(crate) mod node;
 pub(crate) mod read;
 pub(crate) mod recovery;

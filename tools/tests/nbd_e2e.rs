@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use tools::local::stop_all;
 
-const DEVICE_BYTES: u64 = 16 * 1024 * 1024;
+/// The image size: 256 MiB, with holes and random data.
+const DEVICE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Starts the gateway on `socket` and waits until it serves.
 fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
@@ -78,6 +79,8 @@ fn source_image(path: &Path) {
     };
     random(&mut bytes[1 << 20..3 << 20]);
     random(&mut bytes[5_000_123..5_100_000]);
+    random(&mut bytes[100 << 20..101 << 20]);
+    random(&mut bytes[200_000_001..200_300_000]);
     random(&mut bytes[(DEVICE_BYTES as usize) - 4096..]);
     std::fs::write(path, bytes).unwrap();
 }

@@ -55,9 +55,13 @@ pub struct NbdOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum NbdError {
     #[error("cluster directory: {0}")]
-    Cluster(String),
-    #[error("opening volume {volume:#x}: {message}")]
-    Open { volume: u64, message: String },
+    Cluster(#[from] crate::local::LocalError),
+    #[error("cluster map: {0}")]
+    Placement(#[from] protocol::placement::PlacementError),
+    #[error("volume geometry: {0}")]
+    Geometry(#[from] client::GeometryError),
+    #[error("opening volume {volume:#x}: {source}")]
+    Open { volume: u64, source: client::OpenError },
     #[error(transparent)]
     Volume(#[from] VolumeError),
     #[error("export: {0}")]
@@ -77,13 +81,12 @@ pub fn run(options: &NbdOptions) -> Result<(), NbdError> {
 }
 
 async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
-    let cluster = LocalCluster::load(&options.dir).map_err(|e| NbdError::Cluster(e.to_string()))?;
-    let placement = cluster.placement().map_err(|e| NbdError::Cluster(e.to_string()))?;
-    let config = ClientConfig::new(placement, cluster.client_tls());
-    let open_error = |message: String| NbdError::Open { volume: options.volume, message };
-    let geometry = VolumeGeometry::new(VolumeId(u128::from(options.volume)), PAGE_BYTES, PAGES_PER_PG)
-        .map_err(|e| open_error(e.to_string()))?;
-    let writer = Writer::open(config, geometry).await.map_err(|e| open_error(e.to_string()))?;
+    let cluster = LocalCluster::load(&options.dir)?;
+    let config = ClientConfig::new(cluster.placement()?, cluster.client_tls());
+    let geometry = VolumeGeometry::new(VolumeId(u128::from(options.volume)), PAGE_BYTES, PAGES_PER_PG)?;
+    let writer = Writer::open(config, geometry)
+        .await
+        .map_err(|source| NbdError::Open { volume: options.volume, source })?;
     let volume = Rc::new(BlockVolume::open(writer, options.size).await?);
     let flags = nbd::export::DEFAULT_FLAGS | nbd::proto::NBD_FLAG_CAN_MULTI_CONN;
     let description = format!("Borealis volume {:#x}", options.volume);

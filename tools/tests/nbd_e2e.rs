@@ -178,6 +178,8 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
 /// Runs fio's `nbd` engine against the gateway with `args` after the common ones.
 fn fio(socket: &Path, name: &str, args: &[&str]) -> std::process::Child {
     Command::new("fio")
+        // fio leaves verify state files in its working directory: the test's own.
+        .current_dir(socket.parent().expect("the socket is in the test's directory"))
         .arg(format!("--name={name}"))
         .args(["--ioengine=nbd", "--output-format=terse"])
         .arg(format!("--uri={}", url(socket)))

@@ -126,6 +126,7 @@ pub fn borealis(root: &Path, size: u64, seconds: u64) -> Result<Vec<Measured>, S
         listen: None,
         socket: Some(socket.clone()),
         export: "borealis".into(),
+        metrics: None,
     };
     // The gateway serves until the process exits.
     std::thread::spawn(move || {

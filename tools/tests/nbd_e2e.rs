@@ -17,12 +17,18 @@ const DEVICE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Starts the gateway on `socket` and waits until it serves.
 fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
+    start_gateway_with(root, socket, size, &[])
+}
+
+/// `start_gateway` with more flags.
+fn start_gateway_with(root: &Path, socket: &Path, size: Option<u64>, flags: &[&str]) -> Child {
     let _ = std::fs::remove_file(socket);
     let mut command = Command::new(env!("CARGO_BIN_EXE_borealis"));
     command.args(["nbd", "--dir"]).arg(root).arg("--socket").arg(socket);
     if let Some(size) = size {
         command.args(["--size", &size.to_string()]);
     }
+    command.args(flags);
     let log_path = log_of(socket);
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
@@ -35,6 +41,16 @@ fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// The body of an HTTP GET of `path` on `addr`.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// The gateway's stderr, beside its socket.
@@ -91,7 +107,11 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
     let root = tempfile::tempdir().unwrap();
     let (_cluster, mut nodes) = heal::start_cluster(root.path(), &[]);
     let socket = root.path().join("nbd.sock");
-    let mut gateway = start_gateway(root.path(), &socket, Some(DEVICE_BYTES));
+    let (metrics_port, _) =
+        transport::ports::bind_listen_port(|p| std::net::TcpListener::bind(("127.0.0.1", p))).unwrap();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut gateway =
+        start_gateway_with(root.path(), &socket, Some(DEVICE_BYTES), &["--metrics", &metrics_addr]);
 
     let (ok, info) = run("qemu-img", &["info", "--output=json", &url(&socket)]);
     assert!(ok && info.contains(&format!("\"virtual-size\": {DEVICE_BYTES}")), "{info}");
@@ -115,6 +135,22 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
             "read -P 0 32k 32k",
         ],
     );
+    // The gateway's /metrics counts what was served, by command.
+    let text = http_get(&metrics_addr, "/metrics");
+    for line in [
+        "borealis_nbd_requests_total{command=\"write\"}",
+        "borealis_nbd_requests_total{command=\"read\"}",
+        "borealis_nbd_requests_total{command=\"write_zeroes\"}",
+        "borealis_nbd_request_seconds_bucket{le=",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    let written = text
+        .lines()
+        .find_map(|l| l.strip_prefix("borealis_nbd_bytes_total{command=\"write\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(written, Some(65_536 + 5000), "bytes written by qemu-io in:\n{text}");
+
     // A wrong pattern is reported (the checks above can fail).
     let (_, text) = run("qemu-io", &["-f", "raw", "-c", "read -P 0xee 0 4k", &url(&socket)]);
     assert!(text.contains("Pattern verification failed"), "{text}");

@@ -105,6 +105,10 @@ struct NbdArgs {
     /// The export's name (clients may also ask for the default export, "").
     #[arg(long, value_name = "NAME", default_value = "borealis")]
     export: String,
+    /// Serve Prometheus `GET /metrics` here (requests, bytes and latency by command, in
+    /// flight, connections, VDL and how far it trails).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
                 listen: args.listen,
                 socket: args.socket,
                 export: args.export,
+                metrics: args.metrics,
             };
             tools::nbd::run(&options).map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::from)
         }

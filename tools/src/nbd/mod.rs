@@ -8,6 +8,7 @@
 //! `REQUESTS_IN_FLIGHT_MAX` per connection, replies in completion order); a bad request gets
 //! its NBD error from the core; a malformed handshake or stream closes only its connection.
 
+pub mod metrics;
 pub mod volume;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::local::LocalCluster;
+use metrics::{CommandLabel, GatewayMetrics};
 use volume::{nbd_error, BlockVolume, VolumeError};
 
 /// The volume's page size, and the device's preferred block size.
@@ -49,6 +51,8 @@ pub struct NbdOptions {
     pub listen: Option<SocketAddr>,
     pub socket: Option<PathBuf>,
     pub export: String,
+    /// Where to serve `GET /metrics` (none: not served).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the gateway stopped.
@@ -70,6 +74,8 @@ pub enum NbdError {
     Listen { what: String, source: std::io::Error },
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Serves until the process is stopped.
@@ -88,9 +94,15 @@ async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
         .await
         .map_err(|source| NbdError::Open { volume: options.volume, source })?;
     let volume = Rc::new(BlockVolume::open(writer, options.size).await?);
+    let (metrics, registry) = GatewayMetrics::new();
+    if let Some(addr) = options.metrics {
+        metrics::serve(addr, registry).map_err(NbdError::Metrics)?;
+        eprintln!("borealis nbd: metrics on http://{addr}/metrics");
+    }
+    let served = Served { volume, metrics };
     let flags = nbd::export::DEFAULT_FLAGS | nbd::proto::NBD_FLAG_CAN_MULTI_CONN;
     let description = format!("Borealis volume {:#x}", options.volume);
-    let export = Export::new(&options.export, &description, volume.size_bytes, PAGE_BYTES, flags)?;
+    let export = Export::new(&options.export, &description, served.volume.size_bytes, PAGE_BYTES, flags)?;
     match &options.socket {
         Some(path) => {
             let _ = std::fs::remove_file(path);
@@ -99,13 +111,13 @@ async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
             eprintln!(
                 "borealis nbd: serving {} ({} bytes) on nbd+unix:///{}?socket={}",
                 export.name(),
-                volume.size_bytes,
+                served.volume.size_bytes,
                 export.name(),
                 path.display()
             );
             loop {
                 let (stream, _) = listener.accept().await.map_err(listen_error)?;
-                spawn_connection(stream, "unix".into(), &volume, &export);
+                spawn_connection(stream, "unix".into(), &served, &export);
             }
         }
         None => {
@@ -115,29 +127,38 @@ async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
             eprintln!(
                 "borealis nbd: serving {} ({} bytes) on nbd://{addr}/{}",
                 export.name(),
-                volume.size_bytes,
+                served.volume.size_bytes,
                 export.name()
             );
             loop {
                 let (stream, peer) = listener.accept().await.map_err(listen_error)?;
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, peer.to_string(), &volume, &export);
+                spawn_connection(stream, peer.to_string(), &served, &export);
             }
         }
     }
 }
 
-fn spawn_connection<S>(stream: S, peer: String, volume: &Rc<BlockVolume>, export: &Export)
+/// The volume and the figures every connection shares.
+#[derive(Clone, Debug)]
+struct Served {
+    volume: Rc<BlockVolume>,
+    metrics: std::sync::Arc<GatewayMetrics>,
+}
+
+fn spawn_connection<S>(stream: S, peer: String, served: &Served, export: &Export)
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
-    let (volume, export) = (Rc::clone(volume), export.clone());
+    let (served, export) = (served.clone(), export.clone());
     tokio::task::spawn_local(async move {
         eprintln!("borealis nbd: {peer} connected");
-        match connection(stream, volume, export).await {
+        served.metrics.connections.inc();
+        match connection(stream, served.clone(), export).await {
             Ok(()) => eprintln!("borealis nbd: {peer} disconnected"),
             Err(error) => eprintln!("borealis nbd: {peer} closed: {error}"),
         }
+        served.metrics.connections.dec();
     });
 }
 
@@ -152,10 +173,11 @@ enum ConnectionError {
     Stream(#[from] nbd::TransmissionError),
 }
 
-async fn connection<S>(stream: S, volume: Rc<BlockVolume>, export: Export) -> Result<(), ConnectionError>
+async fn connection<S>(stream: S, served: Served, export: Export) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
+    let volume = Rc::clone(&served.volume);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; FEED_BYTES_MAX];
     let mut handshake = Handshake::new(export, Instant::now());
@@ -200,9 +222,9 @@ where
             match event {
                 Ok(Event::Request(request)) => {
                     let permit = std::sync::Arc::clone(&permits).acquire_owned().await.expect("never closed");
-                    let (volume, replies) = (Rc::clone(&volume), replies.clone());
+                    let (served, replies) = (served.clone(), replies.clone());
                     tokio::task::spawn_local(async move {
-                        let reply = serve_request(&volume, request).await;
+                        let reply = measured(&served, request).await;
                         let _ = replies.send(reply).await;
                         drop(permit);
                     });
@@ -236,6 +258,41 @@ where
     drop(replies);
     writer.await.expect("the reply writer does not panic")?;
     closing.map_or(Ok(()), |error| Err(error.into()))
+}
+
+/// One request's reply, counted and timed.
+async fn measured(served: &Served, request: Request) -> Bytes {
+    let metrics = &served.metrics;
+    let label = CommandLabel { command: command_name(request.command) };
+    let carries_bytes = matches!(request.command, Command::Read | Command::Write);
+    let bytes = if carries_bytes { u64::from(request.length) } else { 0 };
+    metrics.in_flight.inc();
+    let started = Instant::now();
+    let reply = serve_request(&served.volume, request).await;
+    metrics.in_flight.dec();
+    metrics.latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    metrics.requests.get_or_create(&label).inc();
+    metrics.bytes.get_or_create(&label).inc_by(bytes);
+    let header =
+        reply.first_chunk::<{ nbd::proto::SIMPLE_REPLY_HEADER_BYTES }>().expect("a reply has its header");
+    if nbd::proto::SimpleReplyHeader::decode(header).is_ok_and(|h| h.error.is_some()) {
+        metrics.errors.get_or_create(&label).inc();
+    }
+    let progress = *served.volume.writer.watch_vdl().borrow();
+    metrics.vdl.set(i64::try_from(progress.vdl.0).unwrap_or(i64::MAX));
+    metrics.pending_records.set(i64::try_from(progress.pending_records).unwrap_or(i64::MAX));
+    reply
+}
+
+fn command_name(command: Command) -> &'static str {
+    match command {
+        Command::Read => "read",
+        Command::Write => "write",
+        Command::Flush => "flush",
+        Command::Trim => "trim",
+        Command::Cache => "cache",
+        Command::WriteZeroes => "write_zeroes",
+    }
 }
 
 /// One request's reply.

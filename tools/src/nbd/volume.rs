@@ -25,6 +25,8 @@ use protocol::{Lsn, PageId, RecordKind};
 pub const SUPERBLOCK_MAGIC: &[u8; 16] = b"BOREALIS-NBD-v01";
 /// Records per append: a large WRITE is split into appends of at most this many.
 pub const APPEND_RECORDS_MAX: usize = 128;
+/// Pages of one READ read at once (in order): a 1 MiB read is 256 pages.
+pub const READ_PAGES_IN_PARALLEL: usize = 16;
 
 /// Why the volume could not be opened as a block device.
 #[derive(Debug, thiserror::Error)]
@@ -143,12 +145,20 @@ impl BlockVolume {
         Ok(())
     }
 
-    /// A READ's reply: every span's bytes from its page at VDL (zeroes for a page never written).
+    /// A READ's reply: every span's bytes from its page at VDL (zeroes for a page never
+    /// written), up to `READ_PAGES_IN_PARALLEL` pages read at once.
     pub async fn read(&self, handle: u64, offset: u64, length: u32) -> Result<Bytes, VolumeError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
         let vdl = self.writer.vdl();
+        let spans = nbd::mapping::read_spans(self.geometry, offset, u64::from(length));
+        let mut pages = stream::iter(spans)
+            .map(|span| async move {
+                let page = self.writer.read_page(device_page(span.page), vdl).await?;
+                Ok::<_, VolumeError>((span, page))
+            })
+            .buffered(READ_PAGES_IN_PARALLEL);
         let mut reply = ReadReply::new(handle, length);
-        for span in nbd::mapping::read_spans(self.geometry, offset, u64::from(length)) {
-            let page = self.writer.read_page(device_page(span.page), vdl).await?;
+        while let Some((span, page)) = pages.try_next().await? {
             if page.lsn == Lsn::ZERO || page.bytes.is_empty() {
                 reply.push_zeroes(span.length as usize);
             } else {

@@ -80,30 +80,34 @@ impl GatewayMetrics {
     }
 }
 
+/// Why `/metrics` could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics address {addr}: {source}")]
+    Bind { addr: SocketAddr, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("metrics thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// Serves `GET /metrics` on `addr` from a thread of its own.
-pub fn serve(addr: SocketAddr, registry: Registry) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("metrics address {addr}: {e}"))?;
+pub fn serve(addr: SocketAddr, registry: Registry) -> Result<(), MetricsError> {
+    let server = tiny_http::Server::http(addr).map_err(|source| MetricsError::Bind { addr, source })?;
     let registry = Mutex::new(registry);
-    std::thread::Builder::new()
-        .name("nbd-metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                let (status, body) = if request.url() == "/metrics" {
-                    let mut text = String::new();
-                    let encoded = prometheus_client::encoding::text::encode(
-                        &mut text,
-                        &registry.lock().expect("registry"),
-                    );
-                    match encoded {
-                        Ok(()) => (200, text),
-                        Err(error) => (500, format!("encoding the metrics: {error}\n")),
-                    }
-                } else {
-                    (404, "not found: GET /metrics\n".to_string())
-                };
-                let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
-            }
-        })
-        .map_err(|e| format!("metrics thread: {e}"))?;
+    std::thread::Builder::new().name("nbd-metrics".into()).spawn(move || {
+        for request in server.incoming_requests() {
+            let (status, body) = if request.url() == "/metrics" {
+                let mut text = String::new();
+                let encoded =
+                    prometheus_client::encoding::text::encode(&mut text, &registry.lock().expect("registry"));
+                match encoded {
+                    Ok(()) => (200, text),
+                    Err(error) => (500, format!("encoding the metrics: {error}\n")),
+                }
+            } else {
+                (404, "not found: GET /metrics\n".to_string())
+            };
+            let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+        }
+    })?;
     Ok(())
 }

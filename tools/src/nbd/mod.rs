@@ -74,8 +74,8 @@ pub enum NbdError {
     Listen { what: String, source: std::io::Error },
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("{0}")]
-    Metrics(String),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// Serves until the process is stopped.
@@ -96,7 +96,7 @@ async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
     let volume = Rc::new(BlockVolume::open(writer, options.size).await?);
     let (metrics, registry) = GatewayMetrics::new();
     if let Some(addr) = options.metrics {
-        metrics::serve(addr, registry).map_err(NbdError::Metrics)?;
+        metrics::serve(addr, registry)?;
         eprintln!("borealis nbd: metrics on http://{addr}/metrics");
     }
     let served = Served { volume, metrics };
@@ -180,28 +180,7 @@ where
     let volume = Rc::clone(&served.volume);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; FEED_BYTES_MAX];
-    let mut handshake = Handshake::new(export, Instant::now());
-    let ready = loop {
-        while let Some(out) = handshake.poll_transmit() {
-            wr.write_all(&out).await?;
-        }
-        if let Some(outcome) = handshake.poll_outcome() {
-            match outcome? {
-                Outcome::Ready(ready) => break ready,
-                Outcome::Aborted => return Ok(()),
-            }
-        }
-        let read = match handshake.poll_timeout() {
-            Some(at) => tokio::time::timeout_at(at.into(), rd.read(&mut buf)).await.ok(),
-            None => Some(rd.read(&mut buf).await),
-        };
-        match read {
-            None => handshake.handle_timeout(Instant::now()),
-            Some(Ok(0)) => handshake.handle_eof(),
-            Some(Ok(n)) => handshake.feed(&buf[..n]),
-            Some(Err(error)) => return Err(error.into()),
-        }
-    };
+    let Some(ready) = handshake(&mut rd, &mut wr, &mut buf, export).await? else { return Ok(()) };
     let mut decoder = RequestDecoder::after(&ready);
     let (replies, mut queue) = mpsc::channel::<Bytes>(REPLIES_QUEUED_MAX);
     let writer = tokio::task::spawn_local(async move {
@@ -258,6 +237,37 @@ where
     drop(replies);
     writer.await.expect("the reply writer does not panic")?;
     closing.map_or(Ok(()), |error| Err(error.into()))
+}
+
+/// The handshake phase: `None` if the client aborted it.
+async fn handshake(
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut (impl AsyncWrite + Unpin),
+    buf: &mut [u8],
+    export: Export,
+) -> Result<Option<nbd::Ready>, ConnectionError> {
+    let mut handshake = Handshake::new(export, Instant::now());
+    loop {
+        while let Some(out) = handshake.poll_transmit() {
+            wr.write_all(&out).await?;
+        }
+        if let Some(outcome) = handshake.poll_outcome() {
+            return match outcome? {
+                Outcome::Ready(ready) => Ok(Some(ready)),
+                Outcome::Aborted => Ok(None),
+            };
+        }
+        let read = match handshake.poll_timeout() {
+            Some(at) => tokio::time::timeout_at(at.into(), rd.read(buf)).await.ok(),
+            None => Some(rd.read(buf).await),
+        };
+        match read {
+            None => handshake.handle_timeout(Instant::now()),
+            Some(Ok(0)) => handshake.handle_eof(),
+            Some(Ok(n)) => handshake.feed(&buf[..n]),
+            Some(Err(error)) => return Err(error.into()),
+        }
+    }
 }
 
 /// One request's reply, counted and timed.

@@ -5,7 +5,8 @@
 //! below R (DESIGN §3), so the client keeps, per PG, the LSNs it wrote from the newest one at or
 //! below its floor on: 8 bytes per record between the floor and the newest. The floor is the
 //! oldest read point this client may still use; nodes keep every version a read at or above it
-//! needs. It follows VDL unless the engine pins an older one, and never goes back.
+//! needs. It follows VDL unless the engine pins an older one or a read still in flight (or a
+//! snapshot still held) uses an older one, and never goes back.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,6 +25,8 @@ pub struct ReadPoints {
     floor: Lsn,
     /// The oldest read point the engine still uses, if it pinned one.
     pin: Option<Lsn>,
+    /// The oldest read point of the reads in flight and snapshots held, as the driver last said.
+    in_use: Option<Lsn>,
     ticks: u32,
 }
 
@@ -38,7 +41,7 @@ impl ReadPoints {
     /// Read points of a writer that starts at `vdl`, with each existing PG's newest LSN.
     pub fn new(vdl: Lsn, pgs: impl IntoIterator<Item = (PgId, Lsn)>) -> ReadPoints {
         let history = pgs.into_iter().map(|(pg, newest)| (pg, VecDeque::from([newest]))).collect();
-        ReadPoints { history, floor: vdl, pin: None, ticks: 0 }
+        ReadPoints { history, floor: vdl, pin: None, in_use: None, ticks: 0 }
     }
 
     /// A record of `pg` was allocated at `lsn` (LSNs only grow).
@@ -72,10 +75,16 @@ impl ReadPoints {
         Ok(())
     }
 
-    /// Moves the floor toward VDL (or the pin), trims history, and says whether a report is
-    /// due this tick.
+    /// The oldest read point still in use by reads in flight or snapshots (`None`: none): the
+    /// floor does not pass it, so a read that started at VDL finishes even as VDL moves on.
+    pub fn hold(&mut self, oldest_in_use: Option<Lsn>) {
+        self.in_use = oldest_in_use;
+    }
+
+    /// Moves the floor toward VDL (or the pin, or the oldest read point in use), trims history,
+    /// and says whether a report is due this tick.
     pub fn tick(&mut self, vdl: Lsn) -> bool {
-        let wanted = self.pin.map_or(vdl, |pin| pin.min(vdl));
+        let wanted = [self.pin, self.in_use].into_iter().flatten().fold(vdl, Lsn::min);
         self.floor = self.floor.max(wanted);
         for lsns in self.history.values_mut() {
             while lsns.len() >= 2 && lsns[1] <= self.floor {
@@ -130,5 +139,25 @@ mod tests {
         assert_eq!(points.floor(), Lsn(16));
         let reports = (0..FLOOR_REPORT_TICKS).filter(|_| points.tick(Lsn(16))).count();
         assert_eq!(reports, 1);
+    }
+
+    #[test]
+    fn the_floor_waits_for_the_oldest_read_in_flight() {
+        let mut points = ReadPoints::new(Lsn(10), [(PgId(0), Lsn(8))]);
+        points.hold(Some(Lsn(12)));
+        points.tick(Lsn(20));
+        assert_eq!(points.floor(), Lsn(12), "a read at 12 is in flight");
+        assert_eq!(points.pg_newest_at(PgId(0), Lsn(12)), Ok(Lsn(8)));
+        points.pin(Some(Lsn(15))).unwrap();
+        points.hold(Some(Lsn(18)));
+        points.tick(Lsn(20));
+        assert_eq!(points.floor(), Lsn(15), "the pin is older than the reads now");
+        points.pin(None).unwrap();
+        points.hold(None);
+        points.tick(Lsn(20));
+        assert_eq!(points.floor(), Lsn(20));
+        points.hold(Some(Lsn(16)));
+        points.tick(Lsn(21));
+        assert_eq!(points.floor(), Lsn(20), "the floor never goes back");
     }
 }

@@ -103,6 +103,7 @@ pub struct Writer {
     geometry: VolumeGeometry,
     config: ClientConfig,
     reads: reads::ReadLatency,
+    reads_in_use: reads::ReadsInUse,
 }
 
 /// Records accepted by `append`: their LSNs, and a way to wait until they are durable.
@@ -118,14 +119,22 @@ impl Appended {
     /// Resolves once VDL covers the last record (returns that VDL); fails if the writer is
     /// fenced, closed, or the append timeout passes first.
     pub async fn durable(&self) -> Result<Lsn, AppendError> {
-        let last = self.last;
-        let mut progress = self.progress.clone();
-        let waited = wait_for(&mut progress, self.timeout, |p| p.vdl >= last).await;
-        waited.map(|p| p.vdl).map_err(|e| match e {
-            AppendError::Timeout { vdl, .. } => AppendError::Timeout { lsn: last, vdl },
-            other => other,
-        })
+        durable_through(self.progress.clone(), self.last, self.timeout).await
     }
+}
+
+/// Resolves once VDL reaches `lsn` (returns that VDL); fails if the writer is fenced or closed,
+/// or `timeout` passes first.
+async fn durable_through(
+    mut progress: watch::Receiver<Progress>,
+    lsn: Lsn,
+    timeout: Duration,
+) -> Result<Lsn, AppendError> {
+    let waited = wait_for(&mut progress, timeout, |p| p.vdl >= lsn).await;
+    waited.map(|p| p.vdl).map_err(|e| match e {
+        AppendError::Timeout { vdl, .. } => AppendError::Timeout { lsn, vdl },
+        other => other,
+    })
 }
 
 impl Writer {
@@ -147,14 +156,23 @@ impl Writer {
         });
         let core = WriterCore::new(geometry, config.cluster.clone(), limits, start);
         let (progress_tx, progress) = watch::channel(Progress { vdl: core.vdl(), ..Progress::default() });
-        let (driver, events) =
-            Driver::new(core, links, dialer, connections.clone(), progress_tx, config.request_timeout);
+        let reads_in_use = reads::ReadsInUse::default();
+        let (driver, events) = Driver::new(
+            core,
+            links,
+            dialer,
+            connections.clone(),
+            progress_tx,
+            config.request_timeout,
+            reads_in_use.clone(),
+        );
         let (commands, command_rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
         tokio::spawn(driver.run(command_rx, events));
         if let Some(dir) = config.requests_dir.clone() {
             tokio::spawn(requests::watch(dir, commands.downgrade()));
         }
-        Ok(Writer { commands, progress, connections, geometry, config, reads: reads::ReadLatency::default() })
+        let reads = reads::ReadLatency::default();
+        Ok(Writer { commands, progress, connections, geometry, config, reads, reads_in_use })
     }
 
     /// Assigns LSNs and backlinks and ships the records; waits (up to the append timeout) while
@@ -199,6 +217,12 @@ impl Writer {
     /// The volume durable LSN now.
     pub fn vdl(&self) -> Lsn {
         self.progress.borrow().vdl
+    }
+
+    /// Resolves once VDL reaches `lsn` (an LSN `append` returned), so everything appended up to
+    /// it is durable; fails if the writer is fenced or closed, or the append timeout passes.
+    pub async fn durable_through(&self, lsn: Lsn) -> Result<Lsn, AppendError> {
+        durable_through(self.progress.clone(), lsn, self.config.append_timeout).await
     }
 
     /// A channel that changes whenever VDL moves (or the writer is fenced or closed).

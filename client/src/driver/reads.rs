@@ -2,7 +2,9 @@
 //! when the first is slower than recent reads, with every record's and page's CRC verified on
 //! decode.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +40,58 @@ impl ReadLatency {
     }
 }
 
+/// The read points of the reads in flight and of the snapshots held, shared by the writer
+/// handle (which holds and releases them, synchronously and on drop, so a cancelled read
+/// releases too) and its driver (which tells the core the oldest at each tick, so the floor the
+/// nodes keep versions from never passes a read that is still going).
+#[derive(Clone, Debug, Default)]
+pub struct ReadsInUse(Arc<Mutex<BTreeMap<Lsn, usize>>>);
+
+impl ReadsInUse {
+    /// Keeps `at` readable until the hold is dropped.
+    pub fn hold(&self, at: Lsn) -> ReadHold {
+        *self.0.lock().expect("never poisoned").entry(at).or_default() += 1;
+        ReadHold { reads: self.clone(), at }
+    }
+
+    /// The oldest read point held.
+    pub fn oldest(&self) -> Option<Lsn> {
+        self.0.lock().expect("never poisoned").first_key_value().map(|(lsn, _)| *lsn)
+    }
+}
+
+/// One read point held (see [`ReadsInUse`]).
+#[derive(Debug)]
+pub struct ReadHold {
+    reads: ReadsInUse,
+    at: Lsn,
+}
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        let mut held = self.reads.0.lock().expect("never poisoned");
+        let count = held.get_mut(&self.at).expect("a hold is counted until dropped");
+        *count -= 1;
+        if *count == 0 {
+            held.remove(&self.at);
+        }
+    }
+}
+
+/// VDL at one moment, kept readable while held: every [`Writer::read_page`] at
+/// [`lsn`](Self::lsn) works until the snapshot is dropped, however far VDL moves meanwhile.
+#[derive(Debug)]
+pub struct Snapshot {
+    lsn: Lsn,
+    _hold: ReadHold,
+}
+
+impl Snapshot {
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+}
+
 /// A page as of a read point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageVersion {
@@ -47,14 +101,29 @@ pub struct PageVersion {
 }
 
 impl Writer {
+    /// VDL now, held readable until the snapshot is dropped: reads of several pages at one
+    /// point in time (a multi-page read, a transaction) all succeed at it.
+    pub fn snapshot(&self) -> Snapshot {
+        // Something at or below VDL is held from before VDL is read until the snapshot's own
+        // hold is in place, so no tick moves the floor past it in between (the floor never
+        // goes back, so holding zero for a moment only keeps it where it is).
+        let bridge = self.reads_in_use.hold(Lsn::ZERO);
+        let lsn = self.vdl();
+        let hold = self.reads_in_use.hold(lsn);
+        drop(bridge);
+        Snapshot { lsn, _hold: hold }
+    }
+
     /// `page` as of `at`, which must lie in [floor, VDL] (see [`Writer::pin_floor`]). One
     /// segment complete for the read answers, hedged to another when it is slow; the page's
-    /// CRC32C is verified on receipt.
+    /// CRC32C is verified on receipt. While the read is in flight the floor stays at or below
+    /// `at`, so a read at the VDL of the moment it starts always finds its versions.
     pub async fn read_page(&self, page: PageId, at: Lsn) -> Result<PageVersion, ReadError> {
         let vdl = self.vdl();
         if at > vdl {
             return Err(ReadError::NotDurable { read_lsn: at, vdl });
         }
+        let _hold = self.reads_in_use.hold(at);
         let pg = self.geometry.pg_of(page);
         let mut attempts = 0;
         loop {

@@ -16,6 +16,7 @@ use protocol::{Lsn, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::links::{open_stream, watch_closed, Connections, Dialer, Event};
+use super::reads::ReadsInUse;
 use super::recovery::{ask, now, received, report_transport};
 use crate::core::floor::ReadPointRefusal;
 use crate::core::links::{Dial, Links, Lost};
@@ -96,6 +97,8 @@ pub struct Driver {
     pub connections: Connections,
     pub progress: watch::Sender<Progress>,
     pub request_timeout: Duration,
+    /// The read points of the handle's reads in flight and snapshots: the floor waits for them.
+    reads_in_use: ReadsInUse,
     streams: HashMap<(NodeId, PgId), mpsc::Sender<Bytes>>,
     /// The last message encoded and its frame: the same batch goes to every member of its PG,
     /// one after the other, and is encoded once for all of them.
@@ -113,6 +116,7 @@ impl Driver {
         connections: Connections,
         progress: watch::Sender<Progress>,
         request_timeout: Duration,
+        reads_in_use: ReadsInUse,
     ) -> (Driver, mpsc::UnboundedReceiver<Event>) {
         let (events, receiver) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -122,6 +126,7 @@ impl Driver {
             connections,
             progress,
             request_timeout,
+            reads_in_use,
             streams: HashMap::new(),
             last_encoded: None,
             generation: HashMap::new(),
@@ -152,6 +157,7 @@ impl Driver {
                 },
                 Some(event) = events.recv() => self.event(event),
                 _ = tick.tick() => {
+                    self.core.hold_reads(self.reads_in_use.oldest());
                     self.core.handle_tick();
                     self.start_repairs();
                 }

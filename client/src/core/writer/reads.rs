@@ -27,6 +27,12 @@ impl WriterCore {
         self.read_points.pin(lsn)
     }
 
+    /// The oldest read point the driver's reads in flight and snapshots use (`None`: none);
+    /// the floor stays at or below it from the next tick on.
+    pub fn hold_reads(&mut self, oldest_in_use: Option<Lsn>) {
+        self.read_points.hold(oldest_in_use);
+    }
+
     /// The oldest read point this writer may use.
     pub fn floor(&self) -> Lsn {
         self.read_points.floor()

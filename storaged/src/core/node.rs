@@ -30,7 +30,7 @@ mod scrub;
 
 pub use hydrate::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use maintain::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
-use page_plans::note_over_apply;
+use page_plans::{note_over_apply, Relocation};
 pub use page_plans::{Base, CoalesceJob, PageAnswer, PageBuild};
 pub use scrub::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 
@@ -281,6 +281,12 @@ pub struct NodeCore {
     over_apply: BTreeSet<(PgRef, PageId)>,
     /// The page store file being compacted, if any.
     compacting: Option<u64>,
+    /// The images still to copy out of `compacting`, listed by one walk over every image when
+    /// the file was picked (and again after each maintenance pass, for what was missed); each
+    /// is checked again when its turn comes.
+    relocations: VecDeque<Relocation>,
+    /// The file `relocations` was listed for (`None`: list again).
+    relocations_of: Option<u64>,
     /// Per PG, the gossip fetch in flight: the peer asked, the segment's epochs then, and
     /// when it is given up (the driver's milliseconds).
     gossip_fetches: BTreeMap<PgRef, (NodeId, Epochs, u64)>,
@@ -313,6 +319,8 @@ impl NodeCore {
             journal_head: 0,
             over_apply: BTreeSet::new(),
             compacting: None,
+            relocations: VecDeque::new(),
+            relocations_of: None,
             gossip_fetches: BTreeMap::new(),
             index_estimate: 0,
             scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),

@@ -2,7 +2,7 @@
 //! (what to materialize, what to drop, which page store file to compact). Still sans-IO: the
 //! drivers build the versions the plans describe and report back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use protocol::messages::{ErrorCode, ErrorReply, FloorAck, FloorReport, Page, ReadPage};
@@ -39,6 +39,15 @@ impl CoalesceJob {
         let (base, records, relocate) = (None, Vec::new(), None);
         CoalesceJob { pg, page_id, page_bytes, target, base, records, relocate, fetched: Some(bytes) }
     }
+}
+
+/// One image to copy out of the page store file being compacted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relocation {
+    pg: PgRef,
+    page: PageId,
+    lsn: Lsn,
+    location: Location,
 }
 
 /// Where a page read starts.
@@ -249,6 +258,9 @@ impl NodeCore {
     /// under half of `file_bytes` are live. Its live images are copied out by later jobs.
     /// `live` is `image_bytes_by_file()` (a walk over every image the caller makes once).
     pub fn plan_compaction(&mut self, page_store_head: u64, file_bytes: u64, live: &BTreeMap<u64, u64>) {
+        // Whatever the pick, the images to copy are listed again at the next job: once per
+        // maintenance pass, not once per coalescer pass.
+        self.relocations_of = None;
         if self.compacting.is_some_and(|f| live.get(&f).is_some_and(|b| *b > 0)) {
             return;
         }
@@ -372,28 +384,29 @@ impl NodeCore {
 
     fn relocation_jobs(&mut self, max: usize, jobs: &mut Vec<CoalesceJob>) {
         let Some(file) = self.compacting else { return };
-        let mut found = Vec::new();
-        for segment in self.segments.values() {
-            for (page, versions) in segment.pages() {
-                for (lsn, stored) in versions.images() {
-                    if let Stored::At(location) = stored {
-                        let busy = self.coalescing.contains(&(segment.pg(), page));
-                        if location.file == file && !busy && !self.scrub.is_damaged(location) {
-                            found.push((segment.pg(), segment.page_bytes(), page, lsn, location));
-                        }
-                    }
-                }
-            }
+        if self.relocations_of != Some(file) {
+            self.relocations = self.images_in(file);
+            self.relocations_of = Some(file);
         }
-        for (pg, page_bytes, page_id, target, location) in found {
-            if jobs.len() >= max || !self.coalescing.insert((pg, page_id)) {
+        let mut busy = Vec::new();
+        while jobs.len() < max {
+            let Some(relocation) = self.relocations.pop_front() else { break };
+            let Relocation { pg, page, lsn, location } = relocation;
+            // Still there? A newer fold, a prune or a move since the listing drops it.
+            let Some(segment) = self.segments.get(&pg) else { continue };
+            let still = segment.page(page).and_then(|v| v.image(lsn)) == Some(Stored::At(location));
+            if !still || self.scrub.is_damaged(location) {
+                continue;
+            }
+            if !self.coalescing.insert((pg, page)) {
+                busy.push(relocation);
                 continue;
             }
             let job = CoalesceJob {
                 pg,
-                page_id,
-                page_bytes,
-                target,
+                page_id: page,
+                page_bytes: segment.page_bytes(),
+                target: lsn,
                 base: Some(location),
                 records: Vec::new(),
                 relocate: Some(location),
@@ -401,6 +414,25 @@ impl NodeCore {
             };
             jobs.push(job);
         }
+        // A page with a job out is tried again after the rest.
+        self.relocations.extend(busy);
+    }
+
+    /// Every image stored in page store file `file`.
+    fn images_in(&self, file: u64) -> VecDeque<Relocation> {
+        let mut found = VecDeque::new();
+        for segment in self.segments.values() {
+            for (page, versions) in segment.pages() {
+                for (lsn, stored) in versions.images() {
+                    if let Stored::At(location) = stored {
+                        if location.file == file {
+                            found.push_back(Relocation { pg: segment.pg(), page, lsn, location });
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Page versions fetched from peers (hydration, and scrub repairs of damaged images):

@@ -10,6 +10,8 @@
 use std::path::Path;
 
 use tools::cluster::Launcher;
+
+use crate::cpu::CpuTimes;
 use tools::dev::summary::Summary;
 use tools::dev::{self, DevOptions};
 use tools::local::map::StoragedSettings;
@@ -101,29 +103,4 @@ pub fn run(root: &Path, load: AppendLoad) -> Result<AppendResult, String> {
         client_cpu_s: after.own_s - before.own_s,
         nodes_cpu_s: after.children_s - before.children_s,
     })
-}
-
-/// This process's CPU time, and its reaped children's, in seconds.
-#[derive(Clone, Copy, Debug)]
-struct CpuTimes {
-    own_s: f64,
-    children_s: f64,
-}
-
-impl CpuTimes {
-    fn now() -> Result<CpuTimes, String> {
-        let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
-        // Fields after the command name (which may hold spaces) start at the last ')'.
-        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("/proc/self/stat: no ')'")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime, stime, cutime, cstime are fields 14-17 of the line, 12-15 after the name.
-        let ticks =
-            |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).ok_or("/proc/self/stat: short");
-        // SAFETY: sysconf only reads a configuration value.
-        let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok(CpuTimes {
-            own_s: (ticks(11)? + ticks(12)?) / per_s,
-            children_s: (ticks(13)? + ticks(14)?) / per_s,
-        })
-    }
 }

@@ -44,6 +44,7 @@ pub fn metric(admin: std::net::SocketAddr, name: &str) -> Option<f64> {
 
 pub mod append;
 pub mod budget;
+pub mod cpu;
 pub mod debian;
 pub mod etcd;
 pub mod fio;

@@ -2,6 +2,11 @@
 //! and against `qemu-nbd` serving a raw file on the same disk (`--cache=none --aio=io_uring`,
 //! flushes honoured), side by side in one run: 4 KiB random writes and reads at iodepth 1 and 32,
 //! and 1 MiB sequential writes.
+//!
+//! After each job the bench waits until the server's processes are idle and reports how
+//! long that took (`cpu::Settler`): the gateway answers a write once appended, and the cluster's
+//! share of the work (the two slower replicas catching up, coalescing) may go on after fio
+//! stops. `sustained_iops` charges that time to the job: every I/O over runtime plus settle.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,9 +41,28 @@ pub struct Measured {
     pub mb_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Seconds the server stayed busy after the job ended.
+    pub settle_s: f64,
+    /// Every I/O of the job over its runtime plus `settle_s`.
+    pub sustained_iops: f64,
 }
 
-/// Runs `job` for `seconds` against `uri` over `size` bytes.
+/// Runs every job in turn against `uri`, each followed by a wait until `pids` are idle.
+pub fn jobs(uri: &str, size: u64, seconds: u64, pids: Vec<String>) -> Result<Vec<Measured>, String> {
+    let settler = crate::cpu::Settler::new(pids);
+    let mut measured = Vec::new();
+    for job in JOBS {
+        let mut m = fio(uri, job, size, seconds)?;
+        let settle = settler.settle().as_secs_f64();
+        m.sustained_iops = m.sustained_iops * seconds as f64 / (seconds as f64 + settle);
+        m.settle_s = settle;
+        measured.push(m);
+    }
+    Ok(measured)
+}
+
+/// Runs `job` for `seconds` against `uri` over `size` bytes (`settle_s` zero, and
+/// `sustained_iops` every I/O over the runtime alone).
 pub fn fio(uri: &str, job: Job, size: u64, seconds: u64) -> Result<Measured, String> {
     let fio = crate::debian::ensure_installed("fio", "fio")?;
     let output = Command::new(fio)
@@ -69,6 +93,8 @@ pub fn fio(uri: &str, job: Job, size: u64, seconds: u64) -> Result<Measured, Str
         mb_per_s: number(&stats["bw_bytes"], "bw_bytes")? / 1e6,
         p50_us: percentile("50.000000")?,
         p99_us: percentile("99.000000")?,
+        settle_s: 0.0,
+        sustained_iops: number(&stats["total_ios"], "total_ios")? / seconds as f64,
     })
 }
 
@@ -103,8 +129,9 @@ pub fn qemu_nbd(root: &Path, size: u64, seconds: u64) -> Result<Vec<Measured>, S
         .spawn()
         .map_err(|e| format!("qemu-nbd: {e}"))?;
     let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let pids = vec![server.id().to_string()];
     let measured = wait_for_socket(&socket, &mut server, Duration::from_secs(10))
-        .and_then(|()| JOBS.iter().map(|job| fio(&uri, *job, size, seconds)).collect());
+        .and_then(|()| jobs(&uri, size, seconds, pids));
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_file(&image);
@@ -139,8 +166,11 @@ pub fn borealis(root: &Path, size: u64, seconds: u64) -> Result<Vec<Measured>, S
         std::thread::sleep(Duration::from_millis(50));
     }
     let uri = format!("nbd+unix:///borealis?socket={}", socket.display());
+    // The gateway is a thread of this process.
+    let pids: Vec<String> =
+        nodes.iter().filter_map(|n| n.pid()).map(|p| p.to_string()).chain(["self".to_string()]).collect();
     let measured = if socket.exists() {
-        JOBS.iter().map(|job| fio(&uri, *job, size, seconds)).collect()
+        jobs(&uri, size, seconds, pids)
     } else {
         Err("the gateway never listened".into())
     };

@@ -17,6 +17,8 @@
 //! - [`transmission`]: the request decoder with the document's per-request validation, and the
 //!   simple-reply encoders.
 //! - [`mapping`]: byte ranges → page ops (`Image`, `Patch`, `Zero`, `Trim`) and read spans.
+//! - [`overlay`]: the ops appended but not yet durable, by page, so a WRITE is answered once
+//!   appended and still seen by every later READ at VDL.
 //!
 //! # What the driver does with them
 //!
@@ -59,12 +61,14 @@
 pub mod export;
 pub mod handshake;
 pub mod mapping;
+pub mod overlay;
 pub mod proto;
 pub mod transmission;
 
 pub use export::{ConfigError, Export, BLOCK_BYTES_MAX, BLOCK_BYTES_MIN};
 pub use handshake::{Entry, Handshake, HandshakeError, Outcome, Ready};
 pub use mapping::{PageGeometry, PageOp, Span};
+pub use overlay::{Overlay, PageView};
 pub use proto::{ErrorCode, TransmissionFlags};
 pub use transmission::{
     simple_reply, Command, Event, ReadReply, RejectReason, Rejection, Request, RequestDecoder,

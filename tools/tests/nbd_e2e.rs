@@ -15,13 +15,36 @@ use tools::local::stop_all;
 /// The image size: 256 MiB, with holes and random data.
 const DEVICE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// A gateway process, killed when dropped (so a failing test leaves none behind).
+struct Gateway(Child);
+
+impl std::ops::Deref for Gateway {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the gateway on `socket` and waits until it serves.
-fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Child {
+fn start_gateway(root: &Path, socket: &Path, size: Option<u64>) -> Gateway {
     start_gateway_with(root, socket, size, &[])
 }
 
 /// `start_gateway` with more flags.
-fn start_gateway_with(root: &Path, socket: &Path, size: Option<u64>, flags: &[&str]) -> Child {
+fn start_gateway_with(root: &Path, socket: &Path, size: Option<u64>, flags: &[&str]) -> Gateway {
     let _ = std::fs::remove_file(socket);
     let mut command = Command::new(env!("CARGO_BIN_EXE_borealis"));
     command.args(["nbd", "--dir"]).arg(root).arg("--socket").arg(socket);
@@ -31,7 +54,7 @@ fn start_gateway_with(root: &Path, socket: &Path, size: Option<u64>, flags: &[&s
     command.args(flags);
     let log_path = log_of(socket);
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let mut child = Gateway(command.stdout(Stdio::null()).stderr(log).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -226,13 +249,15 @@ fn fio(socket: &Path, name: &str, args: &[&str]) -> std::process::Child {
         .expect("fio")
 }
 
-fn finished(child: std::process::Child, what: &str) {
+/// Waits for a fio job; on failure shows its output and the gateway's log.
+fn finished(child: std::process::Child, what: &str, socket: &Path) {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !text.contains("verify:") && !text.contains("error="),
-        "fio {what}:\n{text}"
-    );
+    let ok = out.status.success() && !text.contains("verify:") && !text.contains("error=");
+    if !ok {
+        let log = std::fs::read_to_string(log_of(socket)).unwrap_or_default();
+        panic!("fio {what}:\n{text}\ngateway log:\n{log}");
+    }
 }
 
 #[test]
@@ -245,14 +270,15 @@ fn fio_verifies_its_writes_also_while_two_storage_nodes_are_killed_and_restarted
 
     // 4 KiB random writes, 32 in flight, each block's CRC32C checked in a read pass after.
     let verify = ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=16M", "--verify=crc32c"];
-    finished(fio(&socket, "randwrite-verify", &verify), "randwrite with verify");
+    finished(fio(&socket, "randwrite-verify", &verify), "randwrite with verify", &socket);
     let mixed = ["--rw=randrw", "--rwmixread=70", "--bs=4k", "--iodepth=32", "--size=16M"];
-    finished(fio(&socket, "randrw-70-30", &mixed), "randrw 70/30");
+    finished(fio(&socket, "randrw-70-30", &mixed), "randrw 70/30", &socket);
 
     // The same verified job while a node in each of two AZs is killed (SIGKILL) and started
     // again: 4 of 6 segments stay, so writes go on and reads find a complete segment.
-    // Large enough to run well past the restarts (16 MiB takes about a second here).
-    let longer = ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=48M", "--verify=crc32c"];
+    // Paced so that it runs well past the restarts on any machine: 8,192 writes at 3,000/s.
+    let longer =
+        ["--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=32M", "--rate_iops=3000", "--verify=crc32c"];
     let mut job = fio(&socket, "randwrite-verify-kills", &longer);
     std::thread::sleep(Duration::from_millis(500));
     nodes[0].kill9();
@@ -261,7 +287,7 @@ fn fio_verifies_its_writes_also_while_two_storage_nodes_are_killed_and_restarted
     nodes[0].restart().unwrap();
     nodes[2].restart().unwrap();
     assert!(job.try_wait().unwrap().is_none(), "fio ended before the nodes came back: lengthen the job");
-    finished(job, "randwrite with verify while two nodes restart");
+    finished(job, "randwrite with verify while two nodes restart", &socket);
 
     gateway.kill().unwrap();
     gateway.wait().unwrap();

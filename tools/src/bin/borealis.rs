@@ -47,8 +47,10 @@ enum Command {
     Cluster(ClusterArgs),
     /// Serves a volume as a Network Block Device (qemu, qemu-img, nbdcopy, fio, nbd-client)
     /// over TCP (nbd://127.0.0.1:10809/NAME by default) or a Unix socket. The cluster's nodes
-    /// must be running (`borealis cluster up --dir DIR`). Writes are answered once durable on
-    /// 4 of 6 segments; every connection shares one writer, so FLUSH anywhere covers all.
+    /// must be running (`borealis cluster up --dir DIR`). Writes are answered once appended
+    /// (and read back from the gateway until durable); FLUSH, FUA and disconnecting wait until
+    /// they are on 4 of 6 segments. Every connection shares one writer, so FLUSH anywhere
+    /// covers all.
     Nbd(NbdArgs),
     /// Runs a storage node (used by the cluster commands; see `storaged --help`).
     #[command(hide = true, disable_help_flag = true)]

@@ -36,6 +36,7 @@ pub struct GatewayMetrics {
     pub connections: Gauge,
     pub vdl: Gauge,
     pub pending_records: Gauge,
+    pub overlay_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -54,6 +55,7 @@ impl GatewayMetrics {
             connections: Gauge::default(),
             vdl: Gauge::default(),
             pending_records: Gauge::default(),
+            overlay_bytes: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("borealis_nbd");
         registry.register("requests", "NBD requests served, by command", metrics.requests.clone());
@@ -75,6 +77,11 @@ impl GatewayMetrics {
             "pending_records",
             "Records appended and not yet covered by VDL (how far VDL trails the gateway)",
             metrics.pending_records.clone(),
+        );
+        registry.register(
+            "overlay_bytes",
+            "Bytes of writes answered and not yet durable, kept so reads see them",
+            metrics.overlay_bytes.clone(),
         );
         (Arc::new(metrics), registry)
     }

@@ -2,9 +2,10 @@
 //! Device over TCP or a Unix socket, moving bytes between sockets and the `nbd` crate's sans-IO
 //! core (handshake, request decoding, block-to-page mapping) and the client's `Writer`.
 //!
-//! One `Writer` serves every connection (the gateway is the volume's only writer), and a write
-//! is answered once durable, so `NBD_FLAG_CAN_MULTI_CONN` holds: a FLUSH on any connection
-//! covers every write any connection saw completed. Requests run concurrently (at most
+//! One `Writer` and one overlay serve every connection (the gateway is the volume's only
+//! writer): a write is answered once appended and read back through the overlay until durable,
+//! and a FLUSH waits for VDL to cover every write answered on any connection, so
+//! `NBD_FLAG_CAN_MULTI_CONN` holds. A connection that disconnects is flushed before it closes. Requests run concurrently (at most
 //! `REQUESTS_IN_FLIGHT_MAX` per connection, replies in completion order); a bad request gets
 //! its NBD error from the core; a malformed handshake or stream closes only its connection.
 
@@ -232,8 +233,12 @@ where
         }
         decoder.feed(&buf[..n]);
     }
-    // Whatever is in flight is answered before the connection closes.
+    // Whatever is in flight is answered before the connection closes, and what it wrote is
+    // made durable (as a FLUSH would) so a client that disconnects without one loses nothing.
     let _all = permits.acquire_many(REQUESTS_IN_FLIGHT_MAX as u32).await.expect("never closed");
+    if let Err(error) = volume.flush().await {
+        eprintln!("borealis nbd: flushing on disconnect: {error}");
+    }
     drop(replies);
     writer.await.expect("the reply writer does not panic")?;
     closing.map_or(Ok(()), |error| Err(error.into()))
@@ -291,6 +296,7 @@ async fn measured(served: &Served, request: Request) -> Bytes {
     let progress = *served.volume.writer.watch_vdl().borrow();
     metrics.vdl.set(i64::try_from(progress.vdl.0).unwrap_or(i64::MAX));
     metrics.pending_records.set(i64::try_from(progress.pending_records).unwrap_or(i64::MAX));
+    metrics.overlay_bytes.set(i64::try_from(served.volume.overlay_bytes()).unwrap_or(i64::MAX));
     reply
 }
 
@@ -312,6 +318,7 @@ async fn serve_request(volume: &BlockVolume, request: Request) -> Bytes {
     }
     let geometry = volume.geometry;
     let (handle, offset, length) = (request.handle, request.offset, u64::from(request.length));
+    let fua = request.fua();
     let done = match request.command {
         Command::Read => {
             return match volume.read(handle, offset, request.length).await {
@@ -322,11 +329,13 @@ async fn serve_request(volume: &BlockVolume, request: Request) -> Bytes {
                 }
             };
         }
-        Command::Write => volume.apply(nbd::mapping::write_ops(geometry, offset, request.data)).await,
-        Command::WriteZeroes => volume.apply(nbd::mapping::write_zeroes_ops(geometry, offset, length)).await,
-        Command::Trim => volume.apply(nbd::mapping::trim_ops(geometry, offset, length)).await,
-        // Every write was answered once durable: nothing completed before a FLUSH is pending.
-        Command::Flush | Command::Cache => Ok(()),
+        Command::Write => volume.apply(nbd::mapping::write_ops(geometry, offset, request.data), fua).await,
+        Command::WriteZeroes => {
+            volume.apply(nbd::mapping::write_zeroes_ops(geometry, offset, length), fua).await
+        }
+        Command::Trim => volume.apply(nbd::mapping::trim_ops(geometry, offset, length), fua).await,
+        Command::Flush => volume.flush().await,
+        Command::Cache => Ok(()),
     };
     match done {
         Ok(()) => simple_reply(handle, Ok(())),

@@ -56,6 +56,7 @@ pub mod quic_ceiling;
 pub mod recovery;
 pub mod repair;
 pub mod rows;
+pub mod sqlite;
 pub mod svg;
 
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use commands::node::{node_bench, NodeBench};
 use commands::read::read_bench;
 use commands::recovery::recovery_bench;
 use commands::repair::repair_bench;
+use commands::sqlite::sqlite_bench;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -197,6 +198,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// SQLite through the `borealis` VFS (the borealis-sqlite extension, built beside this
+    /// executable, on a local six-node cluster) next to SQLite on a local file in WAL/FULL and
+    /// DELETE/FULL: single-row inserts and bank transfers at 1 and 8 connections, commits/s and
+    /// p50/p99 commit latency, from Debian's /usr/bin/python3.
+    Sqlite {
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Directory for the data (a temporary directory by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the parameters and every figure here as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Durable ingest of one storage node (started here) next to fio's flushed sequential
     /// writes of the same block size on the same directory, measured in one run.
     Node {
@@ -308,6 +324,7 @@ fn main() {
             report(read_bench(load, dir))
         }
         Command::Nbd { size, seconds, dir, json } => report(nbd_bench(size, seconds, dir, json)),
+        Command::Sqlite { seconds, dir, json } => report(sqlite_bench(seconds, dir, json)),
         Command::Budget { record_bytes, seconds, dir } => report(budget_bench(record_bytes, seconds, dir)),
         Command::Node { record_bytes, in_flight, batch_records_max, seconds, dir, no_direct_io, no_fio } => {
             let settings =

@@ -10,3 +10,4 @@ pub(crate) mod node;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod repair;
+pub(crate) mod sqlite;

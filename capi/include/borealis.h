@@ -64,12 +64,18 @@ typedef enum BorealisRecordKind {
 // A writer of one volume (opaque).
 typedef struct BorealisWriter BorealisWriter;
 
-// How to open a volume; zero fields take the defaults. May be passed as null.
+// How to open a volume; zero and null fields take the defaults. May be passed as null.
 typedef struct BorealisOpenOptions {
   // The volume's page size: a power of two from 512 to 65536 (0: 4096).
   uint32_t page_bytes;
   // Pages per protection group (0: 16384).
   uint64_t pages_per_pg;
+  // The CA certificate to trust, a PEM file (null: the cluster directory's `pki/ca.pem`).
+  const char *tls_ca_cert;
+  // This client's certificate chain, a PEM file (null: the directory's `pki/client.pem`).
+  const char *tls_cert;
+  // This client's private key, a PEM file (null: the directory's `pki/client.key`).
+  const char *tls_key;
 } BorealisOpenOptions;
 
 // One record to append. `payload` may be null when `payload_len` is zero.
@@ -91,11 +97,13 @@ extern "C" {
 // Opens a writer of `volume` on the cluster in `cluster_dir` (a `borealis cluster up --dir
 // DIR` / `borealis dev` directory: its `cluster.toml` map and its client certificate), taking
 // the volume over: any earlier writer is fenced and what it never made durable is truncated.
-// A volume nobody wrote starts empty. On success `*out` is the new handle.
+// A volume nobody wrote starts empty. The options may name other TLS files (a certificate
+// made for this engine). On success `*out` is the new handle.
 //
 // # Safety
 // `cluster_dir` is a NUL-terminated string; `options` is null or points to a
-// `BorealisOpenOptions`; `out` is valid for a write of a pointer.
+// `BorealisOpenOptions` whose strings are null or NUL-terminated; `out` is valid for a write
+// of a pointer.
 enum BorealisStatus borealis_open(const char *cluster_dir,
                                   uint64_t volume,
                                   const struct BorealisOpenOptions *options,

@@ -79,7 +79,7 @@ pub struct BorealisRecord {
     pub cpl: bool,
 }
 
-/// How to open a volume; zero fields take the defaults. May be passed as null.
+/// How to open a volume; zero and null fields take the defaults. May be passed as null.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct BorealisOpenOptions {
@@ -87,6 +87,26 @@ pub struct BorealisOpenOptions {
     pub page_bytes: u32,
     /// Pages per protection group (0: 16384).
     pub pages_per_pg: u64,
+    /// The CA certificate to trust, a PEM file (null: the cluster directory's `pki/ca.pem`).
+    pub tls_ca_cert: *const c_char,
+    /// This client's certificate chain, a PEM file (null: the directory's `pki/client.pem`).
+    pub tls_cert: *const c_char,
+    /// This client's private key, a PEM file (null: the directory's `pki/client.key`).
+    pub tls_key: *const c_char,
+}
+
+/// A path option: `None` for null.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn path_option(path: *const c_char, what: &str) -> Result<Option<PathBuf>, Failure> {
+    if path.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null and NUL-terminated, as the caller promises.
+    let text =
+        unsafe { CStr::from_ptr(path) }.to_str().map_err(|_| invalid(format!("{what} is not UTF-8")))?;
+    Ok(Some(PathBuf::from(text)))
 }
 
 /// A writer of one volume (opaque).
@@ -140,11 +160,13 @@ unsafe fn put<T>(out: *mut T, value: T) {
 /// Opens a writer of `volume` on the cluster in `cluster_dir` (a `borealis cluster up --dir
 /// DIR` / `borealis dev` directory: its `cluster.toml` map and its client certificate), taking
 /// the volume over: any earlier writer is fenced and what it never made durable is truncated.
-/// A volume nobody wrote starts empty. On success `*out` is the new handle.
+/// A volume nobody wrote starts empty. The options may name other TLS files (a certificate
+/// made for this engine). On success `*out` is the new handle.
 ///
 /// # Safety
 /// `cluster_dir` is a NUL-terminated string; `options` is null or points to a
-/// `BorealisOpenOptions`; `out` is valid for a write of a pointer.
+/// `BorealisOpenOptions` whose strings are null or NUL-terminated; `out` is valid for a write
+/// of a pointer.
 #[no_mangle]
 pub unsafe extern "C" fn borealis_open(
     cluster_dir: *const c_char,
@@ -168,7 +190,23 @@ pub unsafe extern "C" fn borealis_open(
         let config_error = |e: String| Failure::new(BorealisStatus::BorealisConfig, e);
         let cluster = tools::local::LocalCluster::load(&dir).map_err(|e| config_error(e.to_string()))?;
         let placement = cluster.placement().map_err(|e| config_error(e.to_string()))?;
-        let config = ClientConfig::new(placement, cluster.client_tls());
+        let mut tls = cluster.client_tls();
+        if let Some(options) = options {
+            // SAFETY: null or NUL-terminated, as the caller promises.
+            unsafe {
+                let paths = [
+                    (options.tls_ca_cert, "tls_ca_cert", &mut tls.ca_cert),
+                    (options.tls_cert, "tls_cert", &mut tls.cert),
+                    (options.tls_key, "tls_key", &mut tls.key),
+                ];
+                for (path, what, slot) in paths {
+                    if let Some(path) = path_option(path, what)? {
+                        *slot = path;
+                    }
+                }
+            }
+        }
+        let config = ClientConfig::new(placement, tls);
         let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), page_bytes, pages_per_pg)
             .map_err(|e| invalid(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -72,7 +72,15 @@ fn a_c_program_writes_and_reads_back_through_the_c_abi() {
     let dir = root.path().join("cluster");
     let cluster = LocalCluster::load_or_create(&dir).unwrap();
     let mut nodes = cluster.start_all(&Launcher::this_exe("storaged").unwrap()).unwrap();
-    let out = Command::new(&program).arg(&dir).arg("7").output().expect("the C program");
+    // Cargo's LD_LIBRARY_PATH (which outranks the rpath) lists target/PROFILE too, where
+    // `cargo build` leaves a copy that `cargo test` does not refresh: the program gets only the
+    // library this test was built with.
+    let out = Command::new(&program)
+        .arg(&dir)
+        .arg("7")
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .output()
+        .expect("the C program");
     tools::local::stop_all(&mut nodes);
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("roundtrip ok"), "the C program failed:\n{text}");

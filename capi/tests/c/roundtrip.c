@@ -129,7 +129,16 @@ int main(int argc, char **argv) {
     /* A second writer takes the volume over: it reads what the first made durable, and the
      * first one's next append fails as fenced (at once, or when it waits). */
     BorealisWriter *second = NULL;
-    check(borealis_open(argv[1], volume, NULL, &second), BOREALIS_OK, "second open");
+    /* The second one names its TLS files itself (here the directory's own): first a key that
+     * does not exist, refused as a configuration error. */
+    char ca[4096], cert[4096], key[4096];
+    snprintf(ca, sizeof ca, "%s/pki/ca.pem", argv[1]);
+    snprintf(cert, sizeof cert, "%s/pki/client.pem", argv[1]);
+    snprintf(key, sizeof key, "%s/pki/no-such.key", argv[1]);
+    BorealisOpenOptions tls = {.page_bytes = 0, .pages_per_pg = 0, .tls_ca_cert = ca, .tls_cert = cert, .tls_key = key};
+    check(borealis_open(argv[1], volume, &tls, &second), BOREALIS_CONFIG, "open with a missing key");
+    snprintf(key, sizeof key, "%s/pki/client.key", argv[1]);
+    check(borealis_open(argv[1], volume, &tls, &second), BOREALIS_OK, "second open");
     check(borealis_read_page(second, 1, 0, got, page_bytes, NULL), BOREALIS_OK, "read by the second writer");
     if (memcmp(got, pages + page_bytes, page_bytes) != 0) {
         fprintf(stderr, "the second writer does not see page 1 of round 2\n");

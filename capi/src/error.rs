@@ -92,36 +92,23 @@ pub fn last_error() -> *const c_char {
     LAST_ERROR.with(|last| last.borrow().as_ptr())
 }
 
-/// A status's name, as in the header.
+/// Every status with its name as the header spells it.
+const NAMES: [(BorealisStatus, &std::ffi::CStr); 12] = [
+    (BorealisStatus::BorealisOk, c"BOREALIS_OK"),
+    (BorealisStatus::BorealisInvalidArgument, c"BOREALIS_INVALID_ARGUMENT"),
+    (BorealisStatus::BorealisConfig, c"BOREALIS_CONFIG"),
+    (BorealisStatus::BorealisUnavailable, c"BOREALIS_UNAVAILABLE"),
+    (BorealisStatus::BorealisFenced, c"BOREALIS_FENCED"),
+    (BorealisStatus::BorealisTimeout, c"BOREALIS_TIMEOUT"),
+    (BorealisStatus::BorealisTooOld, c"BOREALIS_TOO_OLD"),
+    (BorealisStatus::BorealisNotDurable, c"BOREALIS_NOT_DURABLE"),
+    (BorealisStatus::BorealisBufferTooSmall, c"BOREALIS_BUFFER_TOO_SMALL"),
+    (BorealisStatus::BorealisClosed, c"BOREALIS_CLOSED"),
+    (BorealisStatus::BorealisLsnNotIncreasing, c"BOREALIS_LSN_NOT_INCREASING"),
+    (BorealisStatus::BorealisPanic, c"BOREALIS_PANIC"),
+];
+
+/// A status's name, as in the header (`BOREALIS_UNKNOWN` for a value no status has).
 pub fn name(status: i32) -> &'static std::ffi::CStr {
-    use BorealisStatus as S;
-    const ALL: [BorealisStatus; 12] = [
-        S::BorealisOk,
-        S::BorealisInvalidArgument,
-        S::BorealisConfig,
-        S::BorealisUnavailable,
-        S::BorealisFenced,
-        S::BorealisTimeout,
-        S::BorealisTooOld,
-        S::BorealisNotDurable,
-        S::BorealisBufferTooSmall,
-        S::BorealisClosed,
-        S::BorealisLsnNotIncreasing,
-        S::BorealisPanic,
-    ];
-    let Some(status) = ALL.into_iter().find(|s| *s as i32 == status) else { return c"BOREALIS_UNKNOWN" };
-    match status {
-        S::BorealisOk => c"BOREALIS_OK",
-        S::BorealisInvalidArgument => c"BOREALIS_INVALID_ARGUMENT",
-        S::BorealisConfig => c"BOREALIS_CONFIG",
-        S::BorealisUnavailable => c"BOREALIS_UNAVAILABLE",
-        S::BorealisFenced => c"BOREALIS_FENCED",
-        S::BorealisTimeout => c"BOREALIS_TIMEOUT",
-        S::BorealisTooOld => c"BOREALIS_TOO_OLD",
-        S::BorealisNotDurable => c"BOREALIS_NOT_DURABLE",
-        S::BorealisBufferTooSmall => c"BOREALIS_BUFFER_TOO_SMALL",
-        S::BorealisClosed => c"BOREALIS_CLOSED",
-        S::BorealisLsnNotIncreasing => c"BOREALIS_LSN_NOT_INCREASING",
-        S::BorealisPanic => c"BOREALIS_PANIC",
-    }
+    NAMES.iter().find(|(s, _)| *s as i32 == status).map_or(c"BOREALIS_UNKNOWN", |(_, name)| *name)
 }

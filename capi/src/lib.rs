@@ -36,7 +36,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
+use client::{NewRecord, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, RecordKind, VolumeId};
 
 pub use error::BorealisStatus;
@@ -189,8 +189,8 @@ pub unsafe extern "C" fn borealis_open(
         let pages_per_pg = if pages_per_pg == 0 { BOREALIS_DEFAULT_PAGES_PER_PG } else { pages_per_pg };
         let config_error = |e: String| Failure::new(BorealisStatus::BorealisConfig, e);
         let cluster = tools::local::LocalCluster::load(&dir).map_err(|e| config_error(e.to_string()))?;
-        let placement = cluster.placement().map_err(|e| config_error(e.to_string()))?;
-        let mut tls = cluster.client_tls();
+        let mut config = cluster.client_config().map_err(|e| config_error(e.to_string()))?;
+        let tls = &mut config.tls;
         if let Some(options) = options {
             // SAFETY: null or NUL-terminated, as the caller promises.
             unsafe {
@@ -206,7 +206,6 @@ pub unsafe extern "C" fn borealis_open(
                 }
             }
         }
-        let config = ClientConfig::new(placement, tls);
         let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), page_bytes, pages_per_pg)
             .map_err(|e| invalid(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

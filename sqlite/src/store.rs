@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use client::{ClientConfig, NewRecord, VolumeGeometry, Writer};
+use client::{NewRecord, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, VolumeId};
 use tokio::runtime::Runtime;
 use tools::local::LocalCluster;
@@ -78,7 +78,7 @@ impl BorealisStore {
             dir: cluster.to_owned(),
             source: Box::new(source),
         })?;
-        let mut config = ClientConfig::new(local.placement()?, local.client_tls());
+        let mut config = local.client_config()?;
         config.append_timeout = COMMIT_TIMEOUT;
         config.requests_dir = Some(local.requests_dir());
         let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), PAGE_BYTES, PAGES_PER_PG)?;

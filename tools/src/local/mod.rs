@@ -183,6 +183,12 @@ impl LocalCluster {
         protocol::placement::ClusterMap::new(self.nodes.iter().map(info).collect())
     }
 
+    /// How a client reaches this cluster: its placement and the client certificate, with the
+    /// client's default timeouts and bounds (callers adjust what they need).
+    pub fn client_config(&self) -> Result<client::ClientConfig, protocol::placement::PlacementError> {
+        Ok(client::ClientConfig::new(self.placement()?, self.client_tls()))
+    }
+
     /// The TLS files a client of this cluster presents.
     /// Where operators' requests to a running writer go (`borealis cluster replace-node`);
     /// writers opened by the local tools watch it (`ClientConfig::requests_dir`).

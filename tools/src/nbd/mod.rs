@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use client::{ClientConfig, VolumeGeometry, Writer};
+use client::{VolumeGeometry, Writer};
 use nbd::{
     simple_reply, Command, Event, Export, Handshake, Outcome, Request, RequestDecoder, FEED_BYTES_MAX,
 };
@@ -89,7 +89,7 @@ pub fn run(options: &NbdOptions) -> Result<(), NbdError> {
 
 async fn serve(options: &NbdOptions) -> Result<(), NbdError> {
     let cluster = LocalCluster::load(&options.dir)?;
-    let config = ClientConfig::new(cluster.placement()?, cluster.client_tls());
+    let config = cluster.client_config()?;
     let geometry = VolumeGeometry::new(VolumeId(u128::from(options.volume)), PAGE_BYTES, PAGES_PER_PG)?;
     let writer = Writer::open(config, geometry)
         .await

@@ -197,6 +197,19 @@ pub struct ReadPage {
     pub page_bytes: u32,
 }
 
+/// Asks for a page as of `read_lsn` from a reader that is not the writer, so does not know
+/// the PG's newest LSN at or below it: the segment works that out itself, and answers
+/// `NotYet` while it cannot prove it. `read_lsn` must be a VDL some writer declared (a reader
+/// picks one a `FloorAck` reported), so that it never falls inside an atomic group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPageAsOf {
+    pub pg: PgRef,
+    pub page_id: PageId,
+    pub read_lsn: Lsn,
+    /// The volume's page size (a page no record touched reads as this many zeros).
+    pub page_bytes: u32,
+}
+
 /// A page version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -229,6 +242,9 @@ pub struct FloorAck {
     pub node: NodeId,
     pub floor: Lsn,
     pub scl: Lsn,
+    /// The highest VDL a writer told the segment (zero if none since the node started): a
+    /// reader without the writer picks its read point among these (`ReadPageAsOf`).
+    pub vdl: Lsn,
     /// A node an operator asked, through this node's admin port, to have replaced
     /// (`POST /replace-node?node=ID`); the writer that reads it replaces that node.
     pub replace: Option<NodeId>,
@@ -530,6 +546,7 @@ pub enum Message {
     MembershipAck(MembershipAck),
     ReadRecordHeaders(ReadRecordHeaders),
     RecordHeaders(RecordHeaders),
+    ReadPageAsOf(ReadPageAsOf),
 }
 
 impl Message {
@@ -559,6 +576,7 @@ impl Message {
             Message::MembershipAck(_) => 21,
             Message::ReadRecordHeaders(_) => 22,
             Message::RecordHeaders(_) => 23,
+            Message::ReadPageAsOf(_) => 24,
         }
     }
 
@@ -571,6 +589,7 @@ impl Message {
                 Err(FormatError::Invalid { what: "read page newest lsn" })
             }
             Message::ReadPage(r) => check_page_bytes(r.page_bytes),
+            Message::ReadPageAsOf(r) => check_page_bytes(r.page_bytes),
             Message::Page(p) => check_page(p),
             Message::GossipSummary(g) => check_summary(g),
             Message::GossipFetch(f) => {
@@ -644,6 +663,10 @@ impl Message {
                 out.put_u32_le(u32::from(h.more));
                 put_list(out, &h.headers);
             }
+            Message::ReadPageAsOf(r) => {
+                (r.pg, r.page_id, r.read_lsn).put(out);
+                out.put_u32_le(r.page_bytes);
+            }
             Message::EpochAck(e) => {
                 (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
@@ -669,7 +692,7 @@ impl Message {
                 out.put_u32_le(f.lease_ms);
             }
             Message::FloorAck(f) => {
-                (f.pg, f.node, f.floor, f.scl).put(out);
+                (f.pg, f.node, f.floor, f.scl, f.vdl).put(out);
                 out.put_u32_le(f.replace.map_or(0, |n| n.0));
             }
             Message::HydrateFetch(h) => {
@@ -785,12 +808,12 @@ impl Message {
                 Message::FloorReport(FloorReport { pg, client, floor, lease_ms })
             }
             17 => {
-                let (pg, node, floor, scl) = Wire::read(r)?;
+                let (pg, node, floor, scl, vdl) = Wire::read(r)?;
                 let replace = match r.u32("floor ack replace")? {
                     0 => None,
                     id => Some(NodeId(id)),
                 };
-                Message::FloorAck(FloorAck { pg, node, floor, scl, replace })
+                Message::FloorAck(FloorAck { pg, node, floor, scl, vdl, replace })
             }
             18 => {
                 let (pg, epochs, read_lsn, from_page) = Wire::read(r)?;
@@ -819,6 +842,11 @@ impl Message {
                 let more = get_bool(r, "record headers more")?;
                 let headers = get_list(r, BATCH_RECORDS_MAX, "record headers")?;
                 Message::RecordHeaders(RecordHeaders { pg, node, scl, range, more, headers })
+            }
+            24 => {
+                let (pg, page_id, read_lsn) = Wire::read(r)?;
+                let page_bytes = r.u32("page_bytes")?;
+                Message::ReadPageAsOf(ReadPageAsOf { pg, page_id, read_lsn, page_bytes })
             }
             other => return Err(FormatError::UnknownMessageType(other)),
         };

@@ -347,3 +347,81 @@ fn pages_read_back_at_every_lsn_from_the_floor_and_with_a_node_down() {
         writer.close().await;
     });
 }
+
+/// One atomic group writing `counter` to a page in PG 0 and one in PG 1 (the CPL last).
+fn pair(counter: u64) -> Vec<NewRecord> {
+    let image = |page: u64, cpl: bool| {
+        let mut bytes = vec![0u8; 4096];
+        bytes[..8].copy_from_slice(&counter.to_le_bytes());
+        NewRecord { page: PageId(page), kind: RecordKind::PageImage, payload: bytes.into(), cpl, lsn: None }
+    };
+    vec![image(0, false), image(100, true)]
+}
+
+/// The counters of both pages of `pair` at the reader's newest read point.
+async fn read_pair(reader: &client::Reader) -> (Lsn, u64, u64) {
+    let snapshot = reader.snapshot();
+    let counter = |bytes: &[u8]| u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let a = reader.read_page(PageId(0), &snapshot).await.unwrap();
+    let b = reader.read_page(PageId(100), &snapshot).await.unwrap();
+    (snapshot.lsn(), counter(&a.bytes), counter(&b.bytes))
+}
+
+#[test]
+fn a_reader_beside_the_writer_sees_whole_groups_across_pgs_and_never_fences_it() {
+    let mut cluster = Cluster::start();
+    let rt = runtime();
+    let writer = rt.block_on(Writer::open(cluster.config(), geometry())).unwrap();
+    rt.block_on(async {
+        for counter in 1..=20 {
+            writer.append(pair(counter)).await.unwrap().durable().await.unwrap();
+        }
+    });
+    let reader = rt.block_on(client::Reader::open(cluster.config(), geometry())).unwrap();
+    assert!(reader.read_point() > Lsn::ZERO);
+    let (_, first, _) = rt.block_on(read_pair(&reader));
+    assert!(first >= 1, "the reader starts at a VDL the writer declared");
+    // The writer goes on while the reader reads: every snapshot shows both pages of one group,
+    // counters never go back, and the reader sees them move. No append fails.
+    let (seen, last) = rt.block_on(async {
+        let writing = async {
+            for counter in 21..=400 {
+                writer.append(pair(counter)).await.unwrap().durable().await.unwrap();
+            }
+        };
+        let reading = async {
+            let (mut seen, mut last) = (std::collections::BTreeSet::new(), 0);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < deadline {
+                let (at, a, b) = read_pair(&reader).await;
+                assert_eq!(a, b, "both pages of one atomic group at {at}");
+                assert!(a >= last, "counter went back from {last} to {a} at {at}");
+                (last, _) = (a, seen.insert(a));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (seen, last)
+        };
+        let ((), read) = tokio::join!(writing, reading);
+        read
+    });
+    assert!(seen.len() >= 3, "the read point moved with the writer: saw {seen:?}");
+    assert!(last <= 400);
+    // The reader catches up with the writer's last VDL, also with a node down, and keeps
+    // reading once the writer is gone.
+    cluster.node(1).kill9();
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (at, a, b) = read_pair(&reader).await;
+            assert_eq!(a, b, "at {at}");
+            if a == 400 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the reader stayed at {a} ({at})");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        writer.close().await;
+        assert_eq!(read_pair(&reader).await.1, 400, "read without a writer");
+    });
+    reader.close();
+}

@@ -319,7 +319,8 @@ fn an_operators_request_passed_on_in_a_floor_ack_replaces_the_node_once() {
     use protocol::messages::FloorAck;
     let Opened { mut w, members } = opened(WriterLimits::default());
     let pg = w.geometry().pg_ref(PgId(0));
-    let floor_ack = |replace| FloorAck { pg, node: members[0], floor: Lsn(0), scl: Lsn(1), replace };
+    let floor_ack =
+        |replace| FloorAck { pg, node: members[0], floor: Lsn(0), scl: Lsn(1), vdl: Lsn(1), replace };
     let plain = floor_ack(None);
     w.handle_reply(members[0], Message::FloorAck(plain));
     assert_eq!(w.change(PgId(0)), None);

@@ -7,6 +7,7 @@ pub(crate) mod floor;
 pub(crate) mod geometry;
 pub mod ladder;
 pub mod links;
+pub mod reader;
 pub(crate) mod recovery;
 pub mod repair;
 pub mod takeover;

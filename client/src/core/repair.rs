@@ -24,6 +24,9 @@ pub struct RepairJob {
     /// What the appended batches carry.
     pub epochs: Epochs,
     pub vdl: Lsn,
+    /// The PG's newest LSN at or below `vdl`: a node keeps the pair, and a reader that is not
+    /// the writer relies on it (`Segment::newest_as_of`).
+    pub pg_vdl_lsn: Lsn,
     pub page_bytes: u32,
 }
 
@@ -40,8 +43,8 @@ impl RepairJob {
 
     /// The batch that appends `records`, read from the source, to the lagging node.
     pub fn batch(&self, records: Vec<Record>) -> AppendBatch {
-        let (pg, epochs, vdl, page_bytes) = (self.pg, self.epochs, self.vdl, self.page_bytes);
-        AppendBatch { pg, epochs, vdl, pg_vdl_lsn: Lsn::ZERO, page_bytes, records }
+        let (pg, epochs, vdl, pg_vdl_lsn) = (self.pg, self.epochs, self.vdl, self.pg_vdl_lsn);
+        AppendBatch { pg, epochs, vdl, pg_vdl_lsn, page_bytes: self.page_bytes, records }
     }
 }
 

@@ -14,6 +14,10 @@ pub enum OpenError {
     /// The segments' records contradict each other: recovery cannot decide (report it).
     #[error("recovery: {0}")]
     Recovery(crate::core::recovery::RecoveryError),
+    /// A reader found no VDL a writer declared on every PG it knows of ({pgs} PGs): no writer
+    /// has opened the volume since its nodes started, or too few nodes answered.
+    #[error("no read point: no declared VDL known on all {pgs} PGs of the volume")]
+    NoReadPoint { pgs: usize },
 }
 
 /// Why an append did not become durable.

@@ -20,6 +20,7 @@
 
 pub(crate) mod error;
 pub(crate) mod links;
+pub(crate) mod reader;
 pub(crate) mod reads;
 pub(crate) mod recovery;
 pub mod requests;

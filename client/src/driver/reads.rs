@@ -58,6 +58,18 @@ impl ReadsInUse {
     pub fn oldest(&self) -> Option<Lsn> {
         self.0.lock().expect("never poisoned").first_key_value().map(|(lsn, _)| *lsn)
     }
+
+    /// The read point `current` returns, held until the snapshot is dropped. Something at or
+    /// below it is held from before it is read until the snapshot's own hold is in place, so
+    /// no report moves the floor past it in between (the floor never goes back, so holding
+    /// zero for a moment only keeps it where it is).
+    pub fn snapshot(&self, current: impl FnOnce() -> Lsn) -> Snapshot {
+        let bridge = self.hold(Lsn::ZERO);
+        let lsn = current();
+        let hold = self.hold(lsn);
+        drop(bridge);
+        Snapshot { lsn, _hold: hold }
+    }
 }
 
 /// One read point held (see [`ReadsInUse`]).
@@ -104,14 +116,7 @@ impl Writer {
     /// VDL now, held readable until the snapshot is dropped: reads of several pages at one
     /// point in time (a multi-page read, a transaction) all succeed at it.
     pub fn snapshot(&self) -> Snapshot {
-        // Something at or below VDL is held from before VDL is read until the snapshot's own
-        // hold is in place, so no tick moves the floor past it in between (the floor never
-        // goes back, so holding zero for a moment only keeps it where it is).
-        let bridge = self.reads_in_use.hold(Lsn::ZERO);
-        let lsn = self.vdl();
-        let hold = self.reads_in_use.hold(lsn);
-        drop(bridge);
-        Snapshot { lsn, _hold: hold }
+        self.reads_in_use.snapshot(|| self.vdl())
     }
 
     /// `page` as of `at`, which must lie in [floor, VDL] (see [`Writer::pin_floor`]). One
@@ -142,17 +147,8 @@ impl Writer {
                 pg_newest_lsn: need,
                 page_bytes: self.geometry.page_bytes,
             });
-            let page_bytes = self.geometry.page_bytes as usize;
-            let answer = self
-                .hedged(&candidates, &read, |node, reply| match reply {
-                    Message::Page(p)
-                        if p.page_id == page && p.read_lsn == at && p.bytes.len() == page_bytes =>
-                    {
-                        Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
-                    }
-                    other => Err(format!("{node} answered {other:?}")),
-                })
-                .await;
+            let answer =
+                self.hedged(&candidates, &read, page_answer(page, at, self.geometry.page_bytes)).await;
             match answer {
                 Ok(version) => return Ok(version),
                 Err(failure) if failure.stale && attempts < READ_ROUTE_ATTEMPTS => continue,
@@ -229,9 +225,44 @@ impl Writer {
         Ok(records)
     }
 
+    async fn hedged<T>(
+        &self,
+        candidates: &[NodeId],
+        read: &Message,
+        accept: impl Fn(NodeId, Message) -> Result<T, String>,
+    ) -> Result<T, HedgeFailure> {
+        let ask = Asking { connections: &self.connections, latency: &self.reads, config: &self.config };
+        ask.hedged(candidates, read, accept).await
+    }
+}
+
+/// Accepts a reply that is `page` as of `at`, `page_bytes` long (its CRC32C was checked on
+/// decode).
+pub(super) fn page_answer(
+    page: PageId,
+    at: Lsn,
+    page_bytes: u32,
+) -> impl Fn(NodeId, Message) -> Result<PageVersion, String> {
+    move |node, reply| match reply {
+        Message::Page(p) if p.page_id == page && p.read_lsn == at && p.bytes.len() == page_bytes as usize => {
+            Ok(PageVersion { lsn: p.version_lsn, bytes: p.bytes })
+        }
+        other => Err(format!("{node} answered {other:?}")),
+    }
+}
+
+/// What a hedged read needs: where the connections are, how fast reads have been, and the
+/// timeouts.
+pub(super) struct Asking<'a> {
+    pub connections: &'a super::links::Connections,
+    pub latency: &'a ReadLatency,
+    pub config: &'a super::ClientConfig,
+}
+
+impl Asking<'_> {
     /// Sends `read` to the first candidate, and to the next when the answer is late, an error,
     /// or one `accept` refuses; returns the first accepted answer.
-    async fn hedged<T>(
+    pub async fn hedged<T>(
         &self,
         candidates: &[NodeId],
         read: &Message,
@@ -258,7 +289,7 @@ impl Writer {
                 return Err(HedgeFailure { detail: last_error, stale });
             }
             let wait =
-                tokio::time::timeout(self.reads.hedge_after(self.config.hedge_after_min), results.recv())
+                tokio::time::timeout(self.latency.hedge_after(self.config.hedge_after_min), results.recv())
                     .await;
             let Ok(Some((node, reply, took))) = wait else { continue };
             outstanding -= 1;
@@ -269,7 +300,7 @@ impl Writer {
                 }
                 Some(reply) => match accept(node, reply) {
                     Ok(answer) => {
-                        self.reads.observe(took);
+                        self.latency.observe(took);
                         return Ok(answer);
                     }
                     Err(error) => last_error = error,
@@ -283,7 +314,7 @@ impl Writer {
 /// Why no candidate gave an accepted answer: the last reason, and whether some segment refused
 /// the read's membership epoch as stale (routing it again may then succeed).
 #[derive(Debug)]
-struct HedgeFailure {
-    detail: String,
-    stale: bool,
+pub(super) struct HedgeFailure {
+    pub detail: String,
+    pub stale: bool,
 }

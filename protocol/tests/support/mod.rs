@@ -89,7 +89,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=21u8) {
+    match rng.random_range(1..=22u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -203,6 +203,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             node,
             floor: lsn(rng),
             scl: lsn(rng),
+            vdl: lsn(rng),
             replace: rng.random::<bool>().then(|| NodeId(rng.random_range(1..100))),
         }),
         18 => Message::HydrateFetch(HydrateFetch {
@@ -250,6 +251,12 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             epochs,
             membership_epoch: Epoch(rng.random_range(1..1 << 40)),
             scl: lsn(rng),
+        }),
+        22 => Message::ReadPageAsOf(ReadPageAsOf {
+            pg,
+            page_id: PageId(rng.random()),
+            read_lsn: lsn(rng),
+            page_bytes: 512 << rng.random_range(0..8),
         }),
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=11));

@@ -20,7 +20,7 @@ pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
 pub use pages::{PageVersions, Stored, VersionPlan};
 pub use planted::PlantedBug;
-pub use segment::{IndexedRecord, PageState, Segment};
+pub use segment::{AsOf, IndexedRecord, PageState, Segment};
 
 #[cfg(test)]
 mod gossip_tests;

@@ -373,7 +373,7 @@ impl NodeCore {
         }
         // The VDL a writer sends is durable whatever happens to this batch, and folding needs
         // it: it is learnt even from a batch refused below (or the cap could never clear).
-        segment.learn_vdl(batch.vdl);
+        segment.learn_vdl(batch.vdl, batch.pg_vdl_lsn);
         let records: Vec<Record> =
             batch.records.iter().filter(|r| !segment.has_or_discards(r.lsn())).cloned().collect();
         let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();

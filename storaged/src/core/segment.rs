@@ -34,6 +34,17 @@ pub use epochs::EpochRefusal;
 pub use floor::FLOOR_REPORTS_MAX;
 use peers::PeerHold;
 
+/// The PG's newest LSN at a reader's read point, as far as a segment can tell
+/// (`Segment::newest_as_of`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    Newest(Lsn),
+    /// Not provable yet: wait for more records or a VDL told.
+    NotYet,
+    /// The read point lies inside the prefix folded into images: too old here.
+    FoldedAway,
+}
+
 /// What the segment remembers of one durable record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexedRecord {
@@ -78,6 +89,8 @@ pub struct Segment {
     /// The highest VDL a writer told this segment; kept in memory only (see `vdl_hint()` for
     /// the lower bound that survives a restart).
     vdl_hint: Lsn,
+    /// The PG's newest LSN at or below `vdl_hint`, told along with it (see `newest_as_of`).
+    told_pg_lsn: Lsn,
     /// The volume's page size, learnt from the first batch (zero until then).
     page_bytes: u32,
     pages: BTreeMap<PageId, PageVersions>,
@@ -118,6 +131,7 @@ impl Segment {
             records: BTreeMap::new(),
             scl: Lsn::ZERO,
             vdl_hint: Lsn::ZERO,
+            told_pg_lsn: Lsn::ZERO,
             page_bytes: 0,
             pages: BTreeMap::new(),
             floor: Lsn::ZERO,
@@ -278,9 +292,42 @@ impl Segment {
         held.max(if self.folded_through <= lsn { self.folded_through } else { Lsn::ZERO })
     }
 
-    /// Remembers a VDL a writer piggybacked on a batch (VDL only grows).
-    pub fn learn_vdl(&mut self, vdl: Lsn) {
-        self.vdl_hint = self.vdl_hint.max(vdl);
+    /// The highest VDL a writer told this segment since the node started (zero if none).
+    /// Unlike `vdl_hint()` it is always a VDL, never inside an atomic group, so a reader may
+    /// read the volume at it.
+    pub fn told_vdl(&self) -> Lsn {
+        self.vdl_hint
+    }
+
+    /// Remembers a VDL a writer piggybacked on a batch, with the PG's newest LSN at or below it
+    /// (VDL only grows). Any writer's, even a fenced one's: what it declared durable stays so.
+    pub fn learn_vdl(&mut self, vdl: Lsn, pg_vdl_lsn: Lsn) {
+        debug_assert!(pg_vdl_lsn <= vdl);
+        if vdl > self.vdl_hint {
+            self.vdl_hint = vdl;
+            self.told_pg_lsn = pg_vdl_lsn;
+        }
+    }
+
+    /// The PG's newest LSN at or below `read_lsn`, which must be a VDL some writer declared,
+    /// if this segment can prove it (`None`: not yet). Either the segment is complete through
+    /// `read_lsn`, so every record it holds at or below is in the committed history (records
+    /// a fenced writer left lie in truncation ranges, all above any VDL declared before the
+    /// truncation and below every LSN allocated after it; a segment that missed a truncation
+    /// cannot chain past those records); or a writer told it a VDL at or above `read_lsn`
+    /// whose newest PG LSN is at or below `read_lsn`, which is then the answer.
+    /// Below the folded prefix's end the newest record left the index: `FoldedAway`.
+    pub fn newest_as_of(&self, read_lsn: Lsn) -> AsOf {
+        if self.told_pg_lsn <= read_lsn && read_lsn <= self.vdl_hint {
+            return AsOf::Newest(self.told_pg_lsn);
+        }
+        if self.scl < read_lsn {
+            return AsOf::NotYet;
+        }
+        if read_lsn < self.folded_through {
+            return AsOf::FoldedAway;
+        }
+        AsOf::Newest(self.newest_at_or_below(read_lsn))
     }
     pub fn truncations(&self) -> &[(Epoch, LsnRange)] {
         &self.truncations
@@ -393,6 +440,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_learns_the_newest_lsn_at_a_declared_vdl_from_the_chain_or_from_what_was_told() {
+        let mut s = seg();
+        s.insert_durable(Lsn(10), rec(0));
+        s.insert_durable(Lsn(30), rec(20));
+        assert_eq!(s.newest_as_of(Lsn(10)), AsOf::Newest(Lsn(10)), "complete through 10");
+        assert_eq!(s.newest_as_of(Lsn(25)), AsOf::NotYet, "20 may lie below 25: not provable");
+        // The writer declares VDL 50 with this PG's newest record at 30 (record 20 is on other
+        // segments): reads in [30, 50] know their newest; below 30 they still need record 20.
+        s.learn_vdl(Lsn(50), Lsn(30));
+        assert_eq!(s.newest_as_of(Lsn(40)), AsOf::Newest(Lsn(30)));
+        assert_eq!(s.newest_as_of(Lsn(50)), AsOf::Newest(Lsn(30)));
+        assert_eq!(s.newest_as_of(Lsn(25)), AsOf::NotYet);
+        assert_eq!(s.newest_as_of(Lsn(51)), AsOf::NotYet, "above every VDL told and above SCL");
+        // An older VDL told later does not replace the newer pair.
+        s.learn_vdl(Lsn(45), Lsn(10));
+        assert_eq!((s.told_vdl(), s.newest_as_of(Lsn(46))), (Lsn(50), AsOf::Newest(Lsn(30))));
+        s.insert_durable(Lsn(20), rec(10));
+        assert_eq!(s.newest_as_of(Lsn(25)), AsOf::Newest(Lsn(20)), "complete through 30 now");
+        assert_eq!(s.newest_as_of(Lsn(30)), AsOf::Newest(Lsn(30)));
+    }
+
+    #[test]
     fn scl_advances_only_over_an_unbroken_backlink_chain() {
         let mut s = seg();
         s.insert_durable(Lsn(10), rec(0));
@@ -428,7 +497,7 @@ mod tests {
         for (lsn, prev) in [(51, 0), (52, 51), (53, 52)] {
             s.insert_durable(Lsn(lsn), rec(prev));
         }
-        s.learn_vdl(Lsn(53));
+        s.learn_vdl(Lsn(53), Lsn(53));
         s.mark_folded(Lsn(51));
         s.mark_folded(Lsn(52));
         assert_eq!((s.folded_through(), s.scl()), (Lsn(52), Lsn(53)));
@@ -451,7 +520,7 @@ mod tests {
         assert_eq!(s.oldest_file(), Some(3));
         s.insert_durable(Lsn(10), in_file(0, 6));
         assert_eq!(s.oldest_file(), Some(4), "10 now lives in file 6");
-        s.learn_vdl(Lsn(30));
+        s.learn_vdl(Lsn(30), Lsn(30));
         s.mark_folded(Lsn(20));
         assert_eq!(s.oldest_file(), Some(4), "20 stays indexed until 10 is folded too");
         s.mark_folded(Lsn(10));
@@ -465,7 +534,7 @@ mod tests {
         let mut s = seg();
         s.insert_durable(Lsn(10), rec(0));
         s.insert_durable(Lsn(20), rec(10));
-        s.learn_vdl(Lsn(20));
+        s.learn_vdl(Lsn(20), Lsn(20));
         s.mark_folded(Lsn(10));
         s.mark_folded(Lsn(20));
         assert_eq!(s.record_count(), 0, "everything folded into images");

@@ -111,6 +111,10 @@ fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pendin
         Message::ReadRecords(read) => spawn_read(shared, read),
         Message::ReadRecordHeaders(read) => spawn_header_read(shared, read),
         Message::ReadPage(read) => spawn_page_read(shared, read),
+        Message::ReadPageAsOf(read) => {
+            let shared = Rc::clone(shared);
+            spawn_reply(async move { super::page_read::read_page_as_of(&shared, read).await })
+        }
         Message::FloorReport(report) => {
             let now = shared.now_ms();
             Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))

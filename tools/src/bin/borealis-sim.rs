@@ -108,10 +108,13 @@ fn main() {
     let (mut failed, mut unavailable, mut heal) = (0, 0, tools::sim::node::HealCounts::default());
     let (mut changes, mut nine) = (tools::sim::ChangeCounts::default(), 0);
     let (mut disk, mut recycled) = (storaged::storage::sim::DiskStats::default(), 0);
+    let (mut reads, mut reader_reads) = (0, 0);
     let jobs =
         cli.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
     for (seed, outcome) in seeds.iter().zip(run_all(&seeds, &config, jobs)) {
         unavailable += u64::from(outcome.unavailable);
+        reads += outcome.reads_checked;
+        reader_reads += outcome.as_of_reads_checked;
         heal.add(outcome.heal);
         changes.add(outcome.changes);
         disk.add(outcome.disk);
@@ -119,12 +122,13 @@ fn main() {
         nine += u64::from(outcome.nodes > 6);
         if cli.seed.is_some() {
             println!(
-                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked, {} nodes, {:?}",
+                "seed {seed}: trace {:08x}, {} events, {} records, VDL {}, {} page reads checked ({} by a reader), {} nodes, {:?}",
                 outcome.trace_hash,
                 outcome.events,
                 outcome.records_appended,
                 outcome.vdl,
                 outcome.reads_checked,
+                outcome.as_of_reads_checked,
                 outcome.nodes,
                 outcome.changes,
             );
@@ -147,6 +151,7 @@ fn main() {
         String::new()
     };
     println!("{} passed, {failed} failed{stopped}", seeds.len() - failed);
+    println!("pages checked: {reads}, of which {reader_reads} read by a reader at a declared VDL");
     println!(
         "scrub: {} passes, {} faults found, {} repaired; hydration: {} started, {} completed, {} abandoned",
         heal.scrub_passes,

@@ -251,6 +251,12 @@ impl World {
                 break;
             }
         }
+        if vdl > self.vdl_seen {
+            if self.declared_vdls.len() == super::DECLARED_VDLS_KEPT {
+                self.declared_vdls.pop_front();
+            }
+            self.declared_vdls.push_back(vdl);
+        }
         self.vdl_seen = self.vdl_seen.max(vdl);
     }
 

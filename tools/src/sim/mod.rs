@@ -82,6 +82,8 @@ const EVENTS_MAX: u64 = 2_000_000;
 const HEAL_US: u64 = 2_000_000;
 /// Percent of ticks on which the reader reads a page.
 const READ_PERCENT: u32 = 30;
+/// Declared VDLs kept as read points for the reader that is not the writer.
+const DECLARED_VDLS_KEPT: usize = 64;
 /// How long, once the writer made everything durable, the segments may take to converge.
 const CONVERGE_US: u64 = 1_000_000;
 
@@ -134,6 +136,8 @@ pub struct Outcome {
     pub failures: Vec<String>,
     pub records_appended: u64,
     pub reads_checked: u64,
+    /// Of those, pages read by a reader that is not the writer (`ReadPageAsOf`).
+    pub as_of_reads_checked: u64,
     /// The run ended with records that could not become durable (over-budget runs only).
     pub unavailable: bool,
     /// Scrub and hydration counters, summed over the nodes.
@@ -180,6 +184,11 @@ struct World {
     /// Page reads checked, and reads answered with an error (not checked).
     reads_checked: u64,
     reads_refused: u64,
+    /// Of the pages checked, those a reader other than the writer read (`ReadPageAsOf`).
+    as_of_reads_checked: u64,
+    /// The latest VDLs the writers reached (at most `DECLARED_VDLS_KEPT`): read points for the
+    /// reader that is not the writer.
+    declared_vdls: std::collections::VecDeque<Lsn>,
     /// Every ack a node sent: (node, PG, first LSN, last LSN).
     acks: Vec<(NodeId, PgId, Lsn, Lsn)>,
     /// The LSNs of each batch a node received from a writer, by (node, PG, first, last): a
@@ -243,6 +252,7 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
         failures: world.failures,
         records_appended: world.appended.len() as u64,
         reads_checked: world.reads_checked,
+        as_of_reads_checked: world.as_of_reads_checked,
         unavailable,
         heal,
         vdl: world.writer.vdl(),
@@ -291,6 +301,8 @@ impl World {
             appended: BTreeMap::new(),
             reads_checked: 0,
             reads_refused: 0,
+            as_of_reads_checked: 0,
+            declared_vdls: std::collections::VecDeque::new(),
             acks: Vec::new(),
             batches: HashMap::new(),
             rotted_nodes: Vec::new(),
@@ -379,8 +391,11 @@ impl World {
         }
 
         match to {
-            Endpoint::Reader => {
+            Endpoint::Reader | Endpoint::AsOfReader => {
                 if let Endpoint::Node(node) = from {
+                    if to == Endpoint::AsOfReader && matches!(message, Message::Page(_)) {
+                        self.as_of_reads_checked += 1;
+                    }
                     self.check_page(node, message);
                 }
             }
@@ -431,7 +446,7 @@ impl World {
                 }
                 let reply = match from {
                     Endpoint::Writer(gen) => self.node(node).receive(gen, message, now),
-                    Endpoint::Reader => self.node(node).receive(0, message, now),
+                    Endpoint::Reader | Endpoint::AsOfReader => self.node(node).receive(0, message, now),
                     Endpoint::Node(peer) => {
                         let cluster = &self.cluster;
                         let members_of =
@@ -601,6 +616,7 @@ fn trace_bytes(from: Endpoint, to: Endpoint, message: &Message) -> Vec<u8> {
         Endpoint::Writer(gen) => 100 + gen as u8,
         Endpoint::Node(n) => n.0 as u8,
         Endpoint::Reader => 99,
+        Endpoint::AsOfReader => 98,
     };
     let lsn = match message {
         Message::AppendBatch(b) => b.records.last().map_or(0, |r| r.lsn().0),

@@ -12,8 +12,10 @@ pub enum Endpoint {
     /// A writer, by generation: a takeover starts a new one while the old may still run.
     Writer(u32),
     Node(NodeId),
-    /// The reader that checks pages.
+    /// The reader that checks pages, with the writer's read points (`ReadPage`).
     Reader,
+    /// A reader that is not the writer (`ReadPageAsOf`), reading at VDLs writers declared.
+    AsOfReader,
 }
 
 /// Something that happens at a virtual time.

@@ -207,6 +207,18 @@ impl SimNode {
                 return Some(protocol::messages::RecordHeaders::answer(&read, answer));
             }
             Message::ReadPage(read) => return Some(self.read_page(&read)),
+            Message::ReadPageAsOf(read) => {
+                return Some(match self.core.resolve_read_as_of(&read) {
+                    Ok(Some(resolved)) => self.read_page(&resolved),
+                    Err(refusal) => Message::Error(refusal),
+                    Ok(None) => Message::Error(ErrorReply {
+                        code: ErrorCode::NotYet,
+                        pg: read.pg,
+                        epochs: Epochs::default(),
+                        message: "newest LSN at the read point not yet known".into(),
+                    }),
+                });
+            }
             Message::FloorReport(report) => {
                 return Some(self.core.handle_floor_report(&report, now_us / 1000));
             }

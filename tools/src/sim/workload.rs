@@ -88,10 +88,14 @@ impl World {
         if vdl == Lsn::ZERO || floor > vdl {
             return;
         }
-        let at = Lsn(self.rng.random_range(floor.0..=vdl.0));
         let index = self.rng.random_range(0..self.appended.len());
         let page = self.appended.values().nth(index).expect("index in range").page;
         let pg = self.geometry.pg_of(page);
+        if self.rng.random_bool(0.5) {
+            self.read_a_page_as_of(page, floor);
+            return;
+        }
+        let at = Lsn(self.rng.random_range(floor.0..=vdl.0));
         let Ok((need, candidates)) = self.writer.read_route(pg, at) else { return };
         let Some(node) = candidates.first().copied() else { return };
         let read = Message::ReadPage(ReadPage {
@@ -103,5 +107,26 @@ impl World {
             page_bytes: self.geometry.page_bytes,
         });
         self.send(Endpoint::Reader, Endpoint::Node(node), read);
+    }
+
+    /// A read by a reader that is not the writer: at a VDL some writer reached (not below the
+    /// writer's floor, which nodes keep versions from), from any member of the PG, which must
+    /// work out the PG's newest LSN itself.
+    fn read_a_page_as_of(&mut self, page: protocol::PageId, floor: Lsn) {
+        let points: Vec<Lsn> = self.declared_vdls.iter().copied().filter(|l| *l >= floor).collect();
+        if points.is_empty() {
+            return;
+        }
+        let at = points[self.rng.random_range(0..points.len())];
+        let pg = self.geometry.pg_of(page);
+        let members = self.writer.membership(pg).current().members().to_vec();
+        let node = members[self.rng.random_range(0..members.len())];
+        let read = Message::ReadPageAsOf(protocol::messages::ReadPageAsOf {
+            pg: self.geometry.pg_ref(pg),
+            page_id: page,
+            read_lsn: at,
+            page_bytes: self.geometry.page_bytes,
+        });
+        self.send(Endpoint::AsOfReader, Endpoint::Node(node), read);
     }
 }

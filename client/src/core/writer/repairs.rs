@@ -42,6 +42,7 @@ impl WriterCore {
                     target,
                     epochs: self.epochs,
                     vdl: self.vdl(),
+                    pg_vdl_lsn: self.pg_vdl_lsn(pg),
                     page_bytes: self.geometry.page_bytes,
                 });
             }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use protocol::messages::{ErrorCode, ErrorReply, FloorAck, FloorReport, Page, ReadPage};
+use protocol::messages::{ErrorCode, ErrorReply, FloorAck, FloorReport, Page, ReadPage, ReadPageAsOf};
 use protocol::{Lsn, Message, NodeId, PageId, PgRef, RecordKind};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::core::location::Location;
 use crate::core::pages::Stored;
-use crate::core::segment::Segment;
+use crate::core::segment::{AsOf, Segment};
 
 /// One page version for the coalescer to build and store: the page as of `target`, from `base`
 /// (or zeros) and `records`; or, for a relocation, a copy of the image at `relocate`.
@@ -163,6 +163,30 @@ impl NodeCore {
         }))
     }
 
+    /// A reader's page read (`ReadPageAsOf`) as the `ReadPage` the segment can answer, once it
+    /// can prove the PG's newest LSN at or below the read point (`None`: not yet).
+    pub fn resolve_read_as_of(&self, read: &ReadPageAsOf) -> Result<Option<ReadPage>, ErrorReply> {
+        let Some(segment) = self.segments.get(&read.pg) else { return Ok(None) };
+        let pg_newest_lsn = match segment.newest_as_of(read.read_lsn) {
+            AsOf::Newest(lsn) => lsn,
+            AsOf::NotYet => return Ok(None),
+            AsOf::FoldedAway => {
+                let message = format!("read point {} lies in the versions folded away", read.read_lsn);
+                return Err(self.error(ErrorCode::TooOld, read.pg, &message));
+            }
+        };
+        Ok(Some(ReadPage {
+            pg: read.pg,
+            // A reader relies on no writer's epochs: the segment's own pass the epoch checks,
+            // which still refuse a segment not open at its volume epoch.
+            epochs: segment.epochs(),
+            page_id: read.page_id,
+            read_lsn: read.read_lsn,
+            pg_newest_lsn,
+            page_bytes: read.page_bytes,
+        }))
+    }
+
     /// A driver built a page version: keep it for later reads.
     pub fn handle_page_built(&mut self, pg: PgRef, page: PageId, version: Lsn, bytes: Bytes) {
         self.cache.insert(pg, page, version, bytes);
@@ -173,12 +197,13 @@ impl NodeCore {
         let node = self.node;
         let replace = self.replacement_asked.filter(|(_, until)| now < *until).map(|(node, _)| node);
         let Some(segment) = self.segments.get_mut(&report.pg) else {
-            let (floor, scl) = (Lsn::ZERO, Lsn::ZERO);
-            return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, replace });
+            let (floor, scl, vdl) = (Lsn::ZERO, Lsn::ZERO, Lsn::ZERO);
+            return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, vdl, replace });
         };
         let expires = now.saturating_add(u64::from(report.lease_ms));
         let floor = segment.report_floor(report.client, report.floor, now, expires);
-        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl: segment.scl(), replace })
+        let (scl, vdl) = (segment.scl(), segment.told_vdl());
+        Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, vdl, replace })
     }
 
     /// An operator asks (through the admin port) to have `node` replaced: every floor ack for

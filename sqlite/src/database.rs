@@ -41,6 +41,11 @@ pub trait PageStore {
     fn read(&mut self, pages: &[PageId]) -> Result<Vec<Option<Bytes>>, StoreError>;
     /// Appends `records` as one atomic group (the last is the CPL) and waits until durable.
     fn commit(&mut self, records: Vec<NewRecord>) -> Result<(), StoreError>;
+    /// Moves a read-only view to the volume's newest committed state; true if it moved. A
+    /// writer's view is always the newest (its own commits), so by default nothing moves.
+    fn refresh(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// Why the volume failed an operation.
@@ -54,6 +59,8 @@ pub enum StoreError {
     Read(client::ReadError),
     #[error("the volume's writer is closed")]
     Closed,
+    #[error("the database was opened read-only (mode=ro)")]
+    ReadOnly,
 }
 
 /// Why a file operation failed.
@@ -65,6 +72,8 @@ pub enum FileError {
     TooBig(#[from] TooBig),
     #[error("the database header asks for {0}-byte pages; the borealis VFS uses {PAGE_BYTES} (PRAGMA page_size = {PAGE_BYTES})")]
     PageSize(u32),
+    #[error(transparent)]
+    Superblock(#[from] superblock::SuperblockError),
     #[error("an earlier failure stopped this volume in this process ({0}); close and reopen the database")]
     Latched(Box<FileError>),
 }
@@ -237,6 +246,24 @@ impl<S: PageStore> Database<S> {
         if let Some(start) = self.batch_start.take() {
             self.pending = start;
         }
+    }
+
+    /// A connection starts a read transaction (takes SHARED from no lock): when no other
+    /// connection of the process holds a lock, a read-only view moves to the volume's newest
+    /// committed state, and what was cached of the older one is dropped. SQLite reads the
+    /// header next and drops its own cache when the change counter moved.
+    pub fn begin_read(&mut self) -> Result<(), FileError> {
+        self.check()?;
+        if !self.locks.idle() || !self.store.refresh()? {
+            return Ok(());
+        }
+        debug_assert!(!self.pending.is_dirty(), "a read-only view never has writes pending");
+        self.cache = PageCache::new(CACHE_PAGES_MAX);
+        self.last_miss = None;
+        let superblock = self.store.read(&[superblock::PAGE_ID])?.pop().flatten();
+        let size = superblock::parse(superblock.as_deref())?.unwrap_or(0);
+        self.pending = Pending::new(size);
+        Ok(())
     }
 
     pub fn lock(&mut self, who: Holder, held: LockLevel, want: LockLevel) -> Result<LockLevel, Busy> {

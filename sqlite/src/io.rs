@@ -17,7 +17,7 @@ use std::sync::MutexGuard;
 
 use libsqlite3_sys as ffi;
 
-use crate::database::{Database, FileError, ReadOutcome};
+use crate::database::{Database, FileError, ReadOutcome, StoreError};
 use crate::lock::LockLevel;
 use crate::memfile::MemoryError;
 use crate::store::BorealisStore;
@@ -77,7 +77,8 @@ fn code_of(error: &FileError, io: c_int) -> c_int {
     match error {
         FileError::TooBig(_) => ffi::SQLITE_FULL,
         FileError::Latched(inner) => code_of(inner, io),
-        FileError::PageSize(_) | FileError::Store(_) => io,
+        FileError::Store(StoreError::ReadOnly) => ffi::SQLITE_READONLY,
+        FileError::PageSize(_) | FileError::Superblock(_) | FileError::Store(_) => io,
     }
 }
 
@@ -225,17 +226,26 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
     let Some(want) = LockLevel::from_sqlite(level) else { return ffi::SQLITE_MISUSE };
     let lock = |handle: &mut Handle| {
         let Handle::Main(main) = handle else { return ffi::SQLITE_OK };
-        let locked = database(main).map(|mut db| db.lock(main.holder, main.lock, want));
+        let locked = database(main).map(|mut db| {
+            let read = match main.lock {
+                LockLevel::None => db.begin_read(),
+                _ => Ok(()),
+            };
+            read.map(|()| db.lock(main.holder, main.lock, want))
+        });
         match locked {
             Err(code) => code,
-            Ok(Ok(level)) => {
-                main.lock = level;
-                ffi::SQLITE_OK
-            }
-            Ok(Err(busy)) => {
-                main.lock = busy.held;
-                ffi::SQLITE_BUSY
-            }
+            Ok(Err(error)) => failed(main, &error, ffi::SQLITE_IOERR_LOCK),
+            Ok(Ok(locked)) => match locked {
+                Ok(level) => {
+                    main.lock = level;
+                    ffi::SQLITE_OK
+                }
+                Err(busy) => {
+                    main.lock = busy.held;
+                    ffi::SQLITE_BUSY
+                }
+            },
         }
     };
     // SAFETY: SQLite calls this on a file `x_open` opened.

@@ -22,7 +22,8 @@
 //! - Locks are kept in process memory ([`lock`]): connections of one process share one writer
 //!   per volume. A second process that opens the volume takes it over (the client fences the
 //!   first writer); the first then fails its next commit with an I/O error, never corrupting.
-//! - WAL is refused; read-only opens are refused (the client has no non-fencing reader yet).
+//! - WAL is refused; read-only opens (`mode=ro`) read through a `client::Reader`, at the newest
+//!   VDL a writer declared when each read transaction starts, and never fence the writer.
 //!
 //! The C side is [`vfs`] (the VFS object, opening files) and [`io`] (the files' methods); the
 //! database file itself is [`database`], over the Borealis writer of [`store`], shared per

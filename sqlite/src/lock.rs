@@ -91,6 +91,11 @@ impl LockTable {
         }
     }
 
+    /// True if no connection holds any lock.
+    pub fn idle(&self) -> bool {
+        self.shared_count == 0 && self.writer.is_none()
+    }
+
     /// Lowers `who` from `held` to `to` (SHARED or NONE); returns `to`.
     pub fn unlock(&mut self, who: Holder, held: LockLevel, to: LockLevel) -> LockLevel {
         if to >= held {

@@ -1,4 +1,5 @@
-//! The Borealis side of the VFS: a [`PageStore`] over one `client::Writer`, driven from
+//! The Borealis side of the VFS: a [`PageStore`] over one `client::Writer` (or, for a
+//! read-only open, a `client::Reader` and the snapshot its read transaction sees), driven from
 //! SQLite's synchronous calls through one process-wide tokio runtime.
 //!
 //! The writer is async and spawns a driver task, so it lives on a multi-thread runtime with
@@ -13,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use client::{NewRecord, VolumeGeometry, Writer};
+use client::{ClientConfig, NewRecord, Reader, Snapshot, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, VolumeId};
 use tokio::runtime::Runtime;
 use tools::local::LocalCluster;
@@ -62,40 +63,59 @@ fn runtime() -> Result<&'static Runtime, StoreOpenError> {
     built.as_ref().map_err(|e| StoreOpenError::Runtime(e.clone()))
 }
 
-/// One volume's writer, used synchronously.
+/// One volume's writer or reader, used synchronously.
 #[derive(Debug)]
 pub struct BorealisStore {
-    writer: Writer,
+    access: Access,
     runtime: &'static Runtime,
+}
+
+#[derive(Debug)]
+enum Access {
+    Write(Writer),
+    /// A read-only view: every read at `snapshot`, moved by `refresh` between read
+    /// transactions.
+    Read {
+        reader: Reader,
+        snapshot: Snapshot,
+    },
 }
 
 impl BorealisStore {
     /// Opens `volume` of the local cluster in `cluster`: takes the volume over, fencing any
     /// writer another process holds.
     pub fn open(cluster: &std::path::Path, volume: u64) -> Result<BorealisStore, StoreOpenError> {
-        let runtime = runtime()?;
-        let local = LocalCluster::load(cluster).map_err(|source| StoreOpenError::Cluster {
-            dir: cluster.to_owned(),
-            source: Box::new(source),
-        })?;
-        let mut config = local.client_config()?;
-        config.append_timeout = COMMIT_TIMEOUT;
-        config.requests_dir = Some(local.requests_dir());
-        let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), PAGE_BYTES, PAGES_PER_PG)?;
+        let (runtime, config, geometry) = setup(cluster, volume)?;
         let writer = runtime
             .block_on(Writer::open(config, geometry))
             .map_err(|source| StoreOpenError::Open { volume, source })?;
-        Ok(BorealisStore { writer, runtime })
+        Ok(BorealisStore { access: Access::Write(writer), runtime })
     }
 
-    /// Closes the writer once what it appended is durable (bounded by the append timeout).
+    /// Opens `volume` read-only: reads at VDLs its writer declared, leaving the writer in place.
+    pub fn open_read_only(cluster: &std::path::Path, volume: u64) -> Result<BorealisStore, StoreOpenError> {
+        let (runtime, config, geometry) = setup(cluster, volume)?;
+        let reader = runtime
+            .block_on(Reader::open(config, geometry))
+            .map_err(|source| StoreOpenError::Open { volume, source })?;
+        let snapshot = reader.snapshot();
+        Ok(BorealisStore { access: Access::Read { reader, snapshot }, runtime })
+    }
+
+    /// Closes the writer once what it appended is durable (bounded by the append timeout), or
+    /// the reader.
     pub fn close(self) {
-        let BorealisStore { writer, runtime } = self;
-        runtime.block_on(writer.close());
+        match self.access {
+            Access::Write(writer) => self.runtime.block_on(writer.close()),
+            Access::Read { reader, .. } => reader.close(),
+        }
     }
 
     fn fenced(&self) -> bool {
-        self.writer.watch_vdl().borrow().fenced
+        match &self.access {
+            Access::Write(writer) => writer.watch_vdl().borrow().fenced,
+            Access::Read { .. } => false,
+        }
     }
 
     fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
@@ -109,12 +129,18 @@ impl PageStore for BorealisStore {
         if self.fenced() {
             return Err(StoreError::Fenced);
         }
-        let writer = &self.writer;
-        let versions = self.block_on(async {
-            let snapshot = writer.snapshot();
-            futures::future::try_join_all(pages.iter().map(|page| read_page(writer, *page, snapshot.lsn())))
-                .await
-        });
+        let versions = match &self.access {
+            Access::Write(writer) => self.block_on(async {
+                let snapshot = writer.snapshot();
+                let at = snapshot.lsn();
+                let reads = pages.iter().map(|page| retried(|| writer.read_page(*page, at)));
+                futures::future::try_join_all(reads).await
+            }),
+            Access::Read { reader, snapshot } => self.block_on(async {
+                let reads = pages.iter().map(|page| retried(|| reader.read_page(*page, snapshot)));
+                futures::future::try_join_all(reads).await
+            }),
+        };
         let versions = versions.map_err(StoreError::Read)?;
         Ok(versions
             .into_iter()
@@ -123,7 +149,7 @@ impl PageStore for BorealisStore {
     }
 
     fn commit(&mut self, records: Vec<NewRecord>) -> Result<(), StoreError> {
-        let writer = &self.writer;
+        let Access::Write(writer) = &self.access else { return Err(StoreError::ReadOnly) };
         let durable = self.block_on(async { writer.append(records).await?.durable().await });
         match durable {
             Ok(_) => Ok(()),
@@ -132,13 +158,40 @@ impl PageStore for BorealisStore {
             Err(other) => Err(StoreError::Append(other)),
         }
     }
+
+    fn refresh(&mut self) -> Result<bool, StoreError> {
+        let Access::Read { reader, snapshot } = &mut self.access else { return Ok(false) };
+        let newer = reader.snapshot();
+        let moved = newer.lsn() != snapshot.lsn();
+        *snapshot = newer;
+        Ok(moved)
+    }
 }
 
-/// `page` at `at`, tried again while no segment can serve it yet, for up to [`READ_RETRY_FOR`].
-async fn read_page(writer: &Writer, page: PageId, at: Lsn) -> Result<client::PageVersion, client::ReadError> {
+/// The runtime, the client settings and the geometry every open of `volume` uses.
+fn setup(
+    cluster: &std::path::Path,
+    volume: u64,
+) -> Result<(&'static Runtime, ClientConfig, VolumeGeometry), StoreOpenError> {
+    let runtime = runtime()?;
+    let local = LocalCluster::load(cluster)
+        .map_err(|source| StoreOpenError::Cluster { dir: cluster.to_owned(), source: Box::new(source) })?;
+    let mut config = local.client_config()?;
+    config.append_timeout = COMMIT_TIMEOUT;
+    config.requests_dir = Some(local.requests_dir());
+    let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), PAGE_BYTES, PAGES_PER_PG)?;
+    Ok((runtime, config, geometry))
+}
+
+/// A page read, tried again while no segment can serve it yet, for up to [`READ_RETRY_FOR`].
+async fn retried<F, Fut>(read: F) -> Result<client::PageVersion, client::ReadError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<client::PageVersion, client::ReadError>>,
+{
     let deadline = tokio::time::Instant::now() + READ_RETRY_FOR;
     loop {
-        match writer.read_page(page, at).await {
+        match read().await {
             Err(client::ReadError::Unavailable { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(READ_RETRY_PAUSE).await;
             }

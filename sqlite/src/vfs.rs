@@ -203,16 +203,14 @@ unsafe fn open_handle(name: *const c_char, flags: c_int) -> Result<Handle, c_int
 /// # Safety
 /// `name` is a main database's filename SQLite passed to `xOpen`.
 unsafe fn open_main(name: *const c_char, display: &str, flags: c_int) -> Result<MainFile, OpenError> {
-    if flags & ffi::SQLITE_OPEN_READONLY != 0 {
-        return Err(OpenError::ReadOnly);
-    }
     let parameter = |key: &CStr| {
         // SAFETY: the caller's promise; SQLite returns null or a string that lives as long
         // as the filename.
         unsafe { text(ffi::sqlite3_uri_parameter(name, key.as_ptr())) }
     };
     let (volume, cluster) = (parameter(c"volume"), parameter(c"cluster"));
-    let key = VolumeKey::new(volume.as_deref(), cluster.as_deref())?;
+    let read_only = flags & ffi::SQLITE_OPEN_READONLY != 0;
+    let key = VolumeKey::new(volume.as_deref(), cluster.as_deref(), read_only)?;
     let database = volumes::open(&key, display)?;
     Ok(MainFile { key, name: display.to_owned(), database, holder: holder_id(), lock: LockLevel::None })
 }

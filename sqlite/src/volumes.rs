@@ -19,11 +19,14 @@ use crate::store::{BorealisStore, StoreOpenError};
 /// An open volume, locked while a call uses it.
 pub type SharedDatabase = Arc<Mutex<Database<BorealisStore>>>;
 
-/// Which volume: the cluster directory (absolute) and the volume number.
+/// Which volume: the cluster directory (absolute) and the volume number; and whether it is
+/// open read-only (`mode=ro`: a reader, shared by the process's read-only connections, apart
+/// from a writer the process may also hold).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VolumeKey {
     pub cluster: PathBuf,
     pub volume: u64,
+    pub read_only: bool,
 }
 
 /// Why a database could not be opened.
@@ -35,8 +38,6 @@ pub enum OpenError {
     BadVolume(String),
     #[error("no cluster: set BOREALIS_CLUSTER=DIR or add `&cluster=DIR` to the URI")]
     NoCluster,
-    #[error("the borealis VFS opens databases read-write only (no reader that leaves the volume's writer in place yet)")]
-    ReadOnly,
     #[error(transparent)]
     Store(#[from] StoreOpenError),
     #[error("volume {volume}: {source}")]
@@ -50,7 +51,7 @@ pub enum OpenError {
 impl VolumeKey {
     /// The key from the URI's `volume` and `cluster` parameters (`BOREALIS_CLUSTER` when the
     /// URI has none).
-    pub fn new(volume: Option<&str>, cluster: Option<&str>) -> Result<VolumeKey, OpenError> {
+    pub fn new(volume: Option<&str>, cluster: Option<&str>, read_only: bool) -> Result<VolumeKey, OpenError> {
         let volume = volume.ok_or(OpenError::NoVolume)?;
         let parsed = match volume.strip_prefix("0x") {
             Some(hex) => u64::from_str_radix(hex, 16),
@@ -62,7 +63,7 @@ impl VolumeKey {
             None => std::env::var_os("BOREALIS_CLUSTER").map(PathBuf::from).ok_or(OpenError::NoCluster)?,
         };
         let cluster = std::path::absolute(&cluster).unwrap_or(cluster);
-        Ok(VolumeKey { cluster, volume })
+        Ok(VolumeKey { cluster, volume, read_only })
     }
 }
 
@@ -81,14 +82,20 @@ fn open_volumes() -> MutexGuard<'static, HashMap<VolumeKey, Entry>> {
 /// the connections that have it open.
 pub fn open(key: &VolumeKey, name: &str) -> Result<SharedDatabase, OpenError> {
     let mut open = open_volumes();
-    if let Some((other, _)) = open.iter().find(|(k, e)| *k != key && e.names.iter().any(|n| n == name)) {
+    // The same volume read-only and read-write may share a name: a read-only view has no journal.
+    let other_volume = |k: &VolumeKey| (&k.cluster, k.volume) != (&key.cluster, key.volume);
+    if let Some((other, _)) = open.iter().find(|(k, e)| other_volume(k) && e.names.iter().any(|n| n == name))
+    {
         return Err(OpenError::NameInUse { name: name.to_owned(), volume: other.volume });
     }
     if let Some(entry) = open.get_mut(key) {
         entry.names.push(name.to_owned());
         return Ok(Arc::clone(&entry.database));
     }
-    let store = BorealisStore::open(&key.cluster, key.volume)?;
+    let store = match key.read_only {
+        true => BorealisStore::open_read_only(&key.cluster, key.volume)?,
+        false => BorealisStore::open(&key.cluster, key.volume)?,
+    };
     let database =
         Database::open(store).map_err(|source| OpenError::Database { volume: key.volume, source })?;
     let database = Arc::new(Mutex::new(database));
@@ -133,6 +140,7 @@ pub fn forget_failed(key: &VolumeKey, database: &SharedDatabase) {
 
 impl std::fmt::Display for VolumeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "volume {} of {}", self.volume, self.cluster.display())
+        let mode = if self.read_only { " (read-only)" } else { "" };
+        write!(f, "volume {} of {}{mode}", self.volume, self.cluster.display())
     }
 }

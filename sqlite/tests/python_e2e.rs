@@ -83,18 +83,7 @@ fn a_bank_killed_with_sigkill_50_times_at_random_moments_loses_no_committed_tran
     for round in 0..KILLS {
         let seed = next(&mut state).to_string();
         let delay = Duration::from_millis(next(&mut state) % 1500);
-        let mut child = cluster
-            .bank(6, &["run", &seed, "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            text
-        });
+        let (mut child, reader) = spawn_bank(&cluster, 6, &["run", &seed, "0"]);
         std::thread::sleep(delay);
         let killed = child.kill();
         let status = child.wait().unwrap();
@@ -129,6 +118,18 @@ fn a_bank_killed_with_sigkill_50_times_at_random_moments_loses_no_committed_tran
     assert!(kills_mid_transfers >= KILLS / 2, "only {kills_mid_transfers} kills landed while transfers ran");
 }
 
+/// `bank.py` started in the background, with a thread collecting what it prints.
+fn spawn_bank(cluster: &Cluster, volume: u64, args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = cluster.bank(volume, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    (child, printed)
+}
+
 /// Nodes 1 (AZ 0) and 3 (AZ 1): killing both leaves every PG 4 of 6 segments, a write quorum.
 const NODES_KILLED: [u32; 2] = [1, 3];
 
@@ -137,14 +138,7 @@ fn a_bank_keeps_committing_and_loses_nothing_while_two_storage_nodes_are_killed_
     let _one = one_at_a_time();
     let cluster = Cluster::up();
     init(&cluster, 8);
-    let mut child =
-        cluster.bank(8, &["run", "8", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
+    let (mut child, reader) = spawn_bank(&cluster, 8, &["run", "8", "0"]);
     std::thread::sleep(Duration::from_secs(1));
     let pids =
         tools::procs::read_pid_file(&cluster.path().join("pids")).unwrap().expect("the cluster's pid file");
@@ -172,6 +166,35 @@ fn a_bank_keeps_committing_and_loses_nothing_while_two_storage_nodes_are_killed_
     std::fs::write(&ids, printed).unwrap();
     let said = check(&cluster, 8, &ids);
     assert!(said.contains(&format!("committed-seen {committed} ")), "{said}");
+}
+
+#[test]
+fn a_read_only_process_sees_whole_committed_states_beside_the_writer_and_never_fences_it() {
+    let _one = one_at_a_time();
+    let cluster = Cluster::up();
+    init(&cluster, 9);
+    let (mut writer, printed) = spawn_bank(&cluster, 9, &["run", "9", "0"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let watched = run(&mut cluster.bank(9, &["watch", ACCOUNTS, "6"]), None);
+    let said = text(&watched);
+    // The writer is still running and committing: the reader took nothing over.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = writer.kill();
+    let status = writer.wait().unwrap();
+    let mut stderr = String::new();
+    let _ = writer.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(status.code().is_none(), "the writer stopped by itself ({status}):\n{stderr}");
+    assert!(watched.status.success() && said.trim_end().ends_with("ok"), "watch:\n{said}");
+    assert!(said.contains("write refused"), "{said}");
+    let snapshots = count_after(&said, "snapshots ");
+    assert!(snapshots >= 3, "the read-only view did not move with the writer: {said}");
+    let printed = printed.join().unwrap();
+    let printed = whole_lines(&printed);
+    let committed = printed.lines().filter(|l| l.starts_with("committed ")).count();
+    let ids = cluster.path().join("ids");
+    std::fs::write(&ids, printed).unwrap();
+    let checked = check(&cluster, 9, &ids);
+    assert!(checked.contains(&format!("committed-seen {committed} ")), "{checked}");
 }
 
 /// Reads one line from `child`'s stdout.

@@ -6,6 +6,7 @@
     bank.py EXT URI check ACCOUNTS [IDS]    verify; IDS: a file of "committed N" / "rolledback N" lines
     bank.py EXT URI hold                    one transfer, then wait for a line on stdin, then another
     bank.py EXT URI locks                   two connections of one process take turns
+    bank.py EXT URI watch ACCOUNTS SECONDS  read-only (mode=ro) beside a running writer
 
 `run` prints "committed N" once the commit of transfer N returned, and "rolledback N" once a
 transfer was rolled back on purpose; `check` proves that every committed one is there, no rolled
@@ -163,10 +164,56 @@ def locks(ext, uri):
     return ok
 
 
+def watch(ext, uri, accounts, seconds):
+    """Opens the volume read-only while a writer runs: each read transaction must see one
+    committed state (the money all there, balances equal to the transfer log), transfers never
+    go back, the view moves with the writer, and a write is refused."""
+    import time
+
+    db = connect(ext, uri + "&mode=ro")
+    problems, seen, last = [], set(), 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        db.execute("begin")
+        total = db.execute("select sum(balance) from accounts").fetchone()[0]
+        replayed = {i: INITIAL for i in range(accounts)}
+        count = 0
+        for src, dst, amount in db.execute("select src, dst, amount from transfers"):
+            replayed[src] -= amount
+            replayed[dst] += amount
+            count += 1
+        balances = dict(db.execute("select id, balance from accounts").fetchall())
+        db.execute("commit")
+        if total != accounts * INITIAL:
+            problems.append(f"sum {total} after {count} transfers")
+        if balances != replayed:
+            problems.append(f"balances differ from the transfer log after {count} transfers")
+        if count < last:
+            problems.append(f"transfers went back from {last} to {count}")
+        last = max(last, count)
+        seen.add(count)
+        time.sleep(0.05)
+    integrity = db.execute("pragma integrity_check").fetchall()
+    if integrity != [("ok",)]:
+        problems.append(f"integrity_check: {integrity[:5]}")
+    try:
+        db.execute("update accounts set balance = 0")
+        problems.append("a write through mode=ro succeeded")
+    except sqlite3.OperationalError as e:
+        print(f"write refused: {e}", flush=True)
+    print(f"snapshots {len(seen)} transfers {min(seen)}..{max(seen)}", flush=True)
+    for p in problems[:10]:
+        print("PROBLEM", p)
+    print("ok" if not problems else "FAILED", flush=True)
+    return not problems
+
+
 def main():
     ext, uri, command, *args = sys.argv[1:]
     if command == "locks":
         sys.exit(0 if locks(ext, uri) else 1)
+    if command == "watch":
+        sys.exit(0 if watch(ext, uri, int(args[0]), float(args[1])) else 1)
     db = connect(ext, uri)
     if command == "init":
         init(db, int(args[0]))

@@ -106,6 +106,10 @@ pub struct Cli {
     /// no gossip (the writer's repair still fills lagging segments).
     #[arg(long = "peer", value_name = "SPEC")]
     pub peers: Vec<String>,
+    /// Log filter, e.g. `info` or `storaged=debug,info` (default: $BOREALIS_LOG, else `info`);
+    /// SIGHUP re-reads it from the config file.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 /// How long a segment keeps the records a peer lacks after last hearing from it (gossip on).
@@ -127,6 +131,7 @@ struct FileConfig {
     journal: JournalSection,
     /// Other nodes, as `--peer` specs.
     peers: Option<Vec<String>>,
+    log: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +181,9 @@ pub struct Config {
     pub tuning: Tuning,
     /// The other nodes of the cluster (gossip peers); empty: no gossip.
     pub peers: Vec<NodeInfo>,
+    /// The log filter (`tracing_subscriber::EnvFilter` syntax, e.g. `info` or
+    /// `storaged=debug`): `--log`, else the file's `log`, else `BOREALIS_LOG`, else `info`.
+    pub log: String,
 }
 
 /// Why the configuration is unusable.
@@ -285,6 +293,12 @@ impl Config {
             direct_io: !cli.no_direct_io && file.journal.direct_io.unwrap_or(true),
             tuning,
             peers,
+            log: cli
+                .log
+                .clone()
+                .or(file.log)
+                .or_else(|| std::env::var("BOREALIS_LOG").ok())
+                .unwrap_or_else(|| "info".into()),
         })
     }
 }
@@ -303,10 +317,25 @@ fn set_healing_rates(limits: &mut Limits, cli: &Cli, file: &LimitsSection) -> Re
     Ok(())
 }
 
+/// Reads the config file. Relative paths in it are relative to the file's own directory, so a
+/// host's bundle (`borealis cluster init --hosts`) works wherever it is unpacked; paths given
+/// as flags stay relative to the working directory.
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let fail = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| fail(e.message().to_string()))
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| fail(e.message().to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let anchor = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    file.data_dirs.iter_mut().flatten().for_each(anchor);
+    file.key_file.iter_mut().for_each(anchor);
+    if let Some(tls) = &mut file.tls {
+        [&mut tls.ca, &mut tls.cert, &mut tls.key].into_iter().flatten().for_each(anchor);
+    }
+    Ok(file)
 }
 
 /// A `--peer` spec: `ID:AZ:NAME@IP:PORT`.
@@ -352,6 +381,11 @@ mod tests {
         let config =
             Config::load(&cli(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:9000"])).unwrap();
         assert_eq!((config.node_id, config.listen.port()), (NodeId(3), 9000));
+        // The file's relative paths are the file's directory's; absolute ones and flags stay.
+        assert_eq!((config.key_file, config.tls.ca_cert), (dir.path().join("k"), dir.path().join("ca.pem")));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        let flagged = Config::load(&cli(&["--config", path.to_str().unwrap(), "--key-file", "k2"])).unwrap();
+        assert_eq!(flagged.key_file, PathBuf::from("k2"));
         let bad =
             Config::load(&cli(&["--config", path.to_str().unwrap(), "--listen", "localhost"])).unwrap_err();
         assert!(bad.to_string().contains("bad address `localhost`"), "{bad}");

@@ -26,12 +26,27 @@ pub fn cli_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             return error.exit_code();
         }
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("BOREALIS_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let result = config::Config::load(&cli)
-        .map_err(|e| e.to_string())
-        .and_then(|config| tokio_uring::start(server::run(config)).map_err(|e| e.to_string()));
+    let result = config::Config::load(&cli).map_err(|e| e.to_string()).and_then(|config| {
+        let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+            .map_err(|e| format!("log filter {:?}: {e}", config.log))?;
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // Colour codes only for a terminal: journald and log files get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter_reloading();
+        let filters = subscriber.reload_handle();
+        // A process that runs several nodes (tests) keeps the first subscriber.
+        let _ = subscriber.try_init();
+        let reload = server::lifecycle::Reload {
+            config: Box::new(move || config::Config::load(&cli).map_err(|e| e.to_string())),
+            log: Box::new(move |log| {
+                let filter = tracing_subscriber::EnvFilter::try_new(log).map_err(|e| e.to_string())?;
+                filters.reload(filter).map_err(|e| e.to_string())
+            }),
+        };
+        tokio_uring::start(server::run(config, reload)).map_err(|e| e.to_string())
+    });
     match result {
         Ok(()) => 0,
         Err(error) => {

@@ -297,6 +297,9 @@ pub struct NodeCore {
     hydrations: hydrate::Hydrations,
     /// A node an operator asked to have replaced, until when (driver milliseconds).
     replacement_asked: Option<(NodeId, u64)>,
+    /// The node is shutting down (`begin_drain`): it takes no new writes, so what it already
+    /// took can become durable and be acknowledged before it stops.
+    draining: bool,
     timers: maintain::Timers,
 }
 
@@ -326,12 +329,16 @@ impl NodeCore {
             scrub: scrub::Scrub::new(limits.scrub_bytes_per_s),
             hydrations: hydrate::Hydrations::new(limits.hydrate_bytes_per_s),
             replacement_asked: None,
+            draining: false,
             timers: maintain::Timers::default(),
         }
     }
 
     pub fn node(&self) -> NodeId {
         self.node
+    }
+    pub fn az(&self) -> AzId {
+        self.az
     }
     pub fn state(&self) -> &NodeState {
         &self.state
@@ -628,6 +635,12 @@ impl NodeCore {
         Status { node: self.node, az: self.az, segments }
     }
 
+    /// Every segment with what it is doing, as status answers report it (for `/metrics`, which
+    /// lists more segments than a status answer carries).
+    pub fn segments_with_state(&self) -> impl Iterator<Item = (&Segment, SegmentState)> {
+        self.segments.values().map(|s| (s, self.segment_state(s)))
+    }
+
     /// What `segment` is doing, for status answers: hydrating while it is rebuilt from a peer;
     /// repairing while scrub found stored bytes of it that failed verification and they are
     /// not fetched again yet.
@@ -653,6 +666,9 @@ impl NodeCore {
     }
 
     fn check_writable(&self, pg: PgRef) -> Result<(), ErrorReply> {
+        if self.draining {
+            return Err(self.error(ErrorCode::Overloaded, pg, "node shutting down: writes refused"));
+        }
         match &self.state {
             NodeState::Serving => Ok(()),
             NodeState::DiskFull => {
@@ -740,6 +756,22 @@ impl NodeCore {
         self.pending_bytes += bytes;
         self.in_journal.push_back(InJournal { seq: entry.seq, pg, bytes, records });
         self.unwritten.push_back(entry);
+    }
+
+    /// The node is shutting down: from now on it refuses writes (appends, epoch bumps,
+    /// truncations, membership changes), so the journal empties and every write it took is
+    /// acknowledged (`is_drained`). The writer counts on the other segments meanwhile.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Nothing is waiting for the journal, and every reply that waited for it went out to the
+    /// driver.
+    pub fn is_drained(&self) -> bool {
+        self.unwritten.is_empty()
+            && self.in_journal.is_empty()
+            && self.waiters.is_empty()
+            && self.replies.is_empty()
     }
 
     /// The reply waits until everything queued so far is durable.

@@ -63,6 +63,24 @@ fn an_append_is_acknowledged_only_after_its_entry_is_durable() {
 }
 
 #[test]
+fn a_draining_node_acknowledges_what_it_took_and_refuses_new_writes() {
+    let mut core = core();
+    core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();
+    assert!(!core.is_drained(), "an append waits for the journal");
+    core.begin_drain();
+    let refused = core.handle_append(RequestId(2), batch(1, &[(20, 10)])).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Overloaded, "{refused:?}");
+    let bump = EpochBump { pg: PG, epochs: epochs(2) };
+    assert_eq!(core.handle_epoch_bump(RequestId(3), bump).unwrap_err().code, ErrorCode::Overloaded);
+    assert!(!core.is_drained());
+    flush(&mut core);
+    assert!(!core.is_drained(), "the ack is not out yet");
+    let acks = replies(&mut core);
+    assert!(matches!(acks[..], [(RequestId(1), Message::AppendAck(_))]), "{acks:?}");
+    assert!(core.is_drained());
+}
+
+#[test]
 fn scl_counts_only_durable_records() {
     let mut core = core();
     core.handle_append(RequestId(1), batch(1, &[(10, 0)])).unwrap();

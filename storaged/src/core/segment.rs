@@ -566,6 +566,19 @@ mod tests {
     }
 
     #[test]
+    fn the_known_pg_lsn_is_the_newest_a_writer_or_a_live_peer_vouched_for() {
+        let mut s = seg();
+        s.insert_durable(Lsn(10), rec(0));
+        assert_eq!(s.known_pg_lsn(), Lsn::ZERO, "nobody told it anything yet");
+        s.learn_vdl(Lsn(40), Lsn(30));
+        assert_eq!(s.known_pg_lsn(), Lsn(30), "the PG's newest at or below the VDL, not the VDL");
+        s.note_peer(NodeId(2), Lsn(50), Lsn::ZERO, 100);
+        assert_eq!(s.known_pg_lsn(), Lsn(50));
+        s.refresh_peers(100);
+        assert_eq!(s.known_pg_lsn(), Lsn(30), "an expired peer report no longer counts");
+    }
+
+    #[test]
     fn forgetting_a_corrupt_record_pulls_scl_back_before_it() {
         let mut s = seg();
         for (lsn, prev) in [(10, 0), (20, 10), (30, 20)] {

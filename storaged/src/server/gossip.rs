@@ -19,6 +19,7 @@ use protocol::messages::GossipSummary;
 use protocol::placement::{ClusterMap, NodeInfo};
 use protocol::{Message, NodeId};
 
+use super::admin::PeerFetch;
 use super::shared::Shared;
 
 /// Longest wait for one gossip request's answer (or a connection) before the peer is skipped.
@@ -116,7 +117,11 @@ async fn exchange_summaries(
             let pg = request.pg;
             let failed = || shared.with_core(|core| core.handle_gossip_fetch_failed(pg, peer));
             let records = match ask(connection, Message::GossipFetch(request)).await {
-                Ok(Message::Records(records)) => records,
+                Ok(Message::Records(records)) => {
+                    let bytes = records.records.iter().map(protocol::Record::encoded_len).sum();
+                    shared.metrics.fetched(PeerFetch::GossipRecords, bytes);
+                    records
+                }
                 Ok(_) => {
                     failed();
                     break;
@@ -147,6 +152,7 @@ async fn repair_images(
         let (pg, page) = (read.pg, read.page_id);
         match ask(connection, Message::ReadPage(read)).await {
             Ok(Message::Page(answer)) => {
+                shared.metrics.fetched(PeerFetch::ImageRepair, answer.bytes.len());
                 shared.with_core(|core| core.handle_image_fetched(answer));
                 shared.coalesce_wake.notify_one();
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use protocol::{Message, NodeId};
 
+use super::admin::PeerFetch;
 use super::page_read::read_page;
 use super::shared::Shared;
 use crate::core::HydratePlan;
@@ -39,6 +40,8 @@ pub async fn run_from(
         let ask = Message::HydrateFetch(fetch);
         match tokio::time::timeout(timeout, transport::framed::request(connection, &ask)).await {
             Ok(Ok(Message::HydratePages(pages))) => {
+                let bytes = pages.pages.iter().map(|page| page.bytes.len()).sum();
+                shared.metrics.fetched(PeerFetch::HydratePages, bytes);
                 shared.with_core(|core| core.handle_hydrate_pages(pages, shared.now_ms()));
                 shared.journal_wake.notify_one();
                 shared.coalesce_wake.notify_one();

@@ -53,6 +53,8 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
         };
         match written {
             Ok(placed) => {
+                let elapsed = started.elapsed();
+                shared.metrics.group_committed(elapsed);
                 shared.store.journal_durable(&*shared, &journal, entries, &placed, len as u64);
                 shared.checkpoint_wake.notify_one();
                 shared.durable.notify_waiters();
@@ -61,7 +63,7 @@ pub async fn run(shared: Rc<Shared>, mut journal: Journal<UringDir>) {
                 shared.journal_stats.set(JournalStats {
                     bytes_written: journal.bytes_written(),
                     groups_written: stats.groups_written + 1,
-                    write_flush_us: stats.write_flush_us + started.elapsed().as_micros() as u64,
+                    write_flush_us: stats.write_flush_us + elapsed.as_micros() as u64,
                 });
             }
             Err(error) => {

@@ -6,6 +6,7 @@ pub mod coalescer;
 pub mod gossip;
 pub mod hydrate;
 pub mod journal_task;
+pub mod lifecycle;
 pub mod page_read;
 pub mod scrub;
 pub mod shared;
@@ -43,8 +44,11 @@ pub enum StartError {
     Admin(String),
 }
 
-/// Starts the node and serves until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<(), StartError> {
+/// Starts the node and serves until SIGINT or SIGTERM, then drains (`lifecycle`); SIGHUP
+/// reloads what `reload` can change.
+pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartError> {
+    let mut signals =
+        lifecycle::Signals::install().map_err(|e| StartError::Admin(format!("signals: {e}")))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     for log in [JOURNAL_PREFIX, PAGES_PREFIX] {
         let dir = config.data_dir.join(log);
@@ -83,7 +87,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let shared = shared::Shared::new(core, opened.store);
     if let Some(addr) = config.admin {
         let (snapshot, asks) = Rc::clone(&shared).admin_snapshot();
-        admin::start(addr, snapshot, asks).map_err(StartError::Admin)?;
+        admin::start(addr, snapshot, asks, config.data_dir.clone()).map_err(StartError::Admin)?;
     }
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
     tokio::task::spawn_local(journal_task::checkpoints(Rc::clone(&shared)));
@@ -100,25 +104,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let address = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // The first line on stdout says the node is serving (tools wait for it).
-    println!(
+    let ready = format!(
         "storaged {} ready on {address} (az {}, data {})",
         config.node_id,
         config.az.0,
         config.data_dir.display()
     );
-    wait_for_shutdown().await;
-    tracing::info!("shutting down");
+    println!("{ready}");
+    lifecycle::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&ready)]);
+    lifecycle::spawn_watchdog();
+    while signals.next().await == lifecycle::Asked::Reload {
+        lifecycle::reload(&reload, &config, &endpoint);
+    }
+    tracing::info!("shutting down: draining");
+    lifecycle::drain(&shared, &endpoint).await;
     endpoint.close(0u32.into(), b"node shutting down");
     Ok(())
-}
-
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }
 
 /// Creates the data directory if needed and takes an exclusive lock on it for the life of the

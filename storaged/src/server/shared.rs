@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use protocol::messages::{ErrorCode, ErrorReply};
@@ -11,7 +12,8 @@ use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
 use tokio::sync::{oneshot, Notify};
 
 use super::admin::{
-    PageMetrics, ReplaceAsks, SharedSnapshot, Snapshot, METRICS_SEGMENTS_MAX, SNAPSHOT_INTERVAL,
+    AdminFeed, NodeMetrics, PageMetrics, ReplaceAsks, SegmentMetrics, Snapshot, METRICS_SEGMENTS_MAX,
+    SEGMENT_STATES, SNAPSHOT_INTERVAL,
 };
 use super::journal_task::JournalStats;
 use crate::core::node::truncate_message;
@@ -59,6 +61,9 @@ pub struct Shared {
     /// Wakes the coalescer when new records are durable.
     pub coalesce_wake: Notify,
     pub page_stats: Cell<PageStats>,
+    /// What the drivers record as it happens (latencies, fetch sizes, error replies), for
+    /// `/metrics`; shared with the admin thread.
+    pub metrics: Arc<NodeMetrics>,
     started: Instant,
 }
 
@@ -82,6 +87,7 @@ impl Shared {
             durable: Notify::new(),
             coalesce_wake: Notify::new(),
             page_stats: Cell::new(PageStats::default()),
+            metrics: Arc::default(),
             started: Instant::now(),
         })
     }
@@ -95,16 +101,17 @@ impl Shared {
     /// records held for the floor (a walk over the held records) only every
     /// `HELD_RECOUNT_SNAPSHOTS`-th time.
     /// Replacement requests left at the admin port are handed to the core on the same beat.
-    pub fn admin_snapshot(self: Rc<Self>) -> (SharedSnapshot, ReplaceAsks) {
-        let snapshot = SharedSnapshot::default();
+    pub fn admin_snapshot(self: Rc<Self>) -> (AdminFeed, ReplaceAsks) {
+        let feed = AdminFeed { snapshot: Default::default(), live: Arc::clone(&self.metrics) };
         let asks = ReplaceAsks::default();
-        let writer = std::sync::Arc::clone(&snapshot);
-        let taken = std::sync::Arc::clone(&asks);
+        let writer = Arc::clone(&feed.snapshot);
+        let taken = Arc::clone(&asks);
         tokio::task::spawn_local(async move {
             let mut rounds = 0u64;
             let mut held = 0;
             loop {
-                let asked: Vec<_> = std::mem::take(&mut *taken.lock().expect("asks lock"));
+                let asked: Vec<_> =
+                    std::mem::take(&mut *taken.lock().unwrap_or_else(PoisonError::into_inner));
                 for node in asked {
                     let now = self.now_ms();
                     tracing::info!(%node, "an operator asks to replace a node: passed on to the writer");
@@ -115,14 +122,15 @@ impl Shared {
                 }
                 rounds += 1;
                 let fresh = self.with_core(|core| {
-                    let status = core.status();
                     let journal = self.journal_stats.get();
+                    let (segments, segments_by_state) = segment_metrics(core);
                     Snapshot {
-                        node: status.node.0,
-                        az: status.az.0,
+                        node: core.node().0,
+                        az: core.az().0,
                         state: Some(core.state().clone()),
                         segments_total: core.segments().count(),
-                        segments: status.segments.into_iter().take(METRICS_SEGMENTS_MAX).collect(),
+                        segments,
+                        segments_by_state,
                         journal_bytes_written: journal.bytes_written,
                         journal_groups_written: journal.groups_written,
                         journal_write_flush_us: journal.write_flush_us,
@@ -133,11 +141,15 @@ impl Shared {
                         scrub_faults_open: core.scrub_faults_open() as u64,
                     }
                 });
-                *writer.lock().expect("snapshot lock") = fresh;
+                let fresh = Arc::new(fresh);
+                let old =
+                    std::mem::replace(&mut *writer.lock().unwrap_or_else(PoisonError::into_inner), fresh);
+                // Freed after the lock is released: the admin thread never waits for it.
+                drop(old);
                 tokio::time::sleep(SNAPSHOT_INTERVAL).await;
             }
         });
-        (snapshot, asks)
+        (feed, asks)
     }
 
     fn page_metrics(&self, core: &NodeCore, records_held_for_floor: u64) -> PageMetrics {
@@ -194,6 +206,29 @@ impl Shared {
             }
         }
     }
+}
+
+/// The first `METRICS_SEGMENTS_MAX` segments, and every segment counted by state (in
+/// `SEGMENT_STATES` order).
+fn segment_metrics(core: &NodeCore) -> (Vec<SegmentMetrics>, [u64; SEGMENT_STATES.len()]) {
+    let mut listed = Vec::new();
+    let mut by_state = [0; SEGMENT_STATES.len()];
+    for (segment, state) in core.segments_with_state() {
+        if let Some(i) = SEGMENT_STATES.iter().position(|(s, _)| *s == state) {
+            by_state[i] += 1;
+        }
+        if listed.len() < METRICS_SEGMENTS_MAX {
+            listed.push(SegmentMetrics {
+                pg: segment.pg(),
+                state,
+                scl: segment.scl(),
+                highest_lsn: segment.highest_lsn(),
+                floor: segment.floor(),
+                known_pg_lsn: segment.known_pg_lsn(),
+            });
+        }
+    }
+    (listed, by_state)
 }
 
 impl CoreAccess for Shared {

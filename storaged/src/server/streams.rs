@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use protocol::messages::{ErrorCode, ReadPage, ReadRecordHeaders, ReadRecords, RecordHeaders};
 use protocol::{Message, NodeId};
@@ -66,31 +68,37 @@ async fn serve_stream(
     shared: Rc<Shared>,
     node: Option<NodeId>,
 ) {
-    let (queue, mut replies) = mpsc::channel::<Pending>(STREAM_REPLIES_PENDING_MAX);
+    // Each reply travels with when its request arrived: the writer times appends and page
+    // reads, and counts error replies, as they go out (`NodeMetrics::replied`).
+    let (queue, mut replies) = mpsc::channel::<(Pending, Instant)>(STREAM_REPLIES_PENDING_MAX);
+    let metrics = Arc::clone(&shared.metrics);
     let reader = async move {
         loop {
-            let pending = match read_frame(&mut recv).await {
+            let frame = read_frame(&mut recv).await;
+            let arrived = Instant::now();
+            let pending = match frame {
                 Ok(Some(message)) => submit(&shared, message, node),
                 Ok(None) => return,
                 Err(error) => {
                     tracing::info!(%error, "closing a stream after a bad frame");
                     let _ = recv.stop(CLOSE_MALFORMED.into());
                     let reply = error_reply(ErrorCode::BadRequest, &format!("bad frame: {error}"));
-                    let _ = queue.send(Pending::Ready(reply)).await;
+                    let _ = queue.send((Pending::Ready(reply), arrived)).await;
                     return;
                 }
             };
-            if queue.send(pending).await.is_err() {
+            if queue.send((pending, arrived)).await.is_err() {
                 return;
             }
         }
     };
     let writer = async move {
-        while let Some(pending) = replies.recv().await {
+        while let Some((pending, arrived)) = replies.recv().await {
             let Some(reply) = pending.resolve().await else { return };
             if write_frame(&mut send, &reply).await.is_err() {
                 return;
             }
+            metrics.replied(&reply, arrived);
         }
         let _ = send.finish();
     };

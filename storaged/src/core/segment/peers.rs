@@ -28,6 +28,11 @@ impl PeerHold {
             (true, true) => self.heard.values().map(|(scl, _)| *scl).min().unwrap_or(Lsn::MAX),
         }
     }
+
+    /// The highest SCL a peer reported and that has not expired (zero if none).
+    fn highest(&self) -> Lsn {
+        self.heard.values().map(|(scl, _)| *scl).max().unwrap_or(Lsn::ZERO)
+    }
 }
 
 impl Segment {
@@ -65,6 +70,14 @@ impl Segment {
     /// rebuilt from images (hydration), not kept up by records.
     pub fn refresh_peers(&mut self, now: u64) {
         self.peers.heard.retain(|_, (_, until)| *until > now);
+    }
+
+    /// The PG's newest LSN this segment knows some member holds: the newest at or below the
+    /// VDL a writer told it, or a peer's SCL from gossip (zero if neither, e.g. just after a
+    /// restart). Its SCL below it means the segment lacks records another member has: how far
+    /// it trails, for `/metrics`.
+    pub fn known_pg_lsn(&self) -> Lsn {
+        self.told_pg_lsn.max(self.peers.highest())
     }
 
     /// The highest LSN through which every folded record may go: its peers hold them all.

@@ -5,9 +5,12 @@
 //! - [`local`]: the local development cluster (3 AZs × 2 nodes or more) under one directory
 //!   (map, PKI, keys);
 //! - [`daemon`]: that cluster in the background (`borealis cluster up` / `down`, pid file);
+//! - [`hosts`]: a cluster on real hosts (`borealis cluster init --hosts`): CA, certificates,
+//!   key and one `storaged` bundle per host;
 //! - [`probe`]: ask running nodes for their status over QUIC and their admin health;
 //! - [`health`]: per-PG replication health and the `HEALTH_OK`/`WARN`/`ERR` verdict;
 //! - [`report`]: the text tables the commands print;
+//! - [`rolling`]: `borealis cluster restart --rolling`, one AZ at a time;
 //! - [`procs`]: process identity (pid + start time), stopping, the pid file;
 //! - [`interrupt`]: Ctrl-C / SIGTERM handling so foreground commands leave nothing running;
 //! - [`files`]: atomic file replacement and directory locks;
@@ -18,10 +21,12 @@ pub mod daemon;
 pub mod dev;
 pub mod files;
 pub mod health;
+pub mod hosts;
 pub mod interrupt;
 pub mod local;
 pub mod nbd;
 pub mod probe;
 pub mod procs;
 pub mod report;
+pub mod rolling;
 pub mod sim;

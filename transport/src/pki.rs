@@ -80,6 +80,40 @@ pub fn ensure_dev_pki(dir: &Path, names: &[&str]) -> Result<DevPki, TransportErr
     Ok(DevPki { dir: dir.to_owned(), ca_cert: cert_path(dir, CA_STEM), ca_key: key_path(dir, CA_STEM) })
 }
 
+/// A cluster's PKI for real hosts (`borealis cluster init --hosts`): a new CA in `dir` and, per
+/// `(name, addresses)`, a certificate with the DNS SAN `name` (dotted host names allowed) and
+/// an IP SAN per address. Refuses a `dir` that holds a CA already: a cluster's CA is never
+/// replaced behind its nodes' backs.
+pub fn create_cluster_pki(
+    dir: &Path,
+    leaves: &[(String, Vec<std::net::IpAddr>)],
+) -> Result<DevPki, TransportError> {
+    for (name, _) in leaves {
+        name.split('.').try_for_each(check_name).map_err(|_| TransportError::PkiName {
+            name: name.clone(),
+            why: "must be a DNS name: dot-separated labels of lowercase letters, digits and '-'",
+        })?;
+    }
+    fs::create_dir_all(dir).map_err(|source| TransportError::FileIo { path: dir.to_owned(), source })?;
+    let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
+    if exists(&cert)? || exists(&key)? {
+        let source = io::Error::new(io::ErrorKind::AlreadyExists, "a CA is already there; not replaced");
+        return Err(TransportError::FileIo { path: cert, source });
+    }
+    let key_pair = KeyPair::generate()?;
+    let params = ca_params("Borealis cluster CA");
+    let ca_cert = params.self_signed(&key_pair)?;
+    write_atomically(&key, key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
+    write_atomically(&cert, ca_cert.pem().as_bytes(), CERT_FILE_MODE)?;
+    let issuer = Issuer::new(params, key_pair);
+    for (name, addresses) in leaves {
+        let mut params = leaf_params(name)?;
+        params.subject_alt_names.extend(addresses.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+        write_leaf(dir, name, &params, &issuer)?;
+    }
+    Ok(DevPki { dir: dir.to_owned(), ca_cert: cert, ca_key: key })
+}
+
 /// Loads the CA from `dir`, or creates it. Returns the issuer and whether it was just created.
 fn ensure_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, bool), TransportError> {
     let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
@@ -111,6 +145,11 @@ fn issue_leaf(
     name: &str,
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(), TransportError> {
+    write_leaf(dir, stem, &leaf_params(name)?, issuer)
+}
+
+/// A leaf's parameters: DNS SAN `name`, both server and client auth.
+fn leaf_params(name: &str) -> Result<CertificateParams, TransportError> {
     let mut params = CertificateParams::new(vec![name.to_owned()])?;
     params.distinguished_name = distinguished_name(name);
     params.is_ca = IsCa::ExplicitNoCa;
@@ -118,6 +157,16 @@ fn issue_leaf(
     params.extended_key_usages =
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// Writes `<stem>.key` (a new key) and `<stem>.pem` (its certificate from `params`).
+fn write_leaf(
+    dir: &Path,
+    stem: &str,
+    params: &CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), TransportError> {
     let key_pair = KeyPair::generate()?;
     let cert = params.signed_by(&key_pair, issuer)?;
     write_atomically(&key_path(dir, stem), key_pair.serialize_pem().as_bytes(), KEY_FILE_MODE)?;

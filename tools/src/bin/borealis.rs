@@ -210,6 +210,19 @@ struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClusterAction {
+    /// Makes a cluster of real hosts from a TOML list of them ([[host]] tables: name,
+    /// address, az, optional data_dir and admin): a CA, a certificate per host and for
+    /// clients, the key-encryption key, and per host a bundle (hosts/NAME: storaged.toml, tls/,
+    /// kek) to copy to /etc/borealis there. OUT is then a cluster directory for clients
+    /// (`--dir OUT`, BOREALIS_CLUSTER=OUT). See docs/operations.md, "Deploying on hosts".
+    Init {
+        /// The hosts file.
+        #[arg(long, value_name = "FILE")]
+        hosts: PathBuf,
+        /// Where to write the cluster directory (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Starts the nodes in the background (restarting any that stopped) and prints them.
     Up {
         #[command(flatten)]
@@ -232,6 +245,17 @@ enum ClusterAction {
     },
     /// Stops the nodes: SIGTERM, then SIGKILL for any still running after 10 s.
     Down,
+    /// Restarts the running nodes (e.g. onto a new binary). With --rolling, one AZ at a time:
+    /// each AZ waits until every node serves and every PG has six healthy members again, so a
+    /// writer keeps its write quorum throughout. Without it, all at once (down, then up).
+    Restart {
+        /// One AZ at a time, keeping every PG writable.
+        #[arg(long)]
+        rolling: bool,
+        /// How long the cluster may take to be whole again after each AZ, in seconds.
+        #[arg(long, value_name = "S", default_value_t = tools::rolling::WHOLE_TIMEOUT_DEFAULT.as_secs())]
+        timeout_s: u64,
+    },
     /// Replaces a node in every PG it serves by a spare node of its AZ (clusters of more than
     /// six nodes: `up --nodes-per-az 3`). The volume's writer decides and runs the change
     /// while it keeps writing: this command leaves the request in DIR/requests, where a
@@ -360,6 +384,7 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         interrupt::install()?;
     }
     match args.action {
+        ClusterAction::Init { hosts, out } => cluster_init(&hosts, &out),
         ClusterAction::Up { layout } => cluster_up(&args.dir, layout.nodes_per_az),
         ClusterAction::Status { timeout_ms, json } => {
             // A verdict is the exit status: a failure to reach one must not look like a WARN.
@@ -372,6 +397,9 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClusterAction::Down => cluster_down(&args.dir),
+        ClusterAction::Restart { rolling, timeout_s } => {
+            cluster_restart(&args.dir, rolling, Duration::from_secs(timeout_s))
+        }
         ClusterAction::ReplaceNode { node, wait_s } => {
             replace_node(&args.dir, node, Duration::from_secs(wait_s))
         }
@@ -417,6 +445,27 @@ fn replace_node(dir: &std::path::Path, node: u32, wait: Duration) -> anyhow::Res
     Ok(ExitCode::FAILURE)
 }
 
+fn cluster_init(hosts: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = tools::hosts::init(hosts, out)?;
+    println!("cluster of {} hosts written to {}", report.hosts.len(), out.display());
+    for (host, bundle) in report.hosts.iter().zip(&report.bundles) {
+        println!(
+            "  node {} {} (AZ {}, {}): copy {} to /etc/borealis on it",
+            host.id,
+            host.name,
+            host.az,
+            host.listen,
+            bundle.display()
+        );
+    }
+    println!(
+        "keep {} and {} offline once the hosts have their bundles",
+        out.join("pki/ca.key").display(),
+        out.join("kek").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cluster_up(dir: &std::path::Path, nodes_per_az: Option<NodesPerAz>) -> anyhow::Result<ExitCode> {
     let cluster = LocalCluster::load_or_create_with(dir, nodes_per_az)?;
     let launcher = Launcher::this_exe("storaged")?;
@@ -454,6 +503,20 @@ fn cluster_status(
     }
     println!("{}", assessment.verdict_line());
     Ok(ExitCode::from(assessment.health.exit_code()))
+}
+
+fn cluster_restart(dir: &std::path::Path, rolling: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let cluster = LocalCluster::load(dir)?;
+    let launcher = Launcher::this_exe("storaged")?;
+    if rolling {
+        tools::rolling::restart(&cluster, &launcher, timeout, |line| println!("{line}"))?;
+        println!("restarted every AZ of {}; every PG kept its write quorum", cluster.dir().display());
+    } else {
+        daemon::down(&cluster)?;
+        let report = daemon::up(&cluster, &launcher)?;
+        println!("restarted {} node(s) in {}", report.started.len(), cluster.dir().display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cluster_down(dir: &std::path::Path) -> anyhow::Result<ExitCode> {

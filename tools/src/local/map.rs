@@ -223,7 +223,7 @@ impl ClusterMap {
     }
 
     /// The consistency rules every map obeys; the error says which one is broken.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.version != MAP_VERSION {
             return Err(format!(
                 "version {} is not supported (this build reads {MAP_VERSION})",
@@ -237,7 +237,9 @@ impl ClusterMap {
         unique(self.nodes.iter().map(|n| n.name.as_str()), "node name")?;
         unique(self.nodes.iter().map(|n| n.listen), "listen address")?;
         unique(self.nodes.iter().map(|n| n.admin), "admin address")?;
-        unique(self.nodes.iter().map(|n| n.data_dir.as_path()), "data directory")
+        // Nodes on one host (one IP) need their own directories; on separate hosts the same
+        // path is separate disks.
+        unique(self.nodes.iter().map(|n| (n.listen.ip(), n.data_dir.as_path())), "host and data directory")
     }
 }
 

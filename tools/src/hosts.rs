@@ -1,0 +1,310 @@
+//! `borealis cluster init --hosts FILE --out DIR`: a cluster of storage nodes on real hosts,
+//! from a TOML list of them (`docs/operations.md`, "Deploying on hosts").
+//!
+//! ```toml
+//! [[host]]
+//! name = "storage-1.example.net"  # DNS name: the node's certificate and TLS server name
+//! address = "10.0.1.11"           # IP or IP:PORT of its QUIC endpoint (port 7001 by default)
+//! az = 0
+//! data_dir = "/var/lib/borealis"  # optional (this default)
+//! admin = "10.0.1.11:7101"        # optional (the address with port 7101)
+//! ```
+//!
+//! `DIR` becomes a cluster directory clients use as they use a local one (`cluster.toml`,
+//! `pki/`, `kek`: `borealis dev --dir DIR`, `BOREALIS_CLUSTER=DIR` for SQLite, `borealis nbd
+//! --dir DIR`), plus one bundle per host in `hosts/NAME/`: `storaged.toml`, `tls/` and `kek`,
+//! to copy to `/etc/borealis` on that host, where `storaged --config
+//! /etc/borealis/storaged.toml` needs nothing else. `pki/ca.key` signs every certificate: keep
+//! it (and `kek`) offline once the hosts have their bundles.
+//!
+//! Node ids follow the file's order, from 1. The hosts must place every PG: at least two in
+//! each of three AZs. `DIR` must not exist yet (or be empty), so a cluster's CA and key are
+//! never replaced by accident.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::ensure_key_file;
+use crate::files;
+use crate::local::map::{ClusterMap, NodeEntry, StoragedSettings, MAP_VERSION};
+use crate::local::CLIENT_NAME;
+
+/// The QUIC port of an address given without one.
+pub const DEFAULT_PORT: u16 = 7001;
+/// The admin port of a host that names no admin address.
+pub const DEFAULT_ADMIN_PORT: u16 = 7101;
+/// Where a host keeps its data unless it says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/borealis";
+
+/// Why the hosts file could not become a cluster directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostsError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{} exists and is not empty: give a new --out (a cluster's CA and key are never replaced)", .0.display())]
+    OutExists(PathBuf),
+    #[error("certificates: {0}")]
+    Pki(#[from] transport::TransportError),
+    #[error(transparent)]
+    Map(#[from] crate::local::map::MapError),
+    #[error("key-encryption key: {0}")]
+    Key(#[from] crate::cluster::LaunchError),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostsFile {
+    #[serde(rename = "host", default)]
+    hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostEntry {
+    name: String,
+    address: String,
+    az: u16,
+    data_dir: Option<PathBuf>,
+    admin: Option<String>,
+}
+
+/// One host, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub id: u32,
+    pub name: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub az: u16,
+    pub data_dir: PathBuf,
+}
+
+/// What `init` wrote.
+#[derive(Debug)]
+pub struct InitReport {
+    pub hosts: Vec<Host>,
+    /// Each host's bundle directory, in host order.
+    pub bundles: Vec<PathBuf>,
+}
+
+/// A host's `storaged.toml`, as storaged reads it (paths relative to the file).
+#[derive(Serialize)]
+struct BundleConfig {
+    node_id: u32,
+    az: u16,
+    listen: String,
+    admin: String,
+    data_dirs: Vec<PathBuf>,
+    key_file: &'static str,
+    peers: Vec<String>,
+    tls: BundleTls,
+}
+
+#[derive(Serialize)]
+struct BundleTls {
+    ca: &'static str,
+    cert: &'static str,
+    key: &'static str,
+}
+
+/// Reads and checks a hosts file.
+pub fn read_hosts(path: &Path) -> Result<Vec<Host>, HostsError> {
+    let invalid = |reason: String| HostsError::Invalid { path: path.to_owned(), reason };
+    let text =
+        std::fs::read_to_string(path).map_err(|source| HostsError::Io { path: path.to_owned(), source })?;
+    let file: HostsFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+    let mut hosts = Vec::new();
+    for (index, entry) in file.hosts.into_iter().enumerate() {
+        let id = u32::try_from(index + 1).map_err(|_| invalid("too many hosts".into()))?;
+        let listen = parse_address(&entry.address, DEFAULT_PORT)
+            .map_err(|why| invalid(format!("host {:?}: address {:?} {why}", entry.name, entry.address)))?;
+        let admin = match &entry.admin {
+            Some(admin) => parse_address(admin, DEFAULT_ADMIN_PORT)
+                .map_err(|why| invalid(format!("host {:?}: admin {admin:?} {why}", entry.name)))?,
+            None => SocketAddr::new(listen.ip(), DEFAULT_ADMIN_PORT),
+        };
+        let data_dir = entry.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if !data_dir.is_absolute() {
+            return Err(invalid(format!("host {:?}: data_dir must be absolute", entry.name)));
+        }
+        hosts.push(Host { id, name: entry.name, listen, admin, az: entry.az, data_dir });
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for host in &hosts {
+        if !names.insert(&host.name) {
+            return Err(invalid(format!("host name {:?} appears twice", host.name)));
+        }
+        if !addresses.insert(host.listen) {
+            return Err(invalid(format!("address {} appears twice", host.listen)));
+        }
+    }
+    protocol::placement::ClusterMap::new(hosts.iter().map(node_info).collect())
+        .map_err(|e| invalid(format!("{e} (every PG needs six nodes: two in each of three AZs)")))?;
+    Ok(hosts)
+}
+
+/// Writes the cluster directory `out` for the hosts in `hosts_file` (see the module docs).
+pub fn init(hosts_file: &Path, out: &Path) -> Result<InitReport, HostsError> {
+    let hosts = read_hosts(hosts_file)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| HostsError::Io { path, source }
+    };
+    if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
+        return Err(HostsError::OutExists(out.to_owned()));
+    }
+    let map = cluster_map(&hosts);
+    map.check().map_err(|reason| HostsError::Invalid { path: hosts_file.to_owned(), reason })?;
+    let pki_dir = out.join("pki");
+    let mut leaves: Vec<(String, Vec<IpAddr>)> =
+        hosts.iter().map(|h| (h.name.clone(), vec![h.listen.ip()])).collect();
+    leaves.push((CLIENT_NAME.to_owned(), Vec::new()));
+    let pki = transport::create_cluster_pki(&pki_dir, &leaves)?;
+    let kek = out.join("kek");
+    ensure_key_file(&kek)?;
+    let mut bundles = Vec::new();
+    for host in &hosts {
+        let bundle = out.join("hosts").join(&host.name);
+        let tls = bundle.join("tls");
+        std::fs::create_dir_all(&tls).map_err(io(&tls))?;
+        let files = pki.files_for(&host.name);
+        for (from, to, mode) in [
+            (&files.ca_cert, tls.join("ca.pem"), 0o644),
+            (&files.cert, tls.join("node.pem"), 0o644),
+            (&files.key, tls.join("node.key"), 0o600),
+            (&kek, bundle.join("kek"), 0o600),
+        ] {
+            let bytes = std::fs::read(from).map_err(io(from))?;
+            files::write_atomically(&to, &bytes, mode).map_err(io(&to))?;
+        }
+        let peers = hosts
+            .iter()
+            .filter(|p| p.id != host.id)
+            .map(|p| format!("{}:{}:{}@{}", p.id, p.az, p.name, p.listen))
+            .collect();
+        let config = BundleConfig {
+            node_id: host.id,
+            az: host.az,
+            listen: host.listen.to_string(),
+            admin: host.admin.to_string(),
+            data_dirs: vec![host.data_dir.clone()],
+            key_file: "kek",
+            peers,
+            tls: BundleTls { ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key" },
+        };
+        let body = toml::to_string(&config)
+            .map_err(|e| HostsError::Invalid { path: bundle.join("storaged.toml"), reason: e.to_string() })?;
+        let header = format!(
+            "# storaged on {} (node {}, AZ {}), written by `borealis cluster init --hosts`.\n\
+             # Copy this directory to /etc/borealis on the host: paths are relative to this file.\n\n",
+            host.name, host.id, host.az
+        );
+        let path = bundle.join("storaged.toml");
+        files::write_atomically(&path, format!("{header}{body}").as_bytes(), 0o644).map_err(io(&path))?;
+        bundles.push(bundle);
+    }
+    // Written last: its presence is what makes `out` a cluster directory.
+    map.write(&out.join("cluster.toml"))?;
+    Ok(InitReport { hosts, bundles })
+}
+
+/// The clients' map of the hosts (`cluster.toml`).
+fn cluster_map(hosts: &[Host]) -> ClusterMap {
+    ClusterMap {
+        version: MAP_VERSION,
+        key_file: "kek".into(),
+        pki_dir: "pki".into(),
+        storaged: StoragedSettings::default(),
+        nodes: hosts
+            .iter()
+            .map(|h| NodeEntry {
+                id: h.id,
+                az: h.az,
+                name: h.name.clone(),
+                listen: h.listen,
+                admin: h.admin,
+                data_dir: h.data_dir.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn node_info(host: &Host) -> protocol::placement::NodeInfo {
+    protocol::placement::NodeInfo {
+        id: protocol::NodeId(host.id),
+        az: protocol::AzId(host.az),
+        addr: host.listen,
+        name: host.name.clone(),
+    }
+}
+
+/// `IP` or `IP:PORT` (IPv6 as `[IP]:PORT`).
+fn parse_address(text: &str, default_port: u16) -> Result<SocketAddr, &'static str> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| "is not IP or IP:PORT (a host name needs DNS; give its address)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts_file(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("hosts.toml");
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    fn six() -> String {
+        (1..=6)
+            .map(|i| {
+                format!(
+                    "[[host]]\nname = \"s{i}.example.net\"\naddress = \"10.0.0.{i}\"\naz = {}\n",
+                    (i - 1) / 2
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hosts_file_becomes_a_cluster_directory_with_one_bundle_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let report = init(&hosts_file(dir.path(), &six()), &out).unwrap();
+        assert_eq!(report.hosts[2].listen, "10.0.0.3:7001".parse().unwrap());
+        assert_eq!(report.hosts[2].admin, "10.0.0.3:7101".parse().unwrap());
+        let config = std::fs::read_to_string(report.bundles[0].join("storaged.toml")).unwrap();
+        assert!(
+            config.contains("node_id = 1") && config.contains("\"2:0:s2.example.net@10.0.0.2:7001\""),
+            "{config}"
+        );
+        let local = crate::local::LocalCluster::load(&out).unwrap();
+        assert_eq!(local.placement().unwrap().nodes().len(), 6);
+        let again = init(&hosts_file(dir.path(), &six()), &out).unwrap_err();
+        assert!(matches!(again, HostsError::OutExists(_)), "{again}");
+    }
+
+    #[test]
+    fn a_hosts_file_that_cannot_place_a_pg_or_repeats_a_host_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let five: String = six().split("[[host]]").skip(1).take(5).map(|h| format!("[[host]]{h}")).collect();
+        let short = read_hosts(&hosts_file(dir.path(), &five)).unwrap_err().to_string();
+        assert!(short.contains("two in each of three AZs"), "{short}");
+        let twice = six().replace("10.0.0.6", "10.0.0.5");
+        let repeated = read_hosts(&hosts_file(dir.path(), &twice)).unwrap_err().to_string();
+        assert!(repeated.contains("10.0.0.5:7001 appears twice"), "{repeated}");
+        let named = six().replace("10.0.0.1\"", "storage-1\"");
+        let bad = read_hosts(&hosts_file(dir.path(), &named)).unwrap_err().to_string();
+        assert!(bad.contains("is not IP or IP:PORT"), "{bad}");
+    }
+}

@@ -2,44 +2,22 @@
 //! BUNDLE/storaged.toml` and nothing else (here all "hosts" share loopback, so each names its
 //! own ports and data directory), and a client using the output directory as its cluster.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 
 use client::{NewRecord, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, RecordKind, VolumeId};
+use support::*;
 use tools::cluster::free_udp_port;
 use tools::local::LocalCluster;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts storaged from `bundle` and waits for its ready line.
+/// Starts storaged from `bundle`'s config and nothing else.
 fn start(bundle: &std::path::Path, log: &std::path::Path) -> Killed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_borealis"))
-        .arg("storaged")
-        .arg("--config")
-        .arg(bundle.join("storaged.toml"))
-        .args(["--journal-file-bytes", "16777216"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next();
-    let child = Killed(child);
-    match first {
-        Some(Ok(line)) if line.contains("ready") => child,
-        other => panic!(
-            "{} did not start ({other:?}): {}",
-            bundle.display(),
-            std::fs::read_to_string(log).unwrap()
-        ),
-    }
+    let mut command = Command::new(BOREALIS);
+    command.arg("storaged").arg("--config").arg(bundle.join("storaged.toml"));
+    command.args(["--journal-file-bytes", "16777216"]);
+    start_storaged(command, log)
 }
 
 #[test]
@@ -56,21 +34,8 @@ fn bundles_from_a_hosts_file_start_a_cluster_that_a_client_writes_and_reads() {
             )
         })
         .collect();
-    std::fs::write(root.path().join("hosts.toml"), hosts).unwrap();
-    let out = root.path().join("cluster");
-    let init = Command::new(env!("CARGO_BIN_EXE_borealis"))
-        .args(["cluster", "init", "--hosts"])
-        .arg(root.path().join("hosts.toml"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&init.stdout);
-    assert!(
-        init.status.success() && said.contains("cluster of 6 hosts"),
-        "{said}{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let (out, init) = init_hosts(root.path(), &hosts);
+    assert!(init.code == Some(0) && init.stdout.contains("cluster of 6 hosts"), "{init:?}");
     let _nodes: Vec<Killed> = (1..=6)
         .map(|i| {
             let bundle = out.join(format!("hosts/host-{i}.test"));
@@ -102,13 +67,6 @@ fn bundles_from_a_hosts_file_start_a_cluster_that_a_client_writes_and_reads() {
         writer.close().await;
     });
     // The same hosts file cannot overwrite the cluster's CA and key.
-    let again = Command::new(env!("CARGO_BIN_EXE_borealis"))
-        .args(["cluster", "init", "--hosts"])
-        .arg(root.path().join("hosts.toml"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let refused = String::from_utf8_lossy(&again.stderr);
-    assert!(!again.status.success() && refused.contains("never replaced"), "{refused}");
+    let (_, again) = init_hosts(root.path(), &hosts);
+    assert!(again.code != Some(0) && again.stderr.contains("never replaced"), "{again:?}");
 }

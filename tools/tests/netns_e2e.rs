@@ -11,13 +11,15 @@
 //! CI machines on 2026-12-05 run one) the delays cannot be made, the test says so on stderr and
 //! runs everything else; the latency floor is then not checked.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
 
 use client::{NewRecord, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, RecordKind, VolumeId};
+use support::{start_storaged, Killed};
 use tools::health;
 use tools::local::LocalCluster;
 use tools::probe::{self, Target};
@@ -138,15 +140,6 @@ impl Drop for Net {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn record(i: u64) -> NewRecord {
     NewRecord {
         page: PageId(i % 11),
@@ -192,42 +185,15 @@ fn six_hosts_in_network_namespaces_with_az_delays_lose_an_az_and_catch_up() {
             )
         })
         .collect();
-    std::fs::write(root.path().join("hosts.toml"), hosts).unwrap();
-    let out = root.path().join("cluster");
-    let init = Command::new(env!("CARGO_BIN_EXE_borealis"))
-        .args(["cluster", "init", "--hosts"])
-        .arg(root.path().join("hosts.toml"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let (out, init) = support::init_hosts(root.path(), &hosts);
+    assert_eq!(init.code, Some(0), "{init:?}");
     let _nodes: Vec<Killed> = (1..=NODES)
         .map(|n| {
-            let log = root.path().join(format!("node-{n}.log"));
-            let mut child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &net.namespace(n),
-                    env!("CARGO_BIN_EXE_borealis"),
-                    "storaged",
-                    "--config",
-                ])
-                .arg(out.join(format!("hosts/storage-{n}.test/storaged.toml")))
-                .args(["--journal-file-bytes", "16777216"])
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let ready = BufReader::new(child.stdout.take().unwrap()).lines().next();
-            let child = Killed(child);
-            assert!(
-                matches!(&ready, Some(Ok(line)) if line.contains("ready")),
-                "node {n}: {ready:?} {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-            child
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &net.namespace(n), support::BOREALIS, "storaged", "--config"]);
+            command.arg(out.join(format!("hosts/storage-{n}.test/storaged.toml")));
+            command.args(["--journal-file-bytes", "16777216"]);
+            start_storaged(command, &root.path().join(format!("node-{n}.log")))
         })
         .collect();
     let cluster = LocalCluster::load(&out).unwrap();

@@ -83,3 +83,46 @@ impl Drop for ClusterDir {
         }
     }
 }
+
+/// `borealis cluster init --hosts ROOT/hosts.toml --out ROOT/cluster` for `hosts` (a hosts
+/// file's text); returns the output directory and what the command said.
+pub fn init_hosts(root: &Path, hosts: &str) -> (PathBuf, Run) {
+    let (file, out) = (root.join("hosts.toml"), root.join("cluster"));
+    std::fs::write(&file, hosts).expect("write hosts file");
+    let child = std::process::Command::new(BOREALIS)
+        .args(["cluster", "init", "--hosts"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn borealis");
+    let run = finish(child, &["cluster", "init"]);
+    (out, run)
+}
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command` (a storaged, its stderr to `log`) and waits for its ready line.
+pub fn start_storaged(mut command: std::process::Command, log: &Path) -> Killed {
+    use std::io::BufRead;
+    let stderr = std::fs::File::create(log).expect("log file");
+    let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("spawn storaged");
+    let first = std::io::BufReader::new(child.stdout.take().expect("piped")).lines().next();
+    let child = Killed(child);
+    match first {
+        Some(Ok(line)) if line.contains("ready") => child,
+        other => {
+            panic!("storaged did not start ({other:?}): {}", std::fs::read_to_string(log).unwrap_or_default())
+        }
+    }
+}

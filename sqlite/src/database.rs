@@ -90,8 +90,9 @@ pub enum ReadOutcome {
 pub struct Database<S> {
     store: S,
     pending: Pending,
-    /// The pending transaction as it was at `BEGIN_ATOMIC_WRITE`, while a batch is open.
-    batch_start: Option<Pending>,
+    /// The pending transaction and whether it was poisoned, as they were at
+    /// `BEGIN_ATOMIC_WRITE`, while a batch is open.
+    batch_start: Option<(Pending, bool)>,
     cache: PageCache,
     /// A write of the pending transaction failed: it is dropped, never committed.
     poisoned: bool,
@@ -231,7 +232,7 @@ impl<S: PageStore> Database<S> {
     /// `SQLITE_FCNTL_BEGIN_ATOMIC_WRITE`: remembers where the batch started.
     pub fn begin_batch(&mut self) -> Result<(), FileError> {
         self.check()?;
-        self.batch_start = Some(self.pending.clone());
+        self.batch_start = Some((self.pending.clone(), self.poisoned));
         Ok(())
     }
 
@@ -241,10 +242,13 @@ impl<S: PageStore> Database<S> {
         self.commit()
     }
 
-    /// `SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE`: forgets the batch's writes.
+    /// `SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE`: forgets the batch's writes, and so the poison of
+    /// one that failed (SQLite sends it after a failed write): the batch left nothing to drop,
+    /// and a poison left behind would drop the next transaction at its commit.
     pub fn rollback_batch(&mut self) {
-        if let Some(start) = self.batch_start.take() {
-            self.pending = start;
+        if let Some((pending, poisoned)) = self.batch_start.take() {
+            self.pending = pending;
+            self.poisoned = poisoned;
         }
     }
 

@@ -208,6 +208,27 @@ fn a_rolled_back_batch_leaves_nothing_pending() {
 }
 
 #[test]
+fn a_batch_whose_write_failed_rolls_back_and_the_next_batch_commits() {
+    let mut db = open(MemStore::default());
+    db.write(0, &header_page()).unwrap();
+    db.commit().unwrap();
+    db.begin_batch().unwrap();
+    db.write(PAGE as u64, &[1u8; PAGE]).unwrap();
+    let mut page = header_page();
+    page[16..18].copy_from_slice(&8192u16.to_be_bytes());
+    assert_eq!(db.write(0, &page), Err(FileError::PageSize(8192)));
+    db.rollback_batch();
+    db.begin_batch().unwrap();
+    db.write(PAGE as u64, &[2u8; PAGE]).unwrap();
+    db.commit_batch().unwrap();
+    assert_eq!((db.store.commits, db.size().unwrap()), (2, 2 * PAGE as u64));
+    let mut db = open(db.into_store());
+    let mut page = [0u8; PAGE];
+    db.read(PAGE as u64, &mut page).unwrap();
+    assert_eq!(page, [2u8; PAGE], "the batch after the failed one is durable");
+}
+
+#[test]
 fn a_failed_commit_latches_and_the_store_keeps_the_last_commit() {
     let mut db = open(MemStore::default());
     db.write(0, &header_page()).unwrap();

@@ -1,5 +1,8 @@
-//! `borealis cluster restart --rolling`: restarts a background local cluster one AZ at a time
-//! so that a writer never loses its write quorum (`docs/operations.md`, "Upgrades").
+//! `borealis cluster restart --rolling`: restarts a cluster one AZ at a time so that a writer
+//! never loses its write quorum (`docs/operations.md`, "Upgrades"). A local cluster's nodes
+//! are restarted here ([`Restarter::Local`]); a cluster on hosts by an operator's command run
+//! once per node ([`Restarter::Exec`], e.g. `ssh root@$BOREALIS_NODE_ADDRESS systemctl restart
+//! storaged`, which with the `Type=notify` unit returns once the node is ready again).
 //!
 //! Before each AZ, every PG must have its six members healthy and every node serve
 //! ([`ready_for_next`]); then that AZ's nodes are stopped (SIGTERM: each drains, acknowledges
@@ -43,6 +46,18 @@ pub enum RollingError {
     Probe(#[from] probe::ProbeError),
     #[error("tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("restart command for node {node}: {why}")]
+    Exec { node: u32, why: String },
+}
+
+/// How a node is restarted.
+#[derive(Clone, Debug)]
+pub enum Restarter {
+    /// A background local cluster (`borealis cluster up`): stop and start its processes.
+    Local(Launcher),
+    /// Run `sh -c COMMAND` per node, with `BOREALIS_NODE_ID`, `BOREALIS_NODE_NAME` and
+    /// `BOREALIS_NODE_ADDRESS` (its QUIC IP) set; it must return once the node is restarted.
+    Exec(String),
 }
 
 /// Whether the next AZ may go down: every node serves and every PG has six healthy members.
@@ -63,11 +78,11 @@ pub fn ready_for_next(health: &ClusterHealth) -> Result<(), String> {
 /// Restarts `cluster`'s nodes one AZ at a time (see the module docs); `say` hears progress.
 pub fn restart(
     cluster: &LocalCluster,
-    launcher: &Launcher,
+    restarter: &Restarter,
     timeout: Duration,
     mut say: impl FnMut(&str),
 ) -> Result<(), RollingError> {
-    if daemon::running(cluster)?.is_empty() {
+    if matches!(restarter, Restarter::Local(_)) && daemon::running(cluster)?.is_empty() {
         return Err(RollingError::NotRunning(cluster.dir().display().to_string()));
     }
     let runtime =
@@ -78,19 +93,44 @@ pub fn restart(
         interrupt::check().map_err(DaemonError::from)?;
         let ids: Vec<u32> = cluster.nodes().iter().filter(|n| n.az == az).map(|n| n.id).collect();
         say(&format!("AZ {az}: restarting nodes {ids:?}"));
-        let running = daemon::running(cluster)?;
-        let stopping: Vec<procs::ProcId> = ids.iter().filter_map(|id| running.get(id).copied()).collect();
-        let outcome = procs::stop(&stopping, crate::cluster::STOP_TIMEOUT);
-        if !outcome.killed.is_empty() {
-            say(&format!("AZ {az}: pids {:?} did not drain in time and were killed", outcome.killed));
+        match restarter {
+            Restarter::Local(launcher) => {
+                let running = daemon::running(cluster)?;
+                let stopping: Vec<procs::ProcId> =
+                    ids.iter().filter_map(|id| running.get(id).copied()).collect();
+                let outcome = procs::stop(&stopping, crate::cluster::STOP_TIMEOUT);
+                if !outcome.killed.is_empty() {
+                    say(&format!("AZ {az}: pids {:?} did not drain in time and were killed", outcome.killed));
+                }
+                daemon::up(cluster, launcher)?;
+            }
+            Restarter::Exec(command) => {
+                for node in cluster.nodes().iter().filter(|n| n.az == az) {
+                    run_exec(command, node)?;
+                }
+            }
         }
-        daemon::up(cluster, launcher)?;
         let started = Instant::now();
         wait_whole(cluster, &runtime, timeout, &format!("after AZ {az}"))?;
         say(&format!("AZ {az}: whole again after {:.1} s", started.elapsed().as_secs_f64()));
         std::thread::sleep(REDIAL_GRACE);
     }
     Ok(())
+}
+
+/// Runs the operator's restart command for `node`.
+fn run_exec(command: &str, node: &crate::local::LocalNode) -> Result<(), RollingError> {
+    let status = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("BOREALIS_NODE_ID", node.id.to_string())
+        .env("BOREALIS_NODE_NAME", &node.name)
+        .env("BOREALIS_NODE_ADDRESS", node.addr.ip().to_string())
+        .status()
+        .map_err(|e| RollingError::Exec { node: node.id, why: e.to_string() })?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(RollingError::Exec { node: node.id, why: format!("exited with {status}") }),
+    }
 }
 
 /// Probes until [`ready_for_next`] holds, or `timeout` passes.

@@ -47,6 +47,7 @@ fn bundles_from_a_hosts_file_start_a_cluster_that_a_client_writes_and_reads() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let writer = Writer::open(config, geometry).await.unwrap();
+        writer.pin_floor(Some(writer.vdl())).await.unwrap();
         let mut written = Vec::new();
         for i in 0..50u64 {
             let record = NewRecord {

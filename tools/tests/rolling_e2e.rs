@@ -56,6 +56,8 @@ fn a_rolling_restart_keeps_every_append_of_a_running_writer() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let written = runtime.block_on(async {
         let writer = Writer::open(config, geometry).await.unwrap();
+        // Every record stays readable as a record (not folded into images) for the final check.
+        writer.pin_floor(Some(writer.vdl())).await.unwrap();
         let (mut written, mut i) = (Vec::new(), 0u64);
         let deadline = Instant::now() + ROLL_TIMEOUT;
         // Appends go on through the whole roll, and a little after it.

@@ -255,6 +255,12 @@ enum ClusterAction {
         /// How long the cluster may take to be whole again after each AZ, in seconds.
         #[arg(long, value_name = "S", default_value_t = tools::rolling::WHOLE_TIMEOUT_DEFAULT.as_secs())]
         timeout_s: u64,
+        /// For a cluster on hosts (`cluster init --hosts`): the shell command that restarts one
+        /// node and returns once it is ready, run per node with BOREALIS_NODE_ID,
+        /// BOREALIS_NODE_NAME and BOREALIS_NODE_ADDRESS set, e.g.
+        /// 'ssh root@$BOREALIS_NODE_ADDRESS systemctl restart storaged'. Needs --rolling.
+        #[arg(long, value_name = "COMMAND", requires = "rolling")]
+        exec: Option<String>,
     },
     /// Replaces a node in every PG it serves by a spare node of its AZ (clusters of more than
     /// six nodes: `up --nodes-per-az 3`). The volume's writer decides and runs the change
@@ -397,8 +403,8 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ClusterAction::Down => cluster_down(&args.dir),
-        ClusterAction::Restart { rolling, timeout_s } => {
-            cluster_restart(&args.dir, rolling, Duration::from_secs(timeout_s))
+        ClusterAction::Restart { rolling, timeout_s, exec } => {
+            cluster_restart(&args.dir, rolling, Duration::from_secs(timeout_s), exec)
         }
         ClusterAction::ReplaceNode { node, wait_s } => {
             replace_node(&args.dir, node, Duration::from_secs(wait_s))
@@ -505,11 +511,20 @@ fn cluster_status(
     Ok(ExitCode::from(assessment.health.exit_code()))
 }
 
-fn cluster_restart(dir: &std::path::Path, rolling: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+fn cluster_restart(
+    dir: &std::path::Path,
+    rolling: bool,
+    timeout: Duration,
+    exec: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let cluster = LocalCluster::load(dir)?;
     let launcher = Launcher::this_exe("storaged")?;
     if rolling {
-        tools::rolling::restart(&cluster, &launcher, timeout, |line| println!("{line}"))?;
+        let restarter = match exec {
+            Some(command) => tools::rolling::Restarter::Exec(command),
+            None => tools::rolling::Restarter::Local(launcher),
+        };
+        tools::rolling::restart(&cluster, &restarter, timeout, |line| println!("{line}"))?;
         println!("restarted every AZ of {}; every PG kept its write quorum", cluster.dir().display());
     } else {
         daemon::down(&cluster)?;

@@ -9,7 +9,7 @@
 pub mod core;
 pub mod driver;
 
-pub use crate::core::{GeometryError, NewRecord, VolumeGeometry, WriterLimits};
+pub use crate::core::{GeometryError, NewRecord, Refusals, VolumeGeometry, WriterLimits};
 pub use driver::reader::Reader;
 pub use driver::reads::{PageVersion, Snapshot};
 pub use driver::{AppendError, Appended, ClientConfig, OpenError, ReadError, Writer};

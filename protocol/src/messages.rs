@@ -497,7 +497,46 @@ const ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::EpochNotOpen,
 ];
 
+/// Counters kept per error code (`ErrorCode::counter_index`): one per named code, one for the rest.
+pub const ERROR_COUNTERS: usize = ERROR_CODES.len() + 1;
+
 impl ErrorCode {
+    /// Every code this build names, in wire order (code 1 first).
+    pub const KNOWN: [ErrorCode; ERROR_CODES.len()] = ERROR_CODES;
+
+    /// A short snake_case name, for metric labels and logs (`unknown` for a code this build
+    /// does not name).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::DiskFull => "disk_full",
+            ErrorCode::NodeFailed => "node_failed",
+            ErrorCode::NotYet => "not_yet",
+            ErrorCode::TooOld => "too_old",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+            ErrorCode::EpochNotOpen => "epoch_not_open",
+            ErrorCode::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Where this code counts in an array of `ERROR_COUNTERS`: its place in `KNOWN`, or the
+    /// last slot for an unknown code.
+    pub fn counter_index(self) -> usize {
+        match self {
+            ErrorCode::Unknown(_) => ERROR_CODES.len(),
+            known => usize::from(known.to_u16()) - 1,
+        }
+    }
+
+    /// The name of the code counted at `index` (`counter_index`'s inverse).
+    pub fn counter_name(index: usize) -> &'static str {
+        ERROR_CODES.get(index).map_or("unknown", |code| code.name())
+    }
+
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::Unknown(code) => code,

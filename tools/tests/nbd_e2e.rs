@@ -165,6 +165,7 @@ fn qemu_io_and_qemu_img_work_through_the_gateway_and_the_device_survives_a_resta
         "borealis_nbd_requests_total{command=\"read\"}",
         "borealis_nbd_requests_total{command=\"write_zeroes\"}",
         "borealis_nbd_request_seconds_bucket{le=",
+        "borealis_nbd_writer_refusals_total{kind=\"overloaded\"}",
     ] {
         assert!(text.contains(line), "{line} in:\n{text}");
     }

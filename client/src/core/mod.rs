@@ -14,7 +14,7 @@ pub mod takeover;
 pub mod writer;
 
 pub use geometry::{GeometryError, VolumeGeometry};
-pub use writer::{AppendRefusal, NewRecord, Transmit, WriterCore, WriterLimits};
+pub use writer::{AppendRefusal, NewRecord, Refusals, Transmit, WriterCore, WriterLimits};
 
 /// A cluster map for tests: `per_az` nodes in each of three AZs, ids from 1, AZ by id.
 #[cfg(test)]

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
+use protocol::messages::{ErrorCode, ERROR_COUNTERS};
 use protocol::placement::ClusterMap;
 use protocol::quorum::Membership;
 use protocol::{Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgId, Record, RecordKind};
@@ -187,6 +188,26 @@ pub struct WriterCore {
     /// (PG, node) pairs where a finished change's membership is not yet stored by the node
     /// (a member, or the node it left out).
     untold: Vec<(PgId, NodeId)>,
+    /// The nodes' refusals of this writer's requests, by code.
+    refusals: Refusals,
+}
+
+/// How many of a writer's requests the nodes refused, by error code
+/// (`ErrorCode::counter_index`): a writer's errors by kind, for an engine's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals([u64; ERROR_COUNTERS]);
+
+impl Refusals {
+    pub fn count(&mut self, code: ErrorCode) {
+        self.0[code.counter_index()] += 1;
+    }
+    /// Every kind (`ErrorCode::name`) with its count, zeros included.
+    pub fn by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().enumerate().map(|(index, count)| (ErrorCode::counter_name(index), *count))
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 /// Where a writer starts: a new volume, or what recovery found.
@@ -254,6 +275,7 @@ impl WriterCore {
             held_retired: start.retired.iter().copied().collect(),
             no_spare: Vec::new(),
             untold: Vec::new(),
+            refusals: Refusals::default(),
         };
         for (pg, newest) in start.pgs {
             let state = core.new_pg(pg, true, newest);
@@ -274,6 +296,11 @@ impl WriterCore {
     pub fn epochs(&self) -> Epochs {
         self.epochs
     }
+    /// The nodes' refusals so far, by code.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.fenced
     }

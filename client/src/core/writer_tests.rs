@@ -129,7 +129,7 @@ fn backlinks_chain_the_volume_the_pg_and_the_page() {
 }
 
 #[test]
-fn three_stale_epoch_refusals_fence_the_writer() {
+fn three_stale_epoch_refusals_fence_the_writer_and_are_counted_by_kind() {
     let mut w = opened();
     let sent = drain(&mut w);
     for t in sent.iter().take(3) {
@@ -148,6 +148,10 @@ fn three_stale_epoch_refusals_fence_the_writer() {
     }
     assert!(w.is_fenced());
     assert_eq!(w.append(vec![record(1, true)]), Err(AppendRefusal::Fenced));
+    // Every refusal is counted by its kind, for the engine's metrics.
+    let refusals = w.refusals();
+    let stale = refusals.by_kind().find(|(kind, _)| *kind == "stale_epoch").map(|(_, n)| n);
+    assert_eq!((stale, refusals.total()), (Some(9), 9));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use super::recovery::{ask, now, received, report_transport};
 use crate::core::floor::ReadPointRefusal;
 use crate::core::links::{Dial, Links, Lost};
 use crate::core::repair::RepairJob;
-use crate::core::writer::{AppendRefusal, NewRecord};
+use crate::core::writer::{AppendRefusal, NewRecord, Refusals};
 use crate::core::WriterCore;
 
 /// How often idle PGs hear the VDL and repairs are considered.
@@ -87,6 +87,8 @@ pub struct Progress {
     pub pending_records: usize,
     pub fenced: bool,
     pub closed: bool,
+    /// The nodes' refusals of this writer's requests so far, by code.
+    pub refusals: Refusals,
 }
 
 #[derive(Debug)]
@@ -328,6 +330,7 @@ impl Driver {
             pending_records: self.core.pending_records(),
             fenced: self.core.is_fenced(),
             closed,
+            refusals: self.core.refusals(),
         };
         self.progress.send_if_modified(|p| {
             let changed = *p != progress;

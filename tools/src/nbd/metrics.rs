@@ -17,6 +17,12 @@ use prometheus_client::registry::Registry;
 const LATENCY_BUCKET_FIRST_S: f64 = 0.000_05;
 const LATENCY_BUCKETS: u16 = 18;
 
+/// The kind of a node's refusal (`ErrorCode::name`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 /// The NBD command a figure is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabel {
@@ -37,6 +43,9 @@ pub struct GatewayMetrics {
     pub vdl: Gauge,
     pub pending_records: Gauge,
     pub overlay_bytes: Gauge,
+    pub writer_refusals: Family<KindLabel, Counter>,
+    /// The writer's refusal totals the counters were last brought up to.
+    refusals_seen: Mutex<client::Refusals>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +65,8 @@ impl GatewayMetrics {
             vdl: Gauge::default(),
             pending_records: Gauge::default(),
             overlay_bytes: Gauge::default(),
+            writer_refusals: Family::default(),
+            refusals_seen: Mutex::default(),
         };
         let mut registry = Registry::with_prefix("borealis_nbd");
         registry.register("requests", "NBD requests served, by command", metrics.requests.clone());
@@ -83,7 +94,29 @@ impl GatewayMetrics {
             "Bytes of writes answered and not yet durable, kept so reads see them",
             metrics.overlay_bytes.clone(),
         );
+        // Every kind listed from the start, at zero, so a rate over it never starts from nothing.
+        client::Refusals::default().by_kind().for_each(|(kind, _)| {
+            metrics.writer_refusals.get_or_create(&KindLabel { kind }).inc_by(0);
+        });
+        registry.register(
+            "writer_refusals",
+            "Requests of the gateway's writer the storage nodes refused, by kind (the writer's errors)",
+            metrics.writer_refusals.clone(),
+        );
         (Arc::new(metrics), registry)
+    }
+
+    /// Brings the refusal counters up to the writer's totals (called after every request:
+    /// nothing to do unless a refusal came since).
+    pub fn set_refusals(&self, refusals: &client::Refusals) {
+        let mut seen = self.refusals_seen.lock().expect("never poisoned");
+        if *seen == *refusals {
+            return;
+        }
+        for ((kind, total), (_, before)) in refusals.by_kind().zip(seen.by_kind()) {
+            self.writer_refusals.get_or_create(&KindLabel { kind }).inc_by(total.saturating_sub(before));
+        }
+        *seen = *refusals;
     }
 }
 

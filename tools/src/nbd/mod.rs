@@ -297,6 +297,7 @@ async fn measured(served: &Served, request: Request) -> Bytes {
     metrics.vdl.set(i64::try_from(progress.vdl.0).unwrap_or(i64::MAX));
     metrics.pending_records.set(i64::try_from(progress.pending_records).unwrap_or(i64::MAX));
     metrics.overlay_bytes.set(i64::try_from(served.volume.overlay_bytes()).unwrap_or(i64::MAX));
+    metrics.set_refusals(&progress.refusals);
     reply
 }
 

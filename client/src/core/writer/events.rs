@@ -36,6 +36,7 @@ impl WriterCore {
     }
 
     fn handle_error(&mut self, node: NodeId, error: ErrorReply) {
+        self.refusals.count(error.code);
         let pg = error.pg.pg_id;
         match error.code {
             // Only a newer volume epoch fences this writer; a segment retired by a membership

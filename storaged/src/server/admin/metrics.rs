@@ -21,7 +21,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
-use protocol::messages::{ErrorCode, SegmentState};
+use protocol::messages::{ErrorCode, SegmentState, ERROR_COUNTERS};
 use protocol::{Message, PgRef};
 
 use super::{AdminFeed, SegmentMetrics, Snapshot};
@@ -42,24 +42,6 @@ pub const SEGMENT_STATES: [(SegmentState, &str); 4] = [
     (SegmentState::ScrubRepairing, "scrub_repairing"),
     (SegmentState::Retired, "retired"),
 ];
-
-/// The `kind` label of each error code the protocol names; any other counts as `unknown`.
-const ERROR_KINDS: [(ErrorCode, &str); 11] = [
-    (ErrorCode::BadRequest, "bad_request"),
-    (ErrorCode::StaleEpoch, "stale_epoch"),
-    (ErrorCode::ChecksumMismatch, "checksum_mismatch"),
-    (ErrorCode::DiskFull, "disk_full"),
-    (ErrorCode::NodeFailed, "node_failed"),
-    (ErrorCode::NotYet, "not_yet"),
-    (ErrorCode::TooOld, "too_old"),
-    (ErrorCode::Unauthorized, "unauthorized"),
-    (ErrorCode::Overloaded, "overloaded"),
-    (ErrorCode::Internal, "internal"),
-    (ErrorCode::EpochNotOpen, "epoch_not_open"),
-];
-const ERROR_KIND_UNKNOWN: &str = "unknown";
-/// One counter per named code, and one for the rest.
-const ERROR_COUNTERS: usize = ERROR_KINDS.len() + 1;
 
 /// What a fetch from a peer brought, for `borealis_peer_fetch_bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +80,7 @@ pub struct NodeMetrics {
 
 impl Default for NodeMetrics {
     fn default() -> NodeMetrics {
-        let error_kinds =
-            std::array::from_fn(|i| ERROR_KINDS.get(i).map_or(ERROR_KIND_UNKNOWN, |(_, kind)| *kind));
+        let error_kinds = std::array::from_fn(ErrorCode::counter_name);
         NodeMetrics {
             journal_flush: IntHistogram::latency(),
             append_ack: IntHistogram::latency(),
@@ -123,8 +104,7 @@ impl NodeMetrics {
             Message::AppendAck(_) => self.append_ack.observe_duration(arrived.elapsed()),
             Message::Page(_) => self.read_page.observe_duration(arrived.elapsed()),
             Message::Error(error) => {
-                let kind = ERROR_KINDS.iter().position(|(code, _)| *code == error.code);
-                self.error_replies.get(kind.unwrap_or(ERROR_KINDS.len())).inc();
+                self.error_replies.get(error.code.counter_index()).inc();
             }
             _ => {}
         }
@@ -518,14 +498,15 @@ mod tests {
 
     #[test]
     fn every_error_code_and_segment_state_of_the_protocol_has_its_own_label() {
-        // A code or state added to the protocol must get a label here, not fall into `unknown`.
+        // A code or state added to the protocol must get a label, not fall into `unknown`.
         for code in 1..=u16::MAX {
             let error = ErrorCode::from_u16(code);
             if matches!(error, ErrorCode::Unknown(_)) {
-                assert_eq!(usize::from(code), ERROR_KINDS.len() + 1, "codes are dense");
+                assert_eq!(usize::from(code), ERROR_COUNTERS, "codes are dense");
                 break;
             }
-            assert!(ERROR_KINDS.iter().any(|(c, _)| *c == error), "{error:?} has no label");
+            assert_eq!(ErrorCode::counter_name(error.counter_index()), error.name());
+            assert_ne!(error.name(), "unknown", "{error:?} has no label");
         }
         for state in 1..=u16::MAX {
             let state = SegmentState::from_u16(state);

@@ -10,6 +10,6 @@ pub mod core;
 pub mod driver;
 
 pub use crate::core::{GeometryError, NewRecord, Refusals, VolumeGeometry, WriterLimits};
-pub use driver::reader::Reader;
+pub use driver::reader::{Reader, READER_TICK};
 pub use driver::reads::{PageVersion, Snapshot};
 pub use driver::{AppendError, Appended, ClientConfig, OpenError, ReadError, Writer};

@@ -41,11 +41,15 @@ pub trait PageStore {
     fn read(&mut self, pages: &[PageId]) -> Result<Vec<Option<Bytes>>, StoreError>;
     /// Appends `records` as one atomic group (the last is the CPL) and waits until durable.
     fn commit(&mut self, records: Vec<NewRecord>) -> Result<(), StoreError>;
-    /// Moves a read-only view to the volume's newest committed state; true if it moved. A
-    /// writer's view is always the newest (its own commits), so by default nothing moves.
+    /// Moves a read-only view to the volume's newest committed state and holds it; true if
+    /// it moved. A writer's view is always the newest (its own commits), so by default nothing
+    /// moves.
     fn refresh(&mut self) -> Result<bool, StoreError> {
         Ok(false)
     }
+    /// No read transaction is open: a read-only view stops holding its point, so the nodes'
+    /// floors (and their garbage collection) are not held back by an idle connection.
+    fn release(&mut self) {}
 }
 
 /// Why the volume failed an operation.
@@ -61,6 +65,8 @@ pub enum StoreError {
     Closed,
     #[error("the database was opened read-only (mode=ro)")]
     ReadOnly,
+    #[error("a read-only view was read outside a read transaction")]
+    NoReadTransaction,
 }
 
 /// Why a file operation failed.
@@ -100,13 +106,16 @@ pub struct Database<S> {
     last_miss: Option<u64>,
     locks: LockTable,
     failed: Option<FileError>,
+    /// A read-only view moved and the file size at its new point is not read yet (the read
+    /// failed): the next read transaction reads it before anything else.
+    view_stale: bool,
 }
 
 impl<S: PageStore> Database<S> {
     /// Reads the superblock; a volume never written is an empty file.
     pub fn open(mut store: S) -> Result<Database<S>, OpenFailure> {
-        let superblock = store.read(&[superblock::PAGE_ID])?.pop().flatten();
-        let size = superblock::parse(superblock.as_deref())?.unwrap_or(0);
+        let size = stored_size(&mut store)?;
+        store.release();
         Ok(Database {
             store,
             pending: Pending::new(size),
@@ -116,6 +125,7 @@ impl<S: PageStore> Database<S> {
             last_miss: None,
             locks: LockTable::default(),
             failed: None,
+            view_stale: false,
         })
     }
 
@@ -132,6 +142,19 @@ impl<S: PageStore> Database<S> {
 
     /// Fills `buf` from `offset`; past the end of the file with zeros.
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome, FileError> {
+        // SQLite reads the header once without a lock when it opens a database: such a read
+        // is a read transaction of its own (a read-only view moves and holds its point just
+        // for it).
+        if !self.locks.idle() {
+            return self.read_locked(offset, buf);
+        }
+        self.begin_read()?;
+        let read = self.read_locked(offset, buf);
+        self.store.release();
+        read
+    }
+
+    fn read_locked(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome, FileError> {
         self.check()?;
         let size = self.pending.size();
         let mut outcome = ReadOutcome::Full;
@@ -258,15 +281,23 @@ impl<S: PageStore> Database<S> {
     /// header next and drops its own cache when the change counter moved.
     pub fn begin_read(&mut self) -> Result<(), FileError> {
         self.check()?;
-        if !self.locks.idle() || !self.store.refresh()? {
+        if !self.locks.idle() {
             return Ok(());
         }
-        debug_assert!(!self.pending.is_dirty(), "a read-only view never has writes pending");
-        self.cache = PageCache::new(CACHE_PAGES_MAX);
-        self.last_miss = None;
-        let superblock = self.store.read(&[superblock::PAGE_ID])?.pop().flatten();
-        let size = superblock::parse(superblock.as_deref())?.unwrap_or(0);
-        self.pending = Pending::new(size);
+        if self.store.refresh()? {
+            debug_assert!(!self.pending.is_dirty(), "a read-only view never has writes pending");
+            self.cache = PageCache::new(CACHE_PAGES_MAX);
+            self.last_miss = None;
+            self.view_stale = true;
+        }
+        if self.view_stale {
+            let size = stored_size(&mut self.store).map_err(|e| match e {
+                OpenFailure::Store(e) => FileError::Store(e),
+                OpenFailure::Superblock(e) => FileError::Superblock(e),
+            })?;
+            self.pending = Pending::new(size);
+            self.view_stale = false;
+        }
         Ok(())
     }
 
@@ -286,7 +317,11 @@ impl<S: PageStore> Database<S> {
             true => self.commit(),
             false => Ok(()),
         };
-        (self.locks.unlock(who, held, to), committed)
+        let level = self.locks.unlock(who, held, to);
+        if self.locks.idle() {
+            self.store.release();
+        }
+        (level, committed)
     }
 
     pub fn reserved(&self) -> bool {
@@ -380,6 +415,12 @@ pub enum OpenFailure {
     Store(#[from] StoreError),
     #[error(transparent)]
     Superblock(#[from] superblock::SuperblockError),
+}
+
+/// The file size the volume's superblock records (0 for a volume never written).
+fn stored_size<S: PageStore>(store: &mut S) -> Result<u64, OpenFailure> {
+    let superblock = store.read(&[superblock::PAGE_ID])?.pop().flatten();
+    Ok(superblock::parse(superblock.as_deref())?.unwrap_or(0))
 }
 
 fn zeros() -> Bytes {

@@ -19,6 +19,10 @@ struct MemStore {
     reads: usize,
     fail_next: Option<StoreError>,
     fail_next_read: Option<StoreError>,
+    /// As a read-only view: the next `refresh` reports that the view moved.
+    moves_next: bool,
+    /// As a read-only view: a point is held (between `refresh` and `release`).
+    holding: bool,
 }
 
 impl PageStore for MemStore {
@@ -50,6 +54,15 @@ impl PageStore for MemStore {
         }
         self.commits += 1;
         Ok(())
+    }
+
+    fn refresh(&mut self) -> Result<bool, StoreError> {
+        self.holding = true;
+        Ok(std::mem::take(&mut self.moves_next))
+    }
+
+    fn release(&mut self) {
+        self.holding = false;
     }
 }
 
@@ -353,4 +366,35 @@ fn header_page() -> Vec<u8> {
     page[..16].copy_from_slice(b"SQLite format 3\0");
     page[16..18].copy_from_slice(&4096u16.to_be_bytes());
     page
+}
+
+#[test]
+fn a_read_only_view_reloads_the_size_after_a_failed_move_and_holds_its_point_only_in_a_transaction() {
+    let mut writer = open(MemStore::default());
+    writer.write(0, &header_page()).unwrap();
+    writer.write(PAGE as u64, &[7u8; PAGE]).unwrap();
+    writer.commit().unwrap();
+    let mut store = writer.into_store();
+    store.pages.remove(&superblock::PAGE_ID.0);
+    let mut view = open(store);
+    assert!(!view.store.holding, "an open view holds no point until a read transaction");
+    assert_eq!(view.size(), Ok(0), "opened before the commit reached it");
+    // The view moves, but the new size cannot be read: the transaction fails, and the next
+    // one reads the size before anything else, though the view does not move again.
+    let mut again = open(MemStore::default());
+    again.write(0, &header_page()).unwrap();
+    again.write(PAGE as u64, &[7u8; PAGE]).unwrap();
+    again.commit().unwrap();
+    let committed = again.into_store();
+    view.store.pages = committed.pages;
+    view.store.moves_next = true;
+    view.store.fail_next_read = Some(StoreError::Read(client::ReadError::Closed));
+    assert!(view.begin_read().is_err());
+    view.begin_read().unwrap();
+    assert_eq!(view.size(), Ok(2 * PAGE as u64));
+    assert_eq!(view.lock(1, LockLevel::None, LockLevel::Shared), Ok(LockLevel::Shared));
+    assert!(view.store.holding, "a read transaction holds the view's point");
+    let (level, unlocked) = view.unlock(1, LockLevel::Shared, LockLevel::None);
+    assert_eq!((level, unlocked), (LockLevel::None, Ok(())));
+    assert!(!view.store.holding, "released once no connection holds a lock");
 }

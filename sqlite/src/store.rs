@@ -73,11 +73,12 @@ pub struct BorealisStore {
 #[derive(Debug)]
 enum Access {
     Write(Writer),
-    /// A read-only view: every read at `snapshot`, moved by `refresh` between read
-    /// transactions.
+    /// A read-only view: every read at `at`, moved by `refresh` between read transactions and
+    /// held (`snapshot`) only while one is open.
     Read {
         reader: Reader,
-        snapshot: Snapshot,
+        at: Lsn,
+        snapshot: Option<Snapshot>,
     },
 }
 
@@ -99,7 +100,8 @@ impl BorealisStore {
             .block_on(Reader::open(config, geometry))
             .map_err(|source| StoreOpenError::Open { volume, source })?;
         let snapshot = reader.snapshot();
-        Ok(BorealisStore { access: Access::Read { reader, snapshot }, runtime })
+        let at = snapshot.lsn();
+        Ok(BorealisStore { access: Access::Read { reader, at, snapshot: Some(snapshot) }, runtime })
     }
 
     /// Closes the writer once what it appended is durable (bounded by the append timeout), or
@@ -136,10 +138,12 @@ impl PageStore for BorealisStore {
                 let reads = pages.iter().map(|page| retried(|| writer.read_page(*page, at)));
                 futures::future::try_join_all(reads).await
             }),
-            Access::Read { reader, snapshot } => self.block_on(async {
+            Access::Read { reader, snapshot: Some(snapshot), .. } => self.block_on(async {
                 let reads = pages.iter().map(|page| retried(|| reader.read_page(*page, snapshot)));
                 futures::future::try_join_all(reads).await
             }),
+            // SQLite reads only inside a read transaction, which holds the view's point.
+            Access::Read { snapshot: None, .. } => return Err(StoreError::NoReadTransaction),
         };
         let versions = versions.map_err(StoreError::Read)?;
         Ok(versions
@@ -160,11 +164,18 @@ impl PageStore for BorealisStore {
     }
 
     fn refresh(&mut self) -> Result<bool, StoreError> {
-        let Access::Read { reader, snapshot } = &mut self.access else { return Ok(false) };
+        let Access::Read { reader, at, snapshot } = &mut self.access else { return Ok(false) };
         let newer = reader.snapshot();
-        let moved = newer.lsn() != snapshot.lsn();
-        *snapshot = newer;
+        let moved = newer.lsn() != *at;
+        *at = newer.lsn();
+        *snapshot = Some(newer);
         Ok(moved)
+    }
+
+    fn release(&mut self) {
+        if let Access::Read { snapshot, .. } = &mut self.access {
+            *snapshot = None;
+        }
     }
 }
 

@@ -13,6 +13,10 @@ pub(crate) mod server;
 pub mod storage;
 pub mod store;
 
+/// How long a node's drain on SIGTERM may take, and the grace its last acknowledgements get:
+/// what a process manager waits before it kills a stopping node.
+pub use server::lifecycle::{ACK_GRACE, DRAIN_MAX};
+
 use clap::Parser;
 
 /// The `storaged` command line: parse the configuration, start the node on an io_uring

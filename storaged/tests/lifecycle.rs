@@ -32,6 +32,15 @@ fn until(socket: &UnixDatagram, want: &str) -> String {
     panic!("no {want} within {NOTIFY_WAIT:?}; received: {seen}");
 }
 
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) on a child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
@@ -45,7 +54,7 @@ fn storaged_notifies_ready_watchdog_reload_and_stopping_and_drains_to_exit_zero(
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let stderr = std::fs::File::create(node.root.path().join("stderr.log")).unwrap();
     // systemd names the watched process in WATCHDOG_PID: `exec` keeps the shell's pid.
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_storaged")])
         .args(node.args())
         .env("NOTIFY_SOCKET", &path)
@@ -55,6 +64,8 @@ fn storaged_notifies_ready_watchdog_reload_and_stopping_and_drains_to_exit_zero(
         .spawn()
         .unwrap();
     let pid = child.id();
+    // Killed if the test fails half way, so no storaged outlives it.
+    let mut child = Reaped(child);
     let ready = until(&socket, "READY=1");
     assert!(ready.contains("STATUS=storaged node:1 ready on"), "{ready}");
     until(&socket, "WATCHDOG=1");
@@ -75,7 +86,7 @@ fn storaged_notifies_ready_watchdog_reload_and_stopping_and_drains_to_exit_zero(
     until(&socket, "STOPPING=1");
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(started.elapsed() < Duration::from_secs(15), "storaged did not exit after SIGTERM");

@@ -16,8 +16,10 @@ use transport::TlsFiles;
 
 /// How long a node may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a node may take to exit after SIGTERM before it is killed.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node may take to exit after SIGTERM before it is killed: its whole drain
+/// (`storaged::server::lifecycle`), the acknowledgements' grace, and time for the checkpoint.
+pub const STOP_TIMEOUT: Duration =
+    Duration::from_secs(storaged::DRAIN_MAX.as_secs() + storaged::ACK_GRACE.as_secs() + 5);
 
 /// Why a node could not be launched.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Launcher;
 use crate::daemon::{self, DaemonError};
-use crate::health::{self, ClusterHealth};
+use crate::health::{self, ClusterHealth, MemberState};
 use crate::local::LocalCluster;
 use crate::probe::{self, Target};
 use crate::{interrupt, procs};
@@ -60,8 +60,10 @@ pub enum Restarter {
     Exec(String),
 }
 
-/// Whether the next AZ may go down: every node serves and every PG has six healthy members.
-/// `Err` says what is still missing.
+/// Whether the next AZ may go down: every node serves and every PG has six members serving
+/// and caught up (a `lagging` member counts as healthy for `status`, but records written while
+/// the next AZ is away would then have only two live copies beyond it). `Err` says what is
+/// still missing.
 pub fn ready_for_next(health: &ClusterHealth) -> Result<(), String> {
     if health.nodes_serving < health.nodes_total {
         return Err(format!("{} of {} nodes serving", health.nodes_serving, health.nodes_total));
@@ -70,6 +72,15 @@ pub fn ready_for_next(health: &ClusterHealth) -> Result<(), String> {
         return Err(format!(
             "{} PG(s) below six healthy members, {} below a write quorum",
             health.pgs_degraded, health.pgs_below_write_quorum
+        ));
+    }
+    let behind = health.pgs.iter().flat_map(|pg| &pg.members).filter(|m| m.state != MemberState::Serving);
+    if let Some(member) = behind.clone().next() {
+        return Err(format!(
+            "{} segment(s) catching up (node {}: {})",
+            behind.count(),
+            member.node,
+            member.state
         ));
     }
     Ok(())
@@ -133,8 +144,9 @@ fn run_exec(command: &str, node: &crate::local::LocalNode) -> Result<(), Rolling
     }
 }
 
-/// Probes until [`ready_for_next`] holds, or `timeout` passes.
-fn wait_whole(
+/// Probes until [`ready_for_next`] holds, or `timeout` passes; `when` names the moment in the
+/// error.
+pub fn wait_whole(
     cluster: &LocalCluster,
     runtime: &tokio::runtime::Runtime,
     timeout: Duration,

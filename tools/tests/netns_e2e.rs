@@ -19,9 +19,7 @@ mod support;
 
 use client::{NewRecord, VolumeGeometry, Writer};
 use protocol::{Lsn, PageId, RecordKind, VolumeId};
-use tools::health;
 use tools::local::LocalCluster;
-use tools::probe::{self, Target};
 
 const NODES: u32 = 6;
 const QUIC_PORT: u16 = 7001;
@@ -200,23 +198,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Waits until every node serves and every PG has six healthy members.
-fn wait_whole(cluster: &LocalCluster, runtime: &tokio::runtime::Runtime) {
-    let placement = cluster.placement().unwrap();
-    let targets: Vec<Target> = cluster.nodes().iter().map(Target::from).collect();
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    loop {
-        let probes = runtime
-            .block_on(probe::probe_all(&targets, &cluster.client_tls(), Duration::from_secs(2)))
-            .unwrap();
-        match tools::rolling::ready_for_next(&health::assess(&placement, &probes)) {
-            Ok(()) => return,
-            Err(why) => assert!(Instant::now() < deadline, "the cut-off AZ did not catch up: {why}"),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn six_hosts_in_network_namespaces_with_az_delays_lose_an_az_and_catch_up() {
     let net = Net::build();
@@ -289,7 +270,7 @@ fn six_hosts_in_network_namespaces_with_az_delays_lose_an_az_and_catch_up() {
     for i in 800..900 {
         append(i, None);
     }
-    wait_whole(&cluster, &runtime);
+    tools::rolling::wait_whole(&cluster, &runtime, CATCH_UP_TIMEOUT, "after the AZ returned").unwrap();
     // The same cluster restarted one AZ at a time, each node by the operator's command, while
     // appends go on: none may fail.
     let roll = {

@@ -7,8 +7,9 @@
 //! declared: every segment reports (in each `FloorAck`) the highest VDL a writer told it, and a
 //! read (`ReadPageAsOf`) leaves it to the segment to work out the PG's newest LSN at that VDL
 //! (`Segment::newest_as_of` in storaged). The read point is the lowest, over the volume's PGs,
-//! of the highest VDL any member of the PG was told: each PG then has a segment that knows its
-//! answer at once, and any VDL is a consistent point of the whole volume.
+//! of the highest VDL any member of the PG was told: each PG then has a segment that can answer
+//! (at once, or once complete through the point), and any VDL is a consistent point of the
+//! whole volume.
 //!
 //! The floor: nodes keep every version a read at or above the lowest live report needs, and
 //! a segment's floor never goes back. Before it has a read point the reader reports floor 0

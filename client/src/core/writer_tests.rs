@@ -218,3 +218,43 @@ fn a_member_that_missed_the_opening_is_repaired_once_its_epoch_ack_tells_where_i
     w.handle_tick();
     assert_eq!(w.poll_repair().map(|j| (j.node, j.target)), Some((NodeId(6), Lsn(1))));
 }
+
+#[test]
+fn a_member_that_forgot_the_vdl_it_was_told_is_told_again() {
+    let mut w = opened();
+    w.append(vec![record(1, true)]).unwrap();
+    for _ in 0..2 {
+        let sent = drain(&mut w);
+        ack_from(&mut w, &sent, &[1, 2, 3, 4, 5, 6]);
+    }
+    let vdl = w.vdl();
+    assert!(vdl > Lsn(0));
+    w.handle_tick();
+    assert!(
+        drain(&mut w).iter().all(|t| matches!(&t.message, Message::AppendBatch(b) if b.records.is_empty())),
+        "the idle PG's heartbeats"
+    );
+    let member = w.membership(PgId(0)).current().members()[0];
+    let pg = w.geometry().pg_ref(PgId(0));
+    let floor_ack = |told: Lsn| protocol::messages::FloorAck {
+        pg,
+        node: member,
+        floor: Lsn(0),
+        scl: vdl,
+        vdl: told,
+        replace: None,
+    };
+    // A node that restarted reports no VDL told: it gets a heartbeat with the current one.
+    let restarted = floor_ack(Lsn(0));
+    w.handle_reply(member, Message::FloorAck(restarted));
+    let told: Vec<Transmit> = drain(&mut w);
+    assert!(
+        matches!(&told[..], [t] if t.node == member
+            && matches!(&t.message, Message::AppendBatch(b) if b.records.is_empty() && b.vdl == vdl)),
+        "{told:?}"
+    );
+    // One that knows VDL already is left alone.
+    let knowing = floor_ack(vdl);
+    w.handle_reply(member, Message::FloorAck(knowing));
+    assert!(drain(&mut w).is_empty());
+}

@@ -52,7 +52,7 @@ struct Rounds {
 }
 
 impl Reader {
-    /// Connects to the cluster and finds a first read point. Fails with `Unavailable` if no
+    /// Connects to the cluster and finds a first read point. Fails with `NoReadPoint` if no
     /// PG of the volume shows a declared VDL within the connect and request timeouts (a
     /// volume no writer opened yet, or too few nodes up).
     pub async fn open(config: ClientConfig, geometry: VolumeGeometry) -> Result<Reader, OpenError> {

@@ -310,7 +310,7 @@ impl Segment {
     }
 
     /// The PG's newest LSN at or below `read_lsn`, which must be a VDL some writer declared,
-    /// if this segment can prove it (`None`: not yet). Either the segment is complete through
+    /// if this segment can prove it (`AsOf::NotYet` while it cannot). Either the segment is complete through
     /// `read_lsn`, so every record it holds at or below is in the committed history (records
     /// a fenced writer left lie in truncation ranges, all above any VDL declared before the
     /// truncation and below every LSN allocated after it; a segment that missed a truncation

@@ -243,7 +243,7 @@ enum ClusterAction {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
-    /// Stops the nodes: SIGTERM, then SIGKILL for any still running after 10 s.
+    /// Stops the nodes: SIGTERM (each drains), then SIGKILL for any still running after 15 s.
     Down,
     /// Restarts the running nodes (e.g. onto a new binary). With --rolling, one AZ at a time:
     /// each AZ waits until every node serves and every PG has six healthy members again, so a
@@ -527,6 +527,14 @@ fn cluster_restart(
         tools::rolling::restart(&cluster, &restarter, timeout, |line| println!("{line}"))?;
         println!("restarted every AZ of {}; every PG kept its write quorum", cluster.dir().display());
     } else {
+        // Only a local cluster's own processes are restarted here: a cluster on hosts would
+        // otherwise be started on this machine.
+        if daemon::running(&cluster)?.is_empty() {
+            anyhow::bail!(
+                "nothing of {} runs on this machine: start a local cluster with `cluster up`, or restart hosts with --rolling --exec",
+                cluster.dir().display()
+            );
+        }
         daemon::down(&cluster)?;
         let report = daemon::up(&cluster, &launcher)?;
         println!("restarted {} node(s) in {}", report.started.len(), cluster.dir().display());

@@ -17,6 +17,17 @@ impl WriterCore {
             Message::EpochAck(ack) => self.note_scl(ack.pg.pg_id, node, ack.scl),
             Message::FloorAck(ack) => {
                 self.note_scl(ack.pg.pg_id, node, ack.scl);
+                // A node that restarted forgot the VDL an idle PG's heartbeat told it, and is
+                // told again only when VDL moves: tell it now (readers pick their read point
+                // from it). A busy PG's batches carry VDL anyway.
+                let forgot = self
+                    .pgs
+                    .get(&ack.pg.pg_id)
+                    .is_some_and(|s| s.open && s.members.contains(node) && ack.vdl < s.told_vdl);
+                if forgot {
+                    let heartbeat = self.heartbeat(ack.pg.pg_id);
+                    self.push(node, heartbeat);
+                }
                 // An operator asked a node's admin port to have a node replaced.
                 if let Some(asked) = ack.replace {
                     self.replacement_asked(asked);

@@ -47,7 +47,8 @@ impl NodeCore {
 
     /// When the next gossip round is due (`None`: the node does not gossip).
     pub fn poll_gossip_timeout(&self) -> Option<u64> {
-        (self.limits.peer_lease_ms > 0).then_some(self.timers.next_gossip_ms)
+        // A draining node starts no more rounds: what they fetch would keep its journal busy.
+        (self.limits.peer_lease_ms > 0 && !self.draining).then_some(self.timers.next_gossip_ms)
     }
 
     /// True (once per `Limits::gossip_interval_ms`) if a gossip round is due at `now`.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{ClientConfig, NewRecord, Reader, Snapshot, VolumeGeometry, Writer};
+use protocol::messages::ErrorCode;
 use protocol::{Lsn, PageId, VolumeId};
 use tokio::runtime::Runtime;
 use tools::local::LocalCluster;
@@ -203,7 +204,10 @@ where
     let deadline = tokio::time::Instant::now() + READ_RETRY_FOR;
     loop {
         match read().await {
-            Err(client::ReadError::Unavailable { .. }) if tokio::time::Instant::now() < deadline => {
+            // A read point below the floor stays so: only a segment not ready yet is waited for.
+            Err(client::ReadError::Unavailable { code, .. })
+                if code != Some(ErrorCode::TooOld) && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(READ_RETRY_PAUSE).await;
             }
             read => return read,

@@ -21,7 +21,6 @@
 //! each of three AZs. `DIR` must not exist yet (or be empty), so a cluster's CA and key are
 //! never replaced by accident.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -135,16 +134,8 @@ pub fn read_hosts(path: &Path) -> Result<Vec<Host>, HostsError> {
         }
         hosts.push(Host { id, name: entry.name, listen, admin, az: entry.az, data_dir });
     }
-    let mut names = HashSet::new();
-    let mut addresses = HashSet::new();
-    for host in &hosts {
-        if !names.insert(&host.name) {
-            return Err(invalid(format!("host name {:?} appears twice", host.name)));
-        }
-        if !addresses.insert(host.listen) {
-            return Err(invalid(format!("address {} appears twice", host.listen)));
-        }
-    }
+    // The map's own rules: unique names, addresses, admin addresses, data directories per host.
+    cluster_map(&hosts).check().map_err(invalid)?;
     protocol::placement::ClusterMap::new(hosts.iter().map(node_info).collect())
         .map_err(|e| invalid(format!("{e} (every PG needs six nodes: two in each of three AZs)")))?;
     Ok(hosts)
@@ -161,7 +152,6 @@ pub fn init(hosts_file: &Path, out: &Path) -> Result<InitReport, HostsError> {
         return Err(HostsError::OutExists(out.to_owned()));
     }
     let map = cluster_map(&hosts);
-    map.check().map_err(|reason| HostsError::Invalid { path: hosts_file.to_owned(), reason })?;
     let pki_dir = out.join("pki");
     let mut leaves: Vec<(String, Vec<IpAddr>)> =
         hosts.iter().map(|h| (h.name.clone(), vec![h.listen.ip()])).collect();

@@ -48,8 +48,10 @@ pub enum ReadError {
     NotDurable { read_lsn: Lsn, vdl: Lsn },
     #[error("read LSN {read_lsn} is below the floor {floor}: its versions may be gone")]
     TooOld { read_lsn: Lsn, floor: Lsn },
+    /// `code`: the last refusal's, when the last segment asked refused (`TooOld` stays so:
+    /// trying again does not help); `None` when it did not answer.
     #[error("no segment of PG {pg} could serve the read: {detail}")]
-    Unavailable { pg: PgId, detail: String },
+    Unavailable { pg: PgId, code: Option<protocol::messages::ErrorCode>, detail: String },
     #[error("the writer is closed")]
     Closed,
 }

@@ -114,17 +114,17 @@ impl Reader {
             page_bytes: self.geometry.page_bytes,
         });
         let asking = Asking { connections: &self.connections, latency: &self.latency, config: &self.config };
-        let mut detail = String::new();
+        let mut failed = None;
         for _ in 0..READ_ROUNDS_MAX {
             let candidates = self.core.lock().expect("never poisoned").candidates(pg, at);
             let accept = page_answer(page, at, self.geometry.page_bytes);
             let answer = asking.hedged(&candidates, &read, accept).await;
             match answer {
                 Ok(version) => return Ok(version),
-                Err(failure) => detail = failure.detail,
+                Err(failure) => failed = Some(failure),
             }
         }
-        Err(ReadError::Unavailable { pg, detail })
+        Err(failed.expect("READ_ROUNDS_MAX > 0").unavailable(pg))
     }
 
     /// Stops the background task (as dropping does); the floor reports expire on their own.

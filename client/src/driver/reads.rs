@@ -152,7 +152,7 @@ impl Writer {
             match answer {
                 Ok(version) => return Ok(version),
                 Err(failure) if failure.stale && attempts < READ_ROUTE_ATTEMPTS => continue,
-                Err(failure) => return Err(ReadError::Unavailable { pg, detail: failure.detail }),
+                Err(failure) => return Err(failure.unavailable(pg)),
             }
         }
     }
@@ -213,7 +213,7 @@ impl Writer {
                     stale_refusals += 1;
                     continue;
                 }
-                Err(failure) => return Err(ReadError::Unavailable { pg, detail: failure.detail }),
+                Err(failure) => return Err(failure.unavailable(pg)),
             };
             let more = got.more;
             from = got.records.last().map_or(through, Record::lsn);
@@ -270,6 +270,7 @@ impl Asking<'_> {
     ) -> Result<T, HedgeFailure> {
         let mut tries = candidates.iter().copied();
         let mut last_error = String::from("no reachable segment");
+        let mut last_code = None;
         // A membership step the writer took after routing the read may reach a segment first:
         // it then refuses the read's older membership epoch, and the read routed again succeeds.
         let mut stale = false;
@@ -286,7 +287,7 @@ impl Asking<'_> {
                     let _ = done.send((node, reply, started.elapsed()));
                 });
             } else if outstanding == 0 {
-                return Err(HedgeFailure { detail: last_error, stale });
+                return Err(HedgeFailure { detail: last_error, code: last_code, stale });
             }
             let wait =
                 tokio::time::timeout(self.latency.hedge_after(self.config.hedge_after_min), results.recv())
@@ -297,15 +298,16 @@ impl Asking<'_> {
                 Some(Message::Error(e)) => {
                     stale |= e.code == ErrorCode::StaleEpoch;
                     last_error = format!("{node}: {:?}: {}", e.code, e.message);
+                    last_code = Some(e.code);
                 }
                 Some(reply) => match accept(node, reply) {
                     Ok(answer) => {
                         self.latency.observe(took);
                         return Ok(answer);
                     }
-                    Err(error) => last_error = error,
+                    Err(error) => (last_error, last_code) = (error, None),
                 },
-                None => last_error = format!("{node} did not answer"),
+                None => (last_error, last_code) = (format!("{node} did not answer"), None),
             }
         }
     }
@@ -315,6 +317,14 @@ impl Asking<'_> {
 /// the read's membership epoch as stale (routing it again may then succeed).
 #[derive(Debug)]
 pub(super) struct HedgeFailure {
+    /// The last refusal's code, if the last reason was a refusal.
+    pub code: Option<ErrorCode>,
     pub detail: String,
     pub stale: bool,
+}
+
+impl HedgeFailure {
+    pub fn unavailable(self, pg: protocol::PgId) -> ReadError {
+        ReadError::Unavailable { pg, code: self.code, detail: self.detail }
+    }
 }

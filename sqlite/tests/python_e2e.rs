@@ -80,10 +80,13 @@ fn a_bank_killed_with_sigkill_50_times_at_random_moments_loses_no_committed_tran
     let mut state = CRASH_SEED;
     let mut kills_mid_transfers = 0;
     let started = Instant::now();
+    // The next transfer id no earlier round printed (committed or rolled back).
+    let mut next_id = 1u64;
     for round in 0..KILLS {
         let seed = next(&mut state).to_string();
         let delay = Duration::from_millis(next(&mut state) % 1500);
-        let (mut child, reader) = spawn_bank(&cluster, 6, &["run", &seed, "0"]);
+        let first = next_id.to_string();
+        let (mut child, reader) = spawn_bank(&cluster, 6, &["run", &seed, "0", &first]);
         std::thread::sleep(delay);
         let killed = child.kill();
         let status = child.wait().unwrap();
@@ -95,6 +98,9 @@ fn a_bank_killed_with_sigkill_50_times_at_random_moments_loses_no_committed_tran
         );
         let printed = reader.join().unwrap();
         let printed = whole_lines(&printed);
+        let printed_ids =
+            printed.lines().filter_map(|l| l.split_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()));
+        next_id = printed_ids.fold(next_id, |next, id| next.max(id + 1));
         if printed.lines().any(|l| l.starts_with("committed ")) {
             kills_mid_transfers += 1;
         }

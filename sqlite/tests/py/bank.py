@@ -2,7 +2,7 @@
 /usr/bin/python3: its sqlite3 module can load extensions).
 
     bank.py EXT URI init ACCOUNTS
-    bank.py EXT URI run SEED COUNT          COUNT transfers (0: until killed)
+    bank.py EXT URI run SEED COUNT [FIRST]  COUNT transfers (0: until killed), ids from FIRST on
     bank.py EXT URI check ACCOUNTS [IDS]    verify; IDS: a file of "committed N" / "rolledback N" lines
     bank.py EXT URI hold                    one transfer, then wait for a line on stdin, then another
     bank.py EXT URI locks                   two connections of one process take turns
@@ -63,12 +63,14 @@ def transfer(db, rng, accounts, tid, commit=True):
     db.execute("commit" if commit else "rollback")
 
 
-def run(db, seed, count):
+def run(db, seed, count, first=1):
     rng = random.Random(seed)
     accounts = db.execute("select count(*) from accounts").fetchone()[0]
     # A small page cache: big transactions spill pages to the file before they commit.
     db.execute("pragma cache_size = 16")
-    tid = (db.execute("select max(id) from transfers").fetchone()[0] or 0) + 1
+    # Ids above every id an earlier run printed: a run killed after rolling back its last
+    # transfers leaves their ids unused, and reusing them would make "rolled back" ambiguous.
+    tid = max((db.execute("select max(id) from transfers").fetchone()[0] or 0) + 1, first)
     print("ready", flush=True)
     done = 0
     while count == 0 or done < count:
@@ -218,7 +220,7 @@ def main():
     if command == "init":
         init(db, int(args[0]))
     elif command == "run":
-        run(db, int(args[0]), int(args[1]))
+        run(db, int(args[0]), int(args[1]), int(args[2]) if len(args) > 2 else 1)
     elif command == "check":
         sys.exit(0 if check(db, int(args[0]), args[1] if len(args) > 1 else None) else 1)
     elif command == "hold":

@@ -12,4 +12,4 @@ pub mod driver;
 pub use crate::core::{GeometryError, NewRecord, Refusals, VolumeGeometry, WriterLimits};
 pub use driver::reader::{Reader, READER_TICK};
 pub use driver::reads::{PageVersion, Snapshot};
-pub use driver::{AppendError, Appended, ClientConfig, OpenError, ReadError, Writer};
+pub use driver::{AppendError, Appended, ClientConfig, EtcdSource, OpenError, ReadError, Writer};

@@ -106,6 +106,13 @@ pub struct Cli {
     /// no gossip (the writer's repair still fills lagging segments).
     #[arg(long = "peer", value_name = "SPEC")]
     pub peers: Vec<String>,
+    /// Read the cluster map from etcd instead of `--peer`s, and follow its changes: an etcd
+    /// endpoint such as http://10.0.0.5:2379 (repeat for each member of the etcd cluster).
+    #[arg(long = "etcd", value_name = "URL", conflicts_with = "peers")]
+    pub etcd: Vec<String>,
+    /// The etcd key prefix the map lives under (default /borealis/).
+    #[arg(long, value_name = "PREFIX", requires = "etcd")]
+    pub etcd_prefix: Option<String>,
     /// Log filter, e.g. `info` or `storaged=debug,info` (default: $BOREALIS_LOG, else `info`);
     /// SIGHUP re-reads it from the config file.
     #[arg(long, value_name = "FILTER")]
@@ -131,7 +138,26 @@ struct FileConfig {
     journal: JournalSection,
     /// Other nodes, as `--peer` specs.
     peers: Option<Vec<String>>,
+    /// The cluster map in etcd (instead of `peers`).
+    map: Option<MapSection>,
     log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MapSection {
+    etcd: Vec<String>,
+    prefix: Option<String>,
+}
+
+/// The default etcd key prefix of the cluster map.
+pub const ETCD_PREFIX_DEFAULT: &str = "/borealis/";
+
+/// Where to read the cluster map and follow its changes: etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSource {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,8 +205,10 @@ pub struct Config {
     pub checkpoint_interval_bytes: u64,
     pub direct_io: bool,
     pub tuning: Tuning,
-    /// The other nodes of the cluster (gossip peers); empty: no gossip.
+    /// The other nodes of the cluster (gossip peers); empty: no gossip, unless `etcd` is set.
     pub peers: Vec<NodeInfo>,
+    /// The cluster map lives in etcd (then `peers` is empty): read at start, followed after.
+    pub etcd: Option<EtcdSource>,
     /// The log filter (`tracing_subscriber::EnvFilter` syntax, e.g. `info` or
     /// `storaged=debug`): `--log`, else the file's `log`, else `BOREALIS_LOG`, else `info`.
     pub log: String,
@@ -254,7 +282,13 @@ impl Config {
         let peer_specs =
             if cli.peers.is_empty() { file.peers.unwrap_or_default() } else { cli.peers.clone() };
         let peers = peer_specs.iter().map(|s| parse_peer(s)).collect::<Result<Vec<_>, _>>()?;
-        if !peers.is_empty() {
+        let etcd = etcd_source(cli, file.map)?;
+        if etcd.is_some() && !peers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "give the other nodes either as `peers` or through the etcd `map`, not both".into(),
+            ));
+        }
+        if !peers.is_empty() || etcd.is_some() {
             limits.peer_lease_ms = PEER_LEASE_MS;
             limits.gossip_interval_ms = crate::core::GOSSIP_INTERVAL_MS_DEFAULT;
         }
@@ -262,7 +296,7 @@ impl Config {
         let az = AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?);
         let listen = parse_addr("listen", &listen)?;
         if !peers.is_empty() {
-            let me = NodeInfo { id: node_id, az, addr: listen, name: String::new() };
+            let me = NodeInfo { id: node_id, az, addr: listen, name: String::new(), spare: false };
             let all = peers.iter().cloned().chain([me]).collect();
             protocol::placement::ClusterMap::new(all)
                 .map_err(|e| ConfigError::Invalid(format!("this node and its peers: {e}")))?;
@@ -293,6 +327,7 @@ impl Config {
             direct_io: !cli.no_direct_io && file.journal.direct_io.unwrap_or(true),
             tuning,
             peers,
+            etcd,
             log: cli
                 .log
                 .clone()
@@ -338,6 +373,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     Ok(file)
 }
 
+/// The etcd map source from the flags, else the file's `[map]`.
+fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>, ConfigError> {
+    let (endpoints, prefix) = match file {
+        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone()),
+        Some(map) => (map.etcd, cli.etcd_prefix.clone().or(map.prefix)),
+        None => return Ok(None),
+    };
+    if endpoints.is_empty() {
+        return Err(ConfigError::Invalid("`map.etcd` lists no endpoint".into()));
+    }
+    if let Some(bad) = endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        return Err(ConfigError::Invalid(format!(
+            "etcd endpoint `{bad}` is not a URL (expected e.g. http://10.0.0.5:2379)"
+        )));
+    }
+    let prefix = prefix.unwrap_or_else(|| ETCD_PREFIX_DEFAULT.into());
+    Ok(Some(EtcdSource { endpoints, prefix }))
+}
+
 /// A `--peer` spec: `ID:AZ:NAME@IP:PORT`.
 fn parse_peer(spec: &str) -> Result<NodeInfo, ConfigError> {
     let bad = |reason: &str| {
@@ -350,7 +404,8 @@ fn parse_peer(spec: &str) -> Result<NodeInfo, ConfigError> {
     let id = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("the node id is not a number"))?;
     let az = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("the AZ is not a number"))?;
     let name = parts.next().filter(|s| !s.is_empty()).ok_or_else(|| bad("no certificate name"))?;
-    Ok(NodeInfo { id: NodeId(id), az: AzId(az), addr: parse_addr("peer", addr)?, name: name.to_string() })
+    let addr = parse_addr("peer", addr)?;
+    Ok(NodeInfo { id: NodeId(id), az: AzId(az), addr, name: name.to_string(), spare: false })
 }
 
 fn parse_addr(what: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -418,6 +473,15 @@ mod tests {
             config.peers.iter().map(|p| (p.id.0, p.az.0, p.name.as_str())).collect();
         assert_eq!(names[..2], [(2, 0, "node-2"), (3, 1, "node-3")]);
         assert_eq!(config.limits.peer_lease_ms, PEER_LEASE_MS);
+        let mut etcd = args.clone();
+        etcd.extend(["--etcd", "http://127.0.0.1:2379"]);
+        assert!(Config::load(&cli(&etcd)).is_err(), "peers and etcd together are refused");
+        let from_etcd =
+            Config::load(&cli(&[&base[..], &keys[..], &["--etcd", "http://127.0.0.1:2379"]].concat()));
+        let source = from_etcd.unwrap().etcd.unwrap();
+        assert_eq!((source.endpoints.len(), source.prefix.as_str()), (1, ETCD_PREFIX_DEFAULT));
+        let not_url = Config::load(&cli(&[&base[..], &keys[..], &["--etcd", "127.0.0.1:2379"]].concat()));
+        assert!(not_url.unwrap_err().to_string().contains("is not a URL"));
         args.extend(["--peer", "7:node-7@127.0.0.1:7007"]);
         let bad = Config::load(&cli(&args)).unwrap_err().to_string();
         assert!(

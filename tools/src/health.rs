@@ -405,6 +405,7 @@ mod tests {
             az: AzId(((id - 1) * 3 / nodes) as u16),
             addr: ([127, 0, 0, 1], 7000 + id as u16).into(),
             name: format!("node-{id}"),
+            spare: false,
         };
         ClusterMap::new((1..=nodes).map(info).collect()).unwrap()
     }

@@ -20,6 +20,11 @@
 //! Node ids follow the file's order, from 1. The hosts must place every PG: at least two in
 //! each of three AZs. `DIR` must not exist yet (or be empty), so a cluster's CA and key are
 //! never replaced by accident.
+//!
+//! With `--etcd URL`, the map is published to etcd (under `--etcd-prefix`, `/borealis/` by
+//! default) instead of being written into every bundle as `peers`: nodes and writers read it
+//! there and follow it, and `borealis cluster add-host` adds a host to the running cluster (a
+//! spare: see `protocol::placement`), with a bundle signed by the same CA.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -28,8 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ensure_key_file;
 use crate::files;
-use crate::local::map::{ClusterMap, NodeEntry, StoragedSettings, MAP_VERSION};
+use crate::local::map::{ClusterMap, EtcdSection, NodeEntry, StoragedSettings, MAP_VERSION};
 use crate::local::CLIENT_NAME;
+use crate::local::MAP_FILE;
 
 /// The QUIC port of an address given without one.
 pub const DEFAULT_PORT: u16 = 7001;
@@ -54,7 +60,20 @@ pub enum HostsError {
     Map(#[from] crate::local::map::MapError),
     #[error("key-encryption key: {0}")]
     Key(#[from] crate::cluster::LaunchError),
+    #[error(transparent)]
+    Etcd(#[from] etcdmap::EtcdMapError),
+    #[error(
+        "{}: this cluster's map is not in etcd; a static map changes only by giving every node the new \
+         peers (make the cluster with `cluster init --hosts FILE --etcd URL` to add hosts to it while it runs)",
+        .0.display()
+    )]
+    NoEtcd(PathBuf),
+    #[error("etcd client runtime: {0}")]
+    Runtime(std::io::Error),
 }
+
+/// One etcd request's bound for these commands.
+const ETCD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,14 +82,15 @@ struct HostsFile {
     hosts: Vec<HostEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One host as the hosts file (or `cluster add-host`) gives it.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HostEntry {
-    name: String,
-    address: String,
-    az: u16,
-    data_dir: Option<PathBuf>,
-    admin: Option<String>,
+pub struct HostEntry {
+    pub name: String,
+    pub address: String,
+    pub az: u16,
+    pub data_dir: Option<PathBuf>,
+    pub admin: Option<String>,
 }
 
 /// One host, checked.
@@ -101,8 +121,18 @@ struct BundleConfig {
     admin: String,
     data_dirs: Vec<PathBuf>,
     key_file: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     peers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map: Option<BundleMap>,
     tls: BundleTls,
+}
+
+/// A bundle's `[map]`: the cluster map in etcd.
+#[derive(Serialize)]
+struct BundleMap {
+    etcd: Vec<String>,
+    prefix: String,
 }
 
 #[derive(Serialize)]
@@ -121,18 +151,7 @@ pub fn read_hosts(path: &Path) -> Result<Vec<Host>, HostsError> {
     let mut hosts = Vec::new();
     for (index, entry) in file.hosts.into_iter().enumerate() {
         let id = u32::try_from(index + 1).map_err(|_| invalid("too many hosts".into()))?;
-        let listen = parse_address(&entry.address, DEFAULT_PORT)
-            .map_err(|why| invalid(format!("host {:?}: address {:?} {why}", entry.name, entry.address)))?;
-        let admin = match &entry.admin {
-            Some(admin) => parse_address(admin, DEFAULT_ADMIN_PORT)
-                .map_err(|why| invalid(format!("host {:?}: admin {admin:?} {why}", entry.name)))?,
-            None => SocketAddr::new(listen.ip(), DEFAULT_ADMIN_PORT),
-        };
-        let data_dir = entry.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        if !data_dir.is_absolute() {
-            return Err(invalid(format!("host {:?}: data_dir must be absolute", entry.name)));
-        }
-        hosts.push(Host { id, name: entry.name, listen, admin, az: entry.az, data_dir });
+        hosts.push(host(id, entry).map_err(invalid)?);
     }
     // The map's own rules: unique names, addresses, admin addresses, data directories per host.
     cluster_map(&hosts).check().map_err(invalid)?;
@@ -141,17 +160,70 @@ pub fn read_hosts(path: &Path) -> Result<Vec<Host>, HostsError> {
     Ok(hosts)
 }
 
-/// Writes the cluster directory `out` for the hosts in `hosts_file` (see the module docs).
-pub fn init(hosts_file: &Path, out: &Path) -> Result<InitReport, HostsError> {
-    let hosts = read_hosts(hosts_file)?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| HostsError::Io { path, source }
+/// Checks one host entry and gives it node id `id`.
+fn host(id: u32, entry: HostEntry) -> Result<Host, String> {
+    let listen = parse_address(&entry.address, DEFAULT_PORT)
+        .map_err(|why| format!("host {:?}: address {:?} {why}", entry.name, entry.address))?;
+    let admin = match &entry.admin {
+        Some(admin) => parse_address(admin, DEFAULT_ADMIN_PORT)
+            .map_err(|why| format!("host {:?}: admin {admin:?} {why}", entry.name))?,
+        None => SocketAddr::new(listen.ip(), DEFAULT_ADMIN_PORT),
     };
+    let data_dir = entry.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if !data_dir.is_absolute() {
+        return Err(format!("host {:?}: data_dir must be absolute", entry.name));
+    }
+    Ok(Host { id, name: entry.name, listen, admin, az: entry.az, data_dir })
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> HostsError {
+    let path = path.to_owned();
+    move |source| HostsError::Io { path, source }
+}
+
+/// Runs an etcd exchange to completion from these synchronous commands.
+fn with_etcd<T>(
+    etcd: &EtcdSection,
+    work: impl AsyncFnOnce(&mut etcdmap::EtcdMap) -> Result<T, HostsError>,
+) -> Result<T, HostsError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(HostsError::Runtime)?;
+    runtime.block_on(async {
+        let mut map = etcdmap::EtcdMap::connect(&etcd.endpoints, &etcd.prefix, ETCD_TIMEOUT).await?;
+        work(&mut map).await
+    })
+}
+
+fn map_node(host: &Host, spare: bool) -> etcdmap::MapNode {
+    etcdmap::MapNode {
+        id: host.id,
+        az: host.az,
+        name: host.name.clone(),
+        listen: host.listen,
+        admin: Some(host.admin),
+        spare,
+    }
+}
+
+/// Writes the cluster directory `out` for the hosts in `hosts_file` (see the module docs); with
+/// `etcd`, publishes the map there (refused if a map is there already).
+pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<InitReport, HostsError> {
+    let hosts = read_hosts(hosts_file)?;
+    let io = io_error;
     if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
         return Err(HostsError::OutExists(out.to_owned()));
     }
-    let map = cluster_map(&hosts);
+    if let Some(etcd) = &etcd {
+        // Before any file is written: a prefix in use is refused with nothing left behind.
+        let prefix = etcd.prefix.clone();
+        with_etcd(etcd, async |map| match map.load().await {
+            Err(etcdmap::EtcdMapError::NoMap { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+            Ok(_) => Err(etcdmap::EtcdMapError::AlreadyPublished { prefix }.into()),
+        })?;
+    }
+    let mut map = cluster_map(&hosts);
+    map.etcd = etcd.clone();
     let pki_dir = out.join("pki");
     let mut leaves: Vec<(String, Vec<IpAddr>)> =
         hosts.iter().map(|h| (h.name.clone(), vec![h.listen.ip()])).collect();
@@ -161,48 +233,121 @@ pub fn init(hosts_file: &Path, out: &Path) -> Result<InitReport, HostsError> {
     ensure_key_file(&kek)?;
     let mut bundles = Vec::new();
     for host in &hosts {
-        let bundle = out.join("hosts").join(&host.name);
-        let tls = bundle.join("tls");
-        std::fs::create_dir_all(&tls).map_err(io(&tls))?;
-        let files = pki.files_for(&host.name);
-        for (from, to, mode) in [
-            (&files.ca_cert, tls.join("ca.pem"), 0o644),
-            (&files.cert, tls.join("node.pem"), 0o644),
-            (&files.key, tls.join("node.key"), 0o600),
-            (&kek, bundle.join("kek"), 0o600),
-        ] {
-            let bytes = std::fs::read(from).map_err(io(from))?;
-            files::write_atomically(&to, &bytes, mode).map_err(io(&to))?;
-        }
-        let peers = hosts
-            .iter()
-            .filter(|p| p.id != host.id)
-            .map(|p| format!("{}:{}:{}@{}", p.id, p.az, p.name, p.listen))
-            .collect();
-        let config = BundleConfig {
-            node_id: host.id,
-            az: host.az,
-            listen: host.listen.to_string(),
-            admin: host.admin.to_string(),
-            data_dirs: vec![host.data_dir.clone()],
-            key_file: "kek",
-            peers,
-            tls: BundleTls { ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key" },
+        let peers = match etcd {
+            Some(_) => Vec::new(),
+            None => hosts
+                .iter()
+                .filter(|p| p.id != host.id)
+                .map(|p| format!("{}:{}:{}@{}", p.id, p.az, p.name, p.listen))
+                .collect(),
         };
-        let body = toml::to_string(&config)
-            .map_err(|e| HostsError::Invalid { path: bundle.join("storaged.toml"), reason: e.to_string() })?;
-        let header = format!(
-            "# storaged on {} (node {}, AZ {}), written by `borealis cluster init --hosts`.\n\
-             # Copy this directory to /etc/borealis on the host: paths are relative to this file.\n\n",
-            host.name, host.id, host.az
-        );
-        let path = bundle.join("storaged.toml");
-        files::write_atomically(&path, format!("{header}{body}").as_bytes(), 0o644).map_err(io(&path))?;
-        bundles.push(bundle);
+        bundles.push(write_bundle(out, host, &pki.files_for(&host.name), &kek, peers, etcd.as_ref())?);
+    }
+    if let Some(etcd) = &etcd {
+        let nodes: Vec<etcdmap::MapNode> = hosts.iter().map(|h| map_node(h, false)).collect();
+        with_etcd(etcd, async |map| Ok(map.publish(&nodes).await?))?;
     }
     // Written last: its presence is what makes `out` a cluster directory.
-    map.write(&out.join("cluster.toml"))?;
+    map.write(&out.join(MAP_FILE))?;
     Ok(InitReport { hosts, bundles })
+}
+
+/// What `add_host` did.
+#[derive(Debug)]
+pub struct AddReport {
+    pub host: Host,
+    pub bundle: PathBuf,
+    /// The etcd map's generation and revision after the addition.
+    pub generation: u64,
+    pub revision: i64,
+}
+
+/// Adds a host to the running cluster in `dir` (made by `init` with etcd): a certificate from
+/// the cluster's CA, a bundle in `dir/hosts/NAME`, the node in etcd as a spare (the running
+/// nodes and writers see it within moments), and the node in `dir`'s `cluster.toml`.
+pub fn add_host(dir: &Path, entry: HostEntry) -> Result<AddReport, HostsError> {
+    let map_path = dir.join(MAP_FILE);
+    let mut map = ClusterMap::read(&map_path)?;
+    let etcd = map.etcd.clone().ok_or_else(|| HostsError::NoEtcd(map_path.clone()))?;
+    let invalid = |reason: String| HostsError::Invalid { path: map_path.clone(), reason };
+    let current = with_etcd(&etcd, async |etcd| Ok(etcd.load().await?))?;
+    let id = current.nodes.iter().map(|n| n.id).chain(map.nodes.iter().map(|n| n.id)).max().unwrap_or(0) + 1;
+    let host = host(id, entry).map_err(invalid)?;
+    // The same checks as etcd's, before a certificate or bundle exists.
+    let mut next = map.clone();
+    next.nodes.push(node_entry(&host, true));
+    next.check().map_err(invalid)?;
+    let bundle = dir.join("hosts").join(&host.name);
+    if bundle.exists() {
+        return Err(invalid(format!("{} exists already", bundle.display())));
+    }
+    let pki_dir = dir.join(&map.pki_dir);
+    let files = transport::issue_host_cert(&pki_dir, &host.name, &[host.listen.ip()])?;
+    let written = write_bundle(dir, &host, &files, &dir.join(&map.key_file), Vec::new(), Some(&etcd))
+        .and_then(|bundle| {
+            let node = map_node(&host, true);
+            let added = with_etcd(&etcd, async |etcd| Ok(etcd.add_node(node).await?))?;
+            Ok((bundle, added))
+        });
+    let (bundle, added) = match written {
+        Ok(done) => done,
+        Err(error) => {
+            // Nothing half-made stays: the name can be added again once the cause is fixed.
+            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = std::fs::remove_file(&files.cert);
+            let _ = std::fs::remove_file(&files.key);
+            return Err(error);
+        }
+    };
+    map.nodes.push(node_entry(&host, true));
+    map.write(&map_path)?;
+    Ok(AddReport { host, bundle, generation: added.generation, revision: added.revision })
+}
+
+/// Writes `host`'s bundle in `out/hosts/NAME` (see the module docs): its certificate `files`,
+/// the key-encryption key `kek` and a `storaged.toml` naming either `peers` or `etcd`.
+fn write_bundle(
+    out: &Path,
+    host: &Host,
+    files: &transport::TlsFiles,
+    kek: &Path,
+    peers: Vec<String>,
+    etcd: Option<&EtcdSection>,
+) -> Result<PathBuf, HostsError> {
+    let io = io_error;
+    let bundle = out.join("hosts").join(&host.name);
+    let tls = bundle.join("tls");
+    std::fs::create_dir_all(&tls).map_err(io(&tls))?;
+    for (from, to, mode) in [
+        (&files.ca_cert, tls.join("ca.pem"), 0o644),
+        (&files.cert, tls.join("node.pem"), 0o644),
+        (&files.key, tls.join("node.key"), 0o600),
+        (&kek.to_path_buf(), bundle.join("kek"), 0o600),
+    ] {
+        let bytes = std::fs::read(from).map_err(io(from))?;
+        files::write_atomically(&to, &bytes, mode).map_err(io(&to))?;
+    }
+    let config = BundleConfig {
+        node_id: host.id,
+        az: host.az,
+        listen: host.listen.to_string(),
+        admin: host.admin.to_string(),
+        data_dirs: vec![host.data_dir.clone()],
+        key_file: "kek",
+        peers,
+        map: etcd.map(|e| BundleMap { etcd: e.endpoints.clone(), prefix: e.prefix.clone() }),
+        tls: BundleTls { ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key" },
+    };
+    let body = toml::to_string(&config)
+        .map_err(|e| HostsError::Invalid { path: bundle.join("storaged.toml"), reason: e.to_string() })?;
+    let header = format!(
+        "# storaged on {} (node {}, AZ {}), written by `borealis cluster`.\n\
+         # Copy this directory to /etc/borealis on the host: paths are relative to this file.\n\n",
+        host.name, host.id, host.az
+    );
+    let path = bundle.join("storaged.toml");
+    files::write_atomically(&path, format!("{header}{body}").as_bytes(), 0o644).map_err(io(&path))?;
+    Ok(bundle)
 }
 
 /// The clients' map of the hosts (`cluster.toml`).
@@ -212,17 +357,20 @@ fn cluster_map(hosts: &[Host]) -> ClusterMap {
         key_file: "kek".into(),
         pki_dir: "pki".into(),
         storaged: StoragedSettings::default(),
-        nodes: hosts
-            .iter()
-            .map(|h| NodeEntry {
-                id: h.id,
-                az: h.az,
-                name: h.name.clone(),
-                listen: h.listen,
-                admin: h.admin,
-                data_dir: h.data_dir.clone(),
-            })
-            .collect(),
+        etcd: None,
+        nodes: hosts.iter().map(|h| node_entry(h, false)).collect(),
+    }
+}
+
+fn node_entry(host: &Host, spare: bool) -> NodeEntry {
+    NodeEntry {
+        id: host.id,
+        az: host.az,
+        name: host.name.clone(),
+        listen: host.listen,
+        admin: host.admin,
+        data_dir: host.data_dir.clone(),
+        spare,
     }
 }
 
@@ -232,6 +380,7 @@ fn node_info(host: &Host) -> protocol::placement::NodeInfo {
         az: protocol::AzId(host.az),
         addr: host.listen,
         name: host.name.clone(),
+        spare: false,
     }
 }
 
@@ -270,7 +419,7 @@ mod tests {
     fn a_hosts_file_becomes_a_cluster_directory_with_one_bundle_per_host() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let report = init(&hosts_file(dir.path(), &six()), &out).unwrap();
+        let report = init(&hosts_file(dir.path(), &six()), &out, None).unwrap();
         assert_eq!(report.hosts[2].listen, "10.0.0.3:7001".parse().unwrap());
         assert_eq!(report.hosts[2].admin, "10.0.0.3:7101".parse().unwrap());
         let config = std::fs::read_to_string(report.bundles[0].join("storaged.toml")).unwrap();
@@ -280,7 +429,7 @@ mod tests {
         );
         let local = crate::local::LocalCluster::load(&out).unwrap();
         assert_eq!(local.placement().unwrap().nodes().len(), 6);
-        let again = init(&hosts_file(dir.path(), &six()), &out).unwrap_err();
+        let again = init(&hosts_file(dir.path(), &six()), &out, None).unwrap_err();
         assert!(matches!(again, HostsError::OutExists(_)), "{again}");
     }
 

@@ -68,6 +68,7 @@ impl Cluster {
                 az: AzId(spec.az),
                 addr: spec.listen,
                 name: format!("node-{id}"),
+                spare: false,
             });
             let log = root.path().join(format!("node-{id}.log"));
             nodes.push(NodeProcess::start(&launcher, spec, log).unwrap());

@@ -49,6 +49,7 @@ impl Cluster {
                 az: AzId(spec.az),
                 addr: spec.listen,
                 name: format!("node-{id}"),
+                spare: false,
             });
             nodes.push(
                 NodeProcess::start(&launcher, spec, root.path().join(format!("node-{id}.log"))).unwrap(),

@@ -21,6 +21,6 @@ pub mod tuning;
 pub use endpoint::{any_addr_for, client_endpoint, connect, server_endpoint};
 pub use error::TransportError;
 pub use framed::{read_frame, request, write_frame};
-pub use pki::{create_cluster_pki, ensure_dev_pki, DevPki};
+pub use pki::{create_cluster_pki, ensure_dev_pki, issue_host_cert, DevPki};
 pub use tls::{client_config, peer_name, server_config, TlsFiles};
 pub use tuning::Tuning;

@@ -89,10 +89,7 @@ pub fn create_cluster_pki(
     leaves: &[(String, Vec<std::net::IpAddr>)],
 ) -> Result<DevPki, TransportError> {
     for (name, _) in leaves {
-        name.split('.').try_for_each(check_name).map_err(|_| TransportError::PkiName {
-            name: name.clone(),
-            why: "must be a DNS name: dot-separated labels of lowercase letters, digits and '-'",
-        })?;
+        check_host_name(name)?;
     }
     fs::create_dir_all(dir).map_err(|source| TransportError::FileIo { path: dir.to_owned(), source })?;
     let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
@@ -107,11 +104,51 @@ pub fn create_cluster_pki(
     write_atomically(&cert, ca_cert.pem().as_bytes(), CERT_FILE_MODE)?;
     let issuer = Issuer::new(params, key_pair);
     for (name, addresses) in leaves {
-        let mut params = leaf_params(name)?;
-        params.subject_alt_names.extend(addresses.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
-        write_leaf(dir, name, &params, &issuer)?;
+        write_host_leaf(dir, name, addresses, &issuer)?;
     }
     Ok(DevPki { dir: dir.to_owned(), ca_cert: cert, ca_key: key })
+}
+
+/// One more host certificate from the CA [`create_cluster_pki`] made in `dir` (a host added to
+/// a running cluster): DNS SAN `name`, an IP SAN per address. Refuses a name that has a
+/// certificate already, and a `dir` without the CA's key.
+pub fn issue_host_cert(
+    dir: &Path,
+    name: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<TlsFiles, TransportError> {
+    check_host_name(name)?;
+    let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
+    if !pair_exists(&cert, &key)? {
+        let source =
+            io::Error::new(io::ErrorKind::NotFound, "the cluster CA's certificate and key are not here");
+        return Err(TransportError::FileIo { path: cert, source });
+    }
+    if exists(&cert_path(dir, name))? || exists(&key_path(dir, name))? {
+        let source = io::Error::new(io::ErrorKind::AlreadyExists, "this name has a certificate already");
+        return Err(TransportError::FileIo { path: cert_path(dir, name), source });
+    }
+    let issuer = Issuer::from_ca_cert_pem(&read_text(&cert)?, KeyPair::from_pem(&read_text(&key)?)?)?;
+    write_host_leaf(dir, name, addresses, &issuer)?;
+    Ok(TlsFiles { ca_cert: cert, cert: cert_path(dir, name), key: key_path(dir, name) })
+}
+
+fn check_host_name(name: &str) -> Result<(), TransportError> {
+    name.split('.').try_for_each(check_name).map_err(|_| TransportError::PkiName {
+        name: name.to_owned(),
+        why: "must be a DNS name: dot-separated labels of lowercase letters, digits and '-'",
+    })
+}
+
+fn write_host_leaf(
+    dir: &Path,
+    name: &str,
+    addresses: &[std::net::IpAddr],
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), TransportError> {
+    let mut params = leaf_params(name)?;
+    params.subject_alt_names.extend(addresses.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+    write_leaf(dir, name, &params, issuer)
 }
 
 /// Loads the CA from `dir`, or creates it. Returns the issuer and whether it was just created.

@@ -134,6 +134,11 @@ impl Links {
         self.limits
     }
 
+    /// A node new to the cluster map: dialled at once, like every node at the start.
+    pub fn add_node(&mut self, node: NodeId, now: Instant) {
+        self.states.entry(node).or_insert(LinkState::Waiting { next_at: now, failures: 0 });
+    }
+
     pub fn state(&self, node: NodeId) -> Option<LinkState> {
         self.states.get(&node).copied()
     }

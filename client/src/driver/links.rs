@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,11 +56,12 @@ impl Connections {
     }
 }
 
-/// The client's QUIC endpoint and the addresses it dials.
+/// The client's QUIC endpoint and the addresses it dials (the cluster map, which a writer
+/// following etcd updates while dials run).
 #[derive(Clone, Debug)]
 pub struct Dialer {
     pub endpoint: quinn::Endpoint,
-    pub cluster: ClusterMap,
+    cluster: Arc<RwLock<ClusterMap>>,
 }
 
 impl Dialer {
@@ -72,13 +73,27 @@ impl Dialer {
         let any = cluster.nodes().first().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |n| n.addr);
         let mut endpoint = transport::client_endpoint(transport::any_addr_for(any), tls, tuning)?;
         endpoint.set_default_client_config(dial_config(tls, tuning)?);
-        Ok(Dialer { endpoint, cluster })
+        Ok(Dialer { endpoint, cluster: Arc::new(RwLock::new(cluster)) })
+    }
+
+    /// The map dials use now.
+    pub fn cluster(&self) -> ClusterMap {
+        self.cluster.read().expect("cluster map lock").clone()
+    }
+
+    /// Dials from now on use `cluster`.
+    pub fn set_cluster(&self, cluster: ClusterMap) {
+        *self.cluster.write().expect("cluster map lock") = cluster;
     }
 
     /// Connects to `node`, giving up after `timeout` (one attempt of `core::links`'s policy).
     pub async fn connect_within(&self, node: NodeId, timeout: Duration) -> Result<quinn::Connection, String> {
-        let info = self.cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
-        transport::connect(&self.endpoint, info.addr, &info.name, timeout).await.map_err(|e| e.to_string())
+        let (addr, name) = {
+            let cluster = self.cluster.read().expect("cluster map lock");
+            let info = cluster.node(node).ok_or_else(|| format!("node {node} is not in the cluster map"))?;
+            (info.addr, info.name.clone())
+        };
+        transport::connect(&self.endpoint, addr, &name, timeout).await.map_err(|e| e.to_string())
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub(crate) mod error;
 pub(crate) mod links;
+mod map_follow;
 pub(crate) mod reader;
 pub(crate) mod reads;
 pub(crate) mod recovery;
@@ -28,13 +29,14 @@ pub(crate) mod task;
 
 use std::time::Duration;
 
-use protocol::placement::ClusterMap;
+use protocol::placement::{ClusterMap, MapChangeError};
 use protocol::Lsn;
 use tokio::sync::{mpsc, oneshot, watch};
 use transport::{TlsFiles, Tuning};
 
 pub use error::{AppendError, OpenError, ReadError};
 use links::{Connections, Dialer};
+pub use map_follow::EtcdSource;
 use task::{Command, Driver, Progress};
 pub use task::{Memberships, SegmentScls};
 
@@ -73,6 +75,10 @@ pub struct ClientConfig {
     /// `borealis cluster replace-node` writes): the writer checks it every second, replaces
     /// the node, and answers in `replace-node-ID.done`. `None`: only `Writer::replace_node`.
     pub requests_dir: Option<std::path::PathBuf>,
+    /// Follow the cluster map in etcd while the writer runs (`cluster` is then the map to open
+    /// with, e.g. the one `cluster.toml` holds): nodes added there are used without reopening.
+    /// `None`: the map stays `cluster`.
+    pub etcd: Option<EtcdSource>,
 }
 
 impl ClientConfig {
@@ -91,6 +97,7 @@ impl ClientConfig {
             links: LinkLimits::default(),
             replace_after: Some(REPLACE_AFTER_DEFAULT),
             requests_dir: None,
+            etcd: None,
         }
     }
 }
@@ -172,6 +179,10 @@ impl Writer {
         if let Some(dir) = config.requests_dir.clone() {
             tokio::spawn(requests::watch(dir, commands.downgrade()));
         }
+        if let Some(source) = config.etcd.clone() {
+            let (start, commands) = (config.cluster.clone(), commands.downgrade());
+            tokio::spawn(async move { map_follow::follow(source, &start, commands).await });
+        }
         let reads = reads::ReadLatency::default();
         Ok(Writer { commands, progress, connections, geometry, config, reads, reads_in_use })
     }
@@ -249,6 +260,17 @@ impl Writer {
     pub async fn replace_node(&self, node: protocol::NodeId) -> Result<Vec<protocol::PgId>, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::ReplaceNode { node, reply }).await.map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)
+    }
+
+    /// Takes a newer cluster map now (what following etcd does by itself, `ClientConfig::etcd`):
+    /// only one that moves no PG. Returns the nodes it added.
+    pub async fn update_map(
+        &self,
+        map: ClusterMap,
+    ) -> Result<Result<Vec<protocol::NodeId>, MapChangeError>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::UpdateMap { map, reply }).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)
     }
 

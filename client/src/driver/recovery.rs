@@ -103,7 +103,7 @@ pub async fn recover(
     lal: u64,
     timeout: Duration,
 ) -> Result<WriterStart, OpenError> {
-    let mut takeover = Takeover::new(geometry, dialer.cluster.clone(), lal);
+    let mut takeover = Takeover::new(geometry, dialer.cluster(), lal);
     let mut rounds = Rounds {
         dialer,
         connections,

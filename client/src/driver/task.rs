@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use protocol::messages::Records;
+use protocol::placement::{ClusterMap, MapChangeError};
 use protocol::{Lsn, Message, NodeId, PgId, Record};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -65,6 +66,11 @@ pub enum Command {
     PinFloor {
         lsn: Option<Lsn>,
         reply: oneshot::Sender<Result<(), ReadPointRefusal>>,
+    },
+    /// Take a newer cluster map; answers the nodes it added.
+    UpdateMap {
+        map: ClusterMap,
+        reply: oneshot::Sender<Result<Vec<NodeId>, MapChangeError>>,
     },
 }
 
@@ -181,7 +187,7 @@ impl Driver {
     /// The connections recovery left: live ones are watched, nodes without one are down until
     /// the link core has them dialled.
     fn take_over_connections(&mut self) {
-        for node in self.dialer.cluster.nodes().iter().map(|n| n.id).collect::<Vec<_>>() {
+        for node in self.dialer.cluster().nodes().iter().map(|n| n.id).collect::<Vec<_>>() {
             match self.connections.get(node).filter(|_| self.links.is_connected(node)) {
                 Some(connection) => {
                     self.generation.insert(node, connection.stable_id());
@@ -240,6 +246,17 @@ impl Driver {
             }
             Command::PinFloor { lsn, reply } => {
                 let _ = reply.send(self.core.pin_floor(lsn));
+            }
+            Command::UpdateMap { map, reply } => {
+                let result = self.core.handle_map(map.clone());
+                if let Ok(added) = &result {
+                    self.dialer.set_cluster(map);
+                    for node in added {
+                        tracing::info!(%node, "cluster map: a node was added");
+                        self.links.add_node(*node, now());
+                    }
+                }
+                let _ = reply.send(result);
             }
             Command::ReplaceNode { node, reply } => {
                 let _ = reply.send(self.core.replace_node(node));

@@ -16,38 +16,30 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use protocol::messages::GossipSummary;
-use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::placement::ClusterMap;
 use protocol::{Message, NodeId};
 
 use super::admin::PeerFetch;
+use super::cluster_view::SharedView;
 use super::shared::Shared;
 
 /// Longest wait for one gossip request's answer (or a connection) before the peer is skipped.
 pub const GOSSIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The peers, and the client side that reaches them.
+/// The peers (as the cluster view knows them now), and the client side that reaches them.
 struct Peers {
     endpoint: quinn::Endpoint,
-    by_id: HashMap<NodeId, NodeInfo>,
+    view: SharedView,
     connections: RefCell<HashMap<NodeId, quinn::Connection>>,
     busy: RefCell<HashSet<NodeId>>,
 }
 
-/// Runs gossip rounds until the node stops. `me` is this node; `peers` the others.
-pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoint: quinn::Endpoint) {
-    let mut all = peers.clone();
-    all.push(me);
-    let cluster = match ClusterMap::new(all) {
-        Ok(cluster) => cluster,
-        Err(error) => {
-            tracing::error!(%error, "the peers do not form a cluster map: no gossip");
-            return;
-        }
-    };
-    let by_id = peers.into_iter().map(|p| (p.id, p)).collect();
+/// Runs gossip rounds until the node stops, with the peers `view` holds at each round (a node
+/// added to the map is gossiped with from the next round on).
+pub async fn run(shared: Rc<Shared>, view: SharedView, endpoint: quinn::Endpoint) {
     let peers = Rc::new(Peers {
         endpoint,
-        by_id,
+        view,
         connections: RefCell::new(HashMap::new()),
         busy: RefCell::new(HashSet::new()),
     });
@@ -56,6 +48,8 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
         let Some(due) = shared.with_core(|core| core.poll_gossip_timeout()) else { return };
         let wait = due.saturating_sub(shared.now_ms()).max(1);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        let Some(cluster) = peers.view.borrow().map().cloned() else { continue };
+        let known: Vec<NodeId> = peers.view.borrow().peers().map(|p| p.id).collect();
         let now = shared.now_ms();
         let summaries = shared.with_core(|core| core.poll_gossip(now, members_of(&cluster)));
         let mut by_peer: BTreeMap<NodeId, Vec<GossipSummary>> = BTreeMap::new();
@@ -64,13 +58,13 @@ pub async fn run(shared: Rc<Shared>, me: NodeInfo, peers: Vec<NodeInfo>, endpoin
         }
         // A node rebuilding a segment it does not hold yet has no summary of it to send, but
         // still runs an exchange with the peer it hydrates from.
-        for peer in peers.by_id.keys() {
+        for peer in &known {
             if shared.with_core(|core| core.hydrating_from(*peer)) {
                 by_peer.entry(*peer).or_default();
             }
         }
         for (peer, summaries) in by_peer {
-            if !peers.by_id.contains_key(&peer) || !peers.busy.borrow_mut().insert(peer) {
+            if !known.contains(&peer) || !peers.busy.borrow_mut().insert(peer) {
                 continue;
             }
             let (shared, peers, cluster) = (Rc::clone(&shared), Rc::clone(&peers), cluster.clone());
@@ -189,9 +183,11 @@ async fn connection(peers: &Peers, peer: NodeId) -> Result<quinn::Connection, St
     if let Some(connection) = peers.connections.borrow().get(&peer).filter(|c| c.close_reason().is_none()) {
         return Ok(connection.clone());
     }
-    let info = &peers.by_id[&peer];
-    let addr: SocketAddr = info.addr;
-    let connection = transport::connect(&peers.endpoint, addr, &info.name, GOSSIP_REQUEST_TIMEOUT)
+    let (addr, name): (SocketAddr, String) = match peers.view.borrow().peer(peer) {
+        Some(info) => (info.addr, info.name.clone()),
+        None => return Err(format!("node {peer} is not in the cluster map")),
+    };
+    let connection = transport::connect(&peers.endpoint, addr, &name, GOSSIP_REQUEST_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     peers.connections.borrow_mut().insert(peer, connection.clone());

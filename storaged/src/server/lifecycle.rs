@@ -12,6 +12,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::cluster_view::SharedView;
 use super::shared::Shared;
 use crate::config::Config;
 
@@ -93,7 +94,7 @@ impl Signals {
 
 /// Applies what SIGHUP can change; the rest of a changed configuration needs a restart, and
 /// says so in the log.
-pub fn reload(reload: &Reload, running: &Config, endpoint: &quinn::Endpoint) {
+pub fn reload(reload: &Reload, running: &Config, endpoint: &quinn::Endpoint, view: &SharedView) {
     notify(&[NotifyState::Reloading]);
     match (reload.config)() {
         Err(error) => tracing::error!(%error, "reload: configuration unusable; nothing changed"),
@@ -108,12 +109,29 @@ pub fn reload(reload: &Reload, running: &Config, endpoint: &quinn::Endpoint) {
                 }
                 Err(error) => tracing::error!(%error, "reload: TLS files unusable; kept the old ones"),
             }
-            if config.peers != running.peers || config.listen != running.listen {
-                tracing::warn!("reload: peers and the listen address change only at a restart");
-            }
+            reload_peers(&config, running, view);
         }
     }
     notify(&[NotifyState::Ready]);
+}
+
+/// Takes the re-read static `peers` if they only add spares to the map (an etcd map follows
+/// etcd instead); the listen address and the map's source change only at a restart.
+fn reload_peers(config: &Config, running: &Config, view: &SharedView) {
+    if config.listen != running.listen || config.etcd != running.etcd {
+        tracing::warn!("reload: the listen address and the map's source change only at a restart");
+    }
+    if running.etcd.is_some() || config.peers == running.peers {
+        return;
+    }
+    let map = match super::map_source::static_map(config) {
+        Ok(map) => map,
+        Err(error) => return tracing::error!(%error, "reload: peers unusable; kept the old ones"),
+    };
+    match view.borrow_mut().apply(map, 0) {
+        Ok(applied) => tracing::info!(?applied, "reload: peers re-read"),
+        Err(error) => tracing::error!(%error, "reload: the new peers would move PGs; kept the old ones"),
+    }
 }
 
 /// Stops taking work and finishes what was taken (see the module docs). Returns whether the

@@ -2,11 +2,13 @@
 //! the journal task and the QUIC accept loop on one io_uring thread until told to stop.
 
 pub mod admin;
+pub mod cluster_view;
 pub mod coalescer;
 pub mod gossip;
 pub mod hydrate;
 pub mod journal_task;
 pub mod lifecycle;
+pub mod map_source;
 pub mod page_read;
 pub mod scrub;
 pub mod shared;
@@ -15,9 +17,8 @@ pub mod streams;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
-
-use protocol::placement::NodeInfo;
 
 use crate::config::Config;
 use crate::core::NodeCore;
@@ -42,6 +43,8 @@ pub enum StartError {
     Transport(#[from] transport::TransportError),
     #[error("{0}")]
     Admin(String),
+    #[error("{0}")]
+    Map(String),
 }
 
 /// Starts the node and serves until SIGINT or SIGTERM, then drains (`lifecycle`); SIGHUP
@@ -50,6 +53,9 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     let mut signals =
         lifecycle::Signals::install().map_err(|e| StartError::Admin(format!("signals: {e}")))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // The map first: a node that cannot learn its cluster should say so before a long replay.
+    let (view, etcd_snapshot) = map_source::initial(&config).await?;
+    let view = view.shared();
     for log in [JOURNAL_PREFIX, PAGES_PREFIX] {
         let dir = config.data_dir.join(log);
         std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(&dir, e))?;
@@ -93,14 +99,18 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     tokio::task::spawn_local(journal_task::checkpoints(Rc::clone(&shared)));
     tokio::task::spawn_local(coalescer::run(Rc::clone(&shared), pages, config.journal_file_bytes));
     tokio::task::spawn_local(scrub::run(Rc::clone(&shared)));
-    let peer_names = config.peers.iter().map(|p| (p.name.clone(), p.id)).collect();
-    tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared), Rc::new(peer_names)));
-    if !config.peers.is_empty() {
+    tokio::task::spawn_local(streams::accept_loop(endpoint.clone(), Rc::clone(&shared), Rc::clone(&view)));
+    if let Some(map) = view.borrow().map() {
+        shared.metrics.map_known(map.nodes().len(), view.borrow().revision());
+    }
+    if let (Some(source), Some(snapshot)) = (&config.etcd, etcd_snapshot) {
+        map_source::follow(Rc::clone(&view), source, snapshot, Arc::clone(&shared.metrics));
+    }
+    if view.borrow().map().is_some() {
         let client =
             transport::client_endpoint(transport::any_addr_for(config.listen), &config.tls, &config.tuning)
                 .map_err(StartError::Transport)?;
-        let me = NodeInfo { id: config.node_id, az: config.az, addr: config.listen, name: String::new() };
-        tokio::task::spawn_local(gossip::run(Rc::clone(&shared), me, config.peers.clone(), client));
+        tokio::task::spawn_local(gossip::run(Rc::clone(&shared), Rc::clone(&view), client));
     }
     let address = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // The first line on stdout says the node is serving (tools wait for it).
@@ -114,7 +124,7 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     lifecycle::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&ready)]);
     lifecycle::spawn_watchdog();
     while signals.next().await == lifecycle::Asked::Reload {
-        lifecycle::reload(&reload, &config, &endpoint);
+        lifecycle::reload(&reload, &config, &endpoint, &view);
     }
     tracing::info!("shutting down: draining");
     lifecycle::drain(&shared, &endpoint).await;

@@ -6,7 +6,6 @@
 //! gets a typed error reply and closes that stream; the connection and every other stream go
 //! on.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +15,7 @@ use protocol::{Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
+use super::cluster_view::SharedView;
 use super::page_read::read_page;
 use super::shared::{error_reply, Pending, Shared};
 use crate::core::ReadPlan;
@@ -26,27 +26,25 @@ pub const STREAM_REPLIES_PENDING_MAX: usize = 4096;
 /// QUIC application error code for a stream closed because of a malformed frame.
 pub const CLOSE_MALFORMED: u32 = 1;
 
-/// The other nodes by certificate name: a connection presenting one of these names speaks for
-/// that node in gossip; any other certificate (a client) may not.
-pub type PeerNames = Rc<HashMap<String, NodeId>>;
-
 /// Accepts connections until the endpoint closes.
-pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>, peers: PeerNames) {
+/// A connection whose certificate names a peer node in `view` (when it connects) speaks for that
+/// node in gossip and hydration; any other certificate (a client) may not.
+pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>, view: SharedView) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = Rc::clone(&shared);
-        let peers = Rc::clone(&peers);
+        let view = Rc::clone(&view);
         tokio::task::spawn_local(async move {
             match incoming.await {
-                Ok(connection) => serve_connection(connection, shared, peers).await,
+                Ok(connection) => serve_connection(connection, shared, view).await,
                 Err(error) => tracing::info!(%error, "handshake refused"),
             }
         });
     }
 }
 
-async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, peers: PeerNames) {
+async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, view: SharedView) {
     let peer = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
-    let node = peers.get(&peer).copied();
+    let node = view.borrow().peer_named(&peer);
     tracing::debug!(%peer, remote = %connection.remote_address(), "connection");
     loop {
         match connection.accept_bi().await {

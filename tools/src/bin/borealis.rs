@@ -222,6 +222,37 @@ enum ClusterAction {
         /// Where to write the cluster directory (must not exist, or be empty).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Keep the cluster map in etcd (an endpoint URL such as http://10.0.0.5:2379; repeat
+        /// for each etcd member): the map is published there, bundles point the nodes at it,
+        /// and `cluster add-host` can grow the running cluster. Without it, each bundle lists
+        /// its peers.
+        #[arg(long = "etcd", value_name = "URL")]
+        etcd: Vec<String>,
+        /// The etcd key prefix of the map.
+        #[arg(long, value_name = "PREFIX", default_value = etcdmap::DEFAULT_PREFIX, requires = "etcd")]
+        etcd_prefix: String,
+    },
+    /// Adds a host to a running cluster whose map is in etcd (`init --hosts --etcd`): signs
+    /// its certificate with the cluster's CA (DIR/pki), writes its bundle to DIR/hosts/NAME and
+    /// adds it to the map as a spare. Running nodes and writers see it at once, without a
+    /// restart; it holds no PG until it replaces a node (automatically after a node stays down,
+    /// or `replace-node`). Start storaged on it with the bundle. See docs/operations.md.
+    AddHost {
+        /// The host's DNS name (its certificate's name).
+        #[arg(long)]
+        name: String,
+        /// Its IP or IP:PORT (QUIC; port 7001 by default).
+        #[arg(long)]
+        address: String,
+        /// Its availability zone.
+        #[arg(long)]
+        az: u16,
+        /// Its data directory (default /var/lib/borealis).
+        #[arg(long, value_name = "PATH")]
+        data_dir: Option<PathBuf>,
+        /// Its admin address (default: the address with port 7101).
+        #[arg(long, value_name = "ADDRESS")]
+        admin: Option<String>,
     },
     /// Starts the nodes in the background (restarting any that stopped) and prints them.
     Up {
@@ -390,7 +421,15 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         interrupt::install()?;
     }
     match args.action {
-        ClusterAction::Init { hosts, out } => cluster_init(&hosts, &out),
+        ClusterAction::Init { hosts, out, etcd, etcd_prefix } => {
+            let etcd = (!etcd.is_empty())
+                .then_some(tools::local::map::EtcdSection { endpoints: etcd, prefix: etcd_prefix });
+            cluster_init(&hosts, &out, etcd)
+        }
+        ClusterAction::AddHost { name, address, az, data_dir, admin } => {
+            let entry = tools::hosts::HostEntry { name, address, az, data_dir, admin };
+            add_host(&args.dir, entry)
+        }
         ClusterAction::Up { layout } => cluster_up(&args.dir, layout.nodes_per_az),
         ClusterAction::Status { timeout_ms, json } => {
             // A verdict is the exit status: a failure to reach one must not look like a WARN.
@@ -451,9 +490,30 @@ fn replace_node(dir: &std::path::Path, node: u32, wait: Duration) -> anyhow::Res
     Ok(ExitCode::FAILURE)
 }
 
-fn cluster_init(hosts: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let report = tools::hosts::init(hosts, out)?;
-    println!("cluster of {} hosts written to {}", report.hosts.len(), out.display());
+fn add_host(dir: &std::path::Path, entry: tools::hosts::HostEntry) -> anyhow::Result<ExitCode> {
+    let report = tools::hosts::add_host(dir, entry)?;
+    let host = &report.host;
+    println!(
+        "node {} {} (AZ {}, {}) added to the map as a spare (generation {}, etcd revision {})",
+        host.id, host.name, host.az, host.listen, report.generation, report.revision
+    );
+    println!("  copy {} to /etc/borealis on it and start storaged there", report.bundle.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster_init(
+    hosts: &std::path::Path,
+    out: &std::path::Path,
+    etcd: Option<tools::local::map::EtcdSection>,
+) -> anyhow::Result<ExitCode> {
+    let in_etcd = etcd.as_ref().map(|e| format!(" (map published to etcd under {})", e.prefix));
+    let report = tools::hosts::init(hosts, out, etcd)?;
+    println!(
+        "cluster of {} hosts written to {}{}",
+        report.hosts.len(),
+        out.display(),
+        in_etcd.unwrap_or_default()
+    );
     for (host, bundle) in report.hosts.iter().zip(&report.bundles) {
         println!(
             "  node {} {} (AZ {}, {}): copy {} to /etc/borealis on it",

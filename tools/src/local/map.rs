@@ -44,8 +44,22 @@ pub struct ClusterMap {
     /// Settings passed to every node (unset: storaged's defaults).
     #[serde(default)]
     pub storaged: StoragedSettings,
+    /// The map lives in etcd (`cluster init --hosts --etcd`): clients follow it there, and the
+    /// `node` list below is the copy taken when this file was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdSection>,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
+}
+
+/// Where a cluster's map lives in etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    /// Client URLs of the etcd members, e.g. `http://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// The key prefix of the map.
+    pub prefix: String,
 }
 
 /// One node of the map.
@@ -61,6 +75,9 @@ pub struct NodeEntry {
     /// TCP address of the node's admin port (/health, /metrics).
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
+    /// Added to a running cluster: holds PGs only by replacing a member (`protocol::placement`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spare: bool,
 }
 
 /// Optional storaged settings shared by every node.
@@ -173,6 +190,7 @@ impl ClusterMap {
                 listen: loopback(quic),
                 admin: loopback(admin),
                 data_dir: PathBuf::from(format!("node-{id}")),
+                spare: false,
             })
             .collect();
         Ok(ClusterMap {
@@ -180,6 +198,7 @@ impl ClusterMap {
             key_file: "kek".into(),
             pki_dir: "pki".into(),
             storaged: StoragedSettings::default(),
+            etcd: None,
             nodes,
         })
     }
@@ -297,6 +316,7 @@ mod tests {
             az: protocol::AzId(n.az),
             addr: n.listen,
             name: n.name.clone(),
+            spare: false,
         };
         let placement = protocol::placement::ClusterMap::new(map.nodes.iter().map(info).collect()).unwrap();
         let used: HashSet<u32> = (0..64)

@@ -33,7 +33,7 @@ use map::{ClusterMap, MapError, NodesPerAz};
 pub const DEFAULT_DIR: &str = "borealis-dev";
 /// Name of the client certificate in the development PKI.
 pub const CLIENT_NAME: &str = "client";
-const MAP_FILE: &str = "cluster.toml";
+pub const MAP_FILE: &str = "cluster.toml";
 const LOCK_FILE: &str = "lock";
 
 /// Why a local cluster could not be set up, loaded or started.
@@ -72,6 +72,8 @@ pub struct LocalNode {
     /// Admin HTTP address.
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
+    /// Added to a running cluster (see `map::NodeEntry::spare`).
+    pub spare: bool,
 }
 
 /// A local cluster's directory and map.
@@ -144,6 +146,7 @@ impl LocalCluster {
                 addr: n.listen,
                 admin: n.admin,
                 data_dir: dir.join(&n.data_dir),
+                spare: n.spare,
             })
             .collect();
         let pki_dir = dir.join(&map.pki_dir);
@@ -179,14 +182,26 @@ impl LocalCluster {
             az: protocol::AzId(n.az),
             addr: n.addr,
             name: n.name.clone(),
+            spare: n.spare,
         };
         protocol::placement::ClusterMap::new(self.nodes.iter().map(info).collect())
     }
 
     /// How a client reaches this cluster: its placement and the client certificate, with the
     /// client's default timeouts and bounds (callers adjust what they need).
+    /// A cluster whose map is in etcd has its writers follow it there.
     pub fn client_config(&self) -> Result<client::ClientConfig, protocol::placement::PlacementError> {
-        Ok(client::ClientConfig::new(self.placement()?, self.client_tls()))
+        let mut config = client::ClientConfig::new(self.placement()?, self.client_tls());
+        config.etcd = self.map.etcd.as_ref().map(|etcd| client::EtcdSource {
+            endpoints: etcd.endpoints.clone(),
+            prefix: etcd.prefix.clone(),
+        });
+        Ok(config)
+    }
+
+    /// Where this cluster's map lives in etcd, if it does.
+    pub fn etcd(&self) -> Option<&map::EtcdSection> {
+        self.map.etcd.as_ref()
     }
 
     /// The TLS files a client of this cluster presents.

@@ -17,6 +17,7 @@
 //! change and the PG stays at five until the node returns.
 
 use protocol::messages::{MembershipAck, MembershipChange};
+use protocol::placement::{ClusterMap, MapChangeError};
 use protocol::quorum::{Membership, SegmentSet, WRITE_QUORUM};
 use protocol::{Epoch, Lsn, Message, NodeId, PgId};
 
@@ -72,6 +73,24 @@ impl WriterCore {
             self.retired.push(node);
         }
         self.replace_everywhere(node, true)
+    }
+
+    /// Takes a newer cluster map (etcd's, as it changes): only one that moves no PG
+    /// (`ClusterMap::check_change`: nodes are added as spares). Returns the new nodes. A node an
+    /// operator asked to replace whose PGs found no spare is replaced in them now, if the new
+    /// map gives one.
+    pub fn handle_map(&mut self, map: ClusterMap) -> Result<Vec<NodeId>, MapChangeError> {
+        self.cluster.check_change(&map)?;
+        let added: Vec<NodeId> =
+            map.nodes().iter().filter(|n| self.cluster.node(n.id).is_none()).map(|n| n.id).collect();
+        self.cluster = map;
+        if !added.is_empty() {
+            self.no_spare.clear();
+            for node in self.retired.clone() {
+                self.replace_everywhere(node, true);
+            }
+        }
+        Ok(added)
     }
 
     /// A node's floor ack passes on an operator's request to replace `node` (`POST

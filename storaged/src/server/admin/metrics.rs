@@ -76,6 +76,9 @@ pub struct NodeMetrics {
     read_page: IntHistogram,
     peer_fetch: Labelled<IntHistogram, { PeerFetch::ALL.len() }>,
     error_replies: Labelled<Counter, ERROR_COUNTERS>,
+    /// Nodes in the cluster map this node holds, and the etcd revision it was read at.
+    map_nodes: AtomicU64,
+    map_revision: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -87,6 +90,8 @@ impl Default for NodeMetrics {
             read_page: IntHistogram::latency(),
             peer_fetch: Labelled::new("kind", PeerFetch::ALL.map(PeerFetch::label), IntHistogram::size),
             error_replies: Labelled::new("kind", error_kinds, Counter::default),
+            map_nodes: AtomicU64::new(0),
+            map_revision: AtomicU64::new(0),
         }
     }
 }
@@ -115,7 +120,18 @@ impl NodeMetrics {
         self.peer_fetch.get(kind as usize).observe(u64::try_from(bytes).unwrap_or(u64::MAX));
     }
 
+    /// The node now holds a cluster map of `nodes` nodes, read at etcd `revision` (0: static).
+    pub fn map_known(&self, nodes: usize, revision: i64) {
+        self.map_nodes.store(nodes as u64, Ordering::Relaxed);
+        self.map_revision.store(u64::try_from(revision).unwrap_or(0), Ordering::Relaxed);
+    }
+
     fn encode(&self, out: &mut DescriptorEncoder) -> fmt::Result {
+        let nodes = self.map_nodes.load(Ordering::Relaxed);
+        gauge(out, "cluster_map_nodes", "Nodes in the cluster map this node holds (0: no peers).", nodes)?;
+        let revision = self.map_revision.load(Ordering::Relaxed);
+        let help = "The etcd revision of the cluster map this node holds (0: a static map).";
+        gauge(out, "cluster_map_revision", help, revision)?;
         let histograms = [
             (
                 "journal_flush_seconds",

@@ -1,0 +1,171 @@
+//! [`EtcdMap`]: reads, publishes and grows the cluster map stored under one prefix.
+//!
+//! Every read is one range request over the whole prefix, so the nodes and the generation come
+//! from one revision. Every write is one transaction guarded by a compare, so two writers never
+//! interleave: `publish` only into an empty prefix, `add_node` only if the generation key is
+//! unchanged since the read its checks were made on (optimistic concurrency, retried a bounded
+//! number of times).
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnResponse};
+use protocol::placement::ClusterMap;
+
+use crate::layout::{
+    check_clash, check_unique, generation_key, node_key, node_value, nodes_prefix, normalize_prefix,
+    parse_entries, Entry, MapNode, Snapshot, Stored,
+};
+use crate::EtcdMapError;
+
+/// How many times `add_node` reads, checks and tries its transaction before giving up with
+/// `Conflict`. Each lost attempt means another writer changed the map in between; the map only
+/// changes when an operator adds a host, so a few attempts are plenty.
+pub const ADD_NODE_ATTEMPTS_MAX: u32 = 8;
+
+/// A connection to etcd and the prefix the cluster map lives under.
+#[derive(Clone)]
+pub struct EtcdMap {
+    pub(crate) client: Client,
+    prefix: String,
+}
+
+impl std::fmt::Debug for EtcdMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdMap").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl EtcdMap {
+    /// Connects (connect timeout and per-request timeout = `timeout`). The prefix is normalized
+    /// to end with '/'.
+    ///
+    /// etcd-client connects lazily, so this also makes one small request and reports a failure
+    /// as `Connect`: an unreachable etcd is found here, not at the first real request.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<EtcdMap, EtcdMapError> {
+        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        EtcdMap::connect_with(endpoints, prefix, options).await
+    }
+
+    pub(crate) async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        options: ConnectOptions,
+    ) -> Result<EtcdMap, EtcdMapError> {
+        let connect_error = |source| EtcdMapError::Connect { endpoints: endpoints.to_vec(), source };
+        let mut client = Client::connect(endpoints, Some(options)).await.map_err(connect_error)?;
+        let prefix = normalize_prefix(prefix);
+        let probe = GetOptions::new().with_count_only();
+        client.get(generation_key(&prefix), Some(probe)).await.map_err(connect_error)?;
+        Ok(EtcdMap { client, prefix })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The map as stored now. `EtcdMapError::NoMap` if nothing was published under the prefix.
+    pub async fn load(&mut self) -> Result<Snapshot, EtcdMapError> {
+        Ok(self.read().await?.snapshot)
+    }
+
+    /// Publishes a new cluster's map: every node, in one transaction, only if no map exists
+    /// under the prefix (else `AlreadyPublished`). Checks first that the nodes form a
+    /// `ClusterMap` and that ids, names and listen addresses are unique.
+    ///
+    /// etcd bounds the operations of one transaction (`--max-txn-ops`, 128 by default), so a
+    /// map of more than 127 nodes needs that limit raised.
+    pub async fn publish(&mut self, nodes: &[MapNode]) -> Result<Snapshot, EtcdMapError> {
+        ClusterMap::new(nodes.iter().map(MapNode::info).collect())?;
+        check_unique(nodes)?;
+        let generation = 1;
+        let mut puts = vec![TxnOp::put(generation_key(&self.prefix), generation.to_string(), None)];
+        puts.extend(nodes.iter().map(|n| TxnOp::put(node_key(&self.prefix, n.id), node_value(n), None)));
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(generation_key(&self.prefix), CompareOp::Equal, 0),
+                Compare::create_revision(nodes_prefix(&self.prefix), CompareOp::Equal, 0).with_prefix(),
+            ])
+            .and_then(puts);
+        let response = self.client.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(EtcdMapError::AlreadyPublished { prefix: self.prefix.clone() });
+        }
+        let mut nodes = nodes.to_vec();
+        nodes.sort_by_key(|n| n.id);
+        Ok(Snapshot { nodes, revision: txn_revision(&response)?, generation })
+    }
+
+    /// Adds one node, which must be a spare (`NotSpare`), whose id, name and listen address are
+    /// new (`Duplicate`), and whose map passes `current.check_change(&next)`.
+    ///
+    /// Optimistic concurrency: read, check, then a transaction that compares the generation
+    /// key's mod_revision and writes the node and generation + 1. A lost race is retried from
+    /// the read, up to [`ADD_NODE_ATTEMPTS_MAX`] attempts (then `Conflict`). Returns the new
+    /// snapshot, at the revision of the write.
+    pub async fn add_node(&mut self, node: MapNode) -> Result<Snapshot, EtcdMapError> {
+        if !node.spare {
+            return Err(EtcdMapError::NotSpare(node.id));
+        }
+        for _ in 0..ADD_NODE_ATTEMPTS_MAX {
+            let stored = self.read().await?;
+            let next = checked_addition(&self.prefix, &stored.snapshot, &node)?;
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(
+                        generation_key(&self.prefix),
+                        CompareOp::Equal,
+                        stored.generation_mod_revision,
+                    ),
+                    Compare::create_revision(node_key(&self.prefix, node.id), CompareOp::Equal, 0),
+                ])
+                .and_then([
+                    TxnOp::put(node_key(&self.prefix, node.id), node_value(&node), None),
+                    TxnOp::put(generation_key(&self.prefix), next.generation.to_string(), None),
+                ]);
+            let response = self.client.txn(txn).await?;
+            if response.succeeded() {
+                return Ok(Snapshot { revision: txn_revision(&response)?, ..next });
+            }
+            tracing::debug!(prefix = %self.prefix, id = node.id, "add_node lost a race; reading the map again");
+        }
+        Err(EtcdMapError::Conflict)
+    }
+
+    /// Everything under the prefix, in one range request.
+    async fn read(&mut self) -> Result<Stored, EtcdMapError> {
+        let response = self.client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        let revision = response.header().ok_or(EtcdMapError::NoHeader("range"))?.revision();
+        let entries = response.kvs().iter().map(|kv| Entry {
+            key: kv.key(),
+            value: kv.value(),
+            mod_revision: kv.mod_revision(),
+        });
+        parse_entries(&self.prefix, entries, revision)
+    }
+}
+
+/// The map `current` becomes with `node` added (revision left as `current`'s), if every rule
+/// allows it.
+fn checked_addition(prefix: &str, current: &Snapshot, node: &MapNode) -> Result<Snapshot, EtcdMapError> {
+    for existing in &current.nodes {
+        check_clash(existing, node)?;
+    }
+    let mut nodes = current.nodes.clone();
+    nodes.push(node.clone());
+    nodes.sort_by_key(|n| n.id);
+    let generation = current.generation.checked_add(1).ok_or_else(|| EtcdMapError::BadEntry {
+        key: generation_key(prefix),
+        reason: "the generation is at its maximum".to_owned(),
+    })?;
+    let next = Snapshot { nodes, revision: current.revision, generation };
+    current.cluster_map()?.check_change(&next.cluster_map()?)?;
+    Ok(next)
+}
+
+fn txn_revision(response: &TxnResponse) -> Result<i64, EtcdMapError> {
+    Ok(response.header().ok_or(EtcdMapError::NoHeader("txn"))?.revision())
+}

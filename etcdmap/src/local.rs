@@ -1,0 +1,165 @@
+//! A single-member etcd on loopback, run as a child process: for tests (this crate's and the
+//! tools' end-to-end ones) and for trying the etcd map on one machine. It is Debian's
+//! `etcd-server` binary, unmodified; nothing here is for production, where etcd is a cluster of
+//! its own run by its operators.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`LocalEtcd::start`] waits for etcd to report itself healthy.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a local etcd could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalEtcdError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("starting etcd: {0} (install Debian's etcd-server: apt-get install -y etcd-server)")]
+    Spawn(std::io::Error),
+    #[error("etcd exited ({status}); its log:\n{log}")]
+    Exited { status: std::process::ExitStatus, log: String },
+    #[error("etcd not healthy after {READY_TIMEOUT:?}; its log:\n{0}")]
+    NotReady(String),
+}
+
+/// One etcd process on 127.0.0.1 with its data in a directory, killed on drop.
+#[derive(Debug)]
+pub struct LocalEtcd {
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl LocalEtcd {
+    /// Starts etcd with its data and logs in `dir` on two free loopback ports, and waits until
+    /// it answers `/health`.
+    pub fn start(dir: &Path) -> Result<LocalEtcd, LocalEtcdError> {
+        std::fs::create_dir_all(dir).map_err(|source| io(format!("creating {}", dir.display()), source))?;
+        let [client_port, peer_port] = free_ports()?;
+        let mut etcd = LocalEtcd { dir: dir.to_owned(), client_port, peer_port, child: None, starts: 0 };
+        etcd.spawn()?;
+        etcd.wait_ready()?;
+        Ok(etcd)
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:2379`.
+    pub fn endpoint(&self) -> String {
+        url(self.client_port)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![self.endpoint()]
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data (after [`LocalEtcd::kill`]).
+    pub fn restart(&mut self) -> Result<(), LocalEtcdError> {
+        self.kill();
+        self.spawn()?;
+        self.wait_ready()
+    }
+
+    /// The current run's log.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(format!("etcd-{}.log", self.starts))
+    }
+
+    fn spawn(&mut self) -> Result<(), LocalEtcdError> {
+        self.starts += 1;
+        let log =
+            File::create(self.log()).map_err(|e| io(format!("creating {}", self.log().display()), e))?;
+        let stderr = log.try_clone().map_err(|e| io("etcd log".into(), e))?;
+        let peer = url(self.peer_port);
+        let mut command = Command::new("etcd");
+        // ETCD_* variables that repeat a flag make etcd 3.4 refuse to start.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(["--name", "m0"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &url(self.client_port)])
+            .args(["--advertise-client-urls", &url(self.client_port)])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("m0={peer}")])
+            .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        self.child = Some(command.spawn().map_err(LocalEtcdError::Spawn)?);
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> Result<(), LocalEtcdError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(LocalEtcdError::Exited { status, log: self.log_text() });
+            }
+            if healthy(addr) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LocalEtcdError::NotReady(self.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_else(|e| format!("(unreadable: {e})"))
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// etcd's `/health` says `"health":"true"` (it has a leader and serves).
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn io(what: String, source: std::io::Error) -> LocalEtcdError {
+    LocalEtcdError::Io { what, source }
+}
+
+/// Two ports free now: bound together (so they differ), then released for etcd.
+fn free_ports() -> Result<[u16; 2], LocalEtcdError> {
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| io("binding a free port".into(), e));
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| io("a free port".into(), e));
+    Ok([port(&a)?, port(&b)?])
+}

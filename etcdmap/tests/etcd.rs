@@ -1,0 +1,205 @@
+//! The cluster map against a real etcd (Debian's `etcd-server`; CI installs it): each test
+//! starts its own single-member etcd on free loopback ports in a temporary directory.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use etcdmap::{watch, EtcdMap, EtcdMapError, LocalEtcd, MapNode, Snapshot, DEFAULT_PREFIX};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bound the tests put on a watcher seeing a change (2 s in normal operation).
+const WATCH_SEEN_MAX: Duration = Duration::from_secs(2);
+/// After a restart of etcd: the watcher must first notice, then retry its connection.
+const WATCH_SEEN_AFTER_RESTART_MAX: Duration = Duration::from_secs(10);
+
+/// A local etcd in its own temporary directory.
+struct Etcd {
+    local: LocalEtcd,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let local = LocalEtcd::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        Etcd { local, _dir: dir }
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.local.endpoints()
+    }
+
+    async fn connect(&self) -> EtcdMap {
+        EtcdMap::connect(&self.endpoints(), DEFAULT_PREFIX, REQUEST_TIMEOUT).await.expect("connect to etcd")
+    }
+
+    fn kill(&mut self) {
+        self.local.kill();
+    }
+
+    async fn restart(&mut self) {
+        self.local.restart().unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn node(id: u32, az: u16, spare: bool) -> MapNode {
+    MapNode {
+        id,
+        az,
+        name: format!("node-{id}"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16)),
+        admin: Some(SocketAddr::from(([127, 0, 0, 1], 9000 + id as u16))),
+        spare,
+    }
+}
+
+/// Ids 1..=6, two per AZ 0, 1, 2, none spare.
+fn six_nodes() -> Vec<MapNode> {
+    (1..=6).map(|id| node(id, ((id - 1) / 2) as u16, false)).collect()
+}
+
+fn has_node(snapshot: &Snapshot, id: u32) -> bool {
+    snapshot.nodes.iter().any(|n| n.id == id)
+}
+
+#[tokio::test]
+async fn publish_then_load_returns_the_same_nodes_and_republishing_or_loading_an_empty_prefix_is_refused() {
+    let etcd = Etcd::start().await;
+    let mut map = etcd.connect().await;
+    let published = map.publish(&six_nodes()).await.expect("publish");
+    assert_eq!(published.generation, 1);
+
+    let loaded = map.load().await.expect("load");
+    assert_eq!(loaded.nodes, six_nodes());
+    assert_eq!(loaded.generation, 1);
+    assert_eq!(loaded, published, "a load right after publish reads at the publish revision");
+
+    let again = map.publish(&six_nodes()).await;
+    assert!(matches!(again, Err(EtcdMapError::AlreadyPublished { ref prefix }) if prefix == DEFAULT_PREFIX));
+
+    let mut empty =
+        EtcdMap::connect(&etcd.endpoints(), "/elsewhere", REQUEST_TIMEOUT).await.expect("connect");
+    assert_eq!(empty.prefix(), "/elsewhere/");
+    assert!(matches!(empty.load().await, Err(EtcdMapError::NoMap { ref prefix }) if prefix == "/elsewhere/"));
+}
+
+#[tokio::test]
+async fn a_watcher_started_before_add_node_sees_the_spare_within_two_seconds() {
+    let etcd = Etcd::start().await;
+    let mut map = etcd.connect().await;
+    let initial = map.publish(&six_nodes()).await.expect("publish");
+    let mut rx = watch(etcd.endpoints(), DEFAULT_PREFIX.to_owned(), initial.clone());
+    // Let the watch be established, so the time measured is that of a change, not of a connect.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let start = Instant::now();
+    let added = map.add_node(node(7, 1, true)).await.expect("add a spare");
+    let seen = tokio::time::timeout(WATCH_SEEN_MAX * 5, rx.wait_for(|s| has_node(s, 7)))
+        .await
+        .expect("the watcher sees the spare")
+        .expect("watch task alive")
+        .clone();
+    let elapsed = start.elapsed();
+    println!("watch latency: add_node to the watcher seeing the spare took {elapsed:?}");
+    assert!(elapsed < WATCH_SEEN_MAX, "the watcher took {elapsed:?}");
+
+    assert_eq!(added.generation, 2);
+    assert_eq!(seen.generation, 2);
+    assert_eq!(seen.nodes, added.nodes);
+    let old = initial.cluster_map().expect("old map");
+    old.check_change(&seen.cluster_map().expect("new map")).expect("the old map accepts the new one");
+}
+
+#[tokio::test]
+async fn add_node_refuses_a_placed_node_and_a_duplicate_id_name_or_listen_address_and_writes_nothing() {
+    let etcd = Etcd::start().await;
+    let mut map = etcd.connect().await;
+    let published = map.publish(&six_nodes()).await.expect("publish");
+
+    let placed = map.add_node(node(7, 0, false)).await;
+    assert!(matches!(placed, Err(EtcdMapError::NotSpare(7))), "{placed:?}");
+
+    let same_id = node(3, 1, true);
+    let mut same_name = node(8, 1, true);
+    same_name.name = "node-2".into();
+    let mut same_listen = node(9, 2, true);
+    same_listen.listen = node(1, 0, false).listen;
+    for duplicate in [same_id, same_name, same_listen] {
+        let refused = map.add_node(duplicate.clone()).await;
+        assert!(matches!(refused, Err(EtcdMapError::Duplicate(_))), "{duplicate:?}: {refused:?}");
+    }
+
+    let after = map.load().await.expect("load");
+    assert_eq!(after, published, "nothing was written (same nodes, generation and revision)");
+}
+
+#[tokio::test]
+async fn two_concurrent_add_node_calls_both_land() {
+    let etcd = Etcd::start().await;
+    let (mut first, mut second) = (etcd.connect().await, etcd.connect().await);
+    first.publish(&six_nodes()).await.expect("publish");
+
+    let (a, b) = tokio::join!(first.add_node(node(7, 0, true)), second.add_node(node(8, 2, true)));
+    let (a, b) = (a.expect("first add_node"), b.expect("second add_node"));
+    assert_ne!(a.generation, b.generation);
+
+    let loaded = first.load().await.expect("load");
+    assert_eq!(loaded.generation, 3);
+    assert!(has_node(&loaded, 7) && has_node(&loaded, 8), "{loaded:?}");
+    assert_eq!(loaded.nodes.len(), 8);
+}
+
+#[tokio::test]
+async fn a_watcher_survives_etcd_being_killed_and_restarted_and_sees_a_node_added_after() {
+    let mut etcd = Etcd::start().await;
+    let initial = etcd.connect().await.publish(&six_nodes()).await.expect("publish");
+    let mut rx = watch(etcd.endpoints(), DEFAULT_PREFIX.to_owned(), initial);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    etcd.kill();
+    // Long enough for the watcher to see its stream break and fail a few reconnects.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    etcd.restart().await;
+
+    let start = Instant::now();
+    etcd.connect().await.add_node(node(7, 2, true)).await.expect("add a spare after the restart");
+    let seen = tokio::time::timeout(WATCH_SEEN_AFTER_RESTART_MAX, rx.wait_for(|s| has_node(s, 7)))
+        .await
+        .expect("the watcher sees the spare added after the restart")
+        .expect("watch task alive")
+        .clone();
+    println!("after the restart, the watcher saw the spare in {:?}", start.elapsed());
+    assert_eq!(seen.generation, 2);
+}
+
+#[tokio::test]
+async fn connecting_to_an_endpoint_nobody_listens_on_fails_with_connect_naming_it() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoints = vec![format!("http://127.0.0.1:{port}")];
+    let start = Instant::now();
+    let result = EtcdMap::connect(&endpoints, DEFAULT_PREFIX, Duration::from_secs(1)).await;
+    let elapsed = start.elapsed();
+    match result {
+        Err(error @ EtcdMapError::Connect { .. }) => {
+            assert!(error.to_string().contains(&endpoints[0]), "{error}");
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(5), "connect took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_prefix_holding_only_a_stray_node_key_is_a_bad_map_and_refuses_publish() {
+    let etcd = Etcd::start().await;
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None).await.expect("connect");
+    let stray = serde_json::to_string(&node(1, 0, false)).expect("json");
+    raw.put("/stray/nodes/0000000001", stray, None).await.expect("put a stray node key");
+
+    let mut map = EtcdMap::connect(&etcd.endpoints(), "/stray/", REQUEST_TIMEOUT).await.expect("connect");
+    match map.load().await {
+        Err(EtcdMapError::BadEntry { key, .. }) => assert_eq!(key, "/stray/generation"),
+        other => panic!("expected BadEntry for the missing generation, got {other:?}"),
+    }
+    let refused = map.publish(&six_nodes()).await;
+    assert!(matches!(refused, Err(EtcdMapError::AlreadyPublished { .. })), "{refused:?}");
+}

@@ -1,0 +1,121 @@
+//! The cluster map as this node knows it now: its peers' ids, zones, addresses and certificate
+//! names. It starts from the static `peers` list or from the etcd map (`map` in the config), and
+//! changes while the node runs: a SIGHUP that re-read the peers, or etcd's watch. Gossip dials
+//! and the check that a connection speaks for a peer node both read it each time, so a node
+//! added to the cluster is reached and recognised without a restart.
+//!
+//! A new map is taken only if [`ClusterMap::check_change`] accepts it (it moves no PG: nodes are
+//! only added, as spares); a refused one is logged and the old map stays.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use protocol::placement::{ClusterMap, MapChangeError, NodeInfo};
+use protocol::NodeId;
+
+/// The view every task of the node shares (the node is one thread).
+pub type SharedView = Rc<RefCell<ClusterView>>;
+
+/// This node and the others.
+#[derive(Debug)]
+pub struct ClusterView {
+    me: NodeId,
+    /// `None`: no peers (a node alone, no gossip).
+    map: Option<ClusterMap>,
+    /// The etcd revision the map was read at (0: a static map).
+    revision: i64,
+}
+
+/// What [`ClusterView::apply`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The map is the one already held.
+    Same,
+    /// The map changed; these nodes are new.
+    Changed { added: Vec<NodeId> },
+}
+
+impl ClusterView {
+    pub fn new(me: NodeId, map: Option<ClusterMap>, revision: i64) -> ClusterView {
+        ClusterView { me, map, revision }
+    }
+
+    pub fn shared(self) -> SharedView {
+        Rc::new(RefCell::new(self))
+    }
+
+    /// The whole map, this node included.
+    pub fn map(&self) -> Option<&ClusterMap> {
+        self.map.as_ref()
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Every node but this one.
+    pub fn peers(&self) -> impl Iterator<Item = &NodeInfo> {
+        let me = self.me;
+        self.map.iter().flat_map(|m| m.nodes()).filter(move |n| n.id != me)
+    }
+
+    pub fn peer(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.peers().find(|n| n.id == id)
+    }
+
+    /// The peer node whose certificate carries `name`, if any: only such a connection may speak
+    /// for a node in gossip and hydration.
+    pub fn peer_named(&self, name: &str) -> Option<NodeId> {
+        self.peers().find(|n| n.name == name).map(|n| n.id)
+    }
+
+    /// Takes `next` if it keeps every PG where it is (see the module docs).
+    pub fn apply(&mut self, next: ClusterMap, revision: i64) -> Result<Applied, MapChangeError> {
+        let added = match &self.map {
+            Some(map) if *map == next => {
+                self.revision = revision.max(self.revision);
+                return Ok(Applied::Same);
+            }
+            Some(map) => {
+                map.check_change(&next)?;
+                next.nodes().iter().filter(|n| map.node(n.id).is_none()).map(|n| n.id).collect()
+            }
+            None => next.nodes().iter().map(|n| n.id).filter(|id| *id != self.me).collect(),
+        };
+        self.map = Some(next);
+        self.revision = revision;
+        Ok(Applied::Changed { added })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spare(map: &ClusterMap, id: u32, az: u16) -> ClusterMap {
+        let mut nodes = map.nodes().to_vec();
+        let addr = ([127, 0, 0, 1], 9000 + id as u16).into();
+        nodes.push(NodeInfo {
+            id: NodeId(id),
+            az: protocol::AzId(az),
+            addr,
+            name: format!("node-{id}"),
+            spare: true,
+        });
+        ClusterMap::new(nodes).unwrap()
+    }
+
+    #[test]
+    fn a_spare_is_taken_and_known_by_name_and_a_change_moving_a_pg_is_refused() {
+        let six = ClusterMap::evenly(2);
+        let mut view = ClusterView::new(NodeId(1), Some(six.clone()), 5);
+        assert_eq!(view.peer_named("node-7"), None);
+        assert_eq!(view.peer_named("node-1"), None, "this node is not its own peer");
+        let seven = spare(&six, 7, 0);
+        assert_eq!(view.apply(seven.clone(), 6), Ok(Applied::Changed { added: vec![NodeId(7)] }));
+        assert_eq!((view.peer_named("node-7"), view.revision()), (Some(NodeId(7)), 6));
+        assert_eq!(view.apply(seven.clone(), 7), Ok(Applied::Same));
+        assert_eq!(view.apply(six, 8), Err(MapChangeError::NodeRemoved(NodeId(7))));
+        assert_eq!(view.map(), Some(&seven), "a refused map leaves the old one");
+    }
+}

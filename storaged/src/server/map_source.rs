@@ -1,0 +1,130 @@
+//! Where the node's cluster map comes from: the static `peers` of its configuration, or etcd
+//! (`[map] etcd = [...]`), read once at start and then followed (`etcdmap::watch`). Every map
+//! goes through [`ClusterView::apply`], which refuses one that would move a PG.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::placement::{ClusterMap, NodeInfo};
+
+use super::admin::NodeMetrics;
+use super::cluster_view::{Applied, ClusterView, SharedView};
+use super::StartError;
+use crate::config::{Config, EtcdSource};
+
+/// How long a starting node waits for etcd to answer before it gives up (systemd restarts it).
+pub const ETCD_WAIT: Duration = Duration::from_secs(30);
+/// One etcd request's bound while starting.
+const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The map this node starts with, and the etcd snapshot it came from (to follow from).
+pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Snapshot>), StartError> {
+    let Some(source) = &config.etcd else {
+        if config.peers.is_empty() {
+            return Ok((ClusterView::new(config.node_id, None, 0), None));
+        }
+        return Ok((ClusterView::new(config.node_id, Some(static_map(config)?), 0), None));
+    };
+    let snapshot = load_waiting(source).await?;
+    let map = snapshot.cluster_map().map_err(|e| map_error(source, e.to_string()))?;
+    let me = map.node(config.node_id).ok_or_else(|| {
+        map_error(
+            source,
+            format!("node {} is not in the map (add it with `borealis cluster add-host`)", config.node_id),
+        )
+    })?;
+    if me.az != config.az || me.addr != config.listen {
+        return Err(map_error(
+            source,
+            format!(
+                "the map has node {} in AZ {} at {}, but this node's configuration says AZ {} at {}",
+                me.id, me.az.0, me.addr, config.az.0, config.listen
+            ),
+        ));
+    }
+    Ok((ClusterView::new(config.node_id, Some(map), snapshot.revision), Some(snapshot)))
+}
+
+/// The static map: this node and its `peers`.
+pub fn static_map(config: &Config) -> Result<ClusterMap, StartError> {
+    let me = NodeInfo {
+        id: config.node_id,
+        az: config.az,
+        addr: config.listen,
+        name: String::new(),
+        spare: false,
+    };
+    ClusterMap::new(config.peers.iter().cloned().chain([me]).collect())
+        .map_err(|e| StartError::Map(format!("this node and its peers: {e}")))
+}
+
+/// Follows etcd's map from `snapshot` on, applying each change to `view`.
+pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot, metrics: Arc<NodeMetrics>) {
+    let mut updates = etcdmap::watch(source.endpoints.clone(), source.prefix.clone(), snapshot);
+    tokio::task::spawn_local(async move {
+        while updates.changed().await.is_ok() {
+            let snapshot = updates.borrow_and_update().clone();
+            apply(&view, &snapshot, &metrics);
+        }
+    });
+}
+
+/// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened.
+pub fn apply(view: &SharedView, snapshot: &etcdmap::Snapshot, metrics: &NodeMetrics) {
+    let map = match snapshot.cluster_map() {
+        Ok(map) => map,
+        Err(error) => {
+            tracing::error!(%error, revision = snapshot.revision, "the etcd cluster map cannot place PGs; kept the old one");
+            return;
+        }
+    };
+    let nodes = map.nodes().len();
+    match view.borrow_mut().apply(map, snapshot.revision) {
+        Ok(Applied::Same) => {}
+        Ok(Applied::Changed { added }) => {
+            tracing::info!(?added, nodes, revision = snapshot.revision, "cluster map changed");
+        }
+        Err(error) => {
+            tracing::error!(%error, revision = snapshot.revision, "refused a cluster map change; kept the old map");
+            return;
+        }
+    }
+    metrics.map_known(nodes, snapshot.revision);
+}
+
+/// Reads the map, retrying while etcd does not answer, up to `ETCD_WAIT`.
+async fn load_waiting(source: &EtcdSource) -> Result<etcdmap::Snapshot, StartError> {
+    let deadline = tokio::time::Instant::now() + ETCD_WAIT;
+    let mut warned = false;
+    loop {
+        let attempt = async {
+            let mut etcd =
+                etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, ETCD_REQUEST_TIMEOUT).await?;
+            etcd.load().await
+        };
+        match attempt.await {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(error @ etcdmap::EtcdMapError::NoMap { .. }) => {
+                return Err(map_error(source, error.to_string()))
+            }
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(map_error(source, format!("{error} (gave up after {ETCD_WAIT:?})")));
+            }
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(%error, "waiting for etcd to read the cluster map");
+                    warned = true;
+                }
+                tokio::time::sleep(etcdmap::WATCH_RETRY).await;
+            }
+        }
+    }
+}
+
+fn map_error(source: &EtcdSource, reason: String) -> StartError {
+    StartError::Map(format!(
+        "cluster map in etcd {} under {}: {reason}",
+        source.endpoints.join(","),
+        source.prefix
+    ))
+}

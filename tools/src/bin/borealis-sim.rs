@@ -162,8 +162,9 @@ fn main() {
         heal.hydrations_abandoned
     );
     println!(
-        "membership: {nine} seeds on nine nodes, {} nodes lost, {} changes started, {} completed, {} reversed",
-        changes.lost_nodes, changes.started, changes.completed, changes.reversed
+        "membership: {nine} seeds on nine nodes ({} grew: spares published mid-run), {} nodes lost, {} changes \
+         started, {} completed, {} reversed",
+        changes.grown, changes.lost_nodes, changes.started, changes.completed, changes.reversed
     );
     println!(
         "disks: {} writes, {} syncs, {} torn and {} lost at crashes, {} misdirected, {} sectors rotted, {} reads failed; {recycled} files recycled",

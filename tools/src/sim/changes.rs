@@ -15,6 +15,12 @@
 //! (the new writer must adopt the membership the nodes stored) and partitions are more
 //! frequent.
 //!
+//! Some nine-node runs start as a cluster of six that grows: the third node of each AZ is a spare
+//! (`NodeInfo::spare`) the writers do not know until an operator publishes it at a drawn moment
+//! (as `borealis cluster add-host` does through etcd), when the writer's core takes the grown
+//! map (`WriterCore::handle_map`). Until then a lost node cannot be replaced; after it, the new
+//! spares are the replacements. Placement is the same under both maps, so the nodes never notice.
+//!
 //! Checked at the end of a healed run (`membership_unsettled`, part of `World::unsettled`):
 //! no change is left in progress, every PG's membership in the writer is one set of six, and
 //! every live member's segment stores exactly that membership (or none, if the PG never
@@ -23,6 +29,7 @@
 
 use std::collections::BTreeMap;
 
+use protocol::placement::ClusterMap;
 use protocol::quorum::Membership;
 use protocol::{NodeId, PgId};
 use rand::rngs::SmallRng;
@@ -43,6 +50,8 @@ const NINE_NODES_PERCENT: u64 = 50;
 const REPLACE_AFTER_TICKS: std::ops::RangeInclusive<u32> = 6..=24;
 /// Percent of nine-node seeds that lose a node.
 const LOSS_PERCENT: u64 = 85;
+/// Percent of nine-node seeds whose third node per AZ is a spare published during the run.
+const GROWN_PERCENT: u64 = 40;
 /// Percent of the nodes lost with their disk that an operator replaces at once
 /// (`WriterCore::replace_node`: a forced change, never reversed) rather than the writer after
 /// `replace_after_ticks`.
@@ -125,6 +134,8 @@ pub struct ChangeCounts {
     pub reversed: u64,
     /// Nodes lost (for good, or to return empty or after a long outage).
     pub lost_nodes: u64,
+    /// Runs whose spares were published to the writer mid-run.
+    pub grown: u64,
 }
 
 impl ChangeCounts {
@@ -133,6 +144,7 @@ impl ChangeCounts {
         self.completed += other.completed;
         self.reversed += other.reversed;
         self.lost_nodes += other.lost_nodes;
+        self.grown += other.grown;
     }
 }
 
@@ -165,6 +177,9 @@ pub(super) struct Spares {
     pub counts: ChangeCounts,
     /// Each PG's membership in the writer at the last look.
     seen: BTreeMap<PgId, Membership>,
+    /// A grown cluster: when its spares are published to the writers (`None`: all nine nodes
+    /// are placed and known from the start, or the spares are published already).
+    pub publish_at_us: Option<u64>,
 }
 
 impl Spares {
@@ -185,7 +200,27 @@ impl Spares {
             };
             Loss { at_us, fate, done: false }
         });
-        Spares { enabled: true, replace_after_ticks, loss, ..Spares::default() }
+        // Drawn after the draws above, so runs that do not grow keep the history they had.
+        let publish_at_us = (rng.random_range(0..100) < GROWN_PERCENT).then(|| {
+            let faulty = config.faulty_us.max(10_000);
+            rng.random_range(faulty / 10..faulty * 4 / 5)
+        });
+        Spares { enabled: true, replace_after_ticks, loss, publish_at_us, ..Spares::default() }
+    }
+
+    /// The cluster of a run: `per_az` nodes per AZ, the third of each a spare if the run grows.
+    pub(super) fn cluster(&self, per_az: u32) -> ClusterMap {
+        let mut nodes = ClusterMap::evenly(per_az).nodes().to_vec();
+        if self.publish_at_us.is_some() {
+            nodes.iter_mut().filter(|n| n.id.0 % per_az == 0).for_each(|n| n.spare = true);
+        }
+        ClusterMap::new(nodes).expect("two placed nodes in each of three zones")
+    }
+
+    /// The map the writers start with: the cluster without its unpublished spares.
+    pub(super) fn known_map(&self, cluster: &ClusterMap) -> ClusterMap {
+        let known = cluster.nodes().iter().filter(|n| self.publish_at_us.is_none() || !n.spare).cloned();
+        ClusterMap::new(known.collect()).expect("the placed nodes place every PG")
     }
 }
 
@@ -194,6 +229,7 @@ impl World {
     /// loss of a node, and while a change is under way, crashes of its joining node
     /// mid-hydration, takeovers and partitions.
     pub(super) fn change_faults(&mut self) {
+        self.publish_spares();
         self.lose_a_node();
         let pgs = self.writer.pgs();
         let joining: Vec<NodeId> =
@@ -217,6 +253,20 @@ impl World {
         if self.rng.random_range(0..1000) < CHANGE_PARTITION_PER_MILLE {
             self.partition();
         }
+    }
+
+    /// Publishes a grown cluster's spares once it is time: the current writer takes the whole map
+    /// (it must: it only adds spares), and takeovers from now on start from it.
+    fn publish_spares(&mut self) {
+        if !self.spares.publish_at_us.is_some_and(|at| at <= self.clock.now_us) {
+            return;
+        }
+        self.spares.publish_at_us = None;
+        self.spares.counts.grown += 1;
+        self.known_map = self.cluster.clone();
+        let added = self.writer.handle_map(self.cluster.clone()).expect("a map grown by spares is taken");
+        self.record_trace(&[17, added.len() as u8]);
+        self.log(|| format!("an operator publishes spares {added:?}; the writer takes the map"));
     }
 
     /// Loses the planned node once it is time and the budget allows: a node that is up, taken

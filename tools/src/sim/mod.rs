@@ -161,7 +161,10 @@ struct World {
     config: SimConfig,
     nodes: Vec<SimNode>,
     geometry: VolumeGeometry,
+    /// Every node; placement is computed from it.
     cluster: ClusterMap,
+    /// The map writers know: `cluster` less the spares not yet published (`changes`).
+    known_map: ClusterMap,
     limits: WriterLimits,
     writer: WriterCore,
     /// The current writer's generation (it sends as `Endpoint::Writer(writer_gen)`).
@@ -271,9 +274,10 @@ impl World {
     fn new(seed: u64, config: SimConfig) -> World {
         // Nodes 1..=N, AZ (N-1)/per_az: the layout of `borealis cluster up --nodes-per-az`.
         let per_az = changes::nodes_per_az(seed, &config);
-        let cluster = ClusterMap::evenly(per_az);
-        let geometry = VolumeGeometry::new(VolumeId(1), 4096, 64).expect("valid geometry");
         let spares = changes::Spares::new(seed, per_az, &config);
+        let cluster = spares.cluster(per_az);
+        let known_map = spares.known_map(&cluster);
+        let geometry = VolumeGeometry::new(VolumeId(1), 4096, 64).expect("valid geometry");
         let limits = WriterLimits {
             lal: 5_000,
             pending_records_max: 2_000,
@@ -286,9 +290,10 @@ impl World {
             rng: SmallRng::seed_from_u64(seed),
             clock: Clock::default(),
             nodes: cluster.nodes().iter().map(|n| SimNode::new(n.id, n.az, 3 * per_az, node_bug)).collect(),
-            writer: WriterCore::new(geometry, cluster.clone(), limits, WriterStart::fresh()),
+            writer: WriterCore::new(geometry, known_map.clone(), limits, WriterStart::fresh()),
             geometry,
             cluster,
+            known_map,
             limits,
             writer_gen: 1,
             next_gen: 2,

@@ -95,7 +95,7 @@ impl World {
         self.next_gen += 1;
         self.record_trace(&[6, gen as u8]);
         self.log(|| format!("takeover {gen} starts"));
-        let takeover = Takeover::new(self.geometry, self.cluster.clone(), self.limits.lal);
+        let takeover = Takeover::new(self.geometry, self.known_map.clone(), self.limits.lal);
         let (since_us, links, sent) = (self.clock.now_us, new_links(self.node_count()), Vec::new());
         self.takeover = Some(SimTakeover { gen, takeover, since_us, links, sent });
     }
@@ -205,7 +205,7 @@ impl World {
                 self.appended.remove(&lsn);
             }
         }
-        let new = WriterCore::new(self.geometry, self.cluster.clone(), self.limits, start);
+        let new = WriterCore::new(self.geometry, self.known_map.clone(), self.limits, start);
         let replaced = std::mem::replace(&mut self.writer, new);
         self.old = Some(OldWriter { gen: self.writer_gen, core: replaced, fenced_from: None });
         self.writer_gen = gen;

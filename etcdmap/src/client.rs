@@ -11,9 +11,10 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnResponse};
 use protocol::placement::ClusterMap;
 
+use crate::acl::Acl;
 use crate::layout::{
-    check_clash, check_unique, generation_key, node_key, node_value, nodes_prefix, normalize_prefix,
-    parse_entries, Entry, MapNode, Snapshot, Stored,
+    acl_key, acl_value, admins_key, check_clash, check_unique, generation_key, node_key, node_value,
+    nodes_prefix, normalize_prefix, parse_entries, Entry, MapNode, Snapshot, Stored,
 };
 use crate::EtcdMapError;
 
@@ -96,7 +97,13 @@ impl EtcdMap {
         }
         let mut nodes = nodes.to_vec();
         nodes.sort_by_key(|n| n.id);
-        Ok(Snapshot { nodes, revision: txn_revision(&response)?, generation })
+        Ok(Snapshot {
+            nodes,
+            revision: txn_revision(&response)?,
+            generation,
+            acls: Default::default(),
+            admins: Default::default(),
+        })
     }
 
     /// Adds one node, which must be a spare (`NotSpare`), whose id, name and listen address are
@@ -135,6 +142,77 @@ impl EtcdMap {
         Err(EtcdMapError::Conflict)
     }
 
+    /// Claims `volume` for `identity` if nobody has: its ACL becomes `identity: admin` (what a
+    /// writer opening a volume does first). Returns the volume's ACL, new or as it was.
+    pub async fn claim_volume(&mut self, volume: u128, identity: &str) -> Result<Acl, EtcdMapError> {
+        let key = acl_key(&self.prefix, volume);
+        let owned = Acl::owned_by(identity);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), acl_value(&owned), None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let response = self.client.txn(txn).await?;
+        if response.succeeded() {
+            return Ok(owned);
+        }
+        match self.acl(volume).await? {
+            Some((acl, _)) => Ok(acl),
+            None => Err(EtcdMapError::Conflict),
+        }
+    }
+
+    /// The ACL of `volume` and its key's mod_revision, if it was claimed.
+    pub async fn acl(&mut self, volume: u128) -> Result<Option<(Acl, i64)>, EtcdMapError> {
+        self.read_acl(&acl_key(&self.prefix, volume)).await
+    }
+
+    /// Changes the ACL of a claimed volume (`NoAcl` if none is stored) with `change`. Returns
+    /// the ACL written.
+    pub async fn change_acl(&mut self, volume: u128, change: impl Fn(&mut Acl)) -> Result<Acl, EtcdMapError> {
+        self.compare_and_set(&acl_key(&self.prefix, volume), || Err(EtcdMapError::NoAcl { volume }), change)
+            .await
+    }
+
+    /// Changes the cluster administrators' ACL with `change` (from an empty one if none is
+    /// stored). Returns the ACL written.
+    pub async fn change_admins(&mut self, change: impl Fn(&mut Acl)) -> Result<Acl, EtcdMapError> {
+        self.compare_and_set(&admins_key(&self.prefix), || Ok(Acl::default()), change).await
+    }
+
+    /// The ACL stored at `key` and the key's mod_revision, if there is one.
+    async fn read_acl(&mut self, key: &str) -> Result<Option<(Acl, i64)>, EtcdMapError> {
+        let response = self.client.get(key, None).await?;
+        let Some(kv) = response.kvs().first() else { return Ok(None) };
+        let acl = serde_json::from_slice(kv.value())
+            .map_err(|e| EtcdMapError::BadEntry { key: key.to_owned(), reason: e.to_string() })?;
+        Ok(Some((acl, kv.mod_revision())))
+    }
+
+    /// Reads the ACL at `key` (`absent` if there is none), applies `change`, and writes it in a
+    /// transaction that compares the key's mod_revision with the one read (0: still absent);
+    /// a lost race is retried from the read, as `add_node`.
+    async fn compare_and_set(
+        &mut self,
+        key: &str,
+        absent: impl Fn() -> Result<Acl, EtcdMapError>,
+        change: impl Fn(&mut Acl),
+    ) -> Result<Acl, EtcdMapError> {
+        for _ in 0..ADD_NODE_ATTEMPTS_MAX {
+            let (mut acl, mod_revision) = match self.read_acl(key).await? {
+                Some(found) => found,
+                None => (absent()?, 0),
+            };
+            change(&mut acl);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
+                .and_then([TxnOp::put(key, acl_value(&acl), None)]);
+            if self.client.txn(txn).await?.succeeded() {
+                return Ok(acl);
+            }
+        }
+        Err(EtcdMapError::Conflict)
+    }
+
     /// Everything under the prefix, in one range request.
     async fn read(&mut self) -> Result<Stored, EtcdMapError> {
         let response = self.client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())).await?;
@@ -161,7 +239,7 @@ fn checked_addition(prefix: &str, current: &Snapshot, node: &MapNode) -> Result<
         key: generation_key(prefix),
         reason: "the generation is at its maximum".to_owned(),
     })?;
-    let next = Snapshot { nodes, revision: current.revision, generation };
+    let next = Snapshot { nodes, generation, ..current.clone() };
     current.cluster_map()?.check_change(&next.cluster_map()?)?;
     Ok(next)
 }

@@ -44,4 +44,9 @@ pub enum EtcdMapError {
     /// etcd answered without a response header (every etcd version sends one).
     #[error("etcd answered a {0} request without a response header")]
     NoHeader(&'static str),
+    /// An ACL change for a volume nobody claimed.
+    #[error(
+        "volume {volume:#x} has no ACL (nobody claimed it: a writer opening it, or `borealis volume create`)"
+    )]
+    NoAcl { volume: u128 },
 }

@@ -12,12 +12,15 @@
 //! keys under `P` are ignored: they are left for later use. Nothing here does I/O, so every way a
 //! stored value can be wrong is tested without etcd.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use protocol::placement::{ClusterMap, NodeInfo, PlacementError};
 use protocol::{AzId, NodeId};
+
 use serde::{Deserialize, Serialize};
 
+use crate::acl::Acl;
 use crate::EtcdMapError;
 
 /// The key suffix (after the prefix) of the generation counter.
@@ -67,6 +70,11 @@ pub struct Snapshot {
     pub revision: i64,
     /// 1 after publish, +1 for every node added since.
     pub generation: u64,
+    /// Each claimed volume's ACL, by volume id (`crate::acl`).
+    pub acls: BTreeMap<u128, Acl>,
+    /// The cluster's administrators: identities with `admin` here may ask nodes to change state
+    /// (`ReplaceNodeAsk`).
+    pub admins: Acl,
 }
 
 impl Snapshot {
@@ -91,6 +99,25 @@ pub(crate) fn generation_key(prefix: &str) -> String {
 
 pub(crate) fn nodes_prefix(prefix: &str) -> String {
     format!("{prefix}{NODES_DIR}")
+}
+
+/// The key suffix every volume ACL key starts with.
+pub(crate) const ACL_DIR: &str = "acl/";
+
+/// The key of the cluster administrators' ACL.
+pub(crate) const ADMINS_KEY: &str = "admins";
+
+pub(crate) fn admins_key(prefix: &str) -> String {
+    format!("{prefix}{ADMINS_KEY}")
+}
+
+/// `P acl/<volume as 32 hex digits>`.
+pub(crate) fn acl_key(prefix: &str, volume: u128) -> String {
+    format!("{prefix}{ACL_DIR}{volume:032x}")
+}
+
+pub(crate) fn acl_value(acl: &Acl) -> String {
+    serde_json::to_string(acl).expect("an Acl always serializes to JSON")
 }
 
 pub(crate) fn node_key(prefix: &str, id: u32) -> String {
@@ -130,12 +157,30 @@ pub(crate) fn parse_entries<'a>(
 ) -> Result<Stored, EtcdMapError> {
     let mut generation = None;
     let mut nodes = Vec::new();
+    let mut acls = BTreeMap::new();
+    let mut admins = Acl::default();
     for entry in entries {
         let Some(suffix) = entry.key.strip_prefix(prefix.as_bytes()) else { continue };
         if suffix == GENERATION_KEY.as_bytes() {
             generation = Some((parse_generation(&entry)?, entry.mod_revision));
         } else if let Some(id) = suffix.strip_prefix(NODES_DIR.as_bytes()) {
             nodes.push(parse_node(&entry, id)?);
+        } else if suffix == ADMINS_KEY.as_bytes() {
+            admins = serde_json::from_slice(entry.value).map_err(|e| bad_entry(entry.key, e.to_string()))?;
+        } else if let Some(volume) = suffix.strip_prefix(ACL_DIR.as_bytes()) {
+            // One bad ACL must not stop the map (and every other ACL) from being followed: a
+            // value that does not parse denies everyone (fails closed), a key that names no
+            // volume is ignored.
+            match parse_acl(&entry, volume) {
+                Ok((volume, acl)) => {
+                    acls.insert(volume, acl);
+                }
+                Err((Some(volume), error)) => {
+                    tracing::warn!(%error, "unreadable volume ACL: nobody may use the volume until it is fixed");
+                    acls.insert(volume, Acl::default());
+                }
+                Err((None, error)) => tracing::warn!(%error, "ignored a key under acl/ that names no volume"),
+            }
         }
     }
     let Some((generation, generation_mod_revision)) = generation else {
@@ -148,7 +193,20 @@ pub(crate) fn parse_entries<'a>(
         ));
     };
     nodes.sort_by_key(|n| n.id);
-    Ok(Stored { snapshot: Snapshot { nodes, revision, generation }, generation_mod_revision })
+    Ok(Stored { snapshot: Snapshot { nodes, revision, generation, acls, admins }, generation_mod_revision })
+}
+
+fn parse_acl(entry: &Entry<'_>, volume_hex: &[u8]) -> Result<(u128, Acl), (Option<u128>, EtcdMapError)> {
+    let volume = std::str::from_utf8(volume_hex)
+        .ok()
+        .filter(|hex| hex.len() == 32)
+        .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            (None, bad_entry(entry.key, "the key does not end in a volume id of 32 hex digits".into()))
+        })?;
+    let acl = serde_json::from_slice(entry.value)
+        .map_err(|e| (Some(volume), bad_entry(entry.key, e.to_string())))?;
+    Ok((volume, acl))
 }
 
 fn parse_generation(entry: &Entry<'_>) -> Result<u64, EtcdMapError> {
@@ -260,8 +318,36 @@ mod tests {
             9,
         )
         .expect("parses");
-        assert_eq!(stored.snapshot, Snapshot { nodes: vec![node(1), node(2)], revision: 9, generation: 4 });
+        assert_eq!(
+            stored.snapshot,
+            Snapshot {
+                nodes: vec![node(1), node(2)],
+                revision: 9,
+                generation: 4,
+                acls: BTreeMap::new(),
+                admins: Acl::default()
+            }
+        );
         assert_eq!(stored.generation_mod_revision, 5);
+    }
+
+    #[test]
+    fn a_bad_acl_denies_its_volume_and_leaves_the_rest_of_the_map_readable() {
+        let (g, good, bad) = (generation_key(PREFIX), acl_key(PREFIX, 7), acl_key(PREFIX, 8));
+        let admins = admins_key(PREFIX);
+        let owned = acl_value(&Acl::owned_by("borealis://client/a"));
+        let entries = [
+            entry(&g, "1"),
+            entry(&good, &owned),
+            entry(&bad, r#"{"grants":{},"owner":"x"}"#),
+            entry("/borealis/acl/not-a-volume", "{}"),
+            entry(&admins, &owned),
+        ];
+        let stored = parse_entries(PREFIX, entries, 4).expect("one bad ACL does not break the map");
+        assert!(stored.snapshot.acls[&7].allows("borealis://client/a", crate::Role::Write));
+        assert_eq!(stored.snapshot.acls[&8], Acl::default(), "an unreadable ACL denies everyone");
+        assert_eq!(stored.snapshot.acls.len(), 2);
+        assert!(stored.snapshot.admins.allows("borealis://client/a", crate::Role::Admin));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!
 //! - `P generation`: decimal `u64`, 1 after [`EtcdMap::publish`], +1 per [`EtcdMap::add_node`];
 //! - `P nodes/<id zero-padded to 10 digits>`: one [`MapNode`] as JSON, so
-//!   `etcdctl get --prefix /borealis/` is readable by an operator.
+//!   `etcdctl get --prefix /borealis/` is readable by an operator;
+//! - `P acl/<volume id, 32 hex digits>`: the volume's [`Acl`] as JSON (`acl`);
+//! - `P admins`: the cluster administrators, an [`Acl`] whose `admin` grants count.
 //!
 //! A read is one range request over `P`, so nodes and generation always come from one revision.
 //! A write is one transaction guarded by a compare: publish only into an empty prefix, add a node
@@ -31,12 +33,14 @@
 //! (`docs/membership.md`). etcd holds only what placement is computed from, which changes
 //! rarely (an operator adds a host) and never in a way that invalidates an older copy.
 
+pub mod acl;
 mod client;
 mod error;
 mod layout;
 pub mod local;
 mod watch;
 
+pub use acl::{client_identity, Acl, Role};
 pub use client::{EtcdMap, ADD_NODE_ATTEMPTS_MAX};
 pub use error::EtcdMapError;
 pub use layout::{MapNode, Snapshot};

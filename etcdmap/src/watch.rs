@@ -5,7 +5,7 @@
 //! again", and the whole map is then read in one range request. So a burst of events costs one
 //! read per watch response, a compacted or canceled watch loses nothing (the next read has
 //! everything), and what receivers see is always a map as stored at one revision. Receivers get
-//! a new value only when the nodes or the generation changed.
+//! a new value only when the nodes, the generation or an ACL changed.
 //!
 //! Any failure (etcd down, stream ended, watch canceled, a bad entry) ends the session: the task
 //! warns once per outage, sleeps [`WATCH_RETRY`], connects again, re-reads the map and watches
@@ -150,7 +150,10 @@ impl Watcher {
     fn offer(&mut self, tx: &Sender<Snapshot>, snapshot: Snapshot) {
         self.revision = snapshot.revision;
         tx.send_if_modified(|current| {
-            let changed = current.nodes != snapshot.nodes || current.generation != snapshot.generation;
+            let changed = current.nodes != snapshot.nodes
+                || current.generation != snapshot.generation
+                || current.acls != snapshot.acls
+                || current.admins != snapshot.admins;
             if changed {
                 *current = snapshot;
             }

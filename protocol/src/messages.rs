@@ -210,6 +210,14 @@ pub struct ReadPageAsOf {
     pub page_bytes: u32,
 }
 
+/// An operator asks a node to have `node` replaced by the volumes' writers (`docs/membership.md`):
+/// the node passes it on in its floor acks for a minute. Only a cluster administrator's
+/// certificate may ask (`storaged::core::access`); the node answers with the request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplaceNodeAsk {
+    pub node: NodeId,
+}
+
 /// A page version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -245,8 +253,8 @@ pub struct FloorAck {
     /// The highest VDL a writer told the segment (zero if none since the node started): a
     /// reader without the writer picks its read point among these (`ReadPageAsOf`).
     pub vdl: Lsn,
-    /// A node an operator asked, through this node's admin port, to have replaced
-    /// (`POST /replace-node?node=ID`); the writer that reads it replaces that node.
+    /// A node an operator asked this node to have replaced
+    /// (`ReplaceNodeAsk`); the writer that reads it replaces that node.
     pub replace: Option<NodeId>,
 }
 
@@ -586,6 +594,7 @@ pub enum Message {
     ReadRecordHeaders(ReadRecordHeaders),
     RecordHeaders(RecordHeaders),
     ReadPageAsOf(ReadPageAsOf),
+    ReplaceNodeAsk(ReplaceNodeAsk),
 }
 
 impl Message {
@@ -616,6 +625,7 @@ impl Message {
             Message::ReadRecordHeaders(_) => 22,
             Message::RecordHeaders(_) => 23,
             Message::ReadPageAsOf(_) => 24,
+            Message::ReplaceNodeAsk(_) => 25,
         }
     }
 
@@ -706,6 +716,7 @@ impl Message {
                 (r.pg, r.page_id, r.read_lsn).put(out);
                 out.put_u32_le(r.page_bytes);
             }
+            Message::ReplaceNodeAsk(r) => r.node.put(out),
             Message::EpochAck(e) => {
                 (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
@@ -887,6 +898,7 @@ impl Message {
                 let page_bytes = r.u32("page_bytes")?;
                 Message::ReadPageAsOf(ReadPageAsOf { pg, page_id, read_lsn, page_bytes })
             }
+            25 => Message::ReplaceNodeAsk(ReplaceNodeAsk { node: Wire::read(r)? }),
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;

@@ -60,9 +60,18 @@ pub struct Cli {
     /// PEM file of this node's private key.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// PEM file of certificate revocation lists signed by the cluster CA (`borealis cert
+    /// revoke`): client and peer certificates they list are refused at their next handshake.
+    /// Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// Key-encryption key file: 64 hex digits, mode 0600. Wraps the per-volume data keys.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// The KEK `key_file` replaced, kept readable while a rotation is under way: at start, keys
+    /// wrapped under it are re-wrapped under `key_file` (docs/security.md). Not needed on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub key_file_previous: Option<PathBuf>,
     /// Size each journal file is preallocated to, in bytes (at least 16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub journal_file_bytes: Option<u64>,
@@ -131,6 +140,7 @@ struct FileConfig {
     admin: Option<String>,
     data_dirs: Option<Vec<PathBuf>>,
     key_file: Option<PathBuf>,
+    key_file_previous: Option<PathBuf>,
     tls: Option<TlsSection>,
     #[serde(default)]
     limits: LimitsSection,
@@ -166,6 +176,7 @@ struct TlsSection {
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,7 +208,11 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
+    /// CRLs of the cluster CA: the certificates they list are refused (none: no revocation check).
+    pub crl: Option<PathBuf>,
     pub key_file: PathBuf,
+    /// The KEK `key_file` replaced, during a rotation (`kek_rotation`).
+    pub key_file_previous: Option<PathBuf>,
     pub limits: Limits,
     /// Bytes of decoded journal entries cached (see `memory_bytes_max`).
     pub entry_cache_bytes: usize,
@@ -317,7 +332,9 @@ impl Config {
                 cert: cli.cert.clone().or(tls.cert).ok_or(ConfigError::Missing("cert"))?,
                 key: cli.key.clone().or(tls.key).ok_or(ConfigError::Missing("key"))?,
             },
+            crl: cli.crl.clone().or(tls.crl),
             key_file: cli.key_file.clone().or(file.key_file).ok_or(ConfigError::Missing("key_file"))?,
+            key_file_previous: cli.key_file_previous.clone().or(file.key_file_previous),
             limits,
             journal_file_bytes,
             checkpoint_interval_bytes: cli
@@ -367,8 +384,9 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     };
     file.data_dirs.iter_mut().flatten().for_each(anchor);
     file.key_file.iter_mut().for_each(anchor);
+    file.key_file_previous.iter_mut().for_each(anchor);
     if let Some(tls) = &mut file.tls {
-        [&mut tls.ca, &mut tls.cert, &mut tls.key].into_iter().flatten().for_each(anchor);
+        [&mut tls.ca, &mut tls.cert, &mut tls.key, &mut tls.crl].into_iter().flatten().for_each(anchor);
     }
     Ok(file)
 }
@@ -430,7 +448,7 @@ mod tests {
         let path = dir.path().join("storaged.toml");
         std::fs::write(
             &path,
-            "node_id = 3\naz = 1\nlisten = \"127.0.0.1:7003\"\ndata_dirs = [\"/tmp/x\"]\nkey_file = \"k\"\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n",
+            "node_id = 3\naz = 1\nlisten = \"127.0.0.1:7003\"\ndata_dirs = [\"/tmp/x\"]\nkey_file = \"k\"\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\ncrl = \"crl.pem\"\n",
         )
         .unwrap();
         let config =
@@ -439,8 +457,11 @@ mod tests {
         // The file's relative paths are the file's directory's; absolute ones and flags stay.
         assert_eq!((config.key_file, config.tls.ca_cert), (dir.path().join("k"), dir.path().join("ca.pem")));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
-        let flagged = Config::load(&cli(&["--config", path.to_str().unwrap(), "--key-file", "k2"])).unwrap();
-        assert_eq!(flagged.key_file, PathBuf::from("k2"));
+        assert_eq!(config.crl, Some(dir.path().join("crl.pem")));
+        let flagged =
+            Config::load(&cli(&["--config", path.to_str().unwrap(), "--key-file", "k2", "--crl", "r.pem"]))
+                .unwrap();
+        assert_eq!((flagged.key_file, flagged.crl), (PathBuf::from("k2"), Some(PathBuf::from("r.pem"))));
         let bad =
             Config::load(&cli(&["--config", path.to_str().unwrap(), "--listen", "localhost"])).unwrap_err();
         assert!(bad.to_string().contains("bad address `localhost`"), "{bad}");
@@ -459,7 +480,7 @@ mod tests {
         let keys = ["--key-file", "k", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"];
         let mut args: Vec<&str> = base.iter().chain(&keys).copied().collect();
         let alone = Config::load(&cli(&args)).unwrap();
-        assert!(alone.peers.is_empty());
+        assert!(alone.peers.is_empty() && alone.crl.is_none(), "no CRL unless one is named");
         assert_eq!(alone.limits.peer_lease_ms, 0, "no peers: nothing held for them");
         args.extend(["--peer", "2:0:node-2@127.0.0.1:7002", "--peer", "3:1:node-3@127.0.0.1:7003"]);
         let short = Config::load(&cli(&args)).unwrap_err().to_string();
@@ -475,7 +496,11 @@ mod tests {
         assert_eq!(config.limits.peer_lease_ms, PEER_LEASE_MS);
         let mut etcd = args.clone();
         etcd.extend(["--etcd", "http://127.0.0.1:2379"]);
-        assert!(Config::load(&cli(&etcd)).is_err(), "peers and etcd together are refused");
+        let both = Cli::try_parse_from(std::iter::once("storaged").chain(etcd.iter().copied()));
+        assert!(
+            both.unwrap_err().to_string().contains("cannot be used with"),
+            "peers and etcd together are refused"
+        );
         let from_etcd =
             Config::load(&cli(&[&base[..], &keys[..], &["--etcd", "http://127.0.0.1:2379"]].concat()));
         let source = from_etcd.unwrap().etcd.unwrap();

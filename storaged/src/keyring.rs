@@ -4,13 +4,25 @@
 //!
 //! The journal and the page store seal groups concurrently (two tasks on the node's thread), so
 //! a seal holds the metadata lock from its reservation until its nonces are taken: a second
-//! seal waits instead of reserving against the same count.
+//! seal waits instead of reserving against the same count. A KEK rotation (`rotate_kek`, on
+//! SIGHUP) holds the same lock while it stores the re-wrapped keys.
+//!
+//! A volume may hold several data key versions while a data key rotation is under way
+//! (`rotate_volume`): seals take the newest ([`KeySet::sealing`]), opens take the version the
+//! entry's header names ([`KeySet::opening`]). The older versions are destroyed
+//! (`destroy_older`) once no file may hold an entry sealed under them (`store::NodeStore`
+//! decides). Every version, every volume and every restart draw nonces from the one counter, so
+//! no nonce is ever handed out twice under any key (`docs/security.md`).
+//!
+//! Invariants: every key in the held metadata is wrapped under the held KEK; the held keys are
+//! exactly the held metadata's keys, unwrapped.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use protocol::{KeyVersion, NodeId, VolumeId};
 
+use crate::kek_rotation::{rewrap, RotationError};
 use crate::meta::{MetaError, MetaStore, NodeMeta};
 use crate::seal::{DataKey, Kek, NonceCounter, SealError};
 use crate::storage::Storage;
@@ -25,6 +37,53 @@ pub enum KeyringError {
     Unwrap { volume: VolumeId, source: SealError },
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+    #[error("volume {volume}: data key version {version} is past the last one")]
+    VersionsExhausted { volume: VolumeId, version: KeyVersion },
+}
+
+/// The unwrapped data keys of every volume, by version.
+#[derive(Debug, Default)]
+pub struct KeySet(HashMap<VolumeId, BTreeMap<KeyVersion, DataKey>>);
+
+impl KeySet {
+    /// The key new entries of `volume` are sealed under: its newest version.
+    pub fn sealing(&self, volume: VolumeId) -> Option<&DataKey> {
+        self.0.get(&volume).and_then(|versions| versions.values().next_back())
+    }
+
+    /// The key an entry of `volume` sealed under `version` opens with.
+    pub fn opening(&self, volume: VolumeId, version: KeyVersion) -> Option<&DataKey> {
+        self.0.get(&volume).and_then(|versions| versions.get(&version))
+    }
+
+    fn contains(&self, volume: VolumeId) -> bool {
+        self.0.contains_key(&volume)
+    }
+
+    fn insert(&mut self, key: DataKey, volume: VolumeId) {
+        self.0.entry(volume).or_default().insert(key.version(), key);
+    }
+}
+
+impl std::ops::Index<&VolumeId> for KeySet {
+    type Output = DataKey;
+
+    /// The sealing key of a volume that has one.
+    fn index(&self, volume: &VolumeId) -> &DataKey {
+        self.sealing(*volume).expect("the volume has a data key")
+    }
+}
+
+/// What a data key rotation of one volume did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeRotated {
+    pub volume: VolumeId,
+    /// The version new entries are sealed under from now on.
+    pub version: KeyVersion,
+    /// Versions kept, readable, until they are destroyed.
+    pub older: usize,
 }
 
 impl KeyringError {
@@ -37,15 +96,15 @@ impl KeyringError {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Keyring<S> {
-    kek: Kek,
     store: tokio::sync::Mutex<MetaStore<S>>,
     state: RefCell<KeyState>,
 }
 
 #[derive(Debug)]
 struct KeyState {
+    kek: Kek,
     meta: NodeMeta,
-    keys: HashMap<VolumeId, DataKey>,
+    keys: KeySet,
     nonces: NonceCounter,
 }
 
@@ -57,25 +116,128 @@ impl<S: Storage> Keyring<S> {
             Some(meta) => meta,
             None => {
                 let fresh = NodeMeta { node, nonce_reserved_through: 0, keys: Vec::new() };
-                store.store(&fresh).await?;
+                // Both copies: from now on a lone copy means a lost one (`dual`).
+                store.store_both(&fresh).await?;
                 fresh
             }
         };
-        let mut keys = HashMap::new();
+        let mut keys = KeySet::default();
         for wrapped in &meta.keys {
             let key = kek
                 .unwrap(wrapped)
                 .map_err(|source| KeyringError::Unwrap { volume: wrapped.volume, source })?;
-            keys.insert(wrapped.volume, key);
+            keys.insert(key, wrapped.volume);
         }
         let nonces = NonceCounter::resume(node, meta.nonce_reserved_through);
-        let state = RefCell::new(KeyState { meta, keys, nonces });
-        Ok(Keyring { kek, store: tokio::sync::Mutex::new(store), state })
+        let state = RefCell::new(KeyState { kek, meta, keys, nonces });
+        Ok(Keyring { store: tokio::sync::Mutex::new(store), state })
+    }
+
+    /// Makes `current` the KEK: if the held one differs, re-wraps every data key under
+    /// `current` and stores the metadata over both copies (`MetaStore::store_both`) before
+    /// using it. The KEK held so far is the old one, so a running node needs no previous key
+    /// file. Returns how many keys were re-wrapped, `None` if `current` is the held KEK. On an
+    /// error the held KEK and keys stay; the copies on disk then open under one KEK or the
+    /// other.
+    pub async fn rotate_kek(&self, current: Kek) -> Result<Option<usize>, KeyringError> {
+        let mut store = self.store.lock().await;
+        let rewrapped = {
+            let state = self.state.borrow();
+            if state.kek.same_key(&current) {
+                return Ok(None);
+            }
+            rewrap(&state.meta, &current, &[&state.kek])?
+        };
+        store.store_both(&rewrapped.meta).await?;
+        let mut state = self.state.borrow_mut();
+        state.kek = current;
+        state.meta = rewrapped.meta;
+        Ok(Some(rewrapped.count))
+    }
+
+    /// The held KEK's fingerprint (`Kek::fingerprint`).
+    pub fn kek_fingerprint(&self) -> String {
+        self.state.borrow().kek.fingerprint()
     }
 
     /// Runs `f` with the data keys.
-    pub fn with_keys<T>(&self, f: impl FnOnce(&HashMap<VolumeId, DataKey>) -> T) -> T {
+    pub fn with_keys<T>(&self, f: impl FnOnce(&KeySet) -> T) -> T {
         f(&self.state.borrow().keys)
+    }
+
+    /// Starts a data key rotation of `volume`: a new random data key, the next version, wrapped
+    /// under the KEK and stored durably in the metadata before any seal can pick it; from then
+    /// on every seal of the volume takes it, and the older versions stay to open what they
+    /// sealed. `None` if this node holds no key of `volume` (it never sealed anything of it;
+    /// its first key will be new anyway).
+    pub async fn rotate_volume(&self, volume: VolumeId) -> Result<Option<VolumeRotated>, KeyringError> {
+        let mut store = self.store.lock().await;
+        let (key, meta, older) = {
+            let state = self.state.borrow();
+            let Some(versions) = state.keys.0.get(&volume) else { return Ok(None) };
+            let newest = *versions.keys().next_back().expect("a volume's versions are never empty");
+            let next = newest.0.checked_add(1).map(KeyVersion);
+            let next = next.ok_or(KeyringError::VersionsExhausted { volume, version: newest })?;
+            let (key, wrapped) = state.kek.new_data_key(volume, next)?;
+            let mut meta = state.meta.clone();
+            meta.keys.push(wrapped);
+            (key, meta, versions.len())
+        };
+        store.store(&meta).await?;
+        let version = key.version();
+        let mut state = self.state.borrow_mut();
+        state.keys.insert(key, volume);
+        state.meta = meta;
+        Ok(Some(VolumeRotated { volume, version, older }))
+    }
+
+    /// Volumes holding more than one data key version, with their newest: rotations whose older
+    /// versions wait to be destroyed.
+    pub fn rotations_under_way(&self) -> Vec<(VolumeId, KeyVersion)> {
+        let state = self.state.borrow();
+        let mut found: Vec<_> = state
+            .keys
+            .0
+            .iter()
+            .filter(|(_, versions)| versions.len() > 1)
+            .map(|(volume, versions)| (*volume, *versions.keys().next_back().expect("not empty")))
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Destroys every data key version of `volume` older than `newest`: removes them from the
+    /// metadata, stored over both copies (`MetaStore::store_both`) so that no copy holds them
+    /// any more, then forgets them. The caller guarantees that no file still holds an entry
+    /// sealed under them (they could never be opened again). Returns the versions destroyed.
+    pub async fn destroy_older(
+        &self,
+        volume: VolumeId,
+        newest: KeyVersion,
+    ) -> Result<Vec<KeyVersion>, KeyringError> {
+        let mut store = self.store.lock().await;
+        let (meta, doomed) = {
+            let state = self.state.borrow();
+            let doomed: Vec<KeyVersion> = state
+                .keys
+                .0
+                .get(&volume)
+                .map(|versions| versions.keys().copied().filter(|v| *v < newest).collect())
+                .unwrap_or_default();
+            if doomed.is_empty() || state.keys.opening(volume, newest).is_none() {
+                return Ok(Vec::new());
+            }
+            let mut meta = state.meta.clone();
+            meta.keys.retain(|key| key.volume != volume || key.version >= newest);
+            (meta, doomed)
+        };
+        store.store_both(&meta).await?;
+        let mut state = self.state.borrow_mut();
+        if let Some(versions) = state.keys.0.get_mut(&volume) {
+            versions.retain(|version, _| *version >= newest);
+        }
+        state.meta = meta;
+        Ok(doomed)
     }
 
     /// Makes sure every volume in `volumes` has a key and that `nonces` more nonces are
@@ -85,13 +247,13 @@ impl<S: Storage> Keyring<S> {
         &self,
         volumes: impl Iterator<Item = VolumeId>,
         nonces: u64,
-        f: impl FnOnce(&HashMap<VolumeId, DataKey>, &mut NonceCounter) -> T,
+        f: impl FnOnce(&KeySet, &mut NonceCounter) -> T,
     ) -> Result<T, KeyringError> {
         let mut store = self.store.lock().await;
         // Usually nothing is missing: no allocation, no copy of the metadata.
         let (missing, short) = {
             let state = self.state.borrow();
-            let mut missing: Vec<VolumeId> = volumes.filter(|v| !state.keys.contains_key(v)).collect();
+            let mut missing: Vec<VolumeId> = volumes.filter(|v| !state.keys.contains(*v)).collect();
             missing.sort_unstable();
             missing.dedup();
             (missing, state.nonces.remaining() < nonces)
@@ -100,7 +262,7 @@ impl<S: Storage> Keyring<S> {
             let mut meta = self.state.borrow().meta.clone();
             let mut new_keys = Vec::with_capacity(missing.len());
             for volume in missing {
-                let (key, wrapped) = self.kek.new_data_key(volume, KeyVersion(1))?;
+                let (key, wrapped) = self.state.borrow().kek.new_data_key(volume, KeyVersion(1))?;
                 meta.keys.push(wrapped);
                 new_keys.push((volume, key));
             }
@@ -109,7 +271,7 @@ impl<S: Storage> Keyring<S> {
             }
             store.store(&meta).await?;
             let mut state = self.state.borrow_mut();
-            state.keys.extend(new_keys);
+            new_keys.into_iter().for_each(|(volume, key)| state.keys.insert(key, volume));
             state.nonces.reserved(meta.nonce_reserved_through);
             state.meta = meta;
         }
@@ -117,3 +279,7 @@ impl<S: Storage> Keyring<S> {
         Ok(f(&state.keys, &mut state.nonces))
     }
 }
+
+#[cfg(test)]
+#[path = "keyring_tests.rs"]
+mod tests;

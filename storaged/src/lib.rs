@@ -4,8 +4,10 @@
 pub(crate) mod checkpoint;
 pub(crate) mod config;
 pub mod core;
+pub mod data_key_rotation;
 pub(crate) mod dual;
 pub mod journal;
+pub mod kek_rotation;
 pub(crate) mod keyring;
 pub(crate) mod meta;
 pub mod seal;
@@ -22,8 +24,14 @@ use clap::Parser;
 /// The `storaged` command line: parse the configuration, start the node on an io_uring
 /// runtime, and turn any start-up failure into one clear line on stderr. Returns the exit
 /// status. Other binaries (the local cluster launcher, benchmarks) run nodes through this too.
+/// `storaged rotate-kek ...` is the offline KEK rotation instead (`kek_rotation::cli_main`).
 pub fn cli_main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match config::Cli::try_parse_from(args) {
+    let mut args = args.into_iter().peekable();
+    let program = args.next();
+    if args.peek().is_some_and(|arg| arg == "rotate-kek") {
+        return kek_rotation::cli_main(args.skip(1));
+    }
+    let cli = match config::Cli::try_parse_from(program.into_iter().chain(args)) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

@@ -1,6 +1,10 @@
 //! Node metadata, kept as two checksummed copies (`node-meta.0`, `node-meta.1`, see `dual`):
 //! which node owns the data directory and in which format version, how far the nonce counter
-//! is reserved, and the wrapped data key of every volume.
+//! is reserved, and the wrapped data keys of every volume (one per key version).
+//!
+//! Loading from a copy that may not be the newest ever stored (`dual::DualFile::proven_newest`)
+//! moves the nonce reservation past anything a lost newer copy can have reserved, and stores
+//! that before returning (`MetaStore::open`).
 //!
 //! Body (little-endian): node id u32, nonce_reserved_through u64, key count u32, then per key
 //! volume u128, key version u32, nonce (12), sealed key (32), tag (16).
@@ -10,12 +14,20 @@ use crate::storage::Storage;
 
 use protocol::{KeyVersion, NodeId, VolumeId};
 
-use crate::seal::{WrappedKey, KEY_BYTES, NONCE_BYTES, TAG_BYTES};
+use crate::seal::{WrappedKey, KEY_BYTES, NONCE_BYTES, NONCE_FALLBACK_SKIP, TAG_BYTES};
 
 /// Data directory format version this build reads and writes.
 /// Version 2: journal and page store entries cover their place (`journal::format`).
 pub const DATA_FORMAT_VERSION: u8 = 2;
+/// The same layout, written while a volume holds more than one data key version (a data key
+/// rotation under way, `keyring`): a build that knows one key per volume would seal and open
+/// with the wrong one, so it must refuse the directory instead. Once the older versions are
+/// destroyed the metadata is written as `DATA_FORMAT_VERSION` again.
+pub const MULTI_VERSION_FORMAT: u8 = 3;
 const MAGIC: [u8; 4] = *b"BRNM";
+const STEM: &str = "node-meta";
+/// The two copies' paths in the data directory.
+pub const COPY_PATHS: [&str; 2] = ["node-meta.0", "node-meta.1"];
 /// Most data keys one node keeps (one per volume it stores).
 pub const KEYS_MAX: usize = 65_536;
 
@@ -27,7 +39,7 @@ pub enum MetaError {
     Io { path: String, source: std::io::Error },
     #[error("both metadata copies are damaged; the directory cannot be trusted")]
     BothCopiesDamaged,
-    #[error("data directory format version {found}, this build reads version {DATA_FORMAT_VERSION}")]
+    #[error("data directory format version {found}, this build reads versions {DATA_FORMAT_VERSION} and {MULTI_VERSION_FORMAT}")]
     FormatVersion { found: u8 },
     #[error("data directory belongs to node {found}, not node {expected}")]
     OtherNode { found: NodeId, expected: NodeId },
@@ -42,6 +54,17 @@ pub struct NodeMeta {
 }
 
 impl NodeMeta {
+    /// `MULTI_VERSION_FORMAT` while some volume holds several key versions, else
+    /// `DATA_FORMAT_VERSION`.
+    fn format_version(&self) -> u8 {
+        let mut seen = std::collections::HashSet::with_capacity(self.keys.len());
+        if self.keys.iter().all(|key| seen.insert(key.volume)) {
+            DATA_FORMAT_VERSION
+        } else {
+            MULTI_VERSION_FORMAT
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(16 + self.keys.len() * WrappedKey::BYTES);
         body.extend_from_slice(&self.node.0.to_le_bytes());
@@ -98,27 +121,84 @@ impl<S: Storage> MetaStore<S> {
     /// all), an error if copies exist but none is valid, or if the directory belongs to another
     /// node or format version.
     pub async fn open(storage: &S, expected: NodeId) -> Result<(MetaStore<S>, Option<NodeMeta>), MetaError> {
-        let (file, loaded) = DualFile::open(storage, "node-meta", MAGIC).await;
+        let (store, meta) = MetaStore::open_as_found(storage).await?;
+        match meta {
+            Some(meta) if meta.node != expected => Err(MetaError::OtherNode { found: meta.node, expected }),
+            meta => Ok((store, meta)),
+        }
+    }
+
+    /// Like `open`, for whichever node the directory belongs to (offline tools).
+    pub async fn open_as_found(storage: &S) -> Result<(MetaStore<S>, Option<NodeMeta>), MetaError> {
+        let (file, loaded) = DualFile::open(storage, STEM, MAGIC).await;
         let meta = match loaded {
             Loaded::Fresh => return Ok((MetaStore { file }, None)),
             Loaded::Damaged => return Err(MetaError::BothCopiesDamaged),
-            Loaded::Copy { version, .. } if version != DATA_FORMAT_VERSION => {
+            Loaded::Copy { version, .. } if !readable(version) => {
                 return Err(MetaError::FormatVersion { found: version })
             }
             Loaded::Copy { body, .. } => NodeMeta::decode(&body).ok_or(MetaError::BothCopiesDamaged)?,
         };
-        if meta.node != expected {
-            return Err(MetaError::OtherNode { found: meta.node, expected });
+        let mut store = MetaStore { file };
+        if !store.file.proven_newest() {
+            let meta = store.skip_nonces(meta).await?;
+            return Ok((store, Some(meta)));
         }
-        Ok((MetaStore { file }, Some(meta)))
+        Ok((store, Some(meta)))
+    }
+
+    /// The copy loaded may not be the newest stored (`DualFile::proven_newest`): a lost newer
+    /// copy may have reserved nonces past the loaded reservation, and the last run may have
+    /// used them. Moves the reservation past anything that copy can have reserved
+    /// (`NONCE_FALLBACK_SKIP`) and stores it before anyone can take a nonce, so the counter
+    /// resumes beyond every nonce ever handed out (`docs/security.md`).
+    async fn skip_nonces(&mut self, mut meta: NodeMeta) -> Result<NodeMeta, MetaError> {
+        let loaded = meta.nonce_reserved_through;
+        meta.nonce_reserved_through = loaded.checked_add(NONCE_FALLBACK_SKIP).expect("nonce space exhausted");
+        tracing::warn!(
+            loaded,
+            resumed = meta.nonce_reserved_through,
+            "node metadata: the newest copy is damaged or missing, loaded the older one; the nonce \
+             counter skips past anything the lost copy can have reserved"
+        );
+        self.store(&meta).await?;
+        Ok(meta)
+    }
+
+    /// Every valid copy on disk, newest first: the one `open` loaded and, unless it is damaged
+    /// or missing, the older one (which a store overwrites next).
+    pub async fn copies(&self) -> Vec<NodeMeta> {
+        let copies = self.file.valid_copies().await.into_iter();
+        copies.filter(|(_, version, _)| readable(*version)).filter_map(|c| NodeMeta::decode(&c.2)).collect()
     }
 
     /// Durably stores `meta` over the older copy.
     pub async fn store(&mut self, meta: &NodeMeta) -> Result<(), MetaError> {
         let path = self.file.path(0);
-        let stored = self.file.store(DATA_FORMAT_VERSION, &meta.encode()).await;
+        let stored = self.file.store(meta.format_version(), &meta.encode()).await;
         stored.map_err(|source| MetaError::Io { path, source })
     }
+
+    /// Durably stores `meta` over both copies, one after the other, so that no copy holds an
+    /// earlier body any more (a KEK rotation must leave no key wrapped under the old KEK). A
+    /// crash in between leaves the new body in the newest copy and the earlier one in the
+    /// other: either is whole and loads.
+    pub async fn store_both(&mut self, meta: &NodeMeta) -> Result<(), MetaError> {
+        self.store(meta).await?;
+        self.store(meta).await
+    }
+}
+
+/// The node metadata in the bytes of one copy (`node-meta.0` or `.1`), if they are a valid
+/// copy of this format version.
+pub fn decode_copy(bytes: &[u8]) -> Option<NodeMeta> {
+    let (_, version, body) = crate::dual::parse_copy(bytes, MAGIC)?;
+    readable(version).then(|| NodeMeta::decode(&body)).flatten()
+}
+
+/// True for the metadata format versions this build reads.
+fn readable(version: u8) -> bool {
+    version == DATA_FORMAT_VERSION || version == MULTI_VERSION_FORMAT
 }
 
 #[cfg(test)]

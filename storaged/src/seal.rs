@@ -9,6 +9,8 @@
 //!   repeats across restarts because the node durably reserves a block of counter values in its
 //!   metadata before using any of them, and restarts from the end of the last reservation
 //!   ([`NonceCounter`]). A key is never used by two nodes, and the node id is in the nonce anyway.
+//! - Rotating the KEK re-wraps the data keys under the new KEK ([`Kek::rewrap`],
+//!   `kek_rotation`); the data keys, the nonce counter and every sealed byte stay as they are.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
@@ -22,6 +24,14 @@ pub const NONCE_BYTES: usize = 12;
 pub const TAG_BYTES: usize = 16;
 /// Nonce counter values reserved durably at a time.
 pub const NONCE_RESERVATION: u64 = 1 << 32;
+/// How far the nonce reservation skips when the metadata copy loaded may not be the newest
+/// ever stored (`meta`, `dual::DualFile::proven_newest`). One store moves the reservation end
+/// by at most `NONCE_RESERVATION` (from at most the previous end, by `max(count, R)` with a
+/// group's count at most `u16::MAX`), and a lost copy is at most one store ahead of the loaded
+/// one (the store after it would have overwritten the loaded copy), so one reservation would
+/// do; 256 leave a margin for a loaded copy that is itself a restored older one. Each fallback
+/// costs 2^-24 of the 64-bit counter space.
+pub const NONCE_FALLBACK_SKIP: u64 = 256 * NONCE_RESERVATION;
 
 /// Why sealing or unsealing failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +99,51 @@ impl Kek {
         version: KeyVersion,
     ) -> Result<(DataKey, WrappedKey), SealError> {
         let key = random_key()?;
+        let wrapped = self.wrap(volume, version, key)?;
+        Ok((DataKey::from_bytes(version, key), wrapped))
+    }
+
+    /// Unwraps a stored data key.
+    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, SealError> {
+        Ok(DataKey::from_bytes(wrapped.version, self.unwrap_bytes(wrapped)?))
+    }
+
+    /// True if `wrapped` was wrapped under this KEK (and is intact).
+    pub fn opens(&self, wrapped: &WrappedKey) -> bool {
+        self.unwrap_bytes(wrapped).is_ok()
+    }
+
+    /// The same data key as `wrapped` (wrapped under `old`), wrapped under this KEK instead,
+    /// with a fresh random nonce. The data key itself, and so everything sealed with it, is
+    /// unchanged: a KEK rotation rewrites no data.
+    pub fn rewrap(&self, wrapped: &WrappedKey, old: &Kek) -> Result<WrappedKey, SealError> {
+        self.wrap(wrapped.volume, wrapped.version, old.unwrap_bytes(wrapped)?)
+    }
+
+    /// A short public name of this KEK, for logs: 4 bytes of a GCM tag over an empty message
+    /// under a nonce no wrap uses in practice (wraps take random nonces), so it tells keys
+    /// apart without revealing anything about them (a key check value).
+    pub fn fingerprint(&self) -> String {
+        self.check_value()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// True if `other` is the same key (compares full 128-bit check values, not fingerprints).
+    pub fn same_key(&self, other: &Kek) -> bool {
+        self.check_value() == other.check_value()
+    }
+
+    fn check_value(&self) -> [u8; TAG_BYTES] {
+        let tag =
+            self.0.encrypt_inout_detached(&Nonce::from(FINGERPRINT_NONCE), b"BRKEK id", (&mut [][..]).into());
+        tag.expect("an empty message is within GCM's length limit").into()
+    }
+
+    fn wrap(
+        &self,
+        volume: VolumeId,
+        version: KeyVersion,
+        key: [u8; KEY_BYTES],
+    ) -> Result<WrappedKey, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
         let mut sealed = key;
@@ -98,21 +153,22 @@ impl Kek {
             (&mut sealed[..]).into(),
         );
         let tag = tag.map_err(|_| SealError::Authentication)?;
-        let wrapped = WrappedKey { volume, version, nonce, sealed, tag: tag.into() };
-        Ok((DataKey::from_bytes(version, key), wrapped))
+        Ok(WrappedKey { volume, version, nonce, sealed, tag: tag.into() })
     }
 
-    /// Unwraps a stored data key.
-    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, SealError> {
+    fn unwrap_bytes(&self, wrapped: &WrappedKey) -> Result<[u8; KEY_BYTES], SealError> {
         let mut key = wrapped.sealed;
         let ad = wrap_ad(wrapped.volume, wrapped.version);
         let tag = Tag::from(wrapped.tag);
         self.0
             .decrypt_inout_detached(&Nonce::from(wrapped.nonce), &ad, (&mut key[..]).into(), &tag)
             .map_err(|_| SealError::Authentication)?;
-        Ok(DataKey::from_bytes(wrapped.version, key))
+        Ok(key)
     }
 }
+
+/// The nonce of [`Kek::fingerprint`]; a random wrap nonce equals it with probability 2^-96.
+const FINGERPRINT_NONCE: [u8; NONCE_BYTES] = *b"BRKEK-finger";
 
 /// A data key as stored: sealed under the KEK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,6 +337,23 @@ mod tests {
         restarted.reserved(restarted.reservation_after(1));
         assert_ne!(restarted.take().unwrap(), first);
         assert_eq!(&first[..4], &3u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_rewrapped_key_opens_only_under_the_new_kek_and_still_opens_what_it_sealed() {
+        let (old, new) = (Kek::from_bytes([1; 32]), Kek::from_bytes([2; 32]));
+        let (key, wrapped) = old.new_data_key(VolumeId(4), KeyVersion(1)).unwrap();
+        let mut buf = *b"sealed before the rotation";
+        let tag = key.seal(&[5; 12], b"ad", &mut buf);
+        let rewrapped = new.rewrap(&wrapped, &old).unwrap();
+        assert!((new.opens(&rewrapped), old.opens(&rewrapped)) == (true, false));
+        assert_ne!(rewrapped.nonce, wrapped.nonce, "a fresh wrap nonce");
+        new.unwrap(&rewrapped).unwrap().open(&[5; 12], b"ad", &mut buf, &tag).unwrap();
+        assert_eq!(&buf, b"sealed before the rotation");
+        assert!(new.rewrap(&wrapped, &new).is_err(), "the old wrap does not open under the new KEK");
+        assert_ne!(old.fingerprint(), new.fingerprint());
+        assert!(!old.same_key(&new) && old.same_key(&Kek::from_bytes([1; 32])));
+        assert_eq!((old.fingerprint(), old.fingerprint().len()), (Kek::from_bytes([1; 32]).fingerprint(), 8));
     }
 
     #[test]

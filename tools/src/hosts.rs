@@ -7,7 +7,7 @@
 //! address = "10.0.1.11"           # IP or IP:PORT of its QUIC endpoint (port 7001 by default)
 //! az = 0
 //! data_dir = "/var/lib/borealis"  # optional (this default)
-//! admin = "10.0.1.11:7101"        # optional (the address with port 7101)
+//! admin = "10.0.1.11:7101"        # optional (default 127.0.0.1:7101: loopback only)
 //! ```
 //!
 //! `DIR` becomes a cluster directory clients use as they use a local one (`cluster.toml`,
@@ -151,6 +151,11 @@ pub fn read_hosts(path: &Path) -> Result<Vec<Host>, HostsError> {
     let mut hosts = Vec::new();
     for (index, entry) in file.hosts.into_iter().enumerate() {
         let id = u32::try_from(index + 1).map_err(|_| invalid("too many hosts".into()))?;
+        if entry.name == CLIENT_NAME {
+            return Err(invalid(format!(
+                "host name {CLIENT_NAME:?} is the clients' certificate name; pick another"
+            )));
+        }
         hosts.push(host(id, entry).map_err(invalid)?);
     }
     // The map's own rules: unique names, addresses, admin addresses, data directories per host.
@@ -167,7 +172,9 @@ fn host(id: u32, entry: HostEntry) -> Result<Host, String> {
     let admin = match &entry.admin {
         Some(admin) => parse_address(admin, DEFAULT_ADMIN_PORT)
             .map_err(|why| format!("host {:?}: admin {admin:?} {why}", entry.name))?,
-        None => SocketAddr::new(listen.ip(), DEFAULT_ADMIN_PORT),
+        // Loopback unless the file says otherwise: the port serves /health and /metrics to
+        // whoever reaches it, so exposing it is the operator's choice.
+        None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
     };
     let data_dir = entry.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if !data_dir.is_absolute() {
@@ -245,7 +252,13 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
     }
     if let Some(etcd) = &etcd {
         let nodes: Vec<etcdmap::MapNode> = hosts.iter().map(|h| map_node(h, false)).collect();
-        with_etcd(etcd, async |map| Ok(map.publish(&nodes).await?))?;
+        // The cluster's client certificate administers it (`ReplaceNodeAsk`; more with `etcdctl`).
+        let admin = etcdmap::client_identity(CLIENT_NAME);
+        with_etcd(etcd, async |map| {
+            map.publish(&nodes).await?;
+            map.change_admins(|acl| acl.grant(&admin, etcdmap::Role::Admin)).await?;
+            Ok(())
+        })?;
     }
     // Written last: its presence is what makes `out` a cluster directory.
     map.write(&out.join(MAP_FILE))?;
@@ -421,7 +434,7 @@ mod tests {
         let out = dir.path().join("out");
         let report = init(&hosts_file(dir.path(), &six()), &out, None).unwrap();
         assert_eq!(report.hosts[2].listen, "10.0.0.3:7001".parse().unwrap());
-        assert_eq!(report.hosts[2].admin, "10.0.0.3:7101".parse().unwrap());
+        assert_eq!(report.hosts[2].admin, "127.0.0.1:7101".parse().unwrap(), "admin on loopback by default");
         let config = std::fs::read_to_string(report.bundles[0].join("storaged.toml")).unwrap();
         assert!(
             config.contains("node_id = 1") && config.contains("\"2:0:s2.example.net@10.0.0.2:7001\""),

@@ -1,6 +1,8 @@
 //! Borealis operator and developer programs (the `borealis` binary) and the pieces they share.
 //!
 //! - [`dev`]: `borealis dev`, the local cluster with a workload streamed through the client;
+//! - [`certs`]: `borealis cert issue | revoke`: client certificates from the cluster's CA, and
+//!   its CRL;
 //! - [`cluster`]: launch one `storaged` process as a child and wait for its ready line;
 //! - [`local`]: the local development cluster (3 AZs × 2 nodes or more) under one directory
 //!   (map, PKI, keys);
@@ -13,9 +15,12 @@
 //! - [`rolling`]: `borealis cluster restart --rolling`, one AZ at a time;
 //! - [`procs`]: process identity (pid + start time), stopping, the pid file;
 //! - [`interrupt`]: Ctrl-C / SIGTERM handling so foreground commands leave nothing running;
+//! - [`keys`]: `borealis keys rotate-kek`, the local cluster's KEK rotation;
 //! - [`files`]: atomic file replacement and directory locks;
-//! - [`sim`]: the deterministic simulator behind `borealis-sim`.
+//! - [`sim`]: the deterministic simulator behind `borealis-sim`;
+//! - [`volume`]: `borealis volume`: claim, grant, revoke, write, read and inspect one volume.
 
+pub mod certs;
 pub mod cluster;
 pub mod daemon;
 pub mod dev;
@@ -23,6 +28,7 @@ pub mod files;
 pub mod health;
 pub mod hosts;
 pub mod interrupt;
+pub mod keys;
 pub mod local;
 pub mod nbd;
 pub mod probe;
@@ -30,3 +36,4 @@ pub mod procs;
 pub mod report;
 pub mod rolling;
 pub mod sim;
+pub mod volume;

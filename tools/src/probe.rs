@@ -32,8 +32,16 @@ pub struct Target {
 }
 
 impl From<&LocalNode> for Target {
+    /// A host's admin port bound to its own loopback (the default of `cluster init --hosts`)
+    /// cannot be asked from elsewhere: such a target has none.
     fn from(node: &LocalNode) -> Target {
-        Target { node: node.id, addr: node.addr, name: node.name.clone(), admin: Some(node.admin) }
+        let reachable = !node.admin.ip().is_loopback() || node.addr.ip().is_loopback();
+        Target {
+            node: node.id,
+            addr: node.addr,
+            name: node.name.clone(),
+            admin: reachable.then_some(node.admin),
+        }
     }
 }
 
@@ -47,6 +55,9 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("node refused: {0}")]
     Refused(String),
+    /// A typed refusal (`Unauthorized`: the certificate may not ask this).
+    #[error("{code:?}: {message}")]
+    Denied { code: protocol::messages::ErrorCode, message: String },
     #[error("unexpected reply (message type {0})")]
     Unexpected(u8),
     #[error("{0}")]
@@ -114,6 +125,35 @@ pub async fn status(
         Ok(Err(error)) => Err(error.into()),
         Ok(Ok(Message::Status(status))) => Ok(status),
         Ok(Ok(Message::Error(reply))) => Err(ProbeError::Refused(reply.message)),
+        Ok(Ok(other)) => Err(ProbeError::Unexpected(other.type_code())),
+    }
+}
+
+/// Asks `target` to have `node` replaced by the volumes' writers (`ReplaceNodeAsk`),
+/// presenting `tls`, which must be a cluster administrator's certificate where ACLs are kept.
+pub async fn ask_replacement(
+    tls: &TlsFiles,
+    target: &Target,
+    node: u32,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let endpoint = transport::client_endpoint(transport::any_addr_for(target.addr), tls, &Tuning::default())?;
+    let ask = Message::ReplaceNodeAsk(protocol::messages::ReplaceNodeAsk { node: protocol::NodeId(node) });
+    let exchange = async {
+        let conn = transport::connect(&endpoint, target.addr, &target.name, timeout).await?;
+        let reply = transport::request(&conn, &ask).await;
+        conn.close(0u32.into(), b"asked");
+        reply
+    };
+    let answer = tokio::time::timeout(timeout, exchange).await;
+    endpoint.close(0u32.into(), b"done");
+    match answer {
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+        Ok(Err(error)) => Err(error.into()),
+        Ok(Ok(reply)) if reply == ask => Ok(()),
+        Ok(Ok(Message::Error(refusal))) => {
+            Err(ProbeError::Denied { code: refusal.code, message: refusal.message })
+        }
         Ok(Ok(other)) => Err(ProbeError::Unexpected(other.type_code())),
     }
 }

@@ -10,15 +10,12 @@ mod heal;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use client::{NewRecord, VolumeGeometry, Writer};
-use etcdmap::LocalEtcd;
 use heal::{metric, metrics, wait_for};
 use protocol::{Lsn, NodeId, PageId, RecordKind, VolumeId};
-use support::*;
+use support::etcd::{run, EtcdCluster};
 use tools::local::LocalCluster;
 
 const VOLUME: VolumeId = VolumeId(0xe7cd);
@@ -29,47 +26,6 @@ const PAGES: u64 = 16;
 const SEEN_WITHIN: Duration = Duration::from_secs(2);
 /// The node killed for good (AZ 0); the added host takes its place.
 const DEAD: u32 = 1;
-
-struct Host {
-    name: String,
-    address: SocketAddr,
-    admin: SocketAddr,
-    data_dir: std::path::PathBuf,
-}
-
-/// Seven hosts on loopback, each with its own ports (held together while picked, so distinct).
-fn hosts(root: &Path) -> Vec<Host> {
-    let udp: Vec<std::net::UdpSocket> =
-        (0..7).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let tcp: Vec<std::net::TcpListener> =
-        (0..7).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    (1..=7)
-        .zip(udp.iter().zip(&tcp))
-        .map(|(i, (udp, tcp))| Host {
-            name: format!("host-{i}.test"),
-            address: udp.local_addr().unwrap(),
-            admin: tcp.local_addr().unwrap(),
-            data_dir: root.join(format!("data-{i}")),
-        })
-        .collect()
-}
-
-fn start(bundle: &Path, log: &Path) -> Killed {
-    let mut command = Command::new(BOREALIS);
-    command.arg("storaged").arg("--config").arg(bundle.join("storaged.toml"));
-    command.args(["--journal-file-bytes", "16777216"]);
-    start_storaged(command, log)
-}
-
-fn run(args: &[&str]) -> Run {
-    let child = Command::new(BOREALIS)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn borealis");
-    finish(child, args)
-}
 
 fn record(round: u64, page: u64) -> NewRecord {
     NewRecord {
@@ -92,39 +48,25 @@ async fn round(writer: &Writer, round: u64, written: &mut Vec<(Lsn, u64, u64)>) 
 
 #[test]
 fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_dead_node_s_place() {
-    let root = tempfile::tempdir().unwrap();
-    let etcd = LocalEtcd::start(&root.path().join("etcd")).expect("start etcd (Debian's etcd-server)");
-    let hosts = hosts(root.path());
-    let hosts_file: String = hosts[..6]
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            format!(
-                "[[host]]\nname = \"{}\"\naddress = \"{}\"\naz = {}\nadmin = \"{}\"\ndata_dir = \"{}\"\n\n",
-                h.name,
-                h.address,
-                i / 2,
-                h.admin,
-                h.data_dir.display()
-            )
-        })
-        .collect();
-    let (file, out) = (root.path().join("hosts.toml"), root.path().join("cluster"));
-    std::fs::write(&file, hosts_file).unwrap();
-    let endpoint = etcd.endpoint();
-    let (file_arg, out_arg) = (file.to_str().unwrap(), out.to_str().unwrap());
-    let init = run(&["cluster", "init", "--hosts", file_arg, "--out", out_arg, "--etcd", &endpoint]);
-    assert!(init.code == Some(0) && init.stdout.contains("published to etcd"), "{init:?}");
+    let mut cluster = EtcdCluster::start(7);
+    let (out, endpoint) = (cluster.out.clone(), cluster.etcd.endpoint());
+    assert!(cluster.init.stdout.contains("published to etcd"), "{:?}", cluster.init);
     let bundle = std::fs::read_to_string(out.join("hosts/host-1.test/storaged.toml")).unwrap();
     assert!(bundle.contains(&endpoint) && !bundle.contains("peers"), "bundles point at etcd:\n{bundle}");
     // A second cluster cannot take the same prefix.
-    let again =
-        run(&["cluster", "init", "--hosts", file_arg, "--out", &format!("{out_arg}-2"), "--etcd", &endpoint]);
+    let (file_arg, out_arg) = (cluster.hosts_file(), out.to_str().unwrap().to_owned());
+    let again = run(&[
+        "cluster",
+        "init",
+        "--hosts",
+        file_arg.to_str().unwrap(),
+        "--out",
+        &format!("{out_arg}-2"),
+        "--etcd",
+        &endpoint,
+    ]);
     assert!(again.code != Some(0) && again.stderr.contains("already"), "{again:?}");
-
-    let log = |i: u32| root.path().join(format!("node-{i}.log"));
-    let mut nodes: Vec<Option<Killed>> =
-        (1..=6).map(|i| Some(start(&out.join(format!("hosts/host-{i}.test")), &log(i)))).collect();
+    let hosts = cluster.hosts.clone();
     let mut config = LocalCluster::load(&out).unwrap().client_config().unwrap();
     assert!(config.etcd.is_some(), "clients of the cluster follow etcd");
     config.replace_after = None;
@@ -139,7 +81,7 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
         }
         // Node 1 dies for good. The writer keeps writing at five of six, and an operator's
         // request to replace it finds no spare in its AZ.
-        nodes[0] = None;
+        cluster.nodes[0] = None;
         for r in 20..40 {
             round(&writer, r, &mut written).await;
         }
@@ -150,7 +92,7 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
         let new = &hosts[6];
         let (address, admin) = (new.address.to_string(), new.admin.to_string());
         let data_dir = new.data_dir.to_str().unwrap();
-        let args = ["cluster", "add-host", "--dir", out_arg, "--name", &new.name, "--address", &address];
+        let args = ["cluster", "add-host", "--dir", &out_arg, "--name", &new.name, "--address", &address];
         let args: Vec<String> = [&args[..], &["--az", "0", "--admin", &admin, "--data-dir", data_dir]]
             .concat()
             .into_iter()
@@ -195,8 +137,8 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
 
         // The new host starts from its bundle; its peers rebuild it and the change completes
         // while appends go on.
-        let bundle = out.join("hosts").join(&new.name);
-        nodes.push(Some(start(&bundle, &log(7))));
+        let seventh = cluster.start_node(7);
+        cluster.nodes.push(Some(seventh));
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut r = 40;
         loop {

@@ -126,5 +126,5 @@ fn a_client_certificate_cannot_speak_for_a_node_in_gossip() {
         transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap()
     });
     stop_all(&mut nodes);
-    assert!(matches!(&forged, Message::Error(e) if e.code == ErrorCode::BadRequest), "{forged:?}");
+    assert!(matches!(&forged, Message::Error(e) if e.code == ErrorCode::Unauthorized), "{forged:?}");
 }

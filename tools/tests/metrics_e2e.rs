@@ -78,7 +78,7 @@ fn assert_lint_clean(text: &str, node: u32) {
     );
 }
 
-/// A gossip summary from a client certificate: the node answers `BadRequest`.
+/// A gossip summary from a client certificate: the node answers `Unauthorized`.
 async fn provoke_an_error_reply(cluster: &LocalCluster, node: u32) {
     let info = cluster.node(node).unwrap();
     let endpoint = heal::endpoint(cluster, node);
@@ -96,7 +96,7 @@ async fn provoke_an_error_reply(cluster: &LocalCluster, node: u32) {
         holes: Vec::new(),
     };
     let reply = transport::request(&connection, &Message::GossipSummary(summary)).await.unwrap();
-    assert!(matches!(&reply, Message::Error(e) if e.code == ErrorCode::BadRequest), "{reply:?}");
+    assert!(matches!(&reply, Message::Error(e) if e.code == ErrorCode::Unauthorized), "{reply:?}");
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn a_live_node_s_metrics_pass_promtool_and_its_histograms_fill() {
     assert!(metric(text, "borealis_read_page_seconds_count") >= PAGES, "{text}");
     let lagging = body(&lagging);
     assert!(labelled(lagging, "borealis_peer_fetch_bytes_sum", "kind=\"gossip_records\"") > 0.0, "{lagging}");
-    assert!(labelled(text, "borealis_error_replies_total", "kind=\"bad_request\"") >= 1.0, "{text}");
+    assert!(labelled(text, "borealis_error_replies_total", "kind=\"unauthorized\"") >= 1.0, "{text}");
     assert_eq!(labelled(text, "borealis_error_replies_total", "kind=\"internal\""), 0.0, "{text}");
     assert_eq!(
         labelled(text, "borealis_segments_by_state", "state=\"serving\""),

@@ -360,7 +360,7 @@ fn a_writer_that_crashes_mid_change_is_followed_by_one_that_completes_it() {
     stop_all(&mut nodes);
 }
 
-/// `POST /replace-node?node=ID` to a node's admin port: the status and the body.
+/// An HTTP `POST` to a node's admin port: the status line and the whole answer.
 fn post_replace(admin: std::net::SocketAddr, node: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
@@ -380,12 +380,19 @@ fn an_admin_request_to_any_node_reaches_the_writer_and_replaces_the_node() {
     let Started { root: _root, cluster, mut nodes, runtime, writer, before } =
         start(VOLUME, &["--apply-max", "2"], None);
     let target = before[2].0;
+    // The admin port only reads: a POST changes nothing and says where changes go.
+    let via = before[0].0;
+    let (status, text) = post_replace(cluster.node(via).unwrap().admin, &target.to_string());
+    assert!(status.contains("403") && text.contains("--via-node"), "{text}");
     // Any node that serves the volume will do (the writer hears it in that node's floor acks).
-    let asked_at = cluster.node(before[0].0).unwrap().admin;
-    let (status, text) = post_replace(asked_at, "zero");
-    assert!(status.contains("400"), "{text}");
-    let (status, text) = post_replace(asked_at, &target.to_string());
-    assert!(status.contains("202"), "{text}");
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_borealis"))
+        .args(["cluster", "--dir"])
+        .arg(cluster.dir())
+        .args(["replace-node", &target.to_string(), "--via-node", &via.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&asked.stdout);
+    assert!(asked.status.success() && said.contains("took the request"), "{asked:?}");
     runtime.block_on(async {
         rounds_until_replaced(&writer, target, 3, "the replacement the admin request asked for").await;
         writer.close().await;

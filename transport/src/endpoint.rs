@@ -24,7 +24,17 @@ pub fn server_endpoint(
     files: &TlsFiles,
     tuning: &Tuning,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let config = server_config(files, tuning)?;
+    server_endpoint_with_config(addr, server_config(files, tuning)?, tuning)
+}
+
+/// A server endpoint on `addr` with a server config built beforehand (e.g. by
+/// [`crate::tls::server_config_with_crls`], so a daemon can check its TLS files before a long
+/// start-up and bind only once ready).
+pub fn server_endpoint_with_config(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    tuning: &Tuning,
+) -> Result<quinn::Endpoint, TransportError> {
     new_endpoint(addr, Some(config), tuning)
 }
 

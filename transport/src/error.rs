@@ -44,6 +44,12 @@ pub enum TransportError {
     /// rustls refused the certificate or key for another reason (unsupported key type, bad DER).
     #[error("{} / {}: {source}", cert.display(), key.display())]
     Credentials { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    /// The CRL file cannot be used: not PEM, no CRL in it, or a CRL no CA of the CA file signed.
+    #[error("{}: unusable CRL: {detail}", path.display())]
+    BadCrl { path: PathBuf, detail: String },
+    /// A certificate to revoke that the CA did not issue: its CRL could not revoke it.
+    #[error("{}: not issued by the CA {}, so its CRL cannot revoke it", cert.display(), ca.display())]
+    ForeignCertificate { cert: PathBuf, ca: PathBuf },
     /// A TLS configuration could not be built (protocol versions, verifier, QUIC cipher suites).
     #[error("TLS configuration: {detail}")]
     TlsConfig { detail: String },

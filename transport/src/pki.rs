@@ -4,6 +4,8 @@
 //! writes `ca.pem`/`ca.key` and `<name>.pem`/`<name>.key` into one directory, each leaf signed by
 //! the CA with the DNS SAN `<name>` (so [`crate::tls::peer_name`] returns it) and both the server
 //! and client auth purposes. It is not for production: the CA key sits next to the certificates.
+//! The same directory can take more certificates with a chosen validity window ([`issue_cert`],
+//! also one already over, for tests) and a CRL, `crl.pem`, that revokes some ([`revoke_certs`]).
 //!
 //! Invariants: existing files are reused, never rewritten, except leaves when the CA itself was
 //! just created (old leaves could not chain to it); a pair with only one file present is an
@@ -13,14 +15,19 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
+use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
 
+use crate::crl::{self, CrlContents, RevokedSerial};
 use crate::error::TransportError;
-use crate::tls::TlsFiles;
+use crate::tls::{load_certs, TlsFiles};
 
 /// Longest name: one DNS label.
 pub const NAME_BYTES_MAX: usize = 63;
@@ -32,6 +39,46 @@ const UNTRUSTED_SUFFIX: &str = ".untrusted";
 const KEY_FILE_MODE: u32 = 0o600;
 /// Mode of certificate files: public.
 const CERT_FILE_MODE: u32 = 0o644;
+/// File name of the CRL [`revoke_certs`] keeps beside the CA.
+pub const CRL_FILE: &str = "crl.pem";
+/// How far ahead a CRL's next-update date is set. Informative only: servers do not enforce it
+/// (see [`crate::tls::server_config_with_crls`]), so a CRL stays in force until replaced.
+const CRL_NEXT_UPDATE: Duration = Duration::from_secs(365 * SECONDS_PER_DAY);
+/// A new certificate is valid from this long before it is issued: hosts' clocks differ.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
+const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
+
+/// When a certificate is valid. [`issue_cert`] takes any window, even one already over (tests
+/// of what a node refuses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// From a few minutes ago (clocks differ) until `days` days from now.
+    pub fn days_from_now(days: u32) -> Validity {
+        let now = SystemTime::now();
+        Validity {
+            not_before: now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(now),
+            not_after: now + Duration::from_secs(u64::from(days) * SECONDS_PER_DAY),
+        }
+    }
+}
+
+/// What [`revoke_certs`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlUpdate {
+    /// The CRL file: `crl.pem` beside the CA.
+    pub path: PathBuf,
+    /// The new CRL's number: one more than the CRL it replaced, 1 for the first.
+    pub number: u64,
+    /// Certificates newly listed (one listed already is not listed twice).
+    pub added: usize,
+    /// Every certificate the new CRL revokes.
+    pub revoked_total: usize,
+}
 
 /// The files of a development PKI directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,19 +165,148 @@ pub fn issue_host_cert(
     addresses: &[std::net::IpAddr],
 ) -> Result<TlsFiles, TransportError> {
     check_host_name(name)?;
+    let issuer = issuer_for_new_leaf(dir, name)?;
+    write_host_leaf(dir, name, addresses, &issuer)?;
+    Ok(TlsFiles { ca_cert: cert_path(dir, CA_STEM), cert: cert_path(dir, name), key: key_path(dir, name) })
+}
+
+/// One more certificate from the CA in `dir` (made by [`ensure_dev_pki`] or
+/// [`create_cluster_pki`]), valid during `validity`: DNS SAN `name` (dotted names allowed) and
+/// the URI SAN of the client's identity `borealis://client/NAME` (`crate::identity`), server and
+/// client auth, written to `<name>.pem`/`<name>.key`. Refuses a name that has a certificate
+/// already, and a `dir` without the CA's key.
+pub fn issue_cert(dir: &Path, name: &str, validity: Validity) -> Result<TlsFiles, TransportError> {
+    check_host_name(name)?;
+    let issuer = issuer_for_new_leaf(dir, name)?;
+    let mut params = leaf_params(name)?;
+    let identity = format!("{}{name}", crate::identity::CLIENT_IDENTITY);
+    params.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(identity)?));
+    params.not_before = OffsetDateTime::from(validity.not_before);
+    params.not_after = OffsetDateTime::from(validity.not_after);
+    write_leaf(dir, name, &params, &issuer)?;
+    Ok(TlsFiles { ca_cert: cert_path(dir, CA_STEM), cert: cert_path(dir, name), key: key_path(dir, name) })
+}
+
+/// The CRL file [`revoke_certs`] writes in `dir`.
+pub fn crl_path(dir: &Path) -> PathBuf {
+    dir.join(CRL_FILE)
+}
+
+/// Revokes the certificates in the PEM files `certs` (the first of each file): writes
+/// `dir/crl.pem` anew, signed by the CA in `dir`, listing what it listed before and their
+/// serials, with a CRL number one higher. With `certs` empty it signs the same list again (or a
+/// first CRL revoking nothing, to give nodes before any revocation). Refuses a certificate the
+/// CA did not issue and a `crl.pem` the CA did not sign before writing anything; the file is
+/// replaced atomically.
+pub fn revoke_certs(dir: &Path, certs: &[&Path]) -> Result<CrlUpdate, TransportError> {
+    let issuer = load_ca(dir)?;
+    let ca_file = cert_path(dir, CA_STEM);
+    let ca = first_cert(&ca_file)?;
+    let path = crl_path(dir);
+    let mut contents = existing_crl(&path, &ca)?;
+    let now = SystemTime::now();
+    let mut added = 0;
+    for &cert_file in certs {
+        let serial = crl::serial_issued_by(&first_cert(cert_file)?, &ca).map_err(|_| {
+            TransportError::ForeignCertificate { cert: cert_file.to_owned(), ca: ca_file.clone() }
+        })?;
+        if !contents.revoked.iter().any(|r| r.serial == serial) {
+            contents.revoked.push(RevokedSerial { serial, revoked_at_unix_s: unix_s(now) });
+            added += 1;
+        }
+    }
+    let number = contents.number.saturating_add(1);
+    let crl =
+        crl_params(&contents, number, now).map_err(|detail| bad_crl(&path, detail))?.signed_by(&issuer)?;
+    write_atomically(&path, crl.pem()?.as_bytes(), CERT_FILE_MODE)?;
+    Ok(CrlUpdate { path, number, added, revoked_total: contents.revoked.len() })
+}
+
+/// What the CRL file at `path` lists (every CRL in it, merged), checked to be signed by `ca`;
+/// nothing if there is no file.
+fn existing_crl(path: &Path, ca: &CertificateDer<'static>) -> Result<CrlContents, TransportError> {
+    let mut merged = CrlContents { number: 0, revoked: Vec::new() };
+    if !exists(path)? {
+        return Ok(merged);
+    }
+    let cas = std::slice::from_ref(ca);
+    for der in crl::load_crls(path, cas)? {
+        let one = crl::read_crl(&der, cas).map_err(|detail| bad_crl(path, detail))?;
+        merged.number = merged.number.max(one.number);
+        for entry in one.revoked {
+            if !merged.revoked.iter().any(|r| r.serial == entry.serial) {
+                merged.revoked.push(entry);
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// The parameters of a CRL listing `contents.revoked`, numbered `number`, issued at `now`.
+fn crl_params(
+    contents: &CrlContents,
+    number: u64,
+    now: SystemTime,
+) -> Result<CertificateRevocationListParams, String> {
+    let revoked_certs = contents
+        .revoked
+        .iter()
+        .map(|entry| {
+            let revocation_time = OffsetDateTime::from_unix_timestamp(entry.revoked_at_unix_s)
+                .map_err(|e| format!("revocation time {}: {e}", entry.revoked_at_unix_s))?;
+            Ok(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&entry.serial),
+                revocation_time,
+                reason_code: None,
+                invalidity_date: None,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let this_update = OffsetDateTime::from(now);
+    Ok(CertificateRevocationListParams {
+        this_update,
+        next_update: this_update + CRL_NEXT_UPDATE,
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    })
+}
+
+/// The CA in `dir` as an issuer, for a new certificate `name`: refuses a `dir` without the CA's
+/// certificate and key, and a name that has a certificate already.
+fn issuer_for_new_leaf(dir: &Path, name: &str) -> Result<Issuer<'static, KeyPair>, TransportError> {
+    let issuer = load_ca(dir)?;
+    if exists(&cert_path(dir, name))? || exists(&key_path(dir, name))? {
+        let source = io::Error::new(io::ErrorKind::AlreadyExists, "this name has a certificate already");
+        return Err(TransportError::FileIo { path: cert_path(dir, name), source });
+    }
+    Ok(issuer)
+}
+
+/// The CA in `dir` (certificate and key) as an issuer.
+fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>, TransportError> {
     let (cert, key) = (cert_path(dir, CA_STEM), key_path(dir, CA_STEM));
     if !pair_exists(&cert, &key)? {
         let source =
             io::Error::new(io::ErrorKind::NotFound, "the cluster CA's certificate and key are not here");
         return Err(TransportError::FileIo { path: cert, source });
     }
-    if exists(&cert_path(dir, name))? || exists(&key_path(dir, name))? {
-        let source = io::Error::new(io::ErrorKind::AlreadyExists, "this name has a certificate already");
-        return Err(TransportError::FileIo { path: cert_path(dir, name), source });
-    }
-    let issuer = Issuer::from_ca_cert_pem(&read_text(&cert)?, KeyPair::from_pem(&read_text(&key)?)?)?;
-    write_host_leaf(dir, name, addresses, &issuer)?;
-    Ok(TlsFiles { ca_cert: cert, cert: cert_path(dir, name), key: key_path(dir, name) })
+    Ok(Issuer::from_ca_cert_pem(&read_text(&cert)?, KeyPair::from_pem(&read_text(&key)?)?)?)
+}
+
+fn first_cert(path: &Path) -> Result<CertificateDer<'static>, TransportError> {
+    let first = load_certs(path)?.into_iter().next();
+    first.ok_or_else(|| TransportError::NoCertificate { path: path.to_owned() })
+}
+
+fn unix_s(time: SystemTime) -> i64 {
+    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+fn bad_crl(path: &Path, detail: String) -> TransportError {
+    TransportError::BadCrl { path: path.to_owned(), detail }
 }
 
 fn check_host_name(name: &str) -> Result<(), TransportError> {

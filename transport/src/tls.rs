@@ -18,7 +18,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::RootCertStore;
 
 use crate::error::TransportError;
@@ -38,13 +38,40 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A QUIC server config: TLS 1.3, ALPN, client certificates required and verified against the CA.
+/// A QUIC server config: TLS 1.3, ALPN, client certificates required and verified against the CA
+/// (chain and validity dates), no revocation check.
 pub fn server_config(files: &TlsFiles, tuning: &Tuning) -> Result<quinn::ServerConfig, TransportError> {
+    server_config_with_crls(files, None, tuning)
+}
+
+/// A QUIC server config as [`server_config`] that also refuses client certificates a CRL in
+/// `crl_file` revokes (PEM `X509 CRL` sections, each signed by a CA of `files.ca_cert`: see
+/// [`crate::crl::load_crls`]); `None`: no revocation check.
+///
+/// A certificate whose CA has no CRL in the file is not checked for revocation (while a CA file
+/// holds an old and a new CA, one CRL is enough), and a CRL's next-update date is not enforced:
+/// a CRL stays in force until a newer one replaces it.
+pub fn server_config_with_crls(
+    files: &TlsFiles,
+    crl_file: Option<&Path>,
+    tuning: &Tuning,
+) -> Result<quinn::ServerConfig, TransportError> {
     let provider = provider();
     let roots = Arc::new(load_roots(&files.ca_cert)?);
+    let crls = match crl_file {
+        Some(path) => crate::crl::load_crls(path, &load_certs(&files.ca_cert)?)?,
+        None => Vec::new(),
+    };
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(crls)
+        .allow_unknown_revocation_status()
         .build()
-        .map_err(|e| tls_config("client verifier", e))?;
+        .map_err(|e| match (e, crl_file) {
+            (VerifierBuilderError::InvalidCrl(e), Some(path)) => {
+                TransportError::BadCrl { path: path.to_owned(), detail: format!("{e:?}") }
+            }
+            (e, _) => tls_config("client verifier", e),
+        })?;
     let (chain, key) = load_credentials(files)?;
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -59,7 +86,9 @@ pub fn server_config(files: &TlsFiles, tuning: &Tuning) -> Result<quinn::ServerC
     Ok(config)
 }
 
-/// A QUIC client config: TLS 1.3, ALPN, trusts only the CA, presents its own certificate.
+/// A QUIC client config: TLS 1.3, ALPN, trusts only the CA, presents its own certificate. The
+/// server's certificate is verified as webpki does by default: its chain to the CA, its name, and
+/// its validity dates (an expired server certificate is refused); there is no revocation check.
 pub fn client_config(files: &TlsFiles, tuning: &Tuning) -> Result<quinn::ClientConfig, TransportError> {
     let roots = load_roots(&files.ca_cert)?;
     let (chain, key) = load_credentials(files)?;
@@ -138,7 +167,7 @@ fn load_credentials(
 }
 
 /// Reads a whole file, refusing anything larger than a PEM file could be.
-fn read_pem_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+pub(crate) fn read_pem_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     let file_error = |source: io::Error| match source.kind() {
         io::ErrorKind::NotFound => TransportError::MissingFile { path: path.to_owned() },
         _ => TransportError::FileIo { path: path.to_owned(), source },
@@ -153,7 +182,7 @@ fn read_pem_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     Ok(bytes)
 }
 
-fn bad_pem(path: &Path, error: pem::Error) -> TransportError {
+pub(crate) fn bad_pem(path: &Path, error: pem::Error) -> TransportError {
     // pem::Error's Display prints markers as byte arrays; spell them out.
     let detail = match error {
         pem::Error::MissingSectionEnd { end_marker } => {

@@ -56,12 +56,15 @@ pub struct ReaderCore {
     pgs: BTreeMap<PgId, PgView>,
     /// The newest read point (zero: none yet). Never goes back.
     read_point: Lsn,
+    /// A node's `Unauthorized` refusal of this reader's floor reports (the volume's ACL gives
+    /// its certificate no `read`).
+    refused: Option<(NodeId, String)>,
 }
 
 impl ReaderCore {
     /// A reader of `geometry`'s volume; `client` must differ from every other client's id.
     pub fn new(geometry: VolumeGeometry, cluster: ClusterMap, client: u64) -> ReaderCore {
-        ReaderCore { geometry, cluster, client, pgs: BTreeMap::new(), read_point: Lsn::ZERO }
+        ReaderCore { geometry, cluster, client, pgs: BTreeMap::new(), read_point: Lsn::ZERO, refused: None }
     }
 
     /// The newest read point: a VDL a writer declared (zero until one is known).
@@ -105,6 +108,21 @@ impl ReaderCore {
             }
         }
         reports
+    }
+
+    /// A node refused a floor report: an `Unauthorized` refusal is kept (the first), to be
+    /// what opening reports if no read point comes.
+    pub fn handle_refusal(&mut self, node: NodeId, refusal: &protocol::messages::ErrorReply) {
+        if refusal.code == protocol::messages::ErrorCode::Unauthorized
+            && refusal.pg.volume_id == self.geometry.volume
+        {
+            self.refused.get_or_insert((node, refusal.message.clone()));
+        }
+    }
+
+    /// The `Unauthorized` refusal this reader got, if any.
+    pub fn refused(&self) -> Option<&(NodeId, String)> {
+        self.refused.as_ref()
     }
 
     /// A segment's answer to a floor report.

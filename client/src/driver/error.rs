@@ -18,6 +18,13 @@ pub enum OpenError {
     /// has opened the volume since its nodes started, or too few nodes answered.
     #[error("no read point: no declared VDL known on all {pgs} PGs of the volume")]
     NoReadPoint { pgs: usize },
+    /// This client's certificate may not open the volume: a node refused it (`node`), or the
+    /// volume's ACL in etcd gives it no `write` (`node` 0).
+    #[error("unauthorized: {detail} (node {node})")]
+    Unauthorized { node: protocol::NodeId, detail: String },
+    /// The volume could not be claimed in etcd (`ClientConfig::etcd`), so it is not opened.
+    #[error("claiming the volume in etcd: {0}")]
+    Claim(String),
 }
 
 /// Why an append did not become durable.

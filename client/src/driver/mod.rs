@@ -152,6 +152,9 @@ impl Writer {
     pub async fn open(config: ClientConfig, geometry: VolumeGeometry) -> Result<Writer, OpenError> {
         let dialer =
             Dialer::new(config.cluster.clone(), &config.tls, &config.tuning).map_err(OpenError::Setup)?;
+        if let Some(source) = &config.etcd {
+            map_follow::claim(source, &config.tls.cert, geometry.volume, config.connect_timeout).await?;
+        }
         let connections = Connections::default();
         let limits = LinkLimits { dial_attempt_max: config.connect_timeout, ..config.links };
         let nodes = config.cluster.nodes().iter().map(|n| n.id);

@@ -69,6 +69,9 @@ impl Reader {
         let deadline = tokio::time::Instant::now() + config.connect_timeout + config.request_timeout;
         let mut round = 0;
         while rounds.run(round % STATUS_EVERY_TICKS == 0).await == Lsn::ZERO {
+            if let Some((node, detail)) = core.lock().expect("never poisoned").refused().cloned() {
+                return Err(OpenError::Unauthorized { node, detail });
+            }
             if tokio::time::Instant::now() >= deadline {
                 let pgs = core.lock().expect("never poisoned").pg_count();
                 return Err(OpenError::NoReadPoint { pgs });
@@ -147,7 +150,7 @@ impl Rounds {
         if with_status {
             let nodes: Vec<NodeId> = self.config.cluster.nodes().iter().map(|n| n.id).collect();
             let asks = nodes.into_iter().map(|node| (node, Message::StatusRequest));
-            for reply in self.ask_all(asks).await {
+            for (_, reply) in self.ask_all(asks).await {
                 if let Message::Status(status) = reply {
                     self.core.lock().expect("never poisoned").handle_status(&status);
                 }
@@ -157,9 +160,11 @@ impl Rounds {
         let asks = reports.into_iter().map(|(node, report)| (node, Message::FloorReport(report)));
         let acks = self.ask_all(asks).await;
         let mut core = self.core.lock().expect("never poisoned");
-        for reply in acks {
-            if let Message::FloorAck(ack) = reply {
-                core.handle_floor_ack(&ack);
+        for (node, reply) in acks {
+            match reply {
+                Message::FloorAck(ack) => core.handle_floor_ack(&ack),
+                Message::Error(refusal) => core.handle_refusal(node, &refusal),
+                _ => {}
             }
         }
         core.advance()
@@ -186,16 +191,16 @@ impl Rounds {
     }
 
     /// Sends every request in parallel, each within the request timeout; returns the answers.
-    async fn ask_all(&self, asks: impl Iterator<Item = (NodeId, Message)>) -> Vec<Message> {
+    async fn ask_all(&self, asks: impl Iterator<Item = (NodeId, Message)>) -> Vec<(NodeId, Message)> {
         let mut requests = JoinSet::new();
         for (node, message) in asks {
             let (connections, timeout) = (self.connections.clone(), self.config.request_timeout);
-            requests.spawn(async move { ask(&connections, node, &message, timeout).await });
+            requests.spawn(async move { (node, ask(&connections, node, &message, timeout).await) });
         }
         let mut answers = Vec::new();
         while let Some(done) = requests.join_next().await {
-            if let Ok(Some(answer)) = done {
-                answers.push(answer);
+            if let Ok((node, Some(answer))) = done {
+                answers.push((node, answer));
             }
         }
         answers

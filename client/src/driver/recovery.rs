@@ -92,6 +92,8 @@ struct Rounds<'a> {
     outstanding: BTreeMap<u64, Outstanding>,
     asks: FuturesUnordered<Boxed<Asked>>,
     dials: FuturesUnordered<Boxed<(NodeId, Option<quinn::Connection>)>>,
+    /// A node's `Unauthorized` refusal, if one came: what a failed recovery reports.
+    unauthorized: Option<(NodeId, String)>,
 }
 
 /// Runs the `Takeover` state machine over the nodes, dialling them as `links` decides.
@@ -112,11 +114,12 @@ pub async fn recover(
         outstanding: BTreeMap::new(),
         asks: FuturesUnordered::new(),
         dials: FuturesUnordered::new(),
+        unauthorized: None,
     };
     loop {
         if let Some(outcome) = takeover.outcome() {
             links.abandon_in_flight(now());
-            return finish(&takeover, outcome.clone());
+            return finish(&takeover, outcome.clone(), rounds.unauthorized);
         }
         rounds.drive_links(links, &mut takeover);
         while let Some((node, message)) = takeover.poll_request() {
@@ -131,11 +134,17 @@ pub async fn recover(
 fn finish(
     takeover: &Takeover,
     outcome: Result<WriterStart, TakeoverError>,
+    unauthorized: Option<(NodeId, String)>,
 ) -> Result<WriterStart, OpenError> {
     if let (Ok(_), Some(plan)) = (&outcome, takeover.plan()) {
         tracing::info!(vdl = %plan.vdl, vcl = %plan.vcl, truncation = ?plan.truncation, epoch = %takeover.epochs().volume, "recovered");
     }
     outcome.map_err(|e| match e {
+        // Too few answers because nodes refused this client the volume: say so.
+        TakeoverError::Unavailable { .. } if unauthorized.is_some() => {
+            let (node, detail) = unauthorized.expect("checked");
+            OpenError::Unauthorized { node, detail }
+        }
         TakeoverError::Unavailable { pg, answered, needed } => {
             OpenError::Unavailable { pg, answered, needed }
         }
@@ -253,6 +262,11 @@ impl Rounds<'_> {
                 // An answer counts whichever connection it came on.
                 self.outstanding.remove(&id);
                 links.on_heard(node);
+                if let Message::Error(refusal) = &reply {
+                    if refusal.code == protocol::messages::ErrorCode::Unauthorized {
+                        self.unauthorized.get_or_insert((node, refusal.message.clone()));
+                    }
+                }
                 takeover.handle_reply(node, reply);
                 return;
             }

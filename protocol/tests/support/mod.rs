@@ -89,7 +89,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=22u8) {
+    match rng.random_range(1..=23u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -258,6 +258,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             read_lsn: lsn(rng),
             page_bytes: 512 << rng.random_range(0..8),
         }),
+        23 => Message::ReplaceNodeAsk(ReplaceNodeAsk { node }),
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=11));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })

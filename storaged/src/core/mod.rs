@@ -3,6 +3,7 @@
 //! requests and I/O completions (`handle_*`) and drain what it decided (`poll_*`), so the same
 //! code runs under io_uring and QUIC and under the deterministic simulator.
 
+pub mod access;
 pub(crate) mod cache;
 pub mod location;
 pub mod node;

@@ -23,7 +23,7 @@ pub async fn write_group<S: Storage>(
     let volumes = entries.iter().filter(|e| is_sealed(&e.body)).map(|e| e.pg.volume_id);
     let image = keyring
         .seal(volumes, nonces_needed(entries), |keys, nonces| {
-            build_group(at.next_group_seq, at.file, at.offset, entries, |v| keys.get(&v), nonces)
+            build_group(at.next_group_seq, at.file, at.offset, entries, |v| keys.sealing(v), nonces)
         })
         .await
         .map_err(keyring_write_error)?

@@ -196,8 +196,9 @@ impl<S: Storage> Walk<'_, S> {
                 }
                 let bytes = &group[entry.offset..entry.offset + header.entry_len as usize];
                 let at = EntryAt { file, offset: (group_offset + entry.offset) as u64 };
-                let opened =
-                    keyring.with_keys(|keys| open_entry(bytes, &header, at, keys.get(&header.pg.volume_id)));
+                let opened = keyring.with_keys(|keys| {
+                    open_entry(bytes, &header, at, keys.opening(header.pg.volume_id, header.key_version))
+                });
                 opened.map(|body| (header, body))
             });
             match opened {

@@ -46,7 +46,7 @@ fn group(keys: &Keys, seq: u64, offset: usize) -> GroupImage {
         })
         .collect();
     let sealed = keys.seal(std::iter::once(PG.volume_id), 2, |map, nonces| {
-        build_group(seq, 1, offset as u64, &entries, |v| map.get(&v), nonces)
+        build_group(seq, 1, offset as u64, &entries, |v| map.sealing(v), nonces)
     });
     complete(sealed).unwrap().unwrap()
 }

@@ -10,7 +10,7 @@
 //! never retried as if it had worked (redb's rule; the kernel may already have dropped the
 //! dirty pages it could not write).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -47,6 +47,8 @@ pub enum WriteError {
 #[derive(Clone)]
 pub struct JournalReader<S> {
     files: Rc<RefCell<BTreeSet<u64>>>,
+    /// Set by `request_roll`; the writer's next `prepare` moves to a new file and clears it.
+    roll: Rc<Cell<bool>>,
     storage: S,
     prefix: &'static str,
 }
@@ -55,6 +57,18 @@ impl<S: Storage> JournalReader<S> {
     /// File numbers held (not recycled), ascending.
     pub fn files(&self) -> Vec<u64> {
         self.files.borrow().iter().copied().collect()
+    }
+
+    /// Asks the writer to put its next group in a new file, even if the current one has room:
+    /// after it, every file up to the current one holds only groups written before the ask
+    /// (a data key rotation waits for those files to be recycled, `store::NodeStore`).
+    pub fn request_roll(&self) {
+        self.roll.set(true);
+    }
+
+    /// True while a roll asked for has not happened yet.
+    pub fn roll_pending(&self) -> bool {
+        self.roll.get()
     }
 
     /// True while file `file` is held (not recycled).
@@ -127,7 +141,8 @@ impl<S: Storage> Journal<S> {
             storage.remove(&log_path(config.prefix, file)).await?;
         }
         let files = Rc::new(RefCell::new(kept.iter().copied().collect()));
-        let reader = JournalReader { files, storage: storage.clone(), prefix: config.prefix };
+        let roll = Rc::new(Cell::new(false));
+        let reader = JournalReader { files, roll, storage: storage.clone(), prefix: config.prefix };
         Ok(Journal {
             created: replayed.files.contains(&replayed.tail_file),
             config,
@@ -143,7 +158,8 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Where the next group goes (file, offset) and the sequence number it carries, after
-    /// creating the current file or rolling to a new one if `len` bytes do not fit.
+    /// creating the current file or rolling to a new one if `len` bytes do not fit or a roll
+    /// was asked for (`JournalReader::request_roll`).
     pub async fn prepare(&mut self, len: usize) -> Result<JournalPosition, WriteError> {
         self.check_failed()?;
         assert!(self.unflushed.is_none(), "one group in flight at a time");
@@ -151,11 +167,14 @@ impl<S: Storage> Journal<S> {
         if !self.created {
             self.create_file(self.current).await?;
             self.created = true;
+            // A file created now holds nothing written before any ask to roll.
+            self.reader.roll.set(false);
         }
-        if self.offset + len as u64 > self.config.file_bytes {
+        if self.reader.roll.get() || self.offset + len as u64 > self.config.file_bytes {
             self.create_file(self.current + 1).await?;
             self.current += 1;
             self.offset = 0;
+            self.reader.roll.set(false);
         }
         Ok(self.position())
     }

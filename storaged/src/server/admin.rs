@@ -1,9 +1,10 @@
-//! The admin port: `GET /health` (200 when taking writes, 503 with the reason otherwise),
-//! `GET /metrics` (Prometheus text, `metrics`), and `POST /replace-node?node=ID` (an operator
-//! asks the volume's writer to replace node ID: this node passes it on in its floor acks for a
-//! minute, `docs/membership.md`). It runs on its own thread with a small blocking HTTP server,
-//! reading a snapshot the node thread refreshes, the figures the node thread records as they
-//! happen (atomics) and leaving requests for it, so a slow scraper can never stall the data path.
+//! The admin port: `GET /health` (200 when taking writes, 503 with the reason otherwise) and
+//! `GET /metrics` (Prometheus text, `metrics`). It only reads: plain HTTP has no client
+//! certificate, so nothing that changes state is served here (`POST` answers 403 and names the
+//! QUIC request that does it with an administrator's certificate, `ReplaceNodeAsk`). It runs on
+//! its own thread with a small blocking HTTP server, reading a snapshot the node thread
+//! refreshes and the figures the node thread records as they happen (atomics), so a slow scraper
+//! can never stall the data path.
 
 mod metrics;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::registry::Registry;
 use protocol::messages::SegmentState;
-use protocol::{Lsn, NodeId, PgRef};
+use protocol::{Lsn, PgRef};
 
 use crate::core::{HydrateStats, NodeState, ScrubStats};
 
@@ -82,8 +83,6 @@ pub struct PageMetrics {
 /// thread (which reads it). Only an `Arc` is swapped or cloned under the lock, so neither side
 /// ever waits for the other's work.
 pub type SharedSnapshot = Arc<Mutex<Arc<Snapshot>>>;
-/// Replacement requests the admin thread received, for the node thread to take.
-pub type ReplaceAsks = Arc<Mutex<Vec<NodeId>>>;
 
 /// What the admin thread serves from: the node thread's latest snapshot, and the figures the
 /// node thread records as they happen.
@@ -102,7 +101,7 @@ impl AdminFeed {
 
 /// Serves the admin port on a thread of its own. `data_dir` is the node's data directory, whose
 /// file system's free space `/metrics` reports.
-pub fn start(addr: SocketAddr, feed: AdminFeed, asks: ReplaceAsks, data_dir: PathBuf) -> Result<(), String> {
+pub fn start(addr: SocketAddr, feed: AdminFeed, data_dir: PathBuf) -> Result<(), String> {
     let server = tiny_http::Server::http(addr).map_err(|e| format!("admin address {addr}: {e}"))?;
     let metrics_type = tiny_http::Header::from_bytes("Content-Type", prometheus_text::CONTENT_TYPE)
         .map_err(|()| "admin port: bad Content-Type header".to_string())?;
@@ -112,9 +111,8 @@ pub fn start(addr: SocketAddr, feed: AdminFeed, asks: ReplaceAsks, data_dir: Pat
         .name("admin".into())
         .spawn(move || {
             for request in server.incoming_requests() {
-                let response = if *request.method() == tiny_http::Method::Post {
-                    let (status, body) = ask_replacement(request.url(), &asks);
-                    tiny_http::Response::from_string(body).with_status_code(status)
+                let response = if *request.method() != tiny_http::Method::Get {
+                    tiny_http::Response::from_string(CHANGES_REFUSED).with_status_code(403)
                 } else if request.url() == "/metrics" {
                     let mut text = String::new();
                     match prometheus_text::encode(&mut text, &registry) {
@@ -135,26 +133,10 @@ pub fn start(addr: SocketAddr, feed: AdminFeed, asks: ReplaceAsks, data_dir: Pat
     Ok(())
 }
 
-/// `POST /replace-node?node=ID`: 202 once queued for the node thread, 400 for a bad id.
-fn ask_replacement(url: &str, asks: &ReplaceAsks) -> (u16, String) {
-    let Some(query) = url.strip_prefix("/replace-node?node=") else {
-        return (404, "not found: POST /replace-node?node=ID\n".into());
-    };
-    match query.parse::<u32>() {
-        Ok(id) if id > 0 => {
-            asks.lock().unwrap_or_else(PoisonError::into_inner).push(NodeId(id));
-            let text = format!(
-                "asked: the volume's writer replaces node {id} in every PG it serves at its next floor report \
-                 (within seconds), by a spare of its AZ; follow it with `borealis cluster status`\n"
-            );
-            (202, text)
-        }
-        _ => (
-            400,
-            format!("bad node id {query:?}: POST /replace-node?node=ID with ID a node of the cluster map\n"),
-        ),
-    }
-}
+/// The answer to anything but a `GET`.
+const CHANGES_REFUSED: &str =
+    "the admin port only reads (/health, /metrics): changes need a client certificate; \
+     to have a node replaced: borealis cluster replace-node NODE --via-node ID (docs/operations.md)\n";
 
 /// `GET` of anything but `/metrics`.
 fn respond(url: &str, snapshot: &Snapshot) -> (u16, String) {
@@ -165,6 +147,6 @@ fn respond(url: &str, snapshot: &Snapshot) -> (u16, String) {
             Some(NodeState::Failed(reason)) => (503, format!("failed: {reason}\n")),
             None => (503, "starting\n".into()),
         },
-        _ => (404, "not found: try /health, /metrics or POST /replace-node?node=ID\n".into()),
+        _ => (404, "not found: try /health or /metrics\n".into()),
     }
 }

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::core::access::Acls;
 use protocol::placement::{ClusterMap, MapChangeError, NodeInfo};
 use protocol::NodeId;
 
@@ -24,6 +25,8 @@ pub struct ClusterView {
     map: Option<ClusterMap>,
     /// The etcd revision the map was read at (0: a static map).
     revision: i64,
+    /// The volumes' ACLs (`core::access`); `None` for a static map, which keeps none.
+    acls: Option<Acls>,
 }
 
 /// What [`ClusterView::apply`] did.
@@ -37,7 +40,16 @@ pub enum Applied {
 
 impl ClusterView {
     pub fn new(me: NodeId, map: Option<ClusterMap>, revision: i64) -> ClusterView {
-        ClusterView { me, map, revision }
+        ClusterView { me, map, revision, acls: None }
+    }
+
+    /// The volumes' ACLs as etcd holds them now (always taken: an ACL change moves no PG).
+    pub fn set_acls(&mut self, acls: Acls) {
+        self.acls = Some(acls);
+    }
+
+    pub fn acls(&self) -> Option<&Acls> {
+        self.acls.as_ref()
     }
 
     pub fn shared(self) -> SharedView {

@@ -3,8 +3,10 @@
 //! node's own thread (so a stuck serving loop stops them), and on SIGTERM or SIGINT
 //! `STOPPING=1` and a bounded drain: no new connection or write is taken, what was taken is
 //! made durable and acknowledged, a checkpoint is written, and the node exits 0. SIGHUP
-//! reloads what can change without a restart: the log filter and the TLS files (for new
-//! connections). Without `NOTIFY_SOCKET` the notifications are no-ops.
+//! reloads what can change without a restart: the log filter, the TLS files and the CRL (for
+//! new connections: established ones go on, so a certificate revoked now is refused from its
+//! next handshake) and the KEK (a new `key_file` re-wraps every data key: `kek_rotation`).
+//! Without `NOTIFY_SOCKET` the notifications are no-ops.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use super::cluster_view::SharedView;
 use super::shared::Shared;
 use crate::config::Config;
+use crate::keyring::Keyring;
+use crate::storage::uring::UringDir;
 
 /// Longest a drain waits for the writes the node took to become durable and acknowledged.
 pub const DRAIN_MAX: Duration = Duration::from_secs(10);
@@ -93,8 +97,14 @@ impl Signals {
 }
 
 /// Applies what SIGHUP can change; the rest of a changed configuration needs a restart, and
-/// says so in the log.
-pub fn reload(reload: &Reload, running: &Config, endpoint: &quinn::Endpoint, view: &SharedView) {
+/// says so in the log. READY follows once a new KEK, if any, wraps every data key.
+pub async fn reload(
+    reload: &Reload,
+    running: &Config,
+    endpoint: &quinn::Endpoint,
+    view: &SharedView,
+    keyring: &Keyring<UringDir>,
+) {
     notify(&[NotifyState::Reloading]);
     match (reload.config)() {
         Err(error) => tracing::error!(%error, "reload: configuration unusable; nothing changed"),
@@ -102,17 +112,25 @@ pub fn reload(reload: &Reload, running: &Config, endpoint: &quinn::Endpoint, vie
             if let Err(error) = (reload.log)(&config.log) {
                 tracing::error!(%error, "reload: log filter unusable; kept the old one");
             }
-            match transport::server_config(&config.tls, &config.tuning) {
+            match server_tls(&config) {
                 Ok(server) => {
                     endpoint.set_server_config(Some(server));
-                    tracing::info!("reload: TLS files re-read; new connections use them");
+                    let crl = config.crl.as_ref().map(|path| path.display().to_string());
+                    tracing::info!(?crl, "reload: TLS files re-read; new connections use them");
                 }
                 Err(error) => tracing::error!(%error, "reload: TLS files unusable; kept the old ones"),
             }
             reload_peers(&config, running, view);
+            crate::kek_rotation::on_reload(&config, keyring).await;
         }
     }
     notify(&[NotifyState::Ready]);
+}
+
+/// The QUIC server config of `config`'s TLS files and CRL: what start-up binds with and SIGHUP
+/// swaps in.
+pub fn server_tls(config: &Config) -> Result<quinn::ServerConfig, transport::TransportError> {
+    transport::server_config_with_crls(&config.tls, config.crl.as_deref(), &config.tuning)
 }
 
 /// Takes the re-read static `peers` if they only add spares to the map (an etcd map follows

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::placement::{ClusterMap, NodeInfo};
+use protocol::VolumeId;
 
 use super::admin::NodeMetrics;
 use super::cluster_view::{Applied, ClusterView, SharedView};
 use super::StartError;
 use crate::config::{Config, EtcdSource};
+use crate::core::access::Acls;
 
 /// How long a starting node waits for etcd to answer before it gives up (systemd restarts it).
 pub const ETCD_WAIT: Duration = Duration::from_secs(30);
@@ -42,7 +44,9 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
             ),
         ));
     }
-    Ok((ClusterView::new(config.node_id, Some(map), snapshot.revision), Some(snapshot)))
+    let mut view = ClusterView::new(config.node_id, Some(map), snapshot.revision);
+    view.set_acls(acls(&snapshot));
+    Ok((view, Some(snapshot)))
 }
 
 /// The static map: this node and its `peers`.
@@ -69,8 +73,16 @@ pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot
     });
 }
 
-/// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened.
+/// The ACLs of a snapshot.
+fn acls(snapshot: &etcdmap::Snapshot) -> Acls {
+    let volumes = snapshot.acls.iter().map(|(volume, acl)| (VolumeId(*volume), acl.clone())).collect();
+    Acls { volumes, admins: snapshot.admins.clone() }
+}
+
+/// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened. Its
+/// ACLs are taken in any case.
 pub fn apply(view: &SharedView, snapshot: &etcdmap::Snapshot, metrics: &NodeMetrics) {
+    view.borrow_mut().set_acls(acls(snapshot));
     let map = match snapshot.cluster_map() {
         Ok(map) => map,
         Err(error) => {

@@ -36,6 +36,8 @@ pub enum StartError {
     #[error(transparent)]
     Key(#[from] SealError),
     #[error(transparent)]
+    KekRotation(#[from] crate::kek_rotation::RotationError),
+    #[error(transparent)]
     Store(#[from] OpenError),
     #[error("listen address {addr} is already in use")]
     AddrInUse { addr: std::net::SocketAddr },
@@ -56,12 +58,15 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     // The map first: a node that cannot learn its cluster should say so before a long replay.
     let (view, etcd_snapshot) = map_source::initial(&config).await?;
     let view = view.shared();
+    // The TLS files and CRL too: a bad one is reported before the replay, not after it.
+    let server_tls = lifecycle::server_tls(&config)?;
     for log in [JOURNAL_PREFIX, PAGES_PREFIX] {
         let dir = config.data_dir.join(log);
         std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(&dir, e))?;
     }
     let storage = UringDir::new(&config.data_dir, config.direct_io);
     let kek = Kek::load(&config.key_file)?;
+    crate::kek_rotation::at_start(&storage, &config, &kek).await?;
     let mut core = NodeCore::new(config.node_id, config.az, config.limits);
     let started = Instant::now();
     let settings = StoreSettings {
@@ -84,16 +89,16 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     );
     // Counts what replay indexed, so the memory cap holds from the first append.
     core.handle_tick(0);
-    let endpoint =
-        transport::server_endpoint(config.listen, &config.tls, &config.tuning).map_err(|e| match e {
+    let endpoint = transport::server_endpoint_with_config(config.listen, server_tls, &config.tuning)
+        .map_err(|e| match e {
             e if e.is_addr_in_use() => StartError::AddrInUse { addr: config.listen },
             e => StartError::Transport(e),
         })?;
     let (journal, pages) = (opened.journal, opened.pages);
     let shared = shared::Shared::new(core, opened.store);
     if let Some(addr) = config.admin {
-        let (snapshot, asks) = Rc::clone(&shared).admin_snapshot();
-        admin::start(addr, snapshot, asks, config.data_dir.clone()).map_err(StartError::Admin)?;
+        let snapshot = Rc::clone(&shared).admin_snapshot();
+        admin::start(addr, snapshot, config.data_dir.clone()).map_err(StartError::Admin)?;
     }
     tokio::task::spawn_local(journal_task::run(Rc::clone(&shared), journal));
     tokio::task::spawn_local(journal_task::checkpoints(Rc::clone(&shared)));
@@ -124,7 +129,7 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
     lifecycle::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&ready)]);
     lifecycle::spawn_watchdog();
     while signals.next().await == lifecycle::Asked::Reload {
-        lifecycle::reload(&reload, &config, &endpoint, &view);
+        lifecycle::reload(&reload, &config, &endpoint, &view, &shared.store.keyring).await;
     }
     tracing::info!("shutting down: draining");
     lifecycle::drain(&shared, &endpoint).await;
@@ -134,7 +139,7 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
 
 /// Creates the data directory if needed and takes an exclusive lock on it for the life of the
 /// process, so two nodes can never share one.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"));
     let lock = lock.map_err(|e| data_dir_error(dir, e))?;

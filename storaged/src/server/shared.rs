@@ -12,8 +12,8 @@ use protocol::{Epochs, Message, PgId, PgRef, VolumeId};
 use tokio::sync::{oneshot, Notify};
 
 use super::admin::{
-    AdminFeed, NodeMetrics, PageMetrics, ReplaceAsks, SegmentMetrics, Snapshot, METRICS_SEGMENTS_MAX,
-    SEGMENT_STATES, SNAPSHOT_INTERVAL,
+    AdminFeed, NodeMetrics, PageMetrics, SegmentMetrics, Snapshot, METRICS_SEGMENTS_MAX, SEGMENT_STATES,
+    SNAPSHOT_INTERVAL,
 };
 use super::journal_task::JournalStats;
 use crate::core::node::truncate_message;
@@ -100,23 +100,13 @@ impl Shared {
     /// Starts refreshing a snapshot for the admin port every `SNAPSHOT_INTERVAL`; the count of
     /// records held for the floor (a walk over the held records) only every
     /// `HELD_RECOUNT_SNAPSHOTS`-th time.
-    /// Replacement requests left at the admin port are handed to the core on the same beat.
-    pub fn admin_snapshot(self: Rc<Self>) -> (AdminFeed, ReplaceAsks) {
+    pub fn admin_snapshot(self: Rc<Self>) -> AdminFeed {
         let feed = AdminFeed { snapshot: Default::default(), live: Arc::clone(&self.metrics) };
-        let asks = ReplaceAsks::default();
         let writer = Arc::clone(&feed.snapshot);
-        let taken = Arc::clone(&asks);
         tokio::task::spawn_local(async move {
             let mut rounds = 0u64;
             let mut held = 0;
             loop {
-                let asked: Vec<_> =
-                    std::mem::take(&mut *taken.lock().unwrap_or_else(PoisonError::into_inner));
-                for node in asked {
-                    let now = self.now_ms();
-                    tracing::info!(%node, "an operator asks to replace a node: passed on to the writer");
-                    self.with_core(|core| core.ask_replacement(node, now));
-                }
                 if rounds % HELD_RECOUNT_SNAPSHOTS == 0 {
                     held = self.core.borrow().records_held_for_floor();
                 }
@@ -149,7 +139,7 @@ impl Shared {
                 tokio::time::sleep(SNAPSHOT_INTERVAL).await;
             }
         });
-        (feed, asks)
+        feed
     }
 
     fn page_metrics(&self, core: &NodeCore, records_held_for_floor: u64) -> PageMetrics {

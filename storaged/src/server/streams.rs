@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use protocol::messages::{ErrorCode, ReadPage, ReadRecordHeaders, ReadRecords, RecordHeaders};
-use protocol::{Message, NodeId};
+use protocol::Message;
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
-use super::cluster_view::SharedView;
+use super::cluster_view::{ClusterView, SharedView};
 use super::page_read::read_page;
 use super::shared::{error_reply, Pending, Shared};
+use crate::core::access::{self, Caller};
 use crate::core::ReadPlan;
 use crate::store::reads::read_planned_records;
 
@@ -43,28 +44,52 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>, view: Sh
 }
 
 async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, view: SharedView) {
-    let peer = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
-    let node = view.borrow().peer_named(&peer);
-    tracing::debug!(%peer, remote = %connection.remote_address(), "connection");
+    let name = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
+    let identity = transport::peer_identity(&connection).unwrap_or_else(|| "unknown".into());
+    tracing::debug!(%name, %identity, remote = %connection.remote_address(), "connection");
+    let peer = Rc::new(Peer { name, identity });
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::task::spawn_local(serve_stream(send, recv, Rc::clone(&shared), node));
+                let (shared, view, peer) = (Rc::clone(&shared), Rc::clone(&view), Rc::clone(&peer));
+                tokio::task::spawn_local(serve_stream(send, recv, shared, view, peer));
             }
             Err(error) => {
-                tracing::debug!(%peer, %error, "connection closed");
+                tracing::debug!(name = %peer.name, %error, "connection closed");
                 return;
             }
         }
     }
 }
 
-/// Serves one stream; `node` is the peer node the connection's certificate names, if any.
+/// Who is on the other end of a connection, as its certificate says.
+#[derive(Debug)]
+struct Peer {
+    /// The first DNS name: a node of the cluster map by that name speaks for that node.
+    name: String,
+    /// Its identity (`transport::identity`), what volume ACLs name.
+    identity: String,
+}
+
+impl Peer {
+    /// The caller as the map `view` holds now (a node added since the connection opened is
+    /// recognised from its next request on).
+    fn caller(&self, view: &ClusterView) -> Caller {
+        match view.peer_named(&self.name) {
+            Some(node) => Caller::Node(node),
+            None => Caller::Client(self.identity.clone()),
+        }
+    }
+}
+
+/// Serves one stream of a connection from `peer`: each request is first authorized against the
+/// map and ACLs `view` holds at that moment (`core::access`), so a revoke applies at once.
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     shared: Rc<Shared>,
-    node: Option<NodeId>,
+    view: SharedView,
+    peer: Rc<Peer>,
 ) {
     // Each reply travels with when its request arrived: the writer times appends and page
     // reads, and counts error replies, as they go out (`NodeMetrics::replied`).
@@ -75,7 +100,17 @@ async fn serve_stream(
             let frame = read_frame(&mut recv).await;
             let arrived = Instant::now();
             let pending = match frame {
-                Ok(Some(message)) => submit(&shared, message, node),
+                Ok(Some(message)) => {
+                    let caller = peer.caller(&view.borrow());
+                    let decided = access::authorize(&caller, &message, view.borrow().acls());
+                    match decided {
+                        Ok(()) => submit(&shared, message, &caller),
+                        Err(refusal) => {
+                            tracing::info!(?caller, reason = %refusal.message, "request refused");
+                            Pending::Ready(Message::Error(refusal))
+                        }
+                    }
+                }
                 Ok(None) => return,
                 Err(error) => {
                     tracing::info!(%error, "closing a stream after a bad frame");
@@ -103,9 +138,9 @@ async fn serve_stream(
     tokio::join!(reader, writer);
 }
 
-/// Hands one request to the core (or to a read task) and returns its pending reply. `node` is
-/// the peer node the connection speaks for, if any.
-fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pending {
+/// Hands one request, authorized, to the core (or to a read task) and returns its pending
+/// reply.
+fn submit(shared: &Rc<Shared>, message: Message, caller: &Caller) -> Pending {
     match message {
         Message::AppendBatch(batch) => shared.submit(|core, id| core.handle_append(id, batch)),
         Message::EpochBump(bump) => shared.submit(|core, id| core.handle_epoch_bump(id, bump)),
@@ -125,22 +160,23 @@ fn submit(shared: &Rc<Shared>, message: Message, node: Option<NodeId>) -> Pendin
             let now = shared.now_ms();
             Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))
         }
-        Message::GossipSummary(summary) if node != Some(summary.node) => Pending::Ready(error_reply(
-            ErrorCode::BadRequest,
-            "a gossip summary must come from the node it names (its certificate is not that peer's)",
-        )),
+        Message::ReplaceNodeAsk(ask) => {
+            let now = shared.now_ms();
+            tracing::info!(node = %ask.node, ?caller, "an operator asks to replace a node: passed on to the writer");
+            shared.with_core(|core| core.ask_replacement(ask.node, now));
+            Pending::Ready(Message::ReplaceNodeAsk(ask))
+        }
         Message::GossipSummary(summary) => {
             let now = shared.now_ms();
             Pending::Ready(Message::GossipSummary(
                 shared.with_core(|core| core.answer_gossip_summary(&summary, now)),
             ))
         }
-        Message::HydrateFetch(_) if node.is_none() => Pending::Ready(error_reply(
-            ErrorCode::BadRequest,
-            "only a node of the cluster (by its certificate) may hydrate from this node",
-        )),
         Message::HydrateFetch(fetch) => {
-            let (asker, now) = (node.unwrap_or(NodeId(0)), shared.now_ms());
+            let Caller::Node(asker) = *caller else {
+                return Pending::Ready(error_reply(ErrorCode::Unauthorized, "only nodes hydrate"));
+            };
+            let now = shared.now_ms();
             match shared.with_core(|core| core.plan_hydrate(&fetch, asker, now)) {
                 Ok(plan) => spawn_reply(super::hydrate::answer(Rc::clone(shared), plan)),
                 Err(reply) => Pending::Ready(Message::Error(reply)),

@@ -9,7 +9,10 @@
 pub mod reads;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+
+use protocol::{KeyVersion, VolumeId};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::core::{CoalesceJob, EntryBody, HydrationCheckpoint, JournalEntry, NodeCore};
@@ -81,6 +84,36 @@ pub struct NodeStore<S> {
     /// Reads of stored entries (journal records, page images) that failed with an I/O error,
     /// whoever read them: page reads, the coalescer, gossip and hydration answers, scrub.
     read_errors: std::cell::Cell<u64>,
+    /// Data key rotations whose older versions wait to be destroyed (`recycle`).
+    rekeys: RefCell<BTreeMap<VolumeId, Rekey>>,
+}
+
+/// A data key rotation of one volume, as the store follows it: the older versions may be in
+/// any file up to the ones noted, and are destroyed once all of those are recycled.
+///
+/// The files are every file there was when the store first saw the rotation (at its first
+/// maintenance pass after `Keyring::rotate_volume`, or after a start): a seal picks the newest
+/// version from the moment the rotation is stored, so any entry under an older version was
+/// sealed before, into a file that existed by then (a group's file is created before it is
+/// sealed). Not stored: a restart notes the files there are then, which include all those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rekey {
+    /// The version every new entry of the volume is sealed under.
+    pub newest: KeyVersion,
+    /// The highest journal file that may hold an older version (`None`: there was none).
+    pub journal_through: Option<u64>,
+    /// The highest page store file that may hold an older version (`None`: there was none).
+    pub pages_through: Option<u64>,
+}
+
+impl Rekey {
+    /// True once no file it waits for is held any more.
+    fn files_gone(&self, journal_files: &[u64], page_files: &[u64]) -> bool {
+        let gone = |through: Option<u64>, files: &[u64]| {
+            through.is_none_or(|t| files.first().is_none_or(|f| *f > t))
+        };
+        gone(self.journal_through, journal_files) && gone(self.pages_through, page_files)
+    }
 }
 
 /// The positions a checkpoint taken now covers: each moves only once the core has taken in
@@ -182,6 +215,7 @@ pub async fn open<S: Storage>(
         covered: RefCell::new(covered),
         coalesce_jobs_max: settings.coalesce_jobs_max,
         read_errors: std::cell::Cell::new(0),
+        rekeys: RefCell::new(BTreeMap::new()),
     };
     Ok(Opened {
         store,
@@ -355,15 +389,27 @@ impl<S: Storage> NodeStore<S> {
     /// After the core's maintenance pass: picks a page store file to compact, and deletes the
     /// journal and page store files the core says nothing refers to any more, after a
     /// checkpoint that no longer needs them. Returns how many files were deleted.
+    ///
+    /// While a data key rotation is under way (`Rekey`), the page store file to compact is the
+    /// oldest one that may hold an older key version and still holds a live image, whatever
+    /// its live bytes; once every file the rotation waits for is gone, the older versions are
+    /// destroyed (`Keyring::destroy_older`).
     pub async fn recycle(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> u64 {
+        let rekey_pages = self.follow_rekeys();
         let journal_head = self.covered.borrow().journal.file;
         let (journal_files, page_files) = (self.journal.files(), self.pages.files());
         let plan = core.with_core(|core| {
             let live_images = core.image_bytes_by_file();
-            core.plan_compaction(pages_head, file_bytes, &live_images);
+            let resealing =
+                rekey_pages.and_then(|through| live_images.range(..=through).next().map(|(f, _)| *f));
+            match resealing {
+                Some(file) => core.compact_file(file),
+                None => core.plan_compaction(pages_head, file_bytes, &live_images),
+            }
             core.plan_recycle(&journal_files, journal_head, &page_files, pages_head, &live_images)
         });
         if plan.is_empty() {
+            self.destroy_retired_keys().await;
             return 0;
         }
         // The checkpoint written now starts replay after every doomed file and refers to none.
@@ -383,7 +429,76 @@ impl<S: Storage> NodeStore<S> {
             }
         }
         tracing::info!(journal = ?plan.journal, pages = ?plan.pages, "recycled files");
+        self.destroy_retired_keys().await;
         recycled
+    }
+
+    /// The data key rotations under way, as the store follows them (`Rekey`).
+    pub fn rekeys(&self) -> Vec<(VolumeId, Rekey)> {
+        self.rekeys.borrow().iter().map(|(v, r)| (*v, *r)).collect()
+    }
+
+    /// Notes the files each new data key rotation waits for (every file there is now) and asks
+    /// both logs to roll, so that those files stop taking groups; forgets rotations that are
+    /// done. Returns the highest page store file any rotation waits for.
+    fn follow_rekeys(&self) -> Option<u64> {
+        let under_way = self.keyring.rotations_under_way();
+        let mut rekeys = self.rekeys.borrow_mut();
+        rekeys.retain(|volume, _| under_way.iter().any(|(v, _)| v == volume));
+        for (volume, newest) in under_way {
+            if rekeys.get(&volume).is_some_and(|r| r.newest == newest) {
+                continue;
+            }
+            let rekey = Rekey {
+                newest,
+                journal_through: self.journal.files().last().copied(),
+                pages_through: self.pages.files().last().copied(),
+            };
+            if rekey.journal_through.is_some() {
+                self.journal.request_roll();
+            }
+            if rekey.pages_through.is_some() {
+                self.pages.request_roll();
+            }
+            tracing::info!(
+                volume = volume.0,
+                version = newest.0,
+                journal_through = ?rekey.journal_through,
+                pages_through = ?rekey.pages_through,
+                "data key rotation: re-sealing; the older versions are destroyed once these files are recycled"
+            );
+            rekeys.insert(volume, rekey);
+        }
+        rekeys.values().filter_map(|r| r.pages_through).max()
+    }
+
+    /// Destroys the older data key versions of every rotation whose files are all recycled.
+    async fn destroy_retired_keys(&self) {
+        let (journal_files, page_files) = (self.journal.files(), self.pages.files());
+        let done: Vec<(VolumeId, Rekey)> = self
+            .rekeys
+            .borrow()
+            .iter()
+            .filter(|(_, r)| r.files_gone(&journal_files, &page_files))
+            .map(|(v, r)| (*v, *r))
+            .collect();
+        for (volume, rekey) in done {
+            match self.keyring.destroy_older(volume, rekey.newest).await {
+                Ok(destroyed) => {
+                    self.rekeys.borrow_mut().remove(&volume);
+                    let destroyed: Vec<u32> = destroyed.iter().map(|v| v.0).collect();
+                    tracing::info!(
+                        volume = volume.0,
+                        version = rekey.newest.0,
+                        ?destroyed,
+                        "data key rotation done: no file holds an older version; destroyed them in both metadata copies"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, volume = volume.0, "data key rotation: older versions not destroyed; will retry")
+                }
+            }
+        }
     }
 }
 

@@ -149,8 +149,9 @@ pub async fn read_verified<S: Storage>(
     let bytes = reader.read(location).await.inspect_err(|_| store.note_read_error())?;
     let at = EntryAt { file: location.file, offset: location.offset };
     let header = EntryHeader::decode(&bytes, at)?;
-    let body =
-        store.keyring.with_keys(|keys| open_entry(&bytes, &header, at, keys.get(&header.pg.volume_id)))?;
+    let body = store.keyring.with_keys(|keys| {
+        open_entry(&bytes, &header, at, keys.opening(header.pg.volume_id, header.key_version))
+    })?;
     Ok(body)
 }
 

@@ -121,6 +121,11 @@ impl TestNode {
         self.extra_args.push(arg.to_string());
     }
 
+    /// Forgets every argument `push_arg` added (for the next start).
+    pub fn clear_args(&mut self) {
+        self.extra_args.clear();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

@@ -52,6 +52,17 @@ enum Command {
     /// they are on 4 of 6 segments. Every connection shares one writer, so FLUSH anywhere
     /// covers all.
     Nbd(NbdArgs),
+    /// One volume by hand: create (claim), grant/revoke roles, write a file to pages, read
+    /// pages back, info (ACL, VDL, PGs, members). --as NAME acts with pki/NAME.pem. ACLs need
+    /// the cluster map in etcd (docs/security.md).
+    Volume(tools::volume::VolumeArgs),
+    /// The cluster's encryption keys: `keys rotate-kek` makes a new key-encryption key and
+    /// re-wraps every node's data keys under it (docs/security.md).
+    Keys(tools::keys::KeysArgs),
+    /// Client certificates from the cluster's CA: issue one (its identity is
+    /// borealis://client/NAME), or revoke one (DIR/pki/crl.pem; nodes given it as `tls.crl`
+    /// refuse it from their next SIGHUP).
+    Cert(tools::certs::CertArgs),
     /// Runs a storage node (used by the cluster commands; see `storaged --help`).
     #[command(hide = true, disable_help_flag = true)]
     Storaged {
@@ -250,7 +261,7 @@ enum ClusterAction {
         /// Its data directory (default /var/lib/borealis).
         #[arg(long, value_name = "PATH")]
         data_dir: Option<PathBuf>,
-        /// Its admin address (default: the address with port 7101).
+        /// Its admin address (default 127.0.0.1:7101: loopback only).
         #[arg(long, value_name = "ADDRESS")]
         admin: Option<String>,
     },
@@ -304,6 +315,14 @@ enum ClusterAction {
         /// How long to wait for a writer to take the request, in seconds.
         #[arg(long, value_name = "S", default_value_t = 30)]
         wait_s: u64,
+        /// Instead of the request file, ask node ID (any node serving the volume; over QUIC,
+        /// with a cluster administrator's certificate): for a minute it passes the request on
+        /// to the writer in its floor acks. For clusters on hosts, where no writer reads DIR.
+        #[arg(long, value_name = "ID")]
+        via_node: Option<u32>,
+        /// The certificate to ask with (pki/NAME.pem; default: the cluster's client certificate).
+        #[arg(long = "as", value_name = "NAME", requires = "via_node")]
+        as_name: Option<String>,
     },
 }
 
@@ -323,6 +342,9 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         Command::Cluster(args) => cluster(args),
+        Command::Volume(args) => tools::volume::run(args),
+        Command::Keys(args) => tools::keys::run(args),
+        Command::Cert(args) => tools::certs::run(args),
         Command::Dev(args) => dev_command(args),
         Command::Nbd(args) => {
             let options = tools::nbd::NbdOptions {
@@ -445,9 +467,42 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         ClusterAction::Restart { rolling, timeout_s, exec } => {
             cluster_restart(&args.dir, rolling, Duration::from_secs(timeout_s), exec)
         }
-        ClusterAction::ReplaceNode { node, wait_s } => {
+        ClusterAction::ReplaceNode { node, wait_s, via_node: Some(via), as_name } => {
+            ask_replacement(&args.dir, node, via, as_name.as_deref(), Duration::from_secs(wait_s))
+        }
+        ClusterAction::ReplaceNode { node, wait_s, via_node: None, .. } => {
             replace_node(&args.dir, node, Duration::from_secs(wait_s))
         }
+    }
+}
+
+/// `replace-node --via-node`: the request over QUIC to one node, which passes it on.
+fn ask_replacement(
+    dir: &std::path::Path,
+    node: u32,
+    via: u32,
+    as_name: Option<&str>,
+    wait: Duration,
+) -> anyhow::Result<ExitCode> {
+    let cluster = LocalCluster::load(dir)?;
+    if cluster.node(node).is_none() {
+        anyhow::bail!("no node {node} in the cluster map of {}", dir.display());
+    }
+    let Some(target) = cluster.node(via) else {
+        anyhow::bail!("no node {via} in the cluster map of {}", dir.display());
+    };
+    let tls = as_name.map_or_else(|| cluster.client_tls(), |name| cluster.client_tls_as(name));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let target = tools::probe::Target::from(target);
+    match runtime.block_on(tools::probe::ask_replacement(&tls, &target, node, wait)) {
+        Ok(()) => {
+            println!(
+                "node {via} took the request: the volume's writer replaces node {node} at its next floor report \
+                 (within seconds); follow it with `borealis cluster status`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => anyhow::bail!("node {via} refused the request: {error}"),
     }
 }
 

@@ -7,7 +7,7 @@
 //! be moved.
 //!
 //! Invariants: a map that [`ClusterMap::read`] accepted has version [`MAP_VERSION`], at least one
-//! node, and unique node ids, names, QUIC addresses and admin addresses; unknown keys are refused
+//! node, and unique node ids, names, QUIC addresses and (per host) admin addresses; unknown keys are refused
 //! (a typo never silently falls back to a default); the file is replaced atomically.
 
 use std::collections::HashSet;
@@ -255,7 +255,8 @@ impl ClusterMap {
         unique(self.nodes.iter().map(|n| n.id), "node id")?;
         unique(self.nodes.iter().map(|n| n.name.as_str()), "node name")?;
         unique(self.nodes.iter().map(|n| n.listen), "listen address")?;
-        unique(self.nodes.iter().map(|n| n.admin), "admin address")?;
+        // Per host: a loopback admin port is each host's own.
+        unique(self.nodes.iter().map(|n| (n.listen.ip(), n.admin)), "host and admin address")?;
         // Nodes on one host (one IP) need their own directories; on separate hosts the same
         // path is separate disks.
         unique(self.nodes.iter().map(|n| (n.listen.ip(), n.data_dir.as_path())), "host and data directory")

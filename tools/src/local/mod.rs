@@ -215,6 +215,11 @@ impl LocalCluster {
         self.pki.files_for(CLIENT_NAME)
     }
 
+    /// The TLS files of the client `name` (`pki/NAME.pem`, `borealis cert issue`).
+    pub fn client_tls_as(&self, name: &str) -> TlsFiles {
+        self.pki.files_for(name)
+    }
+
     /// Where `node` writes its output.
     pub fn log_path(&self, node: &LocalNode) -> PathBuf {
         self.dir.join("logs").join(format!("{}.log", node.name))

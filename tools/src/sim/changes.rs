@@ -258,7 +258,7 @@ impl World {
     /// Publishes a grown cluster's spares once it is time: the current writer takes the whole map
     /// (it must: it only adds spares), and takeovers from now on start from it.
     fn publish_spares(&mut self) {
-        if !self.spares.publish_at_us.is_some_and(|at| at <= self.clock.now_us) {
+        if self.spares.publish_at_us.is_none_or(|at| at > self.clock.now_us) {
             return;
         }
         self.spares.publish_at_us = None;

@@ -57,6 +57,17 @@ pub fn dev_pki(dir: &std::path::Path) -> DevPki {
 pub fn start_server(pki: &DevPki) -> TestServer {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let endpoint = server_endpoint(addr, &pki.files_for(SERVER_NAME), &tuning()).expect("server endpoint");
+    serve_on(endpoint)
+}
+
+/// Starts the echo server on 127.0.0.1:0 with a server config built by the test.
+pub fn start_server_with(config: quinn::ServerConfig) -> TestServer {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let endpoint = transport::server_endpoint_with_config(addr, config, &tuning()).expect("server endpoint");
+    serve_on(endpoint)
+}
+
+fn serve_on(endpoint: quinn::Endpoint) -> TestServer {
     let addr = endpoint.local_addr().expect("local addr");
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(accept_loop(endpoint.clone(), tx));

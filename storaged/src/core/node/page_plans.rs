@@ -296,6 +296,16 @@ impl NodeCore {
             .map(|(file, _)| *file);
     }
 
+    /// Compacts page store file `file` whatever its live bytes (even the head, if the page
+    /// store was asked to roll first): every live image in it is copied out by later jobs, into
+    /// a group sealed under each volume's newest data key. A data key rotation uses it to
+    /// re-seal the images of files that may hold older key versions (`store::NodeStore`).
+    pub fn compact_file(&mut self, file: u64) {
+        // Listed again at the next job, as `plan_compaction` does: once per maintenance pass.
+        self.compacting = Some(file);
+        self.relocations_of = None;
+    }
+
     /// Live image bytes per page store file (files with none are absent).
     pub fn image_bytes_by_file(&self) -> BTreeMap<u64, u64> {
         let mut usage = BTreeMap::new();

@@ -1,0 +1,315 @@
+//! `borealis volume`: an operator's hands on one volume of a cluster directory, through the
+//! client library: claim it, grant and revoke roles on it, write a file's bytes to its pages,
+//! read pages back, and show its ACL, VDL, PGs and members. `--as NAME` acts with the client
+//! certificate `pki/NAME.pem` (`borealis cert issue --name NAME`), as that identity; a node's
+//! refusal ends the command non-zero with the typed error's name (`Unauthorized`) in its message.
+//!
+//! ACLs live in the cluster map in etcd (`etcdmap::acl`), so `create`, `grant`, `revoke` and the
+//! ACL part of `info` need a cluster made with `cluster init --hosts --etcd`. Whoever may write
+//! etcd's prefix administers the cluster: etcd's own access control guards these commands
+//! (docs/security.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use client::{ClientConfig, NewRecord, OpenError, Reader, VolumeGeometry, Writer};
+use etcdmap::Role;
+use protocol::{PageId, RecordKind, VolumeId};
+
+use crate::local::LocalCluster;
+
+/// Page size of volumes this command writes (the engines' default).
+pub const PAGE_BYTES: u32 = 4096;
+/// Pages per PG of volumes this command writes.
+pub const PAGES_PER_PG: u64 = 1024;
+/// Pages appended in one batch by `write`.
+const PAGES_PER_BATCH: usize = 64;
+/// The largest file `write` takes (it is for checking a cluster by hand, not bulk loads).
+pub const WRITE_BYTES_MAX: u64 = 256 << 20;
+/// The most pages `read` returns in one command (256 MiB).
+pub const READ_PAGES_MAX: u64 = 65_536;
+/// etcd requests' bound.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    /// The cluster directory (cluster.toml, pki/).
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::local::DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Act as the client NAME (certificate pki/NAME.pem, identity borealis://client/NAME);
+    /// default: the cluster's client certificate.
+    #[arg(long = "as", global = true, value_name = "NAME")]
+    pub as_name: Option<String>,
+    #[command(subcommand)]
+    pub action: VolumeAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeAction {
+    /// Claims the volume for this identity (ACL: admin), as a writer opening it does.
+    Create {
+        #[arg(long, value_parser = parse_volume)]
+        volume: u128,
+    },
+    /// Gives NAME (a client name, or a full identity borealis://...) a role: read, write or
+    /// admin (admin includes the others, write includes read). --as must be the volume's admin.
+    Grant(RoleChange),
+    /// Takes a role away from NAME. --as must be the volume's admin.
+    Revoke(RoleChange),
+    /// Shows the volume's ACL and, as its writer sees them, VDL, PGs and members (opens it as
+    /// writer, which fences any other: use it on an idle volume).
+    Info {
+        #[arg(long, value_parser = parse_volume)]
+        volume: u128,
+    },
+    /// Writes FILE's bytes to pages FROM.. (4 KiB pages; the last one zero-padded) as the
+    /// volume's writer, and waits until they are durable.
+    Write {
+        #[arg(long, value_parser = parse_volume)]
+        volume: u128,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "PAGE", default_value_t = 0)]
+        from: u64,
+    },
+    /// Reads COUNT pages from FROM as of the newest committed point (a reader beside any
+    /// writer) to stdout or --out.
+    Read {
+        #[arg(long, value_parser = parse_volume)]
+        volume: u128,
+        #[arg(long, value_name = "PAGE", default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `grant` and `revoke`: who gets or loses which role on which volume.
+#[derive(Debug, Args)]
+pub struct RoleChange {
+    #[arg(long, value_parser = parse_volume)]
+    volume: u128,
+    #[arg(long, value_name = "NAME")]
+    to: String,
+    #[arg(long)]
+    role: Role,
+}
+
+/// A volume id: decimal or 0x-prefixed hex.
+fn parse_volume(text: &str) -> Result<u128, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u128::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not a volume id (decimal or 0x hex): {e}"))
+}
+
+/// The identity NAME stands for: itself if it is one already, else the client NAME's.
+fn identity_of(name: &str) -> String {
+    if name.contains("://") {
+        name.to_owned()
+    } else {
+        etcdmap::client_identity(name)
+    }
+}
+
+pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
+    let cluster = LocalCluster::load(&args.dir)?;
+    let mut config = cluster.client_config()?;
+    if let Some(name) = &args.as_name {
+        config.tls = cluster.client_tls_as(name);
+        if !config.tls.cert.exists() {
+            bail!(
+                "no certificate for {name:?} ({}): make one with `borealis cert issue --name {name}`",
+                config.tls.cert.display()
+            );
+        }
+    }
+    config.replace_after = None;
+    config.requests_dir = None;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match args.action {
+            VolumeAction::Create { volume } => {
+                let identity = transport::file_identity(&config.tls.cert)?;
+                let acl = etcd(&cluster).await?.claim_volume(volume, &identity).await?;
+                print_acl(volume, &acl);
+                if !acl.allows(&identity, Role::Admin) {
+                    bail!("volume {volume:#x} was claimed already; {identity} is not its admin");
+                }
+            }
+            VolumeAction::Grant(RoleChange { volume, to, role }) => {
+                let who = identity_of(&to);
+                let mut etcd = as_admin(&cluster, &config, volume).await?;
+                print_acl(volume, &etcd.change_acl(volume, |acl| acl.grant(&who, role)).await?);
+            }
+            VolumeAction::Revoke(RoleChange { volume, to, role }) => {
+                let who = identity_of(&to);
+                let mut etcd = as_admin(&cluster, &config, volume).await?;
+                print_acl(volume, &etcd.change_acl(volume, |acl| acl.revoke(&who, role)).await?);
+            }
+            VolumeAction::Info { volume } => info(&cluster, config, volume).await?,
+            VolumeAction::Write { volume, file, from } => write(config, volume, &file, from).await?,
+            VolumeAction::Read { volume, from, count, out } => {
+                read(config, volume, from, count, out.as_deref()).await?
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn etcd(cluster: &LocalCluster) -> anyhow::Result<etcdmap::EtcdMap> {
+    let Some(source) = cluster.etcd() else {
+        bail!(
+            "{}: this cluster keeps no ACLs (its map is not in etcd: `cluster init --hosts FILE --etcd URL`)",
+            cluster.dir().display()
+        );
+    };
+    Ok(etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, ETCD_TIMEOUT).await?)
+}
+
+/// etcd, once the certificate this command acts with is checked to hold `admin` on `volume`.
+/// The check is the command's courtesy, not the security boundary: whoever may write etcd's
+/// prefix can change any ACL (docs/security.md).
+async fn as_admin(
+    cluster: &LocalCluster,
+    config: &ClientConfig,
+    volume: u128,
+) -> anyhow::Result<etcdmap::EtcdMap> {
+    let me = transport::file_identity(&config.tls.cert)?;
+    let mut etcd = etcd(cluster).await?;
+    match etcd.acl(volume).await? {
+        Some((acl, _)) if acl.allows(&me, Role::Admin) => Ok(etcd),
+        Some(_) => bail!("Unauthorized: {me} is not an admin of volume {volume:#x}"),
+        None => bail!("volume {volume:#x} has no ACL: claim it first (`borealis volume create`)"),
+    }
+}
+
+fn print_acl(volume: u128, acl: &etcdmap::Acl) {
+    println!("volume {volume:#x} ACL:");
+    for (identity, roles) in &acl.grants {
+        let roles: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        println!("  {identity}: {}", roles.join(", "));
+    }
+}
+
+fn geometry(volume: u128) -> anyhow::Result<VolumeGeometry> {
+    Ok(VolumeGeometry::new(VolumeId(volume), PAGE_BYTES, PAGES_PER_PG)?)
+}
+
+/// Opens the volume as writer; a node's refusal is named.
+async fn open_writer(config: ClientConfig, volume: u128) -> anyhow::Result<Writer> {
+    Writer::open(config, geometry(volume)?).await.map_err(|e| refusal(e, volume))
+}
+
+fn refusal(error: OpenError, volume: u128) -> anyhow::Error {
+    match error {
+        OpenError::Unauthorized { node, detail } if node.0 == 0 => anyhow::anyhow!("Unauthorized: {detail}"),
+        OpenError::Unauthorized { node, detail } => {
+            anyhow::anyhow!("Unauthorized: {node} refused volume {volume:#x}: {detail}")
+        }
+        other => anyhow::Error::new(other).context(format!("opening volume {volume:#x}")),
+    }
+}
+
+async fn info(cluster: &LocalCluster, config: ClientConfig, volume: u128) -> anyhow::Result<()> {
+    if cluster.etcd().is_some() {
+        match etcd(cluster).await?.acl(volume).await? {
+            Some((acl, _)) => print_acl(volume, &acl),
+            None => {
+                println!("volume {volume:#x}: no ACL (unclaimed: open to every certificate of the cluster)")
+            }
+        }
+    }
+    let writer = open_writer(config, volume).await?;
+    println!("VDL {}", writer.vdl());
+    for (pg, (sets, change)) in writer.memberships().await? {
+        let members: Vec<String> = sets.current().members().iter().map(|n| n.to_string()).collect();
+        let change =
+            change.map(|c| format!(" (changing: {} -> {})", c.leaving, c.joining)).unwrap_or_default();
+        println!("PG {}: members {}{change}", pg.0, members.join(" "));
+    }
+    writer.close().await;
+    Ok(())
+}
+
+async fn write(config: ClientConfig, volume: u128, file: &Path, from: u64) -> anyhow::Result<()> {
+    let size = std::fs::metadata(file).with_context(|| format!("{}", file.display()))?.len();
+    if size > WRITE_BYTES_MAX {
+        bail!("{} is {size} bytes; `volume write` takes at most {WRITE_BYTES_MAX}", file.display());
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+    if from.checked_add(size.div_ceil(u64::from(PAGE_BYTES))).is_none() {
+        bail!("--from {from} leaves no room for {size} bytes of pages");
+    }
+    let writer = open_writer(config, volume).await?;
+    let pages: Vec<Vec<u8>> = bytes
+        .chunks(PAGE_BYTES as usize)
+        .map(|chunk| {
+            let mut page = chunk.to_vec();
+            page.resize(PAGE_BYTES as usize, 0);
+            page
+        })
+        .collect();
+    let mut last = None;
+    for (batch, chunk) in pages.chunks(PAGES_PER_BATCH).enumerate() {
+        let first_page = from + (batch * PAGES_PER_BATCH) as u64;
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, page)| NewRecord {
+                page: PageId(first_page + i as u64),
+                kind: RecordKind::PageImage,
+                payload: page.clone().into(),
+                cpl: true,
+                lsn: None,
+            })
+            .collect();
+        last =
+            Some(writer.append(records).await.with_context(|| format!("appending to volume {volume:#x}"))?);
+    }
+    if let Some(appended) = last {
+        appended.durable().await.with_context(|| format!("volume {volume:#x}"))?;
+    }
+    println!("wrote {} pages ({size} bytes) from page {from}; VDL {}", pages.len(), writer.vdl());
+    writer.close().await;
+    Ok(())
+}
+
+async fn read(
+    config: ClientConfig,
+    volume: u128,
+    from: u64,
+    count: u64,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let reader = Reader::open(config, geometry(volume)?).await.map_err(|e| refusal(e, volume))?;
+    let snapshot = reader.snapshot();
+    let mut bytes = Vec::with_capacity((count * u64::from(PAGE_BYTES)) as usize);
+    for page in from..from + count {
+        let version = reader.read_page(PageId(page), &snapshot).await.map_err(|e| match e {
+            client::ReadError::Unavailable {
+                code: Some(protocol::messages::ErrorCode::Unauthorized),
+                detail,
+                ..
+            } => {
+                anyhow::anyhow!("Unauthorized: reading page {page} of volume {volume:#x}: {detail}")
+            }
+            other => anyhow::Error::new(other).context(format!("reading page {page} of volume {volume:#x}")),
+        })?;
+        bytes.extend_from_slice(&version.bytes);
+    }
+    drop(snapshot);
+    reader.close();
+    match out {
+        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("{}", path.display()))?,
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(())
+}

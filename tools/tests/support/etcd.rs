@@ -1,0 +1,122 @@
+//! A cluster of "hosts" on loopback whose map is in a real etcd (Debian's etcd-server, started
+//! here): `cluster init --hosts --etcd`, then six nodes started from their bundles.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use etcdmap::LocalEtcd;
+
+use super::{finish, start_storaged, Killed, Run, BOREALIS};
+
+/// One host of the test's hosts file (hosts beyond the first six are spares to add later).
+#[derive(Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// The running cluster; nodes and etcd are killed when it drops.
+pub struct EtcdCluster {
+    pub root: tempfile::TempDir,
+    pub etcd: LocalEtcd,
+    /// The cluster directory `init` wrote.
+    pub out: PathBuf,
+    pub hosts: Vec<Host>,
+    /// Node `i + 1`'s process, while it runs.
+    pub nodes: Vec<Option<Killed>>,
+    /// What `init` said.
+    pub init: Run,
+}
+
+/// `count` hosts on loopback, each with its own ports (held together while picked, so distinct).
+fn hosts(root: &Path, count: usize) -> Vec<Host> {
+    let udp: Vec<std::net::UdpSocket> =
+        (0..count).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let tcp: Vec<std::net::TcpListener> =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    (1..=count)
+        .zip(udp.iter().zip(&tcp))
+        .map(|(i, (udp, tcp))| Host {
+            name: format!("host-{i}.test"),
+            address: udp.local_addr().unwrap(),
+            admin: tcp.local_addr().unwrap(),
+            data_dir: root.join(format!("data-{i}")),
+        })
+        .collect()
+}
+
+/// Runs `borealis ARGS`, bounded in time.
+pub fn run(args: &[&str]) -> Run {
+    let child = Command::new(BOREALIS)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn borealis");
+    finish(child, args)
+}
+
+impl EtcdCluster {
+    /// etcd, `init --hosts --etcd` for the first six of `hosts` hosts (two per AZ), and those six
+    /// nodes started.
+    pub fn start(hosts: usize) -> EtcdCluster {
+        let root = tempfile::tempdir().unwrap();
+        let etcd = LocalEtcd::start(&root.path().join("etcd")).expect("start etcd (Debian's etcd-server)");
+        let hosts = self::hosts(root.path(), hosts);
+        let hosts_file: String = hosts[..6]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                format!(
+                    "[[host]]\nname = \"{}\"\naddress = \"{}\"\naz = {}\nadmin = \"{}\"\ndata_dir = \"{}\"\n\n",
+                    h.name,
+                    h.address,
+                    i / 2,
+                    h.admin,
+                    h.data_dir.display()
+                )
+            })
+            .collect();
+        let (file, out) = (root.path().join("hosts.toml"), root.path().join("cluster"));
+        std::fs::write(&file, hosts_file).unwrap();
+        let endpoint = etcd.endpoint();
+        let init = run(&[
+            "cluster",
+            "init",
+            "--hosts",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--etcd",
+            &endpoint,
+        ]);
+        assert!(init.code == Some(0), "{init:?}");
+        let mut cluster = EtcdCluster { root, etcd, out, hosts, nodes: Vec::new(), init };
+        cluster.nodes = (1..=6).map(|i| Some(cluster.start_node(i))).collect();
+        cluster
+    }
+
+    /// The hosts file `init` read.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.root.path().join("hosts.toml")
+    }
+
+    /// Starts node `i` from its bundle and nothing else.
+    pub fn start_node(&self, i: u32) -> Killed {
+        let bundle = self.out.join("hosts").join(&self.hosts[i as usize - 1].name);
+        let mut command = Command::new(BOREALIS);
+        command.arg("storaged").arg("--config").arg(bundle.join("storaged.toml"));
+        command.args(["--journal-file-bytes", "16777216"]);
+        start_storaged(command, &self.root.path().join(format!("node-{i}.log")))
+    }
+
+    /// `borealis ARGS --dir OUT`.
+    pub fn borealis(&self, args: &[&str]) -> Run {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--dir", self.out.to_str().unwrap()]);
+        run(&all)
+    }
+}

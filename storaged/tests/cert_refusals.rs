@@ -132,13 +132,17 @@ async fn append_acked(client: &Client, first: u64, count: u64) {
 }
 
 #[test]
-fn a_client_certificate_from_another_clusters_ca_is_refused_and_nothing_is_stored() {
+fn a_client_or_node_certificate_from_another_clusters_ca_is_refused_and_nothing_is_stored() {
     let mut node = TestNode::new();
     node.start();
-    let rogue = node.pki.untrusted_files_for("rogue").unwrap();
-    runtime().block_on(async {
-        assert_refused_and_nothing_stored(&node, &rogue, ALERT_UNKNOWN_CA, "UnknownIssuer").await;
-    });
+    // A client's name, and a node's name (as another cluster's node would carry): the CA is
+    // checked before any name counts.
+    for name in ["rogue", "node-2"] {
+        let rogue = node.pki.untrusted_files_for(name).unwrap();
+        runtime().block_on(async {
+            assert_refused_and_nothing_stored(&node, &rogue, ALERT_UNKNOWN_CA, "UnknownIssuer").await;
+        });
+    }
 }
 
 #[test]

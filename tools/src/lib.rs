@@ -18,7 +18,7 @@
 //! - [`keys`]: `borealis keys rotate-kek`, the local cluster's KEK rotation;
 //! - [`files`]: atomic file replacement and directory locks;
 //! - [`sim`]: the deterministic simulator behind `borealis-sim`;
-//! - [`volume`]: `borealis volume`: claim, grant, revoke, write, read and inspect one volume.
+//! - [`volume`]: `borealis volume`: list volumes; claim, grant, revoke, write, read and inspect one.
 
 pub mod certs;
 pub mod cluster;

@@ -1,6 +1,6 @@
-//! `borealis volume`: an operator's hands on one volume of a cluster directory, through the
-//! client library: claim it, grant and revoke roles on it, write a file's bytes to its pages,
-//! read pages back, and show its ACL, VDL, PGs and members. `--as NAME` acts with the client
+//! `borealis volume`: an operator's hands on the volumes of a cluster directory, through the
+//! client library: list them, claim one, grant and revoke roles on it, write a file's bytes to
+//! its pages, read pages back, and show its ACL, VDL, PGs and members. `--as NAME` acts with the client
 //! certificate `pki/NAME.pem` (`borealis cert issue --name NAME`), as that identity; a node's
 //! refusal ends the command non-zero with the typed error's name (`Unauthorized`) in its message.
 //!
@@ -60,6 +60,9 @@ pub enum VolumeAction {
     Grant(RoleChange),
     /// Takes a role away from NAME. --as must be the volume's admin.
     Revoke(RoleChange),
+    /// Lists the volumes the cluster knows: those with an ACL in etcd and those whose segments
+    /// the nodes report, with their PG count and, from etcd, their owners.
+    Ls,
     /// Shows the volume's ACL and, as its writer sees them, VDL, PGs and members (opens it as
     /// writer, which fences any other: use it on an idle volume).
     Info {
@@ -155,6 +158,7 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
                 print_acl(volume, &etcd.change_acl(volume, |acl| acl.revoke(&who, role)).await?);
             }
             VolumeAction::Info { volume } => info(&cluster, config, volume).await?,
+            VolumeAction::Ls => ls(&cluster, &config).await?,
             VolumeAction::Write { volume, file, from } => write(config, volume, &file, from).await?,
             VolumeAction::Read { volume, from, count, out } => {
                 read(config, volume, from, count, out.as_deref()).await?
@@ -236,6 +240,52 @@ async fn info(cluster: &LocalCluster, config: ClientConfig, volume: u128) -> any
         println!("PG {}: members {}{change}", pg.0, members.join(" "));
     }
     writer.close().await;
+    Ok(())
+}
+
+/// How long `ls` waits for each node's status.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn ls(cluster: &LocalCluster, config: &ClientConfig) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let targets: Vec<crate::probe::Target> = cluster.nodes().iter().map(crate::probe::Target::from).collect();
+    let probes = crate::probe::probe_all(&targets, &config.tls, STATUS_TIMEOUT).await?;
+    // Per volume: its PGs, and the nodes that hold a segment of it.
+    let mut seen: BTreeMap<u128, (BTreeSet<u32>, BTreeSet<u32>)> = BTreeMap::new();
+    let mut answered = 0;
+    for probe in &probes {
+        let Ok(status) = &probe.status else { continue };
+        answered += 1;
+        for segment in &status.segments {
+            let entry = seen.entry(segment.pg.volume_id.0).or_default();
+            entry.0.insert(segment.pg.pg_id.0);
+            entry.1.insert(probe.target.node);
+        }
+    }
+    let acls = match cluster.etcd() {
+        Some(_) => etcd(cluster).await?.load().await?.acls,
+        None => BTreeMap::new(),
+    };
+    let volumes: BTreeSet<u128> = seen.keys().chain(acls.keys()).copied().collect();
+    println!("{answered} of {} nodes answered", probes.len());
+    for volume in volumes {
+        let (pgs, nodes) = seen.get(&volume).map(|(p, n)| (p.len(), n.len())).unwrap_or_default();
+        let admins: Vec<&str> = acls.get(&volume).map_or_else(Vec::new, |acl| {
+            acl.grants
+                .iter()
+                .filter(|(_, roles)| roles.contains(&Role::Admin))
+                .map(|(who, _)| who.as_str())
+                .collect()
+        });
+        let owners = if cluster.etcd().is_none() {
+            String::new()
+        } else if admins.is_empty() {
+            "  (no ACL: open to every certificate of the cluster)".into()
+        } else {
+            format!("  admin: {}", admins.join(", "))
+        };
+        println!("volume {volume:#x}: {pgs} PG(s) on {nodes} node(s){owners}");
+    }
     Ok(())
 }
 

@@ -192,6 +192,15 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
         second.close().await;
     });
 
+    // `ls` shows the volume and its owner.
+    let listed = cluster.borealis(&["volume", "ls"]);
+    assert!(listed.code == Some(0), "{listed:?}");
+    assert!(
+        listed.stdout.contains(&format!("volume {volume}: "))
+            && listed.stdout.contains("admin: borealis://client/alice"),
+        "{listed:?}"
+    );
+
     // alice still reads everything.
     let alice = as_("alice", &["read", "--volume", &volume, "--count", "5", "--out", out.to_str().unwrap()]);
     assert!(alice.code == Some(0), "{alice:?}");

@@ -52,7 +52,7 @@ enum Command {
     /// they are on 4 of 6 segments. Every connection shares one writer, so FLUSH anywhere
     /// covers all.
     Nbd(NbdArgs),
-    /// One volume by hand: create (claim), grant/revoke roles, write a file to pages, read
+    /// Volumes by hand: ls, create (claim), grant/revoke roles, write a file to pages, read
     /// pages back, info (ACL, VDL, PGs, members). --as NAME acts with pki/NAME.pem. ACLs need
     /// the cluster map in etcd (docs/security.md).
     Volume(tools::volume::VolumeArgs),

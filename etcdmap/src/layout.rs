@@ -61,6 +61,20 @@ impl MapNode {
     }
 }
 
+impl From<&NodeInfo> for MapNode {
+    /// A node as placement sees it (no admin address).
+    fn from(info: &NodeInfo) -> MapNode {
+        MapNode {
+            id: info.id.0,
+            az: info.az.0,
+            name: info.name.clone(),
+            listen: info.addr,
+            admin: None,
+            spare: info.spare,
+        }
+    }
+}
+
 /// The cluster map as read at one etcd revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {

@@ -107,8 +107,8 @@ impl ClusterMap {
 
     /// Whether `next` may replace this map: it keeps every node, in its zone and role, and adds
     /// only spares, so every PG of every volume is placed on the same six nodes by both.
-    /// Addresses and names may change (a host moved).
-    pub fn check_change(&self, next: &ClusterMap) -> Result<(), MapChangeError> {
+    /// Addresses and names may change (a host moved). Returns the nodes `next` adds.
+    pub fn check_change(&self, next: &ClusterMap) -> Result<Vec<NodeId>, MapChangeError> {
         for node in &self.nodes {
             let Some(now) = next.node(node.id) else { return Err(MapChangeError::NodeRemoved(node.id)) };
             if now.az != node.az {
@@ -118,9 +118,10 @@ impl ClusterMap {
                 return Err(MapChangeError::RoleChanged(node.id));
             }
         }
-        match next.nodes.iter().find(|n| !n.spare && self.node(n.id).is_none()) {
-            Some(added) => Err(MapChangeError::NewNodePlaced(added.id)),
-            None => Ok(()),
+        let added: Vec<&NodeInfo> = next.nodes.iter().filter(|n| self.node(n.id).is_none()).collect();
+        match added.iter().find(|n| !n.spare) {
+            Some(placed) => Err(MapChangeError::NewNodePlaced(placed.id)),
+            None => Ok(added.iter().map(|n| n.id).collect()),
         }
     }
 
@@ -286,7 +287,7 @@ mod tests {
     fn spares_move_no_pg_and_are_the_replacements_of_their_zone() {
         let before = map(&[2, 2, 2]);
         let after = with_spares(&before, &[0, 1, 2, 2]);
-        before.check_change(&after).unwrap();
+        assert_eq!(before.check_change(&after).unwrap().len(), 4, "the four spares are the nodes added");
         for volume in 0..20u128 {
             for pg in 0..50 {
                 let set = before.place(VolumeId(volume), PgId(pg));
@@ -331,6 +332,6 @@ mod tests {
         );
         let mut readdressed = spare.nodes().to_vec();
         readdressed[2].addr = ([10, 0, 0, 3], 7001).into();
-        spare.check_change(&ClusterMap::new(readdressed).unwrap()).unwrap();
+        assert_eq!(spare.check_change(&ClusterMap::new(readdressed).unwrap()), Ok(Vec::new()));
     }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use protocol::placement::NodeInfo;
+use protocol::placement::{ClusterMap, NodeInfo, PlacementError};
 use protocol::{AzId, NodeId};
 use serde::Deserialize;
 use transport::{TlsFiles, Tuning};
@@ -310,12 +310,8 @@ impl Config {
         let node_id = NodeId(cli.node_id.or(file.node_id).ok_or(ConfigError::Missing("node_id"))?);
         let az = AzId(cli.az.or(file.az).ok_or(ConfigError::Missing("az"))?);
         let listen = parse_addr("listen", &listen)?;
-        if !peers.is_empty() {
-            let me = NodeInfo { id: node_id, az, addr: listen, name: String::new(), spare: false };
-            let all = peers.iter().cloned().chain([me]).collect();
-            protocol::placement::ClusterMap::new(all)
-                .map_err(|e| ConfigError::Invalid(format!("this node and its peers: {e}")))?;
-        }
+        static_map(node_id, az, listen, &peers)
+            .map_err(|e| ConfigError::Invalid(format!("this node and its peers: {e}")))?;
         Ok(Config {
             entry_cache_bytes: entry_cache_bytes as usize,
             node_id,
@@ -389,6 +385,28 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         [&mut tls.ca, &mut tls.cert, &mut tls.key, &mut tls.crl].into_iter().flatten().for_each(anchor);
     }
     Ok(file)
+}
+
+impl Config {
+    /// This node and its static `peers` as a cluster map (`None` without peers; `load` checked
+    /// that it places PGs).
+    pub fn static_map(&self) -> Result<Option<ClusterMap>, PlacementError> {
+        static_map(self.node_id, self.az, self.listen, &self.peers)
+    }
+}
+
+/// This node and `peers` as a cluster map, `None` without peers.
+fn static_map(
+    node_id: NodeId,
+    az: AzId,
+    listen: SocketAddr,
+    peers: &[NodeInfo],
+) -> Result<Option<ClusterMap>, PlacementError> {
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let me = NodeInfo { id: node_id, az, addr: listen, name: String::new(), spare: false };
+    ClusterMap::new(peers.iter().cloned().chain([me]).collect()).map(Some)
 }
 
 /// The etcd map source from the flags, else the file's `[map]`.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use client::{NewRecord, VolumeGeometry, Writer};
 use heal::{metric, metrics, wait_for};
 use protocol::{Lsn, NodeId, PageId, RecordKind, VolumeId};
-use support::etcd::{run, EtcdCluster};
+use support::etcd::{init, run, EtcdCluster};
 use tools::local::LocalCluster;
 
 const VOLUME: VolumeId = VolumeId(0xe7cd);
@@ -54,17 +54,8 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
     let bundle = std::fs::read_to_string(out.join("hosts/host-1.test/storaged.toml")).unwrap();
     assert!(bundle.contains(&endpoint) && !bundle.contains("peers"), "bundles point at etcd:\n{bundle}");
     // A second cluster cannot take the same prefix.
-    let (file_arg, out_arg) = (cluster.hosts_file(), out.to_str().unwrap().to_owned());
-    let again = run(&[
-        "cluster",
-        "init",
-        "--hosts",
-        file_arg.to_str().unwrap(),
-        "--out",
-        &format!("{out_arg}-2"),
-        "--etcd",
-        &endpoint,
-    ]);
+    let again = init(&cluster.hosts_file(), &out.with_extension("2"), &endpoint);
+    let out_arg = out.to_str().unwrap().to_owned();
     assert!(again.code != Some(0) && again.stderr.contains("already"), "{again:?}");
     let hosts = cluster.hosts.clone();
     let mut config = LocalCluster::load(&out).unwrap().client_config().unwrap();

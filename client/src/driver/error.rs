@@ -24,7 +24,7 @@ pub enum OpenError {
     Unauthorized { node: protocol::NodeId, detail: String },
     /// The volume could not be claimed in etcd (`ClientConfig::etcd`), so it is not opened.
     #[error("claiming the volume in etcd: {0}")]
-    Claim(String),
+    Claim(Box<etcdmap::EtcdMapError>),
 }
 
 /// Why an append did not become durable.

@@ -39,7 +39,7 @@ pub(super) async fn claim(
             node: protocol::NodeId(0),
             detail: format!("the volume's ACL in etcd gives {identity} no write on volume {:#x}", volume.0),
         }),
-        Err(error) => Err(OpenError::Claim(error.to_string())),
+        Err(error) => Err(OpenError::Claim(Box::new(error))),
     }
 }
 
@@ -49,18 +49,7 @@ pub(super) async fn claim(
 pub(super) async fn follow(source: EtcdSource, start: &ClusterMap, commands: mpsc::WeakSender<Command>) {
     // Revision 0: the watch reads etcd's map at once and hands over whatever differs.
     let initial = etcdmap::Snapshot {
-        nodes: start
-            .nodes()
-            .iter()
-            .map(|n| etcdmap::MapNode {
-                id: n.id.0,
-                az: n.az.0,
-                name: n.name.clone(),
-                listen: n.addr,
-                admin: None,
-                spare: n.spare,
-            })
-            .collect(),
+        nodes: start.nodes().iter().map(etcdmap::MapNode::from).collect(),
         revision: 0,
         generation: 0,
         acls: Default::default(),

@@ -27,6 +27,8 @@ pub struct ClusterView {
     revision: i64,
     /// The volumes' ACLs (`core::access`); `None` for a static map, which keeps none.
     acls: Option<Acls>,
+    /// How many times the map changed: what connections cache who they are against.
+    changes: u64,
 }
 
 /// What [`ClusterView::apply`] did.
@@ -40,7 +42,7 @@ pub enum Applied {
 
 impl ClusterView {
     pub fn new(me: NodeId, map: Option<ClusterMap>, revision: i64) -> ClusterView {
-        ClusterView { me, map, revision, acls: None }
+        ClusterView { me, map, revision, acls: None, changes: 0 }
     }
 
     /// The volumes' ACLs as etcd holds them now (always taken: an ACL change moves no PG).
@@ -63,6 +65,11 @@ impl ClusterView {
 
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// A number that changes whenever the map does.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every node but this one.
@@ -88,14 +95,12 @@ impl ClusterView {
                 self.revision = revision.max(self.revision);
                 return Ok(Applied::Same);
             }
-            Some(map) => {
-                map.check_change(&next)?;
-                next.nodes().iter().filter(|n| map.node(n.id).is_none()).map(|n| n.id).collect()
-            }
+            Some(map) => map.check_change(&next)?,
             None => next.nodes().iter().map(|n| n.id).filter(|id| *id != self.me).collect(),
         };
         self.map = Some(next);
         self.revision = revision;
+        self.changes += 1;
         Ok(Applied::Changed { added })
     }
 }

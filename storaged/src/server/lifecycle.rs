@@ -142,8 +142,9 @@ fn reload_peers(config: &Config, running: &Config, view: &SharedView) {
     if running.etcd.is_some() || config.peers == running.peers {
         return;
     }
-    let map = match super::map_source::static_map(config) {
-        Ok(map) => map,
+    let map = match config.static_map() {
+        Ok(Some(map)) => map,
+        Ok(None) => return tracing::error!("reload: the new configuration has no peers; kept the old ones"),
         Err(error) => return tracing::error!(%error, "reload: peers unusable; kept the old ones"),
     };
     match view.borrow_mut().apply(map, 0) {

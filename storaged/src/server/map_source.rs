@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::placement::{ClusterMap, NodeInfo};
 use protocol::VolumeId;
 
 use super::admin::NodeMetrics;
@@ -22,10 +21,9 @@ const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The map this node starts with, and the etcd snapshot it came from (to follow from).
 pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Snapshot>), StartError> {
     let Some(source) = &config.etcd else {
-        if config.peers.is_empty() {
-            return Ok((ClusterView::new(config.node_id, None, 0), None));
-        }
-        return Ok((ClusterView::new(config.node_id, Some(static_map(config)?), 0), None));
+        let map =
+            config.static_map().map_err(|e| StartError::Map(format!("this node and its peers: {e}")))?;
+        return Ok((ClusterView::new(config.node_id, map, 0), None));
     };
     let snapshot = load_waiting(source).await?;
     let map = snapshot.cluster_map().map_err(|e| map_error(source, e.to_string()))?;
@@ -47,19 +45,6 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
     let mut view = ClusterView::new(config.node_id, Some(map), snapshot.revision);
     view.set_acls(acls(&snapshot));
     Ok((view, Some(snapshot)))
-}
-
-/// The static map: this node and its `peers`.
-pub fn static_map(config: &Config) -> Result<ClusterMap, StartError> {
-    let me = NodeInfo {
-        id: config.node_id,
-        az: config.az,
-        addr: config.listen,
-        name: String::new(),
-        spare: false,
-    };
-    ClusterMap::new(config.peers.iter().cloned().chain([me]).collect())
-        .map_err(|e| StartError::Map(format!("this node and its peers: {e}")))
 }
 
 /// Follows etcd's map from `snapshot` on, applying each change to `view`.

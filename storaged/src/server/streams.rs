@@ -6,6 +6,7 @@
 //! gets a typed error reply and closes that stream; the connection and every other stream go
 //! on.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,7 +48,7 @@ async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, vie
     let name = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
     let identity = transport::peer_identity(&connection).unwrap_or_else(|| "unknown".into());
     tracing::debug!(%name, %identity, remote = %connection.remote_address(), "connection");
-    let peer = Rc::new(Peer { name, identity });
+    let peer = Rc::new(Peer { name, identity, known: RefCell::new(None) });
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
@@ -69,16 +70,24 @@ struct Peer {
     name: String,
     /// Its identity (`transport::identity`), what volume ACLs name.
     identity: String,
+    /// The caller as of the map change it was worked out at (`ClusterView::changes`).
+    known: RefCell<Option<(u64, Rc<Caller>)>>,
 }
 
 impl Peer {
-    /// The caller as the map `view` holds now (a node added since the connection opened is
-    /// recognised from its next request on).
-    fn caller(&self, view: &ClusterView) -> Caller {
-        match view.peer_named(&self.name) {
+    /// The caller as the map `view` holds now: a node added since the connection opened is
+    /// recognised from its next request on. Worked out again only when the map changed.
+    fn caller(&self, view: &ClusterView) -> Rc<Caller> {
+        let mut known = self.known.borrow_mut();
+        if let Some((_, caller)) = known.as_ref().filter(|(changes, _)| *changes == view.changes()) {
+            return Rc::clone(caller);
+        }
+        let caller = Rc::new(match view.peer_named(&self.name) {
             Some(node) => Caller::Node(node),
             None => Caller::Client(self.identity.clone()),
-        }
+        });
+        *known = Some((view.changes(), Rc::clone(&caller)));
+        caller
     }
 }
 

@@ -59,6 +59,12 @@ pub fn run(args: &[&str]) -> Run {
     finish(child, args)
 }
 
+/// `borealis cluster init --hosts FILE --out OUT --etcd ENDPOINT`.
+pub fn init(file: &Path, out: &Path, endpoint: &str) -> Run {
+    let (file, out) = (file.to_str().unwrap(), out.to_str().unwrap());
+    run(&["cluster", "init", "--hosts", file, "--out", out, "--etcd", endpoint])
+}
+
 impl EtcdCluster {
     /// etcd, `init --hosts --etcd` for the first six of `hosts` hosts (two per AZ), and those six
     /// nodes started.
@@ -82,17 +88,7 @@ impl EtcdCluster {
             .collect();
         let (file, out) = (root.path().join("hosts.toml"), root.path().join("cluster"));
         std::fs::write(&file, hosts_file).unwrap();
-        let endpoint = etcd.endpoint();
-        let init = run(&[
-            "cluster",
-            "init",
-            "--hosts",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--etcd",
-            &endpoint,
-        ]);
+        let init = init(&file, &out, &etcd.endpoint());
         assert!(init.code == Some(0), "{init:?}");
         let mut cluster = EtcdCluster { root, etcd, out, hosts, nodes: Vec::new(), init };
         cluster.nodes = (1..=6).map(|i| Some(cluster.start_node(i))).collect();

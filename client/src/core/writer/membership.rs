@@ -80,9 +80,7 @@ impl WriterCore {
     /// operator asked to replace whose PGs found no spare is replaced in them now, if the new
     /// map gives one.
     pub fn handle_map(&mut self, map: ClusterMap) -> Result<Vec<NodeId>, MapChangeError> {
-        self.cluster.check_change(&map)?;
-        let added: Vec<NodeId> =
-            map.nodes().iter().filter(|n| self.cluster.node(n.id).is_none()).map(|n| n.id).collect();
+        let added = self.cluster.check_change(&map)?;
         self.cluster = map;
         if !added.is_empty() {
             self.no_spare.clear();

@@ -214,7 +214,6 @@ async fn open_writer(config: ClientConfig, volume: u128) -> anyhow::Result<Write
 
 fn refusal(error: OpenError, volume: u128) -> anyhow::Error {
     match error {
-        OpenError::Unauthorized { node, detail } if node.0 == 0 => anyhow::anyhow!("Unauthorized: {detail}"),
         OpenError::Unauthorized { node, detail } => {
             anyhow::anyhow!("Unauthorized: {node} refused volume {volume:#x}: {detail}")
         }

@@ -44,7 +44,7 @@ fn unauthorized_replies(admin: std::net::SocketAddr) -> f64 {
 #[test]
 fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_cannot_act_as_nodes() {
     let cluster = EtcdCluster::start(6);
-    for name in ["alice", "bob", "mallory"] {
+    for name in ["alice", "bob", "mallory", "carol", "dave"] {
         let issued = cluster.borealis(&["cert", "issue", "--name", name]);
         assert!(issued.code == Some(0), "{issued:?}");
     }
@@ -73,7 +73,7 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
     // bob has no role: his write is refused, typed, and changes nothing.
     let refused = as_("bob", &["write", "--volume", &volume, "--file", file.to_str().unwrap()]);
     assert!(refused.code != Some(0) && refused.stderr.contains("Unauthorized"), "{refused:?}");
-    assert!(refused.stderr.contains("borealis://client/bob no write"), "{refused:?}");
+    assert!(refused.stderr.contains("borealis://client/bob has no write"), "{refused:?}");
     println!("bob's write: {}", refused.stderr.trim());
     let self_grant = as_("bob", &["grant", "--volume", &volume, "--to", "bob", "--role", "write"]);
     assert!(self_grant.code != Some(0) && self_grant.stderr.contains("is not an admin"), "{self_grant:?}");
@@ -190,6 +190,72 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
         assert_eq!(stale, Err(client::AppendError::Fenced), "the stale writer is refused");
         assert_eq!(footprint_async(&local).await, settled, "the stale writer changed nothing");
         second.close().await;
+    });
+
+    // A writer claims nothing itself (clients only read etcd): carol opens a volume nobody
+    // created, and the first node asked to write it claims it for her. dave, without a role,
+    // cannot open it; granted write he can, and once his write is revoked his next append fails
+    // as `Unauthorized` (not by timing out).
+    runtime.block_on(async {
+        let geometry = client::VolumeGeometry::new(
+            VolumeId(VOLUME + 1),
+            tools::volume::PAGE_BYTES,
+            tools::volume::PAGES_PER_PG,
+        )
+        .unwrap();
+        let as_ = |name: &str| {
+            let mut config = local.client_config().unwrap();
+            config.tls = local.client_tls_as(name);
+            config.replace_after = None;
+            config
+        };
+        let record = |page: u64| client::NewRecord {
+            page: PageId(page),
+            kind: protocol::RecordKind::Marker,
+            payload: bytes::Bytes::from_static(b"claimed"),
+            cpl: true,
+            lsn: None,
+        };
+        let carol = client::Writer::open(as_("carol"), geometry).await.unwrap();
+        carol.append(vec![record(1)]).await.unwrap().durable().await.unwrap();
+        let mut etcd = etcdmap::EtcdMap::connect(
+            &[cluster.etcd.endpoint()],
+            etcdmap::DEFAULT_PREFIX,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let (acl, _) = etcd.acl(VOLUME + 1).await.unwrap().expect("the nodes claimed the volume");
+        assert!(acl.allows("borealis://client/carol", etcdmap::Role::Admin), "{acl:?}");
+        match client::Writer::open(as_("dave"), geometry).await {
+            Err(client::OpenError::Unauthorized { detail, .. }) => {
+                assert!(detail.contains("borealis://client/dave has no"), "{detail}")
+            }
+            Err(other) => panic!("dave's open failed otherwise: {other}"),
+            Ok(_) => panic!("dave opened a volume he has no role on"),
+        }
+        etcd.change_acl(VOLUME + 1, |acl| acl.grant("borealis://client/dave", etcdmap::Role::Write))
+            .await
+            .unwrap();
+        let dave = client::Writer::open(as_("dave"), geometry).await.unwrap();
+        dave.append(vec![record(2)]).await.unwrap().durable().await.unwrap();
+        etcd.change_acl(VOLUME + 1, |acl| acl.revoke("borealis://client/dave", etcdmap::Role::Write))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let revoked = loop {
+            let attempt = match dave.append(vec![record(3)]).await {
+                Ok(appended) => appended.durable().await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            // An append made before the nodes saw the revoke may still become durable.
+            if attempt.is_err() || started.elapsed() > Duration::from_secs(10) {
+                break attempt;
+            }
+        };
+        assert_eq!(revoked, Err(client::AppendError::Unauthorized), "after {:?}", started.elapsed());
+        println!("a revoked writer's append failed as Unauthorized after {:?}", started.elapsed());
+        drop(carol);
     });
 
     // `ls` shows the volume and its owner.

@@ -101,6 +101,10 @@ pub enum AppendRefusal {
     WindowFull,
     #[error("this writer is fenced: a newer writer holds the volume")]
     Fenced,
+    /// Enough nodes refused this writer's certificate the volume (its `write` was revoked)
+    /// that no write quorum can form.
+    #[error("unauthorized: the volume's ACL no longer gives this writer write")]
+    Unauthorized,
     #[error("engine LSN {lsn} is not above the last LSN {last}")]
     LsnNotIncreasing { lsn: Lsn, last: Lsn },
     #[error("record rejected: {0}")]
@@ -171,6 +175,10 @@ pub struct WriterCore {
     down: Vec<NodeId>,
     stale: HashMap<PgId, Vec<NodeId>>,
     fenced: bool,
+    /// Per PG, the nodes that refused this writer `Unauthorized`.
+    refused: HashMap<PgId, Vec<NodeId>>,
+    /// Enough nodes of a PG refused that no write quorum can form: nothing more becomes durable.
+    unauthorized: bool,
     transmits: VecDeque<Transmit>,
     read_points: ReadPoints,
     repairs: Repairs,
@@ -266,6 +274,8 @@ impl WriterCore {
             down: Vec::new(),
             stale: HashMap::new(),
             fenced: false,
+            refused: HashMap::new(),
+            unauthorized: false,
             transmits: VecDeque::new(),
             read_points: ReadPoints::new(start.vdl, start.pgs.iter().copied()),
             repairs: Repairs::default(),
@@ -303,6 +313,10 @@ impl WriterCore {
 
     pub fn is_fenced(&self) -> bool {
         self.fenced
+    }
+    /// Whether enough nodes refused this writer's certificate that it can write no more.
+    pub fn is_unauthorized(&self) -> bool {
+        self.unauthorized
     }
     pub fn geometry(&self) -> &VolumeGeometry {
         &self.geometry

@@ -155,6 +155,33 @@ fn three_stale_epoch_refusals_fence_the_writer_and_are_counted_by_kind() {
 }
 
 #[test]
+fn a_writer_refused_unauthorized_by_three_members_of_a_pg_stops_and_two_do_not_stop_it() {
+    let mut w = opened();
+    let sent = drain(&mut w);
+    let nodes: Vec<NodeId> = {
+        let mut nodes: Vec<NodeId> = sent.iter().map(|t| t.node).collect();
+        nodes.dedup();
+        nodes
+    };
+    let refusal = ErrorReply {
+        code: ErrorCode::Unauthorized,
+        pg: w.geometry().pg_ref(PgId(0)),
+        epochs: Epochs::INITIAL,
+        message: "borealis://client/w has no write on volume 0x1".into(),
+    };
+    for node in &nodes[..2] {
+        // The same node refusing twice counts once.
+        w.handle_reply(*node, Message::Error(refusal.clone()));
+        w.handle_reply(*node, Message::Error(refusal.clone()));
+    }
+    assert!(!w.is_unauthorized(), "two refusals leave a write quorum of four");
+    assert!(w.append(vec![record(1, true)]).is_ok());
+    w.handle_reply(nodes[2], Message::Error(refusal));
+    assert!(w.is_unauthorized());
+    assert_eq!(w.append(vec![record(2, true)]), Err(AppendRefusal::Unauthorized));
+}
+
+#[test]
 fn a_returning_node_gets_the_batches_it_missed() {
     let mut w = opened();
     w.handle_node_down(NodeId(6));

@@ -18,13 +18,10 @@ pub enum OpenError {
     /// has opened the volume since its nodes started, or too few nodes answered.
     #[error("no read point: no declared VDL known on all {pgs} PGs of the volume")]
     NoReadPoint { pgs: usize },
-    /// This client's certificate may not open the volume: a node refused it (`node`), or the
-    /// volume's ACL in etcd gives it no `write` (`node` 0).
+    /// This client's certificate may not open the volume: a node refused it (`node`): the
+    /// volume's ACL gives it no `write` (or no `read`, for a reader).
     #[error("unauthorized: {detail} (node {node})")]
     Unauthorized { node: protocol::NodeId, detail: String },
-    /// The volume could not be claimed in etcd (`ClientConfig::etcd`), so it is not opened.
-    #[error("claiming the volume in etcd: {0}")]
-    Claim(Box<etcdmap::EtcdMapError>),
 }
 
 /// Why an append did not become durable.
@@ -33,6 +30,9 @@ pub enum OpenError {
 pub enum AppendError {
     #[error("fenced: a newer writer holds the volume")]
     Fenced,
+    /// The nodes refuse this writer's certificate the volume (its `write` was revoked).
+    #[error("Unauthorized: the volume's ACL no longer gives this writer write")]
+    Unauthorized,
     #[error(
         "not durable within the append timeout (VDL {vdl}, waiting for {lsn}); it may still become durable"
     )]

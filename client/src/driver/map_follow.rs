@@ -2,12 +2,15 @@
 //! the writer's core (`WriterCore::handle_map`), which takes it only if it moves no PG. A node
 //! added to the cluster (a spare, `borealis cluster add-host`) is then dialled and may be
 //! chosen to replace a member, without reopening the volume.
+//!
+//! A writer only reads etcd. The volume's ACL is claimed by the nodes: the first node asked
+//! to write an unclaimed volume claims it for this client's identity (`storaged`'s
+//! `core::access`), so clients need no etcd write access.
 
 use protocol::placement::ClusterMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::task::Command;
-use super::OpenError;
 
 /// Where the cluster map lives in etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,31 +19,6 @@ pub struct EtcdSource {
     pub endpoints: Vec<String>,
     /// The key prefix (`etcdmap::DEFAULT_PREFIX` unless the cluster chose another).
     pub prefix: String,
-}
-
-/// Claims `volume` in etcd for the identity of this client's certificate `cert`, if nobody
-/// has: its ACL becomes `identity: admin` (`etcdmap::acl`). Fails if the claim cannot be made
-/// (etcd unreachable: an unclaimed volume would stay open to every certificate of the cluster)
-/// or the volume's ACL gives this identity no `write` (its owner claimed it first).
-pub(super) async fn claim(
-    source: &EtcdSource,
-    cert: &std::path::Path,
-    volume: protocol::VolumeId,
-    timeout: std::time::Duration,
-) -> Result<(), OpenError> {
-    let identity = transport::file_identity(cert)?;
-    let claimed = async {
-        let mut etcd = etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, timeout).await?;
-        etcd.claim_volume(volume.0, &identity).await
-    };
-    match claimed.await {
-        Ok(acl) if acl.allows(&identity, etcdmap::Role::Write) => Ok(()),
-        Ok(_) => Err(OpenError::Unauthorized {
-            node: protocol::NodeId(0),
-            detail: format!("the volume's ACL in etcd gives {identity} no write on volume {:#x}", volume.0),
-        }),
-        Err(error) => Err(OpenError::Claim(Box::new(error))),
-    }
 }
 
 /// Follows the map from `start` (the one the writer opened with) until the writer closes. It

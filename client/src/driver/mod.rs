@@ -152,9 +152,6 @@ impl Writer {
     pub async fn open(config: ClientConfig, geometry: VolumeGeometry) -> Result<Writer, OpenError> {
         let dialer =
             Dialer::new(config.cluster.clone(), &config.tls, &config.tuning).map_err(OpenError::Setup)?;
-        if let Some(source) = &config.etcd {
-            map_follow::claim(source, &config.tls.cert, geometry.volume, config.connect_timeout).await?;
-        }
         let connections = Connections::default();
         let limits = LinkLimits { dial_attempt_max: config.connect_timeout, ..config.links };
         let nodes = config.cluster.nodes().iter().map(|n| n.id);
@@ -212,6 +209,7 @@ impl Writer {
                 }
                 Err(AppendRefusal::WindowFull) => self.wait_for_room(deadline).await?,
                 Err(AppendRefusal::Fenced) => return Err(AppendError::Fenced),
+                Err(AppendRefusal::Unauthorized) => return Err(AppendError::Unauthorized),
                 Err(AppendRefusal::LsnNotIncreasing { lsn, last }) => {
                     return Err(AppendError::LsnNotIncreasing { lsn, last })
                 }
@@ -308,6 +306,9 @@ async fn wait_for(
         }
         if now.fenced {
             return Err(AppendError::Fenced);
+        }
+        if now.unauthorized {
+            return Err(AppendError::Unauthorized);
         }
         if now.closed {
             return Err(AppendError::Closed);

@@ -92,6 +92,7 @@ pub struct Progress {
     pub vdl: Lsn,
     pub pending_records: usize,
     pub fenced: bool,
+    pub unauthorized: bool,
     pub closed: bool,
     /// The nodes' refusals of this writer's requests so far, by code.
     pub refusals: Refusals,
@@ -346,6 +347,7 @@ impl Driver {
             vdl: self.core.vdl(),
             pending_records: self.core.pending_records(),
             fenced: self.core.is_fenced(),
+            unauthorized: self.core.is_unauthorized(),
             closed,
             refusals: self.core.refusals(),
         };

@@ -8,9 +8,13 @@
 //!   `Truncate`, `MembershipChange`) needs `write`; reading (`ReadRecords`, `ReadRecordHeaders`,
 //!   `ReadPage`, `ReadPageAsOf`, `FloorReport`, which holds versions readable) needs `read`.
 //!   Nodes may read (scrub's repair reads pages of their peers).
-//! - A volume nobody claimed has no ACL and is open to every certificate the CA signed (a
-//!   writer claims a volume as it opens it); so is every volume of a cluster whose map is a
-//!   static file (no ACLs at all: `acls` is `None`).
+//! - A volume nobody claimed has no ACL. The first client to ask to write it claims it: the
+//!   decision is [`Verdict::Claim`], and the node (not the client, which only reads etcd)
+//!   creates the ACL `identity: admin` in etcd if it is still absent, then decides again with
+//!   whatever ACL etcd holds. Until then its reads are open (there is nothing to read: nothing
+//!   was written without a claim). A node never writes a volume's log.
+//! - A cluster whose map is a static file keeps no ACLs (`acls` is `None`): every certificate
+//!   the CA signed may use every volume.
 //! - `ReplaceNodeAsk` (an operator's request that changes the cluster) needs a client
 //!   certificate, and where ACLs are kept, one the cluster's administrators' ACL gives `admin`.
 //! - `StatusRequest` names no volume: any caller.
@@ -69,43 +73,74 @@ fn need(message: &Message) -> Need {
     }
 }
 
-/// Whether `caller` may send `message`, given the ACLs (`None`: none are kept). A refusal is
-/// the `Unauthorized` reply to send.
-pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Result<(), ErrorReply> {
-    let refuse = |pg: PgRef, why: String| ErrorReply {
-        code: ErrorCode::Unauthorized,
-        pg,
-        epochs: Epochs::default(),
-        message: why,
+/// What to do with one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// The `Unauthorized` reply to send.
+    Refuse(ErrorReply),
+    /// A client asks to write a volume nobody claimed: claim it for `identity` in etcd (if it
+    /// is still unclaimed there), take the ACL etcd then holds, and decide again.
+    Claim {
+        pg: PgRef,
+        identity: String,
+    },
+}
+
+impl Verdict {
+    /// `Allow` as `Ok`, a refusal as its reply; a claim still to make is not decided yet.
+    pub fn into_result(self) -> Result<(), ErrorReply> {
+        match self {
+            Verdict::Allow => Ok(()),
+            Verdict::Refuse(reply) => Err(reply),
+            Verdict::Claim { pg, .. } => Err(ErrorReply {
+                code: ErrorCode::Internal,
+                pg,
+                epochs: Epochs::default(),
+                message: format!("volume {:#x} is still unclaimed", pg.volume_id.0),
+            }),
+        }
+    }
+}
+
+/// Whether `caller` may send `message`, given the ACLs (`None`: none are kept).
+pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Verdict {
+    let refuse = |pg: PgRef, why: String| {
+        Verdict::Refuse(ErrorReply {
+            code: ErrorCode::Unauthorized,
+            pg,
+            epochs: Epochs::default(),
+            message: why,
+        })
     };
     match (need(message), caller) {
-        (Need::Nothing, _) => Ok(()),
-        (Need::Node(None, _), Caller::Node(_)) => Ok(()),
-        (Need::Node(Some(named), _), Caller::Node(id)) if named == *id => Ok(()),
-        (Need::Node(_, pg), caller) => Err(refuse(
+        (Need::Nothing, _) => Verdict::Allow,
+        (Need::Node(None, _), Caller::Node(_)) => Verdict::Allow,
+        (Need::Node(Some(named), _), Caller::Node(id)) if named == *id => Verdict::Allow,
+        (Need::Node(_, pg), caller) => refuse(
             pg,
             format!("only the cluster's nodes gossip and hydrate, each as itself ({caller:?} may not)"),
-        )),
+        ),
         (Need::Admin, Caller::Node(id)) => {
-            Err(refuse(no_pg(), format!("node {id} may not ask for cluster changes")))
+            refuse(no_pg(), format!("node {id} may not ask for cluster changes"))
         }
         (Need::Admin, Caller::Client(identity)) => match acls {
             Some(acls) if !acls.admins.allows(identity, Role::Admin) => {
-                Err(refuse(no_pg(), format!("{identity} is not a cluster administrator")))
+                refuse(no_pg(), format!("{identity} is not a cluster administrator"))
             }
-            _ => Ok(()),
+            _ => Verdict::Allow,
         },
-        (Need::Volume(_, Role::Read), Caller::Node(_)) => Ok(()),
-        (Need::Volume(pg, role), caller) => {
-            let Some(acl) = acls.and_then(|acls| acls.volumes.get(&pg.volume_id)) else { return Ok(()) };
-            let identity = match caller {
-                Caller::Client(identity) => identity.as_str(),
-                Caller::Node(_) => "a storage node",
-            };
-            if acl.allows(identity, role) {
-                Ok(())
-            } else {
-                Err(refuse(pg, format!("{identity} has no {role} on volume {:#x}", pg.volume_id.0)))
+        (Need::Volume(..), _) if acls.is_none() => Verdict::Allow,
+        (Need::Volume(_, Role::Read), Caller::Node(_)) => Verdict::Allow,
+        (Need::Volume(pg, _), Caller::Node(id)) => {
+            refuse(pg, format!("node {id} may not write volume {:#x}'s log", pg.volume_id.0))
+        }
+        (Need::Volume(pg, role), Caller::Client(identity)) => {
+            match acls.and_then(|acls| acls.volumes.get(&pg.volume_id)) {
+                Some(acl) if acl.allows(identity, role) => Verdict::Allow,
+                Some(_) => refuse(pg, format!("{identity} has no {role} on volume {:#x}", pg.volume_id.0)),
+                None if role == Role::Read => Verdict::Allow,
+                None => Verdict::Claim { pg, identity: identity.clone() },
             }
         }
     }
@@ -127,6 +162,21 @@ mod tests {
         PgRef { volume_id: VolumeId(volume), pg_id: PgId(0) }
     }
 
+    fn refused(verdict: Verdict) -> ErrorReply {
+        match verdict {
+            Verdict::Refuse(reply) => reply,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn bump(volume: u128) -> Message {
+        Message::EpochBump(protocol::messages::EpochBump { pg: pg(volume), epochs: Epochs::default() })
+    }
+
+    fn floor_report(volume: u128) -> Message {
+        Message::FloorReport(FloorReport { pg: pg(volume), client: 1, floor: Lsn(0), lease_ms: 1 })
+    }
+
     #[test]
     fn a_volume_s_acl_decides_reads_and_writes_and_only_nodes_hydrate() {
         let alice = Caller::Client("borealis://client/alice".into());
@@ -137,18 +187,13 @@ mod tests {
             volumes: HashMap::from([(VolumeId(7), acl)]),
             admins: Acl::owned_by("borealis://client/ops"),
         };
-        let read = Message::FloorReport(FloorReport { pg: pg(7), client: 1, floor: Lsn(0), lease_ms: 1 });
-        let write =
-            Message::EpochBump(protocol::messages::EpochBump { pg: pg(7), epochs: Epochs::default() });
-        assert_eq!(authorize(&alice, &write, Some(&acls)), Ok(()));
-        assert_eq!(authorize(&bob, &read, Some(&acls)), Ok(()));
-        let refused = authorize(&bob, &write, Some(&acls)).unwrap_err();
-        assert_eq!((refused.code, refused.pg.volume_id), (ErrorCode::Unauthorized, VolumeId(7)));
-        assert!(refused.message.contains("borealis://client/bob has no write"), "{}", refused.message);
-        assert_eq!(authorize(&bob, &write, None), Ok(()), "no ACLs kept: the CA decides alone");
-        let unclaimed =
-            Message::FloorReport(FloorReport { pg: pg(8), client: 1, floor: Lsn(0), lease_ms: 1 });
-        assert_eq!(authorize(&bob, &unclaimed, Some(&acls)), Ok(()));
+        let (read, write) = (floor_report(7), bump(7));
+        assert_eq!(authorize(&alice, &write, Some(&acls)), Verdict::Allow);
+        assert_eq!(authorize(&bob, &read, Some(&acls)), Verdict::Allow);
+        let refusal = refused(authorize(&bob, &write, Some(&acls)));
+        assert_eq!((refusal.code, refusal.pg.volume_id), (ErrorCode::Unauthorized, VolumeId(7)));
+        assert!(refusal.message.contains("borealis://client/bob has no write"), "{}", refusal.message);
+        assert_eq!(authorize(&bob, &write, None), Verdict::Allow, "no ACLs kept: the CA decides alone");
         let hydrate = Message::HydrateFetch(HydrateFetch {
             pg: pg(7),
             epochs: Epochs::default(),
@@ -156,12 +201,30 @@ mod tests {
             from_page: protocol::PageId(0),
             bytes_max: 1,
         });
-        assert_eq!(authorize(&alice, &hydrate, Some(&acls)).unwrap_err().code, ErrorCode::Unauthorized);
-        assert_eq!(authorize(&alice, &hydrate, None).unwrap_err().code, ErrorCode::Unauthorized);
-        assert_eq!(authorize(&Caller::Node(NodeId(2)), &hydrate, Some(&acls)), Ok(()));
+        assert_eq!(refused(authorize(&alice, &hydrate, Some(&acls))).code, ErrorCode::Unauthorized);
+        assert_eq!(refused(authorize(&alice, &hydrate, None)).code, ErrorCode::Unauthorized);
+        assert_eq!(authorize(&Caller::Node(NodeId(2)), &hydrate, Some(&acls)), Verdict::Allow);
         assert_eq!(
-            authorize(&Caller::Node(NodeId(2)), &write, Some(&acls)).unwrap_err().code,
+            refused(authorize(&Caller::Node(NodeId(2)), &write, Some(&acls))).code,
             ErrorCode::Unauthorized
         );
+    }
+
+    #[test]
+    fn the_first_client_to_write_an_unclaimed_volume_claims_it_and_reads_stay_open_until_then() {
+        let acls = Acls::default();
+        let bob = Caller::Client("borealis://client/bob".into());
+        assert_eq!(authorize(&bob, &floor_report(8), Some(&acls)), Verdict::Allow);
+        assert_eq!(
+            authorize(&bob, &bump(8), Some(&acls)),
+            Verdict::Claim { pg: pg(8), identity: "borealis://client/bob".into() }
+        );
+        let node = Caller::Node(NodeId(3));
+        assert_eq!(
+            refused(authorize(&node, &bump(8), Some(&acls))).code,
+            ErrorCode::Unauthorized,
+            "a node never claims"
+        );
+        assert_eq!(authorize(&node, &floor_report(8), Some(&acls)), Verdict::Allow);
     }
 }

@@ -29,6 +29,9 @@ pub struct ClusterView {
     acls: Option<Acls>,
     /// How many times the map changed: what connections cache who they are against.
     changes: u64,
+    /// The connection to etcd, where the map is kept there: claims of unclaimed volumes are
+    /// written through it (`map_source::claim`).
+    etcd: Option<etcdmap::EtcdMap>,
 }
 
 /// What [`ClusterView::apply`] did.
@@ -42,12 +45,28 @@ pub enum Applied {
 
 impl ClusterView {
     pub fn new(me: NodeId, map: Option<ClusterMap>, revision: i64) -> ClusterView {
-        ClusterView { me, map, revision, acls: None, changes: 0 }
+        ClusterView { me, map, revision, acls: None, changes: 0, etcd: None }
     }
 
     /// The volumes' ACLs as etcd holds them now (always taken: an ACL change moves no PG).
     pub fn set_acls(&mut self, acls: Acls) {
         self.acls = Some(acls);
+    }
+
+    /// The ACL etcd returned for a claim (the watch brings the same a moment later).
+    pub fn note_acl(&mut self, volume: protocol::VolumeId, acl: etcdmap::Acl) {
+        if let Some(acls) = &mut self.acls {
+            acls.volumes.insert(volume, acl);
+        }
+    }
+
+    pub fn set_etcd(&mut self, etcd: etcdmap::EtcdMap) {
+        self.etcd = Some(etcd);
+    }
+
+    /// A handle on the etcd connection (cheap: the connection is shared).
+    pub fn etcd(&self) -> Option<etcdmap::EtcdMap> {
+        self.etcd.clone()
     }
 
     pub fn acls(&self) -> Option<&Acls> {

@@ -25,7 +25,7 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
             config.static_map().map_err(|e| StartError::Map(format!("this node and its peers: {e}")))?;
         return Ok((ClusterView::new(config.node_id, map, 0), None));
     };
-    let snapshot = load_waiting(source).await?;
+    let (etcd, snapshot) = load_waiting(source).await?;
     let map = snapshot.cluster_map().map_err(|e| map_error(source, e.to_string()))?;
     let me = map.node(config.node_id).ok_or_else(|| {
         map_error(
@@ -44,6 +44,7 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
     }
     let mut view = ClusterView::new(config.node_id, Some(map), snapshot.revision);
     view.set_acls(acls(&snapshot));
+    view.set_etcd(etcd);
     Ok((view, Some(snapshot)))
 }
 
@@ -62,6 +63,21 @@ pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot
 fn acls(snapshot: &etcdmap::Snapshot) -> Acls {
     let volumes = snapshot.acls.iter().map(|(volume, acl)| (VolumeId(*volume), acl.clone())).collect();
     Acls { volumes, admins: snapshot.admins.clone() }
+}
+
+/// Claims `volume` for `identity` in etcd if it is still unclaimed there (`core::access`'s
+/// `Verdict::Claim`), and takes the ACL etcd then holds into `view` at once, without waiting
+/// for the watch. The node, not the client, writes the claim: clients only read etcd.
+pub async fn claim(view: &SharedView, volume: VolumeId, identity: &str) -> Result<(), String> {
+    let Some(mut etcd) = view.borrow().etcd() else {
+        return Err("this node keeps no ACLs in etcd".to_owned());
+    };
+    let acl = etcd.claim_volume(volume.0, identity).await.map_err(|e| e.to_string())?;
+    if acl.allows(identity, etcdmap::Role::Admin) {
+        tracing::info!(volume = %format!("{:#x}", volume.0), %identity, "volume claimed for its first writer");
+    }
+    view.borrow_mut().note_acl(volume, acl);
+    Ok(())
 }
 
 /// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened. Its
@@ -89,18 +105,20 @@ pub fn apply(view: &SharedView, snapshot: &etcdmap::Snapshot, metrics: &NodeMetr
     metrics.map_known(nodes, snapshot.revision);
 }
 
-/// Reads the map, retrying while etcd does not answer, up to `ETCD_WAIT`.
-async fn load_waiting(source: &EtcdSource) -> Result<etcdmap::Snapshot, StartError> {
+/// Reads the map, retrying while etcd does not answer, up to `ETCD_WAIT`; returns the
+/// connection too (claims go through it).
+async fn load_waiting(source: &EtcdSource) -> Result<(etcdmap::EtcdMap, etcdmap::Snapshot), StartError> {
     let deadline = tokio::time::Instant::now() + ETCD_WAIT;
     let mut warned = false;
     loop {
         let attempt = async {
             let mut etcd =
                 etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, ETCD_REQUEST_TIMEOUT).await?;
-            etcd.load().await
+            let snapshot = etcd.load().await?;
+            Ok((etcd, snapshot))
         };
         match attempt.await {
-            Ok(snapshot) => return Ok(snapshot),
+            Ok(loaded) => return Ok(loaded),
             Err(error @ etcdmap::EtcdMapError::NoMap { .. }) => {
                 return Err(map_error(source, error.to_string()))
             }

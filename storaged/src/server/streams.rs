@@ -11,15 +11,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::messages::{ErrorCode, ReadPage, ReadRecordHeaders, ReadRecords, RecordHeaders};
+use protocol::messages::{ErrorCode, ErrorReply, ReadPage, ReadRecordHeaders, ReadRecords, RecordHeaders};
 use protocol::Message;
 use tokio::sync::{mpsc, oneshot};
 use transport::framed::{read_frame, write_frame};
 
 use super::cluster_view::{ClusterView, SharedView};
+use super::map_source;
 use super::page_read::read_page;
 use super::shared::{error_reply, Pending, Shared};
-use crate::core::access::{self, Caller};
+use crate::core::access::{self, Caller, Verdict};
 use crate::core::ReadPlan;
 use crate::store::reads::read_planned_records;
 
@@ -111,8 +112,7 @@ async fn serve_stream(
             let pending = match frame {
                 Ok(Some(message)) => {
                     let caller = peer.caller(&view.borrow());
-                    let decided = access::authorize(&caller, &message, view.borrow().acls());
-                    match decided {
+                    match authorize(&view, &caller, &message).await {
                         Ok(()) => submit(&shared, message, &caller),
                         Err(refusal) => {
                             tracing::info!(?caller, reason = %refusal.message, "request refused");
@@ -145,6 +145,21 @@ async fn serve_stream(
         let _ = send.finish();
     };
     tokio::join!(reader, writer);
+}
+
+/// Decides whether `caller` may send `message` (`core::access`); a first write of an unclaimed
+/// volume claims it in etcd first, then is decided again against the ACL etcd holds. Only this
+/// stream waits for the claim.
+async fn authorize(view: &SharedView, caller: &Caller, message: &Message) -> Result<(), ErrorReply> {
+    let verdict = access::authorize(caller, message, view.borrow().acls());
+    let Verdict::Claim { pg, identity } = verdict else { return verdict.into_result() };
+    if let Err(error) = map_source::claim(view, pg.volume_id, &identity).await {
+        let volume = format!("{:#x}", pg.volume_id.0);
+        tracing::warn!(%error, %volume, "could not claim a volume");
+        let message = format!("claiming volume {volume} in etcd: {error}");
+        return Err(ErrorReply { code: ErrorCode::Internal, pg, epochs: Default::default(), message });
+    }
+    access::authorize(caller, message, view.borrow().acls()).into_result()
 }
 
 /// Hands one request, authorized, to the core (or to a read task) and returns its pending

@@ -14,6 +14,9 @@ impl WriterCore {
         if self.fenced {
             return Err(AppendRefusal::Fenced);
         }
+        if self.unauthorized {
+            return Err(AppendRefusal::Unauthorized);
+        }
         if self.ladder.tracked() + records.len() > self.limits.pending_records_max {
             return Err(AppendRefusal::WindowFull);
         }

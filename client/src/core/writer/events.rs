@@ -62,6 +62,19 @@ impl WriterCore {
                     self.fenced = true;
                 }
             }
+            // The volume's ACL no longer gives this writer `write` (or it never did): once as
+            // many nodes refuse as would fence it, no write quorum is left.
+            ErrorCode::Unauthorized => {
+                let members = self.membership(pg);
+                let refused = self.refused.entry(pg).or_default();
+                if !refused.contains(&node) {
+                    refused.push(node);
+                }
+                if members.fenced_by(refused) && !self.unauthorized {
+                    tracing::warn!(%node, message = %error.message, "the nodes refuse this writer the volume");
+                    self.unauthorized = true;
+                }
+            }
             ErrorCode::EpochNotOpen if self.pgs.get(&pg).is_some_and(|s| s.members.contains(node)) => {
                 // The node missed this writer's recovery: open its segment, then resend.
                 self.transmit_open(pg, node);

@@ -38,6 +38,7 @@ mod client;
 mod error;
 mod layout;
 pub mod local;
+mod source;
 mod watch;
 
 pub use acl::{client_identity, Acl, Role};
@@ -45,6 +46,7 @@ pub use client::{EtcdMap, ADD_NODE_ATTEMPTS_MAX};
 pub use error::EtcdMapError;
 pub use layout::{MapNode, Snapshot};
 pub use local::LocalEtcd;
+pub use source::{EtcdSource, EtcdUser, CLIENT_ROLE, NODE_ROLE};
 pub use watch::{watch, WATCH_RETRY};
 
 /// The prefix the cluster map lives under unless configured otherwise.

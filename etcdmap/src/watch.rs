@@ -19,7 +19,7 @@ use etcd_client::{ConnectOptions, WatchOptions};
 use tokio::sync::watch::{Receiver, Sender};
 
 use crate::layout::{normalize_prefix, Snapshot};
-use crate::{EtcdMap, EtcdMapError};
+use crate::{EtcdMap, EtcdMapError, EtcdSource};
 
 /// Time to retry a broken watch / reconnect.
 pub const WATCH_RETRY: Duration = Duration::from_millis(500);
@@ -35,10 +35,10 @@ const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
 /// A background task (`tokio::spawn`, so this must be called within a tokio runtime; a
 /// current-thread runtime is enough) watches the prefix from `initial.revision + 1`; see the
 /// module docs for what it does on events and errors. It ends when every receiver is dropped.
-pub fn watch(endpoints: Vec<String>, prefix: String, initial: Snapshot) -> Receiver<Snapshot> {
+pub fn watch(source: EtcdSource, initial: Snapshot) -> Receiver<Snapshot> {
     let watcher = Watcher {
-        endpoints,
-        prefix: normalize_prefix(&prefix),
+        prefix: normalize_prefix(&source.prefix),
+        source,
         revision: initial.revision,
         reload: false,
         outage: false,
@@ -84,7 +84,7 @@ impl std::fmt::Display for Break {
 
 #[derive(Debug)]
 struct Watcher {
-    endpoints: Vec<String>,
+    source: EtcdSource,
     prefix: String,
     /// The revision of the last read (or of `initial`): the next watch starts just after it.
     revision: i64,
@@ -107,7 +107,7 @@ impl Watcher {
             };
             if !std::mem::replace(&mut self.outage, true) {
                 tracing::warn!(
-                    prefix = %self.prefix, endpoints = %self.endpoints.join(","), error = %broken,
+                    prefix = %self.prefix, endpoints = %self.source.endpoints.join(","), error = %broken,
                     "cluster map watch broken; retrying every {WATCH_RETRY:?}"
                 );
             }
@@ -121,7 +121,8 @@ impl Watcher {
 
     /// Connects, reads if needed, and follows the watch until something breaks.
     async fn session(&mut self, tx: &Sender<Snapshot>) -> Result<Infallible, Break> {
-        let mut map = EtcdMap::connect_with(&self.endpoints, &self.prefix, connect_options()).await?;
+        let options = self.source.options(connect_options());
+        let mut map = EtcdMap::connect_with(&self.source.endpoints, &self.prefix, options).await?;
         if self.reload {
             self.offer(tx, map.load().await?);
             self.reload = false;

@@ -4,7 +4,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use etcdmap::{watch, EtcdMap, EtcdMapError, LocalEtcd, MapNode, Snapshot, DEFAULT_PREFIX};
+use etcdmap::{
+    watch, EtcdMap, EtcdMapError, EtcdSource, EtcdUser, LocalEtcd, MapNode, Snapshot, DEFAULT_PREFIX,
+};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The bound the tests put on a watcher seeing a change (2 s in normal operation).
@@ -88,7 +90,7 @@ async fn a_watcher_started_before_add_node_sees_the_spare_within_two_seconds() {
     let etcd = Etcd::start().await;
     let mut map = etcd.connect().await;
     let initial = map.publish(&six_nodes()).await.expect("publish");
-    let mut rx = watch(etcd.endpoints(), DEFAULT_PREFIX.to_owned(), initial.clone());
+    let mut rx = watch(EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX), initial.clone());
     // Let the watch be established, so the time measured is that of a change, not of a connect.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -153,7 +155,7 @@ async fn two_concurrent_add_node_calls_both_land() {
 async fn a_watcher_survives_etcd_being_killed_and_restarted_and_sees_a_node_added_after() {
     let mut etcd = Etcd::start().await;
     let initial = etcd.connect().await.publish(&six_nodes()).await.expect("publish");
-    let mut rx = watch(etcd.endpoints(), DEFAULT_PREFIX.to_owned(), initial);
+    let mut rx = watch(EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX), initial);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     etcd.kill();
@@ -202,4 +204,59 @@ async fn a_prefix_holding_only_a_stray_node_key_is_a_bad_map_and_refuses_publish
     }
     let refused = map.publish(&six_nodes()).await;
     assert!(matches!(refused, Err(EtcdMapError::AlreadyPublished { .. })), "{refused:?}");
+}
+
+#[tokio::test]
+async fn once_secured_the_client_user_reads_and_watches_only_the_node_user_claims_and_nobody_else_is_answered(
+) {
+    let etcd = Etcd::start().await;
+    let mut open = etcd.connect().await;
+    let initial = open.publish(&six_nodes()).await.expect("publish");
+    let user = |name: &str| EtcdUser { name: name.into(), password: format!("{name}-secret") };
+    let (node_user, client_user) = (user("borealis-node"), user("borealis-client"));
+    open.secure("root-secret", &node_user, &client_user).await.expect("secure");
+    let as_user =
+        |user: Option<EtcdUser>| EtcdSource { user, ..EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX) };
+
+    // The clients' user reads and watches the map, and may not write it.
+    let mut client =
+        EtcdMap::open(&as_user(Some(client_user.clone())), REQUEST_TIMEOUT).await.expect("client");
+    assert_eq!(client.load().await.expect("client reads").nodes.len(), 6);
+    let claim = client.claim_volume(5, "borealis://client/c").await;
+    assert!(claim.as_ref().is_err_and(|e| e.to_string().contains("permission denied")), "{claim:?}");
+    let added = client.add_node(node(7, 0, true)).await;
+    assert!(added.is_err(), "the clients' user added a node: {added:?}");
+    let mut rx = watch(as_user(Some(client_user)), initial);
+
+    // The nodes' user claims a volume; the client's watch sees the ACL.
+    let mut node_map = EtcdMap::open(&as_user(Some(node_user)), REQUEST_TIMEOUT).await.expect("node");
+    let acl = node_map.claim_volume(5, "borealis://client/c").await.expect("the nodes' user claims");
+    assert!(acl.allows("borealis://client/c", etcdmap::Role::Admin));
+    tokio::time::timeout(WATCH_SEEN_MAX, rx.wait_for(|s| s.acls.contains_key(&5)))
+        .await
+        .expect("the clients' watch sees the claim")
+        .expect("watch task alive");
+
+    // Root adds hosts; without a user, or with a wrong password, etcd answers nothing.
+    let mut root = EtcdMap::open(&as_user(Some(user("root").with_password("root-secret"))), REQUEST_TIMEOUT)
+        .await
+        .expect("root");
+    root.add_node(node(7, 0, true)).await.expect("root adds a spare");
+    for nobody in [None, Some(user("borealis-node").with_password("wrong"))] {
+        let answered = match EtcdMap::open(&as_user(nobody.clone()), REQUEST_TIMEOUT).await {
+            Ok(mut map) => map.load().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        assert!(answered.is_err(), "etcd answered {nobody:?}");
+    }
+}
+
+trait WithPassword {
+    fn with_password(self, password: &str) -> Self;
+}
+
+impl WithPassword for EtcdUser {
+    fn with_password(self, password: &str) -> EtcdUser {
+        EtcdUser { password: password.into(), ..self }
+    }
 }

@@ -188,7 +188,9 @@ fn setup(
     let runtime = runtime()?;
     let local = LocalCluster::load(cluster)
         .map_err(|source| StoreOpenError::Cluster { dir: cluster.to_owned(), source: Box::new(source) })?;
-    let mut config = local.client_config()?;
+    let mut config = local
+        .client_config()
+        .map_err(|source| StoreOpenError::Cluster { dir: cluster.to_owned(), source: Box::new(source) })?;
     config.append_timeout = COMMIT_TIMEOUT;
     config.requests_dir = Some(local.requests_dir());
     let geometry = VolumeGeometry::new(VolumeId(u128::from(volume)), PAGE_BYTES, PAGES_PER_PG)?;

@@ -158,17 +158,17 @@ struct FileConfig {
 struct MapSection {
     etcd: Vec<String>,
     prefix: Option<String>,
+    /// The etcd user to act as (where etcd's authentication is on: `borealis cluster init
+    /// --etcd-auth`), with `password_file`.
+    user: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 /// The default etcd key prefix of the cluster map.
 pub const ETCD_PREFIX_DEFAULT: &str = "/borealis/";
 
-/// Where to read the cluster map and follow its changes: etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdSource {
-    pub endpoints: Vec<String>,
-    pub prefix: String,
-}
+/// Where to read the cluster map and follow its changes: etcd, as which etcd user.
+pub use etcdmap::EtcdSource;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,6 +381,9 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     file.data_dirs.iter_mut().flatten().for_each(anchor);
     file.key_file.iter_mut().for_each(anchor);
     file.key_file_previous.iter_mut().for_each(anchor);
+    if let Some(map) = &mut file.map {
+        map.password_file.iter_mut().for_each(anchor);
+    }
     if let Some(tls) = &mut file.tls {
         [&mut tls.ca, &mut tls.cert, &mut tls.key, &mut tls.crl].into_iter().flatten().for_each(anchor);
     }
@@ -411,9 +414,22 @@ fn static_map(
 
 /// The etcd map source from the flags, else the file's `[map]`.
 fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>, ConfigError> {
-    let (endpoints, prefix) = match file {
-        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone()),
-        Some(map) => (map.etcd, cli.etcd_prefix.clone().or(map.prefix)),
+    let (endpoints, prefix, user) = match file {
+        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone(), None),
+        Some(map) => {
+            let user = match (map.user, map.password_file) {
+                (Some(name), Some(file)) => {
+                    Some(etcdmap::EtcdUser::from_password_file(&name, &file).map_err(|e| {
+                        ConfigError::Invalid(format!("`map.password_file` {}: {e}", file.display()))
+                    })?)
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid("`map.user` and `map.password_file` go together".into()))
+                }
+            };
+            (map.etcd, cli.etcd_prefix.clone().or(map.prefix), user)
+        }
         None => return Ok(None),
     };
     if endpoints.is_empty() {
@@ -425,7 +441,7 @@ fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>
         )));
     }
     let prefix = prefix.unwrap_or_else(|| ETCD_PREFIX_DEFAULT.into());
-    Ok(Some(EtcdSource { endpoints, prefix }))
+    Ok(Some(EtcdSource { endpoints, prefix, user }))
 }
 
 /// A `--peer` spec: `ID:AZ:NAME@IP:PORT`.

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ensure_key_file;
 use crate::files;
-use crate::local::map::{ClusterMap, EtcdSection, NodeEntry, StoragedSettings, MAP_VERSION};
+use crate::local::map::{ClusterMap, EtcdActor, EtcdSection, NodeEntry, StoragedSettings, MAP_VERSION};
 use crate::local::CLIENT_NAME;
 use crate::local::MAP_FILE;
 
@@ -133,6 +133,10 @@ struct BundleConfig {
 struct BundleMap {
     etcd: Vec<String>,
     prefix: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_file: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -190,13 +194,13 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> HostsError {
 
 /// Runs an etcd exchange to completion from these synchronous commands.
 fn with_etcd<T>(
-    etcd: &EtcdSection,
+    source: &etcdmap::EtcdSource,
     work: impl AsyncFnOnce(&mut etcdmap::EtcdMap) -> Result<T, HostsError>,
 ) -> Result<T, HostsError> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(HostsError::Runtime)?;
     runtime.block_on(async {
-        let mut map = etcdmap::EtcdMap::connect(&etcd.endpoints, &etcd.prefix, ETCD_TIMEOUT).await?;
+        let mut map = etcdmap::EtcdMap::open(source, ETCD_TIMEOUT).await?;
         work(&mut map).await
     })
 }
@@ -220,10 +224,12 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
     if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
         return Err(HostsError::OutExists(out.to_owned()));
     }
-    if let Some(etcd) = &etcd {
+    // Before `--etcd-auth` turns etcd's authentication on, init acts without a user.
+    let open_source = etcd.as_ref().map(|e| etcdmap::EtcdSource::new(e.endpoints.clone(), e.prefix.clone()));
+    if let Some(source) = &open_source {
         // Before any file is written: a prefix in use is refused with nothing left behind.
-        let prefix = etcd.prefix.clone();
-        with_etcd(etcd, async |map| match map.load().await {
+        let prefix = source.prefix.clone();
+        with_etcd(source, async |map| match map.load().await {
             Err(etcdmap::EtcdMapError::NoMap { .. }) => Ok(()),
             Err(error) => Err(error.into()),
             Ok(_) => Err(etcdmap::EtcdMapError::AlreadyPublished { prefix }.into()),
@@ -238,6 +244,14 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
     let pki = transport::create_cluster_pki(&pki_dir, &leaves)?;
     let kek = out.join("kek");
     ensure_key_file(&kek)?;
+    if etcd.as_ref().is_some_and(|e| e.auth) {
+        for actor in EtcdActor::ALL {
+            let path = actor.password_file(out);
+            std::fs::create_dir_all(path.parent().expect("in etcd/")).map_err(io(&path))?;
+            let password: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02x}")).collect();
+            files::write_atomically(&path, format!("{password}\n").as_bytes(), 0o600).map_err(io(&path))?;
+        }
+    }
     let mut bundles = Vec::new();
     for host in &hosts {
         let peers = match etcd {
@@ -254,9 +268,22 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
         let nodes: Vec<etcdmap::MapNode> = hosts.iter().map(|h| map_node(h, false)).collect();
         // The cluster's client certificate administers it (`ReplaceNodeAsk`; more with `etcdctl`).
         let admin = etcdmap::client_identity(CLIENT_NAME);
-        with_etcd(etcd, async |map| {
+        let users = match etcd.auth {
+            true => Some(
+                EtcdActor::ALL
+                    .map(|actor| etcd.source(out, actor).map(|s| s.user.expect("auth: a user")))
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(io(&out.join("etcd")))?,
+            ),
+            false => None,
+        };
+        with_etcd(open_source.as_ref().expect("etcd"), async |map| {
             map.publish(&nodes).await?;
             map.change_admins(|acl| acl.grant(&admin, etcdmap::Role::Admin)).await?;
+            if let Some([root, node, client]) = users.as_deref() {
+                map.secure(&root.password, node, client).await?;
+            }
             Ok(())
         })?;
     }
@@ -283,7 +310,8 @@ pub fn add_host(dir: &Path, entry: HostEntry) -> Result<AddReport, HostsError> {
     let mut map = ClusterMap::read(&map_path)?;
     let etcd = map.etcd.clone().ok_or_else(|| HostsError::NoEtcd(map_path.clone()))?;
     let invalid = |reason: String| HostsError::Invalid { path: map_path.clone(), reason };
-    let current = with_etcd(&etcd, async |etcd| Ok(etcd.load().await?))?;
+    let source = etcd.source(dir, EtcdActor::Root).map_err(io_error(&dir.join("etcd")))?;
+    let current = with_etcd(&source, async |etcd| Ok(etcd.load().await?))?;
     let id = current.nodes.iter().map(|n| n.id).chain(map.nodes.iter().map(|n| n.id)).max().unwrap_or(0) + 1;
     let host = host(id, entry).map_err(invalid)?;
     // The same checks as etcd's, before a certificate or bundle exists.
@@ -299,7 +327,7 @@ pub fn add_host(dir: &Path, entry: HostEntry) -> Result<AddReport, HostsError> {
     let written = write_bundle(dir, &host, &files, &dir.join(&map.key_file), Vec::new(), Some(&etcd))
         .and_then(|bundle| {
             let node = map_node(&host, true);
-            let added = with_etcd(&etcd, async |etcd| Ok(etcd.add_node(node).await?))?;
+            let added = with_etcd(&source, async |etcd| Ok(etcd.add_node(node).await?))?;
             Ok((bundle, added))
         });
     let (bundle, added) = match written {
@@ -331,12 +359,16 @@ fn write_bundle(
     let bundle = out.join("hosts").join(&host.name);
     let tls = bundle.join("tls");
     std::fs::create_dir_all(&tls).map_err(io(&tls))?;
+    let node_password = EtcdActor::Node.password_file(out);
     for (from, to, mode) in [
         (&files.ca_cert, tls.join("ca.pem"), 0o644),
         (&files.cert, tls.join("node.pem"), 0o644),
         (&files.key, tls.join("node.key"), 0o600),
         (&kek.to_path_buf(), bundle.join("kek"), 0o600),
-    ] {
+    ]
+    .into_iter()
+    .chain(etcd.filter(|e| e.auth).map(|_| (&node_password, bundle.join("etcd.password"), 0o600)))
+    {
         let bytes = std::fs::read(from).map_err(io(from))?;
         files::write_atomically(&to, &bytes, mode).map_err(io(&to))?;
     }
@@ -348,7 +380,12 @@ fn write_bundle(
         data_dirs: vec![host.data_dir.clone()],
         key_file: "kek",
         peers,
-        map: etcd.map(|e| BundleMap { etcd: e.endpoints.clone(), prefix: e.prefix.clone() }),
+        map: etcd.map(|e| BundleMap {
+            etcd: e.endpoints.clone(),
+            prefix: e.prefix.clone(),
+            user: e.auth.then_some(EtcdActor::Node.user()),
+            password_file: e.auth.then_some("etcd.password"),
+        }),
         tls: BundleTls { ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key" },
     };
     let body = toml::to_string(&config)

@@ -20,6 +20,7 @@ use client::{ClientConfig, NewRecord, OpenError, Reader, VolumeGeometry, Writer}
 use etcdmap::Role;
 use protocol::{PageId, RecordKind, VolumeId};
 
+use crate::local::map::EtcdActor;
 use crate::local::LocalCluster;
 
 /// Page size of volumes this command writes (the engines' default).
@@ -169,13 +170,13 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn etcd(cluster: &LocalCluster) -> anyhow::Result<etcdmap::EtcdMap> {
-    let Some(source) = cluster.etcd() else {
+    let Some(source) = cluster.etcd_source(EtcdActor::Root)? else {
         bail!(
             "{}: this cluster keeps no ACLs (its map is not in etcd: `cluster init --hosts FILE --etcd URL`)",
             cluster.dir().display()
         );
     };
-    Ok(etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, ETCD_TIMEOUT).await?)
+    Ok(etcdmap::EtcdMap::open(&source, ETCD_TIMEOUT).await?)
 }
 
 /// etcd, once the certificate this command acts with is checked to hold `admin` on `volume`.

@@ -12,6 +12,7 @@ use heal::{metrics, segments};
 use protocol::messages::{ErrorCode, GossipFetch, HydrateFetch};
 use protocol::{Epochs, Lsn, LsnRange, Message, PageId, PgId, PgRef, VolumeId};
 use support::etcd::EtcdCluster;
+use tools::local::map::EtcdActor;
 use tools::local::LocalCluster;
 
 const VOLUME: u128 = 0xac1;
@@ -43,7 +44,7 @@ fn unauthorized_replies(admin: std::net::SocketAddr) -> f64 {
 
 #[test]
 fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_cannot_act_as_nodes() {
-    let cluster = EtcdCluster::start(6);
+    let cluster = EtcdCluster::start_with_auth(6);
     for name in ["alice", "bob", "mallory", "carol", "dave"] {
         let issued = cluster.borealis(&["cert", "issue", "--name", name]);
         assert!(issued.code == Some(0), "{issued:?}");
@@ -218,13 +219,26 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
         };
         let carol = client::Writer::open(as_("carol"), geometry).await.unwrap();
         carol.append(vec![record(1)]).await.unwrap().durable().await.unwrap();
-        let mut etcd = etcdmap::EtcdMap::connect(
-            &[cluster.etcd.endpoint()],
-            etcdmap::DEFAULT_PREFIX,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let source = |actor| local.etcd_source(actor).unwrap().expect("the map is in etcd");
+        let mut etcd =
+            etcdmap::EtcdMap::open(&source(EtcdActor::Root), Duration::from_secs(5)).await.unwrap();
+        // etcd's authentication is on (`init --etcd-auth`): the clients' etcd user reads the map
+        // and ACLs but cannot change them, and without a user nothing is read.
+        let mut as_client =
+            etcdmap::EtcdMap::open(&source(EtcdActor::Client), Duration::from_secs(5)).await.unwrap();
+        assert!(as_client.load().await.is_ok(), "the clients' etcd user reads the map");
+        let grab =
+            as_client.change_acl(VOLUME + 1, |acl| acl.grant("borealis://client/dave", etcdmap::Role::Admin));
+        let denied = grab.await.expect_err("the clients' etcd user changed an ACL");
+        assert!(denied.to_string().contains("permission denied"), "{denied}");
+        let squat = as_client.claim_volume(VOLUME + 2, "borealis://client/dave").await;
+        assert!(squat.is_err(), "the clients' etcd user claimed a volume: {squat:?}");
+        let anonymous = etcdmap::EtcdSource::new(vec![cluster.etcd.endpoint()], etcdmap::DEFAULT_PREFIX);
+        let nobody = match etcdmap::EtcdMap::open(&anonymous, Duration::from_secs(5)).await {
+            Ok(mut map) => map.load().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        assert!(nobody.is_err(), "etcd answered without a user");
         let (acl, _) = etcd.acl(VOLUME + 1).await.unwrap().expect("the nodes claimed the volume");
         assert!(acl.allows("borealis://client/carol", etcdmap::Role::Admin), "{acl:?}");
         match client::Writer::open(as_("dave"), geometry).await {

@@ -54,7 +54,7 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
     let bundle = std::fs::read_to_string(out.join("hosts/host-1.test/storaged.toml")).unwrap();
     assert!(bundle.contains(&endpoint) && !bundle.contains("peers"), "bundles point at etcd:\n{bundle}");
     // A second cluster cannot take the same prefix.
-    let again = init(&cluster.hosts_file(), &out.with_extension("2"), &endpoint);
+    let again = init(&cluster.hosts_file(), &out.with_extension("2"), &endpoint, false);
     let out_arg = out.to_str().unwrap().to_owned();
     assert!(again.code != Some(0) && again.stderr.contains("already"), "{again:?}");
     let hosts = cluster.hosts.clone();

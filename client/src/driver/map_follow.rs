@@ -12,14 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::task::Command;
 
-/// Where the cluster map lives in etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EtcdSource {
-    /// Client URLs of the etcd members, e.g. `http://10.0.0.5:2379`.
-    pub endpoints: Vec<String>,
-    /// The key prefix (`etcdmap::DEFAULT_PREFIX` unless the cluster chose another).
-    pub prefix: String,
-}
+/// Where the cluster map lives in etcd, and the (read-only) etcd user to read it as.
+pub use etcdmap::EtcdSource;
 
 /// Follows the map from `start` (the one the writer opened with) until the writer closes. It
 /// holds the command channel weakly: a writer's `close` ends its driver by dropping the last
@@ -33,7 +27,7 @@ pub(super) async fn follow(source: EtcdSource, start: &ClusterMap, commands: mps
         acls: Default::default(),
         admins: Default::default(),
     };
-    let mut updates = etcdmap::watch(source.endpoints, source.prefix, initial);
+    let mut updates = etcdmap::watch(source, initial);
     while updates.changed().await.is_ok() {
         let snapshot = updates.borrow_and_update().clone();
         let map = match snapshot.cluster_map() {

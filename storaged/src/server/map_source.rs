@@ -50,7 +50,7 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
 
 /// Follows etcd's map from `snapshot` on, applying each change to `view`.
 pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot, metrics: Arc<NodeMetrics>) {
-    let mut updates = etcdmap::watch(source.endpoints.clone(), source.prefix.clone(), snapshot);
+    let mut updates = etcdmap::watch(source.clone(), snapshot);
     tokio::task::spawn_local(async move {
         while updates.changed().await.is_ok() {
             let snapshot = updates.borrow_and_update().clone();
@@ -112,8 +112,7 @@ async fn load_waiting(source: &EtcdSource) -> Result<(etcdmap::EtcdMap, etcdmap:
     let mut warned = false;
     loop {
         let attempt = async {
-            let mut etcd =
-                etcdmap::EtcdMap::connect(&source.endpoints, &source.prefix, ETCD_REQUEST_TIMEOUT).await?;
+            let mut etcd = etcdmap::EtcdMap::open(source, ETCD_REQUEST_TIMEOUT).await?;
             let snapshot = etcd.load().await?;
             Ok((etcd, snapshot))
         };

@@ -242,6 +242,12 @@ enum ClusterAction {
         /// The etcd key prefix of the map.
         #[arg(long, value_name = "PREFIX", default_value = etcdmap::DEFAULT_PREFIX, requires = "etcd")]
         etcd_prefix: String,
+        /// Turn on etcd's authentication (its authentication must still be off): a `root`
+        /// user for operators, a node user that may read and write the map's prefix, a client
+        /// user that may only read it, with new passwords in OUT/etcd/ (the nodes' in their
+        /// bundles). Without it, anyone who can reach etcd can change the cluster map and ACLs.
+        #[arg(long, requires = "etcd")]
+        etcd_auth: bool,
     },
     /// Adds a host to a running cluster whose map is in etcd (`init --hosts --etcd`): signs
     /// its certificate with the cluster's CA (DIR/pki), writes its bundle to DIR/hosts/NAME and
@@ -443,9 +449,12 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         interrupt::install()?;
     }
     match args.action {
-        ClusterAction::Init { hosts, out, etcd, etcd_prefix } => {
-            let etcd = (!etcd.is_empty())
-                .then_some(tools::local::map::EtcdSection { endpoints: etcd, prefix: etcd_prefix });
+        ClusterAction::Init { hosts, out, etcd, etcd_prefix, etcd_auth } => {
+            let etcd = (!etcd.is_empty()).then_some(tools::local::map::EtcdSection {
+                endpoints: etcd,
+                prefix: etcd_prefix,
+                auth: etcd_auth,
+            });
             cluster_init(&hosts, &out, etcd)
         }
         ClusterAction::AddHost { name, address, az, data_dir, admin } => {

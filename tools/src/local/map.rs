@@ -60,6 +60,58 @@ pub struct EtcdSection {
     pub endpoints: Vec<String>,
     /// The key prefix of the map.
     pub prefix: String,
+    /// etcd's authentication is on (`cluster init --etcd-auth`): the passwords of its `root`,
+    /// node and client users are in `etcd/` of the cluster directory ([`EtcdSection::source`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth: bool,
+}
+
+/// Which etcd user to act as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdActor {
+    /// An operator: publishes the map, adds hosts, changes ACLs.
+    Root,
+    /// A storage node: reads the map, claims volumes.
+    Node,
+    /// A writer or reader: reads the map only.
+    Client,
+}
+
+impl EtcdActor {
+    pub const ALL: [EtcdActor; 3] = [EtcdActor::Root, EtcdActor::Node, EtcdActor::Client];
+
+    /// The etcd user's name.
+    pub fn user(self) -> &'static str {
+        match self {
+            EtcdActor::Root => "root",
+            EtcdActor::Node => etcdmap::NODE_ROLE,
+            EtcdActor::Client => etcdmap::CLIENT_ROLE,
+        }
+    }
+
+    /// Where its password is kept, under the cluster directory.
+    pub fn password_file(self, dir: &Path) -> PathBuf {
+        let name = match self {
+            EtcdActor::Root => "root",
+            EtcdActor::Node => "node",
+            EtcdActor::Client => "client",
+        };
+        dir.join("etcd").join(format!("{name}.password"))
+    }
+}
+
+impl EtcdSection {
+    /// The etcd source to act as `actor` with, from the cluster directory `dir`.
+    pub fn source(&self, dir: &Path, actor: EtcdActor) -> std::io::Result<etcdmap::EtcdSource> {
+        let mut source = etcdmap::EtcdSource::new(self.endpoints.clone(), self.prefix.clone());
+        if self.auth {
+            let file = actor.password_file(dir);
+            let user = etcdmap::EtcdUser::from_password_file(actor.user(), &file)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+            source.user = Some(user);
+        }
+        Ok(source)
+    }
 }
 
 /// One node of the map.

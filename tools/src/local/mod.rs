@@ -52,6 +52,8 @@ pub enum LocalError {
     Pki(#[from] transport::TransportError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error("cluster map: {0}")]
+    Placement(#[from] protocol::placement::PlacementError),
     #[error(
         "the cluster in {} has {existing}, not {requested} per AZ: leave out --nodes-per-az to use it, \
          or give another --dir (a cluster is not resized in place)",
@@ -190,13 +192,20 @@ impl LocalCluster {
     /// How a client reaches this cluster: its placement and the client certificate, with the
     /// client's default timeouts and bounds (callers adjust what they need).
     /// A cluster whose map is in etcd has its writers follow it there.
-    pub fn client_config(&self) -> Result<client::ClientConfig, protocol::placement::PlacementError> {
+    /// It reads etcd as the clients' user, which may only read (`cluster init --etcd-auth`).
+    pub fn client_config(&self) -> Result<client::ClientConfig, LocalError> {
         let mut config = client::ClientConfig::new(self.placement()?, self.client_tls());
-        config.etcd = self.map.etcd.as_ref().map(|etcd| client::EtcdSource {
-            endpoints: etcd.endpoints.clone(),
-            prefix: etcd.prefix.clone(),
-        });
+        config.etcd = self.etcd_source(map::EtcdActor::Client)?;
         Ok(config)
+    }
+
+    /// Where this cluster's map lives in etcd, to act there as `actor`, if it does.
+    pub fn etcd_source(&self, actor: map::EtcdActor) -> Result<Option<etcdmap::EtcdSource>, LocalError> {
+        let Some(etcd) = &self.map.etcd else { return Ok(None) };
+        let source = etcd
+            .source(&self.dir, actor)
+            .map_err(|source| LocalError::Io { path: actor.password_file(&self.dir), source })?;
+        Ok(Some(source))
     }
 
     /// Where this cluster's map lives in etcd, if it does.

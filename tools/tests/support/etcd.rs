@@ -59,16 +59,30 @@ pub fn run(args: &[&str]) -> Run {
     finish(child, args)
 }
 
-/// `borealis cluster init --hosts FILE --out OUT --etcd ENDPOINT`.
-pub fn init(file: &Path, out: &Path, endpoint: &str) -> Run {
+/// `borealis cluster init --hosts FILE --out OUT --etcd ENDPOINT [--etcd-auth]`.
+pub fn init(file: &Path, out: &Path, endpoint: &str, auth: bool) -> Run {
     let (file, out) = (file.to_str().unwrap(), out.to_str().unwrap());
-    run(&["cluster", "init", "--hosts", file, "--out", out, "--etcd", endpoint])
+    let mut args = vec!["cluster", "init", "--hosts", file, "--out", out, "--etcd", endpoint];
+    if auth {
+        args.push("--etcd-auth");
+    }
+    run(&args)
 }
 
 impl EtcdCluster {
     /// etcd, `init --hosts --etcd` for the first six of `hosts` hosts (two per AZ), and those six
     /// nodes started.
     pub fn start(hosts: usize) -> EtcdCluster {
+        EtcdCluster::start_with(hosts, false)
+    }
+
+    /// The same, with etcd's authentication turned on by `init --etcd-auth`.
+    #[allow(dead_code)] // Not every test binary that includes this module uses it.
+    pub fn start_with_auth(hosts: usize) -> EtcdCluster {
+        EtcdCluster::start_with(hosts, true)
+    }
+
+    fn start_with(hosts: usize, auth: bool) -> EtcdCluster {
         let root = tempfile::tempdir().unwrap();
         let etcd = LocalEtcd::start(&root.path().join("etcd")).expect("start etcd (Debian's etcd-server)");
         let hosts = self::hosts(root.path(), hosts);
@@ -88,7 +102,7 @@ impl EtcdCluster {
             .collect();
         let (file, out) = (root.path().join("hosts.toml"), root.path().join("cluster"));
         std::fs::write(&file, hosts_file).unwrap();
-        let init = init(&file, &out, &etcd.endpoint());
+        let init = init(&file, &out, &etcd.endpoint(), auth);
         assert!(init.code == Some(0), "{init:?}");
         let mut cluster = EtcdCluster { root, etcd, out, hosts, nodes: Vec::new(), init };
         cluster.nodes = (1..=6).map(|i| Some(cluster.start_node(i))).collect();

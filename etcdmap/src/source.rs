@@ -1,0 +1,113 @@
+//! [`EtcdSource`]: where a cluster map lives (etcd's endpoints and the prefix) and the etcd user
+//! to act as; and [`EtcdMap::secure`], which turns on etcd's own access control for a prefix.
+//!
+//! Who may write what in etcd decides who may change the cluster: the node list (a name
+//! written there makes a certificate a "node") and every volume's ACL. So a secured cluster has
+//! two etcd users besides `root`:
+//!
+//! - the nodes' ([`NODE_ROLE`]): read and write under the prefix (they follow the map and claim
+//!   unclaimed volumes for their first writer);
+//! - the clients' ([`CLIENT_ROLE`]): read only (writers and readers follow the map).
+//!
+//! Operators act as `root` (publishing the map, adding hosts, granting and revoking roles).
+
+use std::time::Duration;
+
+use etcd_client::{ConnectOptions, Permission};
+
+use crate::layout::normalize_prefix;
+use crate::{EtcdMap, EtcdMapError};
+
+/// The etcd role of the cluster's nodes: read and write under the prefix.
+pub const NODE_ROLE: &str = "borealis-node";
+/// The etcd role of the cluster's clients: read under the prefix.
+pub const CLIENT_ROLE: &str = "borealis-client";
+
+/// An etcd user and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl EtcdUser {
+    /// The user `name` whose password is the first line of the file at `path`.
+    pub fn from_password_file(name: &str, path: &std::path::Path) -> Result<EtcdUser, std::io::Error> {
+        let text = std::fs::read_to_string(path)?;
+        let password = text.lines().next().unwrap_or("").to_owned();
+        if password.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the password file is empty"));
+        }
+        Ok(EtcdUser { name: name.to_owned(), password })
+    }
+}
+
+/// Where the cluster map lives, and as whom to read (or write) it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdSource {
+    /// Client URLs of the etcd members, e.g. `http://10.0.0.5:2379`.
+    pub endpoints: Vec<String>,
+    /// The key prefix (`DEFAULT_PREFIX` unless the cluster chose another).
+    pub prefix: String,
+    /// The etcd user to authenticate as; `None` for an etcd without authentication.
+    pub user: Option<EtcdUser>,
+}
+
+impl EtcdSource {
+    /// A source without authentication.
+    pub fn new(endpoints: Vec<String>, prefix: impl Into<String>) -> EtcdSource {
+        EtcdSource { endpoints, prefix: prefix.into(), user: None }
+    }
+
+    /// `options` with this source's user, if it has one.
+    pub(crate) fn options(&self, options: ConnectOptions) -> ConnectOptions {
+        match &self.user {
+            Some(user) => options.with_user(user.name.clone(), user.password.clone()),
+            None => options,
+        }
+    }
+}
+
+impl EtcdMap {
+    /// Connects to `source` as its user (connect timeout and per-request timeout = `timeout`).
+    pub async fn open(source: &EtcdSource, timeout: Duration) -> Result<EtcdMap, EtcdMapError> {
+        let options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        EtcdMap::connect_with(&source.endpoints, &source.prefix, source.options(options)).await
+    }
+
+    /// Turns on etcd's access control for this prefix: the roles [`NODE_ROLE`] (read and
+    /// write under the prefix) and [`CLIENT_ROLE`] (read under it), the users `node` and
+    /// `client` holding them, a `root` user with `root_password`, and authentication enabled.
+    /// Must be called on a connection made without a user, to an etcd whose authentication is
+    /// still off; from then on every connection needs a user.
+    pub async fn secure(
+        &mut self,
+        root_password: &str,
+        node: &EtcdUser,
+        client: &EtcdUser,
+    ) -> Result<(), EtcdMapError> {
+        let prefix = normalize_prefix(self.prefix());
+        let client_api = &mut self.client;
+        for (role, permission) in [
+            (NODE_ROLE, Permission::read_write(prefix.as_str()).with_prefix()),
+            (CLIENT_ROLE, Permission::read(prefix.as_str()).with_prefix()),
+        ] {
+            client_api.role_add(role).await?;
+            client_api.role_grant_permission(role, permission).await?;
+        }
+        for (user, role) in [(node, NODE_ROLE), (client, CLIENT_ROLE)] {
+            client_api.user_add(user.name.as_str(), user.password.as_str(), None).await?;
+            client_api.user_grant_role(user.name.as_str(), role).await?;
+        }
+        client_api.user_add("root", root_password, None).await?;
+        client_api.user_grant_role("root", "root").await?;
+        client_api.auth_enable().await?;
+        Ok(())
+    }
+}

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod etcd;
 
 use std::path::{Path, PathBuf};

@@ -47,7 +47,7 @@ pub use error::EtcdMapError;
 pub use layout::{MapNode, Snapshot};
 pub use local::LocalEtcd;
 pub use source::{EtcdSource, EtcdUser, CLIENT_ROLE, NODE_ROLE};
-pub use watch::{watch, WATCH_RETRY};
+pub use watch::{watch, watch_with_state, WatchState, WATCH_KEEPALIVE, WATCH_RETRY};
 
 /// The prefix the cluster map lives under unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "/borealis/";

@@ -28,7 +28,7 @@ pub const WATCH_RETRY: Duration = Duration::from_millis(500);
 const WATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 keep-alive ping interval and timeout, so an etcd that stops answering without closing
 /// the connection (a partition, a frozen host) breaks the session instead of hanging it.
-const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
+pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Watches the map: returns a receiver holding `initial` and then every newer snapshot.
 ///
@@ -36,8 +36,27 @@ const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
 /// current-thread runtime is enough) watches the prefix from `initial.revision + 1`; see the
 /// module docs for what it does on events and errors. It ends when every receiver is dropped.
 pub fn watch(source: EtcdSource, initial: Snapshot) -> Receiver<Snapshot> {
+    watch_with_state(source, initial).0
+}
+
+/// Whether the watch is following etcd now: what says how current a receiver's map is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchState {
+    /// The watch stream is open: changes arrive within moments (a stalled connection is found
+    /// by keep-alive pings within twice [`WATCH_KEEPALIVE`]).
+    pub following: bool,
+    /// Since when it has been so.
+    pub since: std::time::Instant,
+}
+
+/// [`watch`], and a receiver of the watch's [`WatchState`] (following from the start: the
+/// caller just read `initial`).
+pub fn watch_with_state(source: EtcdSource, initial: Snapshot) -> (Receiver<Snapshot>, Receiver<WatchState>) {
+    let now = std::time::Instant::now();
+    let (state, state_rx) = tokio::sync::watch::channel(WatchState { following: true, since: now });
     let watcher = Watcher {
         prefix: normalize_prefix(&source.prefix),
+        state,
         source,
         revision: initial.revision,
         reload: false,
@@ -45,7 +64,7 @@ pub fn watch(source: EtcdSource, initial: Snapshot) -> Receiver<Snapshot> {
     };
     let (tx, rx) = tokio::sync::watch::channel(initial);
     tokio::spawn(watcher.run(tx));
-    rx
+    (rx, state_rx)
 }
 
 /// Why a watch session ended.
@@ -93,6 +112,7 @@ struct Watcher {
     reload: bool,
     /// Whether the outage has been logged: one warning per outage, however many retries.
     outage: bool,
+    state: Sender<WatchState>,
 }
 
 impl Watcher {
@@ -105,6 +125,7 @@ impl Watcher {
                     broken
                 }
             };
+            self.set_following(false);
             if !std::mem::replace(&mut self.outage, true) {
                 tracing::warn!(
                     prefix = %self.prefix, endpoints = %self.source.endpoints.join(","), error = %broken,
@@ -129,6 +150,7 @@ impl Watcher {
         }
         let options = WatchOptions::new().with_prefix().with_start_revision(self.revision + 1);
         let mut stream = map.client.watch(self.prefix.as_str(), Some(options)).await?;
+        self.set_following(true);
         if std::mem::take(&mut self.outage) {
             tracing::info!(prefix = %self.prefix, "cluster map watch restored");
         }
@@ -145,6 +167,16 @@ impl Watcher {
                 self.offer(tx, map.load().await?);
             }
         }
+    }
+
+    fn set_following(&self, following: bool) {
+        self.state.send_if_modified(|state| {
+            let changed = state.following != following;
+            if changed {
+                *state = WatchState { following, since: std::time::Instant::now() };
+            }
+            changed
+        });
     }
 
     /// Takes `snapshot` as the newest read and hands it to receivers if the map changed.

@@ -5,7 +5,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use etcdmap::{
-    watch, EtcdMap, EtcdMapError, EtcdSource, EtcdUser, LocalEtcd, MapNode, Snapshot, DEFAULT_PREFIX,
+    watch, watch_with_state, EtcdMap, EtcdMapError, EtcdSource, EtcdUser, LocalEtcd, MapNode, Snapshot,
+    DEFAULT_PREFIX,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,13 +156,21 @@ async fn two_concurrent_add_node_calls_both_land() {
 async fn a_watcher_survives_etcd_being_killed_and_restarted_and_sees_a_node_added_after() {
     let mut etcd = Etcd::start().await;
     let initial = etcd.connect().await.publish(&six_nodes()).await.expect("publish");
-    let mut rx = watch(EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX), initial);
+    let (mut rx, mut state) = watch_with_state(EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX), initial);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(state.borrow().following, "following from the start");
 
     etcd.kill();
     // Long enough for the watcher to see its stream break and fail a few reconnects.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let broken = *state.borrow();
+    assert!(!broken.following, "the watch state says the watch broke");
     etcd.restart().await;
+    tokio::time::timeout(WATCH_SEEN_AFTER_RESTART_MAX, state.wait_for(|s| s.following))
+        .await
+        .expect("the watch follows again after the restart")
+        .expect("watch task alive");
+    assert!(state.borrow().since > broken.since);
 
     let start = Instant::now();
     etcd.connect().await.add_node(node(7, 2, true)).await.expect("add a spare after the restart");

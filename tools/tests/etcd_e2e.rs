@@ -162,4 +162,18 @@ fn a_host_added_through_etcd_is_seen_by_nodes_and_writer_within_2_s_and_takes_a_
     });
     let file_map = LocalCluster::load(&out).unwrap();
     assert!(file_map.node(7).is_some_and(|n| n.spare), "cluster.toml lists the new host as a spare");
+
+    // etcd down, a node says how old its map may be; etcd back, it follows again.
+    let stale = |admin: SocketAddr| {
+        metrics(admin)
+            .lines()
+            .find_map(|l| l.strip_prefix("borealis_cluster_map_stale_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("borealis_cluster_map_stale_seconds on /metrics")
+    };
+    assert_eq!(stale(hosts[1].admin), 0.0, "following etcd");
+    cluster.etcd.kill();
+    wait_for("node 2 to report its map stale", Duration::from_secs(20), || stale(hosts[1].admin) >= 1.0);
+    cluster.etcd.restart().expect("restart etcd");
+    wait_for("node 2 to follow etcd again", Duration::from_secs(20), || stale(hosts[1].admin) == 0.0);
 }

@@ -50,7 +50,17 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
 
 /// Follows etcd's map from `snapshot` on, applying each change to `view`.
 pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot, metrics: Arc<NodeMetrics>) {
-    let mut updates = etcdmap::watch(source.clone(), snapshot);
+    let (mut updates, mut state) = etcdmap::watch_with_state(source.clone(), snapshot);
+    let watched = Arc::clone(&metrics);
+    tokio::task::spawn_local(async move {
+        loop {
+            let now = *state.borrow_and_update();
+            watched.map_followed(now.following, now.since);
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     tokio::task::spawn_local(async move {
         while updates.changed().await.is_ok() {
             let snapshot = updates.borrow_and_update().clone();

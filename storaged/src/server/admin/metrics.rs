@@ -79,7 +79,14 @@ pub struct NodeMetrics {
     /// Nodes in the cluster map this node holds, and the etcd revision it was read at.
     map_nodes: AtomicU64,
     map_revision: AtomicU64,
+    /// When the etcd watch stopped following, in milliseconds after `started`;
+    /// `FOLLOWING` while it follows (and for a static map, which has nothing to follow).
+    map_unfollowed_at_ms: AtomicU64,
+    started: Instant,
 }
+
+/// `map_unfollowed_at_ms` while the map is followed.
+const FOLLOWING: u64 = u64::MAX;
 
 impl Default for NodeMetrics {
     fn default() -> NodeMetrics {
@@ -92,6 +99,8 @@ impl Default for NodeMetrics {
             error_replies: Labelled::new("kind", error_kinds, Counter::default),
             map_nodes: AtomicU64::new(0),
             map_revision: AtomicU64::new(0),
+            map_unfollowed_at_ms: AtomicU64::new(FOLLOWING),
+            started: Instant::now(),
         }
     }
 }
@@ -126,12 +135,33 @@ impl NodeMetrics {
         self.map_revision.store(u64::try_from(revision).unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// The etcd watch follows the map (`following`) since `since`, or stopped following then.
+    pub fn map_followed(&self, following: bool, since: Instant) {
+        let at = match following {
+            true => FOLLOWING,
+            false => u64::try_from(since.saturating_duration_since(self.started).as_millis()).unwrap_or(0),
+        };
+        self.map_unfollowed_at_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// How long the node's view of the etcd map may have been out of date: 0 while its watch
+    /// follows etcd (or the map is static).
+    fn map_stale(&self) -> Duration {
+        match self.map_unfollowed_at_ms.load(Ordering::Relaxed) {
+            FOLLOWING => Duration::ZERO,
+            at => self.started.elapsed().saturating_sub(Duration::from_millis(at)),
+        }
+    }
+
     fn encode(&self, out: &mut DescriptorEncoder) -> fmt::Result {
         let nodes = self.map_nodes.load(Ordering::Relaxed);
         gauge(out, "cluster_map_nodes", "Nodes in the cluster map this node holds (0: no peers).", nodes)?;
         let revision = self.map_revision.load(Ordering::Relaxed);
         let help = "The etcd revision of the cluster map this node holds (0: a static map).";
         gauge(out, "cluster_map_revision", help, revision)?;
+        let help = "Seconds since this node's watch of the etcd cluster map broke (0 while it follows \
+                    etcd, or for a static map): its map and ACLs may be that old.";
+        gauge(out, "cluster_map_stale_seconds", help, self.map_stale().as_secs_f64())?;
         let histograms = [
             (
                 "journal_flush_seconds",

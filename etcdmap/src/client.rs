@@ -13,8 +13,8 @@ use protocol::placement::ClusterMap;
 
 use crate::acl::Acl;
 use crate::layout::{
-    acl_key, acl_value, admins_key, check_clash, check_unique, generation_key, node_key, node_value,
-    nodes_prefix, normalize_prefix, parse_entries, Entry, MapNode, Snapshot, Stored,
+    acl_key, acl_value, admins_key, check_clash, check_unique, deleted_key, generation_key, node_key,
+    node_value, nodes_prefix, normalize_prefix, parse_entries, Entry, MapNode, Snapshot, Stored,
 };
 use crate::EtcdMapError;
 
@@ -103,6 +103,7 @@ impl EtcdMap {
             generation,
             acls: Default::default(),
             admins: Default::default(),
+            deleted: Default::default(),
         })
     }
 
@@ -144,21 +145,48 @@ impl EtcdMap {
 
     /// Claims `volume` for `identity` if nobody has: its ACL becomes `identity: admin` (what a
     /// writer opening a volume does first). Returns the volume's ACL, new or as it was.
+    /// A deleted volume is never claimed again (`Deleted`).
     pub async fn claim_volume(&mut self, volume: u128, identity: &str) -> Result<Acl, EtcdMapError> {
         let key = acl_key(&self.prefix, volume);
+        let tombstone = deleted_key(&self.prefix, volume);
         let owned = Acl::owned_by(identity);
         let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), acl_value(&owned), None)])
-            .or_else([TxnOp::get(key.as_str(), None)]);
+            .when([
+                Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                Compare::create_revision(tombstone.as_str(), CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::put(key.as_str(), acl_value(&owned), None)]);
         let response = self.client.txn(txn).await?;
         if response.succeeded() {
             return Ok(owned);
+        }
+        if self.is_deleted(volume).await? {
+            return Err(EtcdMapError::Deleted { volume });
         }
         match self.acl(volume).await? {
             Some((acl, _)) => Ok(acl),
             None => Err(EtcdMapError::Conflict),
         }
+    }
+
+    /// Deletes `volume` for good: writes its tombstone (`P deleted/VOLUME`, recording `by`),
+    /// which every node follows by dropping the volume's segments and refusing every request
+    /// naming it. Returns false if it was deleted already. Its ACL stays, as a record of who
+    /// had it.
+    pub async fn delete_volume(&mut self, volume: u128, by: &str) -> Result<bool, EtcdMapError> {
+        let tombstone = deleted_key(&self.prefix, volume);
+        let value = serde_json::json!({ "by": by }).to_string();
+        let txn = Txn::new()
+            .when([Compare::create_revision(tombstone.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(tombstone.as_str(), value, None)]);
+        Ok(self.client.txn(txn).await?.succeeded())
+    }
+
+    /// Whether `volume` was deleted.
+    pub async fn is_deleted(&mut self, volume: u128) -> Result<bool, EtcdMapError> {
+        let key = deleted_key(&self.prefix, volume);
+        let response = self.client.get(key, Some(GetOptions::new().with_count_only())).await?;
+        Ok(response.count() > 0)
     }
 
     /// The ACL of `volume` and its key's mod_revision, if it was claimed.

@@ -49,4 +49,7 @@ pub enum EtcdMapError {
         "volume {volume:#x} has no ACL (nobody claimed it: a writer opening it, or `borealis volume create`)"
     )]
     NoAcl { volume: u128 },
+    /// The volume was deleted (`P deleted/VOLUME`): it is never claimed or used again.
+    #[error("volume {volume:#x} was deleted")]
+    Deleted { volume: u128 },
 }

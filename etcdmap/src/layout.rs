@@ -12,7 +12,7 @@
 //! keys under `P` are ignored: they are left for later use. Nothing here does I/O, so every way a
 //! stored value can be wrong is tested without etcd.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use protocol::placement::{ClusterMap, NodeInfo, PlacementError};
@@ -89,6 +89,9 @@ pub struct Snapshot {
     /// The cluster's administrators: identities with `admin` here may ask nodes to change state
     /// (`ReplaceNodeAsk`).
     pub admins: Acl,
+    /// Deleted volumes (`P deleted/VOLUME`): every node drops their segments and refuses every
+    /// request naming them, for good.
+    pub deleted: BTreeSet<u128>,
 }
 
 impl Snapshot {
@@ -117,6 +120,13 @@ pub(crate) fn nodes_prefix(prefix: &str) -> String {
 
 /// The key suffix every volume ACL key starts with.
 pub(crate) const ACL_DIR: &str = "acl/";
+
+/// Where deleted volumes' tombstones live: `P deleted/<volume as 32 hex digits>`.
+pub(crate) const DELETED_DIR: &str = "deleted/";
+
+pub(crate) fn deleted_key(prefix: &str, volume: u128) -> String {
+    format!("{prefix}{DELETED_DIR}{volume:032x}")
+}
 
 /// The key of the cluster administrators' ACL.
 pub(crate) const ADMINS_KEY: &str = "admins";
@@ -173,6 +183,7 @@ pub(crate) fn parse_entries<'a>(
     let mut nodes = Vec::new();
     let mut acls = BTreeMap::new();
     let mut admins = Acl::default();
+    let mut deleted = BTreeSet::new();
     for entry in entries {
         let Some(suffix) = entry.key.strip_prefix(prefix.as_bytes()) else { continue };
         if suffix == GENERATION_KEY.as_bytes() {
@@ -181,6 +192,16 @@ pub(crate) fn parse_entries<'a>(
             nodes.push(parse_node(&entry, id)?);
         } else if suffix == ADMINS_KEY.as_bytes() {
             admins = serde_json::from_slice(entry.value).map_err(|e| bad_entry(entry.key, e.to_string()))?;
+        } else if let Some(volume) = suffix.strip_prefix(DELETED_DIR.as_bytes()) {
+            // A tombstone is one whatever its value says (it only records who deleted it).
+            match volume_of(volume) {
+                Some(volume) => {
+                    deleted.insert(volume);
+                }
+                None => {
+                    tracing::warn!(key = %String::from_utf8_lossy(entry.key), "ignored a key under deleted/ that names no volume")
+                }
+            }
         } else if let Some(volume) = suffix.strip_prefix(ACL_DIR.as_bytes()) {
             // One bad ACL must not stop the map (and every other ACL) from being followed: a
             // value that does not parse denies everyone (fails closed), a key that names no
@@ -207,17 +228,22 @@ pub(crate) fn parse_entries<'a>(
         ));
     };
     nodes.sort_by_key(|n| n.id);
-    Ok(Stored { snapshot: Snapshot { nodes, revision, generation, acls, admins }, generation_mod_revision })
+    let snapshot = Snapshot { nodes, revision, generation, acls, admins, deleted };
+    Ok(Stored { snapshot, generation_mod_revision })
 }
 
-fn parse_acl(entry: &Entry<'_>, volume_hex: &[u8]) -> Result<(u128, Acl), (Option<u128>, EtcdMapError)> {
-    let volume = std::str::from_utf8(volume_hex)
+/// The volume a key's last part names (32 hex digits).
+fn volume_of(volume_hex: &[u8]) -> Option<u128> {
+    std::str::from_utf8(volume_hex)
         .ok()
         .filter(|hex| hex.len() == 32)
         .and_then(|hex| u128::from_str_radix(hex, 16).ok())
-        .ok_or_else(|| {
-            (None, bad_entry(entry.key, "the key does not end in a volume id of 32 hex digits".into()))
-        })?;
+}
+
+fn parse_acl(entry: &Entry<'_>, volume_hex: &[u8]) -> Result<(u128, Acl), (Option<u128>, EtcdMapError)> {
+    let volume = volume_of(volume_hex).ok_or_else(|| {
+        (None, bad_entry(entry.key, "the key does not end in a volume id of 32 hex digits".into()))
+    })?;
     let acl = serde_json::from_slice(entry.value)
         .map_err(|e| (Some(volume), bad_entry(entry.key, e.to_string())))?;
     Ok((volume, acl))
@@ -339,7 +365,8 @@ mod tests {
                 revision: 9,
                 generation: 4,
                 acls: BTreeMap::new(),
-                admins: Acl::default()
+                admins: Acl::default(),
+                deleted: BTreeSet::new(),
             }
         );
         assert_eq!(stored.generation_mod_revision, 5);

@@ -14,7 +14,9 @@
 //! - `P nodes/<id zero-padded to 10 digits>`: one [`MapNode`] as JSON, so
 //!   `etcdctl get --prefix /borealis/` is readable by an operator;
 //! - `P acl/<volume id, 32 hex digits>`: the volume's [`Acl`] as JSON (`acl`);
-//! - `P admins`: the cluster administrators, an [`Acl`] whose `admin` grants count.
+//! - `P admins`: the cluster administrators, an [`Acl`] whose `admin` grants count;
+//! - `P deleted/<volume id, 32 hex digits>`: a deleted volume's tombstone (JSON naming who
+//!   deleted it, [`EtcdMap::delete_volume`]): never claimed or used again.
 //!
 //! A read is one range request over `P`, so nodes and generation always come from one revision.
 //! A write is one transaction guarded by a compare: publish only into an empty prefix, add a node

@@ -186,7 +186,8 @@ impl Watcher {
             let changed = current.nodes != snapshot.nodes
                 || current.generation != snapshot.generation
                 || current.acls != snapshot.acls
-                || current.admins != snapshot.admins;
+                || current.admins != snapshot.admins
+                || current.deleted != snapshot.deleted;
             if changed {
                 *current = snapshot;
             }

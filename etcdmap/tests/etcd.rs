@@ -269,3 +269,26 @@ impl WithPassword for EtcdUser {
         EtcdUser { password: password.into(), ..self }
     }
 }
+
+#[tokio::test]
+async fn a_deleted_volume_is_never_claimed_again_and_its_tombstone_reaches_a_watcher() {
+    let etcd = Etcd::start().await;
+    let mut map = etcd.connect().await;
+    let initial = map.publish(&six_nodes()).await.expect("publish");
+    let mut rx = watch(EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX), initial);
+    map.claim_volume(9, "borealis://client/a").await.expect("claim");
+    assert!(map.delete_volume(9, "borealis://client/a").await.expect("delete"));
+    assert!(!map.delete_volume(9, "borealis://client/a").await.expect("again"), "deleted already");
+    assert!(map.delete_volume(10, "root").await.expect("delete an unclaimed volume"));
+    for volume in [9, 10] {
+        let claimed = map.claim_volume(volume, "borealis://client/b").await;
+        assert!(matches!(claimed, Err(EtcdMapError::Deleted { volume: v }) if v == volume), "{claimed:?}");
+    }
+    let seen = tokio::time::timeout(WATCH_SEEN_MAX, rx.wait_for(|s| s.deleted.len() == 2))
+        .await
+        .expect("the watcher sees both tombstones")
+        .expect("watch task alive")
+        .clone();
+    assert!(seen.deleted.contains(&9) && seen.deleted.contains(&10));
+    assert!(seen.acls.contains_key(&9), "the ACL stays as a record");
+}

@@ -488,10 +488,12 @@ pub enum ErrorCode {
     /// The request's volume epoch is newer than the segment's, or the segment has not yet stored
     /// the truncation range that opens that epoch for writing: send `EpochBump` and `Truncate`.
     EpochNotOpen,
+    /// The volume was deleted for good (`borealis volume delete`): nothing naming it is served.
+    VolumeDeleted,
     Unknown(u16),
 }
 
-const ERROR_CODES: [ErrorCode; 11] = [
+const ERROR_CODES: [ErrorCode; 12] = [
     ErrorCode::BadRequest,
     ErrorCode::StaleEpoch,
     ErrorCode::ChecksumMismatch,
@@ -503,6 +505,7 @@ const ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::Overloaded,
     ErrorCode::Internal,
     ErrorCode::EpochNotOpen,
+    ErrorCode::VolumeDeleted,
 ];
 
 /// Counters kept per error code (`ErrorCode::counter_index`): one per named code, one for the rest.
@@ -527,6 +530,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
             ErrorCode::EpochNotOpen => "epoch_not_open",
+            ErrorCode::VolumeDeleted => "volume_deleted",
             ErrorCode::Unknown(_) => "unknown",
         }
     }

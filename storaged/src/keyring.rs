@@ -14,8 +14,17 @@
 //! decides). Every version, every volume and every restart draw nonces from the one counter, so
 //! no nonce is ever handed out twice under any key (`docs/security.md`).
 //!
+//! A volume deleted for good is dropped (`drop_volume`): every data key version of it is
+//! destroyed and its id kept as a tombstone, both in one metadata body stored over both copies,
+//! so every byte of it left in a journal or page store file is unreadable from then on
+//! (crypto-shredding), and replay tells its entries from damaged ones by the tombstone
+//! (`is_dropped`). No key of a dropped volume is ever made again: an entry of it sealed after
+//! the drop (a group the journal or the coalescer had already taken) is sealed under a random
+//! key held in memory only and never stored (`KeySet::sealing`), which opens nothing.
+//!
 //! Invariants: every key in the held metadata is wrapped under the held KEK; the held keys are
-//! exactly the held metadata's keys, unwrapped.
+//! exactly the held metadata's keys, unwrapped; no held or stored key belongs to a dropped
+//! volume.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use protocol::{KeyVersion, NodeId, VolumeId};
 
 use crate::kek_rotation::{rewrap, RotationError};
-use crate::meta::{MetaError, MetaStore, NodeMeta};
+use crate::meta::{MetaError, MetaStore, NodeMeta, DROPPED_VOLUMES_MAX};
 use crate::seal::{DataKey, Kek, NonceCounter, SealError};
 use crate::storage::Storage;
 
@@ -41,16 +50,25 @@ pub enum KeyringError {
     Rotation(#[from] RotationError),
     #[error("volume {volume}: data key version {version} is past the last one")]
     VersionsExhausted { volume: VolumeId, version: KeyVersion },
+    #[error("volume {volume}: this node already keeps {DROPPED_VOLUMES_MAX} dropped volumes' tombstones")]
+    DroppedVolumesFull { volume: VolumeId },
 }
 
-/// The unwrapped data keys of every volume, by version.
+/// The key version written in the header of an entry sealed under a shredding key (one made in
+/// memory for a dropped volume, never stored): no stored key has it, so nothing opens it.
+pub const SHREDDING_KEY_VERSION: KeyVersion = KeyVersion(u32::MAX);
+
+/// The unwrapped data keys of every volume, by version, and the shredding keys of dropped
+/// volumes (seal only).
 #[derive(Debug, Default)]
-pub struct KeySet(HashMap<VolumeId, BTreeMap<KeyVersion, DataKey>>);
+pub struct KeySet(HashMap<VolumeId, BTreeMap<KeyVersion, DataKey>>, HashMap<VolumeId, DataKey>);
 
 impl KeySet {
-    /// The key new entries of `volume` are sealed under: its newest version.
+    /// The key new entries of `volume` are sealed under: its newest version (for a dropped
+    /// volume, its shredding key, which opens nothing).
     pub fn sealing(&self, volume: VolumeId) -> Option<&DataKey> {
-        self.0.get(&volume).and_then(|versions| versions.values().next_back())
+        let newest = self.0.get(&volume).and_then(|versions| versions.values().next_back());
+        newest.or_else(|| self.1.get(&volume))
     }
 
     /// The key an entry of `volume` sealed under `version` opens with.
@@ -86,6 +104,18 @@ pub struct VolumeRotated {
     pub older: usize,
 }
 
+/// What dropping a volume did to the keys (`Keyring::drop_volume`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysDropped {
+    /// False if the tombstone was already stored (an earlier call).
+    pub tombstoned: bool,
+    /// The data key versions destroyed now (none on a repeated call, or for a volume this node
+    /// never sealed anything of).
+    pub destroyed: Vec<KeyVersion>,
+    /// Metadata copies stored (0 if both copies already held the tombstone and no key of it).
+    pub copies_stored: usize,
+}
+
 impl KeyringError {
     /// True if the metadata could not be stored because the disk is full.
     pub fn is_no_space(&self) -> bool {
@@ -115,7 +145,7 @@ impl<S: Storage> Keyring<S> {
         let meta = match meta {
             Some(meta) => meta,
             None => {
-                let fresh = NodeMeta { node, nonce_reserved_through: 0, keys: Vec::new() };
+                let fresh = NodeMeta::new(node);
                 // Both copies: from now on a lone copy means a lost one (`dual`).
                 store.store_both(&fresh).await?;
                 fresh
@@ -129,8 +159,53 @@ impl<S: Storage> Keyring<S> {
             keys.insert(key, wrapped.volume);
         }
         let nonces = NonceCounter::resume(node, meta.nonce_reserved_through);
+        // A drop stopped between its two stores left the older copy with the volume's keys:
+        // shred them now.
+        settle_copies(&mut store, &meta).await?;
         let state = RefCell::new(KeyState { kek, meta, keys, nonces });
         Ok(Keyring { store: tokio::sync::Mutex::new(store), state })
+    }
+
+    /// True if `volume` was dropped here for good (its tombstone is stored).
+    pub fn is_dropped(&self, volume: VolumeId) -> bool {
+        self.state.borrow().meta.is_dropped(volume)
+    }
+
+    /// Every volume dropped here, ascending.
+    pub fn dropped_volumes(&self) -> Vec<VolumeId> {
+        self.state.borrow().meta.dropped.clone()
+    }
+
+    /// Drops `volume` for good: stores its tombstone and removes every data key version of it
+    /// in one metadata body, over both copies, then forgets the keys. From the first store on
+    /// the held state has the tombstone (so no seal can make a key of it again); a second call
+    /// (after an error, or to check) stores again only if a copy on disk still lacks the
+    /// tombstone or still holds a key of the volume. A crash between the two stores leaves the
+    /// tombstone in the newest copy and the keys in the older one, which `open` shreds.
+    pub async fn drop_volume(&self, volume: VolumeId) -> Result<KeysDropped, KeyringError> {
+        let mut store = self.store.lock().await;
+        let mut done = KeysDropped::default();
+        let dropped = {
+            let state = self.state.borrow();
+            let held = state.meta.keys.iter().any(|key| key.volume == volume);
+            if state.meta.is_dropped(volume) && !held {
+                None
+            } else if !state.meta.is_dropped(volume) && state.meta.dropped.len() >= DROPPED_VOLUMES_MAX {
+                return Err(KeyringError::DroppedVolumesFull { volume });
+            } else {
+                Some(without_volume(&state.meta, volume))
+            }
+        };
+        if let Some((meta, destroyed)) = dropped {
+            store.store(&meta).await?;
+            done = KeysDropped { tombstoned: !self.is_dropped(volume), destroyed, copies_stored: 1 };
+            let mut state = self.state.borrow_mut();
+            state.keys.0.remove(&volume);
+            state.meta = meta;
+        }
+        let meta = self.state.borrow().meta.clone();
+        done.copies_stored += settle_copies(&mut store, &meta).await?;
+        Ok(done)
     }
 
     /// Makes `current` the KEK: if the held one differs, re-wraps every data key under
@@ -252,10 +327,16 @@ impl<S: Storage> Keyring<S> {
         let mut store = self.store.lock().await;
         // Usually nothing is missing: no allocation, no copy of the metadata.
         let (missing, short) = {
-            let state = self.state.borrow();
+            let mut state = self.state.borrow_mut();
             let mut missing: Vec<VolumeId> = volumes.filter(|v| !state.keys.contains(*v)).collect();
             missing.sort_unstable();
             missing.dedup();
+            let dropped: Vec<VolumeId> =
+                missing.iter().copied().filter(|v| state.meta.is_dropped(*v)).collect();
+            missing.retain(|v| !state.meta.is_dropped(*v));
+            for volume in dropped {
+                state.shredding_key(volume)?;
+            }
             (missing, state.nonces.remaining() < nonces)
         };
         if !missing.is_empty() || short {
@@ -278,6 +359,46 @@ impl<S: Storage> Keyring<S> {
         let state = &mut *self.state.borrow_mut();
         Ok(f(&state.keys, &mut state.nonces))
     }
+}
+
+impl KeyState {
+    /// Makes sure dropped `volume` has a shredding key (see the module docs).
+    fn shredding_key(&mut self, volume: VolumeId) -> Result<(), SealError> {
+        if !self.keys.1.contains_key(&volume) {
+            // The wrapped form is thrown away: the key is never stored anywhere.
+            let (key, _) = self.kek.new_data_key(volume, SHREDDING_KEY_VERSION)?;
+            self.keys.1.insert(volume, key);
+        }
+        Ok(())
+    }
+}
+
+/// `meta` with `volume` tombstoned and its keys removed, and the key versions removed.
+fn without_volume(meta: &NodeMeta, volume: VolumeId) -> (NodeMeta, Vec<KeyVersion>) {
+    let mut meta = meta.clone();
+    let mut destroyed: Vec<KeyVersion> =
+        meta.keys.iter().filter(|key| key.volume == volume).map(|key| key.version).collect();
+    destroyed.sort_unstable();
+    meta.keys.retain(|key| key.volume != volume);
+    if let Err(at) = meta.dropped.binary_search(&volume) {
+        meta.dropped.insert(at, volume);
+    }
+    (meta, destroyed)
+}
+
+/// Stores `meta` again while a valid copy on disk lacks one of its tombstones or holds a key of
+/// a dropped volume (at most twice: each store overwrites the older copy). Returns the stores.
+async fn settle_copies<S: Storage>(store: &mut MetaStore<S>, meta: &NodeMeta) -> Result<usize, MetaError> {
+    let stale = |copy: &NodeMeta| {
+        meta.dropped.iter().any(|v| !copy.is_dropped(*v))
+            || copy.keys.iter().any(|k| meta.is_dropped(k.volume))
+    };
+    let mut stored = 0;
+    while stored < 2 && !meta.dropped.is_empty() && store.copies().await.iter().any(stale) {
+        store.store(meta).await?;
+        stored += 1;
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]

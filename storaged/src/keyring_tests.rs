@@ -182,3 +182,69 @@ fn metadata_with_several_versions_of_a_volume_is_marked_for_builds_that_know_one
     complete(keyring.destroy_older(VOLUME, KeyVersion(2))).unwrap();
     assert_eq!(format(&disk), crate::meta::DATA_FORMAT_VERSION);
 }
+
+/// The key versions of `volume` and whether it is tombstoned, in each metadata copy on disk.
+fn copies_of(disk: &SimDisk, volume: VolumeId) -> Vec<(Vec<KeyVersion>, bool)> {
+    COPY_PATHS
+        .into_iter()
+        .map(|path| {
+            let meta = decode_copy(&disk.contents(path).expect("both copies exist")).expect("a valid copy");
+            let versions = meta.keys.iter().filter(|k| k.volume == volume).map(|k| k.version).collect();
+            (versions, meta.is_dropped(volume))
+        })
+        .collect()
+}
+
+#[test]
+fn dropping_a_volume_destroys_every_key_version_in_both_copies_and_no_seal_makes_one_again() {
+    let disk = SimDisk::new();
+    let keyring = open(&disk);
+    let before = seal(&keyring, 2);
+    complete(keyring.rotate_volume(VOLUME)).unwrap().expect("a key to rotate");
+    let other = VolumeId(22);
+    complete(keyring.seal(std::iter::once(other), 1, |_, _| ())).unwrap();
+    let dropped = complete(keyring.drop_volume(VOLUME)).unwrap();
+    assert_eq!(
+        dropped,
+        KeysDropped { tombstoned: true, destroyed: vec![KeyVersion(1), KeyVersion(2)], copies_stored: 2 }
+    );
+    assert_eq!(copies_of(&disk, VOLUME), vec![(vec![], true); 2]);
+    assert_eq!(copies_of(&disk, other), vec![(vec![KeyVersion(1)], false); 2], "other volumes keep theirs");
+    keyring.with_keys(|keys| {
+        for (version, ..) in &before {
+            assert!(keys.opening(VOLUME, *version).is_none(), "version {version:?} still opens");
+        }
+    });
+    // A group the journal took before the drop is sealed under a key that is never stored.
+    let after = seal(&keyring, 1);
+    assert_eq!(after[0].0, SHREDDING_KEY_VERSION);
+    keyring.with_keys(|keys| assert!(keys.opening(VOLUME, SHREDDING_KEY_VERSION).is_none()));
+    assert_eq!(copies_of(&disk, VOLUME), vec![(vec![], true); 2], "no key of it stored again");
+    let again = complete(keyring.drop_volume(VOLUME)).unwrap();
+    assert_eq!(again, KeysDropped::default(), "a second drop has nothing left to do");
+    let never_held = complete(keyring.drop_volume(VolumeId(99))).unwrap();
+    assert_eq!((never_held.tombstoned, never_held.destroyed.len()), (true, 0));
+    drop(keyring);
+    let reopened = open(&disk);
+    assert_eq!(reopened.dropped_volumes(), vec![VOLUME, VolumeId(99)]);
+    assert!(reopened.is_dropped(VOLUME) && !reopened.is_dropped(other));
+}
+
+#[test]
+fn a_drop_cut_short_between_its_two_stores_is_finished_when_the_keyring_opens() {
+    let disk = SimDisk::new();
+    let keyring = open(&disk);
+    seal(&keyring, 1);
+    drop(keyring);
+    // What the first of the drop's two stores leaves: the newest copy tombstoned, the older
+    // one still holding the key.
+    let (mut store, meta) = complete(MetaStore::open(&disk, NODE)).unwrap();
+    let (tombstoned, _) = without_volume(&meta.unwrap(), VOLUME);
+    complete(store.store(&tombstoned)).unwrap();
+    let mut found = copies_of(&disk, VOLUME);
+    found.sort();
+    assert_eq!(found, vec![(vec![], true), (vec![KeyVersion(1)], false)]);
+    let keyring = open(&disk);
+    assert!(keyring.is_dropped(VOLUME));
+    assert_eq!(copies_of(&disk, VOLUME), vec![(vec![], true); 2], "the older copy is shredded");
+}

@@ -1,11 +1,11 @@
 //! `borealis volume`: an operator's hands on the volumes of a cluster directory, through the
 //! client library: list them, claim one, grant and revoke roles on it, write a file's bytes to
-//! its pages, read pages back, and show its ACL, VDL, PGs and members. `--as NAME` acts with the client
+//! its pages, read pages back, show its ACL, VDL, PGs and members, and delete it for good. `--as NAME` acts with the client
 //! certificate `pki/NAME.pem` (`borealis cert issue --name NAME`), as that identity; a node's
 //! refusal ends the command non-zero with the typed error's name (`Unauthorized`) in its message.
 //!
-//! ACLs live in the cluster map in etcd (`etcdmap::acl`), so `create`, `grant`, `revoke` and the
-//! ACL part of `info` need a cluster made with `cluster init --hosts --etcd`. Whoever may write
+//! ACLs and tombstones live in the cluster map in etcd (`etcdmap::acl`), so `create`, `grant`,
+//! `revoke`, `delete` and the ACL part of `info` need a cluster made with `cluster init --hosts --etcd`. Whoever may write
 //! etcd's prefix administers the cluster: etcd's own access control guards these commands
 //! (docs/security.md).
 
@@ -61,6 +61,17 @@ pub enum VolumeAction {
     Grant(RoleChange),
     /// Takes a role away from NAME. --as must be the volume's admin.
     Revoke(RoleChange),
+    /// Deletes the volume for good: its tombstone goes to etcd, every node drops its segments
+    /// and destroys its data keys (a node that is down does so when it returns), and the id is
+    /// never used again. --as must be the volume's admin. Waits until no answering node holds
+    /// a segment of it.
+    Delete {
+        #[arg(long, value_parser = parse_volume)]
+        volume: u128,
+        /// Confirms: the volume's data is gone on every node once this runs.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Lists the volumes the cluster knows: those with an ACL in etcd and those whose segments
     /// the nodes report, with their PG count and, from etcd, their owners.
     Ls,
@@ -160,6 +171,7 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
             }
             VolumeAction::Info { volume } => info(&cluster, config, volume).await?,
             VolumeAction::Ls => ls(&cluster, &config).await?,
+            VolumeAction::Delete { volume, yes } => delete(&cluster, &config, volume, yes).await?,
             VolumeAction::Write { volume, file, from } => write(config, volume, &file, from).await?,
             VolumeAction::Read { volume, from, count, out } => {
                 read(config, volume, from, count, out.as_deref()).await?
@@ -227,7 +239,7 @@ async fn info(cluster: &LocalCluster, config: ClientConfig, volume: u128) -> any
         match etcd(cluster).await?.acl(volume).await? {
             Some((acl, _)) => print_acl(volume, &acl),
             None => {
-                println!("volume {volume:#x}: no ACL (unclaimed: open to every certificate of the cluster)")
+                println!("volume {volume:#x}: no ACL (unclaimed: its first writer claims it)")
             }
         }
     }
@@ -246,6 +258,68 @@ async fn info(cluster: &LocalCluster, config: ClientConfig, volume: u128) -> any
 /// How long `ls` waits for each node's status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long `delete` waits for the answering nodes to drop the volume's segments.
+const DELETE_WAIT: Duration = Duration::from_secs(60);
+
+async fn delete(
+    cluster: &LocalCluster,
+    config: &ClientConfig,
+    volume: u128,
+    yes: bool,
+) -> anyhow::Result<()> {
+    if !yes {
+        bail!("deleting volume {volume:#x} destroys its data on every node, for good: add --yes");
+    }
+    let me = transport::file_identity(&config.tls.cert)?;
+    let mut etcd = etcd(cluster).await?;
+    if let Some((acl, _)) = etcd.acl(volume).await? {
+        if !acl.allows(&me, Role::Admin) {
+            bail!("Unauthorized: {me} is not an admin of volume {volume:#x}");
+        }
+    }
+    match etcd.delete_volume(volume, &me).await? {
+        true => println!("volume {volume:#x}: deleted (its tombstone is in etcd)"),
+        false => println!("volume {volume:#x}: was deleted already"),
+    }
+    let targets: Vec<crate::probe::Target> = cluster.nodes().iter().map(crate::probe::Target::from).collect();
+    let deadline = tokio::time::Instant::now() + DELETE_WAIT;
+    let mut told = tokio::time::Instant::now();
+    loop {
+        let probes = crate::probe::probe_all(&targets, &config.tls, STATUS_TIMEOUT).await?;
+        let answered = probes.iter().filter(|p| p.status.is_ok()).count();
+        let holding: Vec<u32> = probes
+            .iter()
+            .filter(|p| {
+                p.status.as_ref().is_ok_and(|s| s.segments.iter().any(|seg| seg.pg.volume_id.0 == volume))
+            })
+            .map(|p| p.target.node)
+            .collect();
+        if holding.is_empty() {
+            let away = probes.len() - answered;
+            let rest = match away {
+                0 => String::new(),
+                n => format!("; the {n} that did not drop it when they see the tombstone"),
+            };
+            println!(
+                "no node holds a segment of it any more ({answered} of {} answered{rest})",
+                probes.len()
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "nodes {holding:?} still hold segments of volume {volume:#x} after {DELETE_WAIT:?}; they drop \
+                 them when they see the tombstone (is their etcd watch broken? see borealis_cluster_map_stale_seconds)"
+            );
+        }
+        if told.elapsed() >= Duration::from_secs(1) {
+            println!("waiting for nodes {holding:?} to drop it");
+            told = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn ls(cluster: &LocalCluster, config: &ClientConfig) -> anyhow::Result<()> {
     use std::collections::{BTreeMap, BTreeSet};
     let targets: Vec<crate::probe::Target> = cluster.nodes().iter().map(crate::probe::Target::from).collect();
@@ -262,11 +336,14 @@ async fn ls(cluster: &LocalCluster, config: &ClientConfig) -> anyhow::Result<()>
             entry.1.insert(probe.target.node);
         }
     }
-    let acls = match cluster.etcd() {
-        Some(_) => etcd(cluster).await?.load().await?.acls,
-        None => BTreeMap::new(),
+    let (acls, deleted) = match cluster.etcd() {
+        Some(_) => {
+            let snapshot = etcd(cluster).await?.load().await?;
+            (snapshot.acls, snapshot.deleted)
+        }
+        None => (BTreeMap::new(), BTreeSet::new()),
     };
-    let volumes: BTreeSet<u128> = seen.keys().chain(acls.keys()).copied().collect();
+    let volumes: BTreeSet<u128> = seen.keys().chain(acls.keys()).chain(&deleted).copied().collect();
     println!("{answered} of {} nodes answered", probes.len());
     for volume in volumes {
         let (pgs, nodes) = seen.get(&volume).map(|(p, n)| (p.len(), n.len())).unwrap_or_default();
@@ -279,8 +356,10 @@ async fn ls(cluster: &LocalCluster, config: &ClientConfig) -> anyhow::Result<()>
         });
         let owners = if cluster.etcd().is_none() {
             String::new()
+        } else if deleted.contains(&volume) {
+            "  DELETED".into()
         } else if admins.is_empty() {
-            "  (no ACL: open to every certificate of the cluster)".into()
+            "  (unclaimed: its first writer claims it)".into()
         } else {
             format!("  admin: {}", admins.join(", "))
         };

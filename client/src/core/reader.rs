@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use protocol::messages::{FloorAck, FloorReport, SegmentState, Status};
+use protocol::messages::{ErrorCode, FloorAck, FloorReport, SegmentState, Status};
 use protocol::placement::ClusterMap;
 use protocol::quorum::Membership;
 use protocol::{Epochs, Lsn, NodeId, PgId};
@@ -58,7 +58,7 @@ pub struct ReaderCore {
     read_point: Lsn,
     /// A node's `Unauthorized` refusal of this reader's floor reports (the volume's ACL gives
     /// its certificate no `read`).
-    refused: Option<(NodeId, String)>,
+    refused: Option<(NodeId, ErrorCode, String)>,
 }
 
 impl ReaderCore {
@@ -110,18 +110,18 @@ impl ReaderCore {
         reports
     }
 
-    /// A node refused a floor report: an `Unauthorized` refusal is kept (the first), to be
-    /// what opening reports if no read point comes.
+    /// A node refused a floor report: an `Unauthorized` or `VolumeDeleted` refusal is kept
+    /// (the first), to be what opening reports if no read point comes.
     pub fn handle_refusal(&mut self, node: NodeId, refusal: &protocol::messages::ErrorReply) {
-        if refusal.code == protocol::messages::ErrorCode::Unauthorized
+        if matches!(refusal.code, ErrorCode::Unauthorized | ErrorCode::VolumeDeleted)
             && refusal.pg.volume_id == self.geometry.volume
         {
-            self.refused.get_or_insert((node, refusal.message.clone()));
+            self.refused.get_or_insert((node, refusal.code, refusal.message.clone()));
         }
     }
 
-    /// The `Unauthorized` refusal this reader got, if any.
-    pub fn refused(&self) -> Option<&(NodeId, String)> {
+    /// The `Unauthorized` or `VolumeDeleted` refusal this reader got, if any.
+    pub fn refused(&self) -> Option<&(NodeId, ErrorCode, String)> {
         self.refused.as_ref()
     }
 

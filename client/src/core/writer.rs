@@ -105,6 +105,8 @@ pub enum AppendRefusal {
     /// that no write quorum can form.
     #[error("unauthorized: the volume's ACL no longer gives this writer write")]
     Unauthorized,
+    #[error("the volume was deleted")]
+    VolumeDeleted,
     #[error("engine LSN {lsn} is not above the last LSN {last}")]
     LsnNotIncreasing { lsn: Lsn, last: Lsn },
     #[error("record rejected: {0}")]
@@ -177,8 +179,9 @@ pub struct WriterCore {
     fenced: bool,
     /// Per PG, the nodes that refused this writer `Unauthorized`.
     refused: HashMap<PgId, Vec<NodeId>>,
-    /// Enough nodes of a PG refused that no write quorum can form: nothing more becomes durable.
-    unauthorized: bool,
+    /// Enough nodes of a PG refused (`Unauthorized` or `VolumeDeleted`, the code of the last
+    /// refusal) that no write quorum can form: nothing more becomes durable.
+    refused_by: Option<ErrorCode>,
     transmits: VecDeque<Transmit>,
     read_points: ReadPoints,
     repairs: Repairs,
@@ -275,7 +278,7 @@ impl WriterCore {
             stale: HashMap::new(),
             fenced: false,
             refused: HashMap::new(),
-            unauthorized: false,
+            refused_by: None,
             transmits: VecDeque::new(),
             read_points: ReadPoints::new(start.vdl, start.pgs.iter().copied()),
             repairs: Repairs::default(),
@@ -314,9 +317,10 @@ impl WriterCore {
     pub fn is_fenced(&self) -> bool {
         self.fenced
     }
-    /// Whether enough nodes refused this writer's certificate that it can write no more.
-    pub fn is_unauthorized(&self) -> bool {
-        self.unauthorized
+    /// Why enough nodes refused this writer that it can write no more (`Unauthorized`: its
+    /// certificate lost `write`; `VolumeDeleted`), if they did.
+    pub fn refused_by(&self) -> Option<ErrorCode> {
+        self.refused_by
     }
     pub fn geometry(&self) -> &VolumeGeometry {
         &self.geometry

@@ -174,11 +174,27 @@ fn a_writer_refused_unauthorized_by_three_members_of_a_pg_stops_and_two_do_not_s
         w.handle_reply(*node, Message::Error(refusal.clone()));
         w.handle_reply(*node, Message::Error(refusal.clone()));
     }
-    assert!(!w.is_unauthorized(), "two refusals leave a write quorum of four");
+    assert_eq!(w.refused_by(), None, "two refusals leave a write quorum of four");
     assert!(w.append(vec![record(1, true)]).is_ok());
     w.handle_reply(nodes[2], Message::Error(refusal));
-    assert!(w.is_unauthorized());
+    assert_eq!(w.refused_by(), Some(ErrorCode::Unauthorized));
     assert_eq!(w.append(vec![record(2, true)]), Err(AppendRefusal::Unauthorized));
+}
+
+#[test]
+fn a_writer_whose_volume_was_deleted_stops_with_that_reason() {
+    let mut w = opened();
+    let refusal = ErrorReply {
+        code: ErrorCode::VolumeDeleted,
+        pg: w.geometry().pg_ref(PgId(0)),
+        epochs: Epochs::INITIAL,
+        message: "volume deleted: volume 0x1 was deleted".into(),
+    };
+    for node in 1..=3 {
+        w.handle_reply(NodeId(node), Message::Error(refusal.clone()));
+    }
+    assert_eq!(w.refused_by(), Some(ErrorCode::VolumeDeleted));
+    assert_eq!(w.append(vec![record(2, true)]), Err(AppendRefusal::VolumeDeleted));
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub enum OpenError {
     /// volume's ACL gives it no `write` (or no `read`, for a reader).
     #[error("unauthorized: {detail} (node {node})")]
     Unauthorized { node: protocol::NodeId, detail: String },
+    /// The volume was deleted for good (`borealis volume delete`): `node` refused it so.
+    #[error("volume deleted: {detail} (node {node})")]
+    VolumeDeleted { node: protocol::NodeId, detail: String },
 }
 
 /// Why an append did not become durable.
@@ -33,6 +36,9 @@ pub enum AppendError {
     /// The nodes refuse this writer's certificate the volume (its `write` was revoked).
     #[error("Unauthorized: the volume's ACL no longer gives this writer write")]
     Unauthorized,
+    /// The volume was deleted while this writer had it open.
+    #[error("volume deleted: the volume was deleted for good")]
+    VolumeDeleted,
     #[error(
         "not durable within the append timeout (VDL {vdl}, waiting for {lsn}); it may still become durable"
     )]
@@ -61,4 +67,18 @@ pub enum ReadError {
     Unavailable { pg: PgId, code: Option<protocol::messages::ErrorCode>, detail: String },
     #[error("the writer is closed")]
     Closed,
+}
+
+impl OpenError {
+    /// What a node's refusal with `code` (`Unauthorized` or `VolumeDeleted`) means for opening.
+    pub(crate) fn refused(
+        code: protocol::messages::ErrorCode,
+        node: protocol::NodeId,
+        detail: String,
+    ) -> OpenError {
+        match code {
+            protocol::messages::ErrorCode::VolumeDeleted => OpenError::VolumeDeleted { node, detail },
+            _ => OpenError::Unauthorized { node, detail },
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub(super) async fn follow(source: EtcdSource, start: &ClusterMap, commands: mps
         generation: 0,
         acls: Default::default(),
         admins: Default::default(),
+        deleted: Default::default(),
     };
     let mut updates = etcdmap::watch(source, initial);
     while updates.changed().await.is_ok() {

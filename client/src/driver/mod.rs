@@ -210,6 +210,7 @@ impl Writer {
                 Err(AppendRefusal::WindowFull) => self.wait_for_room(deadline).await?,
                 Err(AppendRefusal::Fenced) => return Err(AppendError::Fenced),
                 Err(AppendRefusal::Unauthorized) => return Err(AppendError::Unauthorized),
+                Err(AppendRefusal::VolumeDeleted) => return Err(AppendError::VolumeDeleted),
                 Err(AppendRefusal::LsnNotIncreasing { lsn, last }) => {
                     return Err(AppendError::LsnNotIncreasing { lsn, last })
                 }
@@ -307,8 +308,10 @@ async fn wait_for(
         if now.fenced {
             return Err(AppendError::Fenced);
         }
-        if now.unauthorized {
-            return Err(AppendError::Unauthorized);
+        match now.refused_by {
+            Some(protocol::messages::ErrorCode::VolumeDeleted) => return Err(AppendError::VolumeDeleted),
+            Some(_) => return Err(AppendError::Unauthorized),
+            None => {}
         }
         if now.closed {
             return Err(AppendError::Closed);

@@ -69,8 +69,8 @@ impl Reader {
         let deadline = tokio::time::Instant::now() + config.connect_timeout + config.request_timeout;
         let mut round = 0;
         while rounds.run(round % STATUS_EVERY_TICKS == 0).await == Lsn::ZERO {
-            if let Some((node, detail)) = core.lock().expect("never poisoned").refused().cloned() {
-                return Err(OpenError::Unauthorized { node, detail });
+            if let Some((node, code, detail)) = core.lock().expect("never poisoned").refused().cloned() {
+                return Err(OpenError::refused(code, node, detail));
             }
             if tokio::time::Instant::now() >= deadline {
                 let pgs = core.lock().expect("never poisoned").pg_count();

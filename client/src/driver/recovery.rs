@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use protocol::messages::ErrorCode;
 use protocol::{Message, NodeId};
 
 use super::error::OpenError;
@@ -92,8 +93,9 @@ struct Rounds<'a> {
     outstanding: BTreeMap<u64, Outstanding>,
     asks: FuturesUnordered<Boxed<Asked>>,
     dials: FuturesUnordered<Boxed<(NodeId, Option<quinn::Connection>)>>,
-    /// A node's `Unauthorized` refusal, if one came: what a failed recovery reports.
-    unauthorized: Option<(NodeId, String)>,
+    /// A node's `Unauthorized` or `VolumeDeleted` refusal, if one came: what a failed
+    /// recovery reports.
+    refused: Option<(NodeId, ErrorCode, String)>,
 }
 
 /// Runs the `Takeover` state machine over the nodes, dialling them as `links` decides.
@@ -114,12 +116,12 @@ pub async fn recover(
         outstanding: BTreeMap::new(),
         asks: FuturesUnordered::new(),
         dials: FuturesUnordered::new(),
-        unauthorized: None,
+        refused: None,
     };
     loop {
         if let Some(outcome) = takeover.outcome() {
             links.abandon_in_flight(now());
-            return finish(&takeover, outcome.clone(), rounds.unauthorized);
+            return finish(&takeover, outcome.clone(), rounds.refused);
         }
         rounds.drive_links(links, &mut takeover);
         while let Some((node, message)) = takeover.poll_request() {
@@ -134,16 +136,16 @@ pub async fn recover(
 fn finish(
     takeover: &Takeover,
     outcome: Result<WriterStart, TakeoverError>,
-    unauthorized: Option<(NodeId, String)>,
+    refused: Option<(NodeId, ErrorCode, String)>,
 ) -> Result<WriterStart, OpenError> {
     if let (Ok(_), Some(plan)) = (&outcome, takeover.plan()) {
         tracing::info!(vdl = %plan.vdl, vcl = %plan.vcl, truncation = ?plan.truncation, epoch = %takeover.epochs().volume, "recovered");
     }
     outcome.map_err(|e| match e {
         // Too few answers because nodes refused this client the volume: say so.
-        TakeoverError::Unavailable { .. } if unauthorized.is_some() => {
-            let (node, detail) = unauthorized.expect("checked");
-            OpenError::Unauthorized { node, detail }
+        TakeoverError::Unavailable { .. } if refused.is_some() => {
+            let (node, code, detail) = refused.expect("checked");
+            OpenError::refused(code, node, detail)
         }
         TakeoverError::Unavailable { pg, answered, needed } => {
             OpenError::Unavailable { pg, answered, needed }
@@ -263,8 +265,8 @@ impl Rounds<'_> {
                 self.outstanding.remove(&id);
                 links.on_heard(node);
                 if let Message::Error(refusal) = &reply {
-                    if refusal.code == protocol::messages::ErrorCode::Unauthorized {
-                        self.unauthorized.get_or_insert((node, refusal.message.clone()));
+                    if matches!(refusal.code, ErrorCode::Unauthorized | ErrorCode::VolumeDeleted) {
+                        self.refused.get_or_insert((node, refusal.code, refusal.message.clone()));
                     }
                 }
                 takeover.handle_reply(node, reply);

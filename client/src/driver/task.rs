@@ -92,7 +92,8 @@ pub struct Progress {
     pub vdl: Lsn,
     pub pending_records: usize,
     pub fenced: bool,
-    pub unauthorized: bool,
+    /// Why the nodes refuse this writer for good (`Unauthorized`, `VolumeDeleted`), if they do.
+    pub refused_by: Option<protocol::messages::ErrorCode>,
     pub closed: bool,
     /// The nodes' refusals of this writer's requests so far, by code.
     pub refusals: Refusals,
@@ -347,7 +348,7 @@ impl Driver {
             vdl: self.core.vdl(),
             pending_records: self.core.pending_records(),
             fenced: self.core.is_fenced(),
-            unauthorized: self.core.is_unauthorized(),
+            refused_by: self.core.refused_by(),
             closed,
             refusals: self.core.refusals(),
         };

@@ -18,10 +18,15 @@
 //! - `ReplaceNodeAsk` (an operator's request that changes the cluster) needs a client
 //!   certificate, and where ACLs are kept, one the cluster's administrators' ACL gives `admin`.
 //! - `StatusRequest` names no volume: any caller.
+//! - A deleted volume (a tombstone in etcd): every request naming it is refused
+//!   `VolumeDeleted`, as the core refuses it once it dropped the volume's segments (before
+//!   that, too: the node drops it moments after it sees the tombstone).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use etcdmap::{Acl, Role};
+
+use super::VOLUME_DELETED;
 use protocol::messages::{ErrorCode, ErrorReply};
 use protocol::{Epochs, Message, NodeId, PgRef, VolumeId};
 
@@ -40,6 +45,8 @@ pub struct Acls {
     pub volumes: HashMap<VolumeId, Acl>,
     /// The cluster's administrators.
     pub admins: Acl,
+    /// Deleted volumes.
+    pub deleted: HashSet<VolumeId>,
 }
 
 /// What a request needs.
@@ -113,7 +120,19 @@ pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Ver
             message: why,
         })
     };
-    match (need(message), caller) {
+    let need = need(message);
+    if let (Need::Volume(pg, _) | Need::Node(_, pg), Some(acls)) = (need, acls) {
+        if acls.deleted.contains(&pg.volume_id) {
+            let message = format!("{VOLUME_DELETED}: volume {:#x} was deleted", pg.volume_id.0);
+            return Verdict::Refuse(ErrorReply {
+                code: ErrorCode::VolumeDeleted,
+                pg,
+                epochs: Epochs::default(),
+                message,
+            });
+        }
+    }
+    match (need, caller) {
         (Need::Nothing, _) => Verdict::Allow,
         (Need::Node(None, _), Caller::Node(_)) => Verdict::Allow,
         (Need::Node(Some(named), _), Caller::Node(id)) if named == *id => Verdict::Allow,
@@ -186,6 +205,7 @@ mod tests {
         let acls = Acls {
             volumes: HashMap::from([(VolumeId(7), acl)]),
             admins: Acl::owned_by("borealis://client/ops"),
+            deleted: HashSet::new(),
         };
         let (read, write) = (floor_report(7), bump(7));
         assert_eq!(authorize(&alice, &write, Some(&acls)), Verdict::Allow);
@@ -226,5 +246,24 @@ mod tests {
             "a node never claims"
         );
         assert_eq!(authorize(&node, &floor_report(8), Some(&acls)), Verdict::Allow);
+    }
+
+    #[test]
+    fn every_request_naming_a_deleted_volume_is_refused_whoever_asks() {
+        let mut acls = Acls::default();
+        acls.volumes.insert(VolumeId(9), Acl::owned_by("borealis://client/a"));
+        acls.deleted.insert(VolumeId(9));
+        let owner = Caller::Client("borealis://client/a".into());
+        for (caller, message) in
+            [(&owner, bump(9)), (&owner, floor_report(9)), (&Caller::Node(NodeId(2)), floor_report(9))]
+        {
+            let refusal = refused(authorize(caller, &message, Some(&acls)));
+            assert_eq!(refusal.code, ErrorCode::VolumeDeleted);
+            assert!(refusal.message.starts_with(VOLUME_DELETED), "{}", refusal.message);
+        }
+        assert_eq!(
+            authorize(&owner, &bump(8), Some(&acls)),
+            Verdict::Claim { pg: pg(8), identity: "borealis://client/a".into() }
+        );
     }
 }

@@ -124,6 +124,11 @@ impl PageCache {
         self.0.remove_where(|key| key.0 == pg && key.2 > after);
     }
 
+    /// Drops every cached version of `volume` (it was dropped).
+    pub fn drop_volume(&mut self, volume: protocol::VolumeId) {
+        self.0.remove_where(|key| key.0.volume_id == volume);
+    }
+
     pub fn bytes(&self) -> usize {
         self.0.bytes()
     }

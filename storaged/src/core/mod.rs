@@ -19,10 +19,13 @@ pub use node::{
 pub use node::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use node::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 pub use node::{ScrubJob, ScrubOutcome, ScrubStats, Store, SCRUB_BYTES_PER_S_DEFAULT};
+pub use node::{VolumeDropped, VOLUME_DELETED};
 pub use pages::{PageVersions, Stored, VersionPlan};
 pub use planted::PlantedBug;
 pub use segment::{AsOf, IndexedRecord, PageState, Segment};
 
+#[cfg(test)]
+mod dropped_tests;
 #[cfg(test)]
 mod gossip_tests;
 #[cfg(test)]

@@ -20,14 +20,16 @@ use protocol::messages::{
     MembershipAck, MembershipChange, SegmentState, SegmentStatus, Status, Truncate, TruncateAck,
 };
 use protocol::quorum::Membership;
-use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record};
+use protocol::{AzId, Epoch, Epochs, Lsn, LsnRange, Message, NodeId, PageId, PgRef, Record, VolumeId};
 
+mod dropped;
 mod gossip;
 pub(crate) mod hydrate;
 mod maintain;
 mod page_plans;
 mod scrub;
 
+pub use dropped::{VolumeDropped, VOLUME_DELETED};
 pub use hydrate::{HydratePlan, HydrateStats, HydrationCheckpoint, HYDRATE_BYTES_PER_S_DEFAULT};
 pub use maintain::{RecyclePlan, GOSSIP_INTERVAL_MS_DEFAULT, MAINTAIN_INTERVAL_MS};
 use page_plans::{note_over_apply, Relocation};
@@ -240,6 +242,17 @@ enum PendingReply {
     Membership { pg: PgRef },
 }
 
+impl PendingReply {
+    fn pg(&self) -> PgRef {
+        match *self {
+            PendingReply::Append { pg, .. }
+            | PendingReply::Epoch { pg }
+            | PendingReply::Membership { pg }
+            | PendingReply::Truncate { pg, .. } => pg,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Waiter {
     seq: u64,
@@ -300,6 +313,8 @@ pub struct NodeCore {
     /// The node is shutting down (`begin_drain`): it takes no new writes, so what it already
     /// took can become durable and be acknowledged before it stops.
     draining: bool,
+    /// Volumes dropped here for good (`dropped`): nothing of theirs is held, taken or served.
+    dropped: BTreeSet<VolumeId>,
     timers: maintain::Timers,
 }
 
@@ -330,6 +345,7 @@ impl NodeCore {
             hydrations: hydrate::Hydrations::new(limits.hydrate_bytes_per_s),
             replacement_asked: None,
             draining: false,
+            dropped: BTreeSet::new(),
             timers: maintain::Timers::default(),
         }
     }
@@ -352,6 +368,7 @@ impl NodeCore {
 
     /// An append batch: refused at once, or queued with its ack waiting on durability.
     pub fn handle_append(&mut self, request: RequestId, batch: AppendBatch) -> Result<(), ErrorReply> {
+        self.check_not_dropped(batch.pg)?;
         self.check_writable(batch.pg)?;
         let node = self.node;
         let segment = self.segment_for(batch.pg, &batch.epochs)?;
@@ -403,6 +420,7 @@ impl NodeCore {
 
     /// A new writer's epoch bump: stored durably, then acknowledged with the segment's state.
     pub fn handle_epoch_bump(&mut self, request: RequestId, bump: EpochBump) -> Result<(), ErrorReply> {
+        self.check_not_dropped(bump.pg)?;
         self.check_writable(bump.pg)?;
         self.check_not_retired(bump.pg)?;
         let segment = self.segment_entry(bump.pg, bump.epochs);
@@ -417,6 +435,7 @@ impl NodeCore {
     /// An earlier volume epoch's range (a later writer passes on those it learnt) is taken too:
     /// no writer ever commits inside a truncation range, so each stays binding.
     pub fn handle_truncate(&mut self, request: RequestId, truncate: Truncate) -> Result<(), ErrorReply> {
+        self.check_not_dropped(truncate.pg)?;
         self.check_writable(truncate.pg)?;
         self.check_not_retired(truncate.pg)?;
         let segment = self.segment_entry(truncate.pg, truncate.epochs);
@@ -441,6 +460,7 @@ impl NodeCore {
         request: RequestId,
         change: MembershipChange,
     ) -> Result<(), ErrorReply> {
+        self.check_not_dropped(change.pg)?;
         self.check_writable(change.pg)?;
         if !change.membership.contains(self.node) && !self.segments.contains_key(&change.pg) {
             return Err(self.error(ErrorCode::BadRequest, change.pg, "not a member of that membership"));
@@ -466,6 +486,7 @@ impl NodeCore {
 
     /// The records to read for a `ReadRecords`, or a refusal.
     pub fn plan_read_records(&self, read: &ReadRecords) -> Result<ReadPlan, ErrorReply> {
+        self.check_not_dropped(read.pg)?;
         let Some(segment) = self.segments.get(&read.pg) else {
             return Ok(ReadPlan {
                 pg: read.pg,
@@ -526,7 +547,11 @@ impl NodeCore {
             let location =
                 location.unwrap_or_else(|| panic!("entry {} durable without a location", entry.seq));
             self.pending_bytes -= entry.bytes;
-            let segment = self.segments.get_mut(&entry.pg).expect("a queued entry's segment exists");
+            let Some(segment) = self.segments.get_mut(&entry.pg) else {
+                // The journal had taken it when its volume was dropped: written, never indexed.
+                assert!(self.dropped.contains(&entry.pg.volume_id), "a queued entry's segment exists");
+                continue;
+            };
             self.index_estimate += entry.records.len() as u64 * RECORD_INDEX_BYTES;
             for (lsn, record) in entry.records {
                 segment.insert_durable(lsn, IndexedRecord { location, ..record });
@@ -567,6 +592,9 @@ impl NodeCore {
 
     /// Installs a segment restored from a checkpoint (before replaying the journal after it).
     pub fn restore_segment(&mut self, mut segment: Segment) {
+        if self.is_dropped(segment.pg().volume_id) {
+            return;
+        }
         if self.limits.peer_lease_ms > 0 {
             segment.track_peers();
         }
@@ -575,6 +603,9 @@ impl NodeCore {
 
     /// Rebuilds state from one journal entry found at restart, in journal order.
     pub fn replay(&mut self, pg: PgRef, body: &EntryBody, location: Location) {
+        if self.is_dropped(pg.volume_id) {
+            return;
+        }
         match body {
             EntryBody::Records { epoch, page_bytes, records } => {
                 let epochs = Epochs { volume: *epoch, ..Epochs::INITIAL };
@@ -712,6 +743,7 @@ impl NodeCore {
 
     /// The segment of `pg`, created empty at `epochs` if this node has none.
     fn segment_entry(&mut self, pg: PgRef, epochs: Epochs) -> &mut Segment {
+        assert!(!self.dropped.contains(&pg.volume_id), "no segment of a dropped volume is made");
         let track_peers = self.limits.peer_lease_ms > 0;
         self.segments.entry(pg).or_insert_with(|| {
             let mut segment = Segment::new(pg, epochs);
@@ -845,13 +877,7 @@ impl NodeCore {
         self.in_journal.clear();
         self.pending_bytes = 0;
         while let Some(waiter) = self.waiters.pop_front() {
-            let pg = match waiter.reply {
-                PendingReply::Append { pg, .. }
-                | PendingReply::Epoch { pg }
-                | PendingReply::Membership { pg }
-                | PendingReply::Truncate { pg, .. } => pg,
-            };
-            let reply = self.error(code, pg, message);
+            let reply = self.error(code, waiter.reply.pg(), message);
             self.replies.push_back((waiter.request, Message::Error(reply)));
         }
     }

@@ -17,6 +17,10 @@
 //! Missing records are never invented or served: the segment's SCL stops before the first
 //! hole, so the node does not claim them and a peer can supply them. A mid-log checksum error
 //! never truncates the log.
+//!
+//! An entry of a volume dropped here (`Keyring::is_dropped`: its tombstone is stored, its keys
+//! destroyed) is skipped before it is opened, whatever its kind, and counted apart
+//! (`dropped_entries`): it cannot be opened any more, and that is no damage.
 
 use protocol::PgRef;
 
@@ -39,6 +43,8 @@ pub struct ReplayReport {
     /// True if a torn last group was cut.
     pub torn_tail_cut: bool,
     pub bytes_scanned: u64,
+    /// Entries of volumes dropped here, skipped unopened (not damage).
+    pub dropped_entries: u64,
 }
 
 /// Where writing resumes, and what replay saw.
@@ -184,6 +190,10 @@ impl<S: Storage> Walk<'_, S> {
         visit: &mut impl FnMut(PgRef, &EntryBody, Location),
     ) {
         for entry in found {
+            if entry.header.as_ref().is_ok_and(|h| keyring.is_dropped(h.pg.volume_id)) {
+                self.report.dropped_entries += 1;
+                continue;
+            }
             let opened = entry.header.clone().and_then(|header| {
                 if header.kind == EntryKind::Image {
                     // Images are opened when read; the group CRC vouched for the sealed bytes.

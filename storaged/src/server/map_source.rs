@@ -2,6 +2,8 @@
 //! (`[map] etcd = [...]`), read once at start and then followed (`etcdmap::watch`). Every map
 //! goes through [`ClusterView::apply`], which refuses one that would move a PG.
 
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +11,15 @@ use protocol::VolumeId;
 
 use super::admin::NodeMetrics;
 use super::cluster_view::{Applied, ClusterView, SharedView};
+use super::shared::Shared;
 use super::StartError;
 use crate::config::{Config, EtcdSource};
 use crate::core::access::Acls;
 
 /// How long a starting node waits for etcd to answer before it gives up (systemd restarts it).
 pub const ETCD_WAIT: Duration = Duration::from_secs(30);
+/// How soon a drop of a deleted volume that failed (its tombstone not stored) is tried again.
+const DROP_RETRY: Duration = Duration::from_secs(5);
 /// One etcd request's bound while starting.
 const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,9 +53,11 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
     Ok((view, Some(snapshot)))
 }
 
-/// Follows etcd's map from `snapshot` on, applying each change to `view`.
-pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot, metrics: Arc<NodeMetrics>) {
+/// Follows etcd's map from `snapshot` on, applying each change to `view`, and drops the
+/// segments of every volume deleted there (at once for those deleted while this node was down).
+pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot, shared: Rc<Shared>) {
     let (mut updates, mut state) = etcdmap::watch_with_state(source.clone(), snapshot);
+    let metrics = Arc::clone(&shared.metrics);
     let watched = Arc::clone(&metrics);
     tokio::task::spawn_local(async move {
         loop {
@@ -61,6 +68,7 @@ pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot
             }
         }
     });
+    tokio::task::spawn_local(drop_deleted(shared, updates.clone()));
     tokio::task::spawn_local(async move {
         while updates.changed().await.is_ok() {
             let snapshot = updates.borrow_and_update().clone();
@@ -69,10 +77,45 @@ pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot
     });
 }
 
+/// Drops every volume the map says was deleted (`P deleted/VOLUME`), one at a time, as the
+/// tombstones appear; a drop whose tombstone could not be stored is tried again every
+/// [`DROP_RETRY`]. Volumes this node's store already holds tombstones for (dropped before a
+/// restart) are not dropped again.
+async fn drop_deleted(shared: Rc<Shared>, mut updates: tokio::sync::watch::Receiver<etcdmap::Snapshot>) {
+    let mut done: HashSet<VolumeId> = shared.with_core(|core| core.dropped_volumes().collect());
+    loop {
+        let deleted: Vec<VolumeId> = updates
+            .borrow_and_update()
+            .deleted
+            .iter()
+            .map(|v| VolumeId(*v))
+            .filter(|v| !done.contains(v))
+            .collect();
+        let mut failed = false;
+        for volume in deleted {
+            match super::shared::drop_volume(&shared, volume).await {
+                Ok(_) => {
+                    done.insert(volume);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not drop a deleted volume durably; trying again");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(DROP_RETRY).await;
+        } else if updates.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The ACLs of a snapshot.
 fn acls(snapshot: &etcdmap::Snapshot) -> Acls {
     let volumes = snapshot.acls.iter().map(|(volume, acl)| (VolumeId(*volume), acl.clone())).collect();
-    Acls { volumes, admins: snapshot.admins.clone() }
+    let deleted = snapshot.deleted.iter().map(|volume| VolumeId(*volume)).collect();
+    Acls { volumes, admins: snapshot.admins.clone(), deleted }
 }
 
 /// Claims `volume` for `identity` in etcd if it is still unclaimed there (`core::access`'s

@@ -17,7 +17,6 @@ pub mod streams;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
@@ -109,7 +108,7 @@ pub async fn run(config: Config, reload: lifecycle::Reload) -> Result<(), StartE
         shared.metrics.map_known(map.nodes().len(), view.borrow().revision());
     }
     if let (Some(source), Some(snapshot)) = (&config.etcd, etcd_snapshot) {
-        map_source::follow(Rc::clone(&view), source, snapshot, Arc::clone(&shared.metrics));
+        map_source::follow(Rc::clone(&view), source, snapshot, Rc::clone(&shared));
     }
     if view.borrow().map().is_some() {
         let client =

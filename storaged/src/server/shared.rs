@@ -19,7 +19,7 @@ use super::journal_task::JournalStats;
 use crate::core::node::truncate_message;
 use crate::core::{NodeCore, RequestId};
 use crate::storage::uring::UringDir;
-use crate::store::{CoreAccess, NodeStore};
+use crate::store::{CoreAccess, DropVolumeError, DroppedVolume, NodeStore};
 
 /// Admin snapshots between two counts of the records held for the floor (a walk over them).
 const HELD_RECOUNT_SNAPSHOTS: u64 = 10;
@@ -225,6 +225,20 @@ impl CoreAccess for Shared {
     fn with_core<T>(&self, f: impl FnOnce(&mut NodeCore) -> T) -> T {
         Shared::with_core(self, f)
     }
+}
+
+/// Drops every segment of `volume` this node holds and makes sure none comes back: the node
+/// refuses the volume from the first step on, its tombstone and the destruction of its data
+/// keys are durable once this returns `Ok`, and the files nothing refers to any more are
+/// deleted (`store::drop_volume`). Call it when the cluster says the volume was deleted, while
+/// running or at start (after replay, once the node serves); calling it again, or for a volume
+/// this node never held, is fine. On an error the volume is refused but its tombstone may not
+/// be durable: call again.
+pub async fn drop_volume(shared: &Rc<Shared>, volume: VolumeId) -> Result<DroppedVolume, DropVolumeError> {
+    let dropped = shared.store.drop_volume(&**shared, volume).await;
+    // Page reads waiting for one of its segments to catch up look again, and are refused.
+    shared.durable.notify_waiters();
+    dropped
 }
 
 /// An error reply to a request that names no PG (or before its PG is known).

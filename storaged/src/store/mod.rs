@@ -1,11 +1,13 @@
 //! The node's durable state over a `Storage`: the journal and page store (writers and
 //! readers), the keyring, the checkpoints and the entry cache, and every step that moves bytes
 //! between them and the core: opening (checkpoint, then replay), a group becoming durable,
-//! checkpointing, recycling files, coalescing, and serving reads (`reads`).
+//! checkpointing, recycling files, coalescing, serving reads (`reads`), and dropping a deleted
+//! volume for good (`drop_volume`).
 //!
 //! The daemon's tasks (`server`) and the simulator's nodes call these same steps, the first on
 //! io_uring, the second on the lying disk; they differ only in when they call them.
 
+pub mod drop_volume;
 pub mod reads;
 
 use std::cell::RefCell;
@@ -23,6 +25,7 @@ use crate::journal::writer::{Journal, JournalConfig, JournalReader, WriteError};
 use crate::keyring::{Keyring, KeyringError};
 use crate::seal::Kek;
 use crate::storage::Storage;
+pub use drop_volume::{DropVolumeError, DroppedVolume};
 use reads::{build_job, report_fault, EntryCache};
 
 /// Most page versions stored in one page store group (the daemon's setting).
@@ -86,6 +89,25 @@ pub struct NodeStore<S> {
     read_errors: std::cell::Cell<u64>,
     /// Data key rotations whose older versions wait to be destroyed (`recycle`).
     rekeys: RefCell<BTreeMap<VolumeId, Rekey>>,
+    /// Held by a recycling pass: the coalescer's and a volume drop's never delete the same
+    /// files twice.
+    recycling: tokio::sync::Mutex<()>,
+    /// Size every journal and page store file is preallocated to.
+    file_bytes: u64,
+}
+
+/// The files a recycling pass deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recycled {
+    pub journal: Vec<u64>,
+    pub pages: Vec<u64>,
+}
+
+impl Recycled {
+    /// How many files were deleted.
+    pub fn count(&self) -> u64 {
+        (self.journal.len() + self.pages.len()) as u64
+    }
 }
 
 /// A data key rotation of one volume, as the store follows it: the older versions may be in
@@ -170,6 +192,8 @@ pub async fn open<S: Storage>(
     now_ms: u64,
 ) -> Result<Opened<S>, OpenError> {
     let keyring = Keyring::open(&storage, core.node(), kek).await?;
+    // Before anything is restored or replayed: nothing of a dropped volume comes back.
+    keyring.dropped_volumes().into_iter().for_each(|volume| core.mark_dropped(volume));
     let (checkpoints, checkpoint) = CheckpointStore::open(&storage).await;
     let (mut start, mut rebuilds, mut checkpoint_error) = ((None, None), Vec::new(), None);
     match checkpoint {
@@ -216,6 +240,8 @@ pub async fn open<S: Storage>(
         coalesce_jobs_max: settings.coalesce_jobs_max,
         read_errors: std::cell::Cell::new(0),
         rekeys: RefCell::new(BTreeMap::new()),
+        recycling: tokio::sync::Mutex::new(()),
+        file_bytes: settings.file_bytes,
     };
     Ok(Opened {
         store,
@@ -252,13 +278,18 @@ impl<S: Storage> NodeStore<S> {
         assert_eq!(entries.len(), placed.len(), "every entry of the group was placed");
         let last_seq = entries.last().map_or(0, |e| e.seq);
         let position = journal.position();
-        core.with_core(|core| {
+        let dropped: Vec<bool> = core.with_core(|core| {
             core.handle_durable(last_seq, placed);
             core.set_journal_head(position.file);
+            entries.iter().map(|e| core.is_dropped(e.pg.volume_id)).collect()
         });
         let mut cache = self.entry_cache.borrow_mut();
-        for (entry, (seq, location)) in entries.into_iter().zip(placed) {
+        for ((entry, (seq, location)), dropped) in entries.into_iter().zip(placed).zip(dropped) {
             assert_eq!(entry.seq, *seq, "entries are placed in order");
+            // A dropped volume's records the journal had already taken: nothing refers to them.
+            if dropped {
+                continue;
+            }
             if let EntryBody::Records { records, .. } = entry.body {
                 cache.insert(*location, Rc::new(records), location.len as usize);
             }
@@ -395,6 +426,12 @@ impl<S: Storage> NodeStore<S> {
     /// its live bytes; once every file the rotation waits for is gone, the older versions are
     /// destroyed (`Keyring::destroy_older`).
     pub async fn recycle(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> u64 {
+        self.recycle_files(core, pages_head, file_bytes).await.count()
+    }
+
+    /// `recycle`, saying which files it deleted. One pass at a time.
+    pub async fn recycle_files(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> Recycled {
+        let _one_at_a_time = self.recycling.lock().await;
         let rekey_pages = self.follow_rekeys();
         let journal_head = self.covered.borrow().journal.file;
         let (journal_files, page_files) = (self.journal.files(), self.pages.files());
@@ -410,24 +447,16 @@ impl<S: Storage> NodeStore<S> {
         });
         if plan.is_empty() {
             self.destroy_retired_keys().await;
-            return 0;
+            return Recycled::default();
         }
         // The checkpoint written now starts replay after every doomed file and refers to none.
         if !self.checkpoint(core, true).await {
-            return 0;
+            return Recycled::default();
         }
-        let mut recycled = 0;
-        let doomed = plan
-            .journal
-            .iter()
-            .map(|f| (&self.journal, *f))
-            .chain(plan.pages.iter().map(|f| (&self.pages, *f)));
-        for (reader, file) in doomed {
-            match reader.remove_file(file).await {
-                Ok(()) => recycled += 1,
-                Err(error) => tracing::warn!(file, %error, "could not delete a recycled file; will retry"),
-            }
-        }
+        let recycled = Recycled {
+            journal: remove_files(&self.journal, &plan.journal).await,
+            pages: remove_files(&self.pages, &plan.pages).await,
+        };
         tracing::info!(journal = ?plan.journal, pages = ?plan.pages, "recycled files");
         self.destroy_retired_keys().await;
         recycled
@@ -500,6 +529,18 @@ impl<S: Storage> NodeStore<S> {
             }
         }
     }
+}
+
+/// Deletes `files` of a log; returns those deleted (a failure is logged and retried later).
+async fn remove_files<S: Storage>(reader: &JournalReader<S>, files: &[u64]) -> Vec<u64> {
+    let mut deleted = Vec::with_capacity(files.len());
+    for file in files.iter().copied() {
+        match reader.remove_file(file).await {
+            Ok(()) => deleted.push(file),
+            Err(error) => tracing::warn!(file, %error, "could not delete a recycled file; will retry"),
+        }
+    }
+    deleted
 }
 
 /// What the journal task does with a write error: tell the core (which refuses or fails).

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use protocol::{Lsn, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta};
 
+use protocol::messages::ErrorCode;
+
 use super::{AppendRefusal, NewRecord, WriterCore};
 
 impl WriterCore {
@@ -14,8 +16,10 @@ impl WriterCore {
         if self.fenced {
             return Err(AppendRefusal::Fenced);
         }
-        if self.unauthorized {
-            return Err(AppendRefusal::Unauthorized);
+        match self.refused_by {
+            Some(ErrorCode::VolumeDeleted) => return Err(AppendRefusal::VolumeDeleted),
+            Some(_) => return Err(AppendRefusal::Unauthorized),
+            None => {}
         }
         if self.ladder.tracked() + records.len() > self.limits.pending_records_max {
             return Err(AppendRefusal::WindowFull);

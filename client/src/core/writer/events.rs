@@ -62,17 +62,18 @@ impl WriterCore {
                     self.fenced = true;
                 }
             }
-            // The volume's ACL no longer gives this writer `write` (or it never did): once as
-            // many nodes refuse as would fence it, no write quorum is left.
-            ErrorCode::Unauthorized => {
+            // The volume's ACL no longer gives this writer `write` (or it never did), or the
+            // volume was deleted: once as many nodes refuse as would fence it, no write quorum
+            // is left.
+            ErrorCode::Unauthorized | ErrorCode::VolumeDeleted => {
                 let members = self.membership(pg);
                 let refused = self.refused.entry(pg).or_default();
                 if !refused.contains(&node) {
                     refused.push(node);
                 }
-                if members.fenced_by(refused) && !self.unauthorized {
+                if members.fenced_by(refused) && self.refused_by.is_none() {
                     tracing::warn!(%node, message = %error.message, "the nodes refuse this writer the volume");
-                    self.unauthorized = true;
+                    self.refused_by = Some(error.code);
                 }
             }
             ErrorCode::EpochNotOpen if self.pgs.get(&pg).is_some_and(|s| s.members.contains(node)) => {

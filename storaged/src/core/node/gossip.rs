@@ -24,7 +24,9 @@
 //!   only one fetch per PG is out at a time (given up after `gossip_timeout_ms`);
 //! - a segment keeps the records a live peer lacks (`Segment::register_peers`, `note_peer`);
 //!   a node without the segment answers with an empty summary (SCL zero), so its peers keep
-//!   every record for it until a writer opens its segment and it fetches them.
+//!   every record for it until a writer opens its segment and it fetches them;
+//! - nothing of a volume dropped here moves either way (`dropped`): a summary of it gets an
+//!   empty answer and starts no rebuild, a fetch of it is refused.
 
 use protocol::messages::{ErrorCode, ErrorReply, GossipFetch, GossipSummary, Records, GOSSIP_RANGES_MAX};
 use protocol::{Epochs, Lsn, LsnRange, NodeId, PgRef, Record};
@@ -77,8 +79,9 @@ impl NodeCore {
             }
             None => {
                 // A member of the PG without its segment (new, or its data was lost): it is
-                // rebuilt from the asking peer.
-                if summary.scl > Lsn::ZERO && summary.open {
+                // rebuilt from the asking peer; unless its volume was dropped here.
+                let dropped = self.is_dropped(summary.pg.volume_id);
+                if summary.scl > Lsn::ZERO && summary.open && !dropped {
                     self.want_hydration(summary.pg, summary.node);
                 }
                 GossipSummary {
@@ -145,6 +148,7 @@ impl NodeCore {
     /// The records to read to answer a peer's fetch: those held in its ranges at or below
     /// SCL, if the peer's epochs are this segment's and it is open.
     pub fn plan_gossip_fetch(&self, fetch: &GossipFetch) -> Result<ReadPlan, ErrorReply> {
+        self.check_not_dropped(fetch.pg)?;
         let Some(segment) = self.segments.get(&fetch.pg) else {
             return Err(self.error(ErrorCode::EpochNotOpen, fetch.pg, "no such segment here"));
         };

@@ -220,6 +220,7 @@ impl NodeCore {
         asker: NodeId,
         now: u64,
     ) -> Result<HydratePlan, ErrorReply> {
+        self.check_not_dropped(fetch.pg)?;
         if self.is_hydrating(fetch.pg) {
             // A segment being rebuilt holds nothing it could vouch for yet.
             return Err(self.error(ErrorCode::NotYet, fetch.pg, "this segment is itself being rebuilt"));
@@ -289,16 +290,26 @@ impl NodeCore {
         })
     }
 
-    /// Target side: gossip shows `peer` can rebuild `pg` here (called by the gossip decisions).
-    /// A PG waiting for a source moves to a less busy peer that can serve it too.
+    /// Stops every rebuild (wanted or running) of `volume`'s segments, which was dropped: what
+    /// they stored is garbage the page store recycles. Returns how many.
+    pub(super) fn forget_hydrations_of(&mut self, volume: protocol::VolumeId) -> usize {
+        let (wanted, running) = (self.hydrations.wanted.len(), self.hydrations.running.len());
+        self.hydrations.wanted.retain(|pg, _| pg.volume_id != volume);
+        self.hydrations.running.retain(|pg, _| pg.volume_id != volume);
+        wanted + running - self.hydrations.wanted.len() - self.hydrations.running.len()
+    }
+
     /// The segment of `pg` no longer wants rebuilding (it was retired).
     pub(super) fn stop_hydration(&mut self, pg: PgRef) {
         self.hydrations.wanted.remove(&pg);
         self.hydrations.abandon(pg, "the segment was retired");
     }
 
+    /// Target side: gossip shows `peer` can rebuild `pg` here (called by the gossip decisions).
+    /// A PG waiting for a source moves to a less busy peer that can serve it too. Never for a
+    /// volume dropped here.
     pub(super) fn want_hydration(&mut self, pg: PgRef, peer: NodeId) {
-        if self.hydrations.running.contains_key(&pg) {
+        if self.hydrations.running.contains_key(&pg) || self.is_dropped(pg.volume_id) {
             return;
         }
         let load = |h: &Hydrations, node: NodeId| {

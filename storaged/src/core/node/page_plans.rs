@@ -50,6 +50,12 @@ pub struct Relocation {
     location: Location,
 }
 
+impl Relocation {
+    pub(super) fn pg(&self) -> PgRef {
+        self.pg
+    }
+}
+
 /// Where a page read starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Base {
@@ -94,6 +100,7 @@ impl NodeCore {
                 bytes,
             }
         };
+        self.check_not_dropped(read.pg)?;
         let Some(segment) = self.segments.get(&read.pg) else {
             // No record of this PG reached this node: complete only if the PG has none yet.
             return Ok(if read.pg_newest_lsn == Lsn::ZERO {
@@ -166,6 +173,7 @@ impl NodeCore {
     /// A reader's page read (`ReadPageAsOf`) as the `ReadPage` the segment can answer, once it
     /// can prove the PG's newest LSN at or below the read point (`None`: not yet).
     pub fn resolve_read_as_of(&self, read: &ReadPageAsOf) -> Result<Option<ReadPage>, ErrorReply> {
+        self.check_not_dropped(read.pg)?;
         let Some(segment) = self.segments.get(&read.pg) else { return Ok(None) };
         let pg_newest_lsn = match segment.newest_as_of(read.read_lsn) {
             AsOf::Newest(lsn) => lsn,
@@ -189,13 +197,19 @@ impl NodeCore {
 
     /// A driver built a page version: keep it for later reads.
     pub fn handle_page_built(&mut self, pg: PgRef, page: PageId, version: Lsn, bytes: Bytes) {
-        self.cache.insert(pg, page, version, bytes);
+        // A read that was under way when its volume was dropped keeps nothing.
+        if !self.is_dropped(pg.volume_id) {
+            self.cache.insert(pg, page, version, bytes);
+        }
     }
 
     /// A client's oldest read point; `now` is the driver's clock in milliseconds.
     pub fn handle_floor_report(&mut self, report: &FloorReport, now: u64) -> Message {
         let node = self.node;
         let replace = self.replacement_asked.filter(|(_, until)| now < *until).map(|(node, _)| node);
+        if let Err(refusal) = self.check_not_dropped(report.pg) {
+            return Message::Error(refusal);
+        }
         let Some(segment) = self.segments.get_mut(&report.pg) else {
             let (floor, scl, vdl) = (Lsn::ZERO, Lsn::ZERO, Lsn::ZERO);
             return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, vdl, replace });

@@ -320,6 +320,15 @@ impl NodeCore {
         self.scrub.is_repairing(pg)
     }
 
+    /// Forgets the faults and fetched repairs of `volume`'s segments (it was dropped): nothing of
+    /// it is repaired or counted as open any more.
+    pub(super) fn forget_scrub_of(&mut self, volume: protocol::VolumeId) {
+        self.scrub.faults.retain(|_, fault| match fault {
+            Fault::Records { pg, .. } | Fault::Image { pg, .. } => pg.volume_id != volume,
+        });
+        self.scrub.fetched.retain(|(pg, _), _| pg.volume_id != volume);
+    }
+
     /// Counts the faults whose records are held again (or no longer needed); call on ticks.
     pub(super) fn settle_scrub_faults(&mut self) {
         self.drop_retired_faults();

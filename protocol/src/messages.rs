@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes};
 use crate::apply::check_page_bytes;
 use crate::codec::{expect_at_most, expect_crc, expect_zero, put_count, Reader};
 use crate::error::{FormatError, FormatResult};
-use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId};
+use crate::ids::{AzId, Epoch, Epochs, Lsn, NodeId, PageId, VolumeId};
 use crate::quorum::Membership;
 use crate::record::{
     Record, RecordFlags, RecordKind, RecordMeta, PAGE_BYTES_MAX, RECORD_HEADER_BYTES,
@@ -217,6 +217,30 @@ pub struct ReadPageAsOf {
 pub struct ReplaceNodeAsk {
     pub node: NodeId,
 }
+
+/// A volume's admin grants or revokes a role (`AclChange::ROLE_*`) on it for `identity`: the
+/// node checks the caller holds `admin` on the volume (`storaged::core::access`), changes the
+/// ACL in etcd as the node, and answers with the request itself. So a volume's admin needs no
+/// etcd credentials of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclChange {
+    pub volume: VolumeId,
+    /// `ROLE_READ`, `ROLE_WRITE` or `ROLE_ADMIN`.
+    pub role: u8,
+    /// True to grant, false to revoke.
+    pub grant: bool,
+    /// At most `IDENTITY_BYTES_MAX` bytes of UTF-8, e.g. `borealis://client/bob`.
+    pub identity: String,
+}
+
+impl AclChange {
+    pub const ROLE_READ: u8 = 1;
+    pub const ROLE_WRITE: u8 = 2;
+    pub const ROLE_ADMIN: u8 = 3;
+}
+
+/// The longest identity an `AclChange` names.
+pub const IDENTITY_BYTES_MAX: usize = 256;
 
 /// A page version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -599,6 +623,7 @@ pub enum Message {
     RecordHeaders(RecordHeaders),
     ReadPageAsOf(ReadPageAsOf),
     ReplaceNodeAsk(ReplaceNodeAsk),
+    AclChange(AclChange),
 }
 
 impl Message {
@@ -630,6 +655,7 @@ impl Message {
             Message::RecordHeaders(_) => 23,
             Message::ReadPageAsOf(_) => 24,
             Message::ReplaceNodeAsk(_) => 25,
+            Message::AclChange(_) => 26,
         }
     }
 
@@ -650,6 +676,13 @@ impl Message {
             }
             Message::Status(s) => expect_at_most(s.segments.len(), STATUS_SEGMENTS_MAX, "status segments"),
             Message::Error(e) => expect_at_most(e.message.len(), ERROR_MESSAGE_BYTES_MAX, "error message"),
+            Message::AclChange(c) => {
+                expect_at_most(c.identity.len(), IDENTITY_BYTES_MAX, "acl change identity")?;
+                match c.role {
+                    AclChange::ROLE_READ | AclChange::ROLE_WRITE | AclChange::ROLE_ADMIN => Ok(()),
+                    _ => Err(FormatError::Invalid { what: "acl change role" }),
+                }
+            }
             Message::EpochAck(e) => {
                 expect_at_most(e.truncations.len(), TRUNCATIONS_REPORTED_MAX, "epoch ack truncations")
             }
@@ -721,6 +754,13 @@ impl Message {
                 out.put_u32_le(r.page_bytes);
             }
             Message::ReplaceNodeAsk(r) => r.node.put(out),
+            Message::AclChange(c) => {
+                c.volume.put(out);
+                out.put_u8(c.role);
+                out.put_u8(u8::from(c.grant));
+                put_count(out, c.identity.len());
+                out.put_slice(c.identity.as_bytes());
+            }
             Message::EpochAck(e) => {
                 (e.pg, e.node, e.epochs, e.scl, e.highest_lsn, e.vdl_hint).put(out);
                 put_list(out, &e.truncations);
@@ -903,6 +943,20 @@ impl Message {
                 Message::ReadPageAsOf(ReadPageAsOf { pg, page_id, read_lsn, page_bytes })
             }
             25 => Message::ReplaceNodeAsk(ReplaceNodeAsk { node: Wire::read(r)? }),
+            26 => {
+                let volume = Wire::read(r)?;
+                let role = r.u8("acl change role")?;
+                let grant = match r.u8("acl change grant")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(FormatError::Invalid { what: "acl change grant" }),
+                };
+                let len = r.count(IDENTITY_BYTES_MAX, 1, "acl change identity")?;
+                let text = r.bytes(len, "acl change identity")?;
+                let identity = String::from_utf8(text.to_vec())
+                    .map_err(|_| FormatError::Invalid { what: "acl change identity utf-8" })?;
+                Message::AclChange(AclChange { volume, role, grant, identity })
+            }
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;

@@ -290,7 +290,7 @@ mod tests {
             segment.insert_durable(Lsn(lsn), record);
         }
         assert!(segment.learn_page_bytes(4096));
-        segment.report_floor(1, Lsn(10), 0, 1000);
+        segment.report_floor(crate::core::segment::FloorReporter::raising(1), Lsn(10), 0, 1000);
         assert!(segment.add_image(
             PageId(3),
             Lsn(10),

@@ -137,11 +137,22 @@ pub async fn ask_replacement(
     node: u32,
     timeout: Duration,
 ) -> Result<(), ProbeError> {
-    let endpoint = transport::client_endpoint(transport::any_addr_for(target.addr), tls, &Tuning::default())?;
     let ask = Message::ReplaceNodeAsk(protocol::messages::ReplaceNodeAsk { node: protocol::NodeId(node) });
+    ask_node(tls, target, &ask, timeout).await
+}
+
+/// Sends `ask` to `target` as `tls`'s identity; the node answers a request it carried out with
+/// the request itself (`ReplaceNodeAsk`, `AclChange`), a refusal with an error reply.
+pub async fn ask_node(
+    tls: &TlsFiles,
+    target: &Target,
+    ask: &Message,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let endpoint = transport::client_endpoint(transport::any_addr_for(target.addr), tls, &Tuning::default())?;
     let exchange = async {
         let conn = transport::connect(&endpoint, target.addr, &target.name, timeout).await?;
-        let reply = transport::request(&conn, &ask).await;
+        let reply = transport::request(&conn, ask).await;
         conn.close(0u32.into(), b"asked");
         reply
     };
@@ -150,7 +161,7 @@ pub async fn ask_replacement(
     match answer {
         Err(_) => Err(ProbeError::Timeout(timeout)),
         Ok(Err(error)) => Err(error.into()),
-        Ok(Ok(reply)) if reply == ask => Ok(()),
+        Ok(Ok(reply)) if reply == *ask => Ok(()),
         Ok(Ok(Message::Error(refusal))) => {
             Err(ProbeError::Denied { code: refusal.code, message: refusal.message })
         }

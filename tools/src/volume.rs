@@ -18,7 +18,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use client::{ClientConfig, NewRecord, OpenError, Reader, VolumeGeometry, Writer};
 use etcdmap::Role;
-use protocol::{PageId, RecordKind, VolumeId};
+use protocol::messages::{AclChange, ErrorCode};
+use protocol::{Message, PageId, RecordKind, VolumeId};
 
 use crate::local::map::EtcdActor;
 use crate::local::LocalCluster;
@@ -159,16 +160,8 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
                     bail!("volume {volume:#x} was claimed already; {identity} is not its admin");
                 }
             }
-            VolumeAction::Grant(RoleChange { volume, to, role }) => {
-                let who = identity_of(&to);
-                let mut etcd = as_admin(&cluster, &config, volume).await?;
-                print_acl(volume, &etcd.change_acl(volume, |acl| acl.grant(&who, role)).await?);
-            }
-            VolumeAction::Revoke(RoleChange { volume, to, role }) => {
-                let who = identity_of(&to);
-                let mut etcd = as_admin(&cluster, &config, volume).await?;
-                print_acl(volume, &etcd.change_acl(volume, |acl| acl.revoke(&who, role)).await?);
-            }
+            VolumeAction::Grant(change) => change_role(&cluster, &config, change, true).await?,
+            VolumeAction::Revoke(change) => change_role(&cluster, &config, change, false).await?,
             VolumeAction::Info { volume } => info(&cluster, config, volume).await?,
             VolumeAction::Ls => ls(&cluster, &config).await?,
             VolumeAction::Delete { volume, yes } => delete(&cluster, &config, volume, yes).await?,
@@ -182,7 +175,12 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn etcd(cluster: &LocalCluster) -> anyhow::Result<etcdmap::EtcdMap> {
-    let Some(source) = cluster.etcd_source(EtcdActor::Root)? else {
+    etcd_as(cluster, EtcdActor::Root).await
+}
+
+/// etcd, as `actor`'s etcd user.
+async fn etcd_as(cluster: &LocalCluster, actor: EtcdActor) -> anyhow::Result<etcdmap::EtcdMap> {
+    let Some(source) = cluster.etcd_source(actor)? else {
         bail!(
             "{}: this cluster keeps no ACLs (its map is not in etcd: `cluster init --hosts FILE --etcd URL`)",
             cluster.dir().display()
@@ -191,21 +189,46 @@ async fn etcd(cluster: &LocalCluster) -> anyhow::Result<etcdmap::EtcdMap> {
     Ok(etcdmap::EtcdMap::open(&source, ETCD_TIMEOUT).await?)
 }
 
-/// etcd, once the certificate this command acts with is checked to hold `admin` on `volume`.
-/// The check is the command's courtesy, not the security boundary: whoever may write etcd's
-/// prefix can change any ACL (docs/security.md).
-async fn as_admin(
+/// Grants (or revokes) a role: asked of a node as the `--as` identity (`AclChange`), which
+/// checks that identity holds `admin` on the volume and writes the ACL in etcd itself, so a
+/// volume's admin needs no etcd credentials. The nodes are tried in turn until one answers; a
+/// refusal ends it.
+async fn change_role(
     cluster: &LocalCluster,
     config: &ClientConfig,
-    volume: u128,
-) -> anyhow::Result<etcdmap::EtcdMap> {
-    let me = transport::file_identity(&config.tls.cert)?;
-    let mut etcd = etcd(cluster).await?;
-    match etcd.acl(volume).await? {
-        Some((acl, _)) if acl.allows(&me, Role::Admin) => Ok(etcd),
-        Some(_) => bail!("Unauthorized: {me} is not an admin of volume {volume:#x}"),
-        None => bail!("volume {volume:#x} has no ACL: claim it first (`borealis volume create`)"),
+    RoleChange { volume, to, role }: RoleChange,
+    grant: bool,
+) -> anyhow::Result<()> {
+    let ask = Message::AclChange(AclChange {
+        volume: VolumeId(volume),
+        role: match role {
+            Role::Read => AclChange::ROLE_READ,
+            Role::Write => AclChange::ROLE_WRITE,
+            Role::Admin => AclChange::ROLE_ADMIN,
+        },
+        grant,
+        identity: identity_of(&to),
+    });
+    let mut unreachable = Vec::new();
+    for node in cluster.nodes() {
+        let target = crate::probe::Target::from(node);
+        match crate::probe::ask_node(&config.tls, &target, &ask, STATUS_TIMEOUT).await {
+            Ok(()) => {
+                let acl = etcd_as(cluster, EtcdActor::Client).await?.acl(volume).await?;
+                print_acl(volume, &acl.map(|(acl, _)| acl).unwrap_or_default());
+                return Ok(());
+            }
+            Err(crate::probe::ProbeError::Denied { code, message }) => {
+                let kind = match code {
+                    ErrorCode::Unauthorized => "Unauthorized",
+                    _ => code.name(),
+                };
+                bail!("{kind}: node {} refused: {message}", node.id);
+            }
+            Err(error) => unreachable.push(format!("node {}: {error}", node.id)),
+        }
     }
+    bail!("no node took the change: {}", unreachable.join("; "))
 }
 
 fn print_acl(volume: u128, acl: &etcdmap::Acl) {

@@ -42,6 +42,24 @@ fn unauthorized_replies(admin: std::net::SocketAddr) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Sends `message` to node `node` as the client `name` and returns the reply.
+fn raw(local: &LocalCluster, node: u32, name: &str, message: &Message) -> Message {
+    let node = local.node(node).unwrap();
+    let tls = local.client_tls_as(name);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let endpoint = transport::client_endpoint(
+            transport::any_addr_for(node.addr),
+            &tls,
+            &transport::Tuning::default(),
+        )
+        .unwrap();
+        let connection =
+            transport::connect(&endpoint, node.addr, &node.name, Duration::from_secs(5)).await.unwrap();
+        transport::framed::request(&connection, message).await.unwrap()
+    })
+}
+
 #[test]
 fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_cannot_act_as_nodes() {
     let cluster = EtcdCluster::start_with_auth(6);
@@ -77,7 +95,15 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
     assert!(refused.stderr.contains("borealis://client/bob has no write"), "{refused:?}");
     println!("bob's write: {}", refused.stderr.trim());
     let self_grant = as_("bob", &["grant", "--volume", &volume, "--to", "bob", "--role", "write"]);
-    assert!(self_grant.code != Some(0) && self_grant.stderr.contains("is not an admin"), "{self_grant:?}");
+    // The node refuses it (a volume's ACL changes through the nodes, which check `admin`).
+    assert!(
+        self_grant.code != Some(0)
+            && self_grant.stderr.contains("Unauthorized")
+            && self_grant.stderr.contains("borealis://client/bob has no admin"),
+        "{self_grant:?}"
+    );
+    let orphaning = as_("alice", &["revoke", "--volume", &volume, "--to", "alice", "--role", "admin"]);
+    assert!(orphaning.code != Some(0) && orphaning.stderr.contains("last admin"), "{orphaning:?}");
     let read_refused = as_("bob", &["read", "--volume", &volume, "--count", "5"]);
     assert!(read_refused.code != Some(0) && read_refused.stderr.contains("Unauthorized"), "{read_refused:?}");
 
@@ -285,4 +311,22 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
     let alice = as_("alice", &["read", "--volume", &volume, "--count", "5", "--out", out.to_str().unwrap()]);
     assert!(alice.code == Some(0), "{alice:?}");
     assert_eq!(std::fs::read(&out).unwrap(), data);
+    // A reader's floor report only holds the floor: once every writer's report has expired
+    // (10 s leases), mallory, granted read, still cannot push it up (which would make other
+    // readers' reads too old); before the fix her report alone moved it.
+    let granted = cluster.borealis(&[
+        "volume", "--as", "alice", "grant", "--volume", &volume, "--to", "mallory", "--role", "read",
+    ]);
+    assert!(granted.code == Some(0), "{granted:?}");
+    std::thread::sleep(Duration::from_secs(11)); // the client's FLOOR_LEASE_MS is 10 s
+    let report = Message::FloorReport(protocol::messages::FloorReport {
+        pg: PgRef { volume_id: VolumeId(VOLUME), pg_id: PgId(0) },
+        client: 42,
+        floor: Lsn(1 << 40),
+        lease_ms: 60_000,
+    });
+    match raw(&local, 1, "mallory", &report) {
+        Message::FloorAck(ack) => assert!(ack.floor < Lsn(1 << 40), "a reader raised the floor: {ack:?}"),
+        other => panic!("mallory's floor report: {other:?}"),
+    }
 }

@@ -89,7 +89,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=23u8) {
+    match rng.random_range(1..=24u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -259,8 +259,14 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             page_bytes: 512 << rng.random_range(0..8),
         }),
         23 => Message::ReplaceNodeAsk(ReplaceNodeAsk { node }),
+        24 => Message::AclChange(AclChange {
+            volume: pg.volume_id,
+            role: rng.random_range(AclChange::ROLE_READ..=AclChange::ROLE_ADMIN),
+            grant: rng.random(),
+            identity: format!("borealis://client/c{}", rng.random::<u16>()),
+        }),
         _ => {
-            let code = ErrorCode::from_u16(rng.random_range(1..=11));
+            let code = ErrorCode::from_u16(rng.random_range(1..=12));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })
         }
     }

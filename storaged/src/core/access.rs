@@ -17,6 +17,8 @@
 //!   the CA signed may use every volume.
 //! - `ReplaceNodeAsk` (an operator's request that changes the cluster) needs a client
 //!   certificate, and where ACLs are kept, one the cluster's administrators' ACL gives `admin`.
+//! - `AclChange` (grant or revoke a role on a volume) needs `admin` on the claimed volume; the
+//!   node then writes the ACL in etcd itself (`server::map_source::change_acl`).
 //! - `StatusRequest` names no volume: any caller.
 //! - A deleted volume (a tombstone in etcd): every request naming it is refused
 //!   `VolumeDeleted`, as the core refuses it once it dropped the volume's segments (before
@@ -58,6 +60,8 @@ enum Need {
     Volume(PgRef, Role),
     /// A cluster administrator.
     Admin,
+    /// `admin` on a claimed volume (changing its ACL).
+    VolumeAdmin(PgRef),
 }
 
 fn need(message: &Message) -> Need {
@@ -76,6 +80,7 @@ fn need(message: &Message) -> Need {
         M::GossipFetch(m) => Need::Node(None, m.pg),
         M::HydrateFetch(m) => Need::Node(None, m.pg),
         M::ReplaceNodeAsk(_) => Need::Admin,
+        M::AclChange(c) => Need::VolumeAdmin(PgRef { volume_id: c.volume, pg_id: protocol::PgId(0) }),
         _ => Need::Nothing,
     }
 }
@@ -121,7 +126,7 @@ pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Ver
         })
     };
     let need = need(message);
-    if let (Need::Volume(pg, _) | Need::Node(_, pg), Some(acls)) = (need, acls) {
+    if let (Need::Volume(pg, _) | Need::Node(_, pg) | Need::VolumeAdmin(pg), Some(acls)) = (need, acls) {
         if acls.deleted.contains(&pg.volume_id) {
             let message = format!("{VOLUME_DELETED}: volume {:#x} was deleted", pg.volume_id.0);
             return Verdict::Refuse(ErrorReply {
@@ -149,6 +154,27 @@ pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Ver
             }
             _ => Verdict::Allow,
         },
+        (Need::VolumeAdmin(pg), _) if acls.is_none() => Verdict::Refuse(ErrorReply {
+            code: ErrorCode::BadRequest,
+            pg,
+            epochs: Epochs::default(),
+            message: "this cluster keeps no ACLs (its map is not in etcd)".into(),
+        }),
+        (Need::VolumeAdmin(pg), Caller::Node(id)) => {
+            refuse(pg, format!("node {id} may not change volume {:#x}'s ACL", pg.volume_id.0))
+        }
+        (Need::VolumeAdmin(pg), Caller::Client(identity)) => {
+            match acls.and_then(|acls| acls.volumes.get(&pg.volume_id)) {
+                Some(acl) if acl.allows(identity, Role::Admin) => Verdict::Allow,
+                Some(_) => refuse(pg, format!("{identity} has no admin on volume {:#x}", pg.volume_id.0)),
+                None => Verdict::Refuse(ErrorReply {
+                    code: ErrorCode::BadRequest,
+                    pg,
+                    epochs: Epochs::default(),
+                    message: format!("volume {:#x} has no ACL: nobody claimed it yet", pg.volume_id.0),
+                }),
+            }
+        }
         (Need::Volume(..), _) if acls.is_none() => Verdict::Allow,
         (Need::Volume(_, Role::Read), Caller::Node(_)) => Verdict::Allow,
         (Need::Volume(pg, _), Caller::Node(id)) => {
@@ -161,6 +187,19 @@ pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Ver
                 None if role == Role::Read => Verdict::Allow,
                 None => Verdict::Claim { pg, identity: identity.clone() },
             }
+        }
+    }
+}
+
+/// Whether `caller`'s floor report for `pg` may raise the segment's floor, or only hold it
+/// (`segment::floor`): a node's and any report where no ACLs are kept may raise it, and a
+/// client's whose ACL gives it `write` (a writer knows the read points it serves); a reader
+/// only holds it.
+pub fn floor_report_raises(caller: &Caller, pg: PgRef, acls: Option<&Acls>) -> bool {
+    match (caller, acls) {
+        (Caller::Node(_), _) | (_, None) => true,
+        (Caller::Client(identity), Some(acls)) => {
+            acls.volumes.get(&pg.volume_id).is_some_and(|acl| acl.allows(identity, Role::Write))
         }
     }
 }
@@ -228,6 +267,11 @@ mod tests {
             refused(authorize(&Caller::Node(NodeId(2)), &write, Some(&acls))).code,
             ErrorCode::Unauthorized
         );
+        // alice writes and may raise the floor; bob, who may only read, only holds it.
+        assert!(floor_report_raises(&alice, pg(7), Some(&acls)));
+        assert!(!floor_report_raises(&bob, pg(7), Some(&acls)));
+        assert!(floor_report_raises(&bob, pg(7), None), "no ACLs kept");
+        assert!(floor_report_raises(&Caller::Node(NodeId(2)), pg(7), Some(&acls)));
     }
 
     #[test]
@@ -246,6 +290,36 @@ mod tests {
             "a node never claims"
         );
         assert_eq!(authorize(&node, &floor_report(8), Some(&acls)), Verdict::Allow);
+    }
+
+    #[test]
+    fn only_a_volume_s_admin_changes_its_acl_and_an_unclaimed_volume_has_none_to_change() {
+        let mut acls = Acls::default();
+        let mut acl = Acl::owned_by("borealis://client/a");
+        acl.grant("borealis://client/w", Role::Write);
+        acls.volumes.insert(VolumeId(7), acl);
+        let change = |volume: u128| {
+            Message::AclChange(protocol::messages::AclChange {
+                volume: VolumeId(volume),
+                role: protocol::messages::AclChange::ROLE_READ,
+                grant: true,
+                identity: "borealis://client/r".into(),
+            })
+        };
+        let (admin, writer) =
+            (Caller::Client("borealis://client/a".into()), Caller::Client("borealis://client/w".into()));
+        assert_eq!(authorize(&admin, &change(7), Some(&acls)), Verdict::Allow);
+        assert_eq!(refused(authorize(&writer, &change(7), Some(&acls))).code, ErrorCode::Unauthorized);
+        assert_eq!(
+            refused(authorize(&Caller::Node(NodeId(1)), &change(7), Some(&acls))).code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            refused(authorize(&admin, &change(8), Some(&acls))).code,
+            ErrorCode::BadRequest,
+            "unclaimed"
+        );
+        assert_eq!(refused(authorize(&admin, &change(7), None)).code, ErrorCode::BadRequest, "no ACLs kept");
     }
 
     #[test]

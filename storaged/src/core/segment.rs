@@ -31,7 +31,7 @@ mod floor;
 mod images;
 mod peers;
 pub use epochs::EpochRefusal;
-pub use floor::FLOOR_REPORTS_MAX;
+pub use floor::{FloorReporter, FLOOR_REPORTS_MAX};
 use peers::PeerHold;
 
 /// The PG's newest LSN at a reader's read point, as far as a segment can tell
@@ -100,8 +100,8 @@ pub struct Segment {
     /// it (a restarted segment's own floor lags until the next floor report; with no writer
     /// running, none comes). In memory only.
     peer_floor: Lsn,
-    /// Live floor reports: client → (floor, expiry in the driver's milliseconds).
-    reports: BTreeMap<u64, (Lsn, u64)>,
+    /// Live floor reports: reporter → (floor, expiry in the driver's milliseconds).
+    reports: BTreeMap<floor::FloorReporter, (Lsn, u64)>,
     /// The highest LSN of a record dropped because an image covers it.
     folded_through: Lsn,
     /// The SCLs the PG's other segments reported by gossip (see `PeerHold`).

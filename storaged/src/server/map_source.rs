@@ -7,7 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::VolumeId;
+use protocol::messages::{AclChange, ErrorCode, ErrorReply};
+use protocol::{Message, PgRef, VolumeId};
 
 use super::admin::NodeMetrics;
 use super::cluster_view::{Applied, ClusterView, SharedView};
@@ -131,6 +132,49 @@ pub async fn claim(view: &SharedView, volume: VolumeId, identity: &str) -> Resul
     }
     view.borrow_mut().note_acl(volume, acl);
     Ok(())
+}
+
+/// A volume admin's `AclChange`, authorized (`core::access`): the node changes the ACL in
+/// etcd (a compare-and-set on its revision, as its etcd user) and takes the result into `view`
+/// at once. Answers the request itself, or an error reply.
+pub async fn change_acl(view: &SharedView, change: AclChange) -> Message {
+    let pg = PgRef { volume_id: change.volume, pg_id: protocol::PgId(0) };
+    let fail =
+        |code, message: String| Message::Error(ErrorReply { code, pg, epochs: Default::default(), message });
+    let role = match change.role {
+        AclChange::ROLE_READ => etcdmap::Role::Read,
+        AclChange::ROLE_WRITE => etcdmap::Role::Write,
+        _ => etcdmap::Role::Admin,
+    };
+    let Some(mut etcd) = view.borrow().etcd() else {
+        return fail(ErrorCode::BadRequest, "this node keeps no ACLs in etcd".to_owned());
+    };
+    let last_admin = |acl: &etcdmap::Acl| {
+        let admins = acl.grants.iter().filter(|(_, roles)| roles.contains(&etcdmap::Role::Admin));
+        admins.map(|(who, _)| who.as_str()).eq([change.identity.as_str()])
+    };
+    let orphans = |acls: Option<&crate::core::access::Acls>| {
+        acls.and_then(|acls| acls.volumes.get(&change.volume)).is_some_and(last_admin)
+    };
+    if !change.grant && role == etcdmap::Role::Admin && orphans(view.borrow().acls()) {
+        let message = format!("{} is volume {:#x}'s last admin", change.identity, change.volume.0);
+        return fail(ErrorCode::BadRequest, message);
+    }
+    let identity = change.identity.clone();
+    let changed = etcd
+        .change_acl(change.volume.0, |acl| match change.grant {
+            true => acl.grant(&identity, role),
+            false => acl.revoke(&identity, role),
+        })
+        .await;
+    match changed {
+        Ok(acl) => {
+            tracing::info!(volume = %format!("{:#x}", change.volume.0), identity = %change.identity, %role, grant = change.grant, "volume ACL changed");
+            view.borrow_mut().note_acl(change.volume, acl);
+            Message::AclChange(change)
+        }
+        Err(error) => fail(ErrorCode::Internal, format!("changing the ACL in etcd: {error}")),
+    }
 }
 
 /// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened. Its

@@ -113,7 +113,20 @@ async fn serve_stream(
                 Ok(Some(message)) => {
                     let caller = peer.caller(&view.borrow());
                     match authorize(&view, &caller, &message).await {
-                        Ok(()) => submit(&shared, message, &caller),
+                        Ok(()) if matches!(message, Message::AclChange(_)) => {
+                            let Message::AclChange(change) = message else { unreachable!("matched") };
+                            let view = Rc::clone(&view);
+                            spawn_reply(async move { map_source::change_acl(&view, change).await })
+                        }
+                        Ok(()) => {
+                            let holds_only = match &message {
+                                Message::FloorReport(report) => {
+                                    !access::floor_report_raises(&caller, report.pg, view.borrow().acls())
+                                }
+                                _ => false,
+                            };
+                            submit(&shared, message, &caller, holds_only)
+                        }
                         Err(refusal) => {
                             tracing::info!(?caller, reason = %refusal.message, "request refused");
                             Pending::Ready(Message::Error(refusal))
@@ -163,8 +176,8 @@ async fn authorize(view: &SharedView, caller: &Caller, message: &Message) -> Res
 }
 
 /// Hands one request, authorized, to the core (or to a read task) and returns its pending
-/// reply.
-fn submit(shared: &Rc<Shared>, message: Message, caller: &Caller) -> Pending {
+/// reply. A floor report `holds_only` may not raise the segment's floor (a reader's).
+fn submit(shared: &Rc<Shared>, message: Message, caller: &Caller, holds_only: bool) -> Pending {
     match message {
         Message::AppendBatch(batch) => shared.submit(|core, id| core.handle_append(id, batch)),
         Message::EpochBump(bump) => shared.submit(|core, id| core.handle_epoch_bump(id, bump)),
@@ -182,7 +195,10 @@ fn submit(shared: &Rc<Shared>, message: Message, caller: &Caller) -> Pending {
         }
         Message::FloorReport(report) => {
             let now = shared.now_ms();
-            Pending::Ready(shared.with_core(|core| core.handle_floor_report(&report, now)))
+            Pending::Ready(shared.with_core(|core| match holds_only {
+                true => core.handle_floor_hold(&report, now),
+                false => core.handle_floor_report(&report, now),
+            }))
         }
         Message::ReplaceNodeAsk(ask) => {
             let now = shared.now_ms();

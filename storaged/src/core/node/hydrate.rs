@@ -39,7 +39,7 @@ use super::{newest_truncations, refusal, EntryBody, NodeCore};
 use crate::core::location::Location;
 use crate::core::pages::Stored;
 use crate::core::planted::PlantedBug;
-use crate::core::segment::{EpochRefusal, Segment};
+use crate::core::segment::{EpochRefusal, FloorReporter, Segment};
 
 /// How long a source holds its floor for a hydration after each ask.
 pub const HYDRATE_HOLD_MS: u64 = 30_000;
@@ -276,7 +276,12 @@ impl NodeCore {
             return Err(self.error(ErrorCode::NotYet, fetch.pg, &message));
         }
         let client = HYDRATE_CLIENT_TAG | u64::from(asker.0);
-        segment.report_floor(client, read_lsn, now, now.saturating_add(HYDRATE_HOLD_MS));
+        segment.report_floor(
+            FloorReporter::raising(client),
+            read_lsn,
+            now,
+            now.saturating_add(HYDRATE_HOLD_MS),
+        );
         Ok(HydratePlan {
             pg: fetch.pg,
             epochs: segment.epochs(),

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::core::location::Location;
 use crate::core::pages::Stored;
-use crate::core::segment::{AsOf, Segment};
+use crate::core::segment::{AsOf, FloorReporter, Segment};
 
 /// One page version for the coalescer to build and store: the page as of `target`, from `base`
 /// (or zeros) and `records`; or, for a relocation, a copy of the image at `relocate`.
@@ -203,8 +203,19 @@ impl NodeCore {
         }
     }
 
-    /// A client's oldest read point; `now` is the driver's clock in milliseconds.
+    /// A client's oldest read point, from a client that may raise the floor (a writer; see
+    /// `segment::floor`); `now` is the driver's clock in milliseconds.
     pub fn handle_floor_report(&mut self, report: &FloorReport, now: u64) -> Message {
+        self.handle_floor_report_as(report, now, FloorReporter::raising(report.client))
+    }
+
+    /// A floor report from a client that may only hold the floor (it may read the volume, not
+    /// write it).
+    pub fn handle_floor_hold(&mut self, report: &FloorReport, now: u64) -> Message {
+        self.handle_floor_report_as(report, now, FloorReporter::holding(report.client))
+    }
+
+    fn handle_floor_report_as(&mut self, report: &FloorReport, now: u64, reporter: FloorReporter) -> Message {
         let node = self.node;
         let replace = self.replacement_asked.filter(|(_, until)| now < *until).map(|(node, _)| node);
         if let Err(refusal) = self.check_not_dropped(report.pg) {
@@ -215,7 +226,7 @@ impl NodeCore {
             return Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, vdl, replace });
         };
         let expires = now.saturating_add(u64::from(report.lease_ms));
-        let floor = segment.report_floor(report.client, report.floor, now, expires);
+        let floor = segment.report_floor(reporter, report.floor, now, expires);
         let (scl, vdl) = (segment.scl(), segment.told_vdl());
         Message::FloorAck(FloorAck { pg: report.pg, node, floor, scl, vdl, replace })
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnResponse};
 use protocol::placement::ClusterMap;
 
-use crate::acl::Acl;
+use crate::acl::{Acl, Role};
 use crate::layout::{
     acl_key, acl_value, admins_key, check_clash, check_unique, deleted_key, generation_key, node_key,
     node_value, nodes_prefix, normalize_prefix, parse_entries, Entry, MapNode, Snapshot, Stored,
@@ -144,9 +144,9 @@ impl EtcdMap {
     }
 
     /// Claims `volume` for `identity` if nobody has: its ACL becomes `identity: admin` (what a
-    /// writer opening a volume does first). Returns the volume's ACL, new or as it was.
-    /// A deleted volume is never claimed again (`Deleted`).
-    pub async fn claim_volume(&mut self, volume: u128, identity: &str) -> Result<Acl, EtcdMapError> {
+    /// writer opening a volume does first). Returns the volume's ACL, new or as it was, and the
+    /// etcd revision it is known at. A deleted volume is never claimed again (`Deleted`).
+    pub async fn claim_volume(&mut self, volume: u128, identity: &str) -> Result<(Acl, i64), EtcdMapError> {
         let key = acl_key(&self.prefix, volume);
         let tombstone = deleted_key(&self.prefix, volume);
         let owned = Acl::owned_by(identity);
@@ -158,13 +158,13 @@ impl EtcdMap {
             .and_then([TxnOp::put(key.as_str(), acl_value(&owned), None)]);
         let response = self.client.txn(txn).await?;
         if response.succeeded() {
-            return Ok(owned);
+            return Ok((owned, txn_revision(&response)?));
         }
         if self.is_deleted(volume).await? {
             return Err(EtcdMapError::Deleted { volume });
         }
         match self.acl(volume).await? {
-            Some((acl, _)) => Ok(acl),
+            Some((acl, mod_revision)) => Ok((acl, mod_revision)),
             None => Err(EtcdMapError::Conflict),
         }
     }
@@ -180,6 +180,79 @@ impl EtcdMap {
             .when([Compare::create_revision(tombstone.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(tombstone.as_str(), value, None)]);
         Ok(self.client.txn(txn).await?.succeeded())
+    }
+
+    /// Changes `volume`'s ACL for `caller` (a node acting for a client, `AclChange`): checked
+    /// against the ACL as etcd holds it in the same compare-and-set, not a cached copy: `caller`
+    /// must hold `admin` there (`NotAdmin`), the change must leave an admin (`LastAdmin`), and
+    /// the volume must not be deleted (`Deleted`). Returns the ACL written and the revision.
+    pub async fn change_acl_as(
+        &mut self,
+        volume: u128,
+        caller: &str,
+        change: impl Fn(&mut Acl),
+    ) -> Result<(Acl, i64), EtcdMapError> {
+        let key = acl_key(&self.prefix, volume);
+        let tombstone = deleted_key(&self.prefix, volume);
+        for _ in 0..ADD_NODE_ATTEMPTS_MAX {
+            let Some((mut acl, mod_revision)) = self.read_acl(&key).await? else {
+                if self.is_deleted(volume).await? {
+                    return Err(EtcdMapError::Deleted { volume });
+                }
+                return Err(EtcdMapError::NoAcl { volume });
+            };
+            if !acl.allows(caller, Role::Admin) {
+                return Err(EtcdMapError::NotAdmin { volume, identity: caller.to_owned() });
+            }
+            change(&mut acl);
+            if !acl.grants.values().any(|roles| roles.contains(&Role::Admin)) {
+                return Err(EtcdMapError::LastAdmin { volume });
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision),
+                    Compare::create_revision(tombstone.as_str(), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::put(key.as_str(), acl_value(&acl), None)]);
+            let response = self.client.txn(txn).await?;
+            if response.succeeded() {
+                return Ok((acl, txn_revision(&response)?));
+            }
+            if self.is_deleted(volume).await? {
+                return Err(EtcdMapError::Deleted { volume });
+            }
+        }
+        Err(EtcdMapError::Conflict)
+    }
+
+    /// Deletes `volume` for `caller` (a node acting for a client, `DeleteVolume`): only if the
+    /// ACL etcd holds gives `caller` `admin`, checked in the same transaction. Returns false
+    /// if it was deleted already.
+    pub async fn delete_volume_as(&mut self, volume: u128, caller: &str) -> Result<bool, EtcdMapError> {
+        let key = acl_key(&self.prefix, volume);
+        let tombstone = deleted_key(&self.prefix, volume);
+        for _ in 0..ADD_NODE_ATTEMPTS_MAX {
+            if self.is_deleted(volume).await? {
+                return Ok(false);
+            }
+            let Some((acl, mod_revision)) = self.read_acl(&key).await? else {
+                return Err(EtcdMapError::NoAcl { volume });
+            };
+            if !acl.allows(caller, Role::Admin) {
+                return Err(EtcdMapError::NotAdmin { volume, identity: caller.to_owned() });
+            }
+            let value = serde_json::json!({ "by": caller }).to_string();
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision),
+                    Compare::create_revision(tombstone.as_str(), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::put(tombstone.as_str(), value, None)]);
+            if self.client.txn(txn).await?.succeeded() {
+                return Ok(true);
+            }
+        }
+        Err(EtcdMapError::Conflict)
     }
 
     /// Whether `volume` was deleted.

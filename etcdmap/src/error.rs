@@ -52,4 +52,10 @@ pub enum EtcdMapError {
     /// The volume was deleted (`P deleted/VOLUME`): it is never claimed or used again.
     #[error("volume {volume:#x} was deleted")]
     Deleted { volume: u128 },
+    /// The caller of an ACL change or a delete holds no `admin` on the volume in etcd.
+    #[error("{identity} has no admin on volume {volume:#x}")]
+    NotAdmin { volume: u128, identity: String },
+    /// The change would leave the volume without an admin.
+    #[error("the change would leave volume {volume:#x} without an admin")]
+    LastAdmin { volume: u128 },
 }

@@ -101,6 +101,9 @@ impl LocalEtcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("m0={peer}")])
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
+            // Authentication tokens (once a test turns authentication on) expire after 2 s
+            // idle, not 5 minutes, so every test using it also proves clients refresh them.
+            .args(["--auth-token-ttl", "2"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);

@@ -5,8 +5,10 @@
 //! written there makes a certificate a "node") and every volume's ACL. So a secured cluster has
 //! two etcd users besides `root`:
 //!
-//! - the nodes' ([`NODE_ROLE`]): read and write under the prefix (they follow the map and claim
-//!   unclaimed volumes for their first writer);
+//! - the nodes' ([`NODE_ROLE`]): read under the prefix, and write only the volumes' ACLs and
+//!   tombstones (`P acl/`, `P deleted/`): they claim unclaimed volumes for their first writer,
+//!   and change ACLs and delete volumes for the volumes' admins. A node's password cannot add a
+//!   node or an administrator;
 //! - the clients' ([`CLIENT_ROLE`]): read only (writers and readers follow the map).
 //!
 //! Operators act as `root` (publishing the map, adding hosts, granting and revoking roles).
@@ -15,10 +17,10 @@ use std::time::Duration;
 
 use etcd_client::{ConnectOptions, Permission};
 
-use crate::layout::normalize_prefix;
+use crate::layout::{normalize_prefix, ACL_DIR, DELETED_DIR};
 use crate::{EtcdMap, EtcdMapError};
 
-/// The etcd role of the cluster's nodes: read and write under the prefix.
+/// The etcd role of the cluster's nodes: read under the prefix, write `P acl/` and `P deleted/`.
 pub const NODE_ROLE: &str = "borealis-node";
 /// The etcd role of the cluster's clients: read under the prefix.
 pub const CLIENT_ROLE: &str = "borealis-client";
@@ -68,7 +70,11 @@ impl EtcdSource {
     /// `options` with this source's user, if it has one.
     pub(crate) fn options(&self, options: ConnectOptions) -> ConnectOptions {
         match &self.user {
-            Some(user) => options.with_user(user.name.clone(), user.password.clone()),
+            // etcd's tokens expire (after 5 idle minutes by default): a long-lived connection
+            // must fetch a new one rather than fail from then on.
+            Some(user) => {
+                options.with_user(user.name.clone(), user.password.clone()).with_auto_token_refresh(true)
+            }
             None => options,
         }
     }
@@ -94,11 +100,16 @@ impl EtcdMap {
     ) -> Result<(), EtcdMapError> {
         let prefix = normalize_prefix(self.prefix());
         let client_api = &mut self.client;
+        let under = |dir: &str| format!("{prefix}{dir}");
         for (role, permission) in [
-            (NODE_ROLE, Permission::read_write(prefix.as_str()).with_prefix()),
+            (NODE_ROLE, Permission::read(prefix.as_str()).with_prefix()),
+            (NODE_ROLE, Permission::read_write(under(ACL_DIR)).with_prefix()),
+            (NODE_ROLE, Permission::read_write(under(DELETED_DIR)).with_prefix()),
             (CLIENT_ROLE, Permission::read(prefix.as_str()).with_prefix()),
         ] {
-            client_api.role_add(role).await?;
+            if client_api.role_get(role).await.is_err() {
+                client_api.role_add(role).await?;
+            }
             client_api.role_grant_permission(role, permission).await?;
         }
         for (user, role) in [(node, NODE_ROLE), (client, CLIENT_ROLE)] {

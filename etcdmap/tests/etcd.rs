@@ -237,9 +237,17 @@ async fn once_secured_the_client_user_reads_and_watches_only_the_node_user_claim
     assert!(added.is_err(), "the clients' user added a node: {added:?}");
     let mut rx = watch(as_user(Some(client_user)), initial);
 
+    // Tokens expire after 2 s idle here (`LocalEtcd`): connections refresh them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(client.load().await.is_ok(), "the client's connection outlives its token");
+
     // The nodes' user claims a volume; the client's watch sees the ACL.
     let mut node_map = EtcdMap::open(&as_user(Some(node_user)), REQUEST_TIMEOUT).await.expect("node");
-    let acl = node_map.claim_volume(5, "borealis://client/c").await.expect("the nodes' user claims");
+    let (acl, _) = node_map.claim_volume(5, "borealis://client/c").await.expect("the nodes' user claims");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node_map.claim_volume(6, "borealis://client/c").await.expect("a node claims after its token expired");
+    let grown = node_map.add_node(node(8, 1, true)).await;
+    assert!(grown.is_err(), "the nodes' user may write only ACLs and tombstones: {grown:?}");
     assert!(acl.allows("borealis://client/c", etcdmap::Role::Admin));
     tokio::time::timeout(WATCH_SEEN_MAX, rx.wait_for(|s| s.acls.contains_key(&5)))
         .await
@@ -291,4 +299,32 @@ async fn a_deleted_volume_is_never_claimed_again_and_its_tombstone_reaches_a_wat
         .clone();
     assert!(seen.deleted.contains(&9) && seen.deleted.contains(&10));
     assert!(seen.acls.contains_key(&9), "the ACL stays as a record");
+}
+
+#[tokio::test]
+async fn an_acl_change_for_a_caller_is_checked_against_etcd_s_acl_in_the_same_transaction() {
+    let etcd = Etcd::start().await;
+    let mut map = etcd.connect().await;
+    map.publish(&six_nodes()).await.expect("publish");
+    let (alice, bob) = ("borealis://client/alice", "borealis://client/bob");
+    map.claim_volume(3, alice).await.expect("claim");
+    let (acl, _) = map
+        .change_acl_as(3, alice, |acl| acl.grant(bob, etcdmap::Role::Admin))
+        .await
+        .expect("alice is admin");
+    assert!(acl.allows(bob, etcdmap::Role::Admin));
+    // bob takes alice's admin away; alice, checked against etcd and not a stale copy, can no
+    // longer give it back to herself.
+    map.change_acl_as(3, bob, |acl| acl.revoke(alice, etcdmap::Role::Admin)).await.expect("bob");
+    let back = map.change_acl_as(3, alice, |acl| acl.grant(alice, etcdmap::Role::Admin)).await;
+    assert!(matches!(back, Err(EtcdMapError::NotAdmin { .. })), "{back:?}");
+    let orphan = map.change_acl_as(3, bob, |acl| acl.revoke(bob, etcdmap::Role::Admin)).await;
+    assert!(matches!(orphan, Err(EtcdMapError::LastAdmin { .. })), "{orphan:?}");
+    let unclaimed = map.change_acl_as(4, bob, |acl| acl.grant(alice, etcdmap::Role::Read)).await;
+    assert!(matches!(unclaimed, Err(EtcdMapError::NoAcl { .. })), "{unclaimed:?}");
+    assert!(matches!(map.delete_volume_as(3, alice).await, Err(EtcdMapError::NotAdmin { .. })));
+    assert!(map.delete_volume_as(3, bob).await.expect("bob deletes"));
+    assert!(!map.delete_volume_as(3, bob).await.expect("again"), "deleted already");
+    let after = map.change_acl_as(3, bob, |acl| acl.grant(alice, etcdmap::Role::Read)).await;
+    assert!(matches!(after, Err(EtcdMapError::Deleted { .. })), "{after:?}");
 }

@@ -239,6 +239,14 @@ impl AclChange {
     pub const ROLE_ADMIN: u8 = 3;
 }
 
+/// A volume's admin deletes it for good (`borealis volume delete`): the node checks the caller
+/// holds `admin` on the volume, writes its tombstone in etcd, and answers with the request
+/// itself; every node then drops the volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeleteVolume {
+    pub volume: VolumeId,
+}
+
 /// The longest identity an `AclChange` names.
 pub const IDENTITY_BYTES_MAX: usize = 256;
 
@@ -624,6 +632,7 @@ pub enum Message {
     ReadPageAsOf(ReadPageAsOf),
     ReplaceNodeAsk(ReplaceNodeAsk),
     AclChange(AclChange),
+    DeleteVolume(DeleteVolume),
 }
 
 impl Message {
@@ -656,6 +665,7 @@ impl Message {
             Message::ReadPageAsOf(_) => 24,
             Message::ReplaceNodeAsk(_) => 25,
             Message::AclChange(_) => 26,
+            Message::DeleteVolume(_) => 27,
         }
     }
 
@@ -754,6 +764,7 @@ impl Message {
                 out.put_u32_le(r.page_bytes);
             }
             Message::ReplaceNodeAsk(r) => r.node.put(out),
+            Message::DeleteVolume(d) => d.volume.put(out),
             Message::AclChange(c) => {
                 c.volume.put(out);
                 out.put_u8(c.role);
@@ -957,6 +968,7 @@ impl Message {
                     .map_err(|_| FormatError::Invalid { what: "acl change identity utf-8" })?;
                 Message::AclChange(AclChange { volume, role, grant, identity })
             }
+            27 => Message::DeleteVolume(DeleteVolume { volume: Wire::read(r)? }),
             other => return Err(FormatError::UnknownMessageType(other)),
         };
         message.check()?;

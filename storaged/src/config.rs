@@ -122,6 +122,13 @@ pub struct Cli {
     /// The etcd key prefix the map lives under (default /borealis/).
     #[arg(long, value_name = "PREFIX", requires = "etcd")]
     pub etcd_prefix: Option<String>,
+    /// The etcd user to act as, where etcd's authentication is on (else the file's `[map]
+    /// user`), with --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// The file whose first line is --etcd-user's password.
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `storaged=debug,info` (default: $BOREALIS_LOG, else `info`);
     /// SIGHUP re-reads it from the config file.
     #[arg(long, value_name = "FILTER")]
@@ -414,24 +421,28 @@ fn static_map(
 
 /// The etcd map source from the flags, else the file's `[map]`.
 fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>, ConfigError> {
-    let (endpoints, prefix, user) = match file {
-        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone(), None),
-        Some(map) => {
-            let user = match (map.user, map.password_file) {
-                (Some(name), Some(file)) => {
-                    Some(etcdmap::EtcdUser::from_password_file(&name, &file).map_err(|e| {
-                        ConfigError::Invalid(format!("`map.password_file` {}: {e}", file.display()))
-                    })?)
-                }
-                (None, None) => None,
-                _ => {
-                    return Err(ConfigError::Invalid("`map.user` and `map.password_file` go together".into()))
-                }
-            };
-            (map.etcd, cli.etcd_prefix.clone().or(map.prefix), user)
+    let (endpoints, prefix, file_user) = match file {
+        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone(), (None, None)),
+        Some(map) => (map.etcd, cli.etcd_prefix.clone().or(map.prefix), (map.user, map.password_file)),
+        None if cli.etcd_user.is_some() => {
+            return Err(ConfigError::Invalid("--etcd-user needs the map in etcd (--etcd or [map])".into()))
         }
         None => return Ok(None),
     };
+    let user = match (cli.etcd_user.clone(), cli.etcd_password_file.clone()) {
+        (Some(name), Some(file)) => Some((name, file)),
+        _ => match file_user {
+            (Some(name), Some(file)) => Some((name, file)),
+            (None, None) => None,
+            _ => return Err(ConfigError::Invalid("`map.user` and `map.password_file` go together".into())),
+        },
+    };
+    let user = user
+        .map(|(name, file)| {
+            etcdmap::EtcdUser::from_password_file(&name, &file)
+                .map_err(|e| ConfigError::Invalid(format!("etcd password file {}: {e}", file.display())))
+        })
+        .transpose()?;
     if endpoints.is_empty() {
         return Err(ConfigError::Invalid("`map.etcd` lists no endpoint".into()));
     }

@@ -120,7 +120,7 @@ fn assert_refused(core: &Lent) {
     let mut append = Written::default().batch(DROPPED);
     append.records.truncate(1);
     let refused = core.with_core(|c| c.handle_append(RequestId(7), append)).unwrap_err();
-    assert_eq!(refused.code, ErrorCode::BadRequest);
+    assert_eq!(refused.code, ErrorCode::VolumeDeleted);
     assert!(refused.message.starts_with(VOLUME_DELETED), "{refused:?}");
     let read = ReadPage {
         pg: DROPPED,

@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use client::{ClientConfig, NewRecord, OpenError, Reader, VolumeGeometry, Writer};
 use etcdmap::Role;
-use protocol::messages::{AclChange, ErrorCode};
+use protocol::messages::{AclChange, DeleteVolume, ErrorCode};
 use protocol::{Message, PageId, RecordKind, VolumeId};
 
 use crate::local::map::EtcdActor;
@@ -154,7 +154,7 @@ pub fn run(args: VolumeArgs) -> anyhow::Result<ExitCode> {
         match args.action {
             VolumeAction::Create { volume } => {
                 let identity = transport::file_identity(&config.tls.cert)?;
-                let acl = etcd(&cluster).await?.claim_volume(volume, &identity).await?;
+                let (acl, _) = etcd(&cluster).await?.claim_volume(volume, &identity).await?;
                 print_acl(volume, &acl);
                 if !acl.allows(&identity, Role::Admin) {
                     bail!("volume {volume:#x} was claimed already; {identity} is not its admin");
@@ -209,26 +209,54 @@ async fn change_role(
         grant,
         identity: identity_of(&to),
     });
+    ask_a_node(cluster, config, &ask).await?;
+    let acl = etcd_as(cluster, EtcdActor::Client).await?.acl(volume).await?;
+    print_acl(volume, &acl.map(|(acl, _)| acl).unwrap_or_default());
+    Ok(())
+}
+
+/// A node's refusal of a request `ask_a_node` sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: node {node} refused: {message}", kind(*code))]
+struct Refused {
+    node: u32,
+    code: ErrorCode,
+    message: String,
+}
+
+/// The name a refusal is reported under: the typed error's.
+fn kind(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthorized => "Unauthorized",
+        ErrorCode::VolumeDeleted => "VolumeDeleted",
+        other => other.name(),
+    }
+}
+
+/// Sends `ask` (a request a node answers with itself once done: `AclChange`, `DeleteVolume`)
+/// as this command's identity to the cluster's nodes in turn, until one answers; a refusal ends
+/// it. The node checks the identity's rights and writes etcd itself.
+async fn ask_a_node(cluster: &LocalCluster, config: &ClientConfig, ask: &Message) -> Result<(), AskError> {
     let mut unreachable = Vec::new();
     for node in cluster.nodes() {
         let target = crate::probe::Target::from(node);
-        match crate::probe::ask_node(&config.tls, &target, &ask, STATUS_TIMEOUT).await {
-            Ok(()) => {
-                let acl = etcd_as(cluster, EtcdActor::Client).await?.acl(volume).await?;
-                print_acl(volume, &acl.map(|(acl, _)| acl).unwrap_or_default());
-                return Ok(());
-            }
+        match crate::probe::ask_node(&config.tls, &target, ask, STATUS_TIMEOUT).await {
+            Ok(()) => return Ok(()),
             Err(crate::probe::ProbeError::Denied { code, message }) => {
-                let kind = match code {
-                    ErrorCode::Unauthorized => "Unauthorized",
-                    _ => code.name(),
-                };
-                bail!("{kind}: node {} refused: {message}", node.id);
+                return Err(AskError::Refused(Refused { node: node.id, code, message }))
             }
             Err(error) => unreachable.push(format!("node {}: {error}", node.id)),
         }
     }
-    bail!("no node took the change: {}", unreachable.join("; "))
+    Err(AskError::NoNode(unreachable.join("; ")))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error(transparent)]
+    Refused(Refused),
+    #[error("no node answered: {0}")]
+    NoNode(String),
 }
 
 fn print_acl(volume: u128, acl: &etcdmap::Acl) {
@@ -293,16 +321,13 @@ async fn delete(
     if !yes {
         bail!("deleting volume {volume:#x} destroys its data on every node, for good: add --yes");
     }
-    let me = transport::file_identity(&config.tls.cert)?;
-    let mut etcd = etcd(cluster).await?;
-    if let Some((acl, _)) = etcd.acl(volume).await? {
-        if !acl.allows(&me, Role::Admin) {
-            bail!("Unauthorized: {me} is not an admin of volume {volume:#x}");
+    match ask_a_node(cluster, config, &Message::DeleteVolume(DeleteVolume { volume: VolumeId(volume) })).await
+    {
+        Ok(()) => println!("volume {volume:#x}: deleted (its tombstone is in etcd)"),
+        Err(AskError::Refused(Refused { code: ErrorCode::VolumeDeleted, .. })) => {
+            println!("volume {volume:#x}: was deleted already")
         }
-    }
-    match etcd.delete_volume(volume, &me).await? {
-        true => println!("volume {volume:#x}: deleted (its tombstone is in etcd)"),
-        false => println!("volume {volume:#x}: was deleted already"),
+        Err(error) => return Err(error.into()),
     }
     let targets: Vec<crate::probe::Target> = cluster.nodes().iter().map(crate::probe::Target::from).collect();
     let deadline = tokio::time::Instant::now() + DELETE_WAIT;

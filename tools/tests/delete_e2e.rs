@@ -4,12 +4,10 @@
 //! naming it, a node that was down drops it as it comes back, a restart brings nothing back, the
 //! id is never claimed again, and another volume is untouched.
 
-mod heal;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use heal::segments;
 use protocol::VolumeId;
 use support::etcd::EtcdCluster;
 use tools::local::LocalCluster;
@@ -19,10 +17,24 @@ const KEPT: u128 = 0xde2;
 /// A node that comes back drops a volume deleted while it was down within this.
 const DROPPED_WITHIN: Duration = Duration::from_secs(20);
 
-/// Whether node `node` answers and holds no segment of `volume`.
+/// How many segments of `volume` node `node` holds; panics if it does not answer (so a zero
+/// is never a silent node).
 fn holds(local: &LocalCluster, node: u32, volume: u128) -> usize {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(segments(local, node, VolumeId(volume))).len()
+    let local_node = local.node(node).unwrap();
+    let target = tools::probe::Target::from(local_node);
+    let status = runtime
+        .block_on(async {
+            let endpoint = transport::client_endpoint(
+                transport::any_addr_for(local_node.addr),
+                &local.client_tls(),
+                &transport::Tuning::default(),
+            )
+            .unwrap();
+            tools::probe::status(&endpoint, &target, Duration::from_secs(5)).await
+        })
+        .unwrap_or_else(|e| panic!("node {node} did not answer its status: {e}"));
+    status.segments.iter().filter(|s| s.pg.volume_id == VolumeId(volume)).count()
 }
 
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {

@@ -89,7 +89,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
     let epochs = epochs(rng);
     let node = NodeId(rng.random_range(0..100));
     let lsn = |rng: &mut SmallRng| Lsn(rng.random_range(0..1_000_000));
-    match rng.random_range(1..=24u8) {
+    match rng.random_range(1..=25u8) {
         1 => {
             let count = rng.random_range(0..5);
             let records = record_chain(rng, count, epochs.volume, payload_max);
@@ -265,6 +265,7 @@ pub fn message(rng: &mut SmallRng, payload_max: usize) -> Message {
             grant: rng.random(),
             identity: format!("borealis://client/c{}", rng.random::<u16>()),
         }),
+        25 => Message::DeleteVolume(DeleteVolume { volume: pg.volume_id }),
         _ => {
             let code = ErrorCode::from_u16(rng.random_range(1..=12));
             Message::Error(ErrorReply { code, pg, epochs, message: "stale epoch: node holds epoch:3".into() })

@@ -17,8 +17,9 @@
 //!   the CA signed may use every volume.
 //! - `ReplaceNodeAsk` (an operator's request that changes the cluster) needs a client
 //!   certificate, and where ACLs are kept, one the cluster's administrators' ACL gives `admin`.
-//! - `AclChange` (grant or revoke a role on a volume) needs `admin` on the claimed volume; the
-//!   node then writes the ACL in etcd itself (`server::map_source::change_acl`).
+//! - `AclChange` (grant or revoke a role on a volume) and `DeleteVolume` need `admin` on the
+//!   claimed volume; the node then writes etcd itself (`server::map_source::change_acl`,
+//!   `delete_volume`).
 //! - `StatusRequest` names no volume: any caller.
 //! - A deleted volume (a tombstone in etcd): every request naming it is refused
 //!   `VolumeDeleted`, as the core refuses it once it dropped the volume's segments (before
@@ -39,6 +40,10 @@ pub enum Caller {
     Node(NodeId),
     /// Anyone else, by the identity its certificate carries (`transport::identity`).
     Client(String),
+    /// A certificate of the cluster's CA that carries no identity (no `borealis://` URI and no
+    /// DNS name): where ACLs are kept, it may use no volume (it could be granted nothing, and
+    /// must never claim one for a name every such certificate would share).
+    Anonymous,
 }
 
 /// The ACLs a node enforces (from the cluster map in etcd).
@@ -81,6 +86,7 @@ fn need(message: &Message) -> Need {
         M::HydrateFetch(m) => Need::Node(None, m.pg),
         M::ReplaceNodeAsk(_) => Need::Admin,
         M::AclChange(c) => Need::VolumeAdmin(PgRef { volume_id: c.volume, pg_id: protocol::PgId(0) }),
+        M::DeleteVolume(d) => Need::VolumeAdmin(PgRef { volume_id: d.volume, pg_id: protocol::PgId(0) }),
         _ => Need::Nothing,
     }
 }
@@ -148,6 +154,13 @@ pub fn authorize(caller: &Caller, message: &Message, acls: Option<&Acls>) -> Ver
         (Need::Admin, Caller::Node(id)) => {
             refuse(no_pg(), format!("node {id} may not ask for cluster changes"))
         }
+        (Need::Admin | Need::Volume(..) | Need::VolumeAdmin(_), Caller::Anonymous) => match (need, acls) {
+            (Need::Admin | Need::Volume(..), None) => Verdict::Allow,
+            (Need::Volume(pg, _) | Need::VolumeAdmin(pg), _) => {
+                refuse(pg, "a certificate without an identity may use no volume where ACLs are kept".into())
+            }
+            _ => refuse(no_pg(), "a certificate without an identity is no cluster administrator".into()),
+        },
         (Need::Admin, Caller::Client(identity)) => match acls {
             Some(acls) if !acls.admins.allows(identity, Role::Admin) => {
                 refuse(no_pg(), format!("{identity} is not a cluster administrator"))
@@ -201,6 +214,7 @@ pub fn floor_report_raises(caller: &Caller, pg: PgRef, acls: Option<&Acls>) -> b
         (Caller::Client(identity), Some(acls)) => {
             acls.volumes.get(&pg.volume_id).is_some_and(|acl| acl.allows(identity, Role::Write))
         }
+        (Caller::Anonymous, Some(_)) => false,
     }
 }
 
@@ -320,6 +334,16 @@ mod tests {
             "unclaimed"
         );
         assert_eq!(refused(authorize(&admin, &change(7), None)).code, ErrorCode::BadRequest, "no ACLs kept");
+    }
+
+    #[test]
+    fn a_certificate_without_an_identity_claims_nothing_and_uses_no_volume_where_acls_are_kept() {
+        let acls = Acls::default();
+        for message in [bump(8), floor_report(8)] {
+            let refusal = refused(authorize(&Caller::Anonymous, &message, Some(&acls)));
+            assert_eq!(refusal.code, ErrorCode::Unauthorized);
+        }
+        assert_eq!(authorize(&Caller::Anonymous, &bump(8), None), Verdict::Allow, "the CA decides alone");
     }
 
     #[test]

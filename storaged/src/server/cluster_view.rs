@@ -8,6 +8,7 @@
 //! only added, as spares); a refused one is logged and the old map stays.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::core::access::Acls;
@@ -29,6 +30,9 @@ pub struct ClusterView {
     acls: Option<Acls>,
     /// How many times the map changed: what connections cache who they are against.
     changes: u64,
+    /// ACLs this node wrote to etcd itself (claims, `AclChange`), with the etcd revision of the
+    /// write: a snapshot read before that revision does not undo them.
+    noted: HashMap<protocol::VolumeId, (i64, etcdmap::Acl)>,
     /// The connection to etcd, where the map is kept there: claims of unclaimed volumes are
     /// written through it (`map_source::claim`).
     etcd: Option<etcdmap::EtcdMap>,
@@ -45,18 +49,35 @@ pub enum Applied {
 
 impl ClusterView {
     pub fn new(me: NodeId, map: Option<ClusterMap>, revision: i64) -> ClusterView {
-        ClusterView { me, map, revision, acls: None, changes: 0, etcd: None }
+        ClusterView { me, map, revision, acls: None, changes: 0, noted: HashMap::new(), etcd: None }
     }
 
-    /// The volumes' ACLs as etcd holds them now (always taken: an ACL change moves no PG).
-    pub fn set_acls(&mut self, acls: Acls) {
+    /// The volumes' ACLs as etcd held them at `revision` (always taken: an ACL change moves no
+    /// PG), but for ACLs this node wrote after that revision, and tombstones, which are never
+    /// undone.
+    pub fn set_acls(&mut self, mut acls: Acls, revision: i64) {
+        self.noted.retain(|_, (at, _)| *at > revision);
+        for (volume, (_, acl)) in &self.noted {
+            acls.volumes.insert(*volume, acl.clone());
+        }
+        if let Some(old) = &self.acls {
+            acls.deleted.extend(old.deleted.iter().copied());
+        }
         self.acls = Some(acls);
     }
 
     /// The ACL etcd returned for a claim (the watch brings the same a moment later).
-    pub fn note_acl(&mut self, volume: protocol::VolumeId, acl: etcdmap::Acl) {
+    pub fn note_acl(&mut self, volume: protocol::VolumeId, acl: etcdmap::Acl, revision: i64) {
         if let Some(acls) = &mut self.acls {
-            acls.volumes.insert(volume, acl);
+            acls.volumes.insert(volume, acl.clone());
+            self.noted.insert(volume, (revision, acl));
+        }
+    }
+
+    /// A volume this node just deleted in etcd (the watch brings the tombstone a moment later).
+    pub fn note_deleted(&mut self, volume: protocol::VolumeId) {
+        if let Some(acls) = &mut self.acls {
+            acls.deleted.insert(volume);
         }
     }
 
@@ -139,6 +160,21 @@ mod tests {
             spare: true,
         });
         ClusterMap::new(nodes).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_read_before_this_node_s_own_acl_write_does_not_undo_it_nor_a_tombstone() {
+        let mut view = ClusterView::new(NodeId(1), Some(ClusterMap::evenly(2)), 5);
+        view.set_acls(Acls::default(), 5);
+        let volume = protocol::VolumeId(9);
+        view.note_acl(volume, etcdmap::Acl::owned_by("borealis://client/a"), 8);
+        view.note_deleted(protocol::VolumeId(4));
+        view.set_acls(Acls::default(), 7);
+        let acls = view.acls().unwrap();
+        assert!(acls.volumes.contains_key(&volume), "a snapshot at 7 predates the claim at 8");
+        assert!(acls.deleted.contains(&protocol::VolumeId(4)), "a tombstone is never undone");
+        view.set_acls(Acls::default(), 8);
+        assert!(!view.acls().unwrap().volumes.contains_key(&volume), "a snapshot at 8 decides");
     }
 
     #[test]

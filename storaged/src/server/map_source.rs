@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::messages::{AclChange, ErrorCode, ErrorReply};
+use protocol::messages::{AclChange, DeleteVolume, ErrorCode, ErrorReply};
 use protocol::{Message, PgRef, VolumeId};
 
 use super::admin::NodeMetrics;
@@ -49,7 +49,7 @@ pub async fn initial(config: &Config) -> Result<(ClusterView, Option<etcdmap::Sn
         ));
     }
     let mut view = ClusterView::new(config.node_id, Some(map), snapshot.revision);
-    view.set_acls(acls(&snapshot));
+    view.set_acls(acls(&snapshot), snapshot.revision);
     view.set_etcd(etcd);
     Ok((view, Some(snapshot)))
 }
@@ -81,7 +81,7 @@ pub fn follow(view: SharedView, source: &EtcdSource, snapshot: etcdmap::Snapshot
 /// Drops every volume the map says was deleted (`P deleted/VOLUME`), one at a time, as the
 /// tombstones appear; a drop whose tombstone could not be stored is tried again every
 /// [`DROP_RETRY`]. Volumes this node's store already holds tombstones for (dropped before a
-/// restart) are not dropped again.
+/// restart) are not dropped again, and volumes it holds nothing of get no tombstone on disk.
 async fn drop_deleted(shared: Rc<Shared>, mut updates: tokio::sync::watch::Receiver<etcdmap::Snapshot>) {
     let mut done: HashSet<VolumeId> = shared.with_core(|core| core.dropped_volumes().collect());
     loop {
@@ -94,6 +94,16 @@ async fn drop_deleted(shared: Rc<Shared>, mut updates: tokio::sync::watch::Recei
             .collect();
         let mut failed = false;
         for volume in deleted {
+            // A volume this node holds nothing of needs no tombstone of its own on disk (etcd's
+            // is read at every start): the core only refuses it from now on. Tombstones on disk
+            // are bounded (`DROPPED_VOLUMES_MAX`), and a cluster deletes volumes it never held.
+            let held = shared.with_core(|core| core.segments().any(|s| s.pg().volume_id == volume))
+                || shared.store.keyring.with_keys(|keys| keys.sealing(volume).is_some());
+            if !held {
+                shared.with_core(|core| core.drop_volume(volume));
+                done.insert(volume);
+                continue;
+            }
             match super::shared::drop_volume(&shared, volume).await {
                 Ok(_) => {
                     done.insert(volume);
@@ -121,66 +131,105 @@ fn acls(snapshot: &etcdmap::Snapshot) -> Acls {
 
 /// Claims `volume` for `identity` in etcd if it is still unclaimed there (`core::access`'s
 /// `Verdict::Claim`), and takes the ACL etcd then holds into `view` at once, without waiting
-/// for the watch. The node, not the client, writes the claim: clients only read etcd.
-pub async fn claim(view: &SharedView, volume: VolumeId, identity: &str) -> Result<(), String> {
+/// for the watch. The node, not the client, writes the claim: clients only read etcd. A
+/// refusal is the reply to send.
+pub async fn claim(view: &SharedView, pg: PgRef, identity: &str) -> Result<(), ErrorReply> {
     let Some(mut etcd) = view.borrow().etcd() else {
-        return Err("this node keeps no ACLs in etcd".to_owned());
+        return Err(refusal(pg, ErrorCode::Internal, "this node keeps no ACLs in etcd".to_owned()));
     };
-    let acl = etcd.claim_volume(volume.0, identity).await.map_err(|e| e.to_string())?;
+    let (acl, revision) =
+        etcd.claim_volume(pg.volume_id.0, identity).await.map_err(|e| etcd_refusal(pg, e))?;
     if acl.allows(identity, etcdmap::Role::Admin) {
-        tracing::info!(volume = %format!("{:#x}", volume.0), %identity, "volume claimed for its first writer");
+        tracing::info!(volume = %format!("{:#x}", pg.volume_id.0), %identity, "volume claimed for its first writer");
     }
-    view.borrow_mut().note_acl(volume, acl);
+    view.borrow_mut().note_acl(pg.volume_id, acl, revision);
     Ok(())
 }
 
-/// A volume admin's `AclChange`, authorized (`core::access`): the node changes the ACL in
-/// etcd (a compare-and-set on its revision, as its etcd user) and takes the result into `view`
-/// at once. Answers the request itself, or an error reply.
-pub async fn change_acl(view: &SharedView, change: AclChange) -> Message {
+/// A volume admin's `AclChange` from `caller`, authorized against this node's view
+/// (`core::access`) and checked again against etcd's ACL in the transaction that changes it
+/// (`EtcdMap::change_acl_as`: `caller` must still be admin, an admin must remain), so a stale
+/// view grants nothing. Takes the result into `view` at once. Answers the request itself, or
+/// an error reply.
+pub async fn change_acl(view: &SharedView, change: AclChange, caller: &str) -> Message {
     let pg = PgRef { volume_id: change.volume, pg_id: protocol::PgId(0) };
-    let fail =
-        |code, message: String| Message::Error(ErrorReply { code, pg, epochs: Default::default(), message });
     let role = match change.role {
         AclChange::ROLE_READ => etcdmap::Role::Read,
         AclChange::ROLE_WRITE => etcdmap::Role::Write,
         _ => etcdmap::Role::Admin,
     };
     let Some(mut etcd) = view.borrow().etcd() else {
-        return fail(ErrorCode::BadRequest, "this node keeps no ACLs in etcd".to_owned());
+        return Message::Error(refusal(
+            pg,
+            ErrorCode::BadRequest,
+            "this node keeps no ACLs in etcd".to_owned(),
+        ));
     };
-    let last_admin = |acl: &etcdmap::Acl| {
-        let admins = acl.grants.iter().filter(|(_, roles)| roles.contains(&etcdmap::Role::Admin));
-        admins.map(|(who, _)| who.as_str()).eq([change.identity.as_str()])
-    };
-    let orphans = |acls: Option<&crate::core::access::Acls>| {
-        acls.and_then(|acls| acls.volumes.get(&change.volume)).is_some_and(last_admin)
-    };
-    if !change.grant && role == etcdmap::Role::Admin && orphans(view.borrow().acls()) {
-        let message = format!("{} is volume {:#x}'s last admin", change.identity, change.volume.0);
-        return fail(ErrorCode::BadRequest, message);
-    }
     let identity = change.identity.clone();
     let changed = etcd
-        .change_acl(change.volume.0, |acl| match change.grant {
+        .change_acl_as(change.volume.0, caller, |acl| match change.grant {
             true => acl.grant(&identity, role),
             false => acl.revoke(&identity, role),
         })
         .await;
     match changed {
-        Ok(acl) => {
-            tracing::info!(volume = %format!("{:#x}", change.volume.0), identity = %change.identity, %role, grant = change.grant, "volume ACL changed");
-            view.borrow_mut().note_acl(change.volume, acl);
+        Ok((acl, revision)) => {
+            tracing::info!(volume = %format!("{:#x}", change.volume.0), identity = %change.identity, %role, grant = change.grant, %caller, "volume ACL changed");
+            view.borrow_mut().note_acl(change.volume, acl, revision);
             Message::AclChange(change)
         }
-        Err(error) => fail(ErrorCode::Internal, format!("changing the ACL in etcd: {error}")),
+        Err(error) => Message::Error(etcd_refusal(pg, error)),
     }
+}
+
+/// A volume admin's `DeleteVolume` from `caller`, authorized against this node's view and
+/// checked again against etcd's ACL in the transaction that writes the tombstone
+/// (`EtcdMap::delete_volume_as`). The node refuses the volume at once; `drop_deleted` drops it
+/// when the watch brings the tombstone, here as on every node. Answers the request itself, or
+/// an error reply.
+pub async fn delete_volume(view: &SharedView, delete: DeleteVolume, caller: &str) -> Message {
+    let pg = PgRef { volume_id: delete.volume, pg_id: protocol::PgId(0) };
+    let Some(mut etcd) = view.borrow().etcd() else {
+        return Message::Error(refusal(
+            pg,
+            ErrorCode::BadRequest,
+            "this node keeps no ACLs in etcd".to_owned(),
+        ));
+    };
+    match etcd.delete_volume_as(delete.volume.0, caller).await {
+        Ok(new) => {
+            tracing::info!(volume = %format!("{:#x}", delete.volume.0), %caller, new, "volume deleted");
+            view.borrow_mut().note_deleted(delete.volume);
+            Message::DeleteVolume(delete)
+        }
+        Err(error) => Message::Error(etcd_refusal(pg, error)),
+    }
+}
+
+fn refusal(pg: PgRef, code: ErrorCode, message: String) -> ErrorReply {
+    ErrorReply { code, pg, epochs: Default::default(), message }
+}
+
+/// The reply for an etcd write a node made for a client that failed: typed where the cause is
+/// the client's (no admin, deleted, no ACL), `Internal` where it is etcd's.
+fn etcd_refusal(pg: PgRef, error: etcdmap::EtcdMapError) -> ErrorReply {
+    use etcdmap::EtcdMapError as E;
+    let code = match &error {
+        E::NotAdmin { .. } => ErrorCode::Unauthorized,
+        E::Deleted { .. } => ErrorCode::VolumeDeleted,
+        E::NoAcl { .. } | E::LastAdmin { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
+    if code == ErrorCode::Internal {
+        tracing::warn!(%error, volume = %format!("{:#x}", pg.volume_id.0), "an etcd write for a client failed");
+    }
+    refusal(pg, code, error.to_string())
 }
 
 /// Takes `snapshot` into `view` if its map is whole and moves no PG; logs what happened. Its
 /// ACLs are taken in any case.
 pub fn apply(view: &SharedView, snapshot: &etcdmap::Snapshot, metrics: &NodeMetrics) {
-    view.borrow_mut().set_acls(acls(snapshot));
+    view.borrow_mut().set_acls(acls(snapshot), snapshot.revision);
     let map = match snapshot.cluster_map() {
         Ok(map) => map,
         Err(error) => {

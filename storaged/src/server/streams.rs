@@ -47,8 +47,8 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Rc<Shared>, view: Sh
 
 async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, view: SharedView) {
     let name = transport::tls::peer_name(&connection).unwrap_or_else(|| "unknown".into());
-    let identity = transport::peer_identity(&connection).unwrap_or_else(|| "unknown".into());
-    tracing::debug!(%name, %identity, remote = %connection.remote_address(), "connection");
+    let identity = transport::peer_identity(&connection);
+    tracing::debug!(%name, ?identity, remote = %connection.remote_address(), "connection");
     let peer = Rc::new(Peer { name, identity, known: RefCell::new(None) });
     loop {
         match connection.accept_bi().await {
@@ -69,8 +69,9 @@ async fn serve_connection(connection: quinn::Connection, shared: Rc<Shared>, vie
 struct Peer {
     /// The first DNS name: a node of the cluster map by that name speaks for that node.
     name: String,
-    /// Its identity (`transport::identity`), what volume ACLs name.
-    identity: String,
+    /// Its identity (`transport::identity`), what volume ACLs name; `None` for a certificate
+    /// that carries none.
+    identity: Option<String>,
     /// The caller as of the map change it was worked out at (`ClusterView::changes`).
     known: RefCell<Option<(u64, Rc<Caller>)>>,
 }
@@ -85,7 +86,10 @@ impl Peer {
         }
         let caller = Rc::new(match view.peer_named(&self.name) {
             Some(node) => Caller::Node(node),
-            None => Caller::Client(self.identity.clone()),
+            None => match &self.identity {
+                Some(identity) => Caller::Client(identity.clone()),
+                None => Caller::Anonymous,
+            },
         });
         *known = Some((view.changes(), Rc::clone(&caller)));
         caller
@@ -113,10 +117,15 @@ async fn serve_stream(
                 Ok(Some(message)) => {
                     let caller = peer.caller(&view.borrow());
                     match authorize(&view, &caller, &message).await {
+                        Ok(()) if matches!(message, Message::DeleteVolume(_)) => {
+                            let Message::DeleteVolume(delete) = message else { unreachable!("matched") };
+                            let (view, by) = (Rc::clone(&view), peer.identity.clone().unwrap_or_default());
+                            spawn_reply(async move { map_source::delete_volume(&view, delete, &by).await })
+                        }
                         Ok(()) if matches!(message, Message::AclChange(_)) => {
                             let Message::AclChange(change) = message else { unreachable!("matched") };
-                            let view = Rc::clone(&view);
-                            spawn_reply(async move { map_source::change_acl(&view, change).await })
+                            let (view, by) = (Rc::clone(&view), peer.identity.clone().unwrap_or_default());
+                            spawn_reply(async move { map_source::change_acl(&view, change, &by).await })
                         }
                         Ok(()) => {
                             let holds_only = match &message {
@@ -166,12 +175,7 @@ async fn serve_stream(
 async fn authorize(view: &SharedView, caller: &Caller, message: &Message) -> Result<(), ErrorReply> {
     let verdict = access::authorize(caller, message, view.borrow().acls());
     let Verdict::Claim { pg, identity } = verdict else { return verdict.into_result() };
-    if let Err(error) = map_source::claim(view, pg.volume_id, &identity).await {
-        let volume = format!("{:#x}", pg.volume_id.0);
-        tracing::warn!(%error, %volume, "could not claim a volume");
-        let message = format!("claiming volume {volume} in etcd: {error}");
-        return Err(ErrorReply { code: ErrorCode::Internal, pg, epochs: Default::default(), message });
-    }
+    map_source::claim(view, pg, &identity).await?;
     access::authorize(caller, message, view.borrow().acls()).into_result()
 }
 

@@ -87,6 +87,10 @@ pub enum PageAnswer {
     NotYet,
 }
 
+/// The longest lease a hold-only floor report gets (readers report every few seconds with a
+/// 10 s lease).
+pub const FLOOR_HOLD_LEASE_MS_MAX: u32 = 30_000;
+
 impl NodeCore {
     /// How to answer a `ReadPage`: refused, not yet, ready (cached or zeros), or to build.
     pub fn plan_read_page(&mut self, read: &ReadPage) -> Result<PageAnswer, ErrorReply> {
@@ -210,9 +214,11 @@ impl NodeCore {
     }
 
     /// A floor report from a client that may only hold the floor (it may read the volume, not
-    /// write it).
+    /// write it). Its lease is cut to `FLOOR_HOLD_LEASE_MS_MAX`: a reader renews it every few
+    /// seconds, and a longer one would let it keep versions (space) long after it left.
     pub fn handle_floor_hold(&mut self, report: &FloorReport, now: u64) -> Message {
-        self.handle_floor_report_as(report, now, FloorReporter::holding(report.client))
+        let report = FloorReport { lease_ms: report.lease_ms.min(FLOOR_HOLD_LEASE_MS_MAX), ..*report };
+        self.handle_floor_report_as(&report, now, FloorReporter::holding(report.client))
     }
 
     fn handle_floor_report_as(&mut self, report: &FloorReport, now: u64, reporter: FloorReporter) -> Message {

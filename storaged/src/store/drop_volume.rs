@@ -77,6 +77,8 @@ impl<S: Storage> NodeStore<S> {
         core: &impl CoreAccess,
         volume: VolumeId,
     ) -> Result<DroppedVolume, DropVolumeError> {
+        // No recycling pass deletes a file the drop frees before its tombstone is durable.
+        let _no_recycling = self.recycling.lock().await;
         let dropped = core.with_core(|core| core.drop_volume(volume));
         // Decoded records do not say their volume, and a drop is rare: the entry cache forgets
         // everything, so no plaintext of the volume stays in memory.
@@ -87,7 +89,7 @@ impl<S: Storage> NodeStore<S> {
             .await
             .map_err(|source| DropVolumeError::Keyring { volume, source })?;
         let checkpointed = self.checkpoint(core, true).await;
-        let recycled = self.recycle_files(core, self.pages_head(), self.file_bytes).await;
+        let recycled = self.recycle_held(core, self.pages_head(), self.file_bytes).await;
         let done = DroppedVolume {
             volume,
             newly_tombstoned: keys.tombstoned,

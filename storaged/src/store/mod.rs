@@ -432,6 +432,11 @@ impl<S: Storage> NodeStore<S> {
     /// `recycle`, saying which files it deleted. One pass at a time.
     pub async fn recycle_files(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> Recycled {
         let _one_at_a_time = self.recycling.lock().await;
+        self.recycle_held(core, pages_head, file_bytes).await
+    }
+
+    /// `recycle_files` for a caller that holds `recycling` already.
+    async fn recycle_held(&self, core: &impl CoreAccess, pages_head: u64, file_bytes: u64) -> Recycled {
         let rekey_pages = self.follow_rekeys();
         let journal_head = self.covered.borrow().journal.file;
         let (journal_files, page_files) = (self.journal.files(), self.pages.files());

@@ -47,8 +47,8 @@ pub use acl::{client_identity, Acl, Role};
 pub use client::{EtcdMap, ADD_NODE_ATTEMPTS_MAX};
 pub use error::EtcdMapError;
 pub use layout::{MapNode, Snapshot};
-pub use local::LocalEtcd;
-pub use source::{EtcdSource, EtcdUser, CLIENT_ROLE, NODE_ROLE};
+pub use local::{LocalEtcd, ServerTls};
+pub use source::{EtcdSource, EtcdTls, EtcdUser, CLIENT_ROLE, NODE_ROLE};
 pub use watch::{watch, watch_with_state, WatchState, WATCH_KEEPALIVE, WATCH_RETRY};
 
 /// The prefix the cluster map lives under unless configured otherwise.

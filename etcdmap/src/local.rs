@@ -27,12 +27,24 @@ pub enum LocalEtcdError {
     NotReady(String),
 }
 
+/// TLS on etcd's client port: its certificate and key (PEM), and, to require client
+/// certificates (`--client-cert-auth`), the CA that must have signed them.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// One etcd process on 127.0.0.1 with its data in a directory, killed on drop.
 #[derive(Debug)]
 pub struct LocalEtcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` (and metrics), whatever the client port speaks.
+    metrics_port: u16,
+    tls: Option<ServerTls>,
     child: Option<Child>,
     starts: u32,
 }
@@ -41,17 +53,41 @@ impl LocalEtcd {
     /// Starts etcd with its data and logs in `dir` on two free loopback ports, and waits until
     /// it answers `/health`.
     pub fn start(dir: &Path) -> Result<LocalEtcd, LocalEtcdError> {
+        LocalEtcd::start_with(dir, None)
+    }
+
+    /// [`LocalEtcd::start`], with TLS on the client port (`https://` endpoints).
+    pub fn start_tls(dir: &Path, tls: ServerTls) -> Result<LocalEtcd, LocalEtcdError> {
+        LocalEtcd::start_with(dir, Some(tls))
+    }
+
+    fn start_with(dir: &Path, tls: Option<ServerTls>) -> Result<LocalEtcd, LocalEtcdError> {
         std::fs::create_dir_all(dir).map_err(|source| io(format!("creating {}", dir.display()), source))?;
-        let [client_port, peer_port] = free_ports()?;
-        let mut etcd = LocalEtcd { dir: dir.to_owned(), client_port, peer_port, child: None, starts: 0 };
+        let [client_port, peer_port, metrics_port] = free_ports()?;
+        let mut etcd = LocalEtcd {
+            dir: dir.to_owned(),
+            client_port,
+            peer_port,
+            metrics_port,
+            tls,
+            child: None,
+            starts: 0,
+        };
         etcd.spawn()?;
         etcd.wait_ready()?;
         Ok(etcd)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:2379`.
+    /// The client URL, e.g. `http://127.0.0.1:2379` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        url(self.client_port)
+        self.client_url()
+    }
+
+    fn client_url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
+            None => url(self.client_port),
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -95,8 +131,9 @@ impl LocalEtcd {
             .args(["--name", "m0"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &url(self.client_port)])
-            .args(["--advertise-client-urls", &url(self.client_port)])
+            .args(["--listen-client-urls", &self.client_url()])
+            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-metrics-urls", &url(self.metrics_port)])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("m0={peer}")])
@@ -104,6 +141,7 @@ impl LocalEtcd {
             // Authentication tokens (once a test turns authentication on) expire after 2 s
             // idle, not 5 minutes, so every test using it also proves clients refresh them.
             .args(["--auth-token-ttl", "2"])
+            .args(self.tls_args())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
@@ -111,9 +149,19 @@ impl LocalEtcd {
         Ok(())
     }
 
+    fn tls_args(&self) -> Vec<std::ffi::OsString> {
+        let Some(tls) = &self.tls else { return Vec::new() };
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--cert-file".into(), tls.cert.clone().into(), "--key-file".into(), tls.key.clone().into()];
+        if let Some(ca) = &tls.client_ca {
+            args.extend(["--client-cert-auth".into(), "--trusted-ca-file".into(), ca.clone().into()]);
+        }
+        args
+    }
+
     fn wait_ready(&mut self) -> Result<(), LocalEtcdError> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 return Err(LocalEtcdError::Exited { status, log: self.log_text() });
@@ -159,10 +207,10 @@ fn io(what: String, source: std::io::Error) -> LocalEtcdError {
     LocalEtcdError::Io { what, source }
 }
 
-/// Two ports free now: bound together (so they differ), then released for etcd.
-fn free_ports() -> Result<[u16; 2], LocalEtcdError> {
+/// Three ports free now: bound together (so they differ), then released for etcd.
+fn free_ports() -> Result<[u16; 3], LocalEtcdError> {
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| io("binding a free port".into(), e));
-    let (a, b) = (bind()?, bind()?);
+    let (a, b, c) = (bind()?, bind()?, bind()?);
     let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| io("a free port".into(), e));
-    Ok([port(&a)?, port(&b)?])
+    Ok([port(&a)?, port(&b)?, port(&c)?])
 }

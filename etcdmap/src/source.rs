@@ -50,6 +50,48 @@ impl EtcdUser {
     }
 }
 
+/// TLS to etcd (`https://` endpoints): the CA that signed etcd's server certificates and,
+/// where etcd asks for one (`--client-cert-auth`), this side's certificate and key, all PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// Reads the CA file and, if given, the certificate and key files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<EtcdTls, std::io::Error> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(EtcdTls { ca: read(ca)?, identity })
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let options =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
+        match &self.identity {
+            Some((cert, key)) => options.identity(etcd_client::Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
+}
+
 /// Where the cluster map lives, and as whom to read (or write) it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdSource {
@@ -59,16 +101,23 @@ pub struct EtcdSource {
     pub prefix: String,
     /// The etcd user to authenticate as; `None` for an etcd without authentication.
     pub user: Option<EtcdUser>,
+    /// TLS, for `https://` endpoints; `None`: plain HTTP/2 (then passwords cross the network
+    /// in the clear: keep such an etcd on a trusted network).
+    pub tls: Option<EtcdTls>,
 }
 
 impl EtcdSource {
     /// A source without authentication.
     pub fn new(endpoints: Vec<String>, prefix: impl Into<String>) -> EtcdSource {
-        EtcdSource { endpoints, prefix: prefix.into(), user: None }
+        EtcdSource { endpoints, prefix: prefix.into(), user: None, tls: None }
     }
 
-    /// `options` with this source's user, if it has one.
+    /// `options` with this source's user and TLS, if it has them.
     pub(crate) fn options(&self, options: ConnectOptions) -> ConnectOptions {
+        let options = match &self.tls {
+            Some(tls) => options.with_tls(tls.options()),
+            None => options,
+        };
         match &self.user {
             // etcd's tokens expire (after 5 idle minutes by default): a long-lived connection
             // must fetch a new one rather than fail from then on.

@@ -328,3 +328,39 @@ async fn an_acl_change_for_a_caller_is_checked_against_etcd_s_acl_in_the_same_tr
     let after = map.change_acl_as(3, bob, |acl| acl.grant(alice, etcdmap::Role::Read)).await;
     assert!(matches!(after, Err(EtcdMapError::Deleted { .. })), "{after:?}");
 }
+
+#[tokio::test]
+async fn over_tls_the_map_is_read_and_watched_and_a_wrong_ca_or_no_client_certificate_is_refused() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let leaves = [("etcd".to_owned(), vec!["127.0.0.1".parse().unwrap()]), ("node-1".to_owned(), vec![])];
+    let pki = transport::create_cluster_pki(&dir.path().join("pki"), &leaves).expect("pki");
+    let server = pki.files_for("etcd");
+    let tls = etcdmap::ServerTls { cert: server.cert, key: server.key, client_ca: Some(pki.ca_cert.clone()) };
+    let etcd = LocalEtcd::start_tls(&dir.path().join("etcd"), tls).unwrap_or_else(|e| panic!("{e}"));
+    assert!(etcd.endpoint().starts_with("https://"));
+    let client = pki.files_for("node-1");
+    let over_tls = |tls| EtcdSource { tls, ..EtcdSource::new(etcd.endpoints(), DEFAULT_PREFIX) };
+    let good = etcdmap::EtcdTls::from_files(&pki.ca_cert, Some((&client.cert, &client.key))).expect("files");
+    let mut map =
+        EtcdMap::open(&over_tls(Some(good.clone())), REQUEST_TIMEOUT).await.expect("connect over TLS");
+    let initial = map.publish(&six_nodes()).await.expect("publish over TLS");
+    let mut rx = watch(over_tls(Some(good)), initial);
+    map.add_node(node(7, 0, true)).await.expect("add a spare over TLS");
+    tokio::time::timeout(WATCH_SEEN_MAX, rx.wait_for(|s| has_node(s, 7)))
+        .await
+        .expect("the watch over TLS sees the spare")
+        .expect("watch task alive");
+
+    // Another CA's view of etcd, no client certificate, or plain HTTP: nothing is read.
+    let other = transport::create_cluster_pki(&dir.path().join("other"), &leaves[1..]).expect("other pki");
+    let other_node = other.files_for("node-1");
+    let wrong_ca = etcdmap::EtcdTls::from_files(&other.ca_cert, Some((&other_node.cert, &other_node.key)));
+    let no_identity = etcdmap::EtcdTls::from_files(&pki.ca_cert, None);
+    for tls in [wrong_ca.expect("files"), no_identity.expect("files")] {
+        let read = match EtcdMap::open(&over_tls(Some(tls.clone())), Duration::from_secs(2)).await {
+            Ok(mut map) => map.load().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        assert!(read.is_err(), "etcd answered {tls:?}");
+    }
+}

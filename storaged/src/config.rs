@@ -169,6 +169,11 @@ struct MapSection {
     /// --etcd-auth`), with `password_file`.
     user: Option<String>,
     password_file: Option<PathBuf>,
+    /// TLS to etcd (`https://` endpoints): the CA of etcd's server certificates, and this
+    /// node's client certificate and key where etcd asks for one (`--client-cert-auth`).
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 /// The default etcd key prefix of the cluster map.
@@ -389,7 +394,10 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     file.key_file.iter_mut().for_each(anchor);
     file.key_file_previous.iter_mut().for_each(anchor);
     if let Some(map) = &mut file.map {
-        map.password_file.iter_mut().for_each(anchor);
+        [&mut map.password_file, &mut map.ca, &mut map.cert, &mut map.key]
+            .into_iter()
+            .flatten()
+            .for_each(anchor);
     }
     if let Some(tls) = &mut file.tls {
         [&mut tls.ca, &mut tls.cert, &mut tls.key, &mut tls.crl].into_iter().flatten().for_each(anchor);
@@ -421,9 +429,27 @@ fn static_map(
 
 /// The etcd map source from the flags, else the file's `[map]`.
 fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>, ConfigError> {
-    let (endpoints, prefix, file_user) = match file {
-        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone(), (None, None)),
-        Some(map) => (map.etcd, cli.etcd_prefix.clone().or(map.prefix), (map.user, map.password_file)),
+    let (endpoints, prefix, file_user, tls) = match file {
+        _ if !cli.etcd.is_empty() => (cli.etcd.clone(), cli.etcd_prefix.clone(), (None, None), None),
+        Some(map) => {
+            let tls = match (map.ca, map.cert, map.key) {
+                (None, None, None) => None,
+                (Some(ca), cert, key) => {
+                    let identity = match (cert, key) {
+                        (Some(cert), Some(key)) => Some((cert, key)),
+                        (None, None) => None,
+                        _ => return Err(ConfigError::Invalid("`map.cert` and `map.key` go together".into())),
+                    };
+                    let files = identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+                    Some(
+                        etcdmap::EtcdTls::from_files(&ca, files)
+                            .map_err(|e| ConfigError::Invalid(format!("`map` TLS files: {e}")))?,
+                    )
+                }
+                _ => return Err(ConfigError::Invalid("`map.cert` and `map.key` need `map.ca`".into())),
+            };
+            (map.etcd, cli.etcd_prefix.clone().or(map.prefix), (map.user, map.password_file), tls)
+        }
         None if cli.etcd_user.is_some() => {
             return Err(ConfigError::Invalid("--etcd-user needs the map in etcd (--etcd or [map])".into()))
         }
@@ -451,8 +477,11 @@ fn etcd_source(cli: &Cli, file: Option<MapSection>) -> Result<Option<EtcdSource>
             "etcd endpoint `{bad}` is not a URL (expected e.g. http://10.0.0.5:2379)"
         )));
     }
+    if tls.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
+        return Err(ConfigError::Invalid("an https:// etcd endpoint needs `map.ca`".into()));
+    }
     let prefix = prefix.unwrap_or_else(|| ETCD_PREFIX_DEFAULT.into());
-    Ok(Some(EtcdSource { endpoints, prefix, user }))
+    Ok(Some(EtcdSource { endpoints, prefix, user, tls }))
 }
 
 /// A `--peer` spec: `ID:AZ:NAME@IP:PORT`.

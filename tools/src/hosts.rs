@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ensure_key_file;
 use crate::files;
-use crate::local::map::{ClusterMap, EtcdActor, EtcdSection, NodeEntry, StoragedSettings, MAP_VERSION};
+use crate::local::map::{
+    ClusterMap, EtcdActor, EtcdSection, NodeEntry, StoragedSettings, ETCD_CA_FILE, MAP_VERSION,
+};
 use crate::local::CLIENT_NAME;
 use crate::local::MAP_FILE;
 
@@ -137,6 +139,8 @@ struct BundleMap {
     user: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     password_file: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -225,7 +229,15 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
         return Err(HostsError::OutExists(out.to_owned()));
     }
     // Before `--etcd-auth` turns etcd's authentication on, init acts without a user.
-    let open_source = etcd.as_ref().map(|e| etcdmap::EtcdSource::new(e.endpoints.clone(), e.prefix.clone()));
+    // `etcd.ca` is the operator's file (relative to the working directory) until it is copied.
+    let open_source = match &etcd {
+        Some(e) => {
+            let mut source = etcdmap::EtcdSource::new(e.endpoints.clone(), e.prefix.clone());
+            source.tls = e.tls(Path::new(".")).map_err(io(e.ca.as_deref().unwrap_or(Path::new("."))))?;
+            Some(source)
+        }
+        None => None,
+    };
     if let Some(source) = &open_source {
         // Before any file is written: a prefix in use is refused with nothing left behind.
         let prefix = source.prefix.clone();
@@ -236,7 +248,6 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
         })?;
     }
     let mut map = cluster_map(&hosts);
-    map.etcd = etcd.clone();
     let pki_dir = out.join("pki");
     let mut leaves: Vec<(String, Vec<IpAddr>)> =
         hosts.iter().map(|h| (h.name.clone(), vec![h.listen.ip()])).collect();
@@ -244,6 +255,17 @@ pub fn init(hosts_file: &Path, out: &Path, etcd: Option<EtcdSection>) -> Result<
     let pki = transport::create_cluster_pki(&pki_dir, &leaves)?;
     let kek = out.join("kek");
     ensure_key_file(&kek)?;
+    let mut etcd = etcd;
+    if let Some(section) = etcd.as_mut() {
+        if let Some(ca) = section.ca.take() {
+            let to = out.join(ETCD_CA_FILE);
+            std::fs::create_dir_all(to.parent().expect("in etcd/")).map_err(io(&to))?;
+            let bytes = std::fs::read(&ca).map_err(io(&ca))?;
+            files::write_atomically(&to, &bytes, 0o644).map_err(io(&to))?;
+            section.ca = Some(PathBuf::from(ETCD_CA_FILE));
+        }
+    }
+    map.etcd = etcd.clone();
     if etcd.as_ref().is_some_and(|e| e.auth) {
         for actor in EtcdActor::ALL {
             let path = actor.password_file(out);
@@ -360,6 +382,7 @@ fn write_bundle(
     let tls = bundle.join("tls");
     std::fs::create_dir_all(&tls).map_err(io(&tls))?;
     let node_password = EtcdActor::Node.password_file(out);
+    let etcd_ca = etcd.and_then(|e| e.ca.as_ref()).map(|ca| out.join(ca));
     for (from, to, mode) in [
         (&files.ca_cert, tls.join("ca.pem"), 0o644),
         (&files.cert, tls.join("node.pem"), 0o644),
@@ -368,6 +391,7 @@ fn write_bundle(
     ]
     .into_iter()
     .chain(etcd.filter(|e| e.auth).map(|_| (&node_password, bundle.join("etcd.password"), 0o600)))
+    .chain(etcd_ca.as_ref().map(|ca| (ca, bundle.join("etcd-ca.pem"), 0o644)))
     {
         let bytes = std::fs::read(from).map_err(io(from))?;
         files::write_atomically(&to, &bytes, mode).map_err(io(&to))?;
@@ -385,6 +409,7 @@ fn write_bundle(
             prefix: e.prefix.clone(),
             user: e.auth.then_some(EtcdActor::Node.user()),
             password_file: e.auth.then_some("etcd.password"),
+            ca: e.ca.is_some().then_some("etcd-ca.pem"),
         }),
         tls: BundleTls { ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key" },
     };

@@ -259,7 +259,9 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
         assert!(denied.to_string().contains("permission denied"), "{denied}");
         let squat = as_client.claim_volume(VOLUME + 2, "borealis://client/dave").await;
         assert!(squat.is_err(), "the clients' etcd user claimed a volume: {squat:?}");
-        let anonymous = etcdmap::EtcdSource::new(vec![cluster.etcd.endpoint()], etcdmap::DEFAULT_PREFIX);
+        // (etcd speaks TLS here, so this source keeps the CA and drops only the user.)
+        let anonymous = etcdmap::EtcdSource { user: None, ..source(EtcdActor::Client) };
+        assert!(anonymous.endpoints[0].starts_with("https://"), "etcd speaks TLS");
         let nobody = match etcdmap::EtcdMap::open(&anonymous, Duration::from_secs(5)).await {
             Ok(mut map) => map.load().await.map(|_| ()),
             Err(error) => Err(error),

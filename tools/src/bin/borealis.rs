@@ -248,6 +248,10 @@ enum ClusterAction {
         /// bundles). Without it, anyone who can reach etcd can change the cluster map and ACLs.
         #[arg(long, requires = "etcd")]
         etcd_auth: bool,
+        /// etcd speaks TLS (https:// endpoints): the CA certificate (PEM) that signed its server
+        /// certificates. Copied into OUT/etcd/ca.pem and every bundle.
+        #[arg(long, value_name = "FILE", requires = "etcd")]
+        etcd_ca: Option<PathBuf>,
     },
     /// Adds a host to a running cluster whose map is in etcd (`init --hosts --etcd`): signs
     /// its certificate with the cluster's CA (DIR/pki), writes its bundle to DIR/hosts/NAME and
@@ -449,11 +453,12 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         interrupt::install()?;
     }
     match args.action {
-        ClusterAction::Init { hosts, out, etcd, etcd_prefix, etcd_auth } => {
+        ClusterAction::Init { hosts, out, etcd, etcd_prefix, etcd_auth, etcd_ca } => {
             let etcd = (!etcd.is_empty()).then_some(tools::local::map::EtcdSection {
                 endpoints: etcd,
                 prefix: etcd_prefix,
                 auth: etcd_auth,
+                ca: etcd_ca,
             });
             cluster_init(&hosts, &out, etcd)
         }

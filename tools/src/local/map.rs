@@ -64,7 +64,14 @@ pub struct EtcdSection {
     /// node and client users are in `etcd/` of the cluster directory ([`EtcdSection::source`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auth: bool,
+    /// etcd speaks TLS (`https://` endpoints): the CA of its server certificates, relative to
+    /// the cluster directory (`cluster init --etcd-ca` copies it to `etcd/ca.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
+
+/// Where `cluster init --etcd-ca` keeps etcd's CA, under the cluster directory.
+pub const ETCD_CA_FILE: &str = "etcd/ca.pem";
 
 /// Which etcd user to act as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +108,15 @@ impl EtcdActor {
 }
 
 impl EtcdSection {
+    /// TLS to etcd, if it speaks TLS: its CA (under `dir`, unless absolute).
+    pub fn tls(&self, dir: &Path) -> std::io::Result<Option<etcdmap::EtcdTls>> {
+        self.ca.as_ref().map(|ca| etcdmap::EtcdTls::from_files(&dir.join(ca), None)).transpose()
+    }
+
     /// The etcd source to act as `actor` with, from the cluster directory `dir`.
     pub fn source(&self, dir: &Path, actor: EtcdActor) -> std::io::Result<etcdmap::EtcdSource> {
         let mut source = etcdmap::EtcdSource::new(self.endpoints.clone(), self.prefix.clone());
+        source.tls = self.tls(dir)?;
         if self.auth {
             let file = actor.password_file(dir);
             let user = etcdmap::EtcdUser::from_password_file(actor.user(), &file)

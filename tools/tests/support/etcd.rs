@@ -59,12 +59,19 @@ pub fn run(args: &[&str]) -> Run {
     finish(child, args)
 }
 
-/// `borealis cluster init --hosts FILE --out OUT --etcd ENDPOINT [--etcd-auth]`.
+/// `borealis cluster init --hosts FILE --out OUT --etcd ENDPOINT [--etcd-auth] [--etcd-ca CA]`.
 pub fn init(file: &Path, out: &Path, endpoint: &str, auth: bool) -> Run {
+    init_with(file, out, endpoint, auth, None)
+}
+
+fn init_with(file: &Path, out: &Path, endpoint: &str, auth: bool, ca: Option<&Path>) -> Run {
     let (file, out) = (file.to_str().unwrap(), out.to_str().unwrap());
     let mut args = vec!["cluster", "init", "--hosts", file, "--out", out, "--etcd", endpoint];
     if auth {
         args.push("--etcd-auth");
+    }
+    if let Some(ca) = ca {
+        args.extend(["--etcd-ca", ca.to_str().unwrap()]);
     }
     run(&args)
 }
@@ -76,15 +83,28 @@ impl EtcdCluster {
         EtcdCluster::start_with(hosts, false)
     }
 
-    /// The same, with etcd's authentication turned on by `init --etcd-auth`.
+    /// The same, secured: etcd speaks TLS (a server certificate from a CA of its own, given to
+    /// `init --etcd-ca`) and its authentication is turned on by `init --etcd-auth`.
     #[allow(dead_code)] // Not every test binary that includes this module uses it.
     pub fn start_with_auth(hosts: usize) -> EtcdCluster {
         EtcdCluster::start_with(hosts, true)
     }
 
-    fn start_with(hosts: usize, auth: bool) -> EtcdCluster {
+    fn start_with(hosts: usize, secure: bool) -> EtcdCluster {
         let root = tempfile::tempdir().unwrap();
-        let etcd = LocalEtcd::start(&root.path().join("etcd")).expect("start etcd (Debian's etcd-server)");
+        let etcd_ca = secure.then(|| {
+            let leaves = [("etcd".to_owned(), vec!["127.0.0.1".parse().unwrap()])];
+            transport::create_cluster_pki(&root.path().join("etcd-pki"), &leaves).expect("etcd's PKI")
+        });
+        let etcd = match &etcd_ca {
+            Some(pki) => {
+                let files = pki.files_for("etcd");
+                let tls = etcdmap::ServerTls { cert: files.cert, key: files.key, client_ca: None };
+                LocalEtcd::start_tls(&root.path().join("etcd"), tls)
+            }
+            None => LocalEtcd::start(&root.path().join("etcd")),
+        }
+        .expect("start etcd (Debian's etcd-server)");
         let hosts = self::hosts(root.path(), hosts);
         let hosts_file: String = hosts[..6]
             .iter()
@@ -102,7 +122,8 @@ impl EtcdCluster {
             .collect();
         let (file, out) = (root.path().join("hosts.toml"), root.path().join("cluster"));
         std::fs::write(&file, hosts_file).unwrap();
-        let init = init(&file, &out, &etcd.endpoint(), auth);
+        let ca = etcd_ca.as_ref().map(|pki| pki.ca_cert.as_path());
+        let init = init_with(&file, &out, &etcd.endpoint(), secure, ca);
         assert!(init.code == Some(0), "{init:?}");
         let mut cluster = EtcdCluster { root, etcd, out, hosts, nodes: Vec::new(), init };
         cluster.nodes = (1..=6).map(|i| Some(cluster.start_node(i))).collect();

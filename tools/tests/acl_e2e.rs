@@ -132,52 +132,41 @@ fn each_client_gets_only_what_the_volume_s_acl_grants_and_client_certificates_ca
 
     // A client certificate may not act as a node: gossip and hydration are refused.
     let node = local.node(1).unwrap();
-    let tls = local.client_tls_as("mallory");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let endpoint = transport::client_endpoint(
-            transport::any_addr_for(node.addr),
-            &tls,
-            &transport::Tuning::default(),
-        )
-        .unwrap();
-        let connection =
-            transport::connect(&endpoint, node.addr, &node.name, Duration::from_secs(5)).await.unwrap();
-        let pg = PgRef { volume_id: VolumeId(VOLUME), pg_id: PgId(0) };
-        let hydrate = Message::HydrateFetch(HydrateFetch {
-            pg,
-            epochs: Epochs::default(),
-            read_lsn: Lsn(1),
-            from_page: PageId(0),
-            bytes_max: 1 << 20,
-        });
-        let fetch = Message::GossipFetch(GossipFetch {
-            pg,
-            epochs: Epochs::default(),
-            ranges: vec![LsnRange::new(Lsn(0), Lsn(100)).unwrap()],
-            bytes_max: 1 << 20,
-        });
-        // The nodes themselves refuse a writer's request from a certificate the ACL gives no
-        // write, whatever the client does.
-        let bump = Message::EpochBump(protocol::messages::EpochBump { pg, epochs: Epochs::default() });
-        match transport::framed::request(&connection, &bump).await.unwrap() {
+    let pg = PgRef { volume_id: VolumeId(VOLUME), pg_id: PgId(0) };
+    let hydrate = Message::HydrateFetch(HydrateFetch {
+        pg,
+        epochs: Epochs::default(),
+        read_lsn: Lsn(1),
+        from_page: PageId(0),
+        bytes_max: 1 << 20,
+    });
+    let fetch = Message::GossipFetch(GossipFetch {
+        pg,
+        epochs: Epochs::default(),
+        ranges: vec![LsnRange::new(Lsn(0), Lsn(100)).unwrap()],
+        bytes_max: 1 << 20,
+    });
+    // The nodes themselves refuse a writer's request from a certificate the ACL gives no
+    // write, whatever the client does.
+    let bump = Message::EpochBump(protocol::messages::EpochBump { pg, epochs: Epochs::default() });
+    match raw(&local, 1, "mallory", &bump) {
+        Message::Error(refusal) => {
+            assert_eq!(refusal.code, ErrorCode::Unauthorized, "{refusal:?}");
+            assert!(refusal.message.contains("borealis://client/mallory has no write"), "{refusal:?}");
+        }
+        other => panic!("the node took a write from a certificate without write: {other:?}"),
+    }
+    for ask in [hydrate, fetch] {
+        match raw(&local, 1, "mallory", &ask) {
             Message::Error(refusal) => {
                 assert_eq!(refusal.code, ErrorCode::Unauthorized, "{refusal:?}");
-                assert!(refusal.message.contains("borealis://client/mallory has no write"), "{refusal:?}");
+                assert!(refusal.message.contains("only the cluster's nodes"), "{refusal:?}");
             }
-            other => panic!("the node took a write from a certificate without write: {other:?}"),
+            other => panic!("a client certificate was answered as a node: {other:?}"),
         }
-        for ask in [hydrate, fetch] {
-            match transport::framed::request(&connection, &ask).await.unwrap() {
-                Message::Error(refusal) => {
-                    assert_eq!(refusal.code, ErrorCode::Unauthorized, "{refusal:?}");
-                    assert!(refusal.message.contains("only the cluster's nodes"), "{refusal:?}");
-                }
-                other => panic!("a client certificate was answered as a node: {other:?}"),
-            }
-        }
-    });
+    }
     assert!(unauthorized_replies(node.admin) >= 3.0, "refusals are counted by kind in /metrics");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 
     // Asking a node for a cluster change takes an administrator's certificate (`init --etcd`
     // made the cluster's client certificate one); the admin port itself only reads.

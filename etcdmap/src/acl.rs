@@ -42,6 +42,21 @@ impl Role {
         }
     }
 
+    /// The role's byte in an `AclChange` request.
+    pub fn to_wire(self) -> u8 {
+        use protocol::messages::AclChange as C;
+        match self {
+            Role::Read => C::ROLE_READ,
+            Role::Write => C::ROLE_WRITE,
+            Role::Admin => C::ROLE_ADMIN,
+        }
+    }
+
+    /// The role an `AclChange` byte names (the frame's checks admit only these three).
+    pub fn from_wire(byte: u8) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.to_wire() == byte)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Read => "read",

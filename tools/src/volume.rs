@@ -201,11 +201,7 @@ async fn change_role(
 ) -> anyhow::Result<()> {
     let ask = Message::AclChange(AclChange {
         volume: VolumeId(volume),
-        role: match role {
-            Role::Read => AclChange::ROLE_READ,
-            Role::Write => AclChange::ROLE_WRITE,
-            Role::Admin => AclChange::ROLE_ADMIN,
-        },
+        role: role.to_wire(),
         grant,
         identity: identity_of(&to),
     });

@@ -113,9 +113,7 @@ impl ReaderCore {
     /// A node refused a floor report: an `Unauthorized` or `VolumeDeleted` refusal is kept
     /// (the first), to be what opening reports if no read point comes.
     pub fn handle_refusal(&mut self, node: NodeId, refusal: &protocol::messages::ErrorReply) {
-        if matches!(refusal.code, ErrorCode::Unauthorized | ErrorCode::VolumeDeleted)
-            && refusal.pg.volume_id == self.geometry.volume
-        {
+        if super::writer::refuses_for_good(refusal.code) && refusal.pg.volume_id == self.geometry.volume {
             self.refused.get_or_insert((node, refusal.code, refusal.message.clone()));
         }
     }

@@ -113,6 +113,22 @@ pub enum AppendRefusal {
     Format(protocol::FormatError),
 }
 
+/// Whether a node's refusal with `code` is final for this client on the volume: its
+/// certificate may not (`Unauthorized`), or the volume is gone (`VolumeDeleted`).
+pub(crate) fn refuses_for_good(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Unauthorized | ErrorCode::VolumeDeleted)
+}
+
+impl AppendRefusal {
+    /// The refusal of a writer the nodes refused for good with `code` (`refuses_for_good`).
+    pub(crate) fn refused(code: ErrorCode) -> AppendRefusal {
+        match code {
+            ErrorCode::VolumeDeleted => AppendRefusal::VolumeDeleted,
+            _ => AppendRefusal::Unauthorized,
+        }
+    }
+}
+
 /// A message for one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {

@@ -308,10 +308,11 @@ async fn wait_for(
         if now.fenced {
             return Err(AppendError::Fenced);
         }
-        match now.refused_by {
-            Some(protocol::messages::ErrorCode::VolumeDeleted) => return Err(AppendError::VolumeDeleted),
-            Some(_) => return Err(AppendError::Unauthorized),
-            None => {}
+        if let Some(code) = now.refused_by {
+            return Err(match AppendRefusal::refused(code) {
+                AppendRefusal::VolumeDeleted => AppendError::VolumeDeleted,
+                _ => AppendError::Unauthorized,
+            });
         }
         if now.closed {
             return Err(AppendError::Closed);

@@ -265,7 +265,7 @@ impl Rounds<'_> {
                 self.outstanding.remove(&id);
                 links.on_heard(node);
                 if let Message::Error(refusal) = &reply {
-                    if matches!(refusal.code, ErrorCode::Unauthorized | ErrorCode::VolumeDeleted) {
+                    if crate::core::writer::refuses_for_good(refusal.code) {
                         self.refused.get_or_insert((node, refusal.code, refusal.message.clone()));
                     }
                 }

@@ -85,8 +85,8 @@ fn need(message: &Message) -> Need {
         M::GossipFetch(m) => Need::Node(None, m.pg),
         M::HydrateFetch(m) => Need::Node(None, m.pg),
         M::ReplaceNodeAsk(_) => Need::Admin,
-        M::AclChange(c) => Need::VolumeAdmin(PgRef { volume_id: c.volume, pg_id: protocol::PgId(0) }),
-        M::DeleteVolume(d) => Need::VolumeAdmin(PgRef { volume_id: d.volume, pg_id: protocol::PgId(0) }),
+        M::AclChange(c) => Need::VolumeAdmin(volume_pg(c.volume)),
+        M::DeleteVolume(d) => Need::VolumeAdmin(volume_pg(d.volume)),
         _ => Need::Nothing,
     }
 }
@@ -218,9 +218,14 @@ pub fn floor_report_raises(caller: &Caller, pg: PgRef, acls: Option<&Acls>) -> b
     }
 }
 
+/// The `pg` a reply about a whole volume names (its first PG).
+pub fn volume_pg(volume: VolumeId) -> PgRef {
+    PgRef { volume_id: volume, pg_id: protocol::PgId(0) }
+}
+
 /// The `pg` of a refusal that names none.
 fn no_pg() -> PgRef {
-    PgRef { volume_id: VolumeId(0), pg_id: protocol::PgId(0) }
+    volume_pg(VolumeId(0))
 }
 
 #[cfg(test)]

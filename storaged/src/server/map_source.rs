@@ -15,7 +15,7 @@ use super::cluster_view::{Applied, ClusterView, SharedView};
 use super::shared::Shared;
 use super::StartError;
 use crate::config::{Config, EtcdSource};
-use crate::core::access::Acls;
+use crate::core::access::{self, Acls};
 
 /// How long a starting node waits for etcd to answer before it gives up (systemd restarts it).
 pub const ETCD_WAIT: Duration = Duration::from_secs(30);
@@ -152,11 +152,9 @@ pub async fn claim(view: &SharedView, pg: PgRef, identity: &str) -> Result<(), E
 /// view grants nothing. Takes the result into `view` at once. Answers the request itself, or
 /// an error reply.
 pub async fn change_acl(view: &SharedView, change: AclChange, caller: &str) -> Message {
-    let pg = PgRef { volume_id: change.volume, pg_id: protocol::PgId(0) };
-    let role = match change.role {
-        AclChange::ROLE_READ => etcdmap::Role::Read,
-        AclChange::ROLE_WRITE => etcdmap::Role::Write,
-        _ => etcdmap::Role::Admin,
+    let pg = access::volume_pg(change.volume);
+    let Some(role) = etcdmap::Role::from_wire(change.role) else {
+        return Message::Error(refusal(pg, ErrorCode::BadRequest, format!("no role {}", change.role)));
     };
     let Some(mut etcd) = view.borrow().etcd() else {
         return Message::Error(refusal(
@@ -188,7 +186,7 @@ pub async fn change_acl(view: &SharedView, change: AclChange, caller: &str) -> M
 /// when the watch brings the tombstone, here as on every node. Answers the request itself, or
 /// an error reply.
 pub async fn delete_volume(view: &SharedView, delete: DeleteVolume, caller: &str) -> Message {
-    let pg = PgRef { volume_id: delete.volume, pg_id: protocol::PgId(0) };
+    let pg = access::volume_pg(delete.volume);
     let Some(mut etcd) = view.borrow().etcd() else {
         return Message::Error(refusal(
             pg,

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 
 use protocol::{Lsn, PageId, PgId, Record, RecordFlags, RecordKind, RecordMeta};
 
-use protocol::messages::ErrorCode;
-
 use super::{AppendRefusal, NewRecord, WriterCore};
 
 impl WriterCore {
@@ -16,10 +14,8 @@ impl WriterCore {
         if self.fenced {
             return Err(AppendRefusal::Fenced);
         }
-        match self.refused_by {
-            Some(ErrorCode::VolumeDeleted) => return Err(AppendRefusal::VolumeDeleted),
-            Some(_) => return Err(AppendRefusal::Unauthorized),
-            None => {}
+        if let Some(code) = self.refused_by {
+            return Err(AppendRefusal::refused(code));
         }
         if self.ladder.tracked() + records.len() > self.limits.pending_records_max {
             return Err(AppendRefusal::WindowFull);

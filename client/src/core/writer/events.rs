@@ -65,7 +65,7 @@ impl WriterCore {
             // The volume's ACL no longer gives this writer `write` (or it never did), or the
             // volume was deleted: once as many nodes refuse as would fence it, no write quorum
             // is left.
-            ErrorCode::Unauthorized | ErrorCode::VolumeDeleted => {
+            code if super::refuses_for_good(code) => {
                 let members = self.membership(pg);
                 let refused = self.refused.entry(pg).or_default();
                 if !refused.contains(&node) {
